@@ -90,7 +90,12 @@ impl PluginArgs {
         match self.get(name) {
             None => Ok(None),
             Some(raw) => raw.trim().parse::<T>().map(Some).map_err(|_| {
-                format!("--{name}: '{raw}' is not a valid {}", std::any::type_name::<T>())
+                let what = match std::any::type_name::<T>() {
+                    "f32" | "f64" => "number",
+                    "bool" => "true or false",
+                    _ => "whole number in range",
+                };
+                format!("--{name}: '{raw}' is not a valid {what}")
             }),
         }
     }

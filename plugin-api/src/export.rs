@@ -48,6 +48,7 @@ pub trait WatcherPlugin: PluginDescription + Send + Sized + 'static {
     /// Creates the plugin from validated options. Do not start threads yet.
     fn create(args: &PluginArgs) -> Result<Self, String>;
     /// Starts watching; send the FULL spec on `specs` each time it is known or changes.
+    /// Keep `specs` until [`WatcherPlugin::stop`] (dropping it means "watcher gone").
     fn start(&mut self, ctx: PluginContext, specs: RSender<RouteSpec>) -> Result<(), String>;
     /// Stops and joins all threads, within 2 s.
     fn stop(&mut self) -> Result<(), String>;
@@ -67,6 +68,7 @@ pub trait HealthPlugin: PluginDescription + Send + Sized + 'static {
     /// Creates the plugin from validated options. Do not start threads yet.
     fn create(args: &PluginArgs) -> Result<Self, String>;
     /// Starts monitoring: read FULL host lists from `hosts`, send FULL verdicts on `reports`.
+    /// Keep `reports` until [`HealthPlugin::stop`] (dropping it means "monitor gone").
     fn start(
         &mut self,
         ctx: PluginContext,

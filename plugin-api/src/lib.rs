@@ -25,20 +25,26 @@ pub mod export;
 pub mod plugin;
 pub mod spec;
 pub mod types;
+pub mod worker;
 
 pub use abi_stable;
+pub use serde_json;
+pub use abi_stable::sabi_trait::TD_Opaque;
 pub use abi_stable::external_types::crossbeam_channel::{self as channel, RReceiver, RSender};
+/// Errors returned by [`RReceiver`] and [`RSender`] methods.
+pub use crossbeam_channel::{RecvError, RecvTimeoutError, SendError, TryRecvError};
 pub use abi_stable::std_types::{RResult, RStr, RString, RVec};
 
 pub use args::{ArgSpec, PluginArgs};
 pub use context::{
     HostLogger, HostLoggerBox, HttpHandler, HttpHandlerBox, HttpRegistry, HttpRegistryBox,
     HttpRequest, HttpResponse, LogLevel, Logger, PluginContext, PluginLoader, PluginLoaderBox,
+    HostLogger_TO, HttpHandler_TO, HttpRegistry_TO, PluginLoader_TO,
 };
 pub use export::{HealthPlugin, WatcherPlugin};
 pub use plugin::{
     HealthBox, HealthMonitor, PluginInstance, PluginKind, PluginMetadata, PluginMod, PluginModRef,
-    Watcher, WatcherBox,
+    Watcher, WatcherBox, HealthMonitor_TO, Watcher_TO,
 };
 pub use spec::SpecError;
 pub use types::{HealthReport, HostList, RouteEntry, RouteSpec};

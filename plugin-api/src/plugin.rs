@@ -50,7 +50,8 @@ pub struct PluginMetadata {
 #[sabi_trait]
 pub trait Watcher: Send {
     /// Starts watching. Must return promptly (spawn a thread for ongoing work) and send the
-    /// FULL spec on `specs` whenever it is known or changes.
+    /// FULL spec on `specs` whenever it is known or changes. Keep `specs` until `stop`:
+    /// dropping it tells the host the watcher is gone, and the host then exits with an error.
     fn start(&mut self, ctx: PluginContext, specs: RSender<RouteSpec>) -> RResult<(), RString>;
 
     /// Stops all work and joins the plugin's threads; returns within 2 s.
@@ -68,7 +69,8 @@ pub type WatcherBox = Watcher_TO<'static, RBox<()>>;
 #[sabi_trait]
 pub trait HealthMonitor: Send {
     /// Starts monitoring. `hosts` delivers the FULL host list whenever it changes; the
-    /// plugin sends its FULL verdict on `reports` whenever it changes.
+    /// plugin sends its FULL verdict on `reports` whenever it changes. Keep `reports` until
+    /// `stop`: dropping it tells the host the monitor is gone, and the host then exits.
     fn start(
         &mut self,
         ctx: PluginContext,

@@ -1,1 +1,1267 @@
-//! Placeholder: being written (EC2 adapter helper).
+//! The EC2 adapter: reads a VPC into a [`VpcState`] and executes [`RouteAction`]s.
+//!
+//! Only translation between EC2 and the model, and error classification, live here; every
+//! decision is the planner's. Retries (standard mode, exponential backoff with jitter) and
+//! timeouts are the SDK's, configured in [`Ec2::connect`].
+
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_ec2::config::retry::RetryConfig;
+use aws_sdk_ec2::config::timeout::TimeoutConfig;
+use aws_sdk_ec2::config::{BehaviorVersion, Region};
+use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_ec2::types as ec2;
+use tracing::debug;
+
+use super::model::{Eni, Instance, Route, RouteAction, RouteTable, RouterTarget, VpcState};
+
+/// The EC2 operations the adapter uses, in [`Ec2::call_counts`] order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    DescribeVpcs,
+    DescribeSubnets,
+    DescribeRouteTables,
+    DescribeInstances,
+    CreateRoute,
+    ReplaceRoute,
+    DeleteRoute,
+}
+
+impl Op {
+    const ALL: [Op; 7] = [
+        Op::DescribeVpcs,
+        Op::DescribeSubnets,
+        Op::DescribeRouteTables,
+        Op::DescribeInstances,
+        Op::CreateRoute,
+        Op::ReplaceRoute,
+        Op::DeleteRoute,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Op::DescribeVpcs => "DescribeVpcs",
+            Op::DescribeSubnets => "DescribeSubnets",
+            Op::DescribeRouteTables => "DescribeRouteTables",
+            Op::DescribeInstances => "DescribeInstances",
+            Op::CreateRoute => "CreateRoute",
+            Op::ReplaceRoute => "ReplaceRoute",
+            Op::DeleteRoute => "DeleteRoute",
+        }
+    }
+}
+
+/// Calls and errors per operation (indexed like [`Op::ALL`]).
+#[derive(Debug, Default)]
+struct Counters {
+    calls: [AtomicU64; 7],
+    errors: [AtomicU64; 7],
+}
+
+/// Error codes EC2 uses for throttling or server-side trouble (worth retrying later).
+const TRANSIENT_CODES: &[&str] = &[
+    "RequestLimitExceeded",
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottled",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "EC2ThrottledException",
+    "BandwidthLimitExceeded",
+    "PriorRequestNotComplete",
+    "RequestTimeout",
+    "RequestTimeoutException",
+    "InternalError",
+    "InternalFailure",
+    "ServiceUnavailable",
+    "Unavailable",
+];
+
+/// Error codes meaning the credentials are wrong, expired or lack permission.
+const AUTH_CODES: &[&str] = &[
+    "AuthFailure",
+    "UnauthorizedOperation",
+    "AccessDenied",
+    "AccessDeniedException",
+    "InvalidClientTokenId",
+    "SignatureDoesNotMatch",
+    "OptInRequired",
+    "Blocked",
+    "ExpiredToken",
+    "RequestExpired",
+];
+
+/// What went wrong talking to EC2 or the instance metadata service.
+#[derive(Debug, thiserror::Error)]
+pub enum Ec2Error {
+    /// No credentials could be loaded.
+    #[error("{operation}: no AWS credentials found: set AWS credentials (env, profile or instance role) ({message})")]
+    NoCredentials {
+        /// EC2 operation.
+        operation: &'static str,
+        /// Details.
+        message: String,
+    },
+    /// The credentials were rejected or lack permission.
+    #[error("{operation}: access denied ({code}): {message}; check the AWS credentials and that their IAM policy allows ec2:DescribeVpcs, ec2:DescribeSubnets, ec2:DescribeRouteTables, ec2:DescribeInstances, ec2:CreateRoute, ec2:ReplaceRoute and ec2:DeleteRoute")]
+    AccessDenied {
+        /// EC2 operation.
+        operation: &'static str,
+        /// EC2 error code.
+        code: String,
+        /// EC2 error message.
+        message: String,
+    },
+    /// The VPC does not exist in the region.
+    #[error("VPC '{vpc_id}' not found in region '{region}': check -v/--vpc and -r/--region")]
+    VpcNotFound {
+        /// The VPC asked for.
+        vpc_id: String,
+        /// The region searched.
+        region: String,
+    },
+    /// EC2 refused the request (validation, unknown route table or route, ...).
+    #[error("{operation} rejected by EC2 ({code}): {message}")]
+    Rejected {
+        /// EC2 operation.
+        operation: &'static str,
+        /// EC2 error code.
+        code: String,
+        /// EC2 error message.
+        message: String,
+    },
+    /// EC2 throttled the request or failed on its side, after the SDK's retries.
+    #[error(
+        "{operation}: EC2 throttled or unavailable ({code}): {message}; transient, try again later"
+    )]
+    Unavailable {
+        /// EC2 operation.
+        operation: &'static str,
+        /// EC2 error code (or HTTP status).
+        code: String,
+        /// EC2 error message.
+        message: String,
+    },
+    /// Timeout, connection or DNS failure, or an unreadable response.
+    #[error("{operation}: could not talk to EC2 in region '{region}': {message}; check the network, -r/--region and AWS_ENDPOINT_URL")]
+    Transport {
+        /// EC2 operation.
+        operation: &'static str,
+        /// Region of the client.
+        region: String,
+        /// Details.
+        message: String,
+    },
+    /// The instance metadata service did not give region and VPC.
+    #[error("cannot read region and VPC from the EC2 instance metadata service ({message}); when not running on EC2, pass -r/--region and -v/--vpc")]
+    NoMetadata {
+        /// Details.
+        message: String,
+    },
+    /// Anything else (e.g. the request could not be built).
+    #[error("{operation}: {message}")]
+    Other {
+        /// EC2 operation.
+        operation: &'static str,
+        /// Details.
+        message: String,
+    },
+}
+
+impl Ec2Error {
+    /// True for errors that may go away by themselves (throttling, 5xx, timeouts, network);
+    /// false for those needing the operator (VPC not found, credentials, validation).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Ec2Error::Unavailable { .. } | Ec2Error::Transport { .. }
+        )
+    }
+
+    /// Classifies an SDK error of `op`.
+    fn classify<E>(op: Op, region: &str, err: SdkError<E>) -> Ec2Error
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        let operation = op.name();
+        if let SdkError::ServiceError(ctx) = &err {
+            let status = ctx.raw().status().as_u16();
+            let code = ctx
+                .err()
+                .code()
+                .map_or_else(|| format!("HTTP {status}"), str::to_owned);
+            let message = ctx.err().message().unwrap_or_default().to_owned();
+            return if AUTH_CODES.contains(&code.as_str()) {
+                Ec2Error::AccessDenied {
+                    operation,
+                    code,
+                    message,
+                }
+            } else if TRANSIENT_CODES.contains(&code.as_str()) || status >= 500 || status == 429 {
+                Ec2Error::Unavailable {
+                    operation,
+                    code,
+                    message,
+                }
+            } else {
+                Ec2Error::Rejected {
+                    operation,
+                    code,
+                    message,
+                }
+            };
+        }
+        let message = error_chain(&err);
+        let lower = message.to_ascii_lowercase();
+        let transport = Ec2Error::Transport {
+            operation,
+            region: region.to_owned(),
+            message: message.clone(),
+        };
+        match &err {
+            SdkError::TimeoutError(_) | SdkError::ResponseError(_) => transport,
+            _ if lower.contains("credential") && !lower.contains("timed out") => {
+                Ec2Error::NoCredentials { operation, message }
+            }
+            SdkError::DispatchFailure(d) if !d.is_user() => transport,
+            _ => Ec2Error::Other { operation, message },
+        }
+    }
+}
+
+/// An error and its sources, joined by `: ` (repeated texts dropped).
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(err);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    parts.join(": ")
+}
+
+/// A client for one region; cheap to clone (clones share the connection pool and counters).
+#[derive(Clone, Debug)]
+pub struct Ec2 {
+    client: aws_sdk_ec2::Client,
+    region: String,
+    counters: Arc<Counters>,
+}
+
+/// The SDK configuration loader: standard chain, `region`, retries and timeouts.
+fn loader(region: &str) -> aws_config::ConfigLoader {
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(region.to_owned()))
+        .retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(4)
+                .with_initial_backoff(Duration::from_millis(500))
+                .with_max_backoff(Duration::from_secs(5)),
+        )
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(3))
+                .operation_attempt_timeout(Duration::from_secs(10))
+                .operation_timeout(Duration::from_secs(30))
+                .build(),
+        )
+}
+
+/// A `vpc-id` filter.
+fn vpc_filter(vpc_id: &str) -> ec2::Filter {
+    ec2::Filter::builder().name("vpc-id").values(vpc_id).build()
+}
+
+impl Ec2 {
+    /// Builds a client from the standard SDK chain (env, profile, `AWS_ENDPOINT_URL`), with `region`.
+    pub async fn connect(region: &str) -> Ec2 {
+        Ec2::from_loader(region, loader(region)).await
+    }
+
+    async fn from_loader(region: &str, loader: aws_config::ConfigLoader) -> Ec2 {
+        let conf = loader.load().await;
+        Ec2 {
+            client: aws_sdk_ec2::Client::new(&conf),
+            region: region.to_owned(),
+            counters: Arc::new(Counters::default()),
+        }
+    }
+
+    /// The region the client talks to.
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    /// Counts one call of `op` and classifies its error, if any.
+    fn record<T, E>(&self, op: Op, result: Result<T, SdkError<E>>) -> Result<T, Ec2Error>
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        self.counters.calls[op as usize].fetch_add(1, Ordering::Relaxed);
+        result.map_err(|err| {
+            self.counters.errors[op as usize].fetch_add(1, Ordering::Relaxed);
+            Ec2Error::classify(op, &self.region, err)
+        })
+    }
+
+    /// Counters: `(operation, calls, errors)` for every operation the adapter uses.
+    pub fn call_counts(&self) -> Vec<(&'static str, u64, u64)> {
+        Op::ALL
+            .iter()
+            .map(|&op| {
+                let i = op as usize;
+                (
+                    op.name(),
+                    self.counters.calls[i].load(Ordering::Relaxed),
+                    self.counters.errors[i].load(Ordering::Relaxed),
+                )
+            })
+            .collect()
+    }
+
+    /// Reads the VPC: its existence, subnets, route tables and instances (four Describe
+    /// calls, run concurrently, plus one per further page).
+    pub async fn read_state(&self, vpc_id: &str) -> Result<VpcState, Ec2Error> {
+        debug!(vpc = vpc_id, region = %self.region, "reading VPC");
+        let (vpcs, subnets, tables, instances) = tokio::join!(
+            self.vpc_exists(vpc_id),
+            self.subnets(vpc_id),
+            self.route_tables(vpc_id),
+            self.instances(vpc_id),
+        );
+        if !vpcs? {
+            return Err(Ec2Error::VpcNotFound {
+                vpc_id: vpc_id.to_owned(),
+                region: self.region.clone(),
+            });
+        }
+        let state = VpcState {
+            vpc_id: vpc_id.to_owned(),
+            subnets: subnets?,
+            route_tables: tables?,
+            instances: instances?,
+        };
+        debug!(
+            vpc = vpc_id,
+            subnets = state.subnets.len(),
+            route_tables = state.route_tables.len(),
+            instances = state.instances.len(),
+            "read VPC"
+        );
+        Ok(state)
+    }
+
+    async fn vpc_exists(&self, vpc_id: &str) -> Result<bool, Ec2Error> {
+        let mut pages = self
+            .client
+            .describe_vpcs()
+            .filters(vpc_filter(vpc_id))
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = self.record(Op::DescribeVpcs, page)?;
+            if page.vpcs().iter().any(|v| v.vpc_id() == Some(vpc_id)) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    async fn subnets(&self, vpc_id: &str) -> Result<Vec<String>, Ec2Error> {
+        let mut out = Vec::new();
+        let mut pages = self
+            .client
+            .describe_subnets()
+            .filters(vpc_filter(vpc_id))
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = self.record(Op::DescribeSubnets, page)?;
+            out.extend(
+                page.subnets()
+                    .iter()
+                    .filter_map(|s| s.subnet_id().map(str::to_owned)),
+            );
+        }
+        Ok(out)
+    }
+
+    async fn route_tables(&self, vpc_id: &str) -> Result<Vec<RouteTable>, Ec2Error> {
+        let mut out = Vec::new();
+        let mut pages = self
+            .client
+            .describe_route_tables()
+            .filters(vpc_filter(vpc_id))
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = self.record(Op::DescribeRouteTables, page)?;
+            out.extend(page.route_tables().iter().filter_map(route_table));
+        }
+        Ok(out)
+    }
+
+    async fn instances(&self, vpc_id: &str) -> Result<Vec<Instance>, Ec2Error> {
+        let mut out = Vec::new();
+        let mut pages = self
+            .client
+            .describe_instances()
+            .filters(vpc_filter(vpc_id))
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = self.record(Op::DescribeInstances, page)?;
+            for reservation in page.reservations() {
+                out.extend(reservation.instances().iter().filter_map(instance));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Executes `action` with exactly one CreateRoute, ReplaceRoute or DeleteRoute call.
+    ///
+    /// New targets are given as NetworkInterfaceId only (pinning the interface that owns
+    /// the router's IP); only when the ENI id is unknown (`""`, emulators) as InstanceId.
+    pub async fn execute(&self, action: &RouteAction) -> Result<(), Ec2Error> {
+        match action {
+            RouteAction::Create { rtb, cidr, target } => {
+                debug!(rtb = %rtb, cidr = %cidr, router = %target.ip, eni = %target.eni_id, "CreateRoute");
+                let (eni, inst) = target_ids(target);
+                let result = self
+                    .client
+                    .create_route()
+                    .route_table_id(rtb)
+                    .destination_cidr_block(cidr.to_string())
+                    .set_network_interface_id(eni)
+                    .set_instance_id(inst)
+                    .send()
+                    .await;
+                self.record(Op::CreateRoute, result).map(drop)
+            }
+            RouteAction::Replace {
+                rtb, cidr, target, ..
+            } => {
+                debug!(rtb = %rtb, cidr = %cidr, router = %target.ip, eni = %target.eni_id, "ReplaceRoute");
+                let (eni, inst) = target_ids(target);
+                let result = self
+                    .client
+                    .replace_route()
+                    .route_table_id(rtb)
+                    .destination_cidr_block(cidr.to_string())
+                    .set_network_interface_id(eni)
+                    .set_instance_id(inst)
+                    .send()
+                    .await;
+                self.record(Op::ReplaceRoute, result).map(drop)
+            }
+            RouteAction::Delete { rtb, cidr, .. } => {
+                debug!(rtb = %rtb, cidr = %cidr, "DeleteRoute");
+                let result = self
+                    .client
+                    .delete_route()
+                    .route_table_id(rtb)
+                    .destination_cidr_block(cidr.to_string())
+                    .send()
+                    .await;
+                self.record(Op::DeleteRoute, result).map(drop)
+            }
+        }
+    }
+}
+
+/// `(NetworkInterfaceId, InstanceId)` to send for a target: the ENI, else the instance.
+fn target_ids(target: &RouterTarget) -> (Option<String>, Option<String>) {
+    if target.eni_id.is_empty() {
+        (None, Some(target.instance_id.clone()))
+    } else {
+        (Some(target.eni_id.clone()), None)
+    }
+}
+
+/// Translates a route table; `None` without an id.
+fn route_table(rt: &ec2::RouteTable) -> Option<RouteTable> {
+    let id = rt.route_table_id()?.to_owned();
+    let live = |a: &&ec2::RouteTableAssociation| {
+        !matches!(
+            a.association_state().and_then(|s| s.state()),
+            Some(
+                ec2::RouteTableAssociationStateCode::Disassociated
+                    | ec2::RouteTableAssociationStateCode::Disassociating
+                    | ec2::RouteTableAssociationStateCode::Failed
+            )
+        )
+    };
+    let associations: Vec<_> = rt.associations().iter().filter(live).collect();
+    let table = RouteTable {
+        main: associations.iter().any(|a| a.main() == Some(true)),
+        subnets: associations
+            .iter()
+            .filter_map(|a| a.subnet_id().map(str::to_owned))
+            .collect(),
+        routes: rt.routes().iter().map(route).collect(),
+        id,
+    };
+    for r in &table.routes {
+        debug!(
+            rtb = %table.id,
+            cidr = r.destination.as_deref().unwrap_or("-"),
+            router = r.instance_id.as_deref().or(r.eni_id.as_deref()).or(r.other_target.as_deref()).unwrap_or("-"),
+            "route"
+        );
+    }
+    Some(table)
+}
+
+/// Translates a route.
+fn route(r: &ec2::Route) -> Route {
+    let other_target = [
+        r.gateway_id(),
+        r.nat_gateway_id(),
+        r.vpc_peering_connection_id(),
+        r.transit_gateway_id(),
+        r.egress_only_internet_gateway_id(),
+        r.local_gateway_id(),
+        r.carrier_gateway_id(),
+        r.core_network_arn(),
+        r.odb_network_arn(),
+    ]
+    .into_iter()
+    .flatten()
+    .next()
+    .map(str::to_owned);
+    Route {
+        destination: r.destination_cidr_block().map(str::to_owned),
+        instance_id: r.instance_id().map(str::to_owned),
+        eni_id: r.network_interface_id().map(str::to_owned),
+        other_target,
+    }
+}
+
+/// Parses an IPv4 address reported by EC2, skipping anything else.
+fn ipv4(s: Option<&str>) -> Option<Ipv4Addr> {
+    s.and_then(|s| s.parse().ok())
+}
+
+/// Translates an instance; `None` without an id. Without reported interfaces, one ENI
+/// with id `""` is synthesized from the instance's own private IP and subnet.
+fn instance(i: &ec2::Instance) -> Option<Instance> {
+    let id = i.instance_id()?.to_owned();
+    let mut enis: Vec<Eni> = i.network_interfaces().iter().filter_map(eni).collect();
+    if i.network_interfaces().is_empty() {
+        if let Some(ip) = ipv4(i.private_ip_address()) {
+            enis.push(Eni {
+                id: String::new(),
+                subnet_id: i.subnet_id().unwrap_or_default().to_owned(),
+                private_ips: vec![ip],
+                device_index: 0,
+            });
+        }
+    }
+    debug!(instance = %id, enis = enis.len(), "instance");
+    Some(Instance { id, enis })
+}
+
+/// Translates an instance's interface; `None` without an id.
+fn eni(n: &ec2::InstanceNetworkInterface) -> Option<Eni> {
+    let id = n.network_interface_id()?.to_owned();
+    let mut addrs: Vec<&ec2::InstancePrivateIpAddress> = n.private_ip_addresses().iter().collect();
+    // Stable: primary first, secondaries in reported order.
+    addrs.sort_by_key(|a| a.primary() != Some(true));
+    let mut private_ips: Vec<Ipv4Addr> = addrs
+        .iter()
+        .filter_map(|a| ipv4(a.private_ip_address()))
+        .collect();
+    if private_ips.is_empty() {
+        private_ips.extend(ipv4(n.private_ip_address()));
+    }
+    Some(Eni {
+        id,
+        subnet_id: n.subnet_id().unwrap_or_default().to_owned(),
+        private_ips,
+        device_index: n.attachment().and_then(|a| a.device_index()).unwrap_or(0),
+    })
+}
+
+/// Region and VPC of the instance we run on, from the instance metadata service (IMDSv2),
+/// within 2 s. Off EC2 the error tells the user to pass -r/--region and -v/--vpc.
+pub async fn detect_region_and_vpc() -> Result<(String, String), Ec2Error> {
+    let client = aws_config::imds::Client::builder()
+        .max_attempts(2)
+        .connect_timeout(Duration::from_millis(500))
+        .read_timeout(Duration::from_millis(500))
+        .operation_timeout(Duration::from_secs(2))
+        .build();
+    detect_with(&client).await
+}
+
+/// [`detect_region_and_vpc`] with a given IMDS client.
+async fn detect_with(client: &aws_config::imds::Client) -> Result<(String, String), Ec2Error> {
+    let get = |path: String| async move {
+        client
+            .get(format!("/latest/meta-data/{path}"))
+            .await
+            .map(|s| s.as_ref().trim().to_owned())
+            .map_err(|e| Ec2Error::NoMetadata {
+                message: format!("{path}: {}", error_chain(&e)),
+            })
+    };
+    let detect = async {
+        let region = match get("placement/region".into()).await {
+            Ok(region) => region,
+            Err(first) => {
+                let mut az = get("placement/availability-zone".into())
+                    .await
+                    .map_err(|_| first)?;
+                az.pop();
+                az
+            }
+        };
+        let mac = match get("mac".into()).await {
+            Ok(mac) => mac,
+            Err(_) => {
+                let macs = get("network/interfaces/macs/".into()).await?;
+                macs.lines()
+                    .next()
+                    .unwrap_or_default()
+                    .trim_end_matches('/')
+                    .to_owned()
+            }
+        };
+        let vpc = get(format!("network/interfaces/macs/{mac}/vpc-id")).await?;
+        if region.is_empty() || mac.is_empty() || vpc.is_empty() {
+            return Err(Ec2Error::NoMetadata {
+                message: "empty region, MAC or VPC id".into(),
+            });
+        }
+        debug!(region = %region, vpc = %vpc, "detected from instance metadata");
+        Ok((region, vpc))
+    };
+    match tokio::time::timeout(Duration::from_secs(2), detect).await {
+        Ok(result) => result,
+        Err(_) => Err(Ec2Error::NoMetadata {
+            message: "no answer within 2 s".into(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vpc::model::{Cidr, ReplaceReason};
+    use aws_sdk_ec2::config::Credentials;
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::path::{Path, PathBuf};
+    use std::process::{Child, Command, Stdio};
+
+    /// A moto server on a free loopback port, killed on drop.
+    struct Moto {
+        child: Child,
+        url: String,
+    }
+
+    impl Drop for Moto {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// `VPCROUTER_MOTO_SERVER`, else `.venv/bin/moto_server` at the repo root, else PATH.
+    fn moto_binary() -> Option<PathBuf> {
+        if let Some(p) = std::env::var_os("VPCROUTER_MOTO_SERVER") {
+            return Some(PathBuf::from(p));
+        }
+        let mut roots: Vec<&Path> = Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().collect();
+        roots.push(Path::new("/work/main"));
+        if let Some(p) = roots
+            .iter()
+            .map(|r| r.join(".venv/bin/moto_server"))
+            .find(|p| p.is_file())
+        {
+            return Some(p);
+        }
+        std::env::split_paths(&std::env::var_os("PATH")?)
+            .map(|d| d.join("moto_server"))
+            .find(|p| p.is_file())
+    }
+
+    fn free_port() -> u16 {
+        TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port")
+    }
+
+    fn start_moto() -> Option<Moto> {
+        let Some(bin) = moto_binary() else {
+            eprintln!("SKIPPED: moto_server not found (set VPCROUTER_MOTO_SERVER)");
+            return None;
+        };
+        let port = free_port();
+        let child = Command::new(&bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let moto = Moto {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        for _ in 0..300 {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(moto);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("moto_server did not listen on port {port} within 30 s");
+    }
+
+    async fn client(url: &str) -> Ec2 {
+        let creds = Credentials::new("testing", "testing", None, None, "test");
+        Ec2::from_loader(
+            "us-east-1",
+            loader("us-east-1")
+                .endpoint_url(url)
+                .credentials_provider(creds),
+        )
+        .await
+    }
+
+    fn cidr(s: &str) -> Cidr {
+        Cidr::parse(s).expect("cidr")
+    }
+
+    fn counts(ec2: &Ec2, op: &str) -> (u64, u64) {
+        ec2.call_counts()
+            .into_iter()
+            .find(|c| c.0 == op)
+            .map(|c| (c.1, c.2))
+            .expect("op")
+    }
+
+    fn find_route<'a>(state: &'a VpcState, rtb: &str, dest: &str) -> Option<&'a Route> {
+        state
+            .route_tables
+            .iter()
+            .find(|t| t.id == rtb)
+            .and_then(|t| {
+                t.routes
+                    .iter()
+                    .find(|r| r.destination.as_deref() == Some(dest))
+            })
+    }
+
+    struct World {
+        vpc: String,
+        subnets: [String; 2],
+        main_rtb: String,
+        rtbs: [String; 2],
+        igw: String,
+        /// (instance id, primary ENI id)
+        instances: Vec<(String, String)>,
+    }
+
+    async fn build_world(c: &aws_sdk_ec2::Client) -> World {
+        let vpc = c
+            .create_vpc()
+            .cidr_block("127.0.0.0/16")
+            .send()
+            .await
+            .expect("CreateVpc");
+        let vpc = vpc
+            .vpc()
+            .and_then(|v| v.vpc_id())
+            .expect("vpc id")
+            .to_owned();
+        let mut subnets = Vec::new();
+        for net in ["127.0.1.0/24", "127.0.2.0/24"] {
+            let s = c
+                .create_subnet()
+                .vpc_id(&vpc)
+                .cidr_block(net)
+                .send()
+                .await
+                .expect("CreateSubnet");
+            subnets.push(
+                s.subnet()
+                    .and_then(|s| s.subnet_id())
+                    .expect("subnet id")
+                    .to_owned(),
+            );
+        }
+        let main = c
+            .describe_route_tables()
+            .filters(vpc_filter(&vpc))
+            .filters(
+                ec2::Filter::builder()
+                    .name("association.main")
+                    .values("true")
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("DescribeRouteTables");
+        let main_rtb = main.route_tables()[0]
+            .route_table_id()
+            .expect("main id")
+            .to_owned();
+        let mut rtbs = Vec::new();
+        for subnet in &subnets {
+            let rt = c
+                .create_route_table()
+                .vpc_id(&vpc)
+                .send()
+                .await
+                .expect("CreateRouteTable");
+            let id = rt
+                .route_table()
+                .and_then(|r| r.route_table_id())
+                .expect("rtb id")
+                .to_owned();
+            c.associate_route_table()
+                .route_table_id(&id)
+                .subnet_id(subnet)
+                .send()
+                .await
+                .expect("Associate");
+            rtbs.push(id);
+        }
+        let igw = c
+            .create_internet_gateway()
+            .send()
+            .await
+            .expect("CreateInternetGateway");
+        let igw = igw
+            .internet_gateway()
+            .and_then(|g| g.internet_gateway_id())
+            .expect("igw id")
+            .to_owned();
+        c.attach_internet_gateway()
+            .internet_gateway_id(&igw)
+            .vpc_id(&vpc)
+            .send()
+            .await
+            .expect("Attach");
+        c.create_route()
+            .route_table_id(&rtbs[0])
+            .destination_cidr_block("0.0.0.0/0")
+            .gateway_id(&igw)
+            .send()
+            .await
+            .expect("CreateRoute igw");
+        let images = c.describe_images().send().await.expect("DescribeImages");
+        let ami = images
+            .images()
+            .first()
+            .and_then(|i| i.image_id())
+            .unwrap_or("ami-12c6146b")
+            .to_owned();
+        let mut instances = Vec::new();
+        for (subnet, ip) in [
+            (&subnets[0], "127.0.1.10"),
+            (&subnets[0], "127.0.1.11"),
+            (&subnets[1], "127.0.2.10"),
+        ] {
+            let r = c
+                .run_instances()
+                .image_id(&ami)
+                .min_count(1)
+                .max_count(1)
+                .subnet_id(subnet)
+                .private_ip_address(ip)
+                .send()
+                .await
+                .expect("RunInstances");
+            let i = &r.instances()[0];
+            let eni = i.network_interfaces()[0]
+                .network_interface_id()
+                .expect("eni id")
+                .to_owned();
+            instances.push((i.instance_id().expect("instance id").to_owned(), eni));
+        }
+        c.assign_private_ip_addresses()
+            .network_interface_id(&instances[0].1)
+            .private_ip_addresses("127.0.1.20")
+            .send()
+            .await
+            .expect("AssignPrivateIpAddresses");
+        World {
+            vpc,
+            subnets: [subnets[0].clone(), subnets[1].clone()],
+            main_rtb,
+            rtbs: [rtbs[0].clone(), rtbs[1].clone()],
+            igw,
+            instances,
+        }
+    }
+
+    #[tokio::test]
+    async fn against_moto() {
+        let Some(moto) = start_moto() else { return };
+        let ec2 = client(&moto.url).await;
+        let w = build_world(&ec2.client).await;
+
+        // Reading: one call per Describe operation.
+        let state = ec2.read_state(&w.vpc).await.expect("read_state");
+        for op in [
+            "DescribeVpcs",
+            "DescribeSubnets",
+            "DescribeRouteTables",
+            "DescribeInstances",
+        ] {
+            assert_eq!(counts(&ec2, op), (1, 0), "{op}");
+        }
+        assert_eq!(state.vpc_id, w.vpc);
+        for s in &w.subnets {
+            assert!(state.subnets.contains(s), "{s} in {:?}", state.subnets);
+        }
+        assert_eq!(state.route_tables.len(), 3);
+        let table = |id: &str| {
+            state
+                .route_tables
+                .iter()
+                .find(|t| t.id == id)
+                .expect("table")
+        };
+        assert!(table(&w.main_rtb).main);
+        assert!(table(&w.main_rtb).subnets.is_empty());
+        for (rtb, subnet) in w.rtbs.iter().zip(&w.subnets) {
+            assert!(!table(rtb).main);
+            assert_eq!(table(rtb).subnets, vec![subnet.clone()]);
+        }
+        let local = find_route(&state, &w.rtbs[0], "127.0.0.0/16").expect("local route");
+        assert_eq!(local.other_target.as_deref(), Some("local"));
+        assert!(!local.targets_instance());
+        let default = find_route(&state, &w.rtbs[0], "0.0.0.0/0").expect("igw route");
+        assert_eq!(default.other_target.as_deref(), Some(w.igw.as_str()));
+        assert!(!default.targets_instance());
+
+        assert_eq!(state.instances.len(), 3);
+        let ips = |i: usize| -> Vec<Ipv4Addr> {
+            let inst = state
+                .instances
+                .iter()
+                .find(|x| x.id == w.instances[i].0)
+                .expect("instance");
+            assert_eq!(inst.enis.len(), 1);
+            assert_eq!(inst.enis[0].id, w.instances[i].1);
+            assert_eq!(inst.enis[0].device_index, 0);
+            inst.enis[0].private_ips.clone()
+        };
+        let ip = |s: &str| s.parse::<Ipv4Addr>().expect("ip");
+        assert_eq!(ips(0), vec![ip("127.0.1.10"), ip("127.0.1.20")]);
+        assert_eq!(ips(1), vec![ip("127.0.1.11")]);
+        assert_eq!(ips(2), vec![ip("127.0.2.10")]);
+        let subnet_of = |i: usize| {
+            state
+                .instances
+                .iter()
+                .find(|x| x.id == w.instances[i].0)
+                .map(|x| x.enis[0].subnet_id.clone())
+        };
+        assert_eq!(subnet_of(0).as_deref(), Some(w.subnets[0].as_str()));
+        assert_eq!(subnet_of(2).as_deref(), Some(w.subnets[1].as_str()));
+
+        // Create, replace, delete.
+        let target = |i: usize, ip_: &str| RouterTarget {
+            ip: ip(ip_),
+            instance_id: w.instances[i].0.clone(),
+            eni_id: w.instances[i].1.clone(),
+        };
+        let rtb = w.rtbs[0].clone();
+        ec2.execute(&RouteAction::Create {
+            rtb: rtb.clone(),
+            cidr: cidr("10.55.0.0/16"),
+            target: target(0, "127.0.1.20"),
+        })
+        .await
+        .expect("create");
+        let state = ec2.read_state(&w.vpc).await.expect("read_state");
+        let r = find_route(&state, &rtb, "10.55.0.0/16").expect("created route");
+        eprintln!("moto route shape after CreateRoute(NetworkInterfaceId): {r:?}");
+        assert_eq!(r.eni_id.as_deref(), Some(w.instances[0].1.as_str()));
+        assert!(
+            r.instance_id.is_none() || r.instance_id.as_deref() == Some(w.instances[0].0.as_str())
+        );
+        assert!(r.targets_instance());
+
+        let replace = RouteAction::Replace {
+            rtb: rtb.clone(),
+            cidr: cidr("10.55.0.0/16"),
+            target: target(1, "127.0.1.11"),
+            old_router: Some(ip("127.0.1.20")),
+            reason: ReplaceReason::RouterFailed,
+        };
+        ec2.execute(&replace).await.expect("replace");
+        let state = ec2.read_state(&w.vpc).await.expect("read_state");
+        let r = find_route(&state, &rtb, "10.55.0.0/16").expect("replaced route");
+        eprintln!("moto route shape after ReplaceRoute(NetworkInterfaceId): {r:?}");
+        assert_eq!(r.eni_id.as_deref(), Some(w.instances[1].1.as_str()));
+        assert!(
+            r.instance_id.is_none() || r.instance_id.as_deref() == Some(w.instances[1].0.as_str())
+        );
+
+        // An unknown ENI id (emulators) falls back to InstanceId.
+        let mut by_instance = target(2, "127.0.2.10");
+        by_instance.eni_id.clear();
+        ec2.execute(&RouteAction::Create {
+            rtb: w.rtbs[1].clone(),
+            cidr: cidr("10.56.0.0/16"),
+            target: by_instance,
+        })
+        .await
+        .expect("create by instance");
+        let state = ec2.read_state(&w.vpc).await.expect("read_state");
+        let r = find_route(&state, &w.rtbs[1], "10.56.0.0/16").expect("instance route");
+        eprintln!("moto route shape after CreateRoute(InstanceId): {r:?}");
+        assert_eq!(r.instance_id.as_deref(), Some(w.instances[2].0.as_str()));
+        assert!(r.targets_instance());
+
+        ec2.execute(&RouteAction::Delete {
+            rtb: rtb.clone(),
+            cidr: cidr("10.55.0.0/16"),
+            old_router: None,
+        })
+        .await
+        .expect("delete");
+        let state = ec2.read_state(&w.vpc).await.expect("read_state");
+        assert!(find_route(&state, &rtb, "10.55.0.0/16").is_none());
+        assert!(find_route(&state, &rtb, "0.0.0.0/0").is_some());
+        for op in ["CreateRoute", "ReplaceRoute", "DeleteRoute"] {
+            assert_eq!(counts(&ec2, op).1, 0, "{op}");
+        }
+
+        // EC2 refusals are permanent and counted.
+        let err = ec2
+            .execute(&RouteAction::Delete {
+                rtb: rtb.clone(),
+                cidr: cidr("10.99.0.0/16"),
+                old_router: None,
+            })
+            .await
+            .expect_err("deleting a missing route");
+        eprintln!("missing route: {err}");
+        assert!(
+            matches!(
+                err,
+                Ec2Error::Rejected {
+                    operation: "DeleteRoute",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(!err.is_transient());
+        assert_eq!(counts(&ec2, "DeleteRoute"), (2, 1));
+
+        // A VPC that does not exist.
+        let err = ec2
+            .read_state("vpc-0123456789abcdef0")
+            .await
+            .expect_err("missing VPC");
+        assert!(matches!(err, Ec2Error::VpcNotFound { .. }), "{err:?}");
+        assert!(!err.is_transient());
+        assert!(
+            err.to_string().contains("check -v/--vpc and -r/--region"),
+            "{err}"
+        );
+        drop(moto);
+    }
+
+    #[tokio::test]
+    async fn unreachable_endpoint_is_transient() {
+        let url = format!("http://127.0.0.1:{}", free_port());
+        let creds = Credentials::new("testing", "testing", None, None, "test");
+        let loader = loader("us-east-1")
+            .endpoint_url(url)
+            .credentials_provider(creds)
+            .retry_config(RetryConfig::disabled());
+        let ec2 = Ec2::from_loader("us-east-1", loader).await;
+        let err = ec2.read_state("vpc-1").await.expect_err("no server");
+        eprintln!("unreachable: {err}");
+        assert!(matches!(err, Ec2Error::Transport { .. }), "{err:?}");
+        assert!(err.is_transient());
+        assert_eq!(counts(&ec2, "DescribeVpcs"), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn missing_credentials_are_reported() {
+        let url = format!("http://127.0.0.1:{}", free_port());
+        let creds = aws_config::profile::ProfileFileCredentialsProvider::builder()
+            .profile_name("vpcrouter-test-no-such-profile")
+            .build();
+        let loader = loader("us-east-1")
+            .endpoint_url(url)
+            .credentials_provider(creds)
+            .retry_config(RetryConfig::disabled());
+        let ec2 = Ec2::from_loader("us-east-1", loader).await;
+        let err = ec2.read_state("vpc-1").await.expect_err("no credentials");
+        eprintln!("no credentials: {err}");
+        assert!(matches!(err, Ec2Error::NoCredentials { .. }), "{err:?}");
+        assert!(!err.is_transient());
+        assert!(err
+            .to_string()
+            .contains("set AWS credentials (env, profile or instance role)"));
+    }
+
+    #[test]
+    fn translates_instances_and_routes() {
+        let addr = |ip: &str, primary: bool| {
+            ec2::InstancePrivateIpAddress::builder()
+                .private_ip_address(ip)
+                .primary(primary)
+                .build()
+        };
+        let nic = ec2::InstanceNetworkInterface::builder()
+            .network_interface_id("eni-1")
+            .subnet_id("subnet-1")
+            .private_ip_addresses(addr("10.0.0.9", false))
+            .private_ip_addresses(addr("10.0.0.5", true))
+            .private_ip_addresses(addr("not-an-ip", false))
+            .attachment(
+                ec2::InstanceNetworkInterfaceAttachment::builder()
+                    .device_index(1)
+                    .build(),
+            )
+            .build();
+        let with_nic = ec2::Instance::builder()
+            .instance_id("i-1")
+            .network_interfaces(nic)
+            .build();
+        let got = instance(&with_nic).expect("instance");
+        assert_eq!(
+            got.enis[0].private_ips,
+            vec![Ipv4Addr::new(10, 0, 0, 5), Ipv4Addr::new(10, 0, 0, 9)]
+        );
+        assert_eq!(got.enis[0].device_index, 1);
+
+        let bare = ec2::Instance::builder()
+            .instance_id("i-2")
+            .private_ip_address("10.0.0.7")
+            .subnet_id("subnet-2")
+            .build();
+        let got = instance(&bare).expect("instance");
+        assert_eq!(
+            got.enis,
+            vec![Eni {
+                id: String::new(),
+                subnet_id: "subnet-2".into(),
+                private_ips: vec![Ipv4Addr::new(10, 0, 0, 7)],
+                device_index: 0
+            }]
+        );
+        assert!(instance(&ec2::Instance::builder().build()).is_none());
+
+        let v6 = ec2::Route::builder()
+            .destination_ipv6_cidr_block("::/0")
+            .egress_only_internet_gateway_id("eigw-1")
+            .build();
+        assert_eq!(
+            route(&v6),
+            Route {
+                destination: None,
+                instance_id: None,
+                eni_id: None,
+                other_target: Some("eigw-1".into())
+            }
+        );
+        let nat = ec2::Route::builder()
+            .destination_cidr_block("0.0.0.0/0")
+            .nat_gateway_id("nat-1")
+            .build();
+        assert_eq!(route(&nat).other_target.as_deref(), Some("nat-1"));
+    }
+
+    /// A tiny IMDSv2 imitation answering `paths` (relative to `/latest/meta-data/`).
+    fn fake_imds(paths: &'static [(&'static str, &'static str)]) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut reader = BufReader::new(&stream);
+                let mut request = String::new();
+                let _ = reader.read_line(&mut request);
+                let mut line = String::new();
+                while reader.read_line(&mut line).map(|n| n > 2).unwrap_or(false) {
+                    line.clear();
+                }
+                let path = request.split_whitespace().nth(1).unwrap_or_default();
+                let body = if path == "/latest/api/token" {
+                    Some("token")
+                } else {
+                    path.strip_prefix("/latest/meta-data/")
+                        .and_then(|p| paths.iter().find(|(k, _)| *k == p))
+                        .map(|(_, v)| *v)
+                };
+                let (status, body) = body.map_or(("404 Not Found", ""), |b| ("200 OK", b));
+                let _ = write!(
+                    &stream,
+                    "HTTP/1.1 {status}\r\nx-aws-ec2-metadata-token-ttl-seconds: 21600\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        url
+    }
+
+    fn imds_client(url: &str) -> aws_config::imds::Client {
+        aws_config::imds::Client::builder()
+            .endpoint(url)
+            .expect("endpoint")
+            .max_attempts(2)
+            .build()
+    }
+
+    #[tokio::test]
+    async fn detects_region_and_vpc() {
+        let url = fake_imds(&[
+            ("placement/region", "eu-west-1"),
+            ("mac", "0a:00:00:00:00:01"),
+            (
+                "network/interfaces/macs/0a:00:00:00:00:01/vpc-id",
+                "vpc-123",
+            ),
+        ]);
+        let got = detect_with(&imds_client(&url)).await.expect("detect");
+        assert_eq!(got, ("eu-west-1".to_owned(), "vpc-123".to_owned()));
+
+        let url = fake_imds(&[
+            ("placement/availability-zone", "ap-south-2b"),
+            (
+                "network/interfaces/macs/",
+                "0a:00:00:00:00:02/\n0a:00:00:00:00:03/",
+            ),
+            (
+                "network/interfaces/macs/0a:00:00:00:00:02/vpc-id",
+                "vpc-456",
+            ),
+        ]);
+        let got = detect_with(&imds_client(&url))
+            .await
+            .expect("detect (fallbacks)");
+        assert_eq!(got, ("ap-south-2".to_owned(), "vpc-456".to_owned()));
+    }
+
+    #[tokio::test]
+    async fn off_ec2_asks_for_region_and_vpc() {
+        let started = std::time::Instant::now();
+        let url = format!("http://127.0.0.1:{}", free_port());
+        let err = detect_with(&imds_client(&url)).await.expect_err("no IMDS");
+        eprintln!("off EC2: {err}");
+        assert!(started.elapsed() < Duration::from_secs(3));
+        assert!(
+            err.to_string().contains("pass -r/--region and -v/--vpc"),
+            "{err}"
+        );
+        assert!(!err.is_transient());
+    }
+}

@@ -1,8 +1,20 @@
-//! Placeholder: being written (planner helper).
-use std::collections::BTreeSet;
+//! The reconcile planner: VPC state + route spec + health → route actions.
+//!
+//! A port of vpc-router's `handle_spec` decision logic (update existing routes, then add
+//! missing ones; one router per CIDR across all managed tables; no fail-back), with the
+//! original's defects fixed: the main table's implicit associations count, routers named
+//! by secondary IPs are recognised, CIDRs compare by value, IPv6 routes and gateway routes
+//! are left alone without retrying a create, and "no router available" is never used as
+//! a target.
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
-use super::model::{Cidr, Plan, VpcState};
+use rand::seq::IndexedRandom;
+
+use super::model::{
+    Cidr, Eni, Instance, Notice, Plan, ReplaceReason, Route, RouteAction, RouteTable, RouterTarget,
+    VpcState,
+};
 
 /// Inputs of one reconcile decision.
 pub struct PlanInput<'a> {
@@ -19,6 +31,1692 @@ pub struct PlanInput<'a> {
 }
 
 /// Decides the route actions. Pure: no I/O, randomness only from `rng`.
-pub fn plan<R: rand::Rng + ?Sized>(_input: &PlanInput<'_>, _rng: &mut R) -> Plan {
-    Plan::default()
+pub fn plan<R: rand::Rng + ?Sized>(input: &PlanInput<'_>, rng: &mut R) -> Plan {
+    let mut planner = Planner::new(input);
+    planner.run(rng);
+    planner.plan
+}
+
+/// Picks a router for a CIDR whose current router `old` should not (or cannot) be used.
+///
+/// `candidates` are the spec hosts present in the VPC. Healthy hosts (neither failed nor
+/// questionable) win; failing that, a questionable one unless `old` is itself
+/// questionable (no churn between questionable hosts). Picks are uniform over the
+/// sorted set, so a seeded `rng` gives reproducible plans.
+fn choose_different_host<R: rand::Rng + ?Sized>(
+    old: Option<Ipv4Addr>,
+    candidates: &[Ipv4Addr],
+    failed: &BTreeSet<Ipv4Addr>,
+    questionable: &BTreeSet<Ipv4Addr>,
+    rng: &mut R,
+) -> Option<Ipv4Addr> {
+    let questionable_set: BTreeSet<Ipv4Addr> = candidates
+        .iter()
+        .copied()
+        .filter(|h| questionable.contains(h) && !failed.contains(h))
+        .collect();
+    let healthy: Vec<Ipv4Addr> = candidates
+        .iter()
+        .copied()
+        .filter(|h| !failed.contains(h) && !questionable_set.contains(h))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if !healthy.is_empty() {
+        return healthy.choose(rng).copied();
+    }
+    if old.is_some_and(|o| questionable_set.contains(&o)) {
+        return None;
+    }
+    let questionable_list: Vec<Ipv4Addr> = questionable_set.into_iter().collect();
+    questionable_list.choose(rng).copied()
+}
+
+/// The router settled for a CIDR during one plan, shared by all managed tables.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Choice {
+    /// Every table should point at this router.
+    Router(RouterTarget),
+    /// No candidate is usable: routes for the CIDR are left as they are.
+    NoneAvailable,
+}
+
+/// What to do with one existing managed route whose CIDR is in the spec.
+enum Decision {
+    /// The route stays on its current target.
+    Keep,
+    /// Point the route at a new router.
+    Replace(RouterTarget, ReplaceReason),
+}
+
+/// One planning pass: the immutable inputs plus what has been decided so far.
+struct Planner<'a> {
+    input: &'a PlanInput<'a>,
+    /// Spec by CIDR (lists may be empty).
+    spec: BTreeMap<Cidr, &'a [Ipv4Addr]>,
+    /// Owner (first instance/ENI) of every private IP in the VPC.
+    owners: BTreeMap<Ipv4Addr, RouterTarget>,
+    /// Router settled per CIDR so far (shared by all tables).
+    chosen: BTreeMap<Cidr, Choice>,
+    plan: Plan,
+}
+
+impl<'a> Planner<'a> {
+    fn new(input: &'a PlanInput<'a>) -> Self {
+        let mut owners = BTreeMap::new();
+        for (instance, eni) in all_enis(input.state) {
+            for &ip in &eni.private_ips {
+                owners
+                    .entry(ip)
+                    .or_insert_with(|| target_of(ip, instance, eni));
+            }
+        }
+        Planner {
+            input,
+            spec: input
+                .spec
+                .iter()
+                .map(|(cidr, hosts)| (*cidr, hosts.as_slice()))
+                .collect(),
+            owners,
+            chosen: BTreeMap::new(),
+            plan: Plan::default(),
+        }
+    }
+
+    fn run<R: rand::Rng + ?Sized>(&mut self, rng: &mut R) {
+        self.report_hosts_not_in_vpc();
+        let tables = managed_tables(self.input.state, &self.cluster_subnets());
+        if tables.is_empty() {
+            self.plan.notices.insert(Notice::NoManagedTables);
+            return;
+        }
+        self.plan.managed_tables = tables.iter().map(|t| t.id.clone()).collect();
+        for table in &tables {
+            for route in &table.routes {
+                self.update_route(&table.id, route, rng);
+            }
+        }
+        self.add_missing_routes(&tables, rng);
+    }
+
+    fn report_hosts_not_in_vpc(&mut self) {
+        for (_, hosts) in self.input.spec {
+            for &host in hosts {
+                if !self.owners.contains_key(&host) {
+                    self.plan.notices.insert(Notice::HostNotInVpc { host });
+                }
+            }
+        }
+    }
+
+    /// Subnets of the ENIs owning any spec host (primary or secondary IP).
+    fn cluster_subnets(&self) -> BTreeSet<&'a str> {
+        let hosts: BTreeSet<Ipv4Addr> = self
+            .input
+            .spec
+            .iter()
+            .flat_map(|(_, hosts)| hosts.iter().copied())
+            .collect();
+        all_enis(self.input.state)
+            .filter(|(_, eni)| eni.private_ips.iter().any(|ip| hosts.contains(ip)))
+            .map(|(_, eni)| eni.subnet_id.as_str())
+            .collect()
+    }
+
+    fn is_protected(&self, cidr: Cidr) -> bool {
+        self.input
+            .ignore
+            .iter()
+            .any(|&ignored| cidr.is_within(ignored))
+    }
+
+    /// Visits one route of a managed table: delete, replace, or leave it.
+    fn update_route<R: rand::Rng + ?Sized>(&mut self, rtb: &str, route: &Route, rng: &mut R) {
+        let Some(cidr) = route_cidr(route) else {
+            return;
+        };
+        if self.is_protected(cidr) {
+            return;
+        }
+        let hosts = self.spec.get(&cidr).copied();
+        if !route.targets_instance() {
+            if hosts.is_some() {
+                let target = route
+                    .other_target
+                    .clone()
+                    .unwrap_or_else(|| "unknown target".into());
+                self.plan.notices.insert(Notice::HeldByOtherTarget {
+                    rtb: rtb.into(),
+                    cidr,
+                    target,
+                });
+            }
+            return;
+        }
+        let pointed = route_target(self.input.state, route);
+        let primary_ip = pointed.and_then(|(_, eni)| eni.private_ips.first().copied());
+        let Some(hosts) = hosts.filter(|h| !h.is_empty()) else {
+            self.plan.actions.push(RouteAction::Delete {
+                rtb: rtb.into(),
+                cidr,
+                old_router: primary_ip,
+            });
+            return;
+        };
+        let current = pointed.and_then(|(instance, eni)| {
+            let ip = hosts
+                .iter()
+                .copied()
+                .find(|h| eni.private_ips.contains(h))?;
+            Some(target_of(ip, instance, eni))
+        });
+        let current_ip = current.as_ref().map(|t| t.ip);
+        let after = match self.decide(cidr, hosts, current, rng) {
+            Some(Decision::Keep) | None => current_ip,
+            Some(Decision::Replace(target, reason)) => {
+                let router = Some(target.ip);
+                let old_router = current_ip.or(primary_ip);
+                let rtb = rtb.to_string();
+                self.plan.actions.push(RouteAction::Replace {
+                    rtb,
+                    cidr,
+                    target,
+                    old_router,
+                    reason,
+                });
+                router
+            }
+        };
+        self.plan.routes.insert((rtb.into(), cidr), after);
+    }
+
+    /// Keep or replace a route currently on `current` (`None`: not a candidate or
+    /// unknown). `None` result: no router available, leave the route as it is.
+    fn decide<R: rand::Rng + ?Sized>(
+        &mut self,
+        cidr: Cidr,
+        hosts: &[Ipv4Addr],
+        current: Option<RouterTarget>,
+        rng: &mut R,
+    ) -> Option<Decision> {
+        let current_ip = current.as_ref().map(|t| t.ip);
+        match self.chosen.get(&cidr) {
+            Some(Choice::NoneAvailable) => return None,
+            Some(Choice::Router(chosen)) if Some(chosen.ip) == current_ip => {
+                return Some(Decision::Keep);
+            }
+            Some(Choice::Router(chosen)) => {
+                let reason = ReplaceReason::OtherTableUsesDifferentRouter;
+                return Some(Decision::Replace(chosen.clone(), reason));
+            }
+            None => {}
+        }
+        let reason = match current {
+            None => ReplaceReason::NotEligible,
+            Some(t) if self.input.failed.contains(&t.ip) => ReplaceReason::RouterFailed,
+            Some(t) if self.input.questionable.contains(&t.ip) => ReplaceReason::RouterQuestionable,
+            Some(t) => {
+                self.chosen.insert(cidr, Choice::Router(t));
+                return Some(Decision::Keep);
+            }
+        };
+        let target = self.settle(cidr, current_ip, hosts, rng)?;
+        Some(Decision::Replace(target, reason))
+    }
+
+    /// Chooses a router for `cidr` and records the choice (or that there is none).
+    fn settle<R: rand::Rng + ?Sized>(
+        &mut self,
+        cidr: Cidr,
+        old: Option<Ipv4Addr>,
+        hosts: &[Ipv4Addr],
+        rng: &mut R,
+    ) -> Option<RouterTarget> {
+        let candidates: Vec<Ipv4Addr> = hosts
+            .iter()
+            .copied()
+            .filter(|h| self.owners.contains_key(h))
+            .collect();
+        let (failed, questionable) = (self.input.failed, self.input.questionable);
+        let target = choose_different_host(old, &candidates, failed, questionable, rng)
+            .and_then(|ip| self.owners.get(&ip).cloned());
+        let choice = match &target {
+            Some(t) => Choice::Router(t.clone()),
+            None => {
+                self.plan.notices.insert(Notice::NoAvailableRouter { cidr });
+                Choice::NoneAvailable
+            }
+        };
+        self.chosen.insert(cidr, choice);
+        target
+    }
+
+    /// Creates spec routes missing from managed tables, one router per CIDR.
+    fn add_missing_routes<R: rand::Rng + ?Sized>(&mut self, tables: &[&RouteTable], rng: &mut R) {
+        let spec: Vec<(Cidr, &[Ipv4Addr])> = self.spec.iter().map(|(c, h)| (*c, *h)).collect();
+        for (cidr, hosts) in spec.into_iter().filter(|(_, hosts)| !hosts.is_empty()) {
+            for table in tables.iter().filter(|t| !has_route_for(t, cidr)) {
+                let target = match self.chosen.get(&cidr) {
+                    Some(Choice::NoneAvailable) => break,
+                    Some(Choice::Router(t)) => t.clone(),
+                    None => match self.settle(cidr, None, hosts, rng) {
+                        Some(t) => t,
+                        None => break,
+                    },
+                };
+                self.plan
+                    .routes
+                    .insert((table.id.clone(), cidr), Some(target.ip));
+                let rtb = table.id.clone();
+                self.plan
+                    .actions
+                    .push(RouteAction::Create { rtb, cidr, target });
+            }
+        }
+    }
+}
+
+/// Every ENI of the VPC with its instance, in snapshot order.
+fn all_enis(state: &VpcState) -> impl Iterator<Item = (&Instance, &Eni)> {
+    state
+        .instances
+        .iter()
+        .flat_map(|i| i.enis.iter().map(move |e| (i, e)))
+}
+
+fn target_of(ip: Ipv4Addr, instance: &Instance, eni: &Eni) -> RouterTarget {
+    RouterTarget {
+        ip,
+        instance_id: instance.id.clone(),
+        eni_id: eni.id.clone(),
+    }
+}
+
+/// The route's IPv4 destination, if it has a canonical one.
+fn route_cidr(route: &Route) -> Option<Cidr> {
+    route
+        .destination
+        .as_deref()
+        .and_then(|d| Cidr::parse(d).ok())
+}
+
+fn has_route_for(table: &RouteTable, cidr: Cidr) -> bool {
+    table.routes.iter().any(|r| route_cidr(r) == Some(cidr))
+}
+
+/// The instance and ENI a route points at; `None` when unknown or obsolete.
+///
+/// An ENI id wins (and must belong to the route's instance, if one is named); an
+/// instance id alone means that instance's primary interface.
+fn route_target<'s>(state: &'s VpcState, route: &Route) -> Option<(&'s Instance, &'s Eni)> {
+    if let Some(eni_id) = &route.eni_id {
+        let (instance, eni) = all_enis(state).find(|(_, e)| e.id == *eni_id)?;
+        let mismatch = route
+            .instance_id
+            .as_ref()
+            .is_some_and(|id| *id != instance.id);
+        return (!mismatch).then_some((instance, eni));
+    }
+    let instance_id = route.instance_id.as_ref()?;
+    let instance = state.instances.iter().find(|i| i.id == *instance_id)?;
+    let eni = instance
+        .enis
+        .iter()
+        .find(|e| e.device_index == 0)
+        .or(instance.enis.first())?;
+    Some((instance, eni))
+}
+
+/// Tables serving a cluster subnet, sorted by id. The main table also serves every
+/// subnet without an explicit association.
+fn managed_tables<'s>(state: &'s VpcState, cluster: &BTreeSet<&str>) -> Vec<&'s RouteTable> {
+    let explicit: BTreeSet<&str> = state
+        .route_tables
+        .iter()
+        .flat_map(|t| t.subnets.iter().map(String::as_str))
+        .collect();
+    let implicit_in_cluster = state
+        .subnets
+        .iter()
+        .any(|s| !explicit.contains(s.as_str()) && cluster.contains(s.as_str()));
+    let mut tables: Vec<&RouteTable> = state
+        .route_tables
+        .iter()
+        .filter(|t| {
+            t.subnets.iter().any(|s| cluster.contains(s.as_str()))
+                || (t.main && implicit_in_cluster)
+        })
+        .collect();
+    tables.sort_by(|a, b| a.id.cmp(&b.id));
+    tables
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    // Fixture hosts (see `vpc()`).
+    const H1: &str = "10.0.1.1"; // i-1 / eni-1, subnet sn-a
+    const H2: &str = "10.0.2.2"; // i-2 / eni-2, subnet sn-b
+    const H3: &str = "10.0.2.3"; // i-3 / eni-3 primary, subnet sn-b
+    const H3_SECONDARY: &str = "10.0.2.33"; // i-3 / eni-3 secondary
+    const OUTSIDE: &str = "10.0.3.4"; // i-4 / eni-4, subnet sn-c (main table, implicitly)
+    const NOT_IN_VPC: &str = "192.168.7.7";
+    const NET: &str = "10.9.0.0/16";
+    const NET8: &str = "10.8.0.0/16";
+    const SEEDS: std::ops::Range<u64> = 0..32;
+
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().expect("test IP")
+    }
+
+    fn ips(hosts: &[&str]) -> BTreeSet<Ipv4Addr> {
+        hosts.iter().map(|h| ip(h)).collect()
+    }
+
+    fn cidr(s: &str) -> Cidr {
+        Cidr::parse(s).expect("test CIDR")
+    }
+
+    fn eni(id: &str, subnet: &str, device_index: i32, private_ips: &[&str]) -> Eni {
+        Eni {
+            id: id.into(),
+            subnet_id: subnet.into(),
+            private_ips: private_ips.iter().map(|h| ip(h)).collect(),
+            device_index,
+        }
+    }
+
+    fn instance(id: &str, enis: Vec<Eni>) -> Instance {
+        Instance {
+            id: id.into(),
+            enis,
+        }
+    }
+
+    fn route(dest: Option<&str>, instance: Option<&str>, eni: Option<&str>) -> Route {
+        Route {
+            destination: dest.map(String::from),
+            instance_id: instance.map(String::from),
+            eni_id: eni.map(String::from),
+            other_target: None,
+        }
+    }
+
+    /// moto's shape of an instance route.
+    fn instance_route(dest: &str, instance: &str) -> Route {
+        route(Some(dest), Some(instance), None)
+    }
+
+    /// moto's shape of an ENI route.
+    fn eni_route(dest: &str, eni: &str) -> Route {
+        route(Some(dest), None, Some(eni))
+    }
+
+    /// Real AWS's shape of an instance route.
+    fn aws_route(dest: &str, instance: &str, eni: &str) -> Route {
+        route(Some(dest), Some(instance), Some(eni))
+    }
+
+    fn gateway_route(dest: &str, target: &str) -> Route {
+        Route {
+            other_target: Some(target.into()),
+            ..route(Some(dest), None, None)
+        }
+    }
+
+    fn local() -> Route {
+        gateway_route("10.0.0.0/16", "local")
+    }
+
+    fn table(id: &str, main: bool, subnets: &[&str], routes: Vec<Route>) -> RouteTable {
+        RouteTable {
+            id: id.into(),
+            main,
+            subnets: subnets.iter().map(|s| s.to_string()).collect(),
+            routes,
+        }
+    }
+
+    /// Three subnets; rtb-a serves sn-a, rtb-b serves sn-b, the main table serves sn-c
+    /// implicitly. Tables are deliberately not in id order.
+    fn vpc() -> VpcState {
+        VpcState {
+            vpc_id: "vpc-1".into(),
+            subnets: vec!["sn-a".into(), "sn-b".into(), "sn-c".into()],
+            route_tables: vec![
+                table("rtb-main", true, &[], vec![local()]),
+                table(
+                    "rtb-b",
+                    false,
+                    &["sn-b"],
+                    vec![local(), gateway_route("0.0.0.0/0", "igw-1")],
+                ),
+                table("rtb-a", false, &["sn-a"], vec![local()]),
+            ],
+            instances: vec![
+                instance("i-1", vec![eni("eni-1", "sn-a", 0, &[H1])]),
+                instance("i-2", vec![eni("eni-2", "sn-b", 0, &[H2])]),
+                instance("i-3", vec![eni("eni-3", "sn-b", 0, &[H3, H3_SECONDARY])]),
+                instance("i-4", vec![eni("eni-4", "sn-c", 0, &[OUTSIDE])]),
+            ],
+        }
+    }
+
+    fn with_routes(mut state: VpcState, rtb: &str, routes: Vec<Route>) -> VpcState {
+        let table = state
+            .route_tables
+            .iter_mut()
+            .find(|t| t.id == rtb)
+            .expect("test table");
+        table.routes.extend(routes);
+        state
+    }
+
+    fn target_in(state: &VpcState, host: &str) -> RouterTarget {
+        let ip = ip(host);
+        let (instance, eni) = all_enis(state)
+            .find(|(_, e)| e.private_ips.contains(&ip))
+            .expect("fixture host");
+        target_of(ip, instance, eni)
+    }
+
+    fn target(host: &str) -> RouterTarget {
+        target_in(&vpc(), host)
+    }
+
+    fn create(rtb: &str, net: &str, target: RouterTarget) -> RouteAction {
+        RouteAction::Create {
+            rtb: rtb.into(),
+            cidr: cidr(net),
+            target,
+        }
+    }
+
+    fn replace(
+        rtb: &str,
+        net: &str,
+        target: RouterTarget,
+        old: Option<&str>,
+        reason: ReplaceReason,
+    ) -> RouteAction {
+        let old_router = old.map(ip);
+        RouteAction::Replace {
+            rtb: rtb.into(),
+            cidr: cidr(net),
+            target,
+            old_router,
+            reason,
+        }
+    }
+
+    fn delete(rtb: &str, net: &str, old: Option<&str>) -> RouteAction {
+        RouteAction::Delete {
+            rtb: rtb.into(),
+            cidr: cidr(net),
+            old_router: old.map(ip),
+        }
+    }
+
+    fn notices(items: impl IntoIterator<Item = Notice>) -> BTreeSet<Notice> {
+        items.into_iter().collect()
+    }
+
+    fn no_router(net: &str) -> Notice {
+        Notice::NoAvailableRouter { cidr: cidr(net) }
+    }
+
+    fn routes(
+        entries: &[(&str, &str, Option<&str>)],
+    ) -> BTreeMap<(String, Cidr), Option<Ipv4Addr>> {
+        entries
+            .iter()
+            .map(|(rtb, net, host)| ((rtb.to_string(), cidr(net)), host.map(ip)))
+            .collect()
+    }
+
+    /// Executes a plan the way the EC2 adapter does (routes come back in AWS's shape).
+    fn apply(state: &VpcState, plan: &Plan) -> VpcState {
+        let mut state = state.clone();
+        for action in &plan.actions {
+            let table = state
+                .route_tables
+                .iter_mut()
+                .find(|t| t.id == action.rtb())
+                .expect("table");
+            let dest = action.cidr().to_string();
+            let same_dest = |r: &Route| r.destination.as_deref() == Some(dest.as_str());
+            match action {
+                RouteAction::Create { target, .. } => {
+                    assert!(
+                        !table.routes.iter().any(same_dest),
+                        "duplicate route {dest}"
+                    );
+                    table
+                        .routes
+                        .push(aws_route(&dest, &target.instance_id, &target.eni_id));
+                }
+                RouteAction::Replace { target, .. } => {
+                    let r = table
+                        .routes
+                        .iter_mut()
+                        .find(|r| same_dest(r))
+                        .expect("replaced route");
+                    *r = aws_route(&dest, &target.instance_id, &target.eni_id);
+                }
+                RouteAction::Delete { .. } => {
+                    let before = table.routes.len();
+                    table.routes.retain(|r| !same_dest(r));
+                    assert_eq!(table.routes.len() + 1, before, "deleted route {dest}");
+                }
+            }
+        }
+        state
+    }
+
+    /// A reconcile's inputs, built fluently.
+    #[derive(Clone)]
+    struct Case {
+        state: VpcState,
+        spec: Vec<(Cidr, Vec<Ipv4Addr>)>,
+        failed: BTreeSet<Ipv4Addr>,
+        questionable: BTreeSet<Ipv4Addr>,
+        ignore: Vec<Cidr>,
+    }
+
+    impl Case {
+        fn new(state: VpcState) -> Self {
+            Case {
+                state,
+                spec: Vec::new(),
+                failed: BTreeSet::new(),
+                questionable: BTreeSet::new(),
+                ignore: Vec::new(),
+            }
+        }
+
+        fn spec(mut self, net: &str, hosts: &[&str]) -> Self {
+            self.spec
+                .push((cidr(net), ips(hosts).into_iter().collect()));
+            self
+        }
+
+        fn failed(mut self, hosts: &[&str]) -> Self {
+            self.failed = ips(hosts);
+            self
+        }
+
+        fn questionable(mut self, hosts: &[&str]) -> Self {
+            self.questionable = ips(hosts);
+            self
+        }
+
+        fn ignore(mut self, nets: &[&str]) -> Self {
+            self.ignore = nets.iter().map(|n| cidr(n)).collect();
+            self
+        }
+
+        fn plan_seeded(&self, seed: u64) -> Plan {
+            let input = PlanInput {
+                state: &self.state,
+                spec: &self.spec,
+                failed: &self.failed,
+                questionable: &self.questionable,
+                ignore: &self.ignore,
+            };
+            plan(&input, &mut StdRng::seed_from_u64(seed))
+        }
+
+        fn plan(&self) -> Plan {
+            self.plan_seeded(0)
+        }
+
+        /// Plans, then executes the plan on the state.
+        fn step(&mut self, seed: u64) -> Plan {
+            let plan = self.plan_seeded(seed);
+            self.state = apply(&self.state, &plan);
+            plan
+        }
+    }
+
+    // ---- _choose_different_host truth table (test_vpc.py::TestVpcUtil::test_host_choices)
+
+    const A: &str = "10.0.0.1";
+    const B: &str = "10.0.0.2";
+    const C: &str = "10.0.0.3";
+
+    fn choose(
+        old: Option<&str>,
+        list: &[&str],
+        failed: &[&str],
+        quest: &[&str],
+        seed: u64,
+    ) -> Option<Ipv4Addr> {
+        let candidates: Vec<Ipv4Addr> = list.iter().map(|h| ip(h)).collect();
+        let mut rng = StdRng::seed_from_u64(seed);
+        choose_different_host(
+            old.map(ip),
+            &candidates,
+            &ips(failed),
+            &ips(quest),
+            &mut rng,
+        )
+    }
+
+    /// (old, candidates, failed, questionable, expected pick).
+    type ChooseRow = (
+        Option<&'static str>,
+        &'static [&'static str],
+        &'static [&'static str],
+        &'static [&'static str],
+        Option<&'static str>,
+    );
+
+    /// Rows with a single possible answer (or none), for every seed.
+    #[test]
+    fn choose_exact_rows() {
+        let rows: [ChooseRow; 12] = [
+            (None, &[], &[], &[], None),
+            (None, &[A], &[], &[], Some(A)),
+            (Some(A), &[A, B], &[A], &[], Some(B)),
+            (None, &[A, B], &[A, B], &[], None),
+            (None, &[A, B], &[B], &[], Some(A)),
+            (None, &[A, B], &[A], &[], Some(B)),
+            (None, &[A, B], &[A], &[B], Some(B)),
+            (None, &[A, B], &[A, B], &[B], None),
+            (None, &[A, B, C], &[A], &[B], Some(C)),
+            (Some(C), &[B, C], &[], &[A, B, C], None),
+            (Some(C), &[], &[], &[A, B, C], None),
+            (None, &[], &[A], &[A, B], None),
+        ];
+        for (old, list, failed, quest, want) in rows {
+            for seed in SEEDS {
+                let got = choose(old, list, failed, quest, seed);
+                assert_eq!(
+                    got,
+                    want.map(ip),
+                    "old {old:?} list {list:?} failed {failed:?} quest {quest:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn choose_old_questionable_among_only_questionable_gives_none() {
+        for old in [A, B, C] {
+            for seed in SEEDS {
+                assert_eq!(choose(Some(old), &[A, B, C], &[], &[A, B, C], seed), None);
+            }
+        }
+    }
+
+    /// Asserts the picks over all seeds are exactly `expected` (each one reachable).
+    fn assert_picks(
+        old: Option<&str>,
+        list: &[&str],
+        failed: &[&str],
+        quest: &[&str],
+        expected: &[&str],
+    ) {
+        let picks: BTreeSet<Option<Ipv4Addr>> = SEEDS
+            .map(|seed| choose(old, list, failed, quest, seed))
+            .collect();
+        let want: BTreeSet<Option<Ipv4Addr>> = expected.iter().map(|h| Some(ip(h))).collect();
+        assert_eq!(
+            picks, want,
+            "old {old:?} list {list:?} failed {failed:?} quest {quest:?}"
+        );
+    }
+
+    #[test]
+    fn choose_random_rows_pick_uniformly_among_valid_candidates() {
+        assert_picks(Some(A), &[A, B], &[C], &[], &[A, B]);
+        assert_picks(None, &[A, B, C], &[], &[A, B, C], &[A, B, C]);
+        assert_picks(Some(C), &[A, B], &[], &[A, B, C], &[A, B]);
+        assert_picks(None, &[A, B, C], &[], &[], &[A, B, C]);
+    }
+
+    #[test]
+    fn choose_is_deterministic_for_a_seed_and_ignores_list_order() {
+        for seed in SEEDS {
+            let sorted = choose(None, &[A, B, C], &[], &[], seed);
+            assert_eq!(sorted, choose(None, &[C, A, B], &[], &[], seed));
+            assert_eq!(sorted, choose(None, &[A, B, C], &[], &[], seed));
+        }
+    }
+
+    // ---- Route-table selection
+
+    #[test]
+    fn initial_routes_are_created_in_every_managed_table_with_one_router() {
+        let case = Case::new(vpc()).spec(NET, &[H1, H3]);
+        let mut seen = BTreeSet::new();
+        for seed in SEEDS {
+            let plan = case.plan_seeded(seed);
+            assert_eq!(plan.managed_tables, ["rtb-a", "rtb-b"]);
+            let router = match plan.actions.first() {
+                Some(RouteAction::Create { target, .. }) => target.clone(),
+                other => panic!("expected a create, got {other:?}"),
+            };
+            assert!(router.ip == ip(H1) || router.ip == ip(H3));
+            assert_eq!(
+                plan.actions,
+                [
+                    create("rtb-a", NET, router.clone()),
+                    create("rtb-b", NET, router.clone())
+                ]
+            );
+            let r = router.ip.to_string();
+            assert_eq!(
+                plan.routes,
+                routes(&[("rtb-a", NET, Some(&r)), ("rtb-b", NET, Some(&r))])
+            );
+            assert!(plan.notices.is_empty());
+            seen.insert(router.ip);
+        }
+        assert_eq!(seen, ips(&[H1, H3]));
+    }
+
+    #[test]
+    fn steady_state_has_no_actions() {
+        for seed in SEEDS {
+            let mut case = Case::new(vpc()).spec(NET, &[H1, H2, H3]).spec(NET8, &[H3]);
+            let first = case.step(seed);
+            assert_eq!(first.actions.len(), 4);
+            let again = case.plan_seeded(seed + 100);
+            assert_eq!(again.actions, []);
+            assert_eq!(again.routes, first.routes);
+            assert!(again.notices.is_empty());
+        }
+    }
+
+    #[test]
+    fn steady_state_from_existing_routes() {
+        let state = with_routes(vpc(), "rtb-a", vec![aws_route(NET, "i-1", "eni-1")]);
+        let state = with_routes(state, "rtb-b", vec![aws_route(NET, "i-1", "eni-1")]);
+        let plan = Case::new(state).spec(NET, &[H1, H3]).plan();
+        assert_eq!(plan.actions, []);
+        assert_eq!(
+            plan.routes,
+            routes(&[("rtb-a", NET, Some(H1)), ("rtb-b", NET, Some(H1))])
+        );
+    }
+
+    #[test]
+    fn unmanaged_tables_are_left_alone() {
+        let state = with_routes(
+            vpc(),
+            "rtb-main",
+            vec![instance_route("10.5.0.0/16", "i-4")],
+        );
+        let plan = Case::new(state).spec(NET, &[H1]).plan();
+        assert_eq!(plan.managed_tables, ["rtb-a"]);
+        assert_eq!(plan.actions, [create("rtb-a", NET, target(H1))]);
+        assert_eq!(plan.routes, routes(&[("rtb-a", NET, Some(H1))]));
+    }
+
+    #[test]
+    fn main_table_serves_implicitly_associated_subnets() {
+        let state = with_routes(
+            vpc(),
+            "rtb-main",
+            vec![instance_route("10.5.0.0/16", "i-4")],
+        );
+        let plan = Case::new(state).spec(NET, &[OUTSIDE]).plan();
+        assert_eq!(plan.managed_tables, ["rtb-main"]);
+        assert_eq!(
+            plan.actions,
+            [
+                delete("rtb-main", "10.5.0.0/16", Some(OUTSIDE)),
+                create("rtb-main", NET, target(OUTSIDE))
+            ]
+        );
+    }
+
+    #[test]
+    fn main_table_with_explicit_association_is_managed() {
+        let mut state = vpc();
+        state.route_tables[0].subnets = vec!["sn-a".into()];
+        let plan = Case::new(state).spec(NET, &[H1]).plan();
+        assert_eq!(plan.managed_tables, ["rtb-a", "rtb-main"]);
+    }
+
+    #[test]
+    fn main_table_is_not_managed_when_every_subnet_is_associated_elsewhere() {
+        let mut state = vpc();
+        state
+            .route_tables
+            .push(table("rtb-c", false, &["sn-c"], vec![local()]));
+        let plan = Case::new(state).spec(NET, &[OUTSIDE, H1]).plan();
+        assert_eq!(plan.managed_tables, ["rtb-a", "rtb-c"]);
+    }
+
+    #[test]
+    fn hosts_without_a_serving_table_manage_nothing() {
+        let mut state = vpc();
+        state.route_tables.retain(|t| !t.main);
+        let plan = Case::new(state).spec(NET, &[OUTSIDE]).plan();
+        assert_eq!(plan.managed_tables, Vec::<String>::new());
+        assert_eq!(plan.actions, []);
+        assert_eq!(plan.notices, notices([Notice::NoManagedTables]));
+    }
+
+    #[test]
+    fn no_spec_host_in_the_vpc_manages_nothing() {
+        let state = with_routes(vpc(), "rtb-a", vec![instance_route("10.5.0.0/16", "i-1")]);
+        let plan = Case::new(state)
+            .spec(NET, &[NOT_IN_VPC])
+            .spec(NET8, &[])
+            .plan();
+        assert_eq!(plan.actions, []);
+        assert!(plan.managed_tables.is_empty() && plan.routes.is_empty());
+        assert_eq!(
+            plan.notices,
+            notices([
+                Notice::NoManagedTables,
+                Notice::HostNotInVpc {
+                    host: ip(NOT_IN_VPC)
+                }
+            ])
+        );
+    }
+
+    #[test]
+    fn empty_spec_manages_nothing() {
+        let state = with_routes(vpc(), "rtb-a", vec![instance_route("10.5.0.0/16", "i-1")]);
+        let plan = Case::new(state).plan();
+        assert_eq!(plan.actions, []);
+        assert_eq!(plan.notices, notices([Notice::NoManagedTables]));
+    }
+
+    // ---- Health-driven updates
+
+    fn both_tables_on(host_instance: &str, host_eni: &str) -> VpcState {
+        let state = with_routes(
+            vpc(),
+            "rtb-a",
+            vec![aws_route(NET, host_instance, host_eni)],
+        );
+        with_routes(state, "rtb-b", vec![eni_route(NET, host_eni)])
+    }
+
+    #[test]
+    fn failed_router_is_replaced_in_every_table_with_the_same_router() {
+        let case = Case::new(both_tables_on("i-1", "eni-1"))
+            .spec(NET, &[H1, H2, H3])
+            .failed(&[H1]);
+        let mut seen = BTreeSet::new();
+        for seed in SEEDS {
+            let plan = case.plan_seeded(seed);
+            let new = match plan.actions.first() {
+                Some(RouteAction::Replace { target, .. }) => target.clone(),
+                other => panic!("expected a replace, got {other:?}"),
+            };
+            assert!(new.ip == ip(H2) || new.ip == ip(H3));
+            assert_eq!(
+                plan.actions,
+                [
+                    replace(
+                        "rtb-a",
+                        NET,
+                        new.clone(),
+                        Some(H1),
+                        ReplaceReason::RouterFailed
+                    ),
+                    replace(
+                        "rtb-b",
+                        NET,
+                        new.clone(),
+                        Some(H1),
+                        ReplaceReason::OtherTableUsesDifferentRouter
+                    ),
+                ]
+            );
+            let n = new.ip.to_string();
+            assert_eq!(
+                plan.routes,
+                routes(&[("rtb-a", NET, Some(&n)), ("rtb-b", NET, Some(&n))])
+            );
+            seen.insert(new.ip);
+        }
+        assert_eq!(seen, ips(&[H2, H3]));
+    }
+
+    #[test]
+    fn questionable_router_is_replaced_by_a_healthy_one() {
+        let case = Case::new(both_tables_on("i-1", "eni-1")).spec(NET, &[H1, H2, H3]);
+        let plan = case.clone().questionable(&[H1, H2]).plan();
+        assert_eq!(
+            plan.actions,
+            [
+                replace(
+                    "rtb-a",
+                    NET,
+                    target(H3),
+                    Some(H1),
+                    ReplaceReason::RouterQuestionable
+                ),
+                replace(
+                    "rtb-b",
+                    NET,
+                    target(H3),
+                    Some(H1),
+                    ReplaceReason::OtherTableUsesDifferentRouter
+                ),
+            ]
+        );
+        for seed in SEEDS {
+            let plan = case.clone().questionable(&[H1]).plan_seeded(seed);
+            match &plan.actions[..] {
+                [RouteAction::Replace {
+                    target,
+                    reason: ReplaceReason::RouterQuestionable,
+                    ..
+                }, _] => {
+                    assert_ne!(target.ip, ip(H1));
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn failed_beats_questionable_as_the_reason() {
+        let plan = Case::new(both_tables_on("i-1", "eni-1"))
+            .spec(NET, &[H1, H2])
+            .failed(&[H1])
+            .questionable(&[H1])
+            .plan();
+        assert_eq!(
+            plan.actions[0],
+            replace(
+                "rtb-a",
+                NET,
+                target(H2),
+                Some(H1),
+                ReplaceReason::RouterFailed
+            )
+        );
+    }
+
+    #[test]
+    fn questionable_router_stays_when_only_questionable_or_failed_alternatives_exist() {
+        let base = Case::new(both_tables_on("i-1", "eni-1")).spec(NET, &[H1, H2]);
+        for case in [
+            base.clone().questionable(&[H1, H2]),
+            base.questionable(&[H1]).failed(&[H2]),
+        ] {
+            let plan = case.plan();
+            assert_eq!(plan.actions, []);
+            assert_eq!(plan.notices, notices([no_router(NET)]));
+            assert_eq!(
+                plan.routes,
+                routes(&[("rtb-a", NET, Some(H1)), ("rtb-b", NET, Some(H1))])
+            );
+        }
+    }
+
+    #[test]
+    fn failed_router_falls_back_to_a_questionable_one() {
+        let plan = Case::new(both_tables_on("i-1", "eni-1"))
+            .spec(NET, &[H1, H2])
+            .failed(&[H1])
+            .questionable(&[H2])
+            .plan();
+        assert_eq!(
+            plan.actions[0],
+            replace(
+                "rtb-a",
+                NET,
+                target(H2),
+                Some(H1),
+                ReplaceReason::RouterFailed
+            )
+        );
+        assert_eq!(plan.actions.len(), 2);
+    }
+
+    #[test]
+    fn questionable_router_chosen_by_another_table_is_kept() {
+        let state = with_routes(vpc(), "rtb-a", vec![instance_route(NET, "i-1")]);
+        let state = with_routes(state, "rtb-b", vec![instance_route(NET, "i-3")]);
+        let mut case = Case::new(state)
+            .spec(NET, &[H1, H3])
+            .failed(&[H1])
+            .questionable(&[H3]);
+        let plan = case.step(0);
+        assert_eq!(
+            plan.actions,
+            [replace(
+                "rtb-a",
+                NET,
+                target(H3),
+                Some(H1),
+                ReplaceReason::RouterFailed
+            )]
+        );
+        assert_eq!(
+            plan.routes,
+            routes(&[("rtb-a", NET, Some(H3)), ("rtb-b", NET, Some(H3))])
+        );
+        let next = case.plan();
+        assert_eq!(next.actions, []);
+        assert_eq!(next.notices, notices([no_router(NET)]));
+    }
+
+    #[test]
+    fn all_routers_failed_leaves_routes_and_reports() {
+        let plan = Case::new(both_tables_on("i-1", "eni-1"))
+            .spec(NET, &[H1, H2])
+            .failed(&[H1, H2])
+            .plan();
+        assert_eq!(plan.actions, []);
+        assert_eq!(plan.notices, notices([no_router(NET)]));
+        assert_eq!(
+            plan.routes,
+            routes(&[("rtb-a", NET, Some(H1)), ("rtb-b", NET, Some(H1))])
+        );
+    }
+
+    #[test]
+    fn no_fail_back_when_the_old_router_recovers() {
+        let mut case = Case::new(both_tables_on("i-1", "eni-1"))
+            .spec(NET, &[H1, H2])
+            .failed(&[H1]);
+        assert_eq!(case.step(0).actions.len(), 2);
+        case = case.failed(&[]);
+        for seed in SEEDS {
+            let plan = case.plan_seeded(seed);
+            assert_eq!(plan.actions, []);
+            assert_eq!(
+                plan.routes,
+                routes(&[("rtb-a", NET, Some(H2)), ("rtb-b", NET, Some(H2))])
+            );
+        }
+    }
+
+    #[test]
+    fn tables_agree_on_the_first_tables_router() {
+        let state = with_routes(vpc(), "rtb-b", vec![aws_route(NET, "i-3", "eni-3")]);
+        let state = with_routes(state, "rtb-a", vec![aws_route(NET, "i-1", "eni-1")]);
+        let mut case = Case::new(state).spec(NET, &[H1, H3]);
+        let plan = case.step(0);
+        assert_eq!(
+            plan.actions,
+            [replace(
+                "rtb-b",
+                NET,
+                target(H1),
+                Some(H3),
+                ReplaceReason::OtherTableUsesDifferentRouter
+            )]
+        );
+        assert_eq!(case.plan().actions, []);
+    }
+
+    #[test]
+    fn no_router_marker_is_never_a_target() {
+        let state = with_routes(vpc(), "rtb-a", vec![aws_route(NET, "i-1", "eni-1")]);
+        let plan = Case::new(state.clone())
+            .spec(NET, &[H1])
+            .spec(NET8, &[H3])
+            .failed(&[H1])
+            .plan();
+        assert_eq!(plan.managed_tables, ["rtb-a", "rtb-b"]);
+        assert_eq!(
+            plan.actions,
+            [
+                create("rtb-a", NET8, target(H3)),
+                create("rtb-b", NET8, target(H3))
+            ]
+        );
+        assert_eq!(plan.notices, notices([no_router(NET)]));
+
+        let state = with_routes(state, "rtb-b", vec![eni_route(NET, "eni-gone")]);
+        let plan = Case::new(state)
+            .spec(NET, &[H1])
+            .spec(NET8, &[H3])
+            .failed(&[H1])
+            .plan();
+        assert_eq!(
+            plan.actions,
+            [
+                create("rtb-a", NET8, target(H3)),
+                create("rtb-b", NET8, target(H3))
+            ]
+        );
+        assert_eq!(plan.routes[&("rtb-a".to_string(), cidr(NET))], Some(ip(H1)));
+        assert_eq!(plan.routes[&("rtb-b".to_string(), cidr(NET))], None);
+    }
+
+    #[test]
+    fn missing_route_without_a_router_is_reported_once_and_not_created() {
+        let plan = Case::new(vpc())
+            .spec(NET, &[H1, H3])
+            .failed(&[H1, H3])
+            .plan();
+        assert_eq!(plan.actions, []);
+        assert_eq!(plan.notices, notices([no_router(NET)]));
+        assert!(plan.routes.is_empty());
+    }
+
+    // ---- Route targets
+
+    #[test]
+    fn route_shapes_from_moto_and_aws_are_understood() {
+        for shape in [
+            instance_route(NET, "i-1"),
+            eni_route(NET, "eni-1"),
+            aws_route(NET, "i-1", "eni-1"),
+        ] {
+            let state = with_routes(vpc(), "rtb-a", vec![shape.clone()]);
+            let case = Case::new(state).spec(NET, &[H1, H2]);
+            let plan = case.plan();
+            assert_eq!(
+                plan.actions,
+                [create("rtb-b", NET, target(H1))],
+                "{shape:?}"
+            );
+            assert_eq!(
+                plan.routes,
+                routes(&[("rtb-a", NET, Some(H1)), ("rtb-b", NET, Some(H1))])
+            );
+            let plan = case.failed(&[H1]).plan();
+            let want = replace(
+                "rtb-a",
+                NET,
+                target(H2),
+                Some(H1),
+                ReplaceReason::RouterFailed,
+            );
+            assert_eq!(
+                plan.actions,
+                [want, create("rtb-b", NET, target(H2))],
+                "{shape:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn instance_route_resolves_to_the_primary_interface() {
+        let mut state = vpc();
+        state.instances.push(instance(
+            "i-5",
+            vec![
+                eni("eni-5b", "sn-a", 1, &["10.0.1.51"]),
+                eni("eni-5a", "sn-a", 0, &["10.0.1.50"]),
+            ],
+        ));
+        state.instances.push(instance(
+            "i-6",
+            vec![eni("eni-6b", "sn-a", 1, &["10.0.1.61"])],
+        ));
+        let state = with_routes(
+            state,
+            "rtb-a",
+            vec![instance_route(NET, "i-5"), instance_route(NET8, "i-6")],
+        );
+        let plan = Case::new(state.clone())
+            .spec(NET, &["10.0.1.50"])
+            .spec(NET8, &["10.0.1.61"])
+            .plan();
+        assert_eq!(plan.actions, []);
+        let plan = Case::new(state.clone())
+            .spec(NET, &["10.0.1.51"])
+            .spec(NET8, &["10.0.1.61"])
+            .plan();
+        let want = replace(
+            "rtb-a",
+            NET,
+            target_in(&state, "10.0.1.51"),
+            Some("10.0.1.50"),
+            ReplaceReason::NotEligible,
+        );
+        assert_eq!(plan.actions, [want]);
+    }
+
+    #[test]
+    fn unknown_or_obsolete_targets_are_replaced() {
+        let cases = [
+            (instance_route(NET, "i-gone"), None),
+            (eni_route(NET, "eni-gone"), None),
+            (aws_route(NET, "i-2", "eni-gone"), None),
+            (aws_route(NET, "i-gone", "eni-1"), None),
+            (aws_route(NET, "i-2", "eni-1"), None),
+            (route(Some(NET), Some("i-1"), Some("eni-2")), None),
+            (instance_route(NET, "i-2"), Some(H2)),
+            (aws_route(NET, "i-3", "eni-3"), Some(H3)),
+        ];
+        for (r, old) in cases {
+            let state = with_routes(vpc(), "rtb-a", vec![r.clone()]);
+            let plan = Case::new(state).spec(NET, &[H1]).plan();
+            let want = replace("rtb-a", NET, target(H1), old, ReplaceReason::NotEligible);
+            assert_eq!(plan.actions, [want], "{r:?}");
+            assert_eq!(plan.routes, routes(&[("rtb-a", NET, Some(H1))]));
+        }
+    }
+
+    #[test]
+    fn instance_without_interfaces_is_an_unknown_target() {
+        let mut state = vpc();
+        state.instances.push(instance("i-bare", vec![]));
+        let state = with_routes(state, "rtb-a", vec![instance_route(NET, "i-bare")]);
+        let plan = Case::new(state).spec(NET, &[H1]).plan();
+        assert_eq!(
+            plan.actions,
+            [replace(
+                "rtb-a",
+                NET,
+                target(H1),
+                None,
+                ReplaceReason::NotEligible
+            )]
+        );
+    }
+
+    #[test]
+    fn router_named_by_a_secondary_ip_is_kept() {
+        let state = with_routes(vpc(), "rtb-b", vec![aws_route(NET, "i-3", "eni-3")]);
+        for hosts in [
+            &[H3_SECONDARY][..],
+            &[H3, H3_SECONDARY],
+            &[H3_SECONDARY, H2],
+        ] {
+            let plan = Case::new(state.clone()).spec(NET, hosts).plan();
+            assert!(
+                plan.actions.iter().all(|a| a.rtb() != "rtb-b"),
+                "{hosts:?}: {:?}",
+                plan.actions
+            );
+        }
+        let plan = Case::new(state).spec(NET, &[H3_SECONDARY]).plan();
+        assert_eq!(plan.routes, routes(&[("rtb-b", NET, Some(H3_SECONDARY))]));
+    }
+
+    #[test]
+    fn multi_address_router_is_created_on_its_interface() {
+        let plan = Case::new(vpc()).spec(NET, &[H3_SECONDARY]).plan();
+        let want = RouterTarget {
+            ip: ip(H3_SECONDARY),
+            instance_id: "i-3".into(),
+            eni_id: "eni-3".into(),
+        };
+        assert_eq!(plan.actions, [create("rtb-b", NET, want)]);
+    }
+
+    #[test]
+    fn hosts_outside_the_vpc_are_reported_and_never_chosen() {
+        for seed in SEEDS {
+            let plan = Case::new(vpc())
+                .spec(NET, &[H1, NOT_IN_VPC])
+                .plan_seeded(seed);
+            assert_eq!(plan.actions, [create("rtb-a", NET, target(H1))]);
+            assert_eq!(
+                plan.notices,
+                notices([Notice::HostNotInVpc {
+                    host: ip(NOT_IN_VPC)
+                }])
+            );
+        }
+    }
+
+    #[test]
+    fn only_hosts_outside_the_vpc_means_no_router() {
+        let state = with_routes(vpc(), "rtb-a", vec![instance_route(NET, "i-2")]);
+        let plan = Case::new(state)
+            .spec(NET, &[NOT_IN_VPC])
+            .spec(NET8, &[H1])
+            .plan();
+        assert_eq!(plan.actions, [create("rtb-a", NET8, target(H1))]);
+        assert_eq!(
+            plan.notices,
+            notices([
+                Notice::HostNotInVpc {
+                    host: ip(NOT_IN_VPC)
+                },
+                no_router(NET)
+            ])
+        );
+        assert_eq!(
+            plan.routes,
+            routes(&[("rtb-a", NET, None), ("rtb-a", NET8, Some(H1))])
+        );
+    }
+
+    // ---- Deletes, protection, foreign routes
+
+    #[test]
+    fn instance_routes_not_in_the_spec_are_deleted() {
+        let state = with_routes(
+            vpc(),
+            "rtb-a",
+            vec![
+                aws_route("10.5.0.0/16", "i-2", "eni-2"),
+                instance_route("10.6.0.0/16", "i-gone"),
+                eni_route("10.7.0.0/16", "eni-1"),
+            ],
+        );
+        let plan = Case::new(state)
+            .spec(NET, &[H1])
+            .spec("10.7.0.0/16", &[])
+            .plan();
+        assert_eq!(
+            plan.actions,
+            [
+                delete("rtb-a", "10.5.0.0/16", Some(H2)),
+                delete("rtb-a", "10.6.0.0/16", None),
+                delete("rtb-a", "10.7.0.0/16", Some(H1)),
+                create("rtb-a", NET, target(H1)),
+            ]
+        );
+        assert_eq!(plan.routes, routes(&[("rtb-a", NET, Some(H1))]));
+    }
+
+    #[test]
+    fn ignoring_the_default_route_protects_only_the_default_route() {
+        let nat = vec![
+            instance_route("0.0.0.0/0", "i-2"),
+            instance_route("10.5.0.0/16", "i-2"),
+        ];
+        let state = with_routes(vpc(), "rtb-a", nat);
+        let plan = Case::new(state)
+            .spec(NET, &[H1])
+            .ignore(&["0.0.0.0/0"])
+            .plan();
+        assert_eq!(
+            plan.actions,
+            [
+                delete("rtb-a", "10.5.0.0/16", Some(H2)),
+                create("rtb-a", NET, target(H1))
+            ]
+        );
+    }
+
+    #[test]
+    fn ignoring_a_network_protects_the_routes_inside_it() {
+        let nat = vec![
+            instance_route("0.0.0.0/0", "i-2"),
+            instance_route("10.5.0.0/16", "i-2"),
+            route(None, Some("i-2"), None),
+        ];
+        let state = with_routes(vpc(), "rtb-a", nat);
+        let plan = Case::new(state)
+            .spec("172.16.0.0/12", &[H1])
+            .ignore(&["10.0.0.0/8"])
+            .plan();
+        assert_eq!(
+            plan.actions,
+            [
+                delete("rtb-a", "0.0.0.0/0", Some(H2)),
+                create("rtb-a", "172.16.0.0/12", target(H1))
+            ]
+        );
+    }
+
+    #[test]
+    fn protected_spec_route_is_neither_changed_nor_duplicated() {
+        let state = with_routes(vpc(), "rtb-a", vec![aws_route(NET, "i-1", "eni-1")]);
+        let plan = Case::new(state)
+            .spec(NET, &[H1, H2])
+            .failed(&[H1])
+            .ignore(&[NET])
+            .plan();
+        assert_eq!(plan.managed_tables, ["rtb-a", "rtb-b"]);
+        assert_eq!(plan.actions, [create("rtb-b", NET, target(H2))]);
+        assert!(plan.notices.is_empty());
+        assert_eq!(plan.routes, routes(&[("rtb-b", NET, Some(H2))]));
+    }
+
+    #[test]
+    fn gateway_routes_are_never_touched_nor_duplicated() {
+        let state = with_routes(vpc(), "rtb-b", vec![route(Some("10.7.0.0/16"), None, None)]);
+        let plan = Case::new(state)
+            .spec("0.0.0.0/0", &[H3])
+            .spec("10.0.0.0/16", &[H3])
+            .spec("10.7.0.0/16", &[H3])
+            .spec(NET, &[H3])
+            .plan();
+        assert_eq!(plan.actions, [create("rtb-b", NET, target(H3))]);
+        let held = |net: &str, t: &str| Notice::HeldByOtherTarget {
+            rtb: "rtb-b".into(),
+            cidr: cidr(net),
+            target: t.into(),
+        };
+        assert_eq!(
+            plan.notices,
+            notices([
+                held("0.0.0.0/0", "igw-1"),
+                held("10.0.0.0/16", "local"),
+                held("10.7.0.0/16", "unknown target")
+            ])
+        );
+        assert_eq!(plan.routes, routes(&[("rtb-b", NET, Some(H3))]));
+    }
+
+    #[test]
+    fn gateway_routes_not_in_the_spec_are_silent() {
+        let plan = Case::new(vpc()).spec(NET, &[H3]).plan();
+        assert_eq!(plan.actions, [create("rtb-b", NET, target(H3))]);
+        assert!(plan.notices.is_empty());
+    }
+
+    #[test]
+    fn ipv6_and_malformed_destinations_are_ignored() {
+        let odd = vec![
+            route(None, Some("i-1"), None),
+            instance_route("10.1.0.1/16", "i-1"),
+        ];
+        let state = with_routes(vpc(), "rtb-a", odd);
+        let plan = Case::new(state)
+            .spec(NET, &[H1])
+            .ignore(&["10.0.0.0/8"])
+            .plan();
+        assert_eq!(plan.actions, [create("rtb-a", NET, target(H1))]);
+        assert_eq!(plan.routes, routes(&[("rtb-a", NET, Some(H1))]));
+    }
+
+    #[test]
+    fn cidrs_compare_by_value() {
+        let state = with_routes(
+            vpc(),
+            "rtb-a",
+            vec![aws_route("10.1.0.0/16", "i-1", "eni-1")],
+        );
+        let mut case = Case::new(state);
+        case.spec = vec![(
+            Cidr {
+                addr: Ipv4Addr::new(10, 1, 0, 0),
+                len: 16,
+            },
+            vec![ip(H1)],
+        )];
+        let plan = case.plan();
+        assert_eq!(plan.actions, []);
+        assert_eq!(plan.routes, routes(&[("rtb-a", "10.1.0.0/16", Some(H1))]));
+    }
+
+    #[test]
+    fn actions_follow_table_order_then_creates() {
+        let state = with_routes(vpc(), "rtb-b", vec![instance_route("10.5.0.0/16", "i-3")]);
+        let state = with_routes(
+            state,
+            "rtb-a",
+            vec![
+                instance_route("10.6.0.0/16", "i-1"),
+                aws_route(NET8, "i-2", "eni-2"),
+            ],
+        );
+        let plan = Case::new(state).spec(NET, &[H1]).spec(NET8, &[H3]).plan();
+        assert_eq!(
+            plan.actions,
+            [
+                delete("rtb-a", "10.6.0.0/16", Some(H1)),
+                replace(
+                    "rtb-a",
+                    NET8,
+                    target(H3),
+                    Some(H2),
+                    ReplaceReason::NotEligible
+                ),
+                delete("rtb-b", "10.5.0.0/16", Some(H3)),
+                create("rtb-b", NET8, target(H3)),
+                create("rtb-a", NET, target(H1)),
+                create("rtb-b", NET, target(H1)),
+            ]
+        );
+    }
+
+    // ---- Ports of test_vpc.py::TestVpcBotoInteractions
+
+    const I1: &str = "10.1.0.5";
+    const I2: &str = "10.2.0.5";
+
+    /// The original's moto setup: two subnets, one instance in each, the single (main)
+    /// route table explicitly associated with both.
+    fn moto_vpc() -> VpcState {
+        VpcState {
+            vpc_id: "vpc-moto".into(),
+            subnets: vec!["subnet-1".into(), "subnet-2".into()],
+            route_tables: vec![table(
+                "rtb-1",
+                true,
+                &["subnet-1", "subnet-2"],
+                vec![local()],
+            )],
+            instances: vec![
+                instance("i-1", vec![eni("eni-1", "subnet-1", 0, &[I1, "10.9.9.9"])]),
+                instance("i-2", vec![eni("eni-2", "subnet-2", 0, &[I2])]),
+            ],
+        }
+    }
+
+    #[test]
+    fn process_route_spec_config_sequence() {
+        let t = |h: &str| target_in(&moto_vpc(), h);
+        let mut case = Case::new(moto_vpc()).spec("10.1.0.0/16", &[I1, I2]);
+        let first = match &case.step(0).actions[..] {
+            [RouteAction::Create { rtb, target, .. }] if rtb == "rtb-1" => target.clone(),
+            other => panic!("unexpected {other:?}"),
+        };
+        let (x, y) = if first.ip == ip(I1) {
+            (I1, I2)
+        } else {
+            (I2, I1)
+        };
+        let net = "10.1.0.0/16";
+
+        case = case.questionable(&[x]);
+        let want = replace(
+            "rtb-1",
+            net,
+            t(y),
+            Some(x),
+            ReplaceReason::RouterQuestionable,
+        );
+        assert_eq!(case.step(1).actions, [want]);
+
+        case = case.questionable(&[y]);
+        let want = replace(
+            "rtb-1",
+            net,
+            t(x),
+            Some(y),
+            ReplaceReason::RouterQuestionable,
+        );
+        assert_eq!(case.step(2).actions, [want]);
+
+        case = case.questionable(&[]).failed(&[x]);
+        let want = replace("rtb-1", net, t(y), Some(x), ReplaceReason::RouterFailed);
+        assert_eq!(case.step(3).actions, [want]);
+
+        case = case.failed(&[I1, I2]);
+        let plan = case.step(4);
+        assert_eq!(plan.actions, []);
+        assert_eq!(plan.notices, notices([no_router(net)]));
+
+        case = case.failed(&[]);
+        case.spec.clear();
+        case = case.spec("10.2.0.0/16", &[I1]);
+        let plan = case.step(5);
+        assert_eq!(
+            plan.actions,
+            [
+                delete("rtb-1", net, Some(y)),
+                create("rtb-1", "10.2.0.0/16", t(I1))
+            ]
+        );
+
+        case.spec.clear();
+        case = case.spec("10.3.0.0/16", &[I1]).ignore(&["10.2.0.0/16"]);
+        assert_eq!(
+            case.step(6).actions,
+            [create("rtb-1", "10.3.0.0/16", t(I1))]
+        );
+        assert_eq!(case.plan().actions, []);
+    }
+
+    #[test]
+    fn update_existing_routes_cases() {
+        let t = |h: &str| target_in(&moto_vpc(), h);
+        let net = "10.9.0.0/16";
+        let on_i1 = with_routes(moto_vpc(), "rtb-1", vec![aws_route(net, "i-1", "eni-1")]);
+
+        let protected = Case::new(on_i1.clone())
+            .spec(NET8, &[I1])
+            .ignore(&["10.0.0.0/8"])
+            .plan();
+        assert_eq!(protected.actions, [create("rtb-1", NET8, t(I1))]);
+
+        let not_instance = with_routes(moto_vpc(), "rtb-1", vec![gateway_route(net, "vgw-1")]);
+        assert_eq!(
+            Case::new(not_instance).spec(NET8, &[I1]).plan().actions,
+            [create("rtb-1", NET8, t(I1))]
+        );
+
+        let emptied = Case::new(on_i1.clone())
+            .spec(net, &[])
+            .spec(NET8, &[I2])
+            .plan();
+        assert_eq!(emptied.actions[0], delete("rtb-1", net, Some(I1)));
+
+        let only_failed = Case::new(on_i1.clone())
+            .spec(net, &[I2])
+            .failed(&[I2])
+            .plan();
+        assert_eq!(only_failed.actions, []);
+        assert_eq!(only_failed.notices, notices([no_router(net)]));
+
+        let mut healthy = Case::new(on_i1).spec(net, &[I2]);
+        let want = replace("rtb-1", net, t(I2), Some(I1), ReplaceReason::NotEligible);
+        assert_eq!(healthy.step(0).actions, [want]);
+        assert_eq!(healthy.plan().actions, []);
+    }
+
+    #[test]
+    fn add_missing_routes_cases() {
+        let t = |h: &str| target_in(&moto_vpc(), h);
+        let net = "10.55.0.0/16";
+        let mut case = Case::new(moto_vpc()).spec(net, &[I1]);
+        assert_eq!(case.step(0).actions, [create("rtb-1", net, t(I1))]);
+        assert_eq!(case.plan().actions, []);
+
+        let plan = Case::new(moto_vpc()).spec(net, &[I1]).failed(&[I1]).plan();
+        assert_eq!(plan.actions, []);
+        assert_eq!(plan.notices, notices([no_router(net)]));
+    }
+
+    #[test]
+    fn multi_address_secondary_ip_is_found() {
+        let plan = Case::new(moto_vpc()).spec(NET, &["10.9.9.9"]).plan();
+        let want = RouterTarget {
+            ip: ip("10.9.9.9"),
+            instance_id: "i-1".into(),
+            eni_id: "eni-1".into(),
+        };
+        assert_eq!(plan.actions, [create("rtb-1", NET, want)]);
+        assert!(plan.notices.is_empty());
+    }
 }

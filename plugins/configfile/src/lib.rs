@@ -1,1 +1,533 @@
+//! The `configfile` watcher: the route spec is a JSON file, re-read when it changes.
+//!
+//! `vpcrouter -m configfile -f /etc/vpcrouter/routes.json` reads the file at start and
+//! sends the spec if it is valid. Its directory is then watched (inotify through `notify`,
+//! not recursive) and the file is re-read after any create, modify, rename or remove event
+//! that names it, so in-place writes, editors that write a temporary file and rename it
+//! over the original, delete-and-recreate, and Kubernetes ConfigMap volumes (where the
+//! file is a symlink through `..data`, swapped by renaming a `..`-prefixed symlink) are
+//! all seen. Bursts of events are merged (100 ms), and a spec is only sent when it differs
+//! from the last one sent.
+//!
+//! A file that is missing, unreadable, not JSON or not a valid spec is reported as
+//! `Config ignored: <why>` and the last good spec stays in effect.
 
+#![deny(unsafe_code)]
+
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use notify::event::{AccessKind, AccessMode};
+use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+use vpcrouter_plugin_api::export::PluginDescription;
+use vpcrouter_plugin_api::{
+    spec, ArgSpec, Logger, PluginArgs, PluginContext, RSender, RouteSpec, WatcherPlugin,
+};
+
+/// How long a burst of file events may last before the file is read.
+const DEBOUNCE: Duration = Duration::from_millis(100);
+/// How long `stop` waits for the watcher thread.
+const STOP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Counters for the status server.
+#[derive(Debug, Default)]
+struct Stats {
+    last_update: Option<SystemTime>,
+    specs_sent: u64,
+    errors: u64,
+}
+
+/// What the watcher thread receives.
+enum Msg {
+    /// A file system event (or watch error) from `notify`.
+    Fs(notify::Result<Event>),
+    /// `stop` was called.
+    Stop,
+}
+
+/// The running watcher thread.
+struct Worker {
+    tx: mpsc::Sender<Msg>,
+    thread: JoinHandle<()>,
+}
+
+/// The watcher plugin.
+pub struct Configfile {
+    /// The path as given on the command line.
+    file: String,
+    /// The same path made absolute (symlinks are kept, not resolved).
+    path: PathBuf,
+    stats: Arc<Mutex<Stats>>,
+    log: Option<Logger>,
+    worker: Option<Worker>,
+}
+
+impl PluginDescription for Configfile {
+    const NAME: &'static str = "configfile";
+    const DESCRIPTION: &'static str =
+        "Reads the route spec from a JSON file and follows its changes";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+
+    fn arguments() -> Vec<ArgSpec> {
+        vec![ArgSpec::value(
+            "file",
+            "FILE",
+            "config file for routing groups (only in configfile mode)",
+        )
+        .short('f')
+        .required()]
+    }
+
+    fn validate_config(args: &PluginArgs) -> Result<(), String> {
+        let file = args.require("file")?;
+        let opened = std::fs::File::open(file).and_then(|f| {
+            if f.metadata()?.is_dir() {
+                Err(std::io::Error::other("it is a directory"))
+            } else {
+                Ok(())
+            }
+        });
+        opened.map_err(|e| format!("Cannot open config file '{file}': {e}"))
+    }
+}
+
+fn lock(stats: &Mutex<Stats>) -> MutexGuard<'_, Stats> {
+    stats.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Reads and validates the spec file; the error says what is wrong with it.
+fn read_spec(path: &Path) -> Result<RouteSpec, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("Cannot open file '{}': {e}", path.display()))?;
+    spec::parse_json(&text).map_err(|e| e.to_string())
+}
+
+/// True when `event` may have changed the file called `name` in the watched directory.
+///
+/// Names starting with `..` are Kubernetes' `..data` symlink and its timestamped targets.
+fn concerns(event: &Event, name: &OsStr) -> bool {
+    let relevant_kind = match event.kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    };
+    let names_file = event
+        .paths
+        .iter()
+        .filter_map(|p| p.file_name())
+        .any(|n| n == name || n.as_encoded_bytes().starts_with(b".."));
+    event.need_rescan() || (relevant_kind && names_file)
+}
+
+/// Formats a time as RFC 3339 in UTC, to the second: `2024-05-01T12:00:00Z`.
+fn rfc3339(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Days since 1970-01-01 to a civil date (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3_600,
+        rem % 3_600 / 60,
+        rem % 60
+    )
+}
+
+/// Reads the file and sends its spec when it is valid and new.
+struct Reader {
+    path: PathBuf,
+    log: Logger,
+    specs: RSender<RouteSpec>,
+    last: Option<RouteSpec>,
+    stats: Arc<Mutex<Stats>>,
+}
+
+impl Reader {
+    /// Re-reads the file; false when the host closed the spec queue.
+    fn reload(&mut self) -> bool {
+        match read_spec(&self.path) {
+            Ok(spec) if self.last.as_ref() == Some(&spec) => {
+                self.log.debug("Route spec unchanged, not sending it again");
+            }
+            Ok(spec) => {
+                // Counted before sending, so the status is current once the host has it.
+                {
+                    let mut stats = lock(&self.stats);
+                    stats.last_update = Some(SystemTime::now());
+                    stats.specs_sent += 1;
+                }
+                self.log.debug(format!("Sending route spec {}", spec.to_json()));
+                if self.specs.send(spec.clone()).is_err() {
+                    self.log.debug("The route spec queue is closed");
+                    return false;
+                }
+                self.last = Some(spec);
+            }
+            Err(why) => {
+                self.log.error(format!("Config ignored: {why}"));
+                lock(&self.stats).errors += 1;
+            }
+        }
+        true
+    }
+}
+
+/// The watcher thread: merges event bursts and re-reads the file until stopped.
+fn run(mut reader: Reader, name: OsString, rx: mpsc::Receiver<Msg>, _watcher: RecommendedWatcher) {
+    let mut due: Option<Instant> = None;
+    loop {
+        if due.is_some_and(|t| Instant::now() >= t) {
+            due = None;
+            reader.log.info(format!("Detected file change event for {}", reader.path.display()));
+            if !reader.reload() {
+                return;
+            }
+        }
+        let msg = match due {
+            Some(t) => rx.recv_timeout(t.saturating_duration_since(Instant::now())),
+            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        match msg {
+            Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => return,
+            Err(RecvTimeoutError::Timeout) => {}
+            Ok(Msg::Fs(Ok(event))) => {
+                if concerns(&event, &name) {
+                    reader.log.debug(format!("File event {:?} on {:?}", event.kind, event.paths));
+                    due.get_or_insert_with(|| Instant::now() + DEBOUNCE);
+                }
+            }
+            Ok(Msg::Fs(Err(e))) => {
+                reader.log.warn(format!("File watch error, re-reading the file: {e}"));
+                due.get_or_insert_with(|| Instant::now() + DEBOUNCE);
+            }
+        }
+    }
+}
+
+impl WatcherPlugin for Configfile {
+    fn create(args: &PluginArgs) -> Result<Self, String> {
+        let file = args.require("file")?;
+        let path = std::path::absolute(file)
+            .map_err(|e| format!("Cannot open config file '{file}': {e}"))?;
+        if path.file_name().is_none() {
+            return Err(format!("Cannot open config file '{file}': not a file name"));
+        }
+        Ok(Configfile {
+            file: file.to_string(),
+            path,
+            stats: Arc::default(),
+            log: None,
+            worker: None,
+        })
+    }
+
+    fn start(&mut self, ctx: PluginContext, specs: RSender<RouteSpec>) -> Result<(), String> {
+        let log = ctx.log;
+        log.info(format!(
+            "Configfile watcher plugin: Starting to watch route spec file '{}' for changes...",
+            self.file
+        ));
+        let name = self.path.file_name().map(OsStr::to_os_string).unwrap_or_default();
+        let dir = self.path.parent().unwrap_or(Path::new("/")).to_path_buf();
+
+        // Watch first, then read, so that no change between the two is missed.
+        let (tx, rx) = mpsc::channel();
+        let fs_tx = tx.clone();
+        let mut watcher = notify::recommended_watcher(move |res| {
+            // The thread is gone only after stop; nothing is left to tell then.
+            let _ = fs_tx.send(Msg::Fs(res));
+        })
+        .map_err(|e| format!("Cannot watch directory '{}': {e}", dir.display()))?;
+        watcher
+            .watch(&dir, RecursiveMode::NonRecursive)
+            .map_err(|e| format!("Cannot watch directory '{}': {e}", dir.display()))?;
+
+        let mut reader = Reader {
+            path: self.path.clone(),
+            log: log.clone(),
+            specs,
+            last: None,
+            stats: self.stats.clone(),
+        };
+        reader.reload();
+        let thread = std::thread::Builder::new()
+            .name("ConfMon".into())
+            .spawn(move || run(reader, name, rx, watcher))
+            .map_err(|e| format!("cannot start the configfile watcher thread: {e}"))?;
+        self.worker = Some(Worker { tx, thread });
+        self.log = Some(log);
+        Ok(())
+    }
+
+    fn stop(&mut self) -> Result<(), String> {
+        if let Some(Worker { tx, thread }) = self.worker.take() {
+            // A send error means the thread has already ended.
+            let _ = tx.send(Msg::Stop);
+            let deadline = Instant::now() + STOP_TIMEOUT;
+            while !thread.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if !thread.is_finished() {
+                return Err("the configfile watcher thread did not stop within 2 s".into());
+            }
+            // The thread has finished; a panic in it was already reported by the runtime.
+            let _ = thread.join();
+        }
+        if let Some(log) = &self.log {
+            log.info("Configfile watcher plugin: Stopped");
+        }
+        Ok(())
+    }
+
+    fn info(&self) -> serde_json::Value {
+        let stats = lock(&self.stats);
+        let last = stats.last_update.map_or_else(|| "(no update, yet)".to_string(), rfc3339);
+        serde_json::json!({
+            "version": Self::VERSION,
+            "params": {"file": self.file},
+            "stats": {
+                "last_route_spec_update": last,
+                "specs_sent": stats.specs_sent,
+                "errors": stats.errors,
+            },
+        })
+    }
+}
+
+vpcrouter_plugin_api::export_plugin!(watcher: Configfile);
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use vpcrouter_plugin_api::channel::unbounded;
+    use vpcrouter_plugin_api::{LogLevel, RReceiver};
+    use vpcrouter_testkit::{context, nothing_within, recv_within, LogCapture};
+
+    use super::*;
+
+    const WAIT: Duration = Duration::from_secs(3);
+    /// Longer than the debounce plus inotify delivery.
+    const QUIET: Duration = Duration::from_millis(400);
+    const SPEC_A: &str = r#"{"10.1.0.0/16": ["1.1.1.1", "2.2.2.2"], "10.2.0.0/16": ["3.3.3.3"]}"#;
+    const SPEC_B: &str = r#"{"10.1.0.0/16": ["2.2.2.2", "4.4.4.4"]}"#;
+
+    struct Running {
+        plugin: Configfile,
+        specs: RReceiver<RouteSpec>,
+        logs: LogCapture,
+    }
+
+    impl Running {
+        fn next_json(&self) -> String {
+            recv_within(&self.specs, WAIT).expect("a route spec").to_json()
+        }
+    }
+
+    fn start(file: &Path) -> Running {
+        let args = PluginArgs::from_pairs([("file", file.to_str().unwrap())]);
+        let mut plugin = Configfile::create(&args).unwrap();
+        let (ctx, logs) = context("configfile");
+        let (tx, specs) = unbounded();
+        plugin.start(ctx, tx).unwrap();
+        Running { plugin, specs, logs }
+    }
+
+    fn canonical(text: &str) -> String {
+        spec::parse_json(text).unwrap().to_json()
+    }
+
+    #[test]
+    fn validate_config_needs_a_readable_file() {
+        let args = PluginArgs::from_pairs([("file", "/_does_not_exists")]);
+        let err = Configfile::validate_config(&args).unwrap_err();
+        assert!(err.starts_with("Cannot open config file '/_does_not_exists': "), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let args = PluginArgs::from_pairs([("file", dir.path().to_str().unwrap())]);
+        assert!(Configfile::validate_config(&args).unwrap_err().contains("directory"));
+        let file = dir.path().join("r.spec");
+        fs::write(&file, "not even JSON").unwrap();
+        let args = PluginArgs::from_pairs([("file", file.to_str().unwrap())]);
+        assert_eq!(Configfile::validate_config(&args), Ok(()));
+    }
+
+    #[test]
+    fn in_place_writes_send_new_specs_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("routes.json");
+        fs::write(&file, SPEC_A).unwrap();
+        let mut r = start(&file);
+        assert_eq!(r.next_json(), canonical(SPEC_A));
+
+        fs::write(&file, SPEC_B).unwrap();
+        assert_eq!(r.next_json(), canonical(SPEC_B));
+        assert!(nothing_within(&r.specs, QUIET), "one spec per change");
+        let event_line = format!("Detected file change event for {}", file.display());
+        assert!(r.logs.contains(LogLevel::Info, &event_line), "{:?}", r.logs);
+
+        // The same spec, written differently: nothing to send.
+        fs::write(&file, r#"{"10.1.0.0/16": ["4.4.4.4", "2.2.2.2", "2.2.2.2"]}"#).unwrap();
+        assert!(nothing_within(&r.specs, QUIET));
+
+        // Other files in the directory are ignored.
+        fs::write(dir.path().join("other.json"), SPEC_A).unwrap();
+        assert!(nothing_within(&r.specs, QUIET));
+        r.plugin.stop().unwrap();
+        assert!(r.logs.contains(LogLevel::Info, "Configfile watcher plugin: Stopped"));
+    }
+
+    #[test]
+    fn rename_over_and_recreate_are_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("routes.json");
+        fs::write(&file, SPEC_A).unwrap();
+        let mut r = start(&file);
+        assert_eq!(r.next_json(), canonical(SPEC_A));
+
+        let tmp = dir.path().join(".routes.json.tmp");
+        fs::write(&tmp, SPEC_B).unwrap();
+        fs::rename(&tmp, &file).unwrap();
+        assert_eq!(r.next_json(), canonical(SPEC_B));
+
+        fs::remove_file(&file).unwrap();
+        assert!(r.logs.wait_for(LogLevel::Error, "Config ignored: Cannot open file", WAIT));
+        assert!(nothing_within(&r.specs, QUIET), "a missing file keeps the last spec");
+        fs::write(&file, SPEC_A).unwrap();
+        assert_eq!(r.next_json(), canonical(SPEC_A));
+        r.plugin.stop().unwrap();
+    }
+
+    #[test]
+    fn invalid_content_is_ignored_and_the_last_spec_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("routes.json");
+        fs::write(&file, SPEC_A).unwrap();
+        let mut r = start(&file);
+        assert_eq!(r.next_json(), canonical(SPEC_A));
+
+        fs::write(&file, r#"{"10.1.0.0/16": ["1.1.1."]}"#).unwrap();
+        assert!(r.logs.wait_for(
+            LogLevel::Error,
+            "Config ignored: '1.1.1.' (a router of '10.1.0.0/16')",
+            WAIT
+        ));
+        fs::write(&file, r#""MALFORMED""#).unwrap();
+        assert!(r.logs.wait_for(
+            LogLevel::Error,
+            "Config ignored: the route spec must be a JSON object",
+            WAIT
+        ));
+        assert!(nothing_within(&r.specs, QUIET));
+
+        // Back to the spec that is still in effect: nothing new to send.
+        fs::write(&file, SPEC_A).unwrap();
+        assert!(nothing_within(&r.specs, QUIET));
+        fs::write(&file, SPEC_B).unwrap();
+        assert_eq!(r.next_json(), canonical(SPEC_B));
+        let info = r.plugin.info();
+        assert_eq!(info["stats"]["specs_sent"], 2);
+        assert_eq!(info["stats"]["errors"], 2);
+        r.plugin.stop().unwrap();
+    }
+
+    #[test]
+    fn invalid_or_missing_file_at_start_sends_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("routes.json");
+        fs::write(&file, "{not json").unwrap();
+        let mut r = start(&file);
+        assert!(r
+            .logs
+            .contains(LogLevel::Error, "Config ignored: the route spec is not valid JSON"));
+        assert!(nothing_within(&r.specs, QUIET));
+        assert_eq!(r.plugin.info()["stats"]["last_route_spec_update"], "(no update, yet)");
+        fs::remove_file(&file).unwrap();
+        assert!(r.logs.wait_for(LogLevel::Error, "Config ignored: Cannot open file", WAIT));
+        fs::write(&file, SPEC_B).unwrap();
+        assert_eq!(r.next_json(), canonical(SPEC_B));
+        let last = r.plugin.info()["stats"]["last_route_spec_update"].as_str().unwrap().to_string();
+        assert!(last.ends_with('Z') && last.len() == 20, "{last}");
+        r.plugin.stop().unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn kubernetes_symlink_swap_is_seen() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        fs::create_dir(d.join("..2024_01")).unwrap();
+        fs::write(d.join("..2024_01/routes.json"), SPEC_A).unwrap();
+        symlink("..2024_01", d.join("..data")).unwrap();
+        symlink("..data/routes.json", d.join("routes.json")).unwrap();
+        let mut r = start(&d.join("routes.json"));
+        assert_eq!(r.next_json(), canonical(SPEC_A));
+
+        fs::create_dir(d.join("..2024_02")).unwrap();
+        fs::write(d.join("..2024_02/routes.json"), SPEC_B).unwrap();
+        symlink("..2024_02", d.join("..data_tmp")).unwrap();
+        fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
+        fs::remove_dir_all(d.join("..2024_01")).unwrap();
+        assert_eq!(r.next_json(), canonical(SPEC_B));
+        assert!(nothing_within(&r.specs, QUIET));
+        r.plugin.stop().unwrap();
+    }
+
+    #[test]
+    fn stop_is_prompt_and_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("routes.json");
+        fs::write(&file, SPEC_A).unwrap();
+        let mut r = start(&file);
+        let started = Instant::now();
+        r.plugin.stop().unwrap();
+        assert!(started.elapsed() < Duration::from_secs(1));
+        r.plugin.stop().unwrap();
+        let info = r.plugin.info();
+        assert_eq!(info["params"]["file"], file.to_str().unwrap());
+        assert_eq!(info["version"], Configfile::VERSION);
+    }
+
+    #[test]
+    fn event_filter() {
+        use notify::event::{CreateKind, ModifyKind, RenameMode};
+        let name = OsStr::new("routes.json");
+        let ev = |kind, path: &str| Event::new(kind).add_path(PathBuf::from(path));
+        assert!(concerns(&ev(EventKind::Modify(ModifyKind::Any), "/d/routes.json"), name));
+        assert!(concerns(&ev(EventKind::Create(CreateKind::File), "/d/routes.json"), name));
+        assert!(concerns(
+            &ev(EventKind::Modify(ModifyKind::Name(RenameMode::To)), "/d/..data"),
+            name
+        ));
+        assert!(!concerns(&ev(EventKind::Modify(ModifyKind::Any), "/d/routes.json.bak"), name));
+        assert!(!concerns(&ev(EventKind::Access(AccessKind::Read), "/d/routes.json"), name));
+        let write_closed = EventKind::Access(AccessKind::Close(AccessMode::Write));
+        assert!(concerns(&ev(write_closed, "/d/routes.json"), name));
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)), "2000-02-29T00:00:00Z");
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
+            "2023-11-14T22:13:20Z"
+        );
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_secs(4_102_444_799)),
+            "2099-12-31T23:59:59Z"
+        );
+    }
+}

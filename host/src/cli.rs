@@ -1,0 +1,412 @@
+//! The command line: vpc-router 1.8's options plus the options of the loaded plugins.
+//!
+//! Plugins declare their own options, so the command is built in two steps: a pre-scan
+//! finds `-m`, `-H` and `--plugin-dir`, the plugins are loaded, and then the full clap
+//! command (main options + plugin options) parses the arguments.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{Arg, ArgAction, ArgMatches, Command};
+use vpcrouter_plugin_api::{ArgSpec, PluginArgs, PluginKind};
+
+use crate::plugins::{LoadError, Loader, PluginLibrary, SearchPath};
+use crate::vpc::model::Cidr;
+
+/// The default health plugin, as in vpc-router.
+pub const DEFAULT_HEALTH: &str = "icmpecho";
+
+/// Everything `vpcrouter` was told to do.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `--verbose`: debug logging.
+    pub verbose: bool,
+    /// `-l/--logfile`: a path, or `-` for stdout.
+    pub logfile: String,
+    /// `-r/--region`; detected from instance metadata when absent.
+    pub region: Option<String>,
+    /// `-v/--vpc`; detected from instance metadata when absent.
+    pub vpc: Option<String>,
+    /// `--ignore_routes` as given.
+    pub ignore_routes_raw: Option<String>,
+    /// `--ignore_routes` parsed: routes inside these are never deleted or changed.
+    pub ignore_routes: Vec<Cidr>,
+    /// `--route_recheck_interval` seconds; 0 = no periodic recheck.
+    pub route_recheck_interval: u64,
+    /// `-a/--address` of the status server.
+    pub address: String,
+    /// `-p/--port` of the status server.
+    pub port: u16,
+    /// `--dry-run`: plan and log, change nothing.
+    pub dry_run: bool,
+    /// The watcher plugin and its options.
+    pub watcher: LoadedPlugin,
+    /// The health plugin and its options.
+    pub health: LoadedPlugin,
+    /// Further health plugins the health plugin loads (e.g. for `multi`), by name.
+    pub sub_plugins: BTreeMap<String, LoadedPlugin>,
+    /// The search path plugins were found in.
+    pub search: SearchPath,
+}
+
+/// A plugin library with the values of its options.
+#[derive(Debug, Clone)]
+pub struct LoadedPlugin {
+    /// The library.
+    pub lib: PluginLibrary,
+    /// Its parsed options.
+    pub args: PluginArgs,
+}
+
+/// What the command line asks for.
+pub enum Invocation {
+    /// Run the daemon.
+    Run(Box<Options>),
+    /// Print this text to stdout and exit 0 (help, version, plugin list).
+    Print(String),
+}
+
+/// A command-line error: the message and the exit status.
+#[derive(Debug)]
+pub struct CliError {
+    /// Full text to print on stderr.
+    pub message: String,
+    /// Exit status (2 for usage errors, as argparse/clap do).
+    pub status: i32,
+}
+
+impl CliError {
+    fn usage(message: impl Into<String>) -> CliError {
+        CliError { message: message.into(), status: 2 }
+    }
+}
+
+impl From<LoadError> for CliError {
+    fn from(e: LoadError) -> CliError {
+        CliError { message: format!("error: {e}"), status: 1 }
+    }
+}
+
+/// The result of the pre-scan.
+#[derive(Debug, Default, PartialEq)]
+struct PreScan {
+    mode: Option<String>,
+    health: Option<String>,
+    plugin_dirs: Vec<PathBuf>,
+    allow_insecure: bool,
+    list: bool,
+    help: bool,
+}
+
+/// Finds the options needed before plugins are loaded. Understands `-m X`, `-mX`,
+/// `--mode X` and `--mode=X` (and likewise for `-H`/`--health`, `--plugin-dir`).
+fn prescan(argv: &[String]) -> PreScan {
+    let mut scan = PreScan::default();
+    let mut i = 1;
+    while i < argv.len() {
+        let arg = argv[i].as_str();
+        if arg == "--" {
+            break;
+        }
+        let mut take = |short: &str, long: &str| -> Option<String> {
+            if arg == short || arg == long {
+                i += 1;
+                return argv.get(i).cloned();
+            }
+            if let Some(v) = arg.strip_prefix(long).and_then(|r| r.strip_prefix('=')) {
+                return Some(v.to_string());
+            }
+            (!short.is_empty() && arg.len() > 2 && arg.starts_with(short)).then(|| arg[2..].to_string())
+        };
+        if let Some(v) = take("-m", "--mode") {
+            scan.mode = Some(v);
+        } else if let Some(v) = take("-H", "--health") {
+            scan.health = Some(v);
+        } else if let Some(v) = take("", "--plugin-dir") {
+            scan.plugin_dirs.push(PathBuf::from(v));
+        } else {
+            match arg {
+                "--allow-insecure-plugins" => scan.allow_insecure = true,
+                "--list-plugins" => scan.list = true,
+                "-h" | "--help" => scan.help = true,
+                _ => {}
+            }
+        }
+        i += 1;
+    }
+    scan
+}
+
+/// The main options, without plugin options.
+fn base_command() -> Command {
+    Command::new("vpcrouter")
+        .version(crate::VERSION)
+        .about("VPC router: Manage routes in VPC route table")
+        .after_help("Plugin options are listed when the plugin is named: vpcrouter -m configfile --help, vpcrouter -H tcp --help.\nvpcrouter --list-plugins shows the plugins found.")
+        .arg(Arg::new("verbose").long("verbose").action(ArgAction::SetTrue).help("produces more output"))
+        .arg(Arg::new("logfile").short('l').long("logfile").value_name("FILE").default_value("-")
+            .help("full path name for the logfile, or '-' for logging to stdout"))
+        .arg(Arg::new("region").short('r').long("region").value_name("REGION")
+            .help("the AWS region of the VPC (default: from the instance metadata)"))
+        .arg(Arg::new("vpc").short('v').long("vpc").value_name("VPC_ID")
+            .help("the ID of the VPC in which to operate (default: from the instance metadata)"))
+        .arg(Arg::new("ignore_routes").long("ignore_routes").value_name("CIDRS")
+            .help("Comma separated list of CIDRs or IPs for routes which vpcrouter should ignore"))
+        .arg(Arg::new("route_recheck_interval").long("route_recheck_interval").value_name("SECONDS")
+            .default_value("30").value_parser(clap::value_parser!(u64))
+            .help("time between regular checks of VPC route tables; 0 disables them (vpc-router 1.8 checked every second)"))
+        .arg(Arg::new("address").short('a').long("address").value_name("ADDR").default_value("localhost")
+            .help("address to listen on for HTTP requests"))
+        .arg(Arg::new("port").short('p').long("port").value_name("PORT").default_value("33289")
+            .value_parser(clap::value_parser!(u16).range(1..))
+            .help("port to listen on for HTTP requests"))
+        .arg(Arg::new("mode").short('m').long("mode").value_name("NAME").required(true)
+            .help("name of the watcher plugin (configfile, http, fixedconf, ...)"))
+        .arg(Arg::new("health").short('H').long("health").value_name("NAME").default_value(DEFAULT_HEALTH)
+            .help("name of the health-check plugin"))
+        .arg(Arg::new("plugin_dir").long("plugin-dir").value_name("DIR").action(ArgAction::Append)
+            .value_parser(clap::value_parser!(PathBuf))
+            .help("directory to search for plugins first (repeatable)"))
+        .arg(Arg::new("allow_insecure_plugins").long("allow-insecure-plugins").action(ArgAction::SetTrue)
+            .help("load plugin files even if group or others may write them"))
+        .arg(Arg::new("list_plugins").long("list-plugins").action(ArgAction::SetTrue)
+            .help("list the plugins found, with versions and descriptions, and exit"))
+        .arg(Arg::new("dry_run").long("dry-run").action(ArgAction::SetTrue)
+            .help("log the route changes that would be made, change nothing"))
+}
+
+/// Adds a plugin's options under a heading of its own.
+fn add_plugin_args(mut cmd: Command, lib: &PluginLibrary) -> Result<Command, CliError> {
+    let heading = format!("Options of {} plugin '{}'", lib.meta.kind.as_str(), lib.meta.name);
+    for spec in &lib.args {
+        let long = spec.long.to_string();
+        if cmd.get_arguments().any(|a| a.get_long() == Some(long.as_str()) || a.get_id() == long.as_str()) {
+            return Err(CliError {
+                message: format!("error: plugin '{}' ({}) declares option --{long}, which is already taken", lib.meta.name, lib.path.display()),
+                status: 1,
+            });
+        }
+        cmd = cmd.arg(plugin_arg(spec, &long).help_heading(heading.clone()));
+    }
+    Ok(cmd)
+}
+
+fn plugin_arg(spec: &ArgSpec, long: &str) -> Arg {
+    let mut arg = Arg::new(long.to_string()).long(long.to_string()).help(spec.help.to_string());
+    if let Some(c) = spec.short.as_ref().into_option().and_then(|s| s.chars().next()) {
+        arg = arg.short(c);
+    }
+    if spec.flag {
+        return arg.action(ArgAction::SetTrue);
+    }
+    arg = arg.value_name(spec.value_name.to_string()).required(spec.required && spec.default.is_rnone());
+    if let Some(d) = spec.default.as_ref().into_option() {
+        arg = arg.default_value(d.to_string());
+    }
+    arg
+}
+
+fn plugin_values(lib: &PluginLibrary, m: &ArgMatches) -> PluginArgs {
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for spec in &lib.args {
+        let id = spec.long.as_str();
+        if spec.flag {
+            if m.get_flag(id) {
+                pairs.push((id.to_string(), "true".to_string()));
+            }
+        } else if let Some(v) = m.get_one::<String>(id) {
+            pairs.push((id.to_string(), v.clone()));
+        }
+    }
+    PluginArgs::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+}
+
+/// Loads the health plugin and, recursively, the health plugins it requires.
+fn load_health_tree(
+    loader: &Loader,
+    search: &SearchPath,
+    argv: &[String],
+    name: &str,
+    chain: &mut Vec<String>,
+    out: &mut BTreeMap<String, PluginLibrary>,
+) -> Result<PluginLibrary, CliError> {
+    if chain.iter().any(|n| n == name) {
+        chain.push(name.to_string());
+        return Err(CliError { message: format!("error: health plugins load each other in a loop: {}", chain.join(" -> ")), status: 1 });
+    }
+    let lib = loader.load(search, PluginKind::Health, name)?;
+    let argv_r: Vec<abi_stable::std_types::RString> = argv.iter().map(|s| s.as_str().into()).collect();
+    let required = (lib.module.required_plugins())(argv_r.as_slice().into())
+        .into_result()
+        .map_err(|e| CliError::usage(format!("error: health plugin '{name}': {e}")))?;
+    chain.push(name.to_string());
+    for sub in required.iter() {
+        if !out.contains_key(sub.as_str()) {
+            let sub_lib = load_health_tree(loader, search, argv, sub, chain, out)?;
+            out.insert(sub.to_string(), sub_lib);
+        }
+    }
+    chain.pop();
+    Ok(lib)
+}
+
+/// Parses the command line. Plugins named by it are loaded through `loader`.
+pub fn parse(argv: &[String], loader: &Loader) -> Result<Invocation, CliError> {
+    let scan = prescan(argv);
+    let search = SearchPath::new(&scan.plugin_dirs, scan.allow_insecure);
+    if scan.list && !scan.help {
+        return Ok(Invocation::Print(crate::plugins::list_text(loader, &search)));
+    }
+    let health_name = scan.health.clone().unwrap_or_else(|| DEFAULT_HEALTH.to_string());
+    let mut cmd = base_command();
+    let mut load_notes = Vec::new();
+
+    let watcher_lib = match &scan.mode {
+        Some(mode) => match loader.load(&search, PluginKind::Watcher, mode) {
+            Ok(lib) => Some(lib),
+            Err(e) if scan.help => { load_notes.push(e.to_string()); None }
+            Err(e) => return Err(e.into()),
+        },
+        None => None,
+    };
+    let mut subs = BTreeMap::new();
+    let health_lib = match load_health_tree(loader, &search, argv, &health_name, &mut Vec::new(), &mut subs) {
+        Ok(lib) => Some(lib),
+        Err(e) if scan.help || scan.mode.is_none() => { load_notes.push(e.message); None }
+        Err(e) => return Err(e),
+    };
+    for lib in watcher_lib.iter().chain(health_lib.iter()).chain(subs.values()) {
+        cmd = add_plugin_args(cmd, lib)?;
+    }
+    if scan.help {
+        let mut help = cmd.render_help().to_string();
+        for note in load_notes {
+            help.push_str(&format!("\nnote: {note}\n"));
+        }
+        return Ok(Invocation::Print(help));
+    }
+    let m = cmd.try_get_matches_from(argv).map_err(|e| match e.kind() {
+        clap::error::ErrorKind::DisplayVersion | clap::error::ErrorKind::DisplayHelp => {
+            CliError { message: e.to_string(), status: 0 }
+        }
+        _ => CliError::usage(e.render().to_string()),
+    })?;
+    // Both are loaded when we get here: -m is required, and a health load error without
+    // --help returned above.
+    let (Some(watcher_lib), Some(health_lib)) = (watcher_lib, health_lib) else {
+        return Err(CliError::usage(load_notes.join("\n")));
+    };
+    let watcher = LoadedPlugin { args: plugin_values(&watcher_lib, &m), lib: watcher_lib };
+    let health = LoadedPlugin { args: plugin_values(&health_lib, &m), lib: health_lib };
+    let sub_plugins: BTreeMap<String, LoadedPlugin> = subs
+        .into_iter()
+        .map(|(n, lib)| (n, LoadedPlugin { args: plugin_values(&lib, &m), lib }))
+        .collect();
+    for p in [&watcher, &health].into_iter().chain(sub_plugins.values()) {
+        (p.lib.module.validate_config())(&p.args).into_result().map_err(|e| {
+            CliError::usage(format!("error: {} plugin '{}': {e}", p.lib.meta.kind.as_str(), p.lib.meta.name))
+        })?;
+    }
+    let options = Options {
+        verbose: m.get_flag("verbose"),
+        logfile: m.get_one::<String>("logfile").cloned().unwrap_or_else(|| "-".into()),
+        region: m.get_one::<String>("region").cloned(),
+        vpc: m.get_one::<String>("vpc").cloned(),
+        ignore_routes_raw: m.get_one::<String>("ignore_routes").cloned(),
+        ignore_routes: parse_ignore_routes(m.get_one::<String>("ignore_routes").map(String::as_str))
+            .map_err(|e| CliError::usage(format!("error: --ignore_routes: {e}")))?,
+        route_recheck_interval: check_recheck(m.get_one::<u64>("route_recheck_interval").copied().unwrap_or(30))?,
+        address: check_address(m.get_one::<String>("address").map(String::as_str).unwrap_or("localhost"))?,
+        port: m.get_one::<u16>("port").copied().unwrap_or(33289),
+        dry_run: m.get_flag("dry_run"),
+        watcher,
+        health,
+        sub_plugins,
+        search,
+    };
+    Ok(Invocation::Run(Box::new(options)))
+}
+
+fn check_recheck(v: u64) -> Result<u64, CliError> {
+    if v != 0 && v < 5 {
+        return Err(CliError::usage("error: route_recheck_interval argument must be either 0 or at least 5"));
+    }
+    Ok(v)
+}
+
+fn check_address(a: &str) -> Result<String, CliError> {
+    if a == "localhost" || a.parse::<IpAddr>().is_ok() {
+        Ok(a.to_string())
+    } else {
+        Err(CliError::usage(format!("error: -a/--address: not a valid IP address ({a}); use an IP literal or 'localhost'")))
+    }
+}
+
+/// Parses `--ignore_routes`: comma-separated CIDRs or IPs (an IP means `/32`, `0.0.0.0`
+/// means the default route `0.0.0.0/0`, as in vpc-router).
+pub fn parse_ignore_routes(raw: Option<&str>) -> Result<Vec<Cidr>, String> {
+    let Some(raw) = raw else { return Ok(Vec::new()) };
+    raw.split(',')
+        .map(str::trim)
+        .map(|item| {
+            if item.contains('/') {
+                Cidr::parse(item).map_err(|e| format!("'{item}': {e}"))
+            } else {
+                let addr = vpcrouter_plugin_api::spec::parse_ipv4(item)
+                    .ok_or_else(|| format!("'{item}' is not a valid IP address or CIDR"))?;
+                Ok(if addr.is_unspecified() { Cidr { addr, len: 0 } } else { Cidr { addr, len: 32 } })
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(s: &str) -> Vec<String> {
+        std::iter::once("vpcrouter").chain(s.split_whitespace()).map(String::from).collect()
+    }
+
+    #[test]
+    fn prescan_understands_all_spellings() {
+        let s = prescan(&argv("-mconfigfile --health=tcp --plugin-dir /a --plugin-dir=/b -f x"));
+        assert_eq!(s.mode.as_deref(), Some("configfile"));
+        assert_eq!(s.health.as_deref(), Some("tcp"));
+        assert_eq!(s.plugin_dirs, vec![PathBuf::from("/a"), PathBuf::from("/b")]);
+        let s = prescan(&argv("--mode http -H always --list-plugins -- -m x"));
+        assert_eq!((s.mode.as_deref(), s.health.as_deref(), s.list), (Some("http"), Some("always"), true));
+    }
+
+    #[test]
+    fn ignore_routes_as_in_the_original() {
+        let got = parse_ignore_routes(Some("10.1.1.1,10.1.2.0/24,0.0.0.0/0, 0.0.0.0")).unwrap();
+        let text: Vec<String> = got.iter().map(|c| c.to_string()).collect();
+        assert_eq!(text, ["10.1.1.1/32", "10.1.2.0/24", "0.0.0.0/0", "0.0.0.0/0"]);
+        for bad in ["10.1.1", "10.1.1.1/16", "101.2.3/64", "10.0.0.0/8,", "::1"] {
+            assert!(parse_ignore_routes(Some(bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn main_option_checks() {
+        assert!(check_recheck(0).is_ok() && check_recheck(5).is_ok());
+        assert_eq!(check_recheck(4).unwrap_err().status, 2);
+        assert!(check_address("localhost").is_ok() && check_address("0.0.0.0").is_ok() && check_address("::1").is_ok());
+        assert!(check_address("999.9").is_err() && check_address("example.com").is_err());
+    }
+
+    #[test]
+    fn base_command_parses_the_original_defaults() {
+        let m = base_command().try_get_matches_from(argv("-l foo -v 123 -r foo -m http")).unwrap();
+        assert_eq!(m.get_one::<String>("health").unwrap(), "icmpecho");
+        assert_eq!(*m.get_one::<u16>("port").unwrap(), 33289);
+        assert_eq!(*m.get_one::<u64>("route_recheck_interval").unwrap(), 30);
+        assert_eq!(m.get_one::<String>("address").unwrap(), "localhost");
+        for bad in ["-l", "-l foo", "-l foo -v 123", "-m http -p 99999", "-m http -p 0", "-m http --route_recheck_interval x"] {
+            assert!(base_command().try_get_matches_from(argv(bad)).is_err(), "{bad}");
+        }
+        assert!(base_command().try_get_matches_from(argv("-m http -p 65535")).is_ok());
+    }
+}

@@ -1,0 +1,361 @@
+//! The event loop: reconcile the VPC whenever the spec or health changes, and periodically.
+//!
+//! Plugin queues are bridged into one [`Event`] channel. Each wake-up drains every pending
+//! event (all messages are full snapshots, so only the latest of each kind matters), then
+//! reconciles at most once. A reconcile always uses the latest spec AND the latest health
+//! report (vpc-router 1.8 forgot failed hosts on timer- and spec-triggered reconciles).
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use vpcrouter_plugin_api::{spec, HealthReport, HostList, RSender, RouteSpec};
+
+use crate::vpc::ec2::Ec2;
+use crate::vpc::model::{Cidr, Notice, Plan, RouteAction};
+use crate::vpc::plan::{plan, PlanInput};
+
+/// Something the engine reacts to.
+#[derive(Debug)]
+pub enum Event {
+    /// A full route spec from the watcher plugin.
+    Spec(RouteSpec),
+    /// A full health report from the health plugin.
+    Health(HealthReport),
+    /// A plugin dropped its queue: it can no longer do its job.
+    QueueClosed(String),
+    /// SIGTERM/SIGINT: stop.
+    Stop,
+}
+
+/// Why the engine ended with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// A plugin closed its queue (crashed or misbehaved).
+    #[error("{0}; vpcrouter cannot go on without it and stops (restart it, and check the plugin's log lines above)")]
+    PluginGone(String),
+}
+
+/// Fixed settings of the engine.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// The VPC to manage.
+    pub vpc_id: String,
+    /// `--ignore_routes`.
+    pub ignore: Vec<Cidr>,
+    /// `--route_recheck_interval`; `None` = no periodic recheck.
+    pub recheck: Option<Duration>,
+    /// `--dry-run`.
+    pub dry_run: bool,
+    /// Name of the watcher plugin, for messages.
+    pub watcher_name: String,
+}
+
+/// Counters and state the status server shows.
+#[derive(Debug, Clone, Default)]
+pub struct Status {
+    /// Spec in force.
+    pub spec: RouteSpec,
+    /// Current failed hosts.
+    pub failed: BTreeSet<Ipv4Addr>,
+    /// Current questionable hosts.
+    pub questionable: BTreeSet<Ipv4Addr>,
+    /// Reconciles started.
+    pub reconciles: u64,
+    /// Routes created / replaced / deleted.
+    pub created: u64,
+    /// See `created`.
+    pub replaced: u64,
+    /// See `created`.
+    pub deleted: u64,
+    /// Failed reads or writes.
+    pub errors: u64,
+    /// When the last reconcile ended, and how long it took.
+    pub last_reconcile: Option<(SystemTime, Duration)>,
+    /// `ok` or the last error.
+    pub last_result: String,
+    /// The last plan (managed routes per table).
+    pub last_plan: Plan,
+}
+
+/// The reconcile loop and its state.
+pub struct Engine {
+    cfg: EngineConfig,
+    ec2: Ec2,
+    rt: tokio::runtime::Runtime,
+    rng: StdRng,
+    hosts_tx: RSender<HostList>,
+    spec: Option<RouteSpec>,
+    hosts_sent: Option<HostList>,
+    failed: BTreeSet<Ipv4Addr>,
+    questionable: BTreeSet<Ipv4Addr>,
+    notices: BTreeSet<Notice>,
+    last_dry_run: Vec<RouteAction>,
+    next_recheck: Option<Instant>,
+    retry: Option<(Instant, u32)>,
+    status: Arc<Mutex<Status>>,
+}
+
+impl Engine {
+    /// A new engine; `hosts_tx` feeds the health plugin.
+    pub fn new(cfg: EngineConfig, ec2: Ec2, rt: tokio::runtime::Runtime, hosts_tx: RSender<HostList>) -> Engine {
+        Engine {
+            cfg,
+            ec2,
+            rt,
+            rng: StdRng::from_os_rng(),
+            hosts_tx,
+            spec: None,
+            hosts_sent: None,
+            failed: BTreeSet::new(),
+            questionable: BTreeSet::new(),
+            notices: BTreeSet::new(),
+            last_dry_run: Vec::new(),
+            next_recheck: None,
+            retry: None,
+            status: Arc::default(),
+        }
+    }
+
+    /// Shared view of the engine's state.
+    pub fn status(&self) -> Arc<Mutex<Status>> {
+        self.status.clone()
+    }
+
+    /// Runs until [`Event::Stop`]; returns an error when a plugin goes away.
+    pub fn run(mut self, events: Receiver<Event>) -> Result<(), EngineError> {
+        loop {
+            let event = match self.deadline() {
+                Some(at) => match events.recv_deadline(at) {
+                    Ok(e) => Some(e),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => return Ok(()),
+                },
+                None => match events.recv() {
+                    Ok(e) => Some(e),
+                    Err(_) => return Ok(()),
+                },
+            };
+            let mut changed = false;
+            let mut reason = "periodic recheck";
+            for event in event.into_iter().chain(std::iter::from_fn(|| events.try_recv().ok())) {
+                match event {
+                    Event::Stop => return Ok(()),
+                    Event::QueueClosed(who) => return Err(EngineError::PluginGone(who)),
+                    Event::Spec(s) => {
+                        if self.on_spec(s) {
+                            changed = true;
+                            reason = "new route spec";
+                        }
+                    }
+                    Event::Health(r) => {
+                        if self.on_health(r) {
+                            changed = true;
+                            reason = "health change";
+                        }
+                    }
+                }
+            }
+            let due = self.deadline().is_some_and(|d| d <= Instant::now());
+            if changed || due {
+                self.reconcile(reason);
+            }
+        }
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        [self.next_recheck, self.retry.map(|(at, _)| at)].into_iter().flatten().min()
+    }
+
+    /// Applies a new spec; true when it differs from the one in force.
+    fn on_spec(&mut self, raw: RouteSpec) -> bool {
+        let spec = match spec::validate(&raw) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(plugin = %self.cfg.watcher_name, "watcher sent an invalid route spec, keeping the last good one: {e}");
+                return false;
+            }
+        };
+        if spec.is_empty() {
+            tracing::warn!("ignoring an empty route spec: routes are never wiped by an empty spec (as in vpc-router)");
+            return false;
+        }
+        if self.spec.as_ref() == Some(&spec) {
+            tracing::debug!("route spec unchanged");
+            return false;
+        }
+        tracing::info!(cidrs = spec.routes.len(), "new route spec");
+        let hosts = spec.all_hosts();
+        if self.hosts_sent.as_ref() != Some(&hosts) {
+            tracing::debug!(hosts = %join(&hosts.hosts), "updating health monitor");
+            if self.hosts_tx.send(hosts.clone()).is_err() {
+                tracing::warn!("the health plugin no longer reads its host list");
+            }
+            self.hosts_sent = Some(hosts);
+        }
+        self.lock_status().spec = spec.clone();
+        self.spec = Some(spec);
+        true
+    }
+
+    /// Applies a health report; true when the failed or questionable set changed.
+    fn on_health(&mut self, report: HealthReport) -> bool {
+        let failed = parse_hosts(&report.failed, "failed");
+        let questionable = parse_hosts(&report.questionable, "questionable");
+        if failed == self.failed && questionable == self.questionable {
+            return false;
+        }
+        tracing::info!(failed = %join_ips(&failed), questionable = %join_ips(&questionable), "health changed");
+        {
+            let mut st = self.lock_status();
+            st.failed = failed.clone();
+            st.questionable = questionable.clone();
+        }
+        self.failed = failed;
+        self.questionable = questionable;
+        self.spec.is_some()
+    }
+
+    fn lock_status(&self) -> std::sync::MutexGuard<'_, Status> {
+        self.status.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reads the VPC, plans, and executes (or logs, with `--dry-run`) the actions.
+    fn reconcile(&mut self, reason: &str) {
+        self.next_recheck = self.cfg.recheck.map(|d| Instant::now() + d);
+        let Some(spec) = self.spec.clone() else { return };
+        let started = Instant::now();
+        tracing::debug!(reason, "reconcile");
+        self.lock_status().reconciles += 1;
+        let state = match self.rt.block_on(self.ec2.read_state(&self.cfg.vpc_id)) {
+            Ok(s) => s,
+            Err(e) => return self.failed_reconcile(started, format!("cannot read VPC {}: {e}", self.cfg.vpc_id)),
+        };
+        let entries = spec_entries(&spec);
+        let input = PlanInput {
+            state: &state,
+            spec: &entries,
+            failed: &self.failed,
+            questionable: &self.questionable,
+            ignore: &self.cfg.ignore,
+        };
+        let plan = plan(&input, &mut self.rng);
+        self.report_notices(&plan);
+        let mut errors = Vec::new();
+        if self.cfg.dry_run {
+            if plan.actions != self.last_dry_run {
+                for a in &plan.actions {
+                    log_action("dry run: would change route", a);
+                }
+                self.last_dry_run = plan.actions.clone();
+            }
+        } else {
+            for a in &plan.actions {
+                match self.rt.block_on(self.ec2.execute(a)) {
+                    Ok(()) => {
+                        log_action("route changed", a);
+                        let mut st = self.lock_status();
+                        match a {
+                            RouteAction::Create { .. } => st.created += 1,
+                            RouteAction::Replace { .. } => st.replaced += 1,
+                            RouteAction::Delete { .. } => st.deleted += 1,
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(cidr = %a.cidr(), rtb = a.rtb(), "route change failed: {e}");
+                        errors.push(e.to_string());
+                    }
+                }
+            }
+        }
+        if let Some(first) = errors.first() {
+            return self.failed_reconcile(started, format!("{} route change(s) failed, first: {first}", errors.len()));
+        }
+        self.retry = None;
+        let mut st = self.lock_status();
+        st.last_reconcile = Some((SystemTime::now(), started.elapsed()));
+        st.last_result = "ok".into();
+        st.last_plan = plan;
+    }
+
+    /// Records a failed reconcile and schedules a retry with capped, jittered backoff.
+    fn failed_reconcile(&mut self, started: Instant, message: String) {
+        let attempt = self.retry.map_or(0, |(_, n)| n + 1);
+        let base = Duration::from_secs(1 << attempt.min(5)).min(Duration::from_secs(30));
+        let delay = base.mul_f64(self.rng.random_range(0.5..1.0));
+        tracing::warn!(retry_in_ms = delay.as_millis() as u64, "reconcile failed, will retry: {message}");
+        self.retry = Some((Instant::now() + delay, attempt));
+        let mut st = self.lock_status();
+        st.errors += 1;
+        st.last_reconcile = Some((SystemTime::now(), started.elapsed()));
+        st.last_result = message;
+    }
+
+    /// Logs notices when they appear and when they clear, not on every reconcile.
+    fn report_notices(&mut self, plan: &Plan) {
+        for n in plan.notices.difference(&self.notices) {
+            tracing::warn!("{n}");
+        }
+        for n in self.notices.difference(&plan.notices) {
+            tracing::info!("resolved: {n}");
+        }
+        self.notices = plan.notices.clone();
+    }
+}
+
+/// The spec as the planner wants it. Keys and hosts were validated by `on_spec`.
+fn spec_entries(spec: &RouteSpec) -> Vec<(Cidr, Vec<Ipv4Addr>)> {
+    spec.routes
+        .iter()
+        .filter_map(|r| {
+            let cidr = Cidr::parse(&r.cidr).ok()?;
+            let hosts = r.hosts.iter().filter_map(|h| spec::parse_ipv4(h)).collect();
+            Some((cidr, hosts))
+        })
+        .collect()
+}
+
+fn parse_hosts(list: &[abi_stable::std_types::RString], what: &str) -> BTreeSet<Ipv4Addr> {
+    list.iter()
+        .filter_map(|h| {
+            let ip = spec::parse_ipv4(h);
+            if ip.is_none() {
+                tracing::warn!(host = %h, "health plugin reported a {what} host that is not an IPv4 address; ignored");
+            }
+            ip
+        })
+        .collect()
+}
+
+fn join(list: &[abi_stable::std_types::RString]) -> String {
+    list.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")
+}
+
+fn join_ips(set: &BTreeSet<Ipv4Addr>) -> String {
+    set.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(",")
+}
+
+fn ip_text(ip: &Option<Ipv4Addr>) -> String {
+    ip.map_or_else(|| "(unknown)".to_string(), |i| i.to_string())
+}
+
+/// One info line per route change, with the fields operators grep for.
+fn log_action(what: &str, action: &RouteAction) {
+    match action {
+        RouteAction::Create { rtb, cidr, target } => tracing::info!(
+            %cidr, rtb, router = %target.ip, instance = %target.instance_id, eni = %target.eni_id,
+            "{what}: added"
+        ),
+        RouteAction::Replace { rtb, cidr, target, old_router, reason } => tracing::info!(
+            %cidr, rtb, router = %target.ip, old_router = %ip_text(old_router), %reason,
+            instance = %target.instance_id, eni = %target.eni_id, "{what}: replaced"
+        ),
+        RouteAction::Delete { rtb, cidr, old_router } => tracing::info!(
+            %cidr, rtb, old_router = %ip_text(old_router), reason = "not in route spec", "{what}: deleted"
+        ),
+    }
+}

@@ -1,0 +1,21 @@
+//! vpcrouter: keeps AWS VPC route tables pointing at healthy EC2 router instances.
+//!
+//! The binary is thin (`main.rs`); the work is split by concern:
+//! * [`cli`]: the command line, including options declared by the loaded plugins;
+//! * [`plugins`]: finding, checking and loading plugin libraries;
+//! * [`engine`]: the event loop that reconciles on spec, health and timer events;
+//! * [`vpc`]: the VPC model, the pure planner and the EC2 adapter;
+//! * [`http`]: the endpoint registry plugins use;
+//! * [`logging`]: log setup and the bridge for plugin log lines.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod engine;
+pub mod http;
+pub mod logging;
+pub mod plugins;
+pub mod run;
+pub mod vpc;
+
+/// This program's version.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

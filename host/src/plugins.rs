@@ -1,0 +1,402 @@
+//! Finding and loading plugin libraries.
+//!
+//! `-m NAME` loads `libvpcrouter_NAME.so`, `-H NAME` loads `libvpcrouter_health_NAME.so`.
+//! Directories are searched in order: every `--plugin-dir`, then `$VPCROUTER_PLUGIN_DIR`
+//! (colon-separated), then `../lib/vpcrouter` next to the binary, then `/usr/lib/vpcrouter`.
+//! Each library is opened once with `abi_stable`, which checks the plugin-api version and
+//! the layout of the root module; libraries are never unloaded.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use abi_stable::library::{lib_header_from_path, LibraryError};
+use vpcrouter_plugin_api::{ArgSpec, PluginKind, PluginMetadata, PluginModRef, PLUGIN_API_VERSION};
+
+/// Why a plugin could not be used. Each message names the plugin or file and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The name is not `[a-z0-9_]+`.
+    #[error("'{0}' is not a valid plugin name: use lower-case letters, digits and '_' only")]
+    BadName(String),
+    /// No file of that name in any search directory.
+    #[error("no {kind} plugin '{name}' ({file}) in {searched}; available {kind} plugins: {available}")]
+    NotFound {
+        /// Watcher or health.
+        kind: &'static str,
+        /// Requested name.
+        name: String,
+        /// File name looked for.
+        file: String,
+        /// The directories searched.
+        searched: String,
+        /// Names found instead.
+        available: String,
+    },
+    /// The file or its directory can be written by others.
+    #[error("refusing to load '{path}': {what} is writable by group or others (mode {mode:o}); fix with 'chmod go-w {target}' or pass --allow-insecure-plugins")]
+    Insecure {
+        /// The plugin file.
+        path: PathBuf,
+        /// "the file" or "its directory".
+        what: &'static str,
+        /// The offending path.
+        target: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The file could not be opened or is not a vpcrouter plugin.
+    #[error("'{path}' is not a usable vpcrouter plugin: {reason}")]
+    NotAPlugin {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Built against another plugin-api.
+    #[error("'{path}' was built against an incompatible plugin-api (host = {host}, plugin = {plugin}); rebuild the plugin against plugin-api {host}")]
+    Incompatible {
+        /// The file.
+        path: PathBuf,
+        /// The host's plugin-api version.
+        host: String,
+        /// The plugin's plugin-api version.
+        plugin: String,
+    },
+    /// The file is a plugin of another name or kind.
+    #[error("'{path}' contains {found_kind} plugin '{found}', expected {kind} plugin '{name}'; rename or remove the file")]
+    Mismatch {
+        /// The file.
+        path: PathBuf,
+        /// What the file claims.
+        found: String,
+        /// Its kind.
+        found_kind: &'static str,
+        /// What was requested.
+        name: String,
+        /// Requested kind.
+        kind: &'static str,
+    },
+}
+
+/// Ordered directories to search for plugins.
+#[derive(Clone, Debug)]
+pub struct SearchPath {
+    /// Directories, first match wins.
+    pub dirs: Vec<PathBuf>,
+    /// Load files that group/others can write.
+    pub allow_insecure: bool,
+}
+
+impl SearchPath {
+    /// The standard search path after the given `--plugin-dir`s.
+    pub fn new(plugin_dirs: &[PathBuf], allow_insecure: bool) -> SearchPath {
+        let mut dirs: Vec<PathBuf> = plugin_dirs.to_vec();
+        if let Ok(env) = std::env::var("VPCROUTER_PLUGIN_DIR") {
+            dirs.extend(env.split(':').filter(|s| !s.is_empty()).map(PathBuf::from));
+        }
+        if let Some(bin_dir) = std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf)) {
+            dirs.push(bin_dir.join("../lib/vpcrouter"));
+        }
+        dirs.push(PathBuf::from("/usr/lib/vpcrouter"));
+        SearchPath { dirs, allow_insecure }
+    }
+
+    fn describe(&self) -> String {
+        self.dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// The library file name of a plugin.
+pub fn file_name(kind: PluginKind, name: &str) -> String {
+    match kind {
+        PluginKind::Watcher => format!("libvpcrouter_{name}.so"),
+        PluginKind::Health => format!("libvpcrouter_health_{name}.so"),
+    }
+}
+
+/// The plugin name and kind a library file name stands for.
+fn parse_file_name(file: &str) -> Option<(PluginKind, String)> {
+    let stem = file.strip_prefix("libvpcrouter_")?.strip_suffix(".so")?;
+    let (kind, name) = match stem.strip_prefix("health_") {
+        Some(name) => (PluginKind::Health, name),
+        None => (PluginKind::Watcher, stem),
+    };
+    valid_name(name).then(|| (kind, name.to_string()))
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// A loaded, checked plugin library.
+#[derive(Clone)]
+pub struct PluginLibrary {
+    /// Where it was loaded from.
+    pub path: PathBuf,
+    /// Its root module.
+    pub module: PluginModRef,
+    /// Its metadata.
+    pub meta: PluginMetadata,
+    /// Options it declares.
+    pub args: Vec<ArgSpec>,
+}
+
+impl std::fmt::Debug for PluginLibrary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginLibrary").field("path", &self.path).field("meta", &self.meta).finish()
+    }
+}
+
+/// Loads libraries once per path (libraries stay loaded for the life of the process).
+#[derive(Clone, Default)]
+pub struct Loader {
+    cache: Arc<Mutex<BTreeMap<PathBuf, PluginLibrary>>>,
+}
+
+impl Loader {
+    /// Finds and loads plugin `name` of `kind`.
+    pub fn load(&self, search: &SearchPath, kind: PluginKind, name: &str) -> Result<PluginLibrary, LoadError> {
+        if !valid_name(name) {
+            return Err(LoadError::BadName(name.to_string()));
+        }
+        let file = file_name(kind, name);
+        let Some(path) = search.dirs.iter().map(|d| d.join(&file)).find(|p| p.is_file()) else {
+            let available: Vec<String> =
+                available(search).into_iter().filter(|(k, _, _)| *k == kind).map(|(_, n, _)| n).collect();
+            return Err(LoadError::NotFound {
+                kind: kind.as_str(),
+                name: name.to_string(),
+                file,
+                searched: search.describe(),
+                available: if available.is_empty() { "none".into() } else { available.join(", ") },
+            });
+        };
+        let lib = self.load_path(&path, search.allow_insecure)?;
+        if lib.meta.name.as_str() != name || lib.meta.kind != kind {
+            return Err(LoadError::Mismatch {
+                path,
+                found: lib.meta.name.to_string(),
+                found_kind: lib.meta.kind.as_str(),
+                name: name.to_string(),
+                kind: kind.as_str(),
+            });
+        }
+        Ok(lib)
+    }
+
+    /// Loads the library at `path` after the permission check.
+    pub fn load_path(&self, path: &Path, allow_insecure: bool) -> Result<PluginLibrary, LoadError> {
+        let path = path.canonicalize().map_err(|e| LoadError::NotAPlugin { path: path.into(), reason: e.to_string() })?;
+        if let Some(lib) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&path) {
+            return Ok(lib.clone());
+        }
+        if !allow_insecure {
+            check_permissions(&path)?;
+        }
+        check_elf(&path).map_err(|reason| LoadError::NotAPlugin { path: path.clone(), reason })?;
+        let header = lib_header_from_path(&path).map_err(|e| library_error(&path, e))?;
+        let module = header.init_root_module::<PluginModRef>().map_err(|e| library_error(&path, e))?;
+        let meta = (module.metadata())();
+        let args = (module.arguments())().into_vec();
+        let lib = PluginLibrary { path: path.clone(), module, meta, args };
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(path, lib.clone());
+        Ok(lib)
+    }
+}
+
+fn check_permissions(path: &Path) -> Result<(), LoadError> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    for (what, target) in [("the file", path), ("its directory", dir)] {
+        let meta = std::fs::metadata(target)
+            .map_err(|e| LoadError::NotAPlugin { path: path.into(), reason: e.to_string() })?;
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o022 != 0 {
+            return Err(LoadError::Insecure { path: path.into(), what, target: target.into(), mode });
+        }
+    }
+    Ok(())
+}
+
+/// ELF machine number of the running program.
+#[cfg(target_arch = "x86_64")]
+const ELF_MACHINE: u16 = 62;
+/// ELF machine number of the running program.
+#[cfg(target_arch = "aarch64")]
+const ELF_MACHINE: u16 = 183;
+
+/// Checks that `path` is a complete 64-bit little-endian shared object for this machine
+/// before the dynamic loader sees it: the loader maps segments by the offsets the file
+/// claims, and a truncated library makes it crash the process (SIGBUS) instead of failing.
+fn check_elf(path: &Path) -> Result<(), String> {
+    let data = std::fs::read(path).map_err(|e| format!("cannot read it ({e})"))?;
+    let len = data.len() as u64;
+    let u16_at = |o: usize| data.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u64_at = |o: u64| {
+        let o = usize::try_from(o).ok()?;
+        data.get(o..o + 8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes)
+    };
+    let bad = |what: &str| Err(format!("it is not a shared library for this machine ({what})"));
+    if data.len() < 64 || &data[..4] != b"\x7fELF" {
+        return bad("no ELF header");
+    }
+    if data[4] != 2 || data[5] != 1 || u16_at(16) != Some(3) || u16_at(18) != Some(ELF_MACHINE) {
+        return bad("wrong class, byte order, type or architecture");
+    }
+    let truncated = || Err("it is truncated (its headers point past the end of the file)".to_string());
+    let (Some(phoff), Some(shoff)) = (u64_at(0x20), u64_at(0x28)) else { return truncated() };
+    let (Some(phentsize), Some(phnum), Some(shentsize), Some(shnum)) = (u16_at(0x36), u16_at(0x38), u16_at(0x3a), u16_at(0x3c)) else {
+        return truncated();
+    };
+    let table_end = |off: u64, size: u16, n: u16| off.checked_add(u64::from(size) * u64::from(n));
+    if table_end(phoff, phentsize, phnum).is_none_or(|e| e > len) || table_end(shoff, shentsize, shnum).is_none_or(|e| e > len) {
+        return truncated();
+    }
+    for i in 0..u64::from(phnum) {
+        let entry = phoff + i * u64::from(phentsize);
+        let (Some(offset), Some(filesz)) = (u64_at(entry + 8), u64_at(entry + 32)) else { return truncated() };
+        if offset.checked_add(filesz).is_none_or(|e| e > len) {
+            return truncated();
+        }
+    }
+    Ok(())
+}
+
+fn library_error(path: &Path, err: LibraryError) -> LoadError {
+    let path = path.to_path_buf();
+    match err {
+        LibraryError::IncompatibleVersionNumber { actual_version, .. } => LoadError::Incompatible {
+            path,
+            host: PLUGIN_API_VERSION.to_string(),
+            plugin: actual_version.to_string(),
+        },
+        LibraryError::OpenError { err, .. } => LoadError::NotAPlugin {
+            path,
+            reason: format!("cannot be opened as a shared library ({err})"),
+        },
+        LibraryError::GetSymbolError { .. } => LoadError::NotAPlugin {
+            path,
+            reason: "it exports no vpcrouter plugin module (not built with export_plugin!)".into(),
+        },
+        LibraryError::AbiInstability(e) => LoadError::NotAPlugin {
+            path,
+            reason: format!("its plugin interface does not match this host's (plugin-api {PLUGIN_API_VERSION}); rebuild it: {}", first_line(&e.to_string())),
+        },
+        other => LoadError::NotAPlugin { path, reason: first_line(&other.to_string()) },
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string()
+}
+
+/// Every plugin file in the search path: `(kind, name, path)`, first occurrence of each.
+pub fn available(search: &SearchPath) -> Vec<(PluginKind, String, PathBuf)> {
+    let mut found: BTreeMap<(u8, String), PathBuf> = BTreeMap::new();
+    for dir in &search.dirs {
+        let Ok(entries) = std::fs::read_dir(dir) else { continue };
+        for entry in entries.flatten() {
+            let file = entry.file_name();
+            if let Some((kind, name)) = file.to_str().and_then(parse_file_name) {
+                found.entry((kind as u8, name)).or_insert_with(|| entry.path());
+            }
+        }
+    }
+    found
+        .into_iter()
+        .map(|((k, name), path)| (if k == PluginKind::Watcher as u8 { PluginKind::Watcher } else { PluginKind::Health }, name, path))
+        .collect()
+}
+
+/// The text of `--list-plugins`.
+pub fn list_text(loader: &Loader, search: &SearchPath) -> String {
+    let mut out = String::new();
+    for kind in [PluginKind::Watcher, PluginKind::Health] {
+        out.push_str(match kind {
+            PluginKind::Watcher => "Watcher plugins (-m NAME):\n",
+            PluginKind::Health => "Health plugins (-H NAME):\n",
+        });
+        let mut any = false;
+        for (_, name, path) in available(search).into_iter().filter(|(k, _, _)| *k == kind) {
+            any = true;
+            match loader.load(search, kind, &name) {
+                Ok(lib) => out.push_str(&format!(
+                    "  {:<12} {:<8} {} [{}]\n",
+                    name,
+                    lib.meta.version,
+                    lib.meta.description,
+                    lib.path.display()
+                )),
+                Err(e) => out.push_str(&format!("  {:<12} UNUSABLE {} ({e})\n", name, path.display())),
+            }
+        }
+        if !any {
+            out.push_str("  (none found)\n");
+        }
+    }
+    out.push_str(&format!("Searched: {}\n", search.describe()));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_round_trip() {
+        assert_eq!(file_name(PluginKind::Watcher, "configfile"), "libvpcrouter_configfile.so");
+        assert_eq!(file_name(PluginKind::Health, "tcp"), "libvpcrouter_health_tcp.so");
+        assert_eq!(parse_file_name("libvpcrouter_health_tcp.so"), Some((PluginKind::Health, "tcp".into())));
+        assert_eq!(parse_file_name("libvpcrouter_http.so"), Some((PluginKind::Watcher, "http".into())));
+        assert_eq!(parse_file_name("libvpcrouter_Bad.so"), None);
+        assert_eq!(parse_file_name("libother.so"), None);
+    }
+
+    #[test]
+    fn names_cannot_traverse_paths() {
+        let search = SearchPath { dirs: vec![], allow_insecure: false };
+        for bad in ["../x", "a/b", "", "A", "x.so", "a-b"] {
+            let err = Loader::default().load(&search, PluginKind::Watcher, bad).unwrap_err();
+            assert!(matches!(err, LoadError::BadName(_)), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn missing_plugin_lists_what_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("libvpcrouter_health_file.so"), b"").unwrap();
+        let search = SearchPath { dirs: vec![dir.path().into()], allow_insecure: false };
+        let err = Loader::default().load(&search, PluginKind::Health, "nope").unwrap_err().to_string();
+        assert!(err.contains("no health plugin 'nope'") && err.contains("available health plugins: file"), "{err}");
+    }
+
+    #[test]
+    fn truncated_libraries_are_refused_before_dlopen() {
+        let exe = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.so");
+        std::fs::write(&path, &exe[..4096]).unwrap();
+        // The test binary is an executable (PIE: type 3 like a library), so only the
+        // length checks can fail here.
+        let err = check_elf(&path).unwrap_err();
+        assert!(err.contains("truncated"), "{err}");
+        std::fs::write(&path, &exe).unwrap();
+        assert_eq!(check_elf(&path), Ok(()));
+    }
+
+    #[test]
+    fn writable_files_and_garbage_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("libvpcrouter_junk.so");
+        std::fs::write(&path, b"not an ELF file").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let search = SearchPath { dirs: vec![dir.path().into()], allow_insecure: false };
+        let err = Loader::default().load(&search, PluginKind::Watcher, "junk").unwrap_err();
+        assert!(matches!(err, LoadError::Insecure { .. }), "{err}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = Loader::default().load(&search, PluginKind::Watcher, "junk").unwrap_err();
+        assert!(matches!(err, LoadError::NotAPlugin { .. }), "{err}");
+        assert!(err.to_string().contains("not a shared library for this machine"), "{err}");
+    }
+}

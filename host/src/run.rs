@@ -1,0 +1,230 @@
+//! Start-up and shut-down: from parsed options to a running engine and back.
+
+use std::collections::BTreeMap;
+use std::thread;
+use std::time::Duration;
+
+use abi_stable::external_types::crossbeam_channel as rchannel;
+use abi_stable::std_types::{RArc, RResult, RStr, RString};
+use anyhow::{bail, Context};
+use vpcrouter_plugin_api::{
+    HealthBox, PluginContext, PluginInstance, PluginLoader, PluginLoaderBox, WatcherBox,
+};
+
+use crate::cli::{self, Invocation, LoadedPlugin, Options};
+use crate::engine::{Engine, EngineConfig, Event};
+use crate::http::Endpoints;
+use crate::logging::PluginLog;
+use crate::plugins::Loader;
+use crate::vpc::ec2::{detect_region_and_vpc, Ec2};
+
+/// How long a plugin's `stop` may take before vpcrouter exits without it.
+const STOP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Runs the program; returns the exit status.
+pub fn main(argv: Vec<String>) -> i32 {
+    let loader = Loader::default();
+    match cli::parse(&argv, &loader) {
+        Ok(Invocation::Print(text)) => {
+            print!("{text}");
+            0
+        }
+        Err(e) => {
+            if e.status == 0 {
+                print!("{}", e.message);
+            } else {
+                eprintln!("{}", e.message.trim_end());
+            }
+            e.status
+        }
+        Ok(Invocation::Run(options)) => match run(*options) {
+            Ok(()) => 0,
+            Err(e) => {
+                tracing::error!("{e:#}");
+                eprintln!("error: {e:#}");
+                1
+            }
+        },
+    }
+}
+
+/// Hands `load_health` requests of combining plugins to the host's loader.
+#[derive(Clone)]
+struct HostPluginLoader {
+    subs: std::sync::Arc<BTreeMap<String, LoadedPlugin>>,
+}
+
+impl PluginLoader for HostPluginLoader {
+    fn load_health(&self, name: RStr<'_>) -> RResult<HealthBox, RString> {
+        let Some(p) = self.subs.get(name.as_str()) else {
+            return RResult::RErr(format!("health plugin '{name}' was not announced by required_plugins, so its options were not parsed").into());
+        };
+        match create(p) {
+            Ok(PluginInstance::Health(h)) => RResult::ROk(h),
+            Ok(PluginInstance::Watcher(_)) => RResult::RErr(format!("'{name}' is a watcher plugin, not a health plugin").into()),
+            Err(e) => RResult::RErr(format!("{e:#}").into()),
+        }
+    }
+}
+
+fn create(p: &LoadedPlugin) -> anyhow::Result<PluginInstance> {
+    (p.lib.module.create())(&p.args)
+        .into_result()
+        .map_err(|e| anyhow::anyhow!("{} plugin '{}' could not be created: {e}", p.lib.meta.kind.as_str(), p.lib.meta.name))
+}
+
+fn context(p: &LoadedPlugin, endpoints: &Endpoints, loader: &PluginLoaderBox) -> PluginContext {
+    PluginContext {
+        plugin_name: p.lib.meta.name.clone(),
+        log: PluginLog::logger(&p.lib.meta.name),
+        http: endpoints.registry_for(&p.lib.meta.name),
+        loader: loader.clone(),
+    }
+}
+
+/// Runs the daemon until SIGTERM/SIGINT or a fatal error.
+pub fn run(o: Options) -> anyhow::Result<()> {
+    crate::logging::init(o.verbose, &o.logfile)?;
+    for p in [&o.watcher, &o.health].into_iter().chain(o.sub_plugins.values()) {
+        if let Err(e) = (p.lib.module.validate_dependencies())().into_result() {
+            bail!("{} plugin '{}' cannot run here: {e}", p.lib.meta.kind.as_str(), p.lib.meta.name);
+        }
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let (region, vpc_id) = resolve_region_and_vpc(&rt, o.region.clone(), o.vpc.clone())?;
+    let ec2 = rt.block_on(Ec2::connect(&region));
+    let tables = match rt.block_on(ec2.read_state(&vpc_id)) {
+        Ok(state) => state.route_tables.len().to_string(),
+        Err(e) if e.is_transient() => {
+            tracing::warn!("EC2 not reachable yet, will retry: {e}");
+            "unknown".into()
+        }
+        Err(e) => bail!("cannot read VPC {vpc_id} in region {region}: {e}"),
+    };
+
+    let endpoints = Endpoints::default();
+    let loader_box = PluginLoaderBox::from_ptr(
+        RArc::new(HostPluginLoader { subs: std::sync::Arc::new(o.sub_plugins.clone()) }),
+        abi_stable::sabi_trait::TD_Opaque,
+    );
+    let Ok(PluginInstance::Watcher(mut watcher)) = create(&o.watcher) else {
+        bail!("{}", create(&o.watcher).err().map_or_else(|| format!("'{}' is not a watcher plugin", o.watcher.lib.meta.name), |e| format!("{e:#}")));
+    };
+    let Ok(PluginInstance::Health(mut health)) = create(&o.health) else {
+        bail!("{}", create(&o.health).err().map_or_else(|| format!("'{}' is not a health plugin", o.health.lib.meta.name), |e| format!("{e:#}")));
+    };
+
+    let (events_tx, events_rx) = crossbeam_channel::unbounded::<Event>();
+    let (spec_tx, spec_rx) = rchannel::unbounded();
+    let (hosts_tx, hosts_rx) = rchannel::unbounded();
+    let (report_tx, report_rx) = rchannel::unbounded();
+    bridge(spec_rx, events_tx.clone(), Event::Spec, format!("watcher plugin '{}' closed its route spec queue", o.watcher.lib.meta.name));
+    bridge(report_rx, events_tx.clone(), Event::Health, format!("health plugin '{}' closed its health report queue", o.health.lib.meta.name));
+    spawn_signal_thread(events_tx.clone())?;
+
+    let engine = Engine::new(
+        EngineConfig {
+            vpc_id: vpc_id.clone(),
+            ignore: o.ignore_routes.clone(),
+            recheck: (o.route_recheck_interval > 0).then(|| Duration::from_secs(o.route_recheck_interval)),
+            dry_run: o.dry_run,
+            watcher_name: o.watcher.lib.meta.name.to_string(),
+        },
+        ec2,
+        rt,
+        hosts_tx,
+    );
+
+    health
+        .start(context(&o.health, &endpoints, &loader_box), hosts_rx, report_tx)
+        .into_result()
+        .map_err(|e| anyhow::anyhow!("health plugin '{}' failed to start: {e}", o.health.lib.meta.name))?;
+    if let Err(e) = watcher.start(context(&o.watcher, &endpoints, &loader_box), spec_tx).into_result() {
+        stop_health(health, &o);
+        bail!("watcher plugin '{}' failed to start: {e}", o.watcher.lib.meta.name);
+    }
+    tracing::info!(
+        version = crate::VERSION,
+        mode = %format!("{} ({})", o.watcher.lib.meta.name, o.watcher.lib.meta.version),
+        health = %format!("{} ({})", o.health.lib.meta.name, o.health.lib.meta.version),
+        region = %region, vpc = %vpc_id, route_tables = %tables, dry_run = o.dry_run,
+        "*** Starting vpcrouter ***"
+    );
+    let result = engine.run(events_rx);
+    stop_watcher(watcher, &o);
+    stop_health(health, &o);
+    tracing::info!("*** Stopping vpcrouter ***");
+    result.map_err(Into::into)
+}
+
+/// Region and VPC from the command line; what is missing comes from the instance metadata.
+fn resolve_region_and_vpc(rt: &tokio::runtime::Runtime, region: Option<String>, vpc: Option<String>) -> anyhow::Result<(String, String)> {
+    if let (Some(r), Some(v)) = (&region, &vpc) {
+        return Ok((r.clone(), v.clone()));
+    }
+    let (md_region, md_vpc) = rt
+        .block_on(detect_region_and_vpc())
+        .map_err(|e| anyhow::anyhow!("VPC and region were not given and cannot be detected: {e}"))?;
+    Ok((region.unwrap_or(md_region), vpc.unwrap_or(md_vpc)))
+}
+
+/// Forwards a plugin queue into the engine's event channel; reports when it closes.
+fn bridge<T: Send + 'static>(
+    rx: rchannel::RReceiver<T>,
+    tx: crossbeam_channel::Sender<Event>,
+    wrap: fn(T) -> Event,
+    closed: String,
+) {
+    thread::Builder::new()
+        .name("queue-bridge".into())
+        .spawn(move || {
+            while let Ok(msg) = rx.recv() {
+                if tx.send(wrap(msg)).is_err() {
+                    return;
+                }
+            }
+            let _ = tx.send(Event::QueueClosed(closed));
+        })
+        .map(drop)
+        .unwrap_or_else(|e| tracing::error!("cannot start a queue thread: {e}"));
+}
+
+fn spawn_signal_thread(tx: crossbeam_channel::Sender<Event>) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT]).context("cannot install signal handlers")?;
+    thread::Builder::new().name("signals".into()).spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            tracing::info!(signal = sig, "stop requested");
+            let _ = tx.send(Event::Stop);
+        }
+    })?;
+    Ok(())
+}
+
+/// Calls a plugin's `stop` on a helper thread and waits at most [`STOP_TIMEOUT`].
+fn stop_with_timeout(what: String, stop: impl FnOnce() -> Result<(), RString> + Send + 'static) {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let spawned = thread::Builder::new().name("plugin-stop".into()).spawn(move || {
+        let _ = tx.send(stop());
+    });
+    if spawned.is_err() {
+        tracing::error!("{what}: cannot start a thread to stop it");
+        return;
+    }
+    match rx.recv_timeout(STOP_TIMEOUT) {
+        Ok(Ok(())) => tracing::debug!("{what} stopped"),
+        Ok(Err(e)) => tracing::error!("{what} failed to stop cleanly: {e}"),
+        Err(_) => tracing::error!("{what} did not stop within {} s; exiting without it", STOP_TIMEOUT.as_secs()),
+    }
+}
+
+fn stop_watcher(mut w: WatcherBox, o: &Options) {
+    stop_with_timeout(format!("watcher plugin '{}'", o.watcher.lib.meta.name), move || w.stop().into_result());
+}
+
+fn stop_health(mut h: HealthBox, o: &Options) {
+    stop_with_timeout(format!("health plugin '{}'", o.health.lib.meta.name), move || h.stop().into_result());
+}

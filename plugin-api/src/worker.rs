@@ -1,0 +1,99 @@
+//! A plugin's background thread with a stop signal, joined within a deadline.
+//!
+//! ```no_run
+//! # use vpcrouter_plugin_api::worker::Worker;
+//! # use std::time::Duration;
+//! let worker = Worker::spawn("MyPlugin", |stop| {
+//!     // `wait` sleeps up to the interval and returns true when asked to stop.
+//!     while !stop.wait(Duration::from_secs(2)) { /* one round of work */ }
+//! }).expect("thread");
+//! worker.stop(Duration::from_secs(2)).expect("stopped in time");
+//! ```
+
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+/// The worker's side of the stop signal.
+#[derive(Clone, Debug)]
+pub struct StopToken(Receiver<()>);
+
+impl StopToken {
+    /// Sleeps up to `timeout`; true as soon as a stop was requested.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        !matches!(self.0.recv_timeout(timeout), Err(RecvTimeoutError::Timeout))
+    }
+
+    /// True when a stop was requested (does not block).
+    pub fn is_stopped(&self) -> bool {
+        self.wait(Duration::ZERO)
+    }
+
+    /// The underlying receiver, to use in a `crossbeam_channel::select!`; it becomes ready
+    /// (disconnected) on stop.
+    pub fn receiver(&self) -> &Receiver<()> {
+        &self.0
+    }
+}
+
+/// A running background thread of a plugin.
+#[derive(Debug)]
+pub struct Worker {
+    name: String,
+    stop: Option<Sender<()>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Worker {
+    /// Starts `body` on a thread named `name`; the error says why no thread could start.
+    pub fn spawn(name: &str, body: impl FnOnce(StopToken) + Send + 'static) -> Result<Worker, String> {
+        let (tx, rx) = crossbeam_channel::bounded::<()>(0);
+        let handle = std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(move || body(StopToken(rx)))
+            .map_err(|e| format!("cannot start thread {name}: {e}"))?;
+        Ok(Worker { name: name.to_string(), stop: Some(tx), handle: Some(handle) })
+    }
+
+    /// Signals the thread and waits for it at most `within`. Calling it twice is harmless.
+    pub fn stop(mut self, within: Duration) -> Result<(), String> {
+        self.stop_in_place(within)
+    }
+
+    fn stop_in_place(&mut self, within: Duration) -> Result<(), String> {
+        self.stop.take();
+        let Some(handle) = self.handle.take() else { return Ok(()) };
+        let deadline = Instant::now() + within;
+        while !handle.is_finished() {
+            if Instant::now() >= deadline {
+                return Err(format!("thread {} did not stop within {} ms", self.name, within.as_millis()));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        handle.join().map_err(|_| format!("thread {} panicked", self.name))
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.stop_in_place(Duration::from_secs(2));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stops_promptly_and_reports_overruns_and_panics() {
+        let w = Worker::spawn("t", |stop| while !stop.wait(Duration::from_secs(10)) {}).unwrap();
+        let t = Instant::now();
+        w.stop(Duration::from_secs(2)).unwrap();
+        assert!(t.elapsed() < Duration::from_secs(1));
+        let w = Worker::spawn("slow", |_| std::thread::sleep(Duration::from_millis(300))).unwrap();
+        assert!(w.stop(Duration::from_millis(20)).unwrap_err().contains("did not stop"));
+        let w = Worker::spawn("boom", |_| panic!("x")).unwrap();
+        assert!(w.stop(Duration::from_secs(1)).unwrap_err().contains("panicked"));
+    }
+}

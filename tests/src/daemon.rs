@@ -1,0 +1,100 @@
+//! The real `vpcrouter` binary as a child process, its log captured in a file.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use crate::moto::Moto;
+use crate::{build_dir, wait_for};
+
+/// A running vpcrouter.
+pub struct Daemon {
+    child: Option<Child>,
+    /// The log file (stdout and stderr of the process).
+    pub log_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// The vpcrouter binary under test.
+pub fn binary() -> PathBuf {
+    build_dir().join("vpcrouter")
+}
+
+/// A `Command` for vpcrouter with moto's environment and the build dir as plugin dir.
+pub fn command(moto: Option<&Moto>, args: &[&str]) -> Command {
+    let mut cmd = Command::new(binary());
+    cmd.arg("--plugin-dir").arg(build_dir()).args(args).stdin(Stdio::null());
+    cmd.env_remove("VPCROUTER_PLUGIN_DIR").env("VPCROUTER_LOG", "info,vpcrouter=debug");
+    if let Some(m) = moto {
+        cmd.envs(m.env());
+    }
+    cmd
+}
+
+/// Runs vpcrouter to completion (for argument errors and `--help`): (status, stdout, stderr).
+pub fn run_once(args: &[&str]) -> (i32, String, String) {
+    let out = command(None, args).output().expect("cannot run vpcrouter");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+impl Daemon {
+    /// Starts vpcrouter against `moto` with `args` (add `-r`/`-v` yourself).
+    pub fn start(moto: &Moto, args: &[&str]) -> anyhow::Result<Daemon> {
+        let dir = tempfile::tempdir()?;
+        let log_path = dir.path().join("vpcrouter.log");
+        let log = std::fs::File::create(&log_path)?;
+        let child = command(Some(moto), args).stdout(log.try_clone()?).stderr(log).spawn()?;
+        Ok(Daemon { child: Some(child), log_path, _dir: dir })
+    }
+
+    /// The log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle`.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> anyhow::Result<()> {
+        wait_for(timeout, &format!("log line '{needle}'"), || self.log().contains(needle).then_some(()))
+            .map_err(|e| anyhow::anyhow!("{e}\n--- log ---\n{}", self.log()))
+    }
+
+    /// Sends a signal to the process.
+    pub fn signal(&self, sig: i32) {
+        if let Some(c) = &self.child {
+            // Negative pids are never formed here: the id is our own child's.
+            let _ = Command::new("kill").arg(format!("-{sig}")).arg(c.id().to_string()).status();
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit status (at most `timeout`).
+    pub fn stop(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
+        self.signal(libc::SIGTERM);
+        self.wait(timeout)
+    }
+
+    /// Waits for the process to exit by itself.
+    pub fn wait(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
+        let child = self.child.as_mut().ok_or_else(|| anyhow::anyhow!("already stopped"))?;
+        let status = wait_for(timeout, "vpcrouter to exit", || child.try_wait().ok().flatten())?;
+        self.child = None;
+        Ok(status)
+    }
+
+    /// The log path, for messages.
+    pub fn log_file(&self) -> &Path {
+        &self.log_path
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
