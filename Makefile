@@ -14,6 +14,8 @@ VENV ?= $(CURDIR)/.venv
 PROFILE ?= debug
 CARGO_PROFILE_FLAG := $(if $(filter release,$(PROFILE)),--release,)
 BUILD_DIR ?= $(CURDIR)/target/plugins
+# The bundled plugins: every plugins/*/Cargo.toml whose [lib] is a vpcrouter_* cdylib.
+PLUGIN_LIBS := $(shell grep -l cdylib plugins/*/Cargo.toml | xargs grep -h '^name = "vpcrouter_' | sed 's/.*"\(.*\)"/lib\1.so/')
 export VPCROUTER_BUILD_DIR := $(BUILD_DIR)
 export VPCROUTER_MOTO_SERVER := $(VENV)/bin/moto_server
 
@@ -42,7 +44,7 @@ build: deps
 	@mkdir -p $(BUILD_DIR) && chmod 755 $(BUILD_DIR)
 	@rm -f $(BUILD_DIR)/libvpcrouter_*.so
 	install -m 755 $(CARGO_TARGET_DIR)/$(PROFILE)/vpcrouter $(BUILD_DIR)/vpcrouter
-	install -m 644 $(CARGO_TARGET_DIR)/$(PROFILE)/libvpcrouter_*.so $(BUILD_DIR)/
+	install -m 644 $(addprefix $(CARGO_TARGET_DIR)/$(PROFILE)/,$(PLUGIN_LIBS)) $(BUILD_DIR)/
 	@echo "built: $(BUILD_DIR)"; ls $(BUILD_DIR)
 
 test: build venv

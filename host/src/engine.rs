@@ -15,6 +15,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use vpcrouter_plugin_api::{spec, HealthReport, HostList, RSender, RouteSpec};
 
+use crate::status::{table_routes, TableRoutes};
 use crate::vpc::ec2::Ec2;
 use crate::vpc::model::{Cidr, Notice, Plan, RouteAction};
 use crate::vpc::plan::{plan, PlanInput};
@@ -80,6 +81,10 @@ pub struct Status {
     pub last_result: String,
     /// The last plan (managed routes per table).
     pub last_plan: Plan,
+    /// State of each managed route after the last reconcile that read the VPC.
+    pub tables: TableRoutes,
+    /// The hosts the health plugin was last asked to watch.
+    pub working_set: Vec<String>,
 }
 
 /// The reconcile loop and its state.
@@ -195,6 +200,7 @@ impl Engine {
             if self.hosts_tx.send(hosts.clone()).is_err() {
                 tracing::warn!("the health plugin no longer reads its host list");
             }
+            self.lock_status().working_set = hosts.hosts.iter().map(|h| h.to_string()).collect();
             self.hosts_sent = Some(hosts);
         }
         self.lock_status().spec = spec.clone();
@@ -245,7 +251,7 @@ impl Engine {
         };
         let plan = plan(&input, &mut self.rng);
         self.report_notices(&plan);
-        let mut errors = Vec::new();
+        let mut failures = Vec::new();
         if self.cfg.dry_run {
             if plan.actions != self.last_dry_run {
                 for a in &plan.actions {
@@ -267,13 +273,14 @@ impl Engine {
                     }
                     Err(e) => {
                         tracing::error!(cidr = %a.cidr(), rtb = a.rtb(), "route change failed: {e}");
-                        errors.push(e.to_string());
+                        failures.push((a.rtb().to_string(), a.cidr(), e.to_string()));
                     }
                 }
             }
         }
-        if let Some(first) = errors.first() {
-            return self.failed_reconcile(started, format!("{} route change(s) failed, first: {first}", errors.len()));
+        self.lock_status().tables = table_routes(&state, &plan, &failures, self.cfg.dry_run);
+        if let Some((_, _, first)) = failures.first() {
+            return self.failed_reconcile(started, format!("{} route change(s) failed, first: {first}", failures.len()));
         }
         self.retry = None;
         let mut st = self.lock_status();

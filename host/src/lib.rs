@@ -5,7 +5,8 @@
 //! * [`plugins`]: finding, checking and loading plugin libraries;
 //! * [`engine`]: the event loop that reconciles on spec, health and timer events;
 //! * [`vpc`]: the VPC model, the pure planner and the EC2 adapter;
-//! * [`http`]: the endpoint registry plugins use;
+//! * [`http`]: the status server and the endpoint registry plugins use;
+//! * [`status`]: what the status server shows, rendered from a snapshot of the state;
 //! * [`logging`]: log setup and the bridge for plugin log lines.
 #![forbid(unsafe_code)]
 
@@ -15,6 +16,7 @@ pub mod http;
 pub mod logging;
 pub mod plugins;
 pub mod run;
+pub mod status;
 pub mod vpc;
 
 /// This program's version.

@@ -322,10 +322,11 @@ pub fn list_text(loader: &Loader, search: &SearchPath) -> String {
             any = true;
             match loader.load(search, kind, &name) {
                 Ok(lib) => out.push_str(&format!(
-                    "  {:<12} {:<8} {} [{}]\n",
+                    "  {:<12} {:<8} {} [plugin-api {}, {}]\n",
                     name,
                     lib.meta.version,
                     lib.meta.description,
+                    lib.meta.api_version,
                     lib.path.display()
                 )),
                 Err(e) => out.push_str(&format!("  {:<12} UNUSABLE {} ({e})\n", name, path.display())),

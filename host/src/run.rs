@@ -1,6 +1,7 @@
 //! Start-up and shut-down: from parsed options to a running engine and back.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use vpcrouter_plugin_api::{
 
 use crate::cli::{self, Invocation, LoadedPlugin, Options};
 use crate::engine::{Engine, EngineConfig, Event};
+use crate::http::server::{self, PluginSource, ServerContext};
 use crate::http::Endpoints;
 use crate::logging::PluginLog;
 use crate::plugins::Loader;
@@ -90,12 +92,16 @@ pub fn run(o: Options) -> anyhow::Result<()> {
             bail!("{} plugin '{}' cannot run here: {e}", p.lib.meta.kind.as_str(), p.lib.meta.name);
         }
     }
+    // Bound before anything else starts, so a taken port fails fast.
+    tracing::info!(address = %o.address, port = o.port, "HTTP server: Starting to listen for requests");
+    let listener = server::bind(&o.address, o.port)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     let (region, vpc_id) = resolve_region_and_vpc(&rt, o.region.clone(), o.vpc.clone())?;
     let ec2 = rt.block_on(Ec2::connect(&region));
+    let ec2_counts = ec2.clone();
     let tables = match rt.block_on(ec2.read_state(&vpc_id)) {
         Ok(state) => state.route_tables.len().to_string(),
         Err(e) if e.is_transient() => {
@@ -110,10 +116,10 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         RArc::new(HostPluginLoader { subs: std::sync::Arc::new(o.sub_plugins.clone()) }),
         abi_stable::sabi_trait::TD_Opaque,
     );
-    let Ok(PluginInstance::Watcher(mut watcher)) = create(&o.watcher) else {
+    let Ok(PluginInstance::Watcher(watcher)) = create(&o.watcher) else {
         bail!("{}", create(&o.watcher).err().map_or_else(|| format!("'{}' is not a watcher plugin", o.watcher.lib.meta.name), |e| format!("{e:#}")));
     };
-    let Ok(PluginInstance::Health(mut health)) = create(&o.health) else {
+    let Ok(PluginInstance::Health(health)) = create(&o.health) else {
         bail!("{}", create(&o.health).err().map_or_else(|| format!("'{}' is not a health plugin", o.health.lib.meta.name), |e| format!("{e:#}")));
     };
 
@@ -138,11 +144,28 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         hosts_tx,
     );
 
-    health
+    // Shared with the status server, which asks for `info()`; locked only for short calls.
+    let watcher = Arc::new(Mutex::new(watcher));
+    let health = Arc::new(Mutex::new(health));
+    let info = status_info(&o, &region, &vpc_id);
+    let plugins = vec![
+        plugin_source(&o.watcher, "watcher", { let w = watcher.clone(); Arc::new(move || lock(&w).info().to_string()) }),
+        plugin_source(&o.health, "health", { let h = health.clone(); Arc::new(move || lock(&h).info().to_string()) }),
+    ];
+    let server = listener.serve(ServerContext {
+        info,
+        status: engine.status(),
+        endpoints: endpoints.clone(),
+        plugins,
+        ec2_calls: Arc::new(move || ec2_counts.call_counts()),
+    })?;
+
+    lock(&health)
         .start(context(&o.health, &endpoints, &loader_box), hosts_rx, report_tx)
         .into_result()
         .map_err(|e| anyhow::anyhow!("health plugin '{}' failed to start: {e}", o.health.lib.meta.name))?;
-    if let Err(e) = watcher.start(context(&o.watcher, &endpoints, &loader_box), spec_tx).into_result() {
+    let started = lock(&watcher).start(context(&o.watcher, &endpoints, &loader_box), spec_tx).into_result();
+    if let Err(e) = started {
         stop_health(health, &o);
         bail!("watcher plugin '{}' failed to start: {e}", o.watcher.lib.meta.name);
     }
@@ -156,8 +179,40 @@ pub fn run(o: Options) -> anyhow::Result<()> {
     let result = engine.run(events_rx);
     stop_watcher(watcher, &o);
     stop_health(health, &o);
+    server.stop();
     tracing::info!("*** Stopping vpcrouter ***");
     result.map_err(Into::into)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn plugin_source(p: &LoadedPlugin, kind: &'static str, info: server::InfoFn) -> PluginSource {
+    PluginSource {
+        name: p.lib.meta.name.to_string(),
+        kind,
+        version: p.lib.meta.version.to_string(),
+        arguments: p.args.values.iter().map(|t| (t.0.to_string(), t.1.to_string())).collect(),
+        info,
+    }
+}
+
+/// What `/` shows about this run, with vpc-router's parameter names.
+fn status_info(o: &Options, region: &str, vpc_id: &str) -> crate::status::ServerInfo {
+    let (w, h) = (&o.watcher.lib.meta, &o.health.lib.meta);
+    let params = serde_json::json!({
+        "logfile": o.logfile, "region_name": region, "vpc_id": vpc_id,
+        "route_recheck_interval": o.route_recheck_interval, "verbose": o.verbose,
+        "addr": o.address, "port": o.port, "mode": w.name.as_str(), "health": h.name.as_str(),
+        "ignore_routes": o.ignore_routes_raw, "dry_run": o.dry_run,
+    });
+    crate::status::ServerInfo {
+        version_line: format!("vpcrouter ({}): mode: {} ({}), health-check: {} ({})", crate::VERSION, w.name, w.version, h.name, h.version),
+        start_time: std::time::SystemTime::now(),
+        params: params.as_object().cloned().unwrap_or_default(),
+        ignore_routes: o.ignore_routes.iter().map(|c| c.to_string()).collect(),
+    }
 }
 
 /// Region and VPC from the command line; what is missing comes from the instance metadata.
@@ -221,10 +276,10 @@ fn stop_with_timeout(what: String, stop: impl FnOnce() -> Result<(), RString> + 
     }
 }
 
-fn stop_watcher(mut w: WatcherBox, o: &Options) {
-    stop_with_timeout(format!("watcher plugin '{}'", o.watcher.lib.meta.name), move || w.stop().into_result());
+fn stop_watcher(w: Arc<Mutex<WatcherBox>>, o: &Options) {
+    stop_with_timeout(format!("watcher plugin '{}'", o.watcher.lib.meta.name), move || lock(&w).stop().into_result());
 }
 
-fn stop_health(mut h: HealthBox, o: &Options) {
-    stop_with_timeout(format!("health plugin '{}'", o.health.lib.meta.name), move || h.stop().into_result());
+fn stop_health(h: Arc<Mutex<HealthBox>>, o: &Options) {
+    stop_with_timeout(format!("health plugin '{}'", o.health.lib.meta.name), move || lock(&h).stop().into_result());
 }

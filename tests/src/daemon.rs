@@ -5,13 +5,15 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use crate::moto::Moto;
-use crate::{build_dir, wait_for};
+use crate::{build_dir, free_port, wait_for};
 
 /// A running vpcrouter.
 pub struct Daemon {
     child: Option<Child>,
     /// The log file (stdout and stderr of the process).
     pub log_path: PathBuf,
+    /// The port of its status server (`-p`).
+    pub port: u16,
     _dir: tempfile::TempDir,
 }
 
@@ -20,10 +22,21 @@ pub fn binary() -> PathBuf {
     build_dir().join("vpcrouter")
 }
 
+/// The `-p`/`--port` value in `args`, if any.
+fn port_arg(args: &[&str]) -> Option<u16> {
+    let pos = args.iter().position(|a| *a == "-p" || *a == "--port")?;
+    args.get(pos + 1)?.parse().ok()
+}
+
 /// A `Command` for vpcrouter with moto's environment and the build dir as plugin dir.
+/// Without `-p` in `args` the status server gets a free port, so that concurrent tests
+/// (and a vpcrouter running on this machine) do not collide on the default port.
 pub fn command(moto: Option<&Moto>, args: &[&str]) -> Command {
     let mut cmd = Command::new(binary());
     cmd.arg("--plugin-dir").arg(build_dir()).args(args).stdin(Stdio::null());
+    if port_arg(args).is_none() {
+        cmd.arg("-p").arg(free_port().to_string());
+    }
     cmd.env_remove("VPCROUTER_PLUGIN_DIR").env("VPCROUTER_LOG", "info,vpcrouter=debug");
     if let Some(m) = moto {
         cmd.envs(m.env());
@@ -47,8 +60,14 @@ impl Daemon {
         let dir = tempfile::tempdir()?;
         let log_path = dir.path().join("vpcrouter.log");
         let log = std::fs::File::create(&log_path)?;
-        let child = command(Some(moto), args).stdout(log.try_clone()?).stderr(log).spawn()?;
-        Ok(Daemon { child: Some(child), log_path, _dir: dir })
+        let port = port_arg(args).unwrap_or_else(free_port);
+        let port_text = port.to_string();
+        let mut all = args.to_vec();
+        if port_arg(args).is_none() {
+            all.extend(["-p", port_text.as_str()]);
+        }
+        let child = command(Some(moto), &all).stdout(log.try_clone()?).stderr(log).spawn()?;
+        Ok(Daemon { child: Some(child), log_path, port, _dir: dir })
     }
 
     /// The log so far.

@@ -8,7 +8,9 @@
 #![forbid(unsafe_code)]
 
 pub mod daemon;
+pub mod http_client;
 pub mod moto;
+pub mod netns;
 pub mod world;
 
 use std::path::PathBuf;

@@ -234,3 +234,62 @@ fn demo_shows_routes_before_and_after() {
     assert!(after.contains("10.55.0.0/16"), "{text}");
     assert!(after.lines().any(|l| l.contains("10.66.17.0/24") && l.contains("-> 127.0.1.11")), "{text}");
 }
+
+/// Builds an example plugin crate on its own (like a third party would) and returns its `.so`.
+fn build_example(dir: &str, lib: &str) -> anyhow::Result<std::path::PathBuf> {
+    let root = vpcrouter_tests::repo_root();
+    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(t) => std::path::PathBuf::from(format!("{}-examples", t.to_string_lossy())),
+        None => root.join("target/examples"),
+    };
+    let status = std::process::Command::new(env!("CARGO"))
+        .args(["build", "-q", "--manifest-path"])
+        .arg(root.join("examples").join(dir).join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", &target)
+        .status()?;
+    anyhow::ensure!(status.success(), "building examples/{dir} failed");
+    Ok(target.join("debug").join(lib))
+}
+
+fn file_hash(path: &std::path::Path) -> anyhow::Result<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    std::fs::read(path)?.hash(&mut h);
+    Ok(h.finish())
+}
+
+#[test]
+fn third_party_example_plugins_work_with_the_unchanged_host() -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let host = vpcrouter_tests::daemon::binary();
+    let before = file_hash(&host)?;
+    let watcher = build_example("watcher-dir", "libvpcrouter_dirspec.so")?;
+    let health = build_example("health-cmd", "libvpcrouter_health_cmd.so")?;
+    let plugin_dir = tempfile::tempdir()?;
+    std::fs::set_permissions(plugin_dir.path(), std::fs::Permissions::from_mode(0o755))?;
+    for so in [&watcher, &health] {
+        let dst = plugin_dir.path().join(so.file_name().unwrap_or_default());
+        std::fs::copy(so, &dst)?;
+        std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o644))?;
+    }
+
+    let env = Env::new()?;
+    let (rt1, rt2) = (env.world.tables[0].clone(), env.world.tables[1].clone());
+    let specs = env.path("routes.d");
+    std::fs::create_dir(&specs)?;
+    std::fs::write(specs.join("a.json"), r#"{"10.55.0.0/16": ["127.0.1.10"]}"#)?;
+    std::fs::write(specs.join("b.json"), r#"{"10.55.0.0/16": ["127.0.2.10"], "10.66.0.0/16": ["127.0.1.11"]}"#)?;
+    let d = env.daemon(&[
+        "--plugin-dir", plugin_dir.path().to_str().unwrap_or_default(),
+        "-m", "dirspec", "--spec_dir", specs.to_str().unwrap_or_default(), "--spec_dir_interval", "0.2",
+        "-H", "cmd", "--cmd_check", r#"test "$VPCROUTER_HOST" != 127.0.1.10"#, "--cmd_interval", "0.5",
+    ])?;
+    // 127.0.1.10 fails the example health check, so both tables must use 127.0.2.10.
+    let want = vec![Some("127.0.2.10".to_string()); 2];
+    wait_for(T, "10.55 on 127.0.2.10", || (env.world.targets(&[&rt1, &rt2], "10.55.0.0/16").ok()? == want).then_some(()))
+        .map_err(|e| anyhow::anyhow!("{e}\n{}\n{}", env.world.dump(), d.log()))?;
+    assert_eq!(env.wait_routed(&[&rt1, &rt2], "10.66.0.0/16", T)?, "127.0.1.11");
+    assert!(d.log().contains(r#"plugin="dirspec""#), "plugin log lines carry the plugin name:\n{}", d.log());
+    assert_eq!(file_hash(&host)?, before, "the host binary was rebuilt");
+    Ok(())
+}

@@ -6,20 +6,22 @@
 //! be started, or runs longer than the interval (it is then killed, with its whole process
 //! group) is failed. At most 8 commands run at a time, so a round over many hosts may take
 //! several intervals. The full report is sent after each round when it changed, and when
-//! a new host list removes failed hosts.
+//! a new host list removes failed hosts. Its status counts the checks of completed rounds
+//! and the failed ones among them.
 
 #![deny(unsafe_code)]
 
 use std::collections::BTreeSet;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use vpcrouter_plugin_api::export::PluginDescription;
+use vpcrouter_plugin_api::serde_json;
 use vpcrouter_plugin_api::spec::sort_ips;
+use vpcrouter_plugin_api::worker::{StopToken, Worker};
 use vpcrouter_plugin_api::{
     ArgSpec, HealthPlugin, HealthReport, HostList, Logger, PluginArgs, PluginContext, RReceiver,
     RSender, RString,
@@ -27,7 +29,7 @@ use vpcrouter_plugin_api::{
 
 /// Commands running at the same time, at most.
 const MAX_PARALLEL: usize = 8;
-/// How often running commands, new host lists and the stop flag are looked at.
+/// How often running commands, new host lists and the stop signal are looked at.
 const TICK: Duration = Duration::from_millis(20);
 /// Allowed range of `--cmd_interval`, in seconds.
 const INTERVAL_RANGE: (f64, f64) = (0.1, 3600.0);
@@ -46,12 +48,12 @@ fn kill(child: &mut Child) {
 }
 
 /// Runs `cmd` for every host, at most [`MAX_PARALLEL`] at a time, each for at most
-/// `timeout`. Returns the failed hosts, or `None` when `stop` was set meanwhile.
+/// `timeout`. Returns the failed hosts, or `None` when `stopped()` turned true meanwhile.
 fn run_checks(
     cmd: &str,
     hosts: &[RString],
     timeout: Duration,
-    stop: &AtomicBool,
+    stopped: impl Fn() -> bool,
     log: &Logger,
 ) -> Option<BTreeSet<RString>> {
     let mut pending = hosts.iter();
@@ -80,7 +82,7 @@ fn run_checks(
         if running.is_empty() {
             return Some(failed);
         }
-        if stop.load(Ordering::Relaxed) {
+        if stopped() {
             running.iter_mut().for_each(|(_, child, _)| kill(child));
             return None;
         }
@@ -106,6 +108,15 @@ fn run_checks(
     }
 }
 
+/// Check counters for the status server.
+#[derive(Default)]
+struct Stats {
+    /// Host checks of completed rounds.
+    checks: AtomicU64,
+    /// Those that failed.
+    failures: AtomicU64,
+}
+
 /// The monitor thread's state.
 struct Monitor {
     cmd: String,
@@ -115,6 +126,7 @@ struct Monitor {
     hosts: Option<HostList>,
     failed: BTreeSet<RString>,
     last_sent: Option<HealthReport>,
+    stats: Arc<Stats>,
 }
 
 impl Monitor {
@@ -152,10 +164,11 @@ impl Monitor {
         true
     }
 
-    /// Checks every host each interval until `stop` is set.
-    fn run(mut self, hosts: RReceiver<HostList>, stop: &AtomicBool) {
+    /// Checks every host each interval until stopped.
+    fn run(mut self, hosts: RReceiver<HostList>, stop: &StopToken) {
         let mut next_round = Instant::now();
-        while !stop.load(Ordering::Relaxed) {
+        let mut pause = Duration::ZERO;
+        while !stop.wait(pause) {
             // A new list may drop failed hosts: report that now, except before the first round.
             let first_list = self.hosts.is_none();
             if self.take_hosts(&hosts) && !first_list && !self.publish() {
@@ -164,18 +177,19 @@ impl Monitor {
             if self.hosts.is_some() && Instant::now() >= next_round {
                 next_round = Instant::now() + self.interval;
                 let list = self.hosts.as_ref().map(|l| l.hosts.to_vec()).unwrap_or_default();
-                match run_checks(&self.cmd, &list, self.interval, stop, &self.log) {
+                match run_checks(&self.cmd, &list, self.interval, || stop.is_stopped(), &self.log) {
                     Some(failed) => self.failed = failed,
                     None => return,
                 }
+                self.stats.checks.fetch_add(list.len() as u64, Ordering::Relaxed);
+                self.stats.failures.fetch_add(self.failed.len() as u64, Ordering::Relaxed);
                 if !self.publish() {
                     return;
                 }
             }
-            std::thread::sleep(
-                TICK.min(next_round.saturating_duration_since(Instant::now()))
-                    .max(Duration::from_millis(1)),
-            );
+            pause = TICK
+                .min(next_round.saturating_duration_since(Instant::now()))
+                .max(Duration::from_millis(1));
         }
     }
 }
@@ -194,8 +208,8 @@ pub struct CmdHealth {
     cmd: String,
     interval: f64,
     log: Option<Logger>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    stats: Arc<Stats>,
+    worker: Option<Worker>,
 }
 
 impl PluginDescription for CmdHealth {
@@ -229,8 +243,8 @@ impl HealthPlugin for CmdHealth {
             cmd: args.require("cmd_check")?.to_string(),
             interval: interval_from(args)?,
             log: None,
-            stop: Arc::default(),
-            thread: None,
+            stats: Arc::default(),
+            worker: None,
         })
     }
 
@@ -252,34 +266,30 @@ impl HealthPlugin for CmdHealth {
             hosts: None,
             failed: BTreeSet::new(),
             last_sent: None,
+            stats: self.stats.clone(),
         };
-        let stop = self.stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("CmdHealth".into())
-            .spawn(move || monitor.run(hosts, &stop))
-            .map_err(|e| format!("cannot start the cmd health thread: {e}"))?;
-        self.thread = Some(thread);
+        self.worker = Some(Worker::spawn("CmdHealth", move |stop| monitor.run(hosts, &stop))?);
         self.log = Some(ctx.log);
         Ok(())
     }
 
     fn stop(&mut self) -> Result<(), String> {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let deadline = Instant::now() + Duration::from_secs(2);
-            while !thread.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            if !thread.is_finished() {
-                return Err("the cmd health thread did not stop within 2 s".into());
-            }
-            // The thread has finished; a panic in it was already reported by the runtime.
-            let _ = thread.join();
-        }
+        self.worker.take().map_or(Ok(()), |w| w.stop(Duration::from_secs(2)))?;
         if let Some(log) = &self.log {
             log.info("Cmd health monitor plugin: Stopped");
         }
         Ok(())
+    }
+
+    fn info(&self) -> serde_json::Value {
+        serde_json::json!({
+            "version": Self::VERSION,
+            "params": {"cmd_check": self.cmd, "cmd_interval": self.interval},
+            "stats": {
+                "checks": self.stats.checks.load(Ordering::Relaxed),
+                "failures": self.stats.failures.load(Ordering::Relaxed),
+            },
+        })
     }
 
     fn interval_secs(&self) -> f64 {
@@ -317,7 +327,7 @@ mod tests {
 
     fn check(cmd: &str, hosts: &[&str], timeout: Duration) -> Vec<String> {
         let log = Logger::new(Lines::default());
-        let failed = run_checks(cmd, &ips(hosts), timeout, &AtomicBool::new(false), &log).unwrap();
+        let failed = run_checks(cmd, &ips(hosts), timeout, || false, &log).unwrap();
         let mut failed: Vec<RString> = failed.into_iter().collect();
         sort_ips(&mut failed);
         failed.into_iter().map(|s| s.to_string()).collect()
@@ -356,6 +366,7 @@ mod tests {
         let (host_tx, host_rx) = unbounded();
         let (report_tx, report_rx) = unbounded();
         let lines = Lines::default();
+        let stats = Arc::new(Stats::default());
         let monitor = Monitor {
             cmd: r#"test "$VPCROUTER_HOST" != 10.0.0.2"#.into(),
             interval: Duration::from_millis(200),
@@ -364,10 +375,9 @@ mod tests {
             hosts: None,
             failed: BTreeSet::new(),
             last_sent: None,
+            stats: stats.clone(),
         };
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || monitor.run(host_rx, &flag));
+        let worker = Worker::spawn("t", move |stop| monitor.run(host_rx, &stop)).unwrap();
         host_tx.send(HostList { hosts: ips(&["10.0.0.1", "10.0.0.2"]).into() }).unwrap();
         let report = report_rx.recv_timeout(Duration::from_secs(3)).unwrap();
         assert_eq!(report.failed.to_vec(), ips(&["10.0.0.2"]));
@@ -375,10 +385,12 @@ mod tests {
         let report = report_rx.recv_timeout(Duration::from_secs(3)).unwrap();
         assert!(report.failed.is_empty());
         assert!(report_rx.recv_timeout(Duration::from_millis(500)).is_err(), "unchanged");
-        stop.store(true, Ordering::Relaxed);
         let started = Instant::now();
-        thread.join().unwrap();
+        worker.stop(Duration::from_secs(2)).unwrap();
         assert!(started.elapsed() < Duration::from_secs(1));
+        let (checks, failures) =
+            (stats.checks.load(Ordering::Relaxed), stats.failures.load(Ordering::Relaxed));
+        assert!(checks >= 3 && failures >= 1 && failures < checks, "{checks} {failures}");
         assert!(lines
             .0
             .lock()
@@ -394,6 +406,10 @@ mod tests {
         assert_eq!(CmdHealth::validate_config(&args("true", "2")), Ok(()));
         assert!(CmdHealth::validate_config(&args(" ", "2")).unwrap_err().contains("empty"));
         assert!(CmdHealth::validate_config(&args("true", "0")).unwrap_err().contains("between"));
-        assert_eq!(CmdHealth::create(&args("true", "1.5")).unwrap().interval_secs(), 1.5);
+        let plugin = CmdHealth::create(&args("true", "1.5")).unwrap();
+        assert_eq!(plugin.interval_secs(), 1.5);
+        let info = plugin.info();
+        assert_eq!(info["params"], serde_json::json!({"cmd_check": "true", "cmd_interval": 1.5}));
+        assert_eq!(info["stats"], serde_json::json!({"checks": 0, "failures": 0}));
     }
 }

@@ -16,11 +16,11 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, RecvTimeoutError};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use vpcrouter_plugin_api::export::PluginDescription;
+use vpcrouter_plugin_api::serde_json;
+use vpcrouter_plugin_api::worker::{StopToken, Worker};
 use vpcrouter_plugin_api::{
     spec, ArgSpec, Logger, PluginArgs, PluginContext, RSender, RouteSpec, WatcherPlugin,
 };
@@ -135,13 +135,9 @@ fn run(
     mut last: Option<RouteSpec>,
     specs: RSender<RouteSpec>,
     interval: Duration,
-    stop: mpsc::Receiver<()>,
+    stop: &StopToken,
 ) {
-    loop {
-        match stop.recv_timeout(interval) {
-            Err(RecvTimeoutError::Timeout) => {}
-            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
-        }
+    while !stop.wait(interval) {
         if !send_if_new(&mut scanner, &mut last, &specs) {
             return;
         }
@@ -184,7 +180,7 @@ pub struct DirSpec {
     dir: PathBuf,
     interval: f64,
     log: Option<Logger>,
-    worker: Option<(mpsc::Sender<()>, JoinHandle<()>)>,
+    worker: Option<Worker>,
 }
 
 impl PluginDescription for DirSpec {
@@ -238,35 +234,29 @@ impl WatcherPlugin for DirSpec {
         let mut scanner = Scanner::new(self.dir.clone(), log.clone());
         let mut last = None;
         send_if_new(&mut scanner, &mut last, &specs);
-        let (tx, rx) = mpsc::channel();
         let interval = Duration::from_secs_f64(self.interval);
-        let thread = std::thread::Builder::new()
-            .name("DirSpec".into())
-            .spawn(move || run(scanner, last, specs, interval, rx))
-            .map_err(|e| format!("cannot start the dirspec thread: {e}"))?;
-        self.worker = Some((tx, thread));
+        self.worker =
+            Some(Worker::spawn("DirSpec", move |stop| run(scanner, last, specs, interval, &stop))?);
         self.log = Some(log);
         Ok(())
     }
 
     fn stop(&mut self) -> Result<(), String> {
-        if let Some((tx, thread)) = self.worker.take() {
-            // A send error means the thread has already ended.
-            let _ = tx.send(());
-            let deadline = Instant::now() + Duration::from_secs(2);
-            while !thread.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            if !thread.is_finished() {
-                return Err("the dirspec thread did not stop within 2 s".into());
-            }
-            // The thread has finished; a panic in it was already reported by the runtime.
-            let _ = thread.join();
-        }
+        self.worker.take().map_or(Ok(()), |w| w.stop(Duration::from_secs(2)))?;
         if let Some(log) = &self.log {
             log.info("Dirspec watcher plugin: Stopped");
         }
         Ok(())
+    }
+
+    fn info(&self) -> serde_json::Value {
+        serde_json::json!({
+            "version": Self::VERSION,
+            "params": {
+                "spec_dir": self.dir.display().to_string(),
+                "spec_dir_interval": self.interval,
+            },
+        })
     }
 }
 
@@ -357,15 +347,14 @@ mod tests {
         let mut last = None;
         assert!(send_if_new(&mut scanner, &mut last, &tx));
         assert_eq!(rx.try_recv().unwrap().to_json(), r#"{"10.1.0.0/16":["10.0.0.1"]}"#);
-        let (stop_tx, stop_rx) = mpsc::channel();
         let interval = Duration::from_millis(50);
-        let thread = std::thread::spawn(move || run(scanner, last, tx, interval, stop_rx));
+        let worker =
+            Worker::spawn("t", move |stop| run(scanner, last, tx, interval, &stop)).unwrap();
         assert!(rx.recv_timeout(Duration::from_millis(300)).is_err(), "unchanged");
         fs::write(dir.join("b.json"), r#"{"10.2.0.0/16": ["10.0.0.2"]}"#).unwrap();
         let spec = rx.recv_timeout(Duration::from_secs(2)).unwrap();
         assert_eq!(spec.to_json(), r#"{"10.1.0.0/16":["10.0.0.1"],"10.2.0.0/16":["10.0.0.2"]}"#);
-        stop_tx.send(()).unwrap();
-        thread.join().unwrap();
+        worker.stop(Duration::from_secs(2)).unwrap();
         fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -380,5 +369,7 @@ mod tests {
         assert!(DirSpec::validate_config(&args(tmp, "0")).unwrap_err().contains("between"));
         let err = DirSpec::validate_config(&args("/_no_such_dir", "2")).unwrap_err();
         assert!(err.starts_with("Cannot read spec directory '/_no_such_dir'"), "{err}");
+        let info = DirSpec::create(&args(tmp, "0.5")).unwrap().info();
+        assert_eq!(info["params"], serde_json::json!({"spec_dir": tmp, "spec_dir_interval": 0.5}));
     }
 }

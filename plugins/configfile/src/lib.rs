@@ -1,35 +1,26 @@
 //! The `configfile` watcher: the route spec is a JSON file, re-read when it changes.
 //!
 //! `vpcrouter -m configfile -f /etc/vpcrouter/routes.json` reads the file at start and
-//! sends the spec if it is valid. Its directory is then watched (inotify through `notify`,
-//! not recursive) and the file is re-read after any create, modify, rename or remove event
-//! that names it, so in-place writes, editors that write a temporary file and rename it
-//! over the original, delete-and-recreate, and Kubernetes ConfigMap volumes (where the
-//! file is a symlink through `..data`, swapped by renaming a `..`-prefixed symlink) are
-//! all seen. Bursts of events are merged (100 ms), and a spec is only sent when it differs
-//! from the last one sent.
+//! sends the spec if it is valid. The file is then followed with [`FileWatch`] (rename-safe,
+//! Kubernetes-aware, bursts merged over 100 ms) and re-read after each change; a spec is
+//! only sent when it differs from the last one sent.
 //!
 //! A file that is missing, unreadable, not JSON or not a valid spec is reported as
 //! `Config ignored: <why>` and the last good spec stays in effect.
 
 #![deny(unsafe_code)]
 
-use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use notify::event::{AccessKind, AccessMode};
-use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+use vpcrouter_filewatch::{FileWatch, Wake};
 use vpcrouter_plugin_api::export::PluginDescription;
+use vpcrouter_plugin_api::worker::{StopToken, Worker};
 use vpcrouter_plugin_api::{
     spec, ArgSpec, Logger, PluginArgs, PluginContext, RSender, RouteSpec, WatcherPlugin,
 };
 
-/// How long a burst of file events may last before the file is read.
-const DEBOUNCE: Duration = Duration::from_millis(100);
 /// How long `stop` waits for the watcher thread.
 const STOP_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -39,20 +30,6 @@ struct Stats {
     last_update: Option<SystemTime>,
     specs_sent: u64,
     errors: u64,
-}
-
-/// What the watcher thread receives.
-enum Msg {
-    /// A file system event (or watch error) from `notify`.
-    Fs(notify::Result<Event>),
-    /// `stop` was called.
-    Stop,
-}
-
-/// The running watcher thread.
-struct Worker {
-    tx: mpsc::Sender<Msg>,
-    thread: JoinHandle<()>,
 }
 
 /// The watcher plugin.
@@ -104,23 +81,6 @@ fn read_spec(path: &Path) -> Result<RouteSpec, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("Cannot open file '{}': {e}", path.display()))?;
     spec::parse_json(&text).map_err(|e| e.to_string())
-}
-
-/// True when `event` may have changed the file called `name` in the watched directory.
-///
-/// Names starting with `..` are Kubernetes' `..data` symlink and its timestamped targets.
-fn concerns(event: &Event, name: &OsStr) -> bool {
-    let relevant_kind = match event.kind {
-        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
-        EventKind::Access(_) => false,
-        _ => true,
-    };
-    let names_file = event
-        .paths
-        .iter()
-        .filter_map(|p| p.file_name())
-        .any(|n| n == name || n.as_encoded_bytes().starts_with(b".."));
-    event.need_rescan() || (relevant_kind && names_file)
 }
 
 /// Formats a time as RFC 3339 in UTC, to the second: `2024-05-01T12:00:00Z`.
@@ -184,34 +144,25 @@ impl Reader {
     }
 }
 
-/// The watcher thread: merges event bursts and re-reads the file until stopped.
-fn run(mut reader: Reader, name: OsString, rx: mpsc::Receiver<Msg>, _watcher: RecommendedWatcher) {
-    let mut due: Option<Instant> = None;
+/// The watcher thread: re-reads the file after each change until stopped.
+fn run(mut reader: Reader, mut watch: FileWatch, stop: &StopToken) {
     loop {
-        if due.is_some_and(|t| Instant::now() >= t) {
-            due = None;
-            reader.log.info(format!("Detected file change event for {}", reader.path.display()));
-            if !reader.reload() {
-                return;
-            }
-        }
-        let msg = match due {
-            Some(t) => rx.recv_timeout(t.saturating_duration_since(Instant::now())),
-            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
-        };
-        match msg {
-            Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => return,
-            Err(RecvTimeoutError::Timeout) => {}
-            Ok(Msg::Fs(Ok(event))) => {
-                if concerns(&event, &name) {
-                    reader.log.debug(format!("File event {:?} on {:?}", event.kind, event.paths));
-                    due.get_or_insert_with(|| Instant::now() + DEBOUNCE);
+        match watch.wait(stop.receiver(), None) {
+            Wake::Changed => {
+                reader
+                    .log
+                    .info(format!("Detected file change event for {}", reader.path.display()));
+                if !reader.reload() {
+                    return;
                 }
             }
-            Ok(Msg::Fs(Err(e))) => {
-                reader.log.warn(format!("File watch error, re-reading the file: {e}"));
-                due.get_or_insert_with(|| Instant::now() + DEBOUNCE);
+            Wake::Event(event) => {
+                reader.log.debug(format!("File event {:?} on {:?}", event.kind, event.paths));
             }
+            Wake::Error(e) => {
+                reader.log.warn(format!("File watch error, re-reading the file: {e}"))
+            }
+            Wake::Stopped | Wake::Timeout => return,
         }
     }
 }
@@ -239,21 +190,8 @@ impl WatcherPlugin for Configfile {
             "Configfile watcher plugin: Starting to watch route spec file '{}' for changes...",
             self.file
         ));
-        let name = self.path.file_name().map(OsStr::to_os_string).unwrap_or_default();
-        let dir = self.path.parent().unwrap_or(Path::new("/")).to_path_buf();
-
         // Watch first, then read, so that no change between the two is missed.
-        let (tx, rx) = mpsc::channel();
-        let fs_tx = tx.clone();
-        let mut watcher = notify::recommended_watcher(move |res| {
-            // The thread is gone only after stop; nothing is left to tell then.
-            let _ = fs_tx.send(Msg::Fs(res));
-        })
-        .map_err(|e| format!("Cannot watch directory '{}': {e}", dir.display()))?;
-        watcher
-            .watch(&dir, RecursiveMode::NonRecursive)
-            .map_err(|e| format!("Cannot watch directory '{}': {e}", dir.display()))?;
-
+        let watch = FileWatch::new(&self.path).map_err(|e| e.to_string())?;
         let mut reader = Reader {
             path: self.path.clone(),
             log: log.clone(),
@@ -262,29 +200,13 @@ impl WatcherPlugin for Configfile {
             stats: self.stats.clone(),
         };
         reader.reload();
-        let thread = std::thread::Builder::new()
-            .name("ConfMon".into())
-            .spawn(move || run(reader, name, rx, watcher))
-            .map_err(|e| format!("cannot start the configfile watcher thread: {e}"))?;
-        self.worker = Some(Worker { tx, thread });
+        self.worker = Some(Worker::spawn("ConfMon", move |stop| run(reader, watch, &stop))?);
         self.log = Some(log);
         Ok(())
     }
 
     fn stop(&mut self) -> Result<(), String> {
-        if let Some(Worker { tx, thread }) = self.worker.take() {
-            // A send error means the thread has already ended.
-            let _ = tx.send(Msg::Stop);
-            let deadline = Instant::now() + STOP_TIMEOUT;
-            while !thread.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            if !thread.is_finished() {
-                return Err("the configfile watcher thread did not stop within 2 s".into());
-            }
-            // The thread has finished; a panic in it was already reported by the runtime.
-            let _ = thread.join();
-        }
+        self.worker.take().map_or(Ok(()), |w| w.stop(STOP_TIMEOUT))?;
         if let Some(log) = &self.log {
             log.info("Configfile watcher plugin: Stopped");
         }
@@ -311,6 +233,7 @@ vpcrouter_plugin_api::export_plugin!(watcher: Configfile);
 #[cfg(test)]
 mod tests {
     use std::fs;
+    use std::time::Instant;
 
     use vpcrouter_plugin_api::channel::unbounded;
     use vpcrouter_plugin_api::{LogLevel, RReceiver};
@@ -498,23 +421,6 @@ mod tests {
         let info = r.plugin.info();
         assert_eq!(info["params"]["file"], file.to_str().unwrap());
         assert_eq!(info["version"], Configfile::VERSION);
-    }
-
-    #[test]
-    fn event_filter() {
-        use notify::event::{CreateKind, ModifyKind, RenameMode};
-        let name = OsStr::new("routes.json");
-        let ev = |kind, path: &str| Event::new(kind).add_path(PathBuf::from(path));
-        assert!(concerns(&ev(EventKind::Modify(ModifyKind::Any), "/d/routes.json"), name));
-        assert!(concerns(&ev(EventKind::Create(CreateKind::File), "/d/routes.json"), name));
-        assert!(concerns(
-            &ev(EventKind::Modify(ModifyKind::Name(RenameMode::To)), "/d/..data"),
-            name
-        ));
-        assert!(!concerns(&ev(EventKind::Modify(ModifyKind::Any), "/d/routes.json.bak"), name));
-        assert!(!concerns(&ev(EventKind::Access(AccessKind::Read), "/d/routes.json"), name));
-        let write_closed = EventKind::Access(AccessKind::Close(AccessMode::Write));
-        assert!(concerns(&ev(write_closed, "/d/routes.json"), name));
     }
 
     #[test]

@@ -2,29 +2,33 @@
 //!
 //! For tests, and for setups where health is handled elsewhere (`-H always`). It sends one
 //! empty [`HealthReport`] once it has received the first host list, so the engine knows
-//! the verdict, and then only keeps draining the host queue.
+//! the verdict, and then only keeps draining the host queue. Its status counts a check per
+//! host of each host list (none ever fails).
 
 #![deny(unsafe_code)]
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use vpcrouter_plugin_api::export::PluginDescription;
+use vpcrouter_plugin_api::worker::{StopToken, Worker};
 use vpcrouter_plugin_api::{
     HealthPlugin, HealthReport, HostList, Logger, PluginArgs, PluginContext, RReceiver, RSender,
 };
 
-/// How often the queue reader looks at the stop flag.
+/// How often the queue reader looks at the stop signal.
 const TICK: Duration = Duration::from_millis(100);
+/// How long `stop` waits for the thread.
+const STOP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The health monitor that never reports a failure.
 #[derive(Default)]
 pub struct Always {
     log: Option<Logger>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    /// Hosts judged, summed over the host lists.
+    checks: Arc<AtomicU64>,
+    worker: Option<Worker>,
 }
 
 impl PluginDescription for Always {
@@ -38,13 +42,15 @@ fn drain(
     log: Logger,
     hosts: RReceiver<HostList>,
     reports: RSender<HealthReport>,
-    stop: &AtomicBool,
+    checks: &AtomicU64,
+    stop: &StopToken,
 ) {
     let mut reported = false;
-    while !stop.load(Ordering::Relaxed) {
+    while !stop.is_stopped() {
         match hosts.recv_timeout(TICK) {
             Ok(list) => {
                 log.debug(format!("Always health monitor plugin: got {} hosts", list.hosts.len()));
+                checks.fetch_add(list.hosts.len() as u64, Ordering::Relaxed);
                 if !reported {
                     reported = true;
                     if reports.send(HealthReport::default()).is_err() {
@@ -70,29 +76,16 @@ impl HealthPlugin for Always {
         reports: RSender<HealthReport>,
     ) -> Result<(), String> {
         ctx.log.info("Always health monitor plugin: Pretending to start watching instances.");
-        let (log, stop) = (ctx.log.clone(), self.stop.clone());
-        let thread = std::thread::Builder::new()
-            .name("AlwaysHealth".into())
-            .spawn(move || drain(log, hosts, reports, &stop))
-            .map_err(|e| format!("cannot start the always health thread: {e}"))?;
-        self.thread = Some(thread);
+        let (log, checks) = (ctx.log.clone(), self.checks.clone());
+        self.worker = Some(Worker::spawn("AlwaysHealth", move |stop| {
+            drain(log, hosts, reports, &checks, &stop)
+        })?);
         self.log = Some(ctx.log);
         Ok(())
     }
 
     fn stop(&mut self) -> Result<(), String> {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let deadline = Instant::now() + Duration::from_secs(2);
-            while !thread.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            if !thread.is_finished() {
-                return Err("the always health thread did not stop within 2 s".into());
-            }
-            // The thread has finished; a panic in it was already reported by the runtime.
-            let _ = thread.join();
-        }
+        self.worker.take().map_or(Ok(()), |w| w.stop(STOP_TIMEOUT))?;
         if let Some(log) = &self.log {
             log.info("Always health monitor plugin: Stopped");
         }
@@ -100,7 +93,12 @@ impl HealthPlugin for Always {
     }
 
     fn info(&self) -> serde_json::Value {
-        serde_json::json!({"version": Self::VERSION, "params": {}})
+        let checks = self.checks.load(Ordering::Relaxed);
+        serde_json::json!({
+            "version": Self::VERSION,
+            "params": {},
+            "stats": {"checks": checks, "failures": 0},
+        })
     }
 
     fn interval_secs(&self) -> f64 {
@@ -112,6 +110,8 @@ vpcrouter_plugin_api::export_plugin!(health: Always);
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
     use vpcrouter_plugin_api::channel::unbounded;
     use vpcrouter_plugin_api::LogLevel;
     use vpcrouter_testkit::{context, nothing_within, recv_within};
@@ -145,7 +145,14 @@ mod tests {
         ));
         assert!(logs.contains(LogLevel::Info, "Always health monitor plugin: Stopped"));
         assert_eq!(plugin.interval_secs(), 1.0);
-        assert_eq!(plugin.info(), serde_json::json!({"version": Always::VERSION, "params": {}}));
+        assert_eq!(
+            plugin.info(),
+            serde_json::json!({
+                "version": Always::VERSION,
+                "params": {},
+                "stats": {"checks": 3, "failures": 0},
+            })
+        );
     }
 
     #[test]

@@ -8,36 +8,32 @@
 //!   after `#` are ignored.
 //!
 //! A missing file means every host is healthy. Content that cannot be parsed is reported
-//! as an error and the previous verdict stays in effect. The file's directory is watched
-//! (rename-safe, like the `configfile` watcher) and the file is also re-read every
+//! as an error and the previous verdict stays in effect. The file is followed with
+//! [`FileWatch`] (rename-safe, like the `configfile` watcher) and also re-read every
 //! `--health_file_interval` seconds (default 1), in case events are missed.
 //!
 //! The monitor sends a full [`HealthReport`], limited to the hosts of the current host
 //! list and sorted, once after the first host list and then whenever it changes. A host
-//! listed as both failed and questionable is failed.
+//! listed as both failed and questionable is failed. Its status counts a check per host of
+//! the host list at each read of the file, and a failure per failed one.
 
 #![deny(unsafe_code)]
 
 use std::collections::BTreeSet;
-use std::ffi::{OsStr, OsString};
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use notify::event::{AccessKind, AccessMode};
-use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+use vpcrouter_filewatch::{FileWatch, Wake};
 use vpcrouter_plugin_api::export::PluginDescription;
 use vpcrouter_plugin_api::spec::{parse_ipv4, sort_ips};
+use vpcrouter_plugin_api::worker::{StopToken, Worker};
 use vpcrouter_plugin_api::{
     ArgSpec, HealthPlugin, HealthReport, HostList, Logger, PluginArgs, PluginContext, RReceiver,
     RSender, RString,
 };
 
-/// How long a burst of file events may last before the file is read.
-const DEBOUNCE: Duration = Duration::from_millis(100);
 /// How often the thread looks for a new host list.
 const TICK: Duration = Duration::from_millis(100);
 /// How long `stop` waits for the thread.
@@ -121,25 +117,14 @@ fn joined(ips: &[RString]) -> String {
     ips.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")
 }
 
-/// True when `event` may have changed the file called `name` (see the configfile watcher).
-fn concerns(event: &Event, name: &OsStr) -> bool {
-    let relevant_kind = match event.kind {
-        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
-        EventKind::Access(_) => false,
-        _ => true,
-    };
-    let names_file = event
-        .paths
-        .iter()
-        .filter_map(|p| p.file_name())
-        .any(|n| n == name || n.as_encoded_bytes().starts_with(b".."));
-    event.need_rescan() || (relevant_kind && names_file)
-}
-
 /// Counters and the last report, for the status server.
 #[derive(Debug, Default)]
 struct Stats {
     reads: u64,
+    /// Host verdicts taken from the file: the hosts of the list at each read.
+    checks: u64,
+    /// Those verdicts that were "failed".
+    failures: u64,
     errors: u64,
     reports_sent: u64,
     last_report: HealthReport,
@@ -211,6 +196,12 @@ impl Monitor {
                 self.verdict = verdict;
             }
         }
+        if let Some(hosts) = &self.hosts {
+            let failed = report_for(&self.verdict, hosts).failed.len();
+            let mut stats = lock(&self.stats);
+            stats.checks += hosts.hosts.len() as u64;
+            stats.failures += failed as u64;
+        }
     }
 
     /// Sends the report when there is a host list and the report changed; false when the
@@ -244,31 +235,23 @@ impl Monitor {
     }
 }
 
-/// What the thread receives besides host lists.
-enum Msg {
-    Fs(notify::Result<Event>),
-    Stop,
-}
-
-/// The monitor thread: follows file events, polls the file, reads host lists.
+/// The monitor thread: follows file changes, polls the file, reads host lists.
 fn run(
     mut m: Monitor,
-    name: OsString,
+    mut watch: FileWatch,
     interval: Duration,
     hosts: RReceiver<HostList>,
-    rx: mpsc::Receiver<Msg>,
-    _watcher: Option<RecommendedWatcher>,
+    stop: &StopToken,
 ) {
-    let mut due: Option<Instant> = None;
+    let mut file_due = false;
     let mut next_poll = Instant::now() + interval;
     loop {
         let now = Instant::now();
-        let file_due = due.is_some_and(|t| now >= t);
         if file_due || now >= next_poll {
             if file_due {
                 m.log.debug(format!("Detected file change event for {}", m.path.display()));
             }
-            due = None;
+            watch.clear();
             next_poll = now + interval;
             m.reread();
         }
@@ -284,30 +267,16 @@ fn run(
             return;
         }
 
-        let mut wait = TICK.min(next_poll.saturating_duration_since(now));
-        if let Some(t) = due {
-            wait = wait.min(t.saturating_duration_since(now));
-        }
-        match rx.recv_timeout(wait) {
-            Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => return,
-            Err(RecvTimeoutError::Timeout) => {}
-            Ok(Msg::Fs(Ok(event))) => {
-                if concerns(&event, &name) {
-                    due.get_or_insert_with(|| Instant::now() + DEBOUNCE);
-                }
-            }
-            Ok(Msg::Fs(Err(e))) => {
+        file_due = false;
+        match watch.wait(stop.receiver(), Some((now + TICK).min(next_poll))) {
+            Wake::Stopped => return,
+            Wake::Changed => file_due = true,
+            Wake::Error(e) => {
                 m.log.warn(format!("File watch error, re-reading the health file: {e}"));
-                due.get_or_insert_with(|| Instant::now() + DEBOUNCE);
             }
+            Wake::Event(_) | Wake::Timeout => {}
         }
     }
-}
-
-/// The running monitor thread.
-struct Worker {
-    tx: mpsc::Sender<Msg>,
-    thread: JoinHandle<()>,
 }
 
 /// The health plugin.
@@ -389,27 +358,15 @@ impl HealthPlugin for HealthFile {
     ) -> Result<(), String> {
         let log = ctx.log;
         log.info(format!("File health monitor plugin: Starting to watch '{}'.", self.file));
-        let name = self.path.file_name().map(OsStr::to_os_string).unwrap_or_default();
-        let dir = self.path.parent().unwrap_or(Path::new("/")).to_path_buf();
-
-        let (tx, rx) = mpsc::channel();
-        let fs_tx = tx.clone();
-        let watcher = notify::recommended_watcher(move |res| {
-            // The thread is gone only after stop; nothing is left to tell then.
-            let _ = fs_tx.send(Msg::Fs(res));
-        })
-        .and_then(|mut w| w.watch(&dir, RecursiveMode::NonRecursive).map(|()| w));
-        let watcher = match watcher {
-            Ok(w) => Some(w),
-            Err(e) => {
-                log.warn(format!(
-                    "Cannot watch directory '{}' ({e}); re-reading the health file every {} s only",
-                    dir.display(),
-                    self.interval
-                ));
-                None
-            }
-        };
+        let watch = FileWatch::new(&self.path).unwrap_or_else(|e| {
+            log.warn(format!(
+                "Cannot watch directory '{}' ({}); re-reading the health file every {} s only",
+                e.dir.display(),
+                e.source,
+                self.interval
+            ));
+            FileWatch::idle()
+        });
 
         let mut monitor = Monitor {
             path: self.path.clone(),
@@ -423,29 +380,15 @@ impl HealthPlugin for HealthFile {
         };
         monitor.reread();
         let interval = Duration::from_secs_f64(self.interval);
-        let thread = std::thread::Builder::new()
-            .name("FileHealth".into())
-            .spawn(move || run(monitor, name, interval, hosts, rx, watcher))
-            .map_err(|e| format!("cannot start the file health thread: {e}"))?;
-        self.worker = Some(Worker { tx, thread });
+        self.worker = Some(Worker::spawn("FileHealth", move |stop| {
+            run(monitor, watch, interval, hosts, &stop)
+        })?);
         self.log = Some(log);
         Ok(())
     }
 
     fn stop(&mut self) -> Result<(), String> {
-        if let Some(Worker { tx, thread }) = self.worker.take() {
-            // A send error means the thread has already ended.
-            let _ = tx.send(Msg::Stop);
-            let deadline = Instant::now() + STOP_TIMEOUT;
-            while !thread.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            if !thread.is_finished() {
-                return Err("the file health thread did not stop within 2 s".into());
-            }
-            // The thread has finished; a panic in it was already reported by the runtime.
-            let _ = thread.join();
-        }
+        self.worker.take().map_or(Ok(()), |w| w.stop(STOP_TIMEOUT))?;
         if let Some(log) = &self.log {
             log.info("File health monitor plugin: Stopped");
         }
@@ -459,6 +402,8 @@ impl HealthPlugin for HealthFile {
             "version": Self::VERSION,
             "params": {"health_file": self.file, "health_file_interval": self.interval},
             "stats": {
+                "checks": stats.checks,
+                "failures": stats.failures,
                 "reads": stats.reads,
                 "errors": stats.errors,
                 "reports_sent": stats.reports_sent,
@@ -652,6 +597,8 @@ mod tests {
         assert_eq!(info["params"]["health_file_interval"], 60.0);
         assert_eq!(info["stats"]["reports_sent"], 5);
         assert_eq!(info["stats"]["errors"], 1);
+        let (checks, failures) = (&info["stats"]["checks"], &info["stats"]["failures"]);
+        assert!(checks.as_u64() > failures.as_u64() && failures.as_u64() > Some(0), "{info}");
         let started = Instant::now();
         r.plugin.stop().unwrap();
         assert!(started.elapsed() < Duration::from_secs(1));

@@ -1,9 +1,11 @@
-//! Endpoints that plugins add to the host's status server.
+//! The status server ([`server`]) and the endpoints plugins add to it.
 //!
 //! Plugins register `(method, path) -> handler` through [`PluginContext::http`]; the status
 //! server routes matching requests to them.
 //!
 //! [`PluginContext::http`]: vpcrouter_plugin_api::PluginContext
+
+pub mod server;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -14,10 +16,13 @@ use vpcrouter_plugin_api::{HttpHandlerBox, HttpRegistry, HttpRegistryBox, HttpRe
 /// Paths the host serves itself; plugins cannot take them.
 pub const RESERVED_PATHS: &[&str] = &["/", "/ips", "/plugins", "/route_info", "/vpc", "/status", "/metrics"];
 
+/// `(method, path)` → `(plugin, handler)`.
+type Routes = BTreeMap<(String, String), (String, Arc<HttpHandlerBox>)>;
+
 /// The registered plugin endpoints.
 #[derive(Clone, Default)]
 pub struct Endpoints {
-    routes: Arc<RwLock<BTreeMap<(String, String), (String, Arc<HttpHandlerBox>)>>>,
+    routes: Arc<RwLock<Routes>>,
 }
 
 impl Endpoints {

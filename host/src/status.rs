@@ -1,0 +1,564 @@
+//! What the status server shows, and how: pure functions from a [`Snapshot`] of the
+//! daemon's state to the JSON documents of vpc-router 1.8 (`/`, `/ips`, `/plugins`,
+//! `/route_info`, `/vpc`, with their HTML view), the `/status` document and the
+//! Prometheus text of `/metrics`. The server (`http::server`) only gathers and serves.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Map, Value};
+
+use crate::engine::Status;
+use crate::vpc::model::{Cidr, Plan, RouteAction, VpcState};
+
+/// State of one managed route after the last reconcile (`/vpc`, `/status`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TableRoute {
+    /// The router the route points at (`None`: unknown, or left on a bad target).
+    pub router: Option<Ipv4Addr>,
+    /// The instance owning `router`.
+    pub instance_id: Option<String>,
+    /// The interface owning `router`.
+    pub eni_id: Option<String>,
+    /// The router before a replacement.
+    pub old_router: Option<Ipv4Addr>,
+    /// What the last reconcile did, in vpc-router's words.
+    pub message: String,
+}
+
+/// Route states per route table id, then per CIDR.
+pub type TableRoutes = BTreeMap<String, BTreeMap<String, TableRoute>>;
+
+/// The state of every route the plan manages, once executed. `failures` are the actions
+/// that failed, with their error; `dry_run` marks plans that were only logged. Routes
+/// that were deleted, or are no longer managed, are not listed.
+pub fn table_routes(state: &VpcState, plan: &Plan, failures: &[(String, Cidr, String)], dry_run: bool) -> TableRoutes {
+    let owner = |ip: Ipv4Addr| {
+        state.instances.iter().find_map(|i| {
+            i.enis.iter().find(|e| e.private_ips.contains(&ip)).map(|e| (i.id.clone(), e.id.clone()))
+        })
+    };
+    let mut out = TableRoutes::new();
+    for ((rtb, cidr), router) in &plan.routes {
+        let action = plan.actions.iter().find(|a| a.rtb() == rtb && a.cidr() == *cidr);
+        let (mut message, old_router) = match action {
+            Some(RouteAction::Create { .. }) => ("Added route".to_string(), None),
+            Some(RouteAction::Replace { old_router, reason, .. }) => (format!("Updated: {reason}"), *old_router),
+            Some(RouteAction::Delete { .. }) => continue,
+            None if router.is_some() => ("Current: Route exist and up to date".to_string(), None),
+            None => ("None healthy: route left as it is".to_string(), None),
+        };
+        if dry_run && action.is_some() {
+            message = format!("Dry run, not done: {message}");
+        }
+        if let Some((_, _, e)) = failures.iter().find(|(r, c, _)| r == rtb && c == cidr) {
+            message = format!("{message} [ERROR: {e}]");
+        }
+        let (instance_id, eni_id) = router.and_then(owner).map_or((None, None), |(i, e)| (Some(i), Some(e)));
+        let route = TableRoute { router: *router, instance_id, eni_id, old_router, message };
+        out.entry(rtb.clone()).or_default().insert(cidr.to_string(), route);
+    }
+    out
+}
+
+/// Fixed facts about this run, set at start.
+#[derive(Clone, Debug)]
+pub struct ServerInfo {
+    /// e.g. `vpcrouter (0.1.0): mode: http (0.1.0), health-check: file (0.1.0)`.
+    pub version_line: String,
+    /// When the daemon started.
+    pub start_time: SystemTime,
+    /// Main options by vpc-router's names (`region_name`, `vpc_id`, `addr`, ...).
+    pub params: Map<String, Value>,
+    /// `--ignore_routes`, parsed.
+    pub ignore_routes: Vec<String>,
+}
+
+/// One loaded plugin as the server shows it.
+#[derive(Clone, Debug)]
+pub struct PluginView {
+    /// Name, e.g. `http`.
+    pub name: String,
+    /// `watcher` or `health`.
+    pub kind: &'static str,
+    /// The plugin's version.
+    pub version: String,
+    /// Its options, by long name.
+    pub arguments: BTreeMap<String, String>,
+    /// What its `info()` returned (an object; an error object when it did not answer).
+    pub info: Value,
+}
+
+/// Everything one response is rendered from, taken at one moment.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    /// The engine's state.
+    pub status: Status,
+    /// Watcher first, then the health plugin.
+    pub plugins: Vec<PluginView>,
+    /// `(operation, calls, errors)` of the EC2 adapter.
+    pub ec2_calls: Vec<(&'static str, u64, u64)>,
+    /// When the snapshot was taken.
+    pub now: SystemTime,
+}
+
+/// How a vpc-router state document is rendered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// The HTML view for browsers.
+    Html,
+    /// Compact JSON.
+    Json,
+    /// Indented JSON as `text/plain` (what curl gets by default).
+    Text,
+}
+
+/// vpc-router's negotiation on `Accept` (substring tests, in this order); `None` = 406.
+pub fn negotiate(accept: Option<&str>) -> Option<Format> {
+    let accept = accept.unwrap_or("text/plain");
+    if accept.contains("text/html") {
+        Some(Format::Html)
+    } else if accept.contains("application/json") {
+        Some(Format::Json)
+    } else if accept.contains("text/") || accept.contains("*/*") {
+        Some(Format::Text)
+    } else {
+        None
+    }
+}
+
+/// The paths of vpc-router's state documents.
+pub const STATE_PATHS: [&str; 5] = ["/", "/ips", "/plugins", "/route_info", "/vpc"];
+
+/// The vpc-router document served at `path` (one of [`STATE_PATHS`]).
+pub fn state_document(path: &str, info: &ServerInfo, snap: &Snapshot) -> Option<Value> {
+    let st = &snap.status;
+    Some(match path {
+        "/" => json!({
+            "SERVER": {
+                "version": info.version_line,
+                "start_time": iso_time(info.start_time),
+                "current_time": iso_time(snap.now),
+            },
+            "params": info.params,
+            "plugins": {"_href": "/plugins"},
+            "ips": {"_href": "/ips"},
+            "route_info": {"_href": "/route_info"},
+            "vpc": {"_href": "/vpc"},
+        }),
+        "/ips" => json!({
+            "failed_ips": ips(&st.failed),
+            "questionable_ips": ips(&st.questionable),
+            "working_set": st.working_set,
+        }),
+        "/plugins" => Value::Object(snap.plugins.iter().map(|p| (p.name.clone(), p.info.clone())).collect()),
+        "/route_info" => {
+            let mut routes = Map::new();
+            for route in st.tables.values().flat_map(|t| t.iter()) {
+                if let (cidr, TableRoute { router: Some(ip), instance_id, eni_id, .. }) = route {
+                    routes.entry(cidr.clone()).or_insert_with(|| json!([ip.to_string(), instance_id, eni_id]));
+                }
+            }
+            json!({"route_spec": spec_json(st), "routes": routes, "ignore_routes": info.ignore_routes})
+        }
+        "/vpc" => match st.last_reconcile {
+            None => json!({}),
+            Some((time, _)) => {
+                let tables: Map<String, Value> = st
+                    .tables
+                    .iter()
+                    .map(|(rtb, routes)| {
+                        let routes = routes.iter().map(|(cidr, r)| (cidr.clone(), Value::from(vpc_line(r)))).collect();
+                        (rtb.clone(), Value::Object(routes))
+                    })
+                    .collect();
+                json!({"time": iso_time(time), "route_tables": tables})
+            }
+        },
+        _ => return None,
+    })
+}
+
+/// vpc-router's one-line route state: `inst: i-1, eni: eni-1, r_ip: <ip padded to 15>, ...`.
+fn vpc_line(r: &TableRoute) -> String {
+    let none = || "(none)".to_string();
+    let ip = |ip: Option<Ipv4Addr>| ip.map_or_else(none, |i| i.to_string());
+    format!(
+        "inst: {}, eni: {}, r_ip: {:<15}, o_r_ip: {:<15}, msg: {}",
+        r.instance_id.clone().unwrap_or_else(none),
+        r.eni_id.clone().unwrap_or_else(none),
+        ip(r.router),
+        ip(r.old_router),
+        r.message
+    )
+}
+
+fn ips(set: &std::collections::BTreeSet<Ipv4Addr>) -> Vec<String> {
+    set.iter().map(Ipv4Addr::to_string).collect()
+}
+
+fn spec_json(st: &Status) -> Value {
+    serde_json::from_str(&st.spec.to_json()).unwrap_or_else(|_| json!({}))
+}
+
+/// JSON indented by four spaces, as vpc-router's `json.dumps(indent=4)`.
+pub fn indented(value: &Value) -> String {
+    let mut out = Vec::new();
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, serde_json::ser::PrettyFormatter::with_indent(b"    "));
+    if serde::Serialize::serialize(value, &mut ser).is_err() {
+        return value.to_string();
+    }
+    String::from_utf8(out).unwrap_or_else(|_| value.to_string())
+}
+
+/// `(content type, body)` of a state document in `format`.
+pub fn render(value: &Value, format: Format) -> (&'static str, String) {
+    match format {
+        Format::Json => ("application/json", value.to_string()),
+        Format::Text => ("text/plain; charset=utf-8", indented(value)),
+        Format::Html => ("text/html; charset=utf-8", html(value)),
+    }
+}
+
+fn escape_html(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// vpc-router's HTML view: the indented JSON with `_href` values as links.
+pub fn html(value: &Value) -> String {
+    let mut body = String::new();
+    for line in indented(value).lines() {
+        let trimmed = line.trim_start();
+        let indent = "&nbsp;".repeat(line.len() - trimmed.len());
+        let text = match trimmed.strip_prefix("\"_href\": \"").and_then(|rest| rest.strip_suffix('"')) {
+            Some(href) => {
+                let href = escape_html(href);
+                format!("\"_href\": <a href={href}>{href}</a>")
+            }
+            None => escape_html(trimmed),
+        };
+        let _ = writeln!(body, "{indent}{text}<br>");
+    }
+    format!(
+        "<html><head><title>VPC-router state</title></head><body>\n<h3>VPC-router state</h3><hr><font face=\"courier\">\n{body}</font><hr></body></html>\n"
+    )
+}
+
+/// The `/status` document for tools.
+pub fn status_document(info: &ServerInfo, snap: &Snapshot) -> Value {
+    let st = &snap.status;
+    let plugins: Vec<Value> = snap
+        .plugins
+        .iter()
+        .map(|p| json!({"name": p.name, "kind": p.kind, "version": p.version, "arguments": p.arguments, "info": p.info}))
+        .collect();
+    let tables: Map<String, Value> = st
+        .tables
+        .iter()
+        .map(|(rtb, routes)| {
+            let list = routes
+                .iter()
+                .map(|(cidr, r)| {
+                    json!({
+                        "cidr": cidr,
+                        "router": r.router.map(|i| i.to_string()),
+                        "instance_id": r.instance_id,
+                        "eni_id": r.eni_id,
+                        "previous_router": r.old_router.map(|i| i.to_string()),
+                        "state": r.message,
+                    })
+                })
+                .collect();
+            (rtb.clone(), Value::Array(list))
+        })
+        .collect();
+    let last = st.last_reconcile.map(|(time, took)| {
+        json!({"time": iso_time(time), "duration_seconds": took.as_secs_f64(), "result": st.last_result})
+    });
+    json!({
+        "version": crate::VERSION,
+        "start_time": iso_time(info.start_time),
+        "current_time": iso_time(snap.now),
+        "region": info.params.get("region_name"),
+        "vpc_id": info.params.get("vpc_id"),
+        "plugins": plugins,
+        "route_spec": spec_json(st),
+        "failed_hosts": ips(&st.failed),
+        "questionable_hosts": ips(&st.questionable),
+        "route_tables": tables,
+        "last_reconcile": last,
+        "counters": {
+            "reconciles": st.reconciles,
+            "reconcile_errors": st.errors,
+            "routes_created": st.created,
+            "routes_replaced": st.replaced,
+            "routes_deleted": st.deleted,
+        },
+    })
+}
+
+/// A health plugin's `"stats": {"checks": n, "failures": n}` (missing counts are 0).
+fn health_stats(info: &Value) -> (u64, u64) {
+    let get = |k: &str| info.get("stats").and_then(|s| s.get(k)).and_then(Value::as_u64).unwrap_or(0);
+    (get("checks"), get("failures"))
+}
+
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// `/metrics` in the Prometheus text exposition format (version 0.0.4).
+pub fn metrics(snap: &Snapshot) -> String {
+    let st = &snap.status;
+    let mut out = String::new();
+    let mut family = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{name}{labels} {value}");
+        }
+    };
+    let one = |v: f64| vec![(String::new(), v)];
+    family("vpcrouter_reconciles_total", "counter", "Reconciles started.", &one(st.reconciles as f64));
+    family("vpcrouter_reconcile_errors_total", "counter", "Reconciles that failed (EC2 read or route change errors).", &one(st.errors as f64));
+    let kinds = [("create", st.created), ("replace", st.replaced), ("delete", st.deleted)];
+    let changes: Vec<_> = kinds.iter().map(|(k, n)| (format!("{{kind=\"{k}\"}}"), *n as f64)).collect();
+    family("vpcrouter_route_changes_total", "counter", "Route changes made in EC2, by kind.", &changes);
+    let calls: Vec<_> = snap.ec2_calls.iter().map(|(op, n, _)| (format!("{{operation=\"{}\"}}", label(op)), *n as f64)).collect();
+    family("vpcrouter_ec2_calls_total", "counter", "EC2 API calls, by operation.", &calls);
+    let errors: Vec<_> = snap.ec2_calls.iter().map(|(op, _, n)| (format!("{{operation=\"{}\"}}", label(op)), *n as f64)).collect();
+    family("vpcrouter_ec2_errors_total", "counter", "EC2 API calls that failed, by operation.", &errors);
+    let health: Vec<_> = snap.plugins.iter().filter(|p| p.kind == "health").map(|p| (p.name.as_str(), health_stats(&p.info))).collect();
+    let checks: Vec<_> = health.iter().map(|(n, (c, _))| (format!("{{plugin=\"{}\"}}", label(n)), *c as f64)).collect();
+    family("vpcrouter_health_checks_total", "counter", "Health checks made, by health plugin.", &checks);
+    let failures: Vec<_> = health.iter().map(|(n, (_, f))| (format!("{{plugin=\"{}\"}}", label(n)), *f as f64)).collect();
+    family("vpcrouter_health_check_failures_total", "counter", "Health checks that failed, by health plugin.", &failures);
+    family("vpcrouter_failed_hosts", "gauge", "Hosts currently reported failed.", &one(st.failed.len() as f64));
+    family("vpcrouter_questionable_hosts", "gauge", "Hosts currently reported questionable.", &one(st.questionable.len() as f64));
+    let (took, at) = st.last_reconcile.map_or((0.0, 0.0), |(t, d)| (d.as_secs_f64(), unix_seconds(t)));
+    family("vpcrouter_last_reconcile_duration_seconds", "gauge", "How long the last reconcile took (0 before the first).", &one(took));
+    family("vpcrouter_last_reconcile_timestamp_seconds", "gauge", "When the last reconcile ended, Unix time (0 before the first).", &one(at));
+    out
+}
+
+fn unix_seconds(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs_f64()
+}
+
+/// RFC 3339 UTC time with milliseconds, e.g. `2026-11-23T14:05:09.123Z`.
+pub fn iso_time(t: SystemTime) -> String {
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    let secs = since.as_secs();
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        since.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vpc::model::{Eni, Instance, ReplaceReason, RouterTarget};
+
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    fn info() -> ServerInfo {
+        let mut params = Map::new();
+        params.insert("region_name".into(), json!("us-east-1"));
+        params.insert("vpc_id".into(), json!("vpc-1"));
+        ServerInfo {
+            version_line: "vpcrouter (0.1.0): mode: http (0.1.0), health-check: file (0.1.0)".into(),
+            start_time: UNIX_EPOCH + Duration::from_secs(1_795_000_000),
+            params,
+            ignore_routes: vec!["10.9.0.0/16".into()],
+        }
+    }
+
+    fn snapshot() -> Snapshot {
+        let mut status = Status {
+            spec: vpcrouter_plugin_api::spec::parse_json(r#"{"10.55.0.0/16": ["10.0.0.1", "10.0.0.2"]}"#).unwrap(),
+            failed: [ip("10.0.0.1")].into(),
+            questionable: [ip("10.0.0.3")].into(),
+            working_set: vec!["10.0.0.1".into(), "10.0.0.2".into()],
+            reconciles: 3,
+            created: 2,
+            replaced: 1,
+            last_reconcile: Some((UNIX_EPOCH + Duration::from_secs(1_795_000_060), Duration::from_millis(250))),
+            last_result: "ok".into(),
+            ..Default::default()
+        };
+        let route = TableRoute {
+            router: Some(ip("10.0.0.2")),
+            instance_id: Some("i-2".into()),
+            eni_id: Some("eni-2".into()),
+            old_router: Some(ip("10.0.0.1")),
+            message: "Updated: router failed".into(),
+        };
+        status.tables.entry("rtb-1".into()).or_default().insert("10.55.0.0/16".into(), route);
+        let plugin = |name: &str, kind, info| PluginView {
+            name: name.into(),
+            kind,
+            version: "0.1.0".into(),
+            arguments: BTreeMap::new(),
+            info,
+        };
+        Snapshot {
+            status,
+            plugins: vec![
+                plugin("http", "watcher", json!({"version": "0.1.0", "params": {}})),
+                plugin("file", "health", json!({"stats": {"checks": 7, "failures": 2}})),
+            ],
+            ec2_calls: vec![("DescribeVpcs", 4, 1), ("ReplaceRoute", 1, 0)],
+            now: UNIX_EPOCH + Duration::from_secs(1_795_000_100),
+        }
+    }
+
+    #[test]
+    fn negotiation_follows_vpc_router_with_406() {
+        assert_eq!(negotiate(Some("text/html,application/xhtml+xml")), Some(Format::Html));
+        assert_eq!(negotiate(Some("application/json")), Some(Format::Json));
+        assert_eq!(negotiate(Some("*/*")), Some(Format::Text));
+        assert_eq!(negotiate(Some("text/csv")), Some(Format::Text));
+        assert_eq!(negotiate(None), Some(Format::Text));
+        assert_eq!(negotiate(Some("image/png")), None);
+    }
+
+    #[test]
+    fn state_documents_have_vpc_router_shapes_with_bugs_fixed() {
+        let (info, snap) = (info(), snapshot());
+        let root = state_document("/", &info, &snap).unwrap();
+        assert_eq!(root["ips"], json!({"_href": "/ips"}));
+        assert_eq!(root["params"]["vpc_id"], "vpc-1");
+        assert_eq!(root["SERVER"]["current_time"], iso_time(snap.now));
+        let ips = state_document("/ips", &info, &snap).unwrap();
+        assert_eq!(ips, json!({"failed_ips": ["10.0.0.1"], "questionable_ips": ["10.0.0.3"], "working_set": ["10.0.0.1", "10.0.0.2"]}));
+        let plugins = state_document("/plugins", &info, &snap).unwrap();
+        assert_eq!(plugins["http"], json!({"version": "0.1.0", "params": {}}));
+        let route_info = state_document("/route_info", &info, &snap).unwrap();
+        assert_eq!(route_info["routes"], json!({"10.55.0.0/16": ["10.0.0.2", "i-2", "eni-2"]}));
+        assert_eq!(route_info["route_spec"], json!({"10.55.0.0/16": ["10.0.0.1", "10.0.0.2"]}));
+        assert_eq!(route_info["ignore_routes"], json!(["10.9.0.0/16"]));
+        let vpc = state_document("/vpc", &info, &snap).unwrap();
+        assert_eq!(vpc["time"], "2026-11-18T11:07:40.000Z");
+        assert_eq!(
+            vpc["route_tables"]["rtb-1"]["10.55.0.0/16"],
+            "inst: i-2, eni: eni-2, r_ip: 10.0.0.2       , o_r_ip: 10.0.0.1       , msg: Updated: router failed"
+        );
+        assert!(state_document("/nope", &info, &snap).is_none());
+        let mut before = snapshot();
+        before.status.last_reconcile = None;
+        assert_eq!(state_document("/vpc", &info, &before).unwrap(), json!({}));
+    }
+
+    #[test]
+    fn renderings_are_compact_indented_and_html_with_links() {
+        let value = json!({"ips": {"_href": "/ips"}, "x": "<b>"});
+        assert_eq!(render(&value, Format::Json), ("application/json", value.to_string()));
+        let (ct, text) = render(&value, Format::Text);
+        assert!(ct.starts_with("text/plain"));
+        assert!(text.contains("\n    \"ips\": {\n        \"_href\": \"/ips\""), "{text}");
+        let (ct, page) = render(&value, Format::Html);
+        assert!(ct.starts_with("text/html"));
+        assert!(page.contains("<title>VPC-router state</title>"));
+        assert!(page.contains("&nbsp;&nbsp;&nbsp;&nbsp;&nbsp;&nbsp;&nbsp;&nbsp;\"_href\": <a href=/ips>/ips</a><br>"), "{page}");
+        assert!(page.contains("&lt;b&gt;") && !page.contains("<b>"), "{page}");
+    }
+
+    #[test]
+    fn status_document_has_every_part() {
+        let doc = status_document(&info(), &snapshot());
+        assert_eq!(doc["version"], crate::VERSION);
+        assert_eq!(doc["plugins"][0]["name"], "http");
+        assert_eq!(doc["plugins"][1]["kind"], "health");
+        assert_eq!(doc["failed_hosts"], json!(["10.0.0.1"]));
+        assert_eq!(doc["questionable_hosts"], json!(["10.0.0.3"]));
+        assert_eq!(doc["route_tables"]["rtb-1"][0]["router"], "10.0.0.2");
+        assert_eq!(doc["route_tables"]["rtb-1"][0]["previous_router"], "10.0.0.1");
+        assert_eq!(doc["last_reconcile"]["result"], "ok");
+        assert_eq!(doc["last_reconcile"]["duration_seconds"], 0.25);
+        assert_eq!(doc["counters"], json!({"reconciles": 3, "reconcile_errors": 0, "routes_created": 2, "routes_replaced": 1, "routes_deleted": 0}));
+        assert_eq!(doc["region"], "us-east-1");
+    }
+
+    #[test]
+    fn metrics_are_prometheus_text() {
+        let text = metrics(&snapshot());
+        for line in [
+            "# TYPE vpcrouter_reconciles_total counter",
+            "vpcrouter_reconciles_total 3",
+            "vpcrouter_route_changes_total{kind=\"create\"} 2",
+            "vpcrouter_route_changes_total{kind=\"replace\"} 1",
+            "vpcrouter_ec2_calls_total{operation=\"DescribeVpcs\"} 4",
+            "vpcrouter_ec2_errors_total{operation=\"DescribeVpcs\"} 1",
+            "vpcrouter_health_checks_total{plugin=\"file\"} 7",
+            "vpcrouter_health_check_failures_total{plugin=\"file\"} 2",
+            "vpcrouter_failed_hosts 1",
+            "vpcrouter_last_reconcile_duration_seconds 0.25",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
+        }
+        assert!(!text.contains("plugin=\"http\""), "{text}");
+        // Every sample line: name, optional labels, a number.
+        for l in text.lines().filter(|l| !l.starts_with('#')) {
+            let value = l.rsplit(' ').next().unwrap();
+            assert!(value.parse::<f64>().is_ok(), "{l}");
+        }
+    }
+
+    #[test]
+    fn times_are_rfc3339_utc() {
+        assert_eq!(iso_time(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        assert_eq!(iso_time(UNIX_EPOCH + Duration::from_millis(951_782_400_007)), "2000-02-29T00:00:00.007Z");
+        assert_eq!(iso_time(UNIX_EPOCH + Duration::from_secs(1_795_000_000)), "2026-11-18T11:06:40.000Z");
+    }
+
+    #[test]
+    fn table_routes_follow_the_plan_and_drop_deleted_routes() {
+        let net = Cidr::parse("10.55.0.0/16").unwrap();
+        let gone = Cidr::parse("10.66.0.0/16").unwrap();
+        let state = VpcState {
+            instances: vec![Instance {
+                id: "i-2".into(),
+                enis: vec![Eni { id: "eni-2".into(), subnet_id: "s".into(), private_ips: vec![ip("10.0.0.2")], device_index: 0 }],
+            }],
+            ..Default::default()
+        };
+        let target = RouterTarget { ip: ip("10.0.0.2"), instance_id: "i-2".into(), eni_id: "eni-2".into() };
+        let mut plan = Plan::default();
+        plan.actions.push(RouteAction::Create { rtb: "rtb-1".into(), cidr: net, target: target.clone() });
+        plan.actions.push(RouteAction::Replace { rtb: "rtb-2".into(), cidr: net, target, old_router: Some(ip("10.0.0.1")), reason: ReplaceReason::RouterFailed });
+        plan.actions.push(RouteAction::Delete { rtb: "rtb-2".into(), cidr: gone, old_router: None });
+        plan.routes.insert(("rtb-1".into(), net), Some(ip("10.0.0.2")));
+        plan.routes.insert(("rtb-2".into(), net), Some(ip("10.0.0.2")));
+        plan.routes.insert(("rtb-3".into(), net), Some(ip("10.0.0.2")));
+        plan.routes.insert(("rtb-4".into(), net), None);
+        let failures = vec![("rtb-2".to_string(), net, "throttled".to_string())];
+        let t = table_routes(&state, &plan, &failures, false);
+        assert_eq!(t["rtb-1"]["10.55.0.0/16"].message, "Added route");
+        assert_eq!(t["rtb-1"]["10.55.0.0/16"].eni_id.as_deref(), Some("eni-2"));
+        assert_eq!(t["rtb-2"]["10.55.0.0/16"].message, "Updated: router failed [ERROR: throttled]");
+        assert_eq!(t["rtb-2"]["10.55.0.0/16"].old_router, Some(ip("10.0.0.1")));
+        assert!(!t["rtb-2"].contains_key("10.66.0.0/16"));
+        assert_eq!(t["rtb-3"]["10.55.0.0/16"].message, "Current: Route exist and up to date");
+        assert_eq!(t["rtb-4"]["10.55.0.0/16"].instance_id, None);
+        let dry = table_routes(&state, &plan, &[], true);
+        assert_eq!(dry["rtb-1"]["10.55.0.0/16"].message, "Dry run, not done: Added route");
+    }
+}

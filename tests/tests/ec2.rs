@@ -1,0 +1,95 @@
+//! The EC2 adapter against moto: reads, the three writes, error classification, call counts.
+//! (One test in this binary: it points the SDK's environment chain at its own moto.)
+
+use std::net::Ipv4Addr;
+
+use vpcrouter::vpc::ec2::{Ec2, Ec2Error};
+use vpcrouter::vpc::model::{Cidr, ReplaceReason, Route, RouteAction, RouterTarget, VpcState};
+use vpcrouter_tests::Env;
+
+fn ip(s: &str) -> Ipv4Addr {
+    s.parse().expect("ip")
+}
+
+fn cidr(s: &str) -> Cidr {
+    Cidr::parse(s).expect("cidr")
+}
+
+fn calls(ec2: &Ec2, op: &str) -> (u64, u64) {
+    ec2.call_counts().into_iter().find(|c| c.0 == op).map(|c| (c.1, c.2)).expect("operation")
+}
+
+fn route<'a>(state: &'a VpcState, rtb: &str, dest: &str) -> Option<&'a Route> {
+    let table = state.route_tables.iter().find(|t| t.id == rtb)?;
+    table.routes.iter().find(|r| r.destination.as_deref() == Some(dest))
+}
+
+#[test]
+fn adapter_reads_and_writes_a_moto_vpc() -> anyhow::Result<()> {
+    let env = Env::new()?;
+    let w = &env.world;
+    for (k, v) in env.moto.env() {
+        std::env::set_var(k, v);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    // A secondary IP on the first router's interface.
+    let (r1_inst, r1_eni) = w.routers[&ip("127.0.1.10")].clone();
+    w.block_on(w.ec2.assign_private_ip_addresses().network_interface_id(&r1_eni).private_ip_addresses("127.0.1.20").send())?;
+
+    let ec2 = rt.block_on(Ec2::connect(vpcrouter_tests::world::REGION));
+    let state = rt.block_on(ec2.read_state(&w.vpc_id))?;
+    for op in ["DescribeVpcs", "DescribeSubnets", "DescribeRouteTables", "DescribeInstances"] {
+        assert_eq!(calls(&ec2, op), (1, 0), "one call per Describe: {op}");
+    }
+    assert_eq!(state.subnets.len(), 4);
+    assert_eq!(state.route_tables.len(), 4);
+    let main = state.route_tables.iter().find(|t| t.id == w.main_table).expect("main table");
+    assert!(main.main && main.subnets.is_empty());
+    for t in &w.tables {
+        let table = state.route_tables.iter().find(|x| &x.id == t).expect("table");
+        assert!(!table.main && table.subnets.len() == 1);
+    }
+    let local = route(&state, &w.tables[0], "127.0.0.0/16").expect("local route");
+    assert_eq!((local.other_target.as_deref(), local.targets_instance()), (Some("local"), false));
+    let igw = route(&state, &w.tables[0], "0.0.0.0/0").expect("igw route");
+    assert_eq!(igw.other_target.as_deref(), Some(w.igw.as_str()));
+    let r1 = state.instances.iter().find(|i| i.id == r1_inst).expect("router 1");
+    assert_eq!(r1.enis[0].id, r1_eni);
+    assert_eq!(r1.enis[0].private_ips, vec![ip("127.0.1.10"), ip("127.0.1.20")], "primary first, then secondary");
+
+    // One call each for create, replace, delete; moto reports ENI-only / instance-only shapes.
+    let target = |addr: &str| {
+        let (instance_id, eni_id) = w.routers[&ip(addr)].clone();
+        RouterTarget { ip: ip(addr), instance_id, eni_id }
+    };
+    let rtb = w.tables[0].clone();
+    rt.block_on(ec2.execute(&RouteAction::Create { rtb: rtb.clone(), cidr: cidr("10.55.0.0/16"), target: target("127.0.1.10") }))?;
+    let state = rt.block_on(ec2.read_state(&w.vpc_id))?;
+    assert_eq!(route(&state, &rtb, "10.55.0.0/16").and_then(|r| r.eni_id.clone()), Some(r1_eni.clone()));
+    let replace = RouteAction::Replace {
+        rtb: rtb.clone(),
+        cidr: cidr("10.55.0.0/16"),
+        target: target("127.0.1.11"),
+        old_router: Some(ip("127.0.1.10")),
+        reason: ReplaceReason::RouterFailed,
+    };
+    rt.block_on(ec2.execute(&replace))?;
+    assert_eq!(w.routes(&rtb)?.get("10.55.0.0/16").map(String::as_str), Some("127.0.1.11"));
+    rt.block_on(ec2.execute(&RouteAction::Delete { rtb: rtb.clone(), cidr: cidr("10.55.0.0/16"), old_router: None }))?;
+    assert!(!w.routes(&rtb)?.contains_key("10.55.0.0/16"));
+    assert_eq!(w.routes(&rtb)?.get("0.0.0.0/0"), Some(&w.igw));
+    for op in ["CreateRoute", "ReplaceRoute", "DeleteRoute"] {
+        assert_eq!(calls(&ec2, op), (1, 0), "{op}");
+    }
+
+    // EC2 refusals are permanent and counted; a missing VPC says what to check.
+    let err = rt
+        .block_on(ec2.execute(&RouteAction::Delete { rtb, cidr: cidr("10.99.0.0/16"), old_router: None }))
+        .expect_err("deleting a missing route");
+    assert!(matches!(err, Ec2Error::Rejected { operation: "DeleteRoute", .. }) && !err.is_transient(), "{err:?}");
+    assert_eq!(calls(&ec2, "DeleteRoute"), (2, 1));
+    let err = rt.block_on(ec2.read_state("vpc-0123456789abcdef0")).expect_err("missing VPC");
+    assert!(matches!(err, Ec2Error::VpcNotFound { .. }) && !err.is_transient(), "{err:?}");
+    assert!(err.to_string().contains("check -v/--vpc and -r/--region"), "{err}");
+    Ok(())
+}
