@@ -30,6 +30,10 @@ deps:
 	  echo "installing build tools with apt-get"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq build-essential python3 python3-venv >/dev/null; \
 	fi
+	@if ! command -v nft >/dev/null; then \
+	  echo "installing nftables with apt-get (health tests silence routers inside their own network namespaces)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nftables >/dev/null; \
+	fi
 
 # moto (the EC2 emulator) in a virtualenv.
 venv: $(VENV)/bin/moto_server
@@ -49,6 +53,16 @@ build: deps
 
 test: build venv
 	$(CARGO) test --workspace --no-fail-fast $(CARGO_PROFILE_FLAG) -- --test-threads=2
+
+# Benchmarks, release build, as root (see BENCHMARKS.md): failover latency of the health
+# plugins against moto, then ICMP at 1,000 and 10,000 hosts. BENCH_ARGS go to
+# bench-failover, e.g. `make bench BENCH_ARGS='--trials 5 --only tcp'`.
+BENCH_BUILD_DIR ?= $(CURDIR)/target/plugins-release
+bench: venv
+	$(MAKE) build PROFILE=release BUILD_DIR=$(BENCH_BUILD_DIR)
+	$(CARGO) build --release -p vpcrouter-tests --bin bench-failover --bin bench-icmp-scale
+	VPCROUTER_BUILD_DIR=$(BENCH_BUILD_DIR) $(CARGO_TARGET_DIR)/release/bench-failover $(BENCH_ARGS)
+	$(CARGO_TARGET_DIR)/release/bench-icmp-scale
 
 demo: build venv
 	$(CARGO) run -q -p vpcrouter-tests --bin vpcrouter-demo $(CARGO_PROFILE_FLAG)

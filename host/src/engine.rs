@@ -54,6 +54,20 @@ pub struct EngineConfig {
     pub dry_run: bool,
     /// Name of the watcher plugin, for messages.
     pub watcher_name: String,
+    /// How long the first reconcile waits for the health plugin's first report, so that
+    /// start-up never routes to a router that is already down.
+    pub first_health_wait: Duration,
+}
+
+/// Whether reconciles wait for the health plugin's first report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HealthGate {
+    /// No host list sent yet.
+    Closed,
+    /// Host list sent; waiting for the first report until this instant.
+    Waiting(Instant),
+    /// A report arrived (or the wait ran out): reconcile freely.
+    Open,
 }
 
 /// Counters and state the status server shows.
@@ -102,6 +116,7 @@ pub struct Engine {
     last_dry_run: Vec<RouteAction>,
     next_recheck: Option<Instant>,
     retry: Option<(Instant, u32)>,
+    health_gate: HealthGate,
     status: Arc<Mutex<Status>>,
 }
 
@@ -122,6 +137,7 @@ impl Engine {
             last_dry_run: Vec::new(),
             next_recheck: None,
             retry: None,
+            health_gate: HealthGate::Closed,
             status: Arc::default(),
         }
     }
@@ -165,6 +181,17 @@ impl Engine {
                     }
                 }
             }
+            if let HealthGate::Waiting(until) = self.health_gate {
+                if Instant::now() < until {
+                    continue;
+                }
+                tracing::warn!(
+                    waited_ms = self.cfg.first_health_wait.as_millis() as u64,
+                    "the health plugin has not reported yet; reconciling without health information"
+                );
+                self.health_gate = HealthGate::Open;
+                changed = true;
+            }
             let due = self.deadline().is_some_and(|d| d <= Instant::now());
             if changed || due {
                 self.reconcile(reason);
@@ -173,7 +200,11 @@ impl Engine {
     }
 
     fn deadline(&self) -> Option<Instant> {
-        [self.next_recheck, self.retry.map(|(at, _)| at)].into_iter().flatten().min()
+        let gate = match self.health_gate {
+            HealthGate::Waiting(until) => Some(until),
+            _ => None,
+        };
+        [self.next_recheck, self.retry.map(|(at, _)| at), gate].into_iter().flatten().min()
     }
 
     /// Applies a new spec; true when it differs from the one in force.
@@ -202,6 +233,9 @@ impl Engine {
             }
             self.lock_status().working_set = hosts.hosts.iter().map(|h| h.to_string()).collect();
             self.hosts_sent = Some(hosts);
+            if self.health_gate == HealthGate::Closed {
+                self.health_gate = HealthGate::Waiting(Instant::now() + self.cfg.first_health_wait);
+            }
         }
         self.lock_status().spec = spec.clone();
         self.spec = Some(spec);
@@ -212,8 +246,11 @@ impl Engine {
     fn on_health(&mut self, report: HealthReport) -> bool {
         let failed = parse_hosts(&report.failed, "failed");
         let questionable = parse_hosts(&report.questionable, "questionable");
+        let first = self.health_gate != HealthGate::Open;
+        self.health_gate = HealthGate::Open;
         if failed == self.failed && questionable == self.questionable {
-            return false;
+            // The first report releases the reconcile held back for it.
+            return first && self.spec.is_some();
         }
         tracing::info!(failed = %join_ips(&failed), questionable = %join_ips(&questionable), "health changed");
         {

@@ -116,11 +116,11 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         RArc::new(HostPluginLoader { subs: std::sync::Arc::new(o.sub_plugins.clone()) }),
         abi_stable::sabi_trait::TD_Opaque,
     );
-    let Ok(PluginInstance::Watcher(watcher)) = create(&o.watcher) else {
-        bail!("{}", create(&o.watcher).err().map_or_else(|| format!("'{}' is not a watcher plugin", o.watcher.lib.meta.name), |e| format!("{e:#}")));
+    let PluginInstance::Watcher(watcher) = create(&o.watcher)? else {
+        bail!("'{}' ({}) is not a watcher plugin", o.watcher.lib.meta.name, o.watcher.lib.path.display());
     };
-    let Ok(PluginInstance::Health(health)) = create(&o.health) else {
-        bail!("{}", create(&o.health).err().map_or_else(|| format!("'{}' is not a health plugin", o.health.lib.meta.name), |e| format!("{e:#}")));
+    let PluginInstance::Health(health) = create(&o.health)? else {
+        bail!("'{}' ({}) is not a health plugin", o.health.lib.meta.name, o.health.lib.path.display());
     };
 
     let (events_tx, events_rx) = crossbeam_channel::unbounded::<Event>();
@@ -138,6 +138,7 @@ pub fn run(o: Options) -> anyhow::Result<()> {
             recheck: (o.route_recheck_interval > 0).then(|| Duration::from_secs(o.route_recheck_interval)),
             dry_run: o.dry_run,
             watcher_name: o.watcher.lib.meta.name.to_string(),
+            first_health_wait: first_health_wait(health.interval_secs()),
         },
         ec2,
         rt,
@@ -213,6 +214,12 @@ fn status_info(o: &Options, region: &str, vpc_id: &str) -> crate::status::Server
         params: params.as_object().cloned().unwrap_or_default(),
         ignore_routes: o.ignore_routes.iter().map(|c| c.to_string()).collect(),
     }
+}
+
+/// Two health intervals plus a second, within 1–30 s: enough for one full round of checks.
+fn first_health_wait(interval_secs: f64) -> Duration {
+    let secs = if interval_secs.is_finite() { interval_secs * 2.0 + 1.0 } else { 1.0 };
+    Duration::from_secs_f64(secs.clamp(1.0, 30.0))
 }
 
 /// Region and VPC from the command line; what is missing comes from the instance metadata.

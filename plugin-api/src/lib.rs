@@ -33,6 +33,8 @@ pub use abi_stable::sabi_trait::TD_Opaque;
 pub use abi_stable::external_types::crossbeam_channel::{self as channel, RReceiver, RSender};
 /// Errors returned by [`RReceiver`] and [`RSender`] methods.
 pub use crossbeam_channel::{RecvError, RecvTimeoutError, SendError, TryRecvError};
+/// The channel crate behind [`RReceiver`]/[`RSender`] and [`worker::StopToken::receiver`], for `select!`.
+pub use crossbeam_channel;
 pub use abi_stable::std_types::{RResult, RStr, RString, RVec};
 
 pub use args::{ArgSpec, PluginArgs};

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod daemon;
+pub mod faultproxy;
 pub mod http_client;
 pub mod moto;
 pub mod netns;

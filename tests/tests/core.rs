@@ -227,7 +227,7 @@ fn insecure_or_bogus_plugin_files_are_refused() -> anyhow::Result<()> {
 
 #[test]
 fn demo_shows_routes_before_and_after() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vpcrouter-demo")).arg("--once").output().expect("run demo");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vpcrouter-demo")).args(["--once", "--port", &vpcrouter_tests::free_port().to_string()]).output().expect("run demo");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
     let after = text.split("route tables AFTER").nth(1).unwrap_or("");
@@ -291,5 +291,20 @@ fn third_party_example_plugins_work_with_the_unchanged_host() -> anyhow::Result<
     assert_eq!(env.wait_routed(&[&rt1, &rt2], "10.66.0.0/16", T)?, "127.0.1.11");
     assert!(d.log().contains(r#"plugin="dirspec""#), "plugin log lines carry the plugin name:\n{}", d.log());
     assert_eq!(file_hash(&host)?, before, "the host binary was rebuilt");
+    Ok(())
+}
+
+#[test]
+fn first_reconcile_waits_for_health_so_start_up_never_routes_to_a_dead_router() -> anyhow::Result<()> {
+    let env = Env::new()?;
+    let (rt1, rt2) = (env.world.tables[0].clone(), env.world.tables[1].clone());
+    let health = env.write("health.json", r#"{"failed": ["127.0.1.10"]}"#);
+    let spec = env.write("spec.json", r#"{"10.55.0.0/16": ["127.0.1.10", "127.0.2.10"], "10.56.0.0/16": ["127.0.2.10", "127.0.1.10"]}"#);
+    let d = env.daemon(&["-m", "configfile", "-f", spec.to_str().unwrap(), "-H", "file", "--health_file", health.to_str().unwrap()])?;
+    assert_eq!(env.wait_routed(&[&rt1, &rt2], "10.55.0.0/16", T)?, "127.0.2.10");
+    assert_eq!(env.wait_routed(&[&rt1, &rt2], "10.56.0.0/16", T)?, "127.0.2.10");
+    let log = d.log();
+    assert_eq!(log.matches("route changed: added").count(), 4, "{log}");
+    assert!(!log.contains("route changed: replaced"), "{log}");
     Ok(())
 }

@@ -271,6 +271,8 @@ fn a_port_in_use_fails_at_start_with_a_clear_error() -> anyhow::Result<()> {
     let (code, out, err) = run_once(&["-r", "us-east-1", "-v", "vpc-12345678", "-m", "http", "-H", "always", "-a", "127.0.0.1", "-p", &port]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(err.contains(&format!("cannot listen on 127.0.0.1:{port}")) && err.contains("-p/--port"), "{err}");
+    let line = err.lines().find(|l| l.starts_with("error:")).unwrap_or_default();
+    assert_eq!(line.matches("os error").count(), 1, "one clear line: {line}");
     assert!(!format!("{out}{err}").contains("watcher plugin: Starting"), "plugins must not start: {out}{err}");
     assert!(started.elapsed() < Duration::from_secs(10), "fail fast");
     Ok(())

@@ -56,12 +56,12 @@ const PLUGIN_CALL_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     /// The address cannot be bound (port in use, no permission, address not local).
-    #[error("HTTP server: cannot listen on {addr}: {source}; {hint}")]
+    #[error("HTTP server: cannot listen on {addr}: {error}; {hint}")]
     Bind {
         /// `address:port` as given.
         addr: String,
-        /// The OS error.
-        source: std::io::Error,
+        /// The OS error (part of the message, so not a `source`).
+        error: std::io::Error,
         /// What the user can do.
         hint: &'static str,
     },
@@ -86,7 +86,7 @@ pub fn bind(address: &str, port: u16) -> Result<Listener, ServerError> {
             std::io::ErrorKind::PermissionDenied => "ports below 1024 need privileges: choose another port with -p/--port",
             _ => "check -a/--address (an address of this machine) and -p/--port",
         };
-        ServerError::Bind { addr: format!("{address}:{port}"), source, hint }
+        ServerError::Bind { addr: format!("{address}:{port}"), error: source, hint }
     };
     let ip = match address {
         "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -368,5 +368,96 @@ async fn plugin_endpoint(State(ctx): State<Arc<ServerContext>>, method: Method, 
         Ok(Ok(None)) => error(StatusCode::NOT_FOUND, format!("no endpoint {method} {}", parts.uri.path())),
         Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("the plugin endpoint failed: {e}")),
         Err(_) => error(StatusCode::GATEWAY_TIMEOUT, format!("the plugin did not answer within {} s", PLUGIN_CALL_TIMEOUT.as_secs())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use vpcrouter_plugin_api::{HttpHandler, HttpHandlerBox, HttpResponse, TD_Opaque};
+
+    use super::*;
+
+    struct Echo;
+    impl HttpHandler for Echo {
+        fn handle(&self, request: HttpRequest) -> HttpResponse {
+            let ct = request.header("content-type").unwrap_or("").to_string();
+            HttpResponse::json(201, json!({"len": request.body.len(), "ct": ct, "q": request.query.as_str()}).to_string())
+        }
+    }
+
+    fn start() -> (Server, Endpoints) {
+        let endpoints = Endpoints::default();
+        let reg = endpoints.registry_for("echo");
+        assert!(reg.register("POST".into(), "/echo".into(), HttpHandlerBox::from_value(Echo, TD_Opaque)).is_ok());
+        let ctx = ServerContext {
+            info: ServerInfo { version_line: "v".into(), start_time: SystemTime::now(), params: Default::default(), ignore_routes: vec![] },
+            status: Arc::default(),
+            endpoints: endpoints.clone(),
+            plugins: vec![PluginSource {
+                name: "echo".into(),
+                kind: "watcher",
+                version: "1".into(),
+                arguments: BTreeMap::new(),
+                info: Arc::new(|| "{\"x\": 1}".to_string()),
+            }],
+            ec2_calls: Arc::new(Vec::new),
+        };
+        (bind("127.0.0.1", 0).unwrap().serve(ctx).unwrap(), endpoints)
+    }
+
+    /// One request on its own connection; returns (status, head, body).
+    fn call(server: &Server, raw: &[u8]) -> (u16, String, String) {
+        let mut s = std::net::TcpStream::connect(server.local_addr()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(raw).unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        (status, head.to_ascii_lowercase(), body.to_string())
+    }
+
+    #[test]
+    fn routes_to_plugins_and_enforces_limits() {
+        let (server, _endpoints) = start();
+        let (status, head, body) = call(&server, b"POST /echo?a=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}");
+        assert_eq!(status, 201, "{head}{body}");
+        assert!(head.contains("content-type: application/json"), "{head}");
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap(), json!({"len": 2, "ct": "application/json", "q": "a=1"}));
+        let (status, head, _) = call(&server, b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        assert_eq!(status, 405);
+        assert!(head.contains("allow: post"), "{head}");
+        assert_eq!(call(&server, b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").0, 404);
+        let big = format!("POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n", BODY_LIMIT + 1);
+        assert_eq!(call(&server, big.as_bytes()).0, 413);
+        // Chunked, without a declared length, over the limit.
+        let mut chunked = b"POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        let chunk = vec![b'a'; 256 * 1024];
+        for _ in 0..5 {
+            chunked.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+            chunked.extend_from_slice(&chunk);
+            chunked.extend_from_slice(b"\r\n");
+        }
+        chunked.extend_from_slice(b"0\r\n\r\n");
+        assert_eq!(call(&server, &chunked).0, 413);
+        let (status, _, body) = call(&server, b"GET /plugins HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAccept: application/json\r\n\r\n");
+        assert_eq!((status, body.as_str()), (200, r#"{"echo":{"x":1}}"#));
+        assert_eq!(call(&server, b"GET /ips HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAccept: image/png\r\n\r\n").0, 406);
+        let (status, head, body) = call(&server, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        assert_eq!(status, 200);
+        assert!(head.contains("text/plain; version=0.0.4") && body.contains("vpcrouter_reconciles_total 0"), "{head}{body}");
+        server.stop();
+    }
+
+    #[test]
+    fn a_taken_port_is_a_clear_error() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let err = bind("127.0.0.1", port).unwrap_err().to_string();
+        assert!(err.contains(&format!("cannot listen on 127.0.0.1:{port}")) && err.contains("choose another port with -p/--port"), "{err}");
+        assert!(bind("example.com", 1).unwrap_err().to_string().contains("-a/--address"));
     }
 }

@@ -283,3 +283,29 @@ pub struct Plan {
     /// Per (route table, CIDR): the router the route points at once the plan is executed.
     pub routes: BTreeMap<(String, Cidr), Option<Ipv4Addr>>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(s: &str) -> Cidr {
+        Cidr::parse(s).expect("cidr")
+    }
+
+    /// vpc-router's `test_cidr_in_cidr`, case by case.
+    #[test]
+    fn is_within_matches_the_original() {
+        assert!(c("10.1.1.0/24").is_within(c("10.1.0.0/16")));
+        assert!(c("10.1.0.0/16").is_within(c("10.1.0.0/16")));
+        assert!(!c("10.1.0.0/16").is_within(c("10.1.1.0/24")));
+        assert!(!c("10.2.1.0/24").is_within(c("10.1.0.0/16")));
+        assert!(!c("10.2.1.0/24").is_within(c("0.0.0.0/0")), "the default route protects only itself");
+        assert!(!c("0.0.0.0/0").is_within(c("10.0.0.0/8")));
+        assert!(c("0.0.0.0/0").is_within(c("0.0.0.0/0")));
+        assert!(c("10.1.2.3/32").is_within(c("10.1.2.3/32")));
+        assert!(c("10.1.2.3/32").is_within(c("10.0.0.0/8")));
+        assert!(c("11.0.0.0/8").is_within(c("10.0.0.0/7")));
+        assert_eq!(c("10.55.0.0/16").to_string(), "10.55.0.0/16");
+        assert!(Cidr::parse("10.55.0.1/16").is_err());
+    }
+}

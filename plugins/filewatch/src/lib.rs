@@ -168,22 +168,8 @@ mod tests {
         (FileWatch::new(file).unwrap(), stop_tx, stop)
     }
 
-    /// How many changes are reported within `within` (events and errors are skipped).
-    fn changes(w: &mut FileWatch, stop: &Receiver<()>, within: Duration) -> usize {
-        let until = Instant::now() + within;
-        let mut n = 0;
-        loop {
-            match w.wait(stop, Some(until)) {
-                Wake::Changed => n += 1,
-                Wake::Event(_) | Wake::Error(_) => {}
-                Wake::Stopped | Wake::Timeout => return n,
-            }
-        }
-    }
-
-    /// True when a change is reported within [`WAIT`].
-    fn changed(w: &mut FileWatch, stop: &Receiver<()>) -> bool {
-        let until = Instant::now() + WAIT;
+    /// Waits for the next change until `until` (events and errors are skipped).
+    fn next_change(w: &mut FileWatch, stop: &Receiver<()>, until: Instant) -> bool {
         loop {
             match w.wait(stop, Some(until)) {
                 Wake::Changed => return true,
@@ -191,6 +177,17 @@ mod tests {
                 Wake::Stopped | Wake::Timeout => return false,
             }
         }
+    }
+
+    /// True when a change is reported within [`WAIT`].
+    fn changed(w: &mut FileWatch, stop: &Receiver<()>) -> bool {
+        next_change(w, stop, Instant::now() + WAIT)
+    }
+
+    /// How many changes are reported within `within`.
+    fn changes(w: &mut FileWatch, stop: &Receiver<()>, within: Duration) -> usize {
+        let until = Instant::now() + within;
+        std::iter::from_fn(|| next_change(w, stop, until).then_some(())).count()
     }
 
     #[test]

@@ -3,12 +3,15 @@
 //! `vpcrouter -H icmpecho --icmp_check_interval 2` (default 2 s; 0.1 ..= 3600 s).
 //!
 //! * One thread and one raw ICMP socket serve every host. A round of echo requests goes
-//!   out to all hosts in a burst every interval / [`PROBES_PER_INTERVAL`]; replies are
-//!   matched by identifier (one per plugin instance, also filtered in the kernel with a
-//!   socket filter) and sequence number (the round) and by their source address.
+//!   out to all hosts in a burst every interval / k; replies are matched by identifier
+//!   (one per plugin instance, also filtered in the kernel with a socket filter) and
+//!   sequence number (the round) and by their source address. k is
+//!   [`PROBES_PER_INTERVAL`] (4), lowered for very many hosts so that at most
+//!   [`MAX_PROBES_PER_SEC`] requests go out per second, but never below 1.
 //! * A probe must be answered within 0.75 × interval. A host that leaves a probe
 //!   unanswered (or cannot be sent to at all) has failed a check; since rounds overlap, a
-//!   host that stops answering is reported 0.75 to 1.0 interval later.
+//!   host that stops answering is reported 0.75 to 1.0 interval later (with k = 4; up to
+//!   0.75 + 1/k intervals in general).
 //! * A failed host stays failed for 10 × interval after its last failed check, and is
 //!   probed meanwhile; then it is eligible again. Routes never fail back by themselves:
 //!   the engine only moves a route when its router fails.
@@ -25,7 +28,7 @@
 
 use std::io::{ErrorKind, Read};
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -49,6 +52,14 @@ use vpcrouter_plugin_api::{
 /// Echo requests per host per interval: rounds overlap so a silent host is noticed
 /// within one interval although its probe has 0.75 × interval to be answered.
 pub const PROBES_PER_INTERVAL: u32 = 4;
+/// Echo requests per second above which fewer probes per interval are sent.
+pub const MAX_PROBES_PER_SEC: f64 = 10_000.0;
+
+/// Probes per host per interval for `hosts` hosts checked every `interval` seconds.
+pub fn probes_per_interval(hosts: usize, interval: f64) -> u32 {
+    let affordable = (MAX_PROBES_PER_SEC * interval / hosts.max(1) as f64).floor();
+    (affordable as u32).clamp(1, PROBES_PER_INTERVAL)
+}
 /// The interval option.
 const INTERVAL_ARG: &str = "icmp_check_interval";
 /// Longest wait before the thread looks at its queues and the stop signal again.
@@ -143,6 +154,7 @@ struct IcmpStats {
     send_errors: AtomicU64,
     late_rounds: AtomicU64,
     rounds: AtomicU64,
+    probes_per_interval: AtomicU32,
 }
 
 /// The prober, owned by its thread.
@@ -159,6 +171,8 @@ struct Pinger {
     have_list: bool,
     read_timeout: Option<Duration>,
     buf: Vec<u8>,
+    /// Time between two rounds: interval / probes per interval.
+    period: Duration,
 }
 
 impl Pinger {
@@ -172,6 +186,15 @@ impl Pinger {
         self.targets =
             ips.iter().map(|ip| (*ip, SockAddr::from(SocketAddrV4::new(*ip, 0)))).collect();
         self.have_list = true;
+        let k = probes_per_interval(ips.len(), self.interval);
+        if k < PROBES_PER_INTERVAL {
+            self.log.info(format!(
+                "{} hosts: {k} echo request(s) per host per interval, to stay under {MAX_PROBES_PER_SEC} per second",
+                ips.len()
+            ));
+        }
+        self.extra.probes_per_interval.store(k, Ordering::Relaxed);
+        self.period = Duration::from_secs_f64(self.interval / f64::from(k));
     }
 
     /// Sends one round to every host, draining replies between chunks.
@@ -277,7 +300,6 @@ impl Pinger {
     }
 
     fn run(mut self, hosts: RReceiver<HostList>, stop: StopToken) {
-        let period = Duration::from_secs_f64(self.interval / f64::from(PROBES_PER_INTERVAL));
         let mut next_probe = Instant::now();
         loop {
             if stop.is_stopped() {
@@ -305,14 +327,14 @@ impl Pinger {
                 if !self.tracker.is_empty() {
                     self.send_round(now);
                 }
-                next_probe += period;
+                next_probe += self.period;
                 if next_probe <= now {
                     self.extra.late_rounds.fetch_add(1, Ordering::Relaxed);
                     self.log.warn(format!(
                         "ICMP round for {} hosts started late; restarting the schedule",
                         self.tracker.len()
                     ));
-                    next_probe = now + period;
+                    next_probe = now + self.period;
                 }
             }
             let mut wake = next_probe.min(Instant::now() + TICK);
@@ -402,6 +424,7 @@ impl HealthPlugin for Icmpecho {
             have_list: false,
             read_timeout: None,
             buf: vec![0u8; 2048],
+            period: Duration::from_secs_f64(self.interval / f64::from(PROBES_PER_INTERVAL)),
         };
         self.worker = Some(Worker::spawn("IcmpechoHealth", move |stop| pinger.run(hosts, stop))?);
         self.log = Some(log);
@@ -428,7 +451,7 @@ impl HealthPlugin for Icmpecho {
             "params": {INTERVAL_ARG: self.interval},
             "timeout_secs": self.interval * TIMEOUT_SHARE,
             "hold_down_secs": self.interval * HOLD_DOWN_INTERVALS,
-            "probes_per_interval": PROBES_PER_INTERVAL,
+            "probes_per_interval": self.extra.probes_per_interval.load(Ordering::Relaxed),
             "stats": stats,
         })
     }
@@ -549,6 +572,11 @@ mod tests {
         for bad in ["0", "0.09", "3600.5", "-2", "x"] {
             assert!(check(bad).unwrap_err().contains("--icmp_check_interval"), "{bad}");
         }
+        assert_eq!(probes_per_interval(3, 0.1), 4);
+        assert_eq!(probes_per_interval(2_500, 1.0), 4);
+        assert_eq!(probes_per_interval(5_000, 1.0), 2);
+        assert_eq!(probes_per_interval(10_000, 1.0), 1);
+        assert_eq!(probes_per_interval(50_000, 2.0), 1);
         let p = Icmpecho::create(&PluginArgs::default()).unwrap();
         assert_eq!(p.interval_secs(), 2.0);
         assert_eq!(p.info()["timeout_secs"], 1.5);

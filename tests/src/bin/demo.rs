@@ -3,7 +3,8 @@
 //! Starts moto, builds a small VPC (router hosts on loopback addresses), writes a route
 //! spec file, runs vpcrouter in configfile mode on it and prints the route tables before
 //! and after. Then it keeps running: edit the spec file and watch the tables change, until
-//! Ctrl-C. `--once` stops after the first "after".
+//! Ctrl-C. `--once` stops after the first "after"; `--port N` moves the status server
+//! from its default 33289 (query it with curl while the demo runs).
 
 use std::time::Duration;
 
@@ -16,14 +17,16 @@ const SPEC: &str = r#"{
 "#;
 
 fn main() -> anyhow::Result<()> {
-    let once = std::env::args().any(|a| a == "--once");
+    let args: Vec<String> = std::env::args().collect();
+    let once = args.iter().any(|a| a == "--once");
+    let port = args.iter().position(|a| a == "--port").and_then(|i| args.get(i + 1)).map_or("33289", String::as_str);
     println!("== starting a local EC2 emulator (moto) and building a VPC ...");
     let env = Env::new()?;
     let spec = env.write("route_spec.json", SPEC);
     println!("== VPC {} — route tables BEFORE vpcrouter:\n{}", env.world.vpc_id, env.world.dump());
     println!("== route spec {}:\n{SPEC}", spec.display());
     let spec_arg = spec.to_string_lossy().into_owned();
-    let d = env.daemon(&["-m", "configfile", "-f", &spec_arg, "-H", "always", "--route_recheck_interval", "10"])?;
+    let d = env.daemon(&["-m", "configfile", "-f", &spec_arg, "-H", "always", "--route_recheck_interval", "10", "-p", port])?;
     println!("== running: vpcrouter -r {} -v {} -m configfile -f {} -H always", vpcrouter_tests::world::REGION, env.world.vpc_id, spec.display());
     let tables: Vec<&str> = env.world.tables[..2].iter().map(String::as_str).collect();
     env.wait_routed(&tables, "10.55.0.0/16", Duration::from_secs(30))?;
@@ -35,6 +38,7 @@ fn main() -> anyhow::Result<()> {
     }
     println!("== vpcrouter keeps running. Edit {} and watch the tables follow; Ctrl-C ends the demo.", spec.display());
     println!("   vpcrouter's log: {}", d.log_file().display());
+    println!("   its status server: curl localhost:{port}/status   curl localhost:{port}/metrics   curl localhost:{port}/route_info");
     let mut last = env.world.dump();
     loop {
         let now = wait_for(Duration::from_secs(3600), "a change", || {
