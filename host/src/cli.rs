@@ -24,6 +24,8 @@ pub struct Options {
     pub verbose: bool,
     /// `-l/--logfile`: a path, or `-` for stdout.
     pub logfile: String,
+    /// `--log-format`: text or json.
+    pub log_format: crate::logging::LogFormat,
     /// `-r/--region`; detected from instance metadata when absent.
     pub region: Option<String>,
     /// `-v/--vpc`; detected from instance metadata when absent.
@@ -147,6 +149,8 @@ fn base_command() -> Command {
         .arg(Arg::new("verbose").long("verbose").action(ArgAction::SetTrue).help("produces more output"))
         .arg(Arg::new("logfile").short('l').long("logfile").value_name("FILE").default_value("-")
             .help("full path name for the logfile, or '-' for logging to stdout"))
+        .arg(Arg::new("log_format").long("log-format").value_name("FORMAT").default_value("text")
+            .value_parser(["text", "json"]).help("log line format: text, or json (one object per line) for log shippers"))
         .arg(Arg::new("region").short('r').long("region").value_name("REGION")
             .help("the AWS region of the VPC (default: from the instance metadata)"))
         .arg(Arg::new("vpc").short('v').long("vpc").value_name("VPC_ID")
@@ -311,6 +315,10 @@ pub fn parse(argv: &[String], loader: &Loader) -> Result<Invocation, CliError> {
     let options = Options {
         verbose: m.get_flag("verbose"),
         logfile: m.get_one::<String>("logfile").cloned().unwrap_or_else(|| "-".into()),
+        log_format: match m.get_one::<String>("log_format").map(String::as_str) {
+            Some("json") => crate::logging::LogFormat::Json,
+            _ => crate::logging::LogFormat::Text,
+        },
         region: m.get_one::<String>("region").cloned(),
         vpc: m.get_one::<String>("vpc").cloned(),
         ignore_routes_raw: m.get_one::<String>("ignore_routes").cloned(),

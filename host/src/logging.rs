@@ -1,29 +1,80 @@
 //! Log setup, and the bridge that carries plugin log lines into the host's log.
 
-use std::fs::OpenOptions;
-use std::io::IsTerminal;
-use std::sync::Arc;
+use std::fs::{File, OpenOptions};
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 use vpcrouter_plugin_api::{HostLogger, LogLevel, Logger};
+
+/// How log lines are written (`--log-format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines with `key=value` fields.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// The log file, shared by every log line; reopened on SIGHUP (logrotate).
+#[derive(Clone)]
+struct SharedFile(Arc<Mutex<File>>);
+
+impl Write for SharedFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).flush()
+    }
+}
+
+/// Handle on the log output, to reopen the file after rotation.
+#[derive(Clone)]
+pub struct LogHandle {
+    file: Option<(PathBuf, Arc<Mutex<File>>)>,
+}
+
+impl LogHandle {
+    /// Reopens the log file under its name (a rotated file is left to logrotate). Logging to
+    /// stdout has nothing to reopen.
+    pub fn reopen(&self) -> std::io::Result<()> {
+        let Some((path, file)) = &self.file else { return Ok(()) };
+        let fresh = open_append(path)?;
+        *file.lock().unwrap_or_else(|p| p.into_inner()) = fresh;
+        Ok(())
+    }
+}
+
+fn open_append(path: &std::path::Path) -> std::io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
 
 /// Sets up logging to stdout (`-`) or to a file (appended). `--verbose` selects debug.
 /// `VPCROUTER_LOG` (tracing's filter syntax) overrides the levels.
-pub fn init(verbose: bool, logfile: &str) -> anyhow::Result<()> {
+pub fn init(verbose: bool, logfile: &str, format: LogFormat) -> anyhow::Result<LogHandle> {
     let default = if verbose { "info,vpcrouter=debug" } else { "warn,vpcrouter=info" };
     let filter = EnvFilter::try_from_env("VPCROUTER_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
-    if logfile == "-" {
-        builder.with_ansi(std::io::stdout().is_terminal()).with_writer(std::io::stdout).init();
+    let (writer, ansi, handle) = if logfile == "-" {
+        (BoxMakeWriter::new(std::io::stdout), std::io::stdout().is_terminal(), LogHandle { file: None })
     } else {
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(logfile)
+        let path = PathBuf::from(logfile);
+        let file = open_append(&path)
             .map_err(|e| anyhow::anyhow!("cannot open log file '{logfile}': {e}; check -l/--logfile"))?;
-        builder.with_ansi(false).with_writer(std::sync::Mutex::new(file)).init();
-    }
-    Ok(())
+        let shared = Arc::new(Mutex::new(file));
+        let make = SharedFile(shared.clone());
+        (BoxMakeWriter::new(move || make.clone()), false, LogHandle { file: Some((path, shared)) })
+    };
+    let layer = match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer().with_target(false).with_ansi(ansi).with_writer(writer).boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer().json().with_target(false).with_writer(writer).boxed(),
+    };
+    tracing_subscriber::registry().with(filter).with(layer).try_init()?;
+    Ok(handle)
 }
 
 /// A plugin's view of the host log: every line carries the plugin's name.

@@ -86,7 +86,7 @@ fn context(p: &LoadedPlugin, endpoints: &Endpoints, loader: &PluginLoaderBox) ->
 
 /// Runs the daemon until SIGTERM/SIGINT or a fatal error.
 pub fn run(o: Options) -> anyhow::Result<()> {
-    crate::logging::init(o.verbose, &o.logfile)?;
+    let log_handle = crate::logging::init(o.verbose, &o.logfile, o.log_format)?;
     for p in [&o.watcher, &o.health].into_iter().chain(o.sub_plugins.values()) {
         if let Err(e) = (p.lib.module.validate_dependencies())().into_result() {
             bail!("{} plugin '{}' cannot run here: {e}", p.lib.meta.kind.as_str(), p.lib.meta.name);
@@ -129,7 +129,6 @@ pub fn run(o: Options) -> anyhow::Result<()> {
     let (report_tx, report_rx) = rchannel::unbounded();
     bridge(spec_rx, events_tx.clone(), Event::Spec, format!("watcher plugin '{}' closed its route spec queue", o.watcher.lib.meta.name));
     bridge(report_rx, events_tx.clone(), Event::Health, format!("health plugin '{}' closed its health report queue", o.health.lib.meta.name));
-    spawn_signal_thread(events_tx.clone())?;
 
     let engine = Engine::new(
         EngineConfig {
@@ -147,6 +146,7 @@ pub fn run(o: Options) -> anyhow::Result<()> {
 
     // Shared with the status server, which asks for `info()`; locked only for short calls.
     let watcher = Arc::new(Mutex::new(watcher));
+    spawn_signal_thread(events_tx.clone(), log_handle, watcher.clone(), o.watcher.lib.meta.name.to_string())?;
     let health = Arc::new(Mutex::new(health));
     let info = status_info(&o, &region, &vpc_id);
     let plugins = vec![
@@ -254,13 +254,31 @@ fn bridge<T: Send + 'static>(
         .unwrap_or_else(|e| tracing::error!("cannot start a queue thread: {e}"));
 }
 
-fn spawn_signal_thread(tx: crossbeam_channel::Sender<Event>) -> anyhow::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT]).context("cannot install signal handlers")?;
+/// SIGTERM/SIGINT stop the engine; SIGHUP reopens the log file and asks the watcher to
+/// re-read its configuration.
+fn spawn_signal_thread(
+    tx: crossbeam_channel::Sender<Event>,
+    log: crate::logging::LogHandle,
+    watcher: Arc<Mutex<WatcherBox>>,
+    watcher_name: String,
+) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]).context("cannot install signal handlers")?;
     thread::Builder::new().name("signals".into()).spawn(move || {
-        if let Some(sig) = signals.forever().next() {
+        for sig in signals.forever() {
+            if sig == SIGHUP {
+                if let Err(e) = log.reopen() {
+                    tracing::error!("SIGHUP: cannot reopen the log file, still writing to the old one: {e}");
+                }
+                tracing::info!(signal = sig, "reload requested: log file reopened, watcher re-reads its configuration");
+                if let Err(e) = lock(&watcher).reload().into_result() {
+                    tracing::error!(plugin = %watcher_name, "reload failed: {e}");
+                }
+                continue;
+            }
             tracing::info!(signal = sig, "stop requested");
             let _ = tx.send(Event::Stop);
+            return;
         }
     })?;
     Ok(())

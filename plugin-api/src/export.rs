@@ -52,6 +52,10 @@ pub trait WatcherPlugin: PluginDescription + Send + Sized + 'static {
     fn start(&mut self, ctx: PluginContext, specs: RSender<RouteSpec>) -> Result<(), String>;
     /// Stops and joins all threads, within 2 s.
     fn stop(&mut self) -> Result<(), String>;
+    /// Re-reads configuration on SIGHUP; by default there is none to re-read.
+    fn reload(&mut self) -> Result<(), String> {
+        Ok(())
+    }
     /// State for the status server, a JSON object.
     fn info(&self) -> serde_json::Value {
         serde_json::json!({})
@@ -115,6 +119,9 @@ impl<T: WatcherPlugin> Watcher for WatcherAdapter<T> {
     }
     fn stop(&mut self) -> RResult<(), RString> {
         guard(&format!("plugin '{}' stop", T::NAME), || self.0.stop())
+    }
+    fn reload(&mut self) -> RResult<(), RString> {
+        guard(&format!("plugin '{}' reload", T::NAME), || self.0.reload())
     }
     fn info(&self) -> RString {
         guard_or("info", "{}".to_string(), || self.0.info().to_string()).into()

@@ -57,6 +57,10 @@ pub trait Watcher: Send {
     /// Stops all work and joins the plugin's threads; returns within 2 s.
     fn stop(&mut self) -> RResult<(), RString>;
 
+    /// Re-reads the plugin's configuration (the host calls it on SIGHUP) and sends the
+    /// full spec if it changed. Plugins without configuration to re-read return `Ok`.
+    fn reload(&mut self) -> RResult<(), RString>;
+
     /// A JSON object describing the plugin's state for the status server.
     #[sabi(last_prefix_field)]
     fn info(&self) -> RString;

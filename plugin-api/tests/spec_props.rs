@@ -116,8 +116,8 @@ fn dotted(ip: u32) -> String {
 /// Strings that are often, but not always, valid dotted quads.
 fn ip_ish() -> impl Strategy<Value = String> {
     prop_oneof![
-        6 => any::<u32>().prop_map(dotted),
-        2 => (0u32..4).prop_map(|n| format!("127.0.{n}.10")),
+        24 => any::<u32>().prop_map(dotted),
+        4 => (0u32..4).prop_map(|n| format!("127.0.{n}.10")),
         1 => (any::<[u8; 4]>(), 0usize..4).prop_map(|(o, i)| {
             let mut parts: Vec<String> = o.iter().map(u8::to_string).collect();
             parts[i] = format!("0{}", parts[i]);
@@ -132,7 +132,7 @@ fn ip_ish() -> impl Strategy<Value = String> {
 /// Strings that are often, but not always, valid CIDRs.
 fn cidr_ish() -> impl Strategy<Value = String> {
     prop_oneof![
-        6 => (any::<u32>(), 0u8..=32).prop_map(|(ip, len)| {
+        24 => (any::<u32>(), 0u8..=32).prop_map(|(ip, len)| {
             let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
             format!("{}/{len}", dotted(ip & mask))
         }),
@@ -204,6 +204,15 @@ fn raw_spec() -> impl Strategy<Value = RouteSpec> {
 
 // ---- the properties ----
 
+thread_local! {
+    /// Inputs accepted as valid in the current property (each test runs on its own thread).
+    static ACCEPTED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+fn accepted() {
+    ACCEPTED.with(|a| a.set(a.get() + 1));
+}
+
 /// Inputs per property: `PROPTEST_CASES`, default 2,000.
 fn cases() -> u32 {
     std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(2_000)
@@ -216,7 +225,8 @@ fn run<S: Strategy>(name: &str, strategy: S, check: impl Fn(S::Value) -> Result<
     let t = Instant::now();
     let result = runner.run(&strategy, check);
     let secs = t.elapsed().as_secs_f64();
-    println!("property {name}: {n} inputs in {secs:.2} s ({:.1} µs each)", secs * 1e6 / f64::from(n.max(1)));
+    let valid = ACCEPTED.with(|a| a.get());
+    println!("property {name}: {n} inputs ({valid} valid) in {secs:.2} s ({:.1} µs each)", secs * 1e6 / f64::from(n.max(1)));
     if let Err(e) = result {
         panic!("{name}: {e}");
     }
@@ -225,7 +235,10 @@ fn run<S: Strategy>(name: &str, strategy: S, check: impl Fn(S::Value) -> Result<
 /// Checks `parse`'s verdict on `v` against the reference.
 fn check_value(v: &Value, parsed: Result<RouteSpec, SpecError>) -> Result<(), TestCaseError> {
     match (ref_value(v), parsed) {
-        (Some(want), Ok(got)) => prop_assert_eq!(canon(&got), want),
+        (Some(want), Ok(got)) => {
+            accepted();
+            prop_assert_eq!(canon(&got), want);
+        }
         (None, Ok(got)) => return Err(TestCaseError::fail(format!("accepted an invalid spec {v} as {}", got.to_json()))),
         (Some(_), Err(e)) => return Err(TestCaseError::fail(format!("rejected a valid spec {v}: {e}"))),
         (None, Err(e)) => match (v.as_object(), &e) {
@@ -276,6 +289,7 @@ fn raw_specs_validate_exactly_when_valid_and_idempotently() {
             raw.routes.iter().map(|r| (r.cidr.as_str(), r.hosts.iter().map(|h| Some(h.as_str())).collect())).collect();
         match (ref_pairs(pairs.clone()), spec::validate(&raw)) {
             (Some(want), Ok(got)) => {
+                accepted();
                 prop_assert_eq!(canon(&got), want);
                 prop_assert_eq!(spec::validate(&got), Ok(got.clone()));
                 prop_assert_eq!(spec::parse_json(&got.to_json()), Ok(got));

@@ -308,3 +308,32 @@ fn first_reconcile_waits_for_health_so_start_up_never_routes_to_a_dead_router() 
     assert!(!log.contains("route changed: replaced"), "{log}");
     Ok(())
 }
+
+#[test]
+fn sighup_reopens_the_log_file_and_reloads_the_watcher_and_json_logs_parse() -> anyhow::Result<()> {
+    let env = Env::new()?;
+    let rt1 = env.world.tables[0].clone();
+    let spec = env.write("spec.json", r#"{"10.55.0.0/16": ["127.0.1.10"]}"#);
+    let log = env.path("vpcrouter.log");
+    let d = env.daemon(&["-m", "configfile", "-f", spec.to_str().unwrap(), "-H", "always", "-l", log.to_str().unwrap(), "--log-format", "json"])?;
+    env.wait_routed(&[&rt1], "10.55.0.0/16", T)?;
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
+    wait_for(T, "the route change line", || read(&log).contains("route changed").then_some(()))?;
+    // logrotate: move the file away, then SIGHUP.
+    let rotated = env.path("vpcrouter.log.1");
+    std::fs::rename(&log, &rotated)?;
+    d.signal(libc::SIGHUP);
+    wait_for(T, "lines in the reopened log", || read(&log).contains("Re-reading route spec file").then_some(()))
+        .map_err(|e| anyhow::anyhow!("{e}\nrotated:\n{}\nnew:\n{}", read(&rotated), read(&log)))?;
+    assert!(read(&log).contains("reload requested"));
+    assert!(!read(&rotated).contains("reload requested"), "nothing more goes to the rotated file");
+    for line in read(&rotated).lines().chain(read(&log).lines()) {
+        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| anyhow::anyhow!("not JSON: {line}: {e}"))?;
+        assert!(v.get("level").is_some() && v.get("fields").is_some(), "{line}");
+    }
+    let change = read(&rotated).lines().find(|l| l.contains("route changed")).map(String::from).unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(&change)?;
+    assert_eq!(v["fields"]["cidr"], "10.55.0.0/16", "{change}");
+    assert_eq!(v["fields"]["router"], "127.0.1.10", "{change}");
+    Ok(())
+}

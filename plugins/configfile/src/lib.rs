@@ -40,6 +40,8 @@ pub struct Configfile {
     path: PathBuf,
     stats: Arc<Mutex<Stats>>,
     log: Option<Logger>,
+    /// Shared with the watcher thread, so that `reload` (SIGHUP) can re-read too.
+    reader: Option<Arc<Mutex<Reader>>>,
     worker: Option<Worker>,
 }
 
@@ -72,8 +74,9 @@ impl PluginDescription for Configfile {
     }
 }
 
-fn lock(stats: &Mutex<Stats>) -> MutexGuard<'_, Stats> {
-    stats.lock().unwrap_or_else(|e| e.into_inner())
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panicked holder leaves plain data behind; keep using it.
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Reads and validates the spec file; the error says what is wrong with it.
@@ -145,10 +148,11 @@ impl Reader {
 }
 
 /// The watcher thread: re-reads the file after each change until stopped.
-fn run(mut reader: Reader, mut watch: FileWatch, stop: &StopToken) {
+fn run(reader: Arc<Mutex<Reader>>, mut watch: FileWatch, stop: &StopToken) {
     loop {
         match watch.wait(stop.receiver(), None) {
             Wake::Changed => {
+                let mut reader = lock(&reader);
                 reader
                     .log
                     .info(format!("Detected file change event for {}", reader.path.display()));
@@ -157,10 +161,10 @@ fn run(mut reader: Reader, mut watch: FileWatch, stop: &StopToken) {
                 }
             }
             Wake::Event(event) => {
-                reader.log.debug(format!("File event {:?} on {:?}", event.kind, event.paths));
+                lock(&reader).log.debug(format!("File event {:?} on {:?}", event.kind, event.paths));
             }
             Wake::Error(e) => {
-                reader.log.warn(format!("File watch error, re-reading the file: {e}"))
+                lock(&reader).log.warn(format!("File watch error, re-reading the file: {e}"))
             }
             Wake::Stopped | Wake::Timeout => return,
         }
@@ -180,6 +184,7 @@ impl WatcherPlugin for Configfile {
             path,
             stats: Arc::default(),
             log: None,
+            reader: None,
             worker: None,
         })
     }
@@ -200,13 +205,24 @@ impl WatcherPlugin for Configfile {
             stats: self.stats.clone(),
         };
         reader.reload();
+        let reader = Arc::new(Mutex::new(reader));
+        self.reader = Some(reader.clone());
         self.worker = Some(Worker::spawn("ConfMon", move |stop| run(reader, watch, &stop))?);
         self.log = Some(log);
         Ok(())
     }
 
+    fn reload(&mut self) -> Result<(), String> {
+        let Some(reader) = &self.reader else { return Ok(()) };
+        let mut reader = lock(reader);
+        reader.log.info(format!("Re-reading route spec file {} (SIGHUP)", reader.path.display()));
+        reader.reload();
+        Ok(())
+    }
+
     fn stop(&mut self) -> Result<(), String> {
         self.worker.take().map_or(Ok(()), |w| w.stop(STOP_TIMEOUT))?;
+        self.reader = None;
         if let Some(log) = &self.log {
             log.info("Configfile watcher plugin: Stopped");
         }
