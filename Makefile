@@ -3,6 +3,7 @@
 #   make demo    run vpcrouter against a local EC2 emulator (moto): no AWS account needed
 #   make test    every test (unit, plugin, integration against moto)
 #   make bench   benchmarks, printed as tables
+#   make fuzz    property tests of spec parsing with 1,000,000 inputs each
 #
 # Everything needed is installed by the targets themselves: Debian packages (apt-get),
 # moto into a virtualenv (pip), Rust crates (cargo).
@@ -19,16 +20,19 @@ PLUGIN_LIBS := $(shell grep -l cdylib plugins/*/Cargo.toml | xargs grep -h '^nam
 export VPCROUTER_BUILD_DIR := $(BUILD_DIR)
 export VPCROUTER_MOTO_SERVER := $(VENV)/bin/moto_server
 
-.PHONY: all build test demo bench venv deps clean examples
+.PHONY: all build test demo bench fuzz venv deps clean examples install install-files uninstall deb deb-package
 
 all: build
 
-# Tools from Debian when missing: a C compiler (aws-lc), python3-venv (moto).
+# Tools from Debian when missing: a C compiler (aws-lc), python3-venv (moto),
+# systemd-analyze and dpkg-deb (packaging tests).
 deps:
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust (rustup or Debian's cargo >= 1.85)"; exit 1; }
-	@if ! command -v cc >/dev/null || ! python3 -c 'import venv, ensurepip' 2>/dev/null; then \
+	@if ! command -v cc >/dev/null || ! python3 -c 'import venv, ensurepip' 2>/dev/null \
+	    || ! command -v systemd-analyze >/dev/null || ! command -v dpkg-deb >/dev/null; then \
 	  echo "installing build tools with apt-get"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq build-essential python3 python3-venv >/dev/null; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    build-essential python3 python3-venv systemd dpkg >/dev/null; \
 	fi
 	@if ! command -v nft >/dev/null; then \
 	  echo "installing nftables with apt-get (health tests silence routers inside their own network namespaces)"; \
@@ -63,9 +67,77 @@ bench: venv
 	$(CARGO) build --release -p vpcrouter-tests --bin bench-failover --bin bench-icmp-scale
 	VPCROUTER_BUILD_DIR=$(BENCH_BUILD_DIR) $(CARGO_TARGET_DIR)/release/bench-failover $(BENCH_ARGS)
 	$(CARGO_TARGET_DIR)/release/bench-icmp-scale
+	$(CARGO) build --release -p vpcrouter-tests --bin bench-planner --bin bench-ec2
+	$(CARGO_TARGET_DIR)/release/bench-planner
+	VPCROUTER_BUILD_DIR=$(BENCH_BUILD_DIR) $(CARGO_TARGET_DIR)/release/bench-ec2
+
+# Property tests of route spec parsing and validation, 1,000,000 generated inputs per
+# property (release build); prints inputs and time per property.
+FUZZ_CASES ?= 1000000
+fuzz:
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release -p vpcrouter-plugin-api --test spec_props -- --nocapture --test-threads=2
 
 demo: build venv
 	$(CARGO) run -q -p vpcrouter-tests --bin vpcrouter-demo $(CARGO_PROFILE_FLAG)
+
+# Install layout (PREFIX and DESTDIR respected). `install-files` installs what
+# `make build` produced without building (used by the packaging tests).
+PREFIX ?= /usr/local
+DESTDIR ?=
+SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
+BINDIR := $(PREFIX)/bin
+PLUGINDIR := $(PREFIX)/lib/vpcrouter
+UNITDIR := $(PREFIX)/lib/systemd/system
+MANDIR := $(PREFIX)/share/man/man1
+DOCDIR := $(PREFIX)/share/doc/vpcrouter
+INSTALLED := $(BINDIR)/vpcrouter $(addprefix $(PLUGINDIR)/,$(PLUGIN_LIBS)) $(MANDIR)/vpcrouter.1 \
+  $(PREFIX)/share/bash-completion/completions/vpcrouter $(PREFIX)/share/zsh/site-functions/_vpcrouter \
+  $(PREFIX)/share/fish/vendor_completions.d/vpcrouter.fish $(UNITDIR)/vpcrouter.service \
+  $(DOCDIR)/route_spec.example.json $(DOCDIR)/vpcrouter.default $(DOCDIR)/iam-policy.json
+SUBST := sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g'
+
+install: build install-files
+
+install-files:
+	install -D -m 755 $(BUILD_DIR)/vpcrouter $(DESTDIR)$(BINDIR)/vpcrouter
+	install -d -m 755 $(DESTDIR)$(PLUGINDIR)
+	install -m 644 $(addprefix $(BUILD_DIR)/,$(PLUGIN_LIBS)) $(DESTDIR)$(PLUGINDIR)/
+	install -d -m 755 $(DESTDIR)$(MANDIR) $(DESTDIR)$(PREFIX)/share/bash-completion/completions \
+	  $(DESTDIR)$(PREFIX)/share/zsh/site-functions $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d \
+	  $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR)
+	$(BUILD_DIR)/vpcrouter --generate man > $(DESTDIR)$(MANDIR)/vpcrouter.1
+	$(BUILD_DIR)/vpcrouter --generate bash > $(DESTDIR)$(PREFIX)/share/bash-completion/completions/vpcrouter
+	$(BUILD_DIR)/vpcrouter --generate zsh > $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_vpcrouter
+	$(BUILD_DIR)/vpcrouter --generate fish > $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/vpcrouter.fish
+	$(SUBST) packaging/vpcrouter.service > $(DESTDIR)$(UNITDIR)/vpcrouter.service
+	$(SUBST) packaging/vpcrouter.default > $(DESTDIR)$(DOCDIR)/vpcrouter.default
+	install -m 644 packaging/route_spec.example.json packaging/iam-policy.json $(DESTDIR)$(DOCDIR)/
+	cd $(DESTDIR)$(PREFIX) && chmod 644 share/man/man1/vpcrouter.1 share/bash-completion/completions/vpcrouter \
+	  share/zsh/site-functions/_vpcrouter share/fish/vendor_completions.d/vpcrouter.fish lib/systemd/system/vpcrouter.service \
+	  share/doc/vpcrouter/vpcrouter.default
+
+uninstall:
+	rm -f $(addprefix $(DESTDIR),$(INSTALLED))
+	-rmdir $(DESTDIR)$(PLUGINDIR) $(DESTDIR)$(DOCDIR) 2>/dev/null
+
+# A Debian package with the same layout under /usr (config in /etc).
+DEB_VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+DEB_ARCH := $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
+DEB := $(CURDIR)/target/vpcrouter_$(DEB_VERSION)_$(DEB_ARCH).deb
+
+deb: build deb-package
+
+deb-package:
+	rm -rf $(CURDIR)/target/deb && mkdir -p $(CURDIR)/target/deb/DEBIAN
+	$(MAKE) -s install-files DESTDIR=$(CURDIR)/target/deb PREFIX=/usr
+	strip --strip-unneeded $(CURDIR)/target/deb/usr/bin/vpcrouter $(CURDIR)/target/deb/usr/lib/vpcrouter/*.so
+	install -D -m 644 packaging/route_spec.example.json $(CURDIR)/target/deb/etc/vpcrouter/route_spec.json
+	install -D -m 644 $(CURDIR)/target/deb/usr/share/doc/vpcrouter/vpcrouter.default $(CURDIR)/target/deb/etc/default/vpcrouter
+	printf '%s\n' /etc/vpcrouter/route_spec.json /etc/default/vpcrouter > $(CURDIR)/target/deb/DEBIAN/conffiles
+	printf 'Package: vpcrouter\nVersion: %s\nArchitecture: %s\nMaintainer: vpcrouter developers <vpcrouter@localhost>\nSection: net\nPriority: optional\nDepends: libc6\nDescription: keeps AWS VPC route tables pointing at healthy EC2 router instances\n Successor of vpc-router with dynamically loaded watcher and health plugins.\n' \
+	  $(DEB_VERSION) $(DEB_ARCH) > $(CURDIR)/target/deb/DEBIAN/control
+	dpkg-deb --root-owner-group -Zgzip --build $(CURDIR)/target/deb $(DEB) >/dev/null
+	@echo "built: $(DEB)"
 
 clean:
 	$(CARGO) clean

@@ -255,8 +255,39 @@ fn load_health_tree(
     Ok(lib)
 }
 
+/// The man page (roff) or a shell completion script for the main options, for packaging:
+/// `vpcrouter --generate man|bash|zsh|fish`.
+pub fn generate(what: &str) -> Result<String, CliError> {
+    use clap_complete::{generate as complete, Shell};
+    let mut cmd = base_command().arg(generate_arg());
+    let mut out: Vec<u8> = Vec::new();
+    let shell = match what {
+        "man" => {
+            clap_mangen::Man::new(cmd)
+                .render(&mut out)
+                .map_err(|e| CliError { message: format!("error: cannot render the man page: {e}"), status: 1 })?;
+            return Ok(String::from_utf8_lossy(&out).into_owned());
+        }
+        "bash" => Shell::Bash,
+        "zsh" => Shell::Zsh,
+        "fish" => Shell::Fish,
+        other => return Err(CliError::usage(format!("error: --generate: '{other}' is not one of man, bash, zsh, fish"))),
+    };
+    complete(shell, &mut cmd, "vpcrouter", &mut out);
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+fn generate_arg() -> Arg {
+    Arg::new("generate").long("generate").value_name("WHAT").hide(true)
+        .help("print the man page or a completion script (man, bash, zsh, fish) and exit")
+}
+
 /// Parses the command line. Plugins named by it are loaded through `loader`.
 pub fn parse(argv: &[String], loader: &Loader) -> Result<Invocation, CliError> {
+    if let Some(i) = argv.iter().position(|a| a == "--generate") {
+        let what = argv.get(i + 1).map(String::as_str).unwrap_or("");
+        return generate(what).map(Invocation::Print);
+    }
     let scan = prescan(argv);
     let search = SearchPath::new(&scan.plugin_dirs, scan.allow_insecure);
     if scan.list && !scan.help {
@@ -395,6 +426,16 @@ mod tests {
         for bad in ["10.1.1", "10.1.1.1/16", "101.2.3/64", "10.0.0.0/8,", "::1"] {
             assert!(parse_ignore_routes(Some(bad)).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn man_page_and_completions_cover_the_main_options() {
+        let man = generate("man").unwrap();
+        assert!(man.contains(".TH vpcrouter") && man.contains("route_recheck_interval"), "{man}");
+        for shell in ["bash", "zsh", "fish"] {
+            assert!(generate(shell).unwrap().contains("ignore_routes"), "{shell}");
+        }
+        assert_eq!(generate("tcsh").unwrap_err().status, 2);
     }
 
     #[test]

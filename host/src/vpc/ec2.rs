@@ -54,6 +54,11 @@ impl Op {
     }
 }
 
+/// Every EC2 API operation the adapter can call (the IAM policy must allow exactly these).
+pub fn operations() -> Vec<&'static str> {
+    Op::ALL.iter().map(|op| op.name()).collect()
+}
+
 /// Calls and errors per operation (indexed like [`Op::ALL`]).
 #[derive(Debug, Default)]
 struct Counters {
@@ -653,6 +658,23 @@ async fn detect_with(client: &aws_config::imds::Client) -> Result<(String, Strin
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn iam_policy_allows_exactly_the_operations_called() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/iam-policy.json");
+        let policy: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).expect("policy file")).expect("policy JSON");
+        let mut allowed: Vec<String> = policy["Statement"]
+            .as_array()
+            .expect("statements")
+            .iter()
+            .flat_map(|st| st["Action"].as_array().cloned().unwrap_or_default())
+            .filter_map(|a| a.as_str().map(String::from))
+            .collect();
+        let mut called: Vec<String> = operations().iter().map(|op| format!("ec2:{op}")).collect();
+        allowed.sort();
+        called.sort();
+        assert_eq!(allowed, called, "packaging/iam-policy.json is out of step with the EC2 calls in ec2.rs");
+    }
+
     use super::*;
     use aws_sdk_ec2::config::Credentials;
     use std::io::{BufRead, BufReader, Write};

@@ -16,19 +16,19 @@ use vpcrouter_health_icmpecho::Icmpecho;
 use vpcrouter_plugin_api::channel::unbounded;
 use vpcrouter_plugin_api::{HealthPlugin, HostList, PluginArgs};
 
-/// User + system CPU time of this process so far.
+/// (user, system) CPU time of this process so far.
 #[allow(unsafe_code)]
-fn cpu_time() -> Duration {
+fn cpu_time() -> (Duration, Duration) {
     let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
     // SAFETY: `ru` is a valid, writable rusage; getrusage only writes into it.
     let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, ru.as_mut_ptr()) };
     if rc != 0 {
-        return Duration::ZERO;
+        return (Duration::ZERO, Duration::ZERO);
     }
     // SAFETY: getrusage returned 0, so it filled the whole struct (it was zeroed anyway).
     let ru = unsafe { ru.assume_init() };
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(ru.ru_utime) + tv(ru.ru_stime)
+    (tv(ru.ru_utime), tv(ru.ru_stime))
 }
 
 fn host(i: usize) -> Ipv4Addr {
@@ -40,6 +40,7 @@ struct Row {
     probes: u64,
     intervals: u64,
     cpu_per_interval: Duration,
+    user_share: f64,
     checks: u64,
     missed: u64,
     failure_reports: usize,
@@ -67,7 +68,8 @@ fn run(hosts: usize, secs: u64) -> Result<Row, String> {
     let cpu0 = cpu_time();
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_secs(secs));
-    let cpu = cpu_time() - cpu0;
+    let cpu1 = cpu_time();
+    let (user, cpu) = (cpu1.0 - cpu0.0, (cpu1.0 + cpu1.1) - (cpu0.0 + cpu0.1));
     let wall = t0.elapsed();
     let (c1, f1, l1) = counters(&plugin);
     let probes = plugin.info()["probes_per_interval"].as_u64().unwrap_or(0);
@@ -79,6 +81,7 @@ fn run(hosts: usize, secs: u64) -> Result<Row, String> {
         probes,
         intervals,
         cpu_per_interval: cpu / intervals as u32,
+        user_share: user.as_secs_f64() / cpu.as_secs_f64().max(1e-9),
         checks: c1 - c0,
         missed: f1 - f0,
         failure_reports,
@@ -110,8 +113,8 @@ fn main() -> ExitCode {
         }
         i += 2;
     }
-    println!("| hosts | interval | probes per host per interval | intervals measured | CPU per interval ms | % of one core | echo requests | missed replies | failure reports | late rounds |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("| hosts | interval | probes per host per interval | intervals measured | CPU per interval ms | of which user | % of one core | echo requests | missed replies | failure reports | late rounds |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     let mut ok = true;
     for n in sizes {
         match run(n, secs) {
@@ -119,11 +122,12 @@ fn main() -> ExitCode {
                 let pct = r.cpu_per_interval.as_secs_f64() * 100.0;
                 ok &= r.missed == 0 && r.failure_reports == 0;
                 println!(
-                    "| {} | 1 s | {} | {} | {:.1} | {:.2} % | {} | {} | {} | {} |",
+                    "| {} | 1 s | {} | {} | {:.1} | {:.0} % | {:.2} % | {} | {} | {} | {} |",
                     r.hosts,
                     r.probes,
                     r.intervals,
                     r.cpu_per_interval.as_secs_f64() * 1000.0,
+                    r.user_share * 100.0,
                     pct,
                     r.checks,
                     r.missed,

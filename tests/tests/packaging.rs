@@ -1,0 +1,113 @@
+//! Issue 6: the install layout, `make uninstall`, the Debian package and the systemd unit.
+//! These run the Makefile's no-build targets on what `make build` produced.
+
+use std::path::Path;
+use std::process::Command;
+
+use vpcrouter_tests::{build_dir, repo_root};
+
+fn make(args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new("make")
+        .arg("-s")
+        .args(args)
+        .arg(format!("BUILD_DIR={}", build_dir().display()))
+        .current_dir(repo_root())
+        .output()?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    anyhow::ensure!(out.status.success(), "make {args:?} failed:\n{text}");
+    Ok(text)
+}
+
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p.strip_prefix(dir).map(|r| r.display().to_string()).unwrap_or_default());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `--list-plugins` of an installed binary, with no other plugin directory in play.
+fn list_plugins(bin: &Path) -> anyhow::Result<String> {
+    let out = Command::new(bin).arg("--list-plugins").env_remove("VPCROUTER_PLUGIN_DIR").output()?;
+    anyhow::ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn make_install_lays_out_everything_and_uninstall_removes_exactly_that() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let dest = format!("DESTDIR={}", root.path().display());
+    make(&["install-files", &dest, "PREFIX=/usr/local"])?;
+    let files = files_under(root.path());
+    for want in [
+        "usr/local/bin/vpcrouter",
+        "usr/local/lib/vpcrouter/libvpcrouter_configfile.so",
+        "usr/local/lib/vpcrouter/libvpcrouter_health_always.so",
+        "usr/local/share/man/man1/vpcrouter.1",
+        "usr/local/share/bash-completion/completions/vpcrouter",
+        "usr/local/share/zsh/site-functions/_vpcrouter",
+        "usr/local/share/fish/vendor_completions.d/vpcrouter.fish",
+        "usr/local/lib/systemd/system/vpcrouter.service",
+        "usr/local/share/doc/vpcrouter/route_spec.example.json",
+        "usr/local/share/doc/vpcrouter/iam-policy.json",
+    ] {
+        assert!(files.iter().any(|f| f == want), "{want} missing from {files:#?}");
+    }
+    let listed = list_plugins(&root.path().join("usr/local/bin/vpcrouter"))?;
+    assert!(listed.contains("configfile") && listed.contains("/usr/local/lib/vpcrouter/libvpcrouter_configfile.so"), "{listed}");
+    let man = std::fs::read_to_string(root.path().join("usr/local/share/man/man1/vpcrouter.1"))?;
+    assert!(man.contains("ignore_routes"), "man page covers the options");
+    let unit = std::fs::read_to_string(root.path().join("usr/local/lib/systemd/system/vpcrouter.service"))?;
+    assert!(unit.contains("ExecStart=/usr/local/bin/vpcrouter $VPCROUTER_ARGS") && unit.contains("/usr/local/etc/default/vpcrouter"), "{unit}");
+
+    make(&["uninstall", &dest, "PREFIX=/usr/local"])?;
+    assert_eq!(files_under(root.path()), Vec::<String>::new(), "uninstall leaves files behind");
+    Ok(())
+}
+
+#[test]
+fn debian_package_installs_into_a_scratch_root_and_finds_its_plugins() -> anyhow::Result<()> {
+    let text = make(&["deb-package"])?;
+    let deb = text.lines().find_map(|l| l.strip_prefix("built: ")).ok_or_else(|| anyhow::anyhow!("no package built:\n{text}"))?;
+    let root = tempfile::tempdir()?;
+    let status = Command::new("dpkg-deb").arg("-x").arg(deb).arg(root.path()).status()?;
+    anyhow::ensure!(status.success(), "dpkg-deb -x failed");
+    let listed = list_plugins(&root.path().join("usr/bin/vpcrouter"))?;
+    for name in ["configfile", "fixedconf", "always", "file"] {
+        assert!(listed.contains(name), "{listed}");
+    }
+    assert!(listed.contains(&format!("{}/usr/lib/vpcrouter/", root.path().display())), "{listed}");
+    let conffiles = Command::new("dpkg-deb").args(["-I", deb, "conffiles"]).output()?;
+    assert!(String::from_utf8_lossy(&conffiles.stdout).contains("/etc/default/vpcrouter"));
+    let default = std::fs::read_to_string(root.path().join("etc/default/vpcrouter"))?;
+    assert!(default.contains("-f /etc/vpcrouter/route_spec.json"), "{default}");
+    Ok(())
+}
+
+#[test]
+fn systemd_unit_verifies_and_is_hardened() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    make(&["install-files", &format!("DESTDIR={}", root.path().display()), "PREFIX=/usr"])?;
+    let installed = root.path().join("usr/lib/systemd/system/vpcrouter.service");
+    let unit = std::fs::read_to_string(&installed)?;
+    for line in ["AmbientCapabilities=CAP_NET_RAW", "CapabilityBoundingSet=CAP_NET_RAW", "NoNewPrivileges=yes", "ProtectSystem=strict", "DynamicUser=yes", "EnvironmentFile=-/etc/default/vpcrouter", "ExecReload=/bin/kill -HUP $MAINPID"] {
+        assert!(unit.lines().any(|l| l == line), "{line} missing:\n{unit}");
+    }
+    // verify checks that ExecStart exists: point it at the binary installed above.
+    let bin = root.path().join("usr/bin/vpcrouter");
+    let check = root.path().join("vpcrouter.service");
+    std::fs::write(&check, unit.replace("/usr/bin/vpcrouter", &bin.display().to_string()))?;
+    let out = Command::new("systemd-analyze").args(["verify", "--man=no"]).arg(&check).output()?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && text.trim().is_empty(), "systemd-analyze verify:\n{text}");
+    Ok(())
+}
