@@ -117,6 +117,7 @@ pub struct Engine {
     next_recheck: Option<Instant>,
     retry: Option<(Instant, u32)>,
     health_gate: HealthGate,
+    stop: Arc<tokio::sync::Notify>,
     status: Arc<Mutex<Status>>,
 }
 
@@ -138,8 +139,15 @@ impl Engine {
             next_recheck: None,
             retry: None,
             health_gate: HealthGate::Closed,
+            stop: Arc::default(),
             status: Arc::default(),
         }
+    }
+
+    /// Notify this (with `notify_one`) together with sending [`Event::Stop`], so that an
+    /// EC2 call in flight is abandoned instead of delaying the stop.
+    pub fn stop_handle(&self) -> Arc<tokio::sync::Notify> {
+        self.stop.clone()
     }
 
     /// Shared view of the engine's state.
@@ -274,7 +282,8 @@ impl Engine {
         let started = Instant::now();
         tracing::debug!(reason, "reconcile");
         self.lock_status().reconciles += 1;
-        let state = match self.rt.block_on(self.ec2.read_state(&self.cfg.vpc_id)) {
+        let Some(read) = self.abandonable(self.ec2.read_state(&self.cfg.vpc_id)) else { return };
+        let state = match read {
             Ok(s) => s,
             Err(e) => return self.failed_reconcile(started, format!("cannot read VPC {}: {e}", self.cfg.vpc_id)),
         };
@@ -298,7 +307,8 @@ impl Engine {
             }
         } else {
             for a in &plan.actions {
-                match self.rt.block_on(self.ec2.execute(a)) {
+                let Some(result) = self.abandonable(self.ec2.execute(a)) else { return };
+                match result {
                     Ok(()) => {
                         log_action("route changed", a);
                         let mut st = self.lock_status();
@@ -324,6 +334,22 @@ impl Engine {
         st.last_reconcile = Some((SystemTime::now(), started.elapsed()));
         st.last_result = "ok".into();
         st.last_plan = plan;
+    }
+
+    /// Runs one EC2 call; `None` when a stop was requested meanwhile (the call is dropped:
+    /// its connection is closed, and a write EC2 already applied shows at the next start).
+    fn abandonable<T>(&self, call: impl std::future::Future<Output = T>) -> Option<T> {
+        let stop = self.stop.clone();
+        let result = self.rt.block_on(async move {
+            tokio::select! {
+                r = call => Some(r),
+                () = stop.notified() => None,
+            }
+        });
+        if result.is_none() {
+            tracing::info!("stop requested: abandoning the EC2 call in flight");
+        }
+        result
     }
 
     /// Records a failed reconcile and schedules a retry with capped, jittered backoff.
@@ -391,8 +417,8 @@ fn ip_text(ip: &Option<Ipv4Addr>) -> String {
 fn log_action(what: &str, action: &RouteAction) {
     match action {
         RouteAction::Create { rtb, cidr, target } => tracing::info!(
-            %cidr, rtb, router = %target.ip, instance = %target.instance_id, eni = %target.eni_id,
-            "{what}: added"
+            %cidr, rtb, router = %target.ip, old_router = "(none)", reason = "route missing",
+            instance = %target.instance_id, eni = %target.eni_id, "{what}: added"
         ),
         RouteAction::Replace { rtb, cidr, target, old_router, reason } => tracing::info!(
             %cidr, rtb, router = %target.ip, old_router = %ip_text(old_router), %reason,

@@ -146,7 +146,7 @@ pub fn run(o: Options) -> anyhow::Result<()> {
 
     // Shared with the status server, which asks for `info()`; locked only for short calls.
     let watcher = Arc::new(Mutex::new(watcher));
-    spawn_signal_thread(events_tx.clone(), log_handle, watcher.clone(), o.watcher.lib.meta.name.to_string())?;
+    spawn_signal_thread(events_tx.clone(), engine.stop_handle(), log_handle, watcher.clone(), o.watcher.lib.meta.name.to_string())?;
     let health = Arc::new(Mutex::new(health));
     let info = status_info(&o, &region, &vpc_id);
     let plugins = vec![
@@ -254,10 +254,11 @@ fn bridge<T: Send + 'static>(
         .unwrap_or_else(|e| tracing::error!("cannot start a queue thread: {e}"));
 }
 
-/// SIGTERM/SIGINT stop the engine; SIGHUP reopens the log file and asks the watcher to
+/// SIGTERM/SIGINT stop the engine (abandoning an EC2 call in flight); SIGHUP reopens the log file and asks the watcher to
 /// re-read its configuration.
 fn spawn_signal_thread(
     tx: crossbeam_channel::Sender<Event>,
+    stop: Arc<tokio::sync::Notify>,
     log: crate::logging::LogHandle,
     watcher: Arc<Mutex<WatcherBox>>,
     watcher_name: String,
@@ -278,6 +279,7 @@ fn spawn_signal_thread(
             }
             tracing::info!(signal = sig, "stop requested");
             let _ = tx.send(Event::Stop);
+            stop.notify_one();
             return;
         }
     })?;

@@ -337,3 +337,26 @@ fn sighup_reopens_the_log_file_and_reloads_the_watcher_and_json_logs_parse() -> 
     assert_eq!(v["fields"]["router"], "127.0.1.10", "{change}");
     Ok(())
 }
+
+#[test]
+fn sigterm_abandons_a_stuck_ec2_call_and_exits_zero_within_5_s() -> anyhow::Result<()> {
+    use vpcrouter_tests::faultproxy::{Fault, FaultProxy, ProxiedDaemon, Rule};
+    let env = Env::new()?;
+    let rt1 = env.world.tables[0].clone();
+    let proxy = FaultProxy::start(&env.moto.endpoint)?;
+    let spec = env.write("spec.json", r#"{"10.55.0.0/16": ["127.0.1.10"]}"#);
+    let mut d = ProxiedDaemon::start(&env.moto, &proxy.endpoint, &["-r", vpcrouter_tests::world::REGION, "-v", &env.world.vpc_id, "-m", "configfile", "-f", spec.to_str().unwrap(), "-H", "always"])?;
+    env.wait_routed(&[&rt1], "10.55.0.0/16", T).map_err(|e| anyhow::anyhow!("{e}\n{}", d.log()))?;
+    // Every EC2 call now hangs for a minute; a spec change starts a reconcile that waits.
+    proxy.set_policy(vec![Rule::all(Fault::Slow(Duration::from_secs(60)))]);
+    let before = proxy.count("DescribeVpcs") + proxy.count("DescribeRouteTables");
+    env.write("spec.json", r#"{"10.66.0.0/16": ["127.0.1.10"]}"#);
+    wait_for(T, "a reconcile stuck on EC2", || (proxy.count("DescribeVpcs") + proxy.count("DescribeRouteTables") > before).then_some(()))?;
+    let t = std::time::Instant::now();
+    let status = d.stop(Duration::from_secs(5)).map_err(|e| anyhow::anyhow!("{e}\n{}", d.log()))?;
+    assert_eq!(status.code(), Some(0), "{}", d.log());
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert!(d.log().contains("abandoning the EC2 call in flight"), "{}", d.log());
+    proxy.clear();
+    Ok(())
+}
