@@ -233,6 +233,8 @@ fn demo_shows_routes_before_and_after() {
     let after = text.split("route tables AFTER").nth(1).unwrap_or("");
     assert!(after.contains("10.55.0.0/16"), "{text}");
     assert!(after.lines().any(|l| l.contains("10.66.17.0/24") && l.contains("-> 127.0.1.11")), "{text}");
+    let failover = text.lines().find(|l| l.starts_with("== failover: 10.55.0.0/16 moved")).unwrap_or_default();
+    assert!(failover.ends_with(" ms"), "{text}");
 }
 
 /// Builds an example plugin crate on its own (like a third party would) and returns its `.so`.

@@ -6,7 +6,7 @@
 //! by secondary IPs are recognised, CIDRs compare by value, IPv6 routes and gateway routes
 //! are left alone without retrying a create, and "no router available" is never used as
 //! a target.
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
 use rand::seq::IndexedRandom;
@@ -96,6 +96,9 @@ struct Planner<'a> {
     spec: BTreeMap<Cidr, &'a [Ipv4Addr]>,
     /// Owner (first instance/ENI) of every private IP in the VPC.
     owners: BTreeMap<Ipv4Addr, RouterTarget>,
+    /// Every ENI by id and every instance by id (first in snapshot order wins).
+    enis: HashMap<&'a str, (&'a Instance, &'a Eni)>,
+    instances: HashMap<&'a str, &'a Instance>,
     /// Router settled per CIDR so far (shared by all tables).
     chosen: BTreeMap<Cidr, Choice>,
     plan: Plan,
@@ -104,7 +107,13 @@ struct Planner<'a> {
 impl<'a> Planner<'a> {
     fn new(input: &'a PlanInput<'a>) -> Self {
         let mut owners = BTreeMap::new();
+        let mut enis = HashMap::new();
+        let mut instances = HashMap::new();
+        for instance in &input.state.instances {
+            instances.entry(instance.id.as_str()).or_insert(instance);
+        }
         for (instance, eni) in all_enis(input.state) {
+            enis.entry(eni.id.as_str()).or_insert((instance, eni));
             for &ip in &eni.private_ips {
                 owners
                     .entry(ip)
@@ -119,6 +128,8 @@ impl<'a> Planner<'a> {
                 .map(|(cidr, hosts)| (*cidr, hosts.as_slice()))
                 .collect(),
             owners,
+            enis,
+            instances,
             chosen: BTreeMap::new(),
             plan: Plan::default(),
         }
@@ -194,7 +205,7 @@ impl<'a> Planner<'a> {
             }
             return;
         }
-        let pointed = route_target(self.input.state, route);
+        let pointed = self.route_target(route);
         let primary_ip = pointed.and_then(|(_, eni)| eni.private_ips.first().copied());
         let Some(hosts) = hosts.filter(|h| !h.is_empty()) else {
             self.plan.actions.push(RouteAction::Delete {
@@ -295,8 +306,13 @@ impl<'a> Planner<'a> {
     /// Creates spec routes missing from managed tables, one router per CIDR.
     fn add_missing_routes<R: rand::Rng + ?Sized>(&mut self, tables: &[&RouteTable], rng: &mut R) {
         let spec: Vec<(Cidr, &[Ipv4Addr])> = self.spec.iter().map(|(c, h)| (*c, *h)).collect();
+        let present: Vec<BTreeSet<Cidr>> = tables
+            .iter()
+            .map(|t| t.routes.iter().filter_map(route_cidr).collect())
+            .collect();
         for (cidr, hosts) in spec.into_iter().filter(|(_, hosts)| !hosts.is_empty()) {
-            for table in tables.iter().filter(|t| !has_route_for(t, cidr)) {
+            let missing = tables.iter().zip(&present).filter(|(_, p)| !p.contains(&cidr));
+            for (table, _) in missing {
                 let target = match self.chosen.get(&cidr) {
                     Some(Choice::NoneAvailable) => break,
                     Some(Choice::Router(t)) => t.clone(),
@@ -341,31 +357,28 @@ fn route_cidr(route: &Route) -> Option<Cidr> {
         .and_then(|d| Cidr::parse(d).ok())
 }
 
-fn has_route_for(table: &RouteTable, cidr: Cidr) -> bool {
-    table.routes.iter().any(|r| route_cidr(r) == Some(cidr))
-}
-
-/// The instance and ENI a route points at; `None` when unknown or obsolete.
-///
-/// An ENI id wins (and must belong to the route's instance, if one is named); an
-/// instance id alone means that instance's primary interface.
-fn route_target<'s>(state: &'s VpcState, route: &Route) -> Option<(&'s Instance, &'s Eni)> {
-    if let Some(eni_id) = &route.eni_id {
-        let (instance, eni) = all_enis(state).find(|(_, e)| e.id == *eni_id)?;
-        let mismatch = route
-            .instance_id
-            .as_ref()
-            .is_some_and(|id| *id != instance.id);
-        return (!mismatch).then_some((instance, eni));
+impl<'a> Planner<'a> {
+    /// The instance and ENI a route points at; `None` when unknown or obsolete.
+    ///
+    /// An ENI id wins (and must belong to the route's instance, if one is named); an
+    /// instance id alone means that instance's primary interface.
+    fn route_target(&self, route: &Route) -> Option<(&'a Instance, &'a Eni)> {
+        if let Some(eni_id) = &route.eni_id {
+            let &(instance, eni) = self.enis.get(eni_id.as_str())?;
+            let mismatch = route
+                .instance_id
+                .as_ref()
+                .is_some_and(|id| *id != instance.id);
+            return (!mismatch).then_some((instance, eni));
+        }
+        let instance = *self.instances.get(route.instance_id.as_deref()?)?;
+        let eni = instance
+            .enis
+            .iter()
+            .find(|e| e.device_index == 0)
+            .or(instance.enis.first())?;
+        Some((instance, eni))
     }
-    let instance_id = route.instance_id.as_ref()?;
-    let instance = state.instances.iter().find(|i| i.id == *instance_id)?;
-    let eni = instance
-        .enis
-        .iter()
-        .find(|e| e.device_index == 0)
-        .or(instance.enis.first())?;
-    Some((instance, eni))
 }
 
 /// Tables serving a cluster subnet, sorted by id. The main table also serves every

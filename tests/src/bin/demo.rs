@@ -1,14 +1,20 @@
 //! `make demo`: vpcrouter on a local EC2 emulator, no AWS account needed.
 //!
-//! Starts moto, builds a small VPC (router hosts on loopback addresses), writes a route
-//! spec file, runs vpcrouter in configfile mode on it and prints the route tables before
-//! and after. Then it keeps running: edit the spec file and watch the tables change, until
-//! Ctrl-C. `--once` stops after the first "after"; `--port N` moves the status server
-//! from its default 33289 (query it with curl while the demo runs).
+//! Starts moto and builds a small VPC whose router instances have loopback addresses, so
+//! they are real hosts here: the demo runs a TCP listener on each. It writes a route spec
+//! file, runs vpcrouter in configfile mode with the `tcp` health plugin, and prints the route
+//! tables before and after. Then a live failover: the listener of the router that carries
+//! 10.55.0.0/16 is stopped, and the demo prints the tables again with the measured
+//! failover time. Afterwards it keeps running: edit the spec file and watch the tables
+//! follow, query the status server with curl, until Ctrl-C. `--once` ends after the
+//! failover; `--port N` moves the status server from its default 33289.
 
-use std::time::Duration;
+use std::net::{Ipv4Addr, TcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use vpcrouter_tests::{daemon::Daemon, wait_for, Env};
+use vpcrouter_tests::{daemon::Daemon, free_port, wait_for, Env};
 
 const SPEC: &str = r#"{
     "10.55.0.0/16": ["127.0.1.10", "127.0.2.10"],
@@ -16,23 +22,85 @@ const SPEC: &str = r#"{
 }
 "#;
 
+/// A router host: a TCP listener on its loopback address, closed by `stop`.
+struct Router {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Router {
+    fn start(ip: Ipv4Addr, port: u16) -> anyhow::Result<Router> {
+        let listener = TcpListener::bind((ip, port))?;
+        listener.set_nonblocking(true)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                // Health checks only connect; accept and drop.
+                if listener.accept().is_err() {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        });
+        Ok(Router { stop, thread: Some(thread) })
+    }
+
+    fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let once = args.iter().any(|a| a == "--once");
     let port = args.iter().position(|a| a == "--port").and_then(|i| args.get(i + 1)).map_or("33289", String::as_str);
     println!("== starting a local EC2 emulator (moto) and building a VPC ...");
     let env = Env::new()?;
+    let check_port = free_port();
+    let mut routers = std::collections::BTreeMap::new();
+    for ip in ["127.0.1.10", "127.0.1.11", "127.0.2.10"] {
+        let ip: Ipv4Addr = ip.parse()?;
+        routers.insert(ip.to_string(), Router::start(ip, check_port)?);
+    }
     let spec = env.write("route_spec.json", SPEC);
     println!("== VPC {} — route tables BEFORE vpcrouter:\n{}", env.world.vpc_id, env.world.dump());
     println!("== route spec {}:\n{SPEC}", spec.display());
     let spec_arg = spec.to_string_lossy().into_owned();
-    let d = env.daemon(&["-m", "configfile", "-f", &spec_arg, "-H", "always", "--route_recheck_interval", "10", "-p", port])?;
-    println!("== running: vpcrouter -r {} -v {} -m configfile -f {} -H always", vpcrouter_tests::world::REGION, env.world.vpc_id, spec.display());
+    let check = check_port.to_string();
+    let d = env.daemon(&[
+        "-m", "configfile", "-f", &spec_arg, "-H", "tcp", "--tcp_check_port", &check, "--tcp_check_interval", "0.5",
+        "--route_recheck_interval", "10", "-p", port,
+    ])?;
+    println!(
+        "== running: vpcrouter -r {} -v {} -m configfile -f {} -H tcp --tcp_check_port {check} --tcp_check_interval 0.5",
+        vpcrouter_tests::world::REGION,
+        env.world.vpc_id,
+        spec.display()
+    );
+    let mut seen = 0;
     let tables: Vec<&str> = env.world.tables[..2].iter().map(String::as_str).collect();
-    env.wait_routed(&tables, "10.55.0.0/16", Duration::from_secs(30))?;
+    let first = env.wait_routed(&tables, "10.55.0.0/16", Duration::from_secs(30))?;
     env.wait_routed(&tables, "10.66.17.0/24", Duration::from_secs(30))?;
     println!("== route tables AFTER:\n{}", env.world.dump());
-    print_changes(&d);
+    print_changes(&d, &mut seen);
+
+    let other = if first == "127.0.1.10" { "127.0.2.10" } else { "127.0.1.10" };
+    println!("== live failover: router {first} stops answering on port {check} ...");
+    let started = Instant::now();
+    if let Some(r) = routers.get_mut(&first) {
+        r.stop();
+    }
+    let want = vec![Some(other.to_string()); tables.len()];
+    wait_for(Duration::from_secs(30), "the failover", || {
+        std::thread::sleep(Duration::from_millis(10));
+        (env.world.targets(&tables, "10.55.0.0/16").ok()? == want).then_some(())
+    })?;
+    println!("== failover: 10.55.0.0/16 moved from {first} to {other} in every table in {} ms", started.elapsed().as_millis());
+    println!("== route tables after the failover:\n{}", env.world.dump());
+    print_changes(&d, &mut seen);
     if once {
         return Ok(());
     }
@@ -47,13 +115,17 @@ fn main() -> anyhow::Result<()> {
             (now != last).then_some(now)
         })?;
         println!("== route tables changed:\n{now}");
-        print_changes(&d);
+        print_changes(&d, &mut seen);
         last = now;
     }
 }
 
-fn print_changes(d: &Daemon) {
-    for line in d.log().lines().filter(|l| l.contains("route changed") || l.contains("WARN") || l.contains("ERROR")) {
+/// Prints the route-change, warning and error lines logged since the last call.
+fn print_changes(d: &Daemon, seen: &mut usize) {
+    let log = d.log();
+    let lines: Vec<&str> = log.lines().collect();
+    for line in lines.iter().skip(*seen).filter(|l| l.contains("route changed") || l.contains("WARN") || l.contains("ERROR")) {
         println!("   log: {line}");
     }
+    *seen = lines.len();
 }
