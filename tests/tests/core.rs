@@ -333,6 +333,13 @@ fn sighup_reopens_the_log_file_and_reloads_the_watcher_and_json_logs_parse() -> 
         let v: serde_json::Value = serde_json::from_str(line).map_err(|e| anyhow::anyhow!("not JSON: {line}: {e}"))?;
         assert!(v.get("level").is_some() && v.get("fields").is_some(), "{line}");
     }
+    // The start-up summary: version, plugins with versions, region, VPC, route tables found.
+    let start = read(&rotated).lines().find(|l| l.contains("*** Starting vpcrouter ***")).map(String::from).unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(&start)?;
+    let f = &v["fields"];
+    assert_eq!((f["mode"].as_str(), f["health"].as_str()), (Some("configfile (0.1.0)"), Some("always (0.1.0)")), "{start}");
+    assert_eq!((f["region"].as_str(), f["vpc"].as_str(), f["route_tables"].as_str()), (Some("us-east-1"), Some(env.world.vpc_id.as_str()), Some("4")), "{start}");
+    assert!(f["version"].is_string(), "{start}");
     let change = read(&rotated).lines().find(|l| l.contains("route changed")).map(String::from).unwrap_or_default();
     let v: serde_json::Value = serde_json::from_str(&change)?;
     assert_eq!(v["fields"]["cidr"], "10.55.0.0/16", "{change}");
