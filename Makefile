@@ -59,7 +59,7 @@ test: build venv
 	$(CARGO) test --workspace --no-fail-fast $(CARGO_PROFILE_FLAG) -- --test-threads=2
 
 # Benchmarks, release build, as root (see BENCHMARKS.md): failover latency of the health
-# plugins against moto, then ICMP at 1,000 and 10,000 hosts. BENCH_ARGS go to
+# plugins against moto, then ICMP at 1,000, 2,500 and 10,000 hosts. BENCH_ARGS go to
 # bench-failover, e.g. `make bench BENCH_ARGS='--trials 5 --only tcp'`.
 BENCH_BUILD_DIR ?= $(CURDIR)/target/plugins-release
 bench: venv

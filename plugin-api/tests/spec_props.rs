@@ -99,7 +99,7 @@ fn justified(err: &SpecError, pairs: &[(&str, Vec<Option<&str>>)], raw_host: imp
             same && text.contains(&format!("'{key}'")) && text.contains(&format!("'{other}'"))
         }
         SpecError::Host { key, value, .. } => {
-            let bad = pairs.iter().any(|(k, hs)| k == key && hs.iter().any(|h| h.map_or(true, |h| ref_ip(h).is_none())));
+            let bad = pairs.iter().any(|(k, hs)| k == key && hs.iter().any(|h| h.is_none_or(|h| ref_ip(h).is_none())));
             bad && raw_host(key, value) && text.contains(&format!("'{value}'")) && text.contains(&format!("'{key}'"))
         }
         SpecError::NotList { key, .. } => text.contains(&format!("'{key}'")),

@@ -41,6 +41,11 @@ fn adapter_reads_and_writes_a_moto_vpc() -> anyhow::Result<()> {
     for op in ["DescribeVpcs", "DescribeSubnets", "DescribeRouteTables", "DescribeInstances"] {
         assert_eq!(calls(&ec2, op), (1, 0), "one call per Describe: {op}");
     }
+    // Once the VPC is confirmed, a reconcile reads with 3 calls.
+    let again = rt.block_on(ec2.read_state(&w.vpc_id))?;
+    assert_eq!(again, state);
+    assert_eq!(calls(&ec2, "DescribeVpcs"), (1, 0));
+    assert_eq!(calls(&ec2, "DescribeRouteTables"), (2, 0));
     assert_eq!(state.subnets.len(), 4);
     assert_eq!(state.route_tables.len(), 4);
     let main = state.route_tables.iter().find(|t| t.id == w.main_table).expect("main table");

@@ -258,6 +258,9 @@ pub struct Ec2 {
     client: aws_sdk_ec2::Client,
     region: String,
     counters: Arc<Counters>,
+    /// The VPC DescribeVpcs last confirmed; later reads skip that call (3 reads per
+    /// reconcile at steady state).
+    confirmed_vpc: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 /// The SDK configuration loader: standard chain, `region`, retries and timeouts.
@@ -296,6 +299,7 @@ impl Ec2 {
             client: aws_sdk_ec2::Client::new(&conf),
             region: region.to_owned(),
             counters: Arc::new(Counters::default()),
+            confirmed_vpc: Arc::default(),
         }
     }
 
@@ -335,8 +339,9 @@ impl Ec2 {
     /// calls, run concurrently, plus one per further page).
     pub async fn read_state(&self, vpc_id: &str) -> Result<VpcState, Ec2Error> {
         debug!(vpc = vpc_id, region = %self.region, "reading VPC");
+        let confirmed = self.lock_confirmed().as_deref() == Some(vpc_id);
         let (vpcs, subnets, tables, instances) = tokio::join!(
-            self.vpc_exists(vpc_id),
+            async { if confirmed { Ok(true) } else { self.vpc_exists(vpc_id).await } },
             self.subnets(vpc_id),
             self.route_tables(vpc_id),
             self.instances(vpc_id),
@@ -347,6 +352,7 @@ impl Ec2 {
                 region: self.region.clone(),
             });
         }
+        *self.lock_confirmed() = Some(vpc_id.to_owned());
         let state = VpcState {
             vpc_id: vpc_id.to_owned(),
             subnets: subnets?,
@@ -361,6 +367,10 @@ impl Ec2 {
             "read VPC"
         );
         Ok(state)
+    }
+
+    fn lock_confirmed(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.confirmed_vpc.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     async fn vpc_exists(&self, vpc_id: &str) -> Result<bool, Ec2Error> {

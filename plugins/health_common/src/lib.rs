@@ -27,6 +27,18 @@ pub const HOLD_DOWN_INTERVALS: f64 = 10.0;
 /// A probe is answered in time when the answer comes within this share of the interval.
 pub const TIMEOUT_SHARE: f64 = 0.75;
 
+/// Probes per host per interval when nothing limits them: rounds overlap, so a host that
+/// stops answering is noticed 0.75 to 1.0 interval after its last answer.
+pub const PROBES_PER_INTERVAL: u32 = 4;
+
+/// Probes per host per interval for `hosts` hosts checked every `interval` seconds,
+/// lowered from [`PROBES_PER_INTERVAL`] so that at most `max_per_sec` probes go out per
+/// second, but never below one.
+pub fn probes_per_interval(hosts: usize, interval: f64, max_per_sec: f64) -> u32 {
+    let affordable = (max_per_sec * interval / hosts.max(1) as f64).floor();
+    (affordable as u32).clamp(1, PROBES_PER_INTERVAL)
+}
+
 /// Parses the interval option `name` (default 2); the error names the option and range.
 pub fn parse_interval(args: &PluginArgs, name: &str) -> Result<f64, String> {
     let secs = args.parse::<f64>(name)?.unwrap_or(DEFAULT_INTERVAL);
@@ -326,6 +338,16 @@ mod tests {
             assert!(e.contains("--x_interval must be between 0.1 and 3600 seconds"), "{bad}: {e}");
         }
         assert!(parse_interval(&args("two"), "x_interval").unwrap_err().contains("'two' is not a valid number"));
+    }
+
+    #[test]
+    fn probes_per_interval_respect_the_budget() {
+        assert_eq!(probes_per_interval(3, 0.1, 10_000.0), 4);
+        assert_eq!(probes_per_interval(2_500, 1.0, 10_000.0), 4);
+        assert_eq!(probes_per_interval(5_000, 1.0, 10_000.0), 2);
+        assert_eq!(probes_per_interval(10_000, 1.0, 10_000.0), 1);
+        assert_eq!(probes_per_interval(50_000, 2.0, 10_000.0), 1);
+        assert_eq!(probes_per_interval(0, 2.0, 10.0), 4);
     }
 
     #[test]

@@ -49,16 +49,13 @@ use vpcrouter_plugin_api::{
     RSender,
 };
 
-/// Echo requests per host per interval: rounds overlap so a silent host is noticed
-/// within one interval although its probe has 0.75 × interval to be answered.
-pub const PROBES_PER_INTERVAL: u32 = 4;
+pub use vpcrouter_health_common::PROBES_PER_INTERVAL;
 /// Echo requests per second above which fewer probes per interval are sent.
 pub const MAX_PROBES_PER_SEC: f64 = 10_000.0;
 
-/// Probes per host per interval for `hosts` hosts checked every `interval` seconds.
+/// Echo requests per host per interval for `hosts` hosts checked every `interval` seconds.
 pub fn probes_per_interval(hosts: usize, interval: f64) -> u32 {
-    let affordable = (MAX_PROBES_PER_SEC * interval / hosts.max(1) as f64).floor();
-    (affordable as u32).clamp(1, PROBES_PER_INTERVAL)
+    vpcrouter_health_common::probes_per_interval(hosts, interval, MAX_PROBES_PER_SEC)
 }
 /// The interval option.
 const INTERVAL_ARG: &str = "icmp_check_interval";

@@ -165,17 +165,19 @@ fn joined(ips: &[RString]) -> String {
     ips.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")
 }
 
-/// The combining thread.
-fn combine(
-    mut c: Combiner,
+/// What the combining thread talks to.
+struct Io {
     names: Vec<String>,
     sub_hosts: Vec<RSender<HostList>>,
     events: Receiver<Ev>,
     reports: RSender<HealthReport>,
     log: Logger,
     shared: Arc<Mutex<Shared>>,
-    stop: StopToken,
-) {
+}
+
+/// The combining thread.
+fn combine(mut c: Combiner, io: Io, stop: StopToken) {
+    let Io { names, sub_hosts, events, reports, log, shared } = io;
     let mut last: Option<HealthReport> = None;
     loop {
         let wait = c.next_expiry().map_or(Duration::from_secs(1), |t| {
@@ -382,10 +384,15 @@ impl HealthPlugin for Multi {
             self.workers.push(forward("MultiHealth:hosts", hosts, ev_tx, Ev::Hosts, None)?);
             let hold = Duration::from_secs_f64(self.max_interval * HOLD_DOWN_INTERVALS);
             let c = Combiner::new(self.subs.len(), hold);
-            let (names, shared, log2) = (self.names.clone(), self.shared.clone(), log.clone());
-            self.workers.push(Worker::spawn("MultiHealth", move |stop| {
-                combine(c, names, sub_hosts, ev_rx, reports, log2, shared, stop)
-            })?);
+            let io = Io {
+                names: self.names.clone(),
+                sub_hosts,
+                events: ev_rx,
+                reports,
+                log: log.clone(),
+                shared: self.shared.clone(),
+            };
+            self.workers.push(Worker::spawn("MultiHealth", move |stop| combine(c, io, stop))?);
             Ok(())
         })();
         if let Err(e) = spawned {

@@ -3,12 +3,14 @@
 //! `vpcrouter -H tcp --tcp_check_port 22 --tcp_check_interval 2`
 //! (port required, 1..=65535; interval default 2 s, 0.1 ..= 3600 s).
 //!
-//! * One thread starts non-blocking connects for every host at the start of each
-//!   interval, at most [`MAX_IN_FLIGHT`] at a time, and waits for them with `poll`
-//!   (no thread per host).
+//! * One thread starts a round of non-blocking connects to every host every interval / k,
+//!   at most [`MAX_IN_FLIGHT`] at a time, and waits for them with `poll` (no thread per
+//!   host). k is 4, lowered for very many hosts so that at most [`MAX_CONNECTS_PER_SEC`]
+//!   connects start per second, but never below 1.
 //! * A connect must succeed within min(0.75 × interval, [`MAX_CONNECT_TIMEOUT`]). A
-//!   refused or unreachable connect fails the check at once; one that does not complete
-//!   in time fails it at the timeout. Established connections are closed at once with a
+//!   refused or unreachable connect fails the check at once (so a closed port is noticed
+//!   within interval / k); one that does not complete in time fails it at the timeout
+//!   (so a silent host is noticed 0.75 to 1.0 interval after its last answer, with k = 4). Established connections are closed at once with a
 //!   reset (no data is exchanged, no TIME_WAIT is left behind).
 //! * A failed host stays failed for 10 × interval after its last failed check, and is
 //!   checked meanwhile; then it is eligible again. Routes never fail back by themselves.
@@ -29,8 +31,8 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use vpcrouter_health_common::{
-    joined, parse_hosts, parse_interval, Change, Publisher, Stats, Tracker, HOLD_DOWN_INTERVALS,
-    TIMEOUT_SHARE,
+    joined, parse_hosts, parse_interval, probes_per_interval, Change, Publisher, Stats, Tracker,
+    HOLD_DOWN_INTERVALS, PROBES_PER_INTERVAL, TIMEOUT_SHARE,
 };
 use vpcrouter_plugin_api::export::PluginDescription;
 use vpcrouter_plugin_api::worker::{StopToken, Worker};
@@ -41,6 +43,8 @@ use vpcrouter_plugin_api::{
 
 /// Connects in progress at most (each holds a file descriptor).
 pub const MAX_IN_FLIGHT: usize = 256;
+/// Connects per second above which fewer rounds per interval are started.
+pub const MAX_CONNECTS_PER_SEC: f64 = 2_000.0;
 /// Upper bound of the connect timeout, whatever the interval.
 pub const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const INTERVAL_ARG: &str = "tcp_check_interval";
@@ -77,6 +81,7 @@ struct TcpStats {
     rounds: AtomicU64,
     late_rounds: AtomicU64,
     skipped: AtomicU64,
+    probes_per_interval: AtomicU64,
 }
 
 /// The prober, owned by its thread.
@@ -95,6 +100,8 @@ struct Prober {
     stats: Arc<Stats>,
     extra: Arc<TcpStats>,
     have_list: bool,
+    /// Time between two rounds: interval / probes per interval.
+    period: Duration,
 }
 
 impl Prober {
@@ -105,6 +112,15 @@ impl Prober {
         }
         self.log.debug(format!("Checking {} hosts on port {}: {}", ips.len(), self.port, joined(&ips)));
         self.tracker.set_hosts(&ips);
+        let k = probes_per_interval(ips.len(), self.interval, MAX_CONNECTS_PER_SEC);
+        if k < PROBES_PER_INTERVAL {
+            self.log.info(format!(
+                "{} hosts: {k} connect(s) per host per interval, to stay under {MAX_CONNECTS_PER_SEC} per second",
+                ips.len()
+            ));
+        }
+        self.extra.probes_per_interval.store(u64::from(k), Ordering::Relaxed);
+        self.period = Duration::from_secs_f64(self.interval / f64::from(k));
         self.targets = ips;
         self.have_list = true;
     }
@@ -228,7 +244,6 @@ impl Prober {
     }
 
     fn run(mut self, hosts: RReceiver<HostList>, stop: StopToken) {
-        let period = Duration::from_secs_f64(self.interval);
         let mut next_round = Instant::now();
         let mut events = Events::with_capacity(1024);
         loop {
@@ -258,11 +273,11 @@ impl Prober {
                 if !self.tracker.is_empty() {
                     self.start_round(now);
                 }
-                next_round += period;
+                next_round += self.period;
                 if next_round <= now {
                     self.extra.late_rounds.fetch_add(1, Ordering::Relaxed);
                     self.log.warn("TCP round started late; restarting the schedule");
-                    next_round = now + period;
+                    next_round = now + self.period;
                 }
             }
             self.start_connects();
@@ -364,6 +379,7 @@ impl HealthPlugin for Tcp {
             stats: self.stats.clone(),
             extra: self.extra.clone(),
             have_list: false,
+            period: Duration::from_secs_f64(self.interval / f64::from(PROBES_PER_INTERVAL)),
         };
         self.worker = Some(Worker::spawn("TcpHealth", move |stop| prober.run(hosts, stop))?);
         self.log = Some(log);
@@ -390,6 +406,7 @@ impl HealthPlugin for Tcp {
             "params": {INTERVAL_ARG: self.interval, PORT_ARG: self.port},
             "timeout_secs": connect_timeout(self.interval).as_secs_f64(),
             "hold_down_secs": self.interval * HOLD_DOWN_INTERVALS,
+            "probes_per_interval": self.extra.probes_per_interval.load(Ordering::Relaxed),
             "stats": stats,
         })
     }
@@ -517,7 +534,8 @@ mod tests {
         assert!(held >= Duration::from_millis(2000 - 250) && held <= Duration::from_millis(2000 + 300), "{held:?}");
         assert!(r.logs.contains(LogLevel::Info, &format!("Host {a} accepts TCP connections on port {port} again")));
         let info = r.plugin.info();
-        assert!(info["stats"]["checks"].as_u64().unwrap() >= 20, "{info}");
+        assert!(info["stats"]["checks"].as_u64().unwrap() >= 60, "{info}");
+        assert_eq!(info["probes_per_interval"], 4);
         assert!(info["stats"]["failures"].as_u64().unwrap() >= 1, "{info}");
         assert_eq!(info["params"][PORT_ARG], port);
         let t = Instant::now();
