@@ -57,6 +57,12 @@ pub fn run_once(args: &[&str]) -> (i32, String, String) {
 impl Daemon {
     /// Starts vpcrouter against `moto` with `args` (add `-r`/`-v` yourself).
     pub fn start(moto: &Moto, args: &[&str]) -> anyhow::Result<Daemon> {
+        Daemon::start_via(moto, &moto.endpoint, args)
+    }
+
+    /// Like [`Daemon::start`], with the EC2 endpoint set to `endpoint` (e.g. a fault proxy
+    /// in front of `moto`).
+    pub fn start_via(moto: &Moto, endpoint: &str, args: &[&str]) -> anyhow::Result<Daemon> {
         let dir = tempfile::tempdir()?;
         let log_path = dir.path().join("vpcrouter.log");
         let log = std::fs::File::create(&log_path)?;
@@ -66,8 +72,18 @@ impl Daemon {
         if port_arg(args).is_none() {
             all.extend(["-p", port_text.as_str()]);
         }
-        let child = command(Some(moto), &all).stdout(log.try_clone()?).stderr(log).spawn()?;
+        let child = command(Some(moto), &all).env("AWS_ENDPOINT_URL", endpoint).stdout(log.try_clone()?).stderr(log).spawn()?;
         Ok(Daemon { child: Some(child), log_path, port, _dir: dir })
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The exit status if the process has ended.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// The log so far.

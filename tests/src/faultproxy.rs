@@ -10,14 +10,11 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, ExitStatus};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::moto::Moto;
 
 /// Largest request or response the proxy handles (moto answers at bench scale are large).
 const MAX_BODY: usize = 256 << 20;
@@ -409,58 +406,3 @@ fn serve(stream: TcpStream, shared: &Shared, upstream: &str) {
     }
 }
 
-/// vpcrouter run against `moto` through a proxy at `endpoint`; killed on drop.
-pub struct ProxiedDaemon {
-    child: Option<Child>,
-    /// stdout and stderr of the process.
-    pub log_path: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl ProxiedDaemon {
-    /// Starts vpcrouter with `args` (add `-r`/`-v`), its EC2 endpoint set to `endpoint`.
-    pub fn start(moto: &Moto, endpoint: &str, args: &[&str]) -> anyhow::Result<ProxiedDaemon> {
-        let dir = tempfile::tempdir()?;
-        let log_path = dir.path().join("vpcrouter.log");
-        let log = std::fs::File::create(&log_path)?;
-        let child = crate::daemon::command(Some(moto), args)
-            .env("AWS_ENDPOINT_URL", endpoint)
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()?;
-        Ok(ProxiedDaemon { child: Some(child), log_path, _dir: dir })
-    }
-
-    /// The process id.
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
-    /// The log so far.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
-    }
-
-    /// The exit status if the process has ended.
-    pub fn exited(&mut self) -> Option<ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
-    }
-
-    /// Sends SIGTERM and waits (at most `timeout`) for the exit status.
-    pub fn stop(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
-        let child = self.child.as_mut().ok_or_else(|| anyhow::anyhow!("already stopped"))?;
-        let _ = std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-        let status = crate::wait_for(timeout, "vpcrouter to exit", || child.try_wait().ok().flatten())?;
-        self.child = None;
-        Ok(status)
-    }
-}
-
-impl Drop for ProxiedDaemon {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}

@@ -10,6 +10,7 @@
 pub mod daemon;
 pub mod faultproxy;
 pub mod http_client;
+pub mod listener;
 pub mod moto;
 pub mod netns;
 pub mod world;

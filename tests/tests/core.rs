@@ -349,12 +349,13 @@ fn sighup_reopens_the_log_file_and_reloads_the_watcher_and_json_logs_parse() -> 
 
 #[test]
 fn sigterm_abandons_a_stuck_ec2_call_and_exits_zero_within_5_s() -> anyhow::Result<()> {
-    use vpcrouter_tests::faultproxy::{Fault, FaultProxy, ProxiedDaemon, Rule};
+    use vpcrouter_tests::daemon::Daemon;
+    use vpcrouter_tests::faultproxy::{Fault, FaultProxy, Rule};
     let env = Env::new()?;
     let rt1 = env.world.tables[0].clone();
     let proxy = FaultProxy::start(&env.moto.endpoint)?;
     let spec = env.write("spec.json", r#"{"10.55.0.0/16": ["127.0.1.10"]}"#);
-    let mut d = ProxiedDaemon::start(&env.moto, &proxy.endpoint, &["-r", vpcrouter_tests::world::REGION, "-v", &env.world.vpc_id, "-m", "configfile", "-f", spec.to_str().unwrap(), "-H", "always"])?;
+    let mut d = Daemon::start_via(&env.moto, &proxy.endpoint, &["-r", vpcrouter_tests::world::REGION, "-v", &env.world.vpc_id, "-m", "configfile", "-f", spec.to_str().unwrap(), "-H", "always"])?;
     env.wait_routed(&[&rt1], "10.55.0.0/16", T).map_err(|e| anyhow::anyhow!("{e}\n{}", d.log()))?;
     // Every EC2 call now hangs for a minute; a spec change starts a reconcile that waits.
     proxy.set_policy(vec![Rule::all(Fault::Slow(Duration::from_secs(60)))]);

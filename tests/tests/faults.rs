@@ -7,7 +7,8 @@
 
 use std::time::{Duration, Instant};
 
-use vpcrouter_tests::faultproxy::{Fault, FaultProxy, Policy, ProxiedDaemon, Rule};
+use vpcrouter_tests::daemon::Daemon;
+use vpcrouter_tests::faultproxy::{Fault, FaultProxy, Policy, Rule};
 use vpcrouter_tests::{wait_for, world, Env};
 
 const T: Duration = Duration::from_secs(20);
@@ -17,7 +18,7 @@ const CIDR: &str = "10.55.0.0/16";
 struct Setup {
     env: Env,
     proxy: FaultProxy,
-    d: ProxiedDaemon,
+    d: Daemon,
     tables: [String; 2],
     /// The router 10.55.0.0/16 points at after start-up.
     first: String,
@@ -36,7 +37,7 @@ impl Setup {
             "-r", world::REGION, "-v", &env.world.vpc_id, "-m", "configfile", "-f", spec.to_str().unwrap_or_default(),
             "-H", "file", "--health_file", health.to_str().unwrap_or_default(), "--route_recheck_interval", "5",
         ];
-        let d = ProxiedDaemon::start(&env.moto, &proxy.endpoint, &args)?;
+        let d = Daemon::start_via(&env.moto, &proxy.endpoint, &args)?;
         let tables = [env.world.tables[0].clone(), env.world.tables[1].clone()];
         let first = env
             .wait_routed(&[&tables[0], &tables[1]], CIDR, T)

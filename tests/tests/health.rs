@@ -6,13 +6,10 @@
 //! and the routers live and where nftables drops packets to a "failed" router.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use vpcrouter_tests::listener::Listener;
 use vpcrouter_tests::daemon::{binary, run_once};
 use vpcrouter_tests::{build_dir, netns, wait_for, Env};
 
@@ -20,38 +17,6 @@ const T: Duration = Duration::from_secs(20);
 const CIDR: &str = "10.55.0.0/16";
 const SPEC: &str = r#"{"10.55.0.0/16": ["127.0.1.10", "127.0.2.10"]}"#;
 
-/// A TCP listener that accepts and drops connections until dropped.
-struct Listener {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Listener {
-    fn bind(ip: &str, port: u16) -> anyhow::Result<(Listener, u16)> {
-        let l = TcpListener::bind((ip, port))?;
-        let port = l.local_addr()?.port();
-        l.set_nonblocking(true)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
-                if l.accept().is_err() {
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-            }
-        });
-        Ok((Listener { stop, thread: Some(thread) }, port))
-    }
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
 
 /// Listeners on the same port of both routers; a router "stops answering" when its
 /// listener is closed.

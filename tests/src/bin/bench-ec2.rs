@@ -16,7 +16,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use vpcrouter_tests::faultproxy::{FaultProxy, ProxiedDaemon};
+use vpcrouter_tests::daemon::Daemon;
+use vpcrouter_tests::faultproxy::FaultProxy;
 use vpcrouter_tests::moto::Moto;
 use vpcrouter_tests::{free_port, http_client, wait_for, world, Env};
 
@@ -107,7 +108,7 @@ fn small_world(t: &mut Table) -> anyhow::Result<()> {
     let (rt1, rt2) = (env.world.tables[0].clone(), env.world.tables[1].clone());
     let started = unix_now();
     let t0 = Instant::now();
-    let d = ProxiedDaemon::start(&env.moto, &proxy.endpoint, &args)?;
+    let d = Daemon::start_via(&env.moto, &proxy.endpoint, &args)?;
     let first = wait_for(Duration::from_secs(30), "the first route", || {
         let r = env.world.routes(&rt1).ok()?;
         r.contains_key("10.55.0.0/16").then(|| t0.elapsed())
@@ -155,7 +156,7 @@ fn idle(t: &mut Table, secs: u64) -> anyhow::Result<()> {
     let spec = env.write("spec.json", r#"{"10.55.0.0/16": ["127.0.1.10", "127.0.2.10"], "10.66.0.0/24": ["127.0.1.11"]}"#);
     let port = free_port();
     let args = ["-r", world::REGION, "-v", &env.world.vpc_id, "-m", "configfile", "-f", spec.to_str().unwrap_or_default(), "-H", "always", "-p", &port.to_string()];
-    let d = ProxiedDaemon::start(&env.moto, &proxy.endpoint, &args)?;
+    let d = Daemon::start_via(&env.moto, &proxy.endpoint, &args)?;
     let pid = d.pid().context("no pid")?;
     env.wait_routed(&[&env.world.tables[0]], "10.55.0.0/16", Duration::from_secs(30))?;
     std::thread::sleep(Duration::from_secs(2));
@@ -233,7 +234,7 @@ fn scale(t: &mut Table, cidrs: usize, tables: usize, instances: usize) -> anyhow
         "-r", world::REGION, "-v", &vpc_id, "-m", "configfile", "-f", spec_path.to_str().unwrap_or_default(),
         "-H", "file", "--health_file", health.to_str().unwrap_or_default(), "--route_recheck_interval", "0", "-p", &port.to_string(),
     ];
-    let d = ProxiedDaemon::start(&moto, &proxy.endpoint, &args)?;
+    let d = Daemon::start_via(&moto, &proxy.endpoint, &args)?;
     let routes = (cidrs * tables) as u64;
     let first = next_reconcile(port, 0.0, Duration::from_secs(1800)).map_err(|e| anyhow::anyhow!("{e}\n{}", d.log()))?;
     let (reads, writes) = split(&proxy.counts());

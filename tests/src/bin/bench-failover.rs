@@ -10,15 +10,12 @@
 //! moto every 5 ms until every managed table points at another router.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use aws_sdk_ec2::types::{Filter, InstanceType};
+use vpcrouter_tests::listener::Listener;
 use vpcrouter_tests::{netns, wait_for, Env};
 
 const CIDR: &str = "10.55.0.0/16";
@@ -65,38 +62,6 @@ impl Config {
     }
 }
 
-/// A listener accepting and dropping connections until dropped.
-struct Listener {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Listener {
-    fn bind(ip: &str, port: u16) -> anyhow::Result<(Listener, u16)> {
-        let l = TcpListener::bind((ip, port)).with_context(|| format!("bind {ip}:{port}"))?;
-        let port = l.local_addr()?.port();
-        l.set_nonblocking(true)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
-                if l.accept().is_err() {
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-            }
-        });
-        Ok((Listener { stop, thread: Some(thread) }, port))
-    }
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
 
 /// A tiny xorshift generator for the random phase (no dependency needed).
 struct Rng(u64);

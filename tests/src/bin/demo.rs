@@ -9,11 +9,9 @@
 //! follow, query the status server with curl, until Ctrl-C. `--once` ends after the
 //! failover; `--port N` moves the status server from its default 33289.
 
-use std::net::{Ipv4Addr, TcpListener};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use vpcrouter_tests::listener::Listener;
 use vpcrouter_tests::{daemon::Daemon, free_port, wait_for, Env};
 
 const SPEC: &str = r#"{
@@ -21,37 +19,6 @@ const SPEC: &str = r#"{
     "10.66.17.0/24": ["127.0.1.11"]
 }
 "#;
-
-/// A router host: a TCP listener on its loopback address, closed by `stop`.
-struct Router {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Router {
-    fn start(ip: Ipv4Addr, port: u16) -> anyhow::Result<Router> {
-        let listener = TcpListener::bind((ip, port))?;
-        listener.set_nonblocking(true)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
-                // Health checks only connect; accept and drop.
-                if listener.accept().is_err() {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-            }
-        });
-        Ok(Router { stop, thread: Some(thread) })
-    }
-
-    fn stop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -62,8 +29,7 @@ fn main() -> anyhow::Result<()> {
     let check_port = free_port();
     let mut routers = std::collections::BTreeMap::new();
     for ip in ["127.0.1.10", "127.0.1.11", "127.0.2.10"] {
-        let ip: Ipv4Addr = ip.parse()?;
-        routers.insert(ip.to_string(), Router::start(ip, check_port)?);
+        routers.insert(ip.to_string(), Listener::bind(ip, check_port)?.0);
     }
     let spec = env.write("route_spec.json", SPEC);
     println!("== VPC {} — route tables BEFORE vpcrouter:\n{}", env.world.vpc_id, env.world.dump());
@@ -90,9 +56,7 @@ fn main() -> anyhow::Result<()> {
     let other = if first == "127.0.1.10" { "127.0.2.10" } else { "127.0.1.10" };
     println!("== live failover: router {first} stops answering on port {check} ...");
     let started = Instant::now();
-    if let Some(r) = routers.get_mut(&first) {
-        r.stop();
-    }
+    drop(routers.remove(&first));
     let want = vec![Some(other.to_string()); tables.len()];
     wait_for(Duration::from_secs(30), "the failover", || {
         std::thread::sleep(Duration::from_millis(10));
