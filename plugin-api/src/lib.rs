@@ -24,6 +24,7 @@ pub mod context;
 pub mod export;
 pub mod plugin;
 pub mod spec;
+pub mod time;
 pub mod types;
 pub mod worker;
 

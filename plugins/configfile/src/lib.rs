@@ -12,7 +12,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use vpcrouter_filewatch::{FileWatch, Wake};
 use vpcrouter_plugin_api::export::PluginDescription;
@@ -86,27 +86,6 @@ fn read_spec(path: &Path) -> Result<RouteSpec, String> {
     spec::parse_json(&text).map_err(|e| e.to_string())
 }
 
-/// Formats a time as RFC 3339 in UTC, to the second: `2024-05-01T12:00:00Z`.
-fn rfc3339(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    // Days since 1970-01-01 to a civil date (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3_600,
-        rem % 3_600 / 60,
-        rem % 60
-    )
-}
 
 /// Reads the file and sends its spec when it is valid and new.
 struct Reader {
@@ -231,7 +210,7 @@ impl WatcherPlugin for Configfile {
 
     fn info(&self) -> serde_json::Value {
         let stats = lock(&self.stats);
-        let last = stats.last_update.map_or_else(|| "(no update, yet)".to_string(), rfc3339);
+        let last = stats.last_update.map_or_else(|| "(no update, yet)".to_string(), vpcrouter_plugin_api::time::rfc3339);
         serde_json::json!({
             "version": Self::VERSION,
             "params": {"file": self.file},
@@ -397,7 +376,7 @@ mod tests {
         fs::write(&file, SPEC_B).unwrap();
         assert_eq!(r.next_json(), canonical(SPEC_B));
         let last = r.plugin.info()["stats"]["last_route_spec_update"].as_str().unwrap().to_string();
-        assert!(last.ends_with('Z') && last.len() == 20, "{last}");
+        assert!(last.ends_with('Z') && last.len() == 24, "{last}"); // 2026-11-23T14:05:09.123Z
         r.plugin.stop().unwrap();
     }
 
@@ -439,17 +418,4 @@ mod tests {
         assert_eq!(info["version"], Configfile::VERSION);
     }
 
-    #[test]
-    fn timestamps_are_rfc3339_utc() {
-        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)), "2000-02-29T00:00:00Z");
-        assert_eq!(
-            rfc3339(UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
-            "2023-11-14T22:13:20Z"
-        );
-        assert_eq!(
-            rfc3339(UNIX_EPOCH + Duration::from_secs(4_102_444_799)),
-            "2099-12-31T23:59:59Z"
-        );
-    }
 }
