@@ -8,9 +8,9 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use vpcrouter_tests::daemon::{self, run_once, Daemon};
+use vpcrouter_tests::daemon::{run_once, Daemon};
 use vpcrouter_tests::http_client::{self, get, post_json, request};
-use vpcrouter_tests::{free_port, wait_for, Env};
+use vpcrouter_tests::{wait_for, Env};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -366,28 +366,15 @@ fn pump(mut from: TcpStream, mut to: TcpStream, paused: &AtomicBool, stop: &Atom
     let _ = to.shutdown(std::net::Shutdown::Write);
 }
 
-/// Kills the child on drop.
-struct ChildGuard(std::process::Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn server_answers_while_a_reconcile_waits_for_ec2() -> anyhow::Result<()> {
     let env = Env::new()?;
     let rt1 = env.world.tables[0].clone();
     let relay = Relay::start(&env.moto.endpoint)?;
-    let port = free_port();
-    let log = env.path("vpcrouter.log");
-    let mut cmd = daemon::command(Some(&env.moto), &["-r", "us-east-1", "-v", &env.world.vpc_id, "-m", "http", "-H", "always", "-p", &port.to_string()]);
-    cmd.env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{}", relay.port));
-    let file = std::fs::File::create(&log)?;
-    let _child = ChildGuard(cmd.stdout(file.try_clone()?).stderr(file).spawn()?);
-    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let relay_endpoint = format!("http://127.0.0.1:{}", relay.port);
+    let d = Daemon::start_via(&env.moto, &relay_endpoint, &["-r", "us-east-1", "-v", &env.world.vpc_id, "-m", "http", "-H", "always"])?;
+    let port = d.port;
+    let read_log = || d.log();
     wait_for(T, "the status server", || get(port, "/status", None).ok().filter(|r| r.status == 200).map(drop))
         .map_err(|e| anyhow::anyhow!("{e}\n{}", read_log()))?;
     assert_eq!(post_json(port, "/route_spec", r#"{"10.55.0.0/16": ["127.0.1.10"]}"#)?.status, 200);
