@@ -25,7 +25,7 @@ export VPCROUTER_MOTO_SERVER := $(VENV)/bin/moto_server
 all: build
 
 # Tools from Debian when missing: a C compiler (aws-lc), python3-venv (moto),
-# systemd-analyze and dpkg-deb (packaging tests).
+# systemd-analyze and dpkg-deb (packaging tests), protoc (etcd client), etcd (cluster tests).
 deps:
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust (rustup or Debian's cargo >= 1.85)"; exit 1; }
 	@if ! command -v cc >/dev/null || ! python3 -c 'import venv, ensurepip' 2>/dev/null \
@@ -33,6 +33,10 @@ deps:
 	  echo "installing build tools with apt-get"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	    build-essential python3 python3-venv systemd dpkg >/dev/null; \
+	fi
+	@if ! command -v protoc >/dev/null || ! command -v etcd >/dev/null || ! command -v etcdctl >/dev/null; then \
+	  echo "installing protobuf-compiler (builds the etcd client) and etcd with apt-get (cluster mode and the etcd watcher)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq protobuf-compiler etcd-server etcd-client >/dev/null; \
 	fi
 	@if ! command -v nft >/dev/null; then \
 	  echo "installing nftables with apt-get (health tests silence routers inside their own network namespaces)"; \
@@ -59,10 +63,11 @@ test: build venv
 	$(CARGO) test --workspace --no-fail-fast $(CARGO_PROFILE_FLAG) -- --test-threads=2
 
 # Benchmarks, release build, as root (see BENCHMARKS.md): failover latency of the health
-# plugins against moto, then ICMP at 1,000, 2,500 and 10,000 hosts. BENCH_ARGS go to
+# plugins against moto, then ICMP at 1,000, 2,500 and 10,000 hosts, the planner, EC2 calls,
+# and cluster mode (takeover, failover vs single mode, idle etcd load). BENCH_ARGS go to
 # bench-failover, e.g. `make bench BENCH_ARGS='--trials 5 --only tcp'`.
 BENCH_BUILD_DIR ?= $(CURDIR)/target/plugins-release
-bench: venv
+bench: venv deps
 	$(MAKE) build PROFILE=release BUILD_DIR=$(BENCH_BUILD_DIR)
 	$(CARGO) build --release -p vpcrouter-tests --bin bench-failover --bin bench-icmp-scale
 	VPCROUTER_BUILD_DIR=$(BENCH_BUILD_DIR) $(CARGO_TARGET_DIR)/release/bench-failover $(BENCH_ARGS)
@@ -70,6 +75,8 @@ bench: venv
 	$(CARGO) build --release -p vpcrouter-tests --bin bench-planner --bin bench-ec2
 	$(CARGO_TARGET_DIR)/release/bench-planner
 	VPCROUTER_BUILD_DIR=$(BENCH_BUILD_DIR) $(CARGO_TARGET_DIR)/release/bench-ec2
+	$(CARGO) build --release -p vpcrouter-tests --bin bench-cluster
+	VPCROUTER_BUILD_DIR=$(BENCH_BUILD_DIR) $(CARGO_TARGET_DIR)/release/bench-cluster
 
 # Property tests of route spec parsing and validation, 1,000,000 generated inputs per
 # property (release build); prints inputs and time per property.

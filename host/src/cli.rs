@@ -50,6 +50,23 @@ pub struct Options {
     pub sub_plugins: BTreeMap<String, LoadedPlugin>,
     /// The search path plugins were found in.
     pub search: SearchPath,
+    /// Cluster mode (`--cluster-etcd`), if on.
+    pub cluster: Option<ClusterOptions>,
+}
+
+/// `--cluster-*` and `--health-quorum`.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// etcd client URLs.
+    pub endpoints: Vec<String>,
+    /// `--cluster-name`; `None`: the VPC id.
+    pub name: Option<String>,
+    /// `--instance-id` (default: the hostname).
+    pub instance_id: String,
+    /// `--cluster-lease-ttl` seconds.
+    pub lease_ttl: u64,
+    /// `--health-quorum`.
+    pub quorum: crate::cluster::Quorum,
 }
 
 /// A plugin library with the values of its options.
@@ -178,6 +195,23 @@ fn base_command() -> Command {
             .help("list the plugins found, with versions and descriptions, and exit"))
         .arg(Arg::new("dry_run").long("dry-run").action(ArgAction::SetTrue)
             .help("log the route changes that would be made, change nothing"))
+        .arg(Arg::new("cluster_etcd").long("cluster-etcd").value_name("URL[,URL...]").env("VPCROUTER_CLUSTER_ETCD")
+            .help_heading("Cluster mode (several instances, one leader)")
+            .help("etcd client URLs: run as one of several vpcrouters; only the elected leader writes to EC2"))
+        .arg(Arg::new("cluster_name").long("cluster-name").value_name("NAME").requires("cluster_etcd")
+            .help_heading("Cluster mode (several instances, one leader)")
+            .help("instances with the same name form one cluster [default: the VPC id]"))
+        .arg(Arg::new("instance_id").long("instance-id").value_name("ID").requires("cluster_etcd")
+            .help_heading("Cluster mode (several instances, one leader)")
+            .help("this instance's id, unique in the cluster [default: the hostname]"))
+        .arg(Arg::new("cluster_lease_ttl").long("cluster-lease-ttl").value_name("SECONDS").requires("cluster_etcd")
+            .default_value("5").value_parser(clap::value_parser!(u64).range(1..=300))
+            .help_heading("Cluster mode (several instances, one leader)")
+            .help("lease time-to-live: a dead leader is replaced within this time"))
+        .arg(Arg::new("health_quorum").long("health-quorum").value_name("RULE").requires("cluster_etcd")
+            .default_value("majority").value_parser(["majority", "any", "all"])
+            .help_heading("Cluster mode (several instances, one leader)")
+            .help("how many instances' health reports must call a host failed: majority, any (a single view, as without a cluster) or all"))
 }
 
 /// Adds a plugin's options under a heading of its own.
@@ -363,8 +397,61 @@ pub fn parse(argv: &[String], loader: &Loader) -> Result<Invocation, CliError> {
         health,
         sub_plugins,
         search,
+        cluster: cluster_options(&m)?,
     };
     Ok(Invocation::Run(Box::new(options)))
+}
+
+fn cluster_options(m: &ArgMatches) -> Result<Option<ClusterOptions>, CliError> {
+    let Some(raw) = m.get_one::<String>("cluster_etcd") else { return Ok(None) };
+    let endpoints = parse_endpoints(raw).map_err(|e| CliError::usage(format!("error: --cluster-etcd: {e}")))?;
+    let name = m.get_one::<String>("cluster_name").cloned();
+    if let Some(n) = &name {
+        crate::cluster::check_name("--cluster-name", n).map_err(|e| CliError::usage(format!("error: {e}")))?;
+    }
+    let instance_id = match m.get_one::<String>("instance_id") {
+        Some(id) => id.clone(),
+        None => hostname().ok_or_else(|| CliError::usage("error: --instance-id: the hostname cannot be read; give an id"))?,
+    };
+    crate::cluster::check_name("--instance-id", &instance_id).map_err(|e| CliError::usage(format!("error: {e}")))?;
+    Ok(Some(ClusterOptions {
+        endpoints,
+        name,
+        instance_id,
+        lease_ttl: m.get_one::<u64>("cluster_lease_ttl").copied().unwrap_or(5),
+        quorum: m
+            .get_one::<String>("health_quorum")
+            .and_then(|q| crate::cluster::Quorum::parse(q))
+            .unwrap_or(crate::cluster::Quorum::Majority),
+    }))
+}
+
+/// Parses comma-separated etcd URLs (`http://host:port`; a bare `host:port` gets `http://`).
+pub fn parse_endpoints(raw: &str) -> Result<Vec<String>, String> {
+    let list: Vec<String> = raw
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| if s.contains("://") { s.to_string() } else { format!("http://{s}") })
+        .collect();
+    if list.is_empty() {
+        return Err("no etcd URL given; pass e.g. http://10.0.0.5:2379,http://10.0.0.6:2379".into());
+    }
+    for url in &list {
+        let rest = url.strip_prefix("http://").ok_or_else(|| format!("'{url}': only http:// URLs are supported"))?;
+        let (host, port) = rest.trim_end_matches('/').rsplit_once(':').ok_or_else(|| format!("'{url}': the port is missing (etcd listens on 2379)"))?;
+        if host.is_empty() || port.parse::<u16>().is_err() {
+            return Err(format!("'{url}' is not host:port"));
+        }
+    }
+    Ok(list)
+}
+
+/// The host name, from the kernel.
+fn hostname() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name = name.trim();
+    (!name.is_empty()).then(|| name.to_string())
 }
 
 fn check_recheck(v: u64) -> Result<u64, CliError> {
@@ -436,6 +523,31 @@ mod tests {
             assert!(generate(shell).unwrap().contains("ignore_routes"), "{shell}");
         }
         assert_eq!(generate("tcsh").unwrap_err().status, 2);
+    }
+
+    #[test]
+    fn etcd_endpoints_are_checked() {
+        assert_eq!(parse_endpoints("http://127.0.0.1:2379, 10.0.0.2:2379").unwrap(), ["http://127.0.0.1:2379", "http://10.0.0.2:2379"]);
+        assert!(parse_endpoints(" , ").unwrap_err().contains("no etcd URL"));
+        assert!(parse_endpoints("https://a:1").unwrap_err().contains("only http://"));
+        assert!(parse_endpoints("http://a").unwrap_err().contains("port is missing"));
+        assert!(parse_endpoints("http://a:x").unwrap_err().contains("not host:port"));
+        assert!(crate::cluster::check_name("--instance-id", "i-0abc.eu_1:2").is_ok());
+        for bad in ["", "a/b", "a b", &"x".repeat(129)] {
+            assert!(crate::cluster::check_name("--instance-id", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cluster_options_default_to_off_and_need_cluster_etcd() {
+        let m = base_command().try_get_matches_from(argv("-m x")).unwrap();
+        assert!(cluster_options(&m).unwrap().is_none());
+        assert!(base_command().try_get_matches_from(argv("-m x --health-quorum any")).is_err());
+        let m = base_command()
+            .try_get_matches_from(argv("-m x --cluster-etcd 127.0.0.1:2379 --instance-id a --health-quorum all"))
+            .unwrap();
+        let c = cluster_options(&m).unwrap().unwrap();
+        assert_eq!((c.instance_id.as_str(), c.lease_ttl, c.quorum, c.name), ("a", 5, crate::cluster::Quorum::All, None));
     }
 
     #[test]

@@ -15,6 +15,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use vpcrouter_plugin_api::{spec, HealthReport, HostList, RSender, RouteSpec};
 
+use crate::cluster::{quorum, ClusterEvent, ClusterHandle, Report};
 use crate::status::{table_routes, TableRoutes};
 use crate::vpc::ec2::Ec2;
 use crate::vpc::model::{Cidr, Notice, Plan, RouteAction};
@@ -27,6 +28,8 @@ pub enum Event {
     Spec(RouteSpec),
     /// A full health report from the health plugin.
     Health(HealthReport),
+    /// News from the cluster (leader election, other instances' health reports).
+    Cluster(ClusterEvent),
     /// A plugin dropped its queue: it can no longer do its job.
     QueueClosed(String),
     /// SIGTERM/SIGINT: stop.
@@ -99,6 +102,9 @@ pub struct Status {
     pub tables: TableRoutes,
     /// The hosts the health plugin was last asked to watch.
     pub working_set: Vec<String>,
+    /// This instance's own health view (in cluster mode `failed`/`questionable` are the
+    /// quorum of all instances' views).
+    pub local_health: Report,
 }
 
 /// The reconcile loop and its state.
@@ -112,6 +118,12 @@ pub struct Engine {
     hosts_sent: Option<HostList>,
     failed: BTreeSet<Ipv4Addr>,
     questionable: BTreeSet<Ipv4Addr>,
+    /// Cluster mode: the membership, whether this instance leads, its own health view
+    /// (once its health plugin reported) and the other instances' views.
+    cluster: Option<ClusterHandle>,
+    leading: bool,
+    local: Option<Report>,
+    peers: std::collections::BTreeMap<String, Report>,
     notices: BTreeSet<Notice>,
     last_dry_run: Vec<RouteAction>,
     next_recheck: Option<Instant>,
@@ -122,8 +134,16 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// A new engine; `hosts_tx` feeds the health plugin.
-    pub fn new(cfg: EngineConfig, ec2: Ec2, rt: tokio::runtime::Runtime, hosts_tx: RSender<HostList>) -> Engine {
+    /// A new engine; `hosts_tx` feeds the health plugin. With `cluster`, the engine
+    /// reconciles only while this instance leads, and acts on the quorum of the
+    /// instances' health views.
+    pub fn new(
+        cfg: EngineConfig,
+        ec2: Ec2,
+        rt: tokio::runtime::Runtime,
+        hosts_tx: RSender<HostList>,
+        cluster: Option<ClusterHandle>,
+    ) -> Engine {
         Engine {
             cfg,
             ec2,
@@ -134,6 +154,10 @@ impl Engine {
             hosts_sent: None,
             failed: BTreeSet::new(),
             questionable: BTreeSet::new(),
+            leading: cluster.is_none(),
+            cluster,
+            local: None,
+            peers: Default::default(),
             notices: BTreeSet::new(),
             last_dry_run: Vec::new(),
             next_recheck: None,
@@ -185,6 +209,23 @@ impl Engine {
                         if self.on_health(r) {
                             changed = true;
                             reason = "health change";
+                        }
+                    }
+                    Event::Cluster(ClusterEvent::Reports(peers)) => {
+                        self.peers = peers;
+                        if self.apply_health() {
+                            changed = true;
+                            reason = "health change";
+                        }
+                    }
+                    Event::Cluster(ClusterEvent::Role { leader, leader_id }) => {
+                        let was = std::mem::replace(&mut self.leading, leader);
+                        if leader && !was {
+                            changed = true;
+                            reason = "became the cluster leader";
+                        } else if !leader {
+                            let leads = leader_id.as_deref().unwrap_or("no instance");
+                            self.lock_status().last_result = format!("follower: {leads} leads; this instance makes no EC2 calls");
                         }
                     }
                 }
@@ -250,24 +291,46 @@ impl Engine {
         true
     }
 
-    /// Applies a health report; true when the failed or questionable set changed.
+    /// Applies the health plugin's report; true when a reconcile is due: the failed or
+    /// questionable set in force changed, or this is the first report (it releases the
+    /// reconcile held back for it).
     fn on_health(&mut self, report: HealthReport) -> bool {
-        let failed = parse_hosts(&report.failed, "failed");
-        let questionable = parse_hosts(&report.questionable, "questionable");
+        let local = Report {
+            failed: parse_hosts(&report.failed, "failed"),
+            questionable: parse_hosts(&report.questionable, "questionable"),
+        };
         let first = self.health_gate != HealthGate::Open;
         self.health_gate = HealthGate::Open;
-        if failed == self.failed && questionable == self.questionable {
-            // The first report releases the reconcile held back for it.
-            return first && self.spec.is_some();
+        if let Some(c) = &self.cluster {
+            if first || self.local.as_ref() != Some(&local) {
+                c.publish(local.clone());
+            }
         }
-        tracing::info!(failed = %join_ips(&failed), questionable = %join_ips(&questionable), "health changed");
+        self.lock_status().local_health = local.clone();
+        self.local = Some(local);
+        let changed = self.apply_health();
+        changed || (first && self.spec.is_some())
+    }
+
+    /// Recomputes the health view in force: this instance's own, or in cluster mode the
+    /// quorum of every live instance's. True when it changed (and a spec is in force).
+    fn apply_health(&mut self) -> bool {
+        let view = match &self.cluster {
+            None => self.local.clone().unwrap_or_default(),
+            Some(c) => quorum::combine(self.local.iter().chain(self.peers.values()), c.quorum()),
+        };
+        if view.failed == self.failed && view.questionable == self.questionable {
+            return false;
+        }
+        let views = self.local.iter().count() + self.peers.len();
+        tracing::info!(failed = %join_ips(&view.failed), questionable = %join_ips(&view.questionable), views, "health changed");
         {
             let mut st = self.lock_status();
-            st.failed = failed.clone();
-            st.questionable = questionable.clone();
+            st.failed = view.failed.clone();
+            st.questionable = view.questionable.clone();
         }
-        self.failed = failed;
-        self.questionable = questionable;
+        self.failed = view.failed;
+        self.questionable = view.questionable;
         self.spec.is_some()
     }
 
@@ -279,6 +342,10 @@ impl Engine {
     fn reconcile(&mut self, reason: &str) {
         self.next_recheck = self.cfg.recheck.map(|d| Instant::now() + d);
         let Some(spec) = self.spec.clone() else { return };
+        if !self.leading {
+            tracing::debug!(reason, "not the cluster leader: no reconcile");
+            return;
+        }
         let started = Instant::now();
         tracing::debug!(reason, "reconcile");
         self.lock_status().reconciles += 1;
@@ -307,6 +374,15 @@ impl Engine {
             }
         } else {
             for a in &plan.actions {
+                if let Some(c) = &self.cluster {
+                    let Some(confirmed) = self.abandonable(c.confirm()) else { return };
+                    if let Err(e) = confirmed {
+                        tracing::warn!(cidr = %a.cidr(), rtb = a.rtb(), "cluster: leadership not confirmed, no further EC2 writes: {e}");
+                        self.leading = false;
+                        self.lock_status().last_result = format!("stopped writing: leadership not confirmed: {e}");
+                        return;
+                    }
+                }
                 let Some(result) = self.abandonable(self.ec2.execute(a)) else { return };
                 match result {
                     Ok(()) => {

@@ -5,12 +5,14 @@
 //! * [`plugins`]: finding, checking and loading plugin libraries;
 //! * [`engine`]: the event loop that reconciles on spec, health and timer events;
 //! * [`vpc`]: the VPC model, the pure planner and the EC2 adapter;
+//! * [`cluster`]: cluster mode: leader election and quorum health through etcd;
 //! * [`http`]: the status server and the endpoint registry plugins use;
 //! * [`status`]: what the status server shows, rendered from a snapshot of the state;
 //! * [`logging`]: log setup and the bridge for plugin log lines.
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod cluster;
 pub mod engine;
 pub mod http;
 pub mod logging;

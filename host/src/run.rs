@@ -13,6 +13,7 @@ use vpcrouter_plugin_api::{
 };
 
 use crate::cli::{self, Invocation, LoadedPlugin, Options};
+use crate::cluster::{ClusterConfig, ClusterHandle};
 use crate::engine::{Engine, EngineConfig, Event};
 use crate::http::server::{self, PluginSource, ServerContext};
 use crate::http::Endpoints;
@@ -129,6 +130,10 @@ pub fn run(o: Options) -> anyhow::Result<()> {
     let (report_tx, report_rx) = rchannel::unbounded();
     bridge(spec_rx, events_tx.clone(), Event::Spec, format!("watcher plugin '{}' closed its route spec queue", o.watcher.lib.meta.name));
     bridge(report_rx, events_tx.clone(), Event::Health, format!("health plugin '{}' closed its health report queue", o.health.lib.meta.name));
+    let cluster = match &o.cluster {
+        None => None,
+        Some(c) => Some(start_cluster(c, &vpc_id, events_tx.clone())?),
+    };
 
     let engine = Engine::new(
         EngineConfig {
@@ -142,6 +147,7 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         ec2,
         rt,
         hosts_tx,
+        cluster.clone(),
     );
 
     // Shared with the status server, which asks for `info()`; locked only for short calls.
@@ -159,6 +165,7 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         endpoints: endpoints.clone(),
         plugins,
         ec2_calls: Arc::new(move || ec2_counts.call_counts()),
+        cluster: cluster.clone(),
     })?;
 
     lock(&health)
@@ -178,11 +185,36 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         "*** Starting vpcrouter ***"
     );
     let result = engine.run(events_rx);
+    if let Some(c) = &cluster {
+        // First, so that another instance takes over while this one shuts down.
+        c.stop(STOP_TIMEOUT);
+    }
     stop_watcher(watcher, &o);
     stop_health(health, &o);
     server.stop();
     tracing::info!("*** Stopping vpcrouter ***");
     result.map_err(Into::into)
+}
+
+/// Joins the cluster: its events go to the engine.
+fn start_cluster(c: &cli::ClusterOptions, vpc_id: &str, events: crossbeam_channel::Sender<Event>) -> anyhow::Result<ClusterHandle> {
+    let name = c.name.clone().unwrap_or_else(|| vpc_id.to_string());
+    crate::cluster::check_name("the cluster name (the VPC id)", &name).map_err(anyhow::Error::msg)?;
+    let cfg = ClusterConfig {
+        endpoints: c.endpoints.clone(),
+        name,
+        instance_id: c.instance_id.clone(),
+        lease_ttl: c.lease_ttl,
+        quorum: c.quorum,
+    };
+    tracing::info!(
+        cluster = %cfg.name, instance = %cfg.instance_id, etcd = %cfg.endpoints.join(","),
+        lease_ttl_s = cfg.lease_ttl, health_quorum = cfg.quorum.as_str(),
+        "cluster mode: only the elected leader writes to EC2"
+    );
+    ClusterHandle::start(cfg, move |ev| {
+        let _ = events.send(Event::Cluster(ev));
+    })
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

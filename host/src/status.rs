@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value};
 
+use crate::cluster::ClusterStatus;
 use crate::engine::Status;
 use crate::vpc::model::{Cidr, Plan, RouteAction, VpcState};
 
@@ -100,6 +101,8 @@ pub struct Snapshot {
     pub plugins: Vec<PluginView>,
     /// `(operation, calls, errors)` of the EC2 adapter.
     pub ec2_calls: Vec<(&'static str, u64, u64)>,
+    /// Cluster mode's state, if on.
+    pub cluster: Option<ClusterStatus>,
     /// When the snapshot was taken.
     pub now: SystemTime,
 }
@@ -296,6 +299,34 @@ pub fn status_document(info: &ServerInfo, snap: &Snapshot) -> Value {
             "routes_replaced": st.replaced,
             "routes_deleted": st.deleted,
         },
+        "cluster": snap.cluster.as_ref().map(|c| cluster_json(c, st)),
+    })
+}
+
+/// The `cluster` part of `/status` (null without `--cluster-etcd`).
+fn cluster_json(c: &ClusterStatus, st: &Status) -> Value {
+    let reports: Map<String, Value> = c
+        .reports
+        .iter()
+        .map(|(id, v)| {
+            let body = json!({"failed": ips(&v.report.failed), "questionable": ips(&v.report.questionable), "published": v.at});
+            (id.clone(), body)
+        })
+        .collect();
+    json!({
+        "name": c.name,
+        "instance_id": c.instance_id,
+        "role": c.role.as_str(),
+        "leader": c.leader,
+        "members": c.members,
+        "leader_changes": c.leader_changes,
+        "lease_ttl_seconds": c.lease_ttl_secs,
+        "health_quorum": c.quorum,
+        "local_failed_hosts": ips(&st.local_health.failed),
+        "local_questionable_hosts": ips(&st.local_health.questionable),
+        "health_reports": reports,
+        "etcd_requests": c.etcd_requests,
+        "last_error": c.last_error,
     })
 }
 
@@ -339,6 +370,17 @@ pub fn metrics(snap: &Snapshot) -> String {
     let (took, at) = st.last_reconcile.map_or((0.0, 0.0), |(t, d)| (d.as_secs_f64(), unix_seconds(t)));
     family("vpcrouter_last_reconcile_duration_seconds", "gauge", "How long the last reconcile took (0 before the first).", &one(took));
     family("vpcrouter_last_reconcile_timestamp_seconds", "gauge", "When the last reconcile ended, Unix time (0 before the first).", &one(at));
+    if let Some(c) = &snap.cluster {
+        let role = |r: crate::cluster::Role| (format!("{{role=\"{}\"}}", r.as_str()), f64::from(u8::from(c.role == r)));
+        let roles = [crate::cluster::Role::Leader, crate::cluster::Role::Follower, crate::cluster::Role::Disconnected].map(role);
+        family("vpcrouter_cluster_role", "gauge", "This instance's cluster role (1 for the current one).", &roles);
+        let leader = c.leader.as_deref().map(|l| vec![(format!("{{leader=\"{}\"}}", label(l)), 1.0)]).unwrap_or_default();
+        family("vpcrouter_cluster_leader_info", "gauge", "The current leader's instance id, as a label.", &leader);
+        family("vpcrouter_cluster_members", "gauge", "Live members of the cluster.", &one(c.members.len() as f64));
+        family("vpcrouter_cluster_health_reports", "gauge", "Live health reports the quorum is taken over.", &one(c.reports.len() as f64));
+        family("vpcrouter_cluster_leader_changes_total", "counter", "New leaders seen since start.", &one(c.leader_changes as f64));
+        family("vpcrouter_etcd_requests_total", "counter", "Requests sent to etcd (calls and lease keep-alives).", &one(c.etcd_requests as f64));
+    }
     out
 }
 
@@ -405,6 +447,7 @@ mod tests {
                 plugin("file", "health", json!({"stats": {"checks": 7, "failures": 2}})),
             ],
             ec2_calls: vec![("DescribeVpcs", 4, 1), ("ReplaceRoute", 1, 0)],
+            cluster: None,
             now: UNIX_EPOCH + Duration::from_secs(1_795_000_100),
         }
     }

@@ -7,7 +7,9 @@
 //! `target/plugins`).
 #![forbid(unsafe_code)]
 
+pub mod cluster;
 pub mod daemon;
+pub mod etcd;
 pub mod faultproxy;
 pub mod http_client;
 pub mod listener;

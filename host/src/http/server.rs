@@ -127,6 +127,8 @@ pub struct ServerContext {
     pub plugins: Vec<PluginSource>,
     /// `(operation, calls, errors)` of the EC2 adapter.
     pub ec2_calls: Arc<dyn Fn() -> Vec<(&'static str, u64, u64)> + Send + Sync>,
+    /// Cluster mode's membership, if on.
+    pub cluster: Option<crate::cluster::ClusterHandle>,
 }
 
 /// The running server; [`Server::stop`] (or drop) ends it.
@@ -285,7 +287,13 @@ async fn snapshot(ctx: &ServerContext, with_plugins: bool) -> Snapshot {
         };
         plugins.push(PluginView { name: p.name.clone(), kind: p.kind, version: p.version.clone(), arguments: p.arguments.clone(), info });
     }
-    Snapshot { status: lock_status(ctx), plugins, ec2_calls: (ctx.ec2_calls)(), now: SystemTime::now() }
+    Snapshot {
+        status: lock_status(ctx),
+        plugins,
+        ec2_calls: (ctx.ec2_calls)(),
+        cluster: ctx.cluster.as_ref().map(|c| c.status()),
+        now: SystemTime::now(),
+    }
 }
 
 /// `/`, `/ips`, `/plugins`, `/route_info`, `/vpc`, negotiated on `Accept`.
@@ -403,6 +411,7 @@ mod tests {
                 info: Arc::new(|| "{\"x\": 1}".to_string()),
             }],
             ec2_calls: Arc::new(Vec::new),
+            cluster: None,
         };
         (bind("127.0.0.1", 0).unwrap().serve(ctx).unwrap(), endpoints)
     }

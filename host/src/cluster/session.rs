@@ -1,0 +1,371 @@
+//! The etcd session: lease, membership, election, health publishing, and a watch on the
+//! cluster's keys. A session ends on any etcd error; the loop in [`Session::run`] demotes
+//! the instance at once, and starts a new session (new lease) after a backoff.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, KeyValue, PutOptions, Txn, TxnOp, TxnOpResponse,
+    WatchOptions,
+};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::{lock, ClusterEvent, PeerView, Report, Role, Shared};
+
+/// Limit for one unary etcd call.
+const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// First and longest pause between sessions.
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Why a session ended.
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("etcd: {0}")]
+    Etcd(#[from] etcd_client::Error),
+    #[error("etcd did not answer within {limit} s ({0})", limit = CALL_TIMEOUT.as_secs())]
+    Timeout(&'static str),
+    #[error("{0}")]
+    Lost(String),
+}
+
+type Result<T> = std::result::Result<T, SessionError>;
+
+/// Runs one etcd call with [`CALL_TIMEOUT`], counting it.
+async fn call<T>(shared: &Shared, what: &'static str, f: impl std::future::Future<Output = std::result::Result<T, etcd_client::Error>>) -> Result<T> {
+    shared.count(1);
+    match tokio::time::timeout(CALL_TIMEOUT, f).await {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(SessionError::Timeout(what)),
+    }
+}
+
+/// The session loop's inputs.
+pub(super) struct Session {
+    pub shared: std::sync::Arc<Shared>,
+    pub reports: tokio::sync::watch::Receiver<Option<Report>>,
+    pub suspect: tokio::sync::mpsc::UnboundedReceiver<i64>,
+    pub stop: tokio::sync::watch::Receiver<bool>,
+    pub on_event: Box<dyn Fn(ClusterEvent) + Send>,
+    /// The role last told to the engine.
+    pub last_role: Option<(bool, Option<String>)>,
+    /// The peer reports last told to the engine.
+    pub last_peers: Option<BTreeMap<String, Report>>,
+    /// The endpoint the next session connects to: one at a time, moving on to the next
+    /// after a failure (a dead or partitioned member is left behind).
+    pub endpoint: usize,
+}
+
+/// What this instance knows of the cluster's keys.
+#[derive(Debug, Default)]
+struct View {
+    /// The leader key's value and lease.
+    leader: Option<(String, i64)>,
+    members: BTreeSet<String>,
+    reports: BTreeMap<String, PeerView>,
+}
+
+impl View {
+    /// Applies one key's new value (`None`: deleted).
+    fn apply(&mut self, prefix: &str, key: &[u8], value: Option<&KeyValue>) {
+        let Some(rest) = std::str::from_utf8(key).ok().and_then(|k| k.strip_prefix(prefix)) else { return };
+        if rest == "leader" {
+            self.leader = value.map(|kv| (String::from_utf8_lossy(kv.value()).into_owned(), kv.lease()));
+        } else if let Some(id) = rest.strip_prefix("members/") {
+            match value {
+                Some(_) => self.members.insert(id.to_string()),
+                None => self.members.remove(id),
+            };
+        } else if let Some(id) = rest.strip_prefix("health/") {
+            match value.map(|kv| parse_report(kv.value())) {
+                Some(Ok(view)) => {
+                    self.reports.insert(id.to_string(), view);
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(instance = id, "ignoring an unreadable health report in etcd: {e}");
+                    self.reports.remove(id);
+                }
+                None => {
+                    self.reports.remove(id);
+                }
+            }
+        }
+    }
+}
+
+/// A published report: `{"failed": [...], "questionable": [...], "at": "..."}`.
+fn parse_report(value: &[u8]) -> std::result::Result<PeerView, serde_json::Error> {
+    #[derive(serde::Deserialize)]
+    struct Doc {
+        #[serde(flatten)]
+        report: Report,
+        #[serde(default)]
+        at: String,
+    }
+    let doc: Doc = serde_json::from_slice(value)?;
+    Ok(PeerView { report: doc.report, at: doc.at })
+}
+
+fn report_json(report: &Report) -> String {
+    let mut doc = serde_json::to_value(report).unwrap_or_default();
+    doc["at"] = vpcrouter_plugin_api::time::rfc3339(std::time::SystemTime::now()).into();
+    doc.to_string()
+}
+
+impl Session {
+    /// Sessions, one after the other, until stopped.
+    pub async fn run(mut self) {
+        let mut backoff = BACKOFF_MIN;
+        let mut stale_lease = None;
+        let mut healthy = true;
+        let mut rng = StdRng::from_os_rng();
+        loop {
+            let result = self.session(&mut stale_lease, &mut healthy).await;
+            self.demote();
+            let e = match result {
+                Ok(()) => return,
+                Err(e) => e,
+            };
+            if healthy {
+                tracing::warn!("cluster: etcd session lost, not leading until a new session is up: {e}");
+                healthy = false;
+                backoff = BACKOFF_MIN;
+            } else {
+                tracing::debug!("cluster: etcd still unavailable: {e}");
+            }
+            {
+                let mut st = lock(&self.shared.status);
+                st.last_error = Some(e.to_string());
+                st.members.clear();
+                st.reports.clear();
+                st.leader = None;
+            }
+            let pause = backoff.mul_f64(rng.random_range(0.5..1.0));
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                _ = self.stop.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
+    /// Not leading, not connected: told to the engine at once.
+    fn demote(&mut self) {
+        {
+            let mut l = lock(&self.shared.lease);
+            l.leader = false;
+            l.client = None;
+            l.valid_until = None;
+        }
+        lock(&self.shared.status).role = Role::Disconnected;
+        self.last_peers = None;
+        self.send_role(false, None);
+    }
+
+    fn send_role(&mut self, leader: bool, leader_id: Option<String>) {
+        let now = (leader, leader_id);
+        if self.last_role.as_ref() != Some(&now) {
+            (self.on_event)(ClusterEvent::Role { leader: now.0, leader_id: now.1.clone() });
+            self.last_role = Some(now);
+        }
+    }
+
+    /// One session: returns `Ok` only when stopped.
+    async fn session(
+        &mut self,
+        stale_lease: &mut Option<i64>,
+        healthy: &mut bool,
+    ) -> Result<()> {
+        let shared = self.shared.clone();
+        let cfg = &shared.cfg;
+        let (prefix, leader_key) = (cfg.prefix(), cfg.leader_key());
+        let options = ConnectOptions::new()
+            .with_connect_timeout(CALL_TIMEOUT)
+            // etcd closes connections that ping more often than every 5 s; a dead connection
+            // is noticed sooner anyway, by the lease keep-alives (every TTL / 3).
+            .with_keep_alive(Duration::from_secs(6), Duration::from_secs(3))
+            .with_require_leader(true);
+        let endpoint = cfg.endpoints[self.endpoint % cfg.endpoints.len()].clone();
+        // Until this session is up, a failure moves on to the next endpoint.
+        self.endpoint = (self.endpoint + 1) % cfg.endpoints.len();
+        let mut client = call(&shared, "connect", Client::connect([endpoint.as_str()], Some(options))).await?;
+        let previous = stale_lease.take();
+        if let Some(old) = previous {
+            // The previous session's lease may still hold the leader key: free it now
+            // rather than after its TTL.
+            let _ = call(&shared, "lease revoke", client.lease_revoke(old)).await;
+        }
+        let sent = Instant::now();
+        let grant = call(&shared, "lease grant", client.lease_grant(cfg.lease_ttl as i64, None)).await?;
+        let (lease, ttl) = (grant.id(), Duration::from_secs(grant.ttl().max(1) as u64));
+        *stale_lease = Some(lease);
+        {
+            let mut l = lock(&shared.lease);
+            *l = super::LeaseState { client: Some(client.clone()), lease, valid_until: Some(sent + ttl), leader: false };
+        }
+        let (mut keeper, mut acks) = call(&shared, "lease keep-alive", client.lease_keep_alive(lease)).await?;
+        let lease_opt = || Some(PutOptions::new().with_lease(lease));
+        let member = serde_json::json!({
+            "instance_id": cfg.instance_id, "version": crate::VERSION,
+            "since": vpcrouter_plugin_api::time::rfc3339(std::time::SystemTime::now()),
+        });
+        let member_key = format!("{prefix}members/{}", cfg.instance_id);
+        let existing = call(&shared, "get", client.get(member_key.as_str(), None)).await?;
+        if existing.kvs().first().is_some_and(|kv| kv.lease() != 0 && Some(kv.lease()) != previous) {
+            tracing::warn!(instance = %cfg.instance_id, "cluster: a member with this instance id is already registered \
+                (a restart within the lease TTL, or another instance with the same --instance-id: ids must be unique)");
+        }
+        call(&shared, "put member", client.put(member_key.as_str(), member.to_string(), lease_opt())).await?;
+        let health_key = format!("{prefix}health/{}", cfg.instance_id);
+        let current = self.reports.borrow_and_update().clone();
+        if let Some(r) = current {
+            call(&shared, "put health", client.put(health_key.as_str(), report_json(&r), lease_opt())).await?;
+        }
+
+        let snapshot = call(&shared, "get", client.get(prefix.as_str(), Some(GetOptions::new().with_prefix()))).await?;
+        let revision = snapshot.header().map_or(0, |h| h.revision());
+        let mut view = View::default();
+        for kv in snapshot.kvs() {
+            view.apply(&prefix, kv.key(), Some(kv));
+        }
+        let mut watch = call(
+            &shared,
+            "watch",
+            client.watch(prefix.as_str(), Some(WatchOptions::new().with_prefix().with_start_revision(revision + 1))),
+        )
+        .await?;
+        if !*healthy {
+            tracing::info!("cluster: etcd session restored");
+            *healthy = true;
+        }
+        // Up: stay with this endpoint next time too.
+        self.endpoint = (self.endpoint + cfg.endpoints.len() - 1) % cfg.endpoints.len();
+        tracing::info!(instance = %cfg.instance_id, cluster = %cfg.name, etcd = %endpoint, lease_ttl_s = ttl.as_secs(), "cluster: joined");
+        lock(&shared.status).lease_ttl_secs = ttl.as_secs();
+        lock(&shared.status).last_error = None;
+        self.campaign(&mut client, &leader_key, lease, &mut view).await?;
+        self.publish(&view, lease);
+
+        let mut tick = tokio::time::interval(ttl / 3);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        let mut pending: VecDeque<Instant> = VecDeque::new();
+        loop {
+            let valid_until = lock(&shared.lease).valid_until.unwrap_or_else(Instant::now);
+            let stopping = *self.stop.borrow_and_update();
+            tokio::select! {
+                // Only ever set to true: a change means stop.
+                changed = self.stop.changed(), if !stopping => {
+                    if changed.is_err() {
+                        return Ok(()); // every handle is gone: the lease expires by itself
+                    }
+                    continue;
+                }
+                () = std::future::ready(()), if stopping => {
+                    // Leave at once: a follower takes over without waiting for the TTL.
+                    let _ = call(&shared, "lease revoke", client.lease_revoke(lease)).await;
+                    *stale_lease = None;
+                    tracing::info!("cluster: left (lease revoked)");
+                    return Ok(());
+                }
+                Some(suspected) = self.suspect.recv() => {
+                    if suspected == lease {
+                        return Err(SessionError::Lost("leadership could not be confirmed before an EC2 write".into()));
+                    }
+                }
+                _ = tick.tick() => {
+                    shared.count(1);
+                    pending.push_back(Instant::now());
+                    keeper.keep_alive().await?;
+                }
+                ack = acks.message() => match ack? {
+                    Some(r) if r.ttl() > 0 => {
+                        if let Some(sent) = pending.pop_front() {
+                            lock(&shared.lease).valid_until = Some(sent + ttl);
+                        }
+                    }
+                    Some(_) => return Err(SessionError::Lost("etcd says the lease expired".into())),
+                    None => return Err(SessionError::Lost("the lease keep-alive stream closed".into())),
+                },
+                () = tokio::time::sleep_until(valid_until.into()) => {
+                    return Err(SessionError::Lost(format!("the lease was not renewed within its TTL ({} s)", ttl.as_secs())));
+                }
+                msg = watch.message() => {
+                    let Some(resp) = msg? else { return Err(SessionError::Lost("the watch stream closed".into())) };
+                    if resp.canceled() {
+                        return Err(SessionError::Lost(format!("etcd cancelled the watch: {}", resp.cancel_reason())));
+                    }
+                    for ev in resp.events() {
+                        let Some(kv) = ev.kv() else { continue };
+                        let value = (ev.event_type() == EventType::Put).then_some(kv);
+                        if kv.key() == leader_key.as_bytes() && value.is_some() {
+                            lock(&shared.status).leader_changes += 1;
+                        }
+                        view.apply(&prefix, kv.key(), value);
+                    }
+                    self.campaign(&mut client, &leader_key, lease, &mut view).await?;
+                    self.publish(&view, lease);
+                }
+                changed = self.reports.changed() => {
+                    if changed.is_err() {
+                        continue;
+                    }
+                    let report = self.reports.borrow_and_update().clone();
+                    if let Some(r) = report {
+                        call(&shared, "put health", client.put(health_key.as_str(), report_json(&r), lease_opt())).await?;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Creates the leader key with this instance's lease if no one holds it.
+    async fn campaign(&self, client: &mut Client, leader_key: &str, lease: i64, view: &mut View) -> Result<()> {
+        if view.leader.is_some() {
+            return Ok(());
+        }
+        let id = self.shared.cfg.instance_id.clone();
+        let txn = Txn::new()
+            .when([Compare::create_revision(leader_key, CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(leader_key, id.as_str(), Some(PutOptions::new().with_lease(lease)))])
+            .or_else([TxnOp::get(leader_key, None)]);
+        let resp = call(&self.shared, "campaign", client.txn(txn)).await?;
+        if resp.succeeded() {
+            tracing::info!(instance = %id, "cluster: elected leader");
+            view.leader = Some((id, lease));
+        } else if let Some(TxnOpResponse::Get(g)) = resp.op_responses().into_iter().next() {
+            view.leader = g.kvs().first().map(|kv| (String::from_utf8_lossy(kv.value()).into_owned(), kv.lease()));
+        }
+        Ok(())
+    }
+
+    /// Tells the engine and the status server what `view` means for this instance.
+    fn publish(&mut self, view: &View, lease: i64) {
+        let me = self.shared.cfg.instance_id.clone();
+        let me = &me;
+        let leader = view.leader.as_ref().is_some_and(|(_, l)| *l == lease);
+        let leader_id = view.leader.as_ref().map(|(id, _)| id.clone());
+        lock(&self.shared.lease).leader = leader;
+        {
+            let mut st = lock(&self.shared.status);
+            if leader && st.role != Role::Leader {
+                tracing::info!(instance = %me, "cluster: this instance leads: it reconciles and writes to EC2");
+            } else if !leader && st.role == Role::Leader {
+                tracing::warn!(instance = %me, leader = ?leader_id, "cluster: no longer the leader: EC2 writes stop");
+            }
+            st.role = if leader { Role::Leader } else { Role::Follower };
+            st.leader = leader_id.clone();
+            st.members = view.members.clone();
+            st.reports = view.reports.clone();
+        }
+        let peers: BTreeMap<String, Report> =
+            view.reports.iter().filter(|(id, _)| *id != me).map(|(id, v)| (id.clone(), v.report.clone())).collect();
+        if self.last_peers.as_ref() != Some(&peers) {
+            (self.on_event)(ClusterEvent::Reports(peers.clone()));
+            self.last_peers = Some(peers);
+        }
+        self.send_role(leader, leader_id);
+    }
+}

@@ -1,0 +1,604 @@
+//! The `etcd` watcher: the route spec is the value of one etcd key, followed with a watch.
+//!
+//! `vpcrouter -m etcd --etcd_endpoints http://10.0.0.1:2379,http://10.0.0.2:2379
+//! [--etcd_key /vpcrouter/route_spec]` reads the key at start, watches it from the revision
+//! read, and sends the FULL spec after each change (only when it differs from the last one
+//! sent). The value is the same JSON as the `configfile` plugin's, checked with the shared
+//! [`spec`](vpcrouter_plugin_api::spec) validation.
+//!
+//! Nothing that happens to etcd removes routes: an invalid value is logged (key, revision,
+//! reason) and ignored; a deleted or absent key is logged as a warning and the last spec
+//! stays in force; a lost connection is logged once per outage and retried with capped,
+//! jittered exponential backoff, after which the key is re-read and watched again.
+//!
+//! The plugin runs its own single-threaded tokio runtime on its thread. Every etcd call has
+//! a deadline, and `stop` cancels whatever is pending, so it returns at once even while
+//! etcd is unreachable.
+
+#![deny(unsafe_code)]
+
+mod session;
+#[cfg(test)]
+mod test_etcd;
+mod track;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use vpcrouter_plugin_api::export::PluginDescription;
+use vpcrouter_plugin_api::worker::Worker;
+use vpcrouter_plugin_api::{
+    ArgSpec, Logger, PluginArgs, PluginContext, RSender, RouteSpec, WatcherPlugin,
+};
+
+use session::{lock, Session, Status};
+
+/// How long `stop` waits for the watcher thread.
+const STOP_TIMEOUT: Duration = Duration::from_secs(2);
+/// The key read when `--etcd_key` is not given.
+pub const DEFAULT_KEY: &str = "/vpcrouter/route_spec";
+
+/// Why the options cannot be used; shown to the user as is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OptionError {
+    /// `--etcd_endpoints` holds no URL.
+    #[error(
+        "--etcd_endpoints names no endpoint; pass the etcd client URLs, comma-separated, e.g. \
+         --etcd_endpoints http://10.0.0.1:2379,http://10.0.0.2:2379"
+    )]
+    NoEndpoints,
+    /// One endpoint is not a plain `http://host[:port]` URL.
+    #[error(
+        "--etcd_endpoints: '{0}' is not an http:// URL; pass the etcd client URLs, \
+         comma-separated, like http://127.0.0.1:2379 (TLS is not supported)"
+    )]
+    BadEndpoint(String),
+    /// `--etcd_key` is empty.
+    #[error(
+        "--etcd_key is empty; pass the key that holds the route spec, e.g. --etcd_key {DEFAULT_KEY}"
+    )]
+    EmptyKey,
+}
+
+/// Splits `--etcd_endpoints` at commas and checks every URL.
+pub fn parse_endpoints(raw: &str) -> Result<Vec<String>, OptionError> {
+    let list: Vec<String> = raw
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect();
+    if list.is_empty() {
+        return Err(OptionError::NoEndpoints);
+    }
+    match list.iter().find(|url| !is_http_url(url)) {
+        Some(bad) => Err(OptionError::BadEndpoint(bad.clone())),
+        None => Ok(list),
+    }
+}
+
+/// True for `http://host[:port][/]`, the form the etcd client accepts.
+fn is_http_url(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.is_empty()
+        || authority.contains(['/', '@', '?', '#'])
+        || authority.contains(char::is_whitespace)
+    {
+        return false;
+    }
+    // `[v6]:port`, `host:port` or `host`.
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !h.starts_with('[') || h.ends_with(']') => (h, Some(p)),
+        _ => (authority, None),
+    };
+    !host.is_empty() && port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0))
+}
+
+/// The checked options.
+fn options(args: &PluginArgs) -> Result<(Vec<String>, String), String> {
+    let endpoints = parse_endpoints(args.require("etcd_endpoints")?).map_err(|e| e.to_string())?;
+    let key = args.get("etcd_key").unwrap_or(DEFAULT_KEY);
+    if key.is_empty() {
+        return Err(OptionError::EmptyKey.to_string());
+    }
+    Ok((endpoints, key.to_string()))
+}
+
+/// The watcher plugin.
+pub struct Etcd {
+    endpoints: Vec<String>,
+    key: String,
+    status: Arc<Mutex<Status>>,
+    log: Option<Logger>,
+    /// Dropped by `stop`: ends the runtime's work at whatever it awaits.
+    stop: Option<oneshot::Sender<()>>,
+    worker: Option<Worker>,
+}
+
+impl PluginDescription for Etcd {
+    const NAME: &'static str = "etcd";
+    const DESCRIPTION: &'static str =
+        "Reads the route spec from an etcd key and follows its changes";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+
+    fn arguments() -> Vec<ArgSpec> {
+        vec![
+            ArgSpec::value(
+                "etcd_endpoints",
+                "URL[,URL...]",
+                "etcd client URLs, comma-separated, e.g. http://127.0.0.1:2379 (only in etcd mode)",
+            )
+            .required(),
+            ArgSpec::value(
+                "etcd_key",
+                "KEY",
+                "etcd key holding the route spec JSON (only in etcd mode)",
+            )
+            .default(DEFAULT_KEY),
+        ]
+    }
+
+    fn validate_config(args: &PluginArgs) -> Result<(), String> {
+        options(args).map(drop)
+    }
+}
+
+impl WatcherPlugin for Etcd {
+    fn create(args: &PluginArgs) -> Result<Self, String> {
+        let (endpoints, key) = options(args)?;
+        Ok(Etcd {
+            endpoints,
+            key,
+            status: Arc::default(),
+            log: None,
+            stop: None,
+            worker: None,
+        })
+    }
+
+    fn start(&mut self, ctx: PluginContext, specs: RSender<RouteSpec>) -> Result<(), String> {
+        let log = ctx.log;
+        log.info(format!(
+            "Etcd watcher plugin: Starting to watch key '{}' on {}",
+            self.key,
+            self.endpoints.join(",")
+        ));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("etcd watcher: cannot create its async runtime: {e}"))?;
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        // The session owns `specs` until the thread ends, i.e. until `stop`.
+        let mut session = Session::new(
+            self.endpoints.clone(),
+            self.key.clone(),
+            log.clone(),
+            specs,
+            self.status.clone(),
+        );
+        self.worker = Some(Worker::spawn("EtcdWatch", move |_| {
+            runtime.block_on(async {
+                tokio::select! {
+                    biased;
+                    _ = stop_rx => {}
+                    () = session.run() => {}
+                }
+            });
+            // Connection tasks are dropped, not awaited: nothing may delay the stop.
+            runtime.shutdown_background();
+        })?);
+        self.stop = Some(stop_tx);
+        self.log = Some(log);
+        Ok(())
+    }
+
+    fn stop(&mut self) -> Result<(), String> {
+        self.stop.take();
+        self.worker
+            .take()
+            .map_or(Ok(()), |w| w.stop(STOP_TIMEOUT))?;
+        lock(&self.status).connected = false;
+        if let Some(log) = &self.log {
+            log.info("Etcd watcher plugin: Stopped");
+        }
+        Ok(())
+    }
+
+    fn info(&self) -> serde_json::Value {
+        let status = lock(&self.status);
+        let last = status.last_update.map_or_else(
+            || "(no update, yet)".to_string(),
+            vpcrouter_plugin_api::time::rfc3339,
+        );
+        serde_json::json!({
+            "version": Self::VERSION,
+            "params": {"etcd_endpoints": self.endpoints, "etcd_key": self.key},
+            "stats": {
+                "connected": status.connected,
+                "key_present": status.key_present,
+                "last_revision": status.last_revision,
+                "last_route_spec_update": last,
+                "updates": status.updates,
+                "invalid": status.invalid,
+                "outages": status.outages,
+                "last_error": status.last_error,
+            },
+        })
+    }
+}
+
+vpcrouter_plugin_api::export_plugin!(watcher: Etcd);
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+    use std::time::Instant;
+
+    use crate::test_etcd::{free_port, Server};
+    use vpcrouter_plugin_api::channel::unbounded;
+    use vpcrouter_plugin_api::{spec, LogLevel, RReceiver};
+    use vpcrouter_testkit::{context, nothing_within, recv_within, LogCapture};
+
+    use super::*;
+
+    const WAIT: Duration = Duration::from_secs(10);
+    /// Longer than a watch event takes to arrive on loopback.
+    const QUIET: Duration = Duration::from_millis(400);
+    const KEY: &str = "/test/route_spec";
+    const SPEC_A: &str = r#"{"10.1.0.0/16": ["1.1.1.1", "2.2.2.2"], "10.2.0.0/16": ["3.3.3.3"]}"#;
+    const SPEC_B: &str = r#"{"10.1.0.0/16": ["2.2.2.2", "4.4.4.4"]}"#;
+
+    struct Running {
+        plugin: Etcd,
+        specs: RReceiver<RouteSpec>,
+        logs: LogCapture,
+    }
+
+    impl Running {
+        fn next_json(&self) -> String {
+            recv_within(&self.specs, WAIT)
+                .unwrap_or_else(|| panic!("no route spec within {WAIT:?}; log: {:?}", self.logs))
+                .to_json()
+        }
+        fn wait_log(&self, level: LogLevel, needle: &str) {
+            assert!(
+                self.logs.wait_for(level, needle, WAIT),
+                "no {level:?} '{needle}' in {:?}",
+                self.logs
+            );
+        }
+    }
+
+    fn start(endpoints: &str, key: &str) -> Running {
+        let args = PluginArgs::from_pairs([("etcd_endpoints", endpoints), ("etcd_key", key)]);
+        Etcd::validate_config(&args).unwrap();
+        let mut plugin = Etcd::create(&args).unwrap();
+        let (ctx, logs) = context("etcd");
+        let (tx, specs) = unbounded();
+        plugin.start(ctx, tx).unwrap();
+        Running {
+            plugin,
+            specs,
+            logs,
+        }
+    }
+
+    fn canonical(text: &str) -> String {
+        spec::parse_json(text).unwrap().to_json()
+    }
+
+    fn check(endpoints: &str, key: Option<&str>) -> Result<(), String> {
+        let mut pairs = vec![("etcd_endpoints", endpoints)];
+        pairs.extend(key.map(|k| ("etcd_key", k)));
+        Etcd::validate_config(&PluginArgs::from_pairs(pairs))
+    }
+
+    #[test]
+    fn options_are_checked_and_errors_say_what_to_pass() {
+        assert_eq!(check("http://127.0.0.1:2379", None), Ok(()));
+        assert_eq!(
+            check(
+                " http://10.0.0.1:2379/ , http://etcd-2:2379,http://[::1]:2379,",
+                Some("/k")
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            parse_endpoints("http://a:1, http://b").unwrap(),
+            ["http://a:1".to_string(), "http://b".to_string()]
+        );
+        for empty in ["", " ", ",", " , "] {
+            let err = check(empty, None).unwrap_err();
+            assert!(
+                err.starts_with("--etcd_endpoints names no endpoint; pass the etcd client URLs"),
+                "{err}"
+            );
+            assert!(
+                err.contains("http://10.0.0.1:2379,http://10.0.0.2:2379"),
+                "{err}"
+            );
+        }
+        for bad in [
+            "127.0.0.1:2379",
+            "https://127.0.0.1:2379",
+            "http://",
+            "http://:2379",
+            "http://h:port",
+            "http://h:0",
+            "http://h:70000",
+            "http://h:2379/v3",
+            "http://u@h:2379",
+            "http://h 1:2379",
+            "HTTP://h:1",
+            "etcd",
+        ] {
+            let err = check(&format!("http://ok:2379,{bad}"), None).unwrap_err();
+            assert_eq!(
+                err,
+                format!(
+                    "--etcd_endpoints: '{bad}' is not an http:// URL; pass the etcd client URLs, \
+                    comma-separated, like http://127.0.0.1:2379 (TLS is not supported)"
+                ),
+            );
+        }
+        assert_eq!(check("http://h:1", Some("")).unwrap_err(),
+            "--etcd_key is empty; pass the key that holds the route spec, e.g. --etcd_key /vpcrouter/route_spec");
+        assert_eq!(
+            Etcd::validate_config(&PluginArgs::default()).unwrap_err(),
+            "--etcd_endpoints is required"
+        );
+        assert!(Etcd::create(&PluginArgs::from_pairs([("etcd_endpoints", "x")])).is_err());
+    }
+
+    #[test]
+    fn arguments_declare_the_endpoints_required_and_the_key_defaulted() {
+        let args = Etcd::arguments();
+        let by = |n: &str| args.iter().find(|a| a.long == n).unwrap().clone();
+        assert!(by("etcd_endpoints").required);
+        assert_eq!(by("etcd_key").default.into_option().unwrap(), DEFAULT_KEY);
+        let plugin =
+            Etcd::create(&PluginArgs::from_pairs([("etcd_endpoints", "http://h:1")])).unwrap();
+        assert_eq!(
+            plugin.info()["params"],
+            serde_json::json!({"etcd_endpoints": ["http://h:1"], "etcd_key": DEFAULT_KEY})
+        );
+        assert_eq!(
+            plugin.info()["stats"]["last_route_spec_update"],
+            "(no update, yet)"
+        );
+    }
+
+    #[test]
+    fn follows_the_key_and_keeps_the_last_spec_on_invalid_values_and_deletes() {
+        let etcd = Server::start();
+        etcd.put(KEY, SPEC_A);
+        let mut r = start(&etcd.endpoint(), KEY);
+        assert_eq!(r.next_json(), canonical(SPEC_A));
+        r.wait_log(
+            LogLevel::Info,
+            &format!("Connected to etcd; key '{KEY}' read at revision"),
+        );
+
+        etcd.put(KEY, SPEC_B);
+        assert_eq!(r.next_json(), canonical(SPEC_B));
+        // The same spec, written differently: nothing to send.
+        etcd.put(KEY, r#"{"10.1.0.0/16": ["4.4.4.4", "2.2.2.2", "2.2.2.2"]}"#);
+        assert!(nothing_within(&r.specs, QUIET), "one spec per change");
+        // Other keys are not watched.
+        etcd.put(&format!("{KEY}2"), SPEC_A);
+        assert!(nothing_within(&r.specs, QUIET));
+
+        etcd.put(KEY, r#"{"10.1.0.1/16": ["1.1.1.1"]}"#);
+        r.wait_log(LogLevel::Error, &format!("etcd key '{KEY}' (revision "));
+        r.wait_log(
+            LogLevel::Error,
+            "ignored: '10.1.0.1/16' is not a valid route CIDR: host bits are set",
+        );
+        etcd.put(KEY, "{not json");
+        r.wait_log(LogLevel::Error, "ignored: the route spec is not valid JSON");
+        assert!(
+            nothing_within(&r.specs, QUIET),
+            "an invalid value keeps the last spec"
+        );
+
+        etcd.delete(KEY);
+        r.wait_log(
+            LogLevel::Warn,
+            &format!(
+                "etcd key '{KEY}' deleted; keeping the last route spec in force; put a new spec"
+            ),
+        );
+        assert!(
+            nothing_within(&r.specs, QUIET),
+            "a deleted key keeps the last spec"
+        );
+        etcd.put(KEY, SPEC_A);
+        assert_eq!(r.next_json(), canonical(SPEC_A));
+
+        let info = r.plugin.info();
+        let stats = &info["stats"];
+        assert_eq!(
+            (stats["updates"].as_u64(), stats["invalid"].as_u64()),
+            (Some(3), Some(2)),
+            "{info}"
+        );
+        assert_eq!(
+            (stats["connected"].as_bool(), stats["key_present"].as_bool()),
+            (Some(true), Some(true)),
+            "{info}"
+        );
+        assert!(stats["last_revision"].as_i64().unwrap() >= 8, "{info}");
+        assert!(
+            stats["last_error"]
+                .as_str()
+                .unwrap()
+                .contains("not valid JSON"),
+            "{info}"
+        );
+        assert!(
+            stats["last_route_spec_update"]
+                .as_str()
+                .unwrap()
+                .ends_with('Z'),
+            "{info}"
+        );
+        r.plugin.stop().unwrap();
+        r.wait_log(LogLevel::Info, "Etcd watcher plugin: Stopped");
+        assert_eq!(r.logs.count(LogLevel::Error, "etcd"), 2, "{:?}", r.logs);
+    }
+
+    #[test]
+    fn an_absent_key_is_waited_for() {
+        let etcd = Server::start();
+        let mut r = start(&etcd.endpoint(), KEY);
+        r.wait_log(
+            LogLevel::Warn,
+            &format!("etcd key '{KEY}' does not exist; waiting for it to be put"),
+        );
+        assert!(nothing_within(&r.specs, QUIET));
+        assert_eq!(r.plugin.info()["stats"]["key_present"], false);
+        etcd.put(KEY, "[]");
+        r.wait_log(
+            LogLevel::Error,
+            "ignored: the route spec must be a JSON object",
+        );
+        etcd.delete(KEY);
+        r.wait_log(LogLevel::Warn, "deleted before it held a valid route spec");
+        etcd.put(KEY, SPEC_B);
+        assert_eq!(r.next_json(), canonical(SPEC_B));
+        r.plugin.stop().unwrap();
+        assert_eq!(
+            r.logs.count(LogLevel::Warn, "does not exist"),
+            1,
+            "{:?}",
+            r.logs
+        );
+    }
+
+    #[test]
+    fn an_outage_is_logged_once_and_the_key_is_watched_again_after_it() {
+        let mut etcd = Server::start();
+        etcd.put(KEY, SPEC_A);
+        let mut r = start(&etcd.endpoint(), KEY);
+        assert_eq!(r.next_json(), canonical(SPEC_A));
+        r.wait_log(LogLevel::Info, "Connected to etcd");
+
+        etcd.stop();
+        r.wait_log(LogLevel::Error, "Lost the connection to etcd (");
+        // Several attempts fail meanwhile (0.1 s, 0.2 s, 0.4 s, ...), but are logged once.
+        std::thread::sleep(Duration::from_millis(1500));
+        assert_eq!(
+            r.logs.count(LogLevel::Error, "Lost the connection"),
+            1,
+            "{:?}",
+            r.logs
+        );
+        assert!(r
+            .logs
+            .contains(LogLevel::Error, "the last route spec stays in force"));
+        let info = r.plugin.info();
+        assert_eq!(
+            (
+                info["stats"]["connected"].as_bool(),
+                info["stats"]["outages"].as_u64()
+            ),
+            (Some(false), Some(1)),
+            "{info}"
+        );
+        assert!(nothing_within(&r.specs, Duration::ZERO));
+
+        etcd.restart();
+        r.wait_log(LogLevel::Info, "Reconnected to etcd after ");
+        assert!(
+            nothing_within(&r.specs, QUIET),
+            "the same spec is not sent again"
+        );
+        etcd.put(KEY, SPEC_B);
+        assert_eq!(r.next_json(), canonical(SPEC_B));
+        assert_eq!(r.plugin.info()["stats"]["connected"], true);
+
+        // A second outage is logged again.
+        etcd.stop();
+        let deadline = Instant::now() + WAIT;
+        while r
+            .logs
+            .count(LogLevel::Error, "Lost the connection to etcd (")
+            < 2
+        {
+            assert!(
+                Instant::now() < deadline,
+                "no second outage logged: {:?}",
+                r.logs
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let started = Instant::now();
+        r.plugin.stop().unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "stop took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            r.logs.count(LogLevel::Error, "Lost the connection"),
+            2,
+            "{:?}",
+            r.logs
+        );
+    }
+
+    #[test]
+    fn stop_is_prompt_while_etcd_is_unreachable() {
+        // Nothing listens: connections are refused.
+        let refused = format!("http://127.0.0.1:{}", free_port());
+        let mut r = start(&refused, KEY);
+        r.wait_log(
+            LogLevel::Error,
+            &format!("Cannot read key '{KEY}' from etcd ({refused}): read: tcp connect error: Connection refused"),
+        );
+        r.wait_log(
+            LogLevel::Error,
+            "no route spec is sent until it can be read",
+        );
+        let started = Instant::now();
+        r.plugin.stop().unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "stop took {:?}",
+            started.elapsed()
+        );
+
+        // A listener that never answers: each attempt times out, and stop cancels it.
+        let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = format!("http://{}", silent.local_addr().unwrap());
+        let mut r = start(&endpoint, KEY);
+        r.wait_log(
+            LogLevel::Error,
+            &format!("Cannot read key '{KEY}' from etcd ({endpoint}): read: Timeout expired"),
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        let started = Instant::now();
+        r.plugin.stop().unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "stop took {:?}",
+            started.elapsed()
+        );
+        assert!(nothing_within(&r.specs, Duration::ZERO));
+        assert_eq!(
+            r.logs.count(LogLevel::Error, "Cannot read key"),
+            1,
+            "{:?}",
+            r.logs
+        );
+        let info = r.plugin.info();
+        assert_eq!(
+            info["stats"]["last_error"], "read: Timeout expired",
+            "{info}"
+        );
+    }
+}

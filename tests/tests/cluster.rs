@@ -1,0 +1,246 @@
+//! Issue 8: several vpcrouters as one — real etcd, real binaries, moto as EC2.
+//!
+//! Instances use the `configfile` watcher and the `file` health plugin, so a test decides
+//! what each instance sees. Lease TTL 2 s (etcd's minimum) keeps takeovers short.
+
+use std::time::{Duration, Instant};
+
+use vpcrouter_tests::cluster::{wait_new_leader, wait_one_leader, Instance};
+use vpcrouter_tests::etcd::Etcd;
+use vpcrouter_tests::{wait_for, Env};
+
+const T: Duration = Duration::from_secs(20);
+const TTL: u64 = 2;
+const CIDR: &str = "10.55.0.0/16";
+
+/// Starts instance `id` with its own health file `health-<id>.json` (all healthy).
+fn instance(env: &Env, etcd: &str, id: &str) -> anyhow::Result<Instance> {
+    let spec = env.path("spec.json");
+    if !spec.exists() {
+        env.write("spec.json", r#"{"10.55.0.0/16": ["127.0.1.10", "127.0.2.10"]}"#);
+    }
+    let health = env.path(&format!("health-{id}.json"));
+    if !health.exists() {
+        env.write(&format!("health-{id}.json"), r#"{"failed": []}"#);
+    }
+    Instance::start(env, etcd, id, TTL, &[
+        "-m", "configfile", "-f", spec.to_str().unwrap_or_default(),
+        "-H", "file", "--health_file", health.to_str().unwrap_or_default(),
+    ])
+}
+
+fn fail(env: &Env, id: &str, hosts: &[&str]) {
+    let list: Vec<String> = hosts.iter().map(|h| format!("\"{h}\"")).collect();
+    env.write(&format!("health-{id}.json"), &format!(r#"{{"failed": [{}]}}"#, list.join(",")));
+}
+
+fn other_router(r: &str) -> &'static str {
+    if r == "127.0.1.10" { "127.0.2.10" } else { "127.0.1.10" }
+}
+
+fn routed_to(env: &Env, tables: &[&str], router: &str) -> anyhow::Result<()> {
+    wait_for(T, &format!("{CIDR} to point at {router}"), || {
+        (env.world.targets(tables, CIDR).ok()? == vec![Some(router.to_string()); tables.len()]).then_some(())
+    })
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", env.world.dump()))
+}
+
+fn logs(instances: &[&Instance]) -> String {
+    instances.iter().map(|i| format!("--- {} ---\n{}", i.id, i.daemon.log())).collect()
+}
+
+#[test]
+fn one_leader_writes_a_killed_leader_is_replaced_within_the_ttl_and_a_rejoin_is_quiet() -> anyhow::Result<()> {
+    let etcd = Etcd::start()?;
+    let env = Env::new()?;
+    let (rt1, rt2) = (env.world.tables[0].clone(), env.world.tables[1].clone());
+    let tables = [rt1.as_str(), rt2.as_str()];
+    let mut all: Vec<Option<Instance>> =
+        ["a", "b", "c"].iter().map(|id| instance(&env, &etcd.endpoints(), id).map(Some)).collect::<anyhow::Result<_>>()?;
+
+    let first = env.wait_routed(&tables, CIDR, T)?;
+    let view: Vec<&Instance> = all.iter().flatten().collect();
+    let leader = wait_one_leader(&view, T).map_err(|e| anyhow::anyhow!("{e}\n{}", logs(&view)))?;
+    // Exactly one instance wrote: the two creates.
+    std::thread::sleep(Duration::from_secs(1));
+    let writes: Vec<u64> = view.iter().map(|i| i.writes().unwrap_or(u64::MAX)).collect();
+    assert_eq!(writes.iter().filter(|&&w| w > 0).count(), 1, "writes per instance {writes:?}\n{}", logs(&view));
+    assert_eq!(writes[leader], 2, "writes per instance {writes:?}");
+    let leader_id = view[leader].id.clone();
+    assert_eq!(view[leader].status().unwrap()["cluster"]["members"].as_array().map(Vec::len), Some(3));
+    drop(view);
+
+    // SIGKILL the leader: another takes over within TTL + 1 s.
+    let killed = all[leader].take().expect("leader");
+    let killed_at = Instant::now();
+    drop(killed); // Daemon's drop is SIGKILL
+    let rest: Vec<&Instance> = all.iter().flatten().collect();
+    let (new, took) = wait_new_leader(&rest, killed_at, T).map_err(|e| anyhow::anyhow!("{e}\n{}", logs(&rest)))?;
+    assert!(took <= Duration::from_secs(TTL + 1), "takeover took {took:?}\n{}", logs(&rest));
+    assert_ne!(rest[new].id, leader_id);
+
+    // A router failure after the takeover is handled (both survivors see it: 2 of 2).
+    for i in &rest {
+        fail(&env, &i.id, &[&first]);
+    }
+    routed_to(&env, &tables, other_router(&first)).map_err(|e| anyhow::anyhow!("{e}\n{}", logs(&rest)))?;
+    let before: Vec<u64> = rest.iter().map(|i| i.writes().unwrap_or(0)).collect();
+    assert_eq!(before.iter().filter(|&&w| w > 0).count(), 1, "only the new leader wrote: {before:?}");
+    drop(rest);
+
+    // The old leader comes back with the same id: it joins as a follower; nobody writes.
+    let back = instance(&env, &etcd.endpoints(), &leader_id)?;
+    wait_for(T, "the old leader to rejoin as follower", || (back.role()? == "follower").then_some(()))
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", back.daemon.log()))?;
+    std::thread::sleep(Duration::from_secs(2));
+    let rest: Vec<&Instance> = all.iter().flatten().collect();
+    let after: Vec<u64> = rest.iter().map(|i| i.writes().unwrap_or(0)).collect();
+    assert_eq!(after, before, "no writes after the rejoin\n{}", logs(&rest));
+    assert_eq!(back.writes(), Some(0), "{}", back.daemon.log());
+    assert_eq!(back.leader().as_deref(), Some(rest[new].id.as_str()));
+    routed_to(&env, &tables, other_router(&first))?;
+    Ok(())
+}
+
+#[test]
+fn a_host_moves_only_when_a_majority_of_instances_see_it_failed() -> anyhow::Result<()> {
+    let etcd = Etcd::start()?;
+    let env = Env::new()?;
+    let (rt1, rt2) = (env.world.tables[0].clone(), env.world.tables[1].clone());
+    let tables = [rt1.as_str(), rt2.as_str()];
+    let insts: Vec<Instance> = ["a", "b", "c"].iter().map(|id| instance(&env, &etcd.endpoints(), id)).collect::<anyhow::Result<_>>()?;
+    let view: Vec<&Instance> = insts.iter().collect();
+    let first = env.wait_routed(&tables, CIDR, T)?;
+    let leader = wait_one_leader(&view, T)?;
+
+    // One of three sees the router failed: the leader has that report, and nothing moves.
+    fail(&env, "a", &[&first]);
+    wait_for(T, "a's report to reach the leader", || {
+        let st = view[leader].status()?;
+        let failed = st["cluster"]["health_reports"]["a"]["failed"].as_array()?.clone();
+        (failed.len() == 1 && failed[0] == first.as_str()).then_some(())
+    })
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", logs(&view)))?;
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(env.world.targets(&tables, CIDR)?, vec![Some(first.clone()); 2], "{}", logs(&view));
+    assert_eq!(view[leader].status().unwrap()["failed_hosts"], serde_json::json!([]));
+    assert_eq!(insts.iter().map(|i| i.writes().unwrap_or(0)).sum::<u64>(), 2);
+
+    // Two of three: the route moves.
+    fail(&env, "b", &[&first]);
+    routed_to(&env, &tables, other_router(&first)).map_err(|e| anyhow::anyhow!("{e}\n{}", logs(&view)))?;
+    assert_eq!(view[leader].status().unwrap()["failed_hosts"], serde_json::json!([first]));
+    Ok(())
+}
+
+#[test]
+fn any_quorum_acts_on_a_single_view() -> anyhow::Result<()> {
+    let etcd = Etcd::start()?;
+    let env = Env::new()?;
+    let rt1 = env.world.tables[0].clone();
+    env.write("spec.json", r#"{"10.55.0.0/16": ["127.0.1.10", "127.0.2.10"]}"#);
+    let spec = env.path("spec.json");
+    let start = |id: &str| {
+        env.write(&format!("health-{id}.json"), r#"{"failed": []}"#);
+        let health = env.path(&format!("health-{id}.json"));
+        Instance::start(&env, &etcd.endpoints(), id, TTL, &[
+            "-m", "configfile", "-f", spec.to_str().unwrap_or_default(),
+            "-H", "file", "--health_file", health.to_str().unwrap_or_default(), "--health-quorum", "any",
+        ])
+    };
+    let (a, b) = (start("a")?, start("b")?);
+    let first = env.wait_routed(&[&rt1], CIDR, T)?;
+    wait_one_leader(&[&a, &b], T)?;
+    fail(&env, "b", &[&first]);
+    routed_to(&env, &[&rt1], other_router(&first)).map_err(|e| anyhow::anyhow!("{e}\n{}", logs(&[&a, &b])))?;
+    Ok(())
+}
+
+#[test]
+fn etcd_outage_stops_the_leader_writing_within_the_ttl_and_one_leader_resumes() -> anyhow::Result<()> {
+    let mut etcd = Etcd::start()?;
+    let env = Env::new()?;
+    let rt1 = env.world.tables[0].clone();
+    let (mut a, mut b) = (instance(&env, &etcd.endpoints(), "a")?, instance(&env, &etcd.endpoints(), "b")?);
+    let first = env.wait_routed(&[&rt1], CIDR, T)?;
+    let leader = wait_one_leader(&[&a, &b], T)?;
+    let writes_before: u64 = [&a, &b].iter().map(|i| i.writes().unwrap_or(0)).sum();
+
+    etcd.stop_all();
+    let down = Instant::now();
+    let lead = if leader == 0 { &a } else { &b };
+    wait_for(T, "the leader to step down", || (lead.role()? != "leader").then_some(()))?;
+    let stepped = down.elapsed();
+    assert!(stepped <= Duration::from_secs(TTL) + Duration::from_millis(500), "stepped down after {stepped:?}\n{}", lead.daemon.log());
+
+    // A router fails meanwhile: nobody may write.
+    fail(&env, "a", &[&first]);
+    fail(&env, "b", &[&first]);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(env.world.targets(&[&rt1], CIDR)?, vec![Some(first.clone())]);
+    let writes_during: u64 = [&a, &b].iter().map(|i| i.writes().unwrap_or(0)).sum();
+    assert_eq!(writes_during, writes_before, "{}", logs(&[&a, &b]));
+    assert!(a.daemon.exited().is_none() && b.daemon.exited().is_none(), "{}", logs(&[&a, &b]));
+
+    // etcd returns: one leader, and it handles the failure.
+    etcd.start_all()?;
+    wait_one_leader(&[&a, &b], T).map_err(|e| anyhow::anyhow!("{e}\n{}", logs(&[&a, &b])))?;
+    routed_to(&env, &[&rt1], other_router(&first)).map_err(|e| anyhow::anyhow!("{e}\n{}", logs(&[&a, &b])))?;
+    assert!(a.daemon.log().contains("cluster: etcd session lost"), "{}", a.daemon.log());
+    for i in [&mut a, &mut b] {
+        assert!(i.daemon.stop(Duration::from_secs(10))?.success());
+    }
+    Ok(())
+}
+
+#[test]
+fn three_node_etcd_survives_losing_a_member() -> anyhow::Result<()> {
+    let mut etcd = Etcd::start_cluster(3)?;
+    let env = Env::new()?;
+    let rt1 = env.world.tables[0].clone();
+    let (a, b) = (instance(&env, &etcd.endpoints(), "a")?, instance(&env, &etcd.endpoints(), "b")?);
+    let first = env.wait_routed(&[&rt1], CIDR, T)?;
+    wait_one_leader(&[&a, &b], T)?;
+    etcd.stop_node(0);
+    // Still (or again) exactly one leader, and a failure is handled.
+    std::thread::sleep(Duration::from_secs(TTL));
+    wait_one_leader(&[&a, &b], T).map_err(|e| anyhow::anyhow!("{e}\n{}", logs(&[&a, &b])))?;
+    fail(&env, "a", &[&first]);
+    fail(&env, "b", &[&first]);
+    routed_to(&env, &[&rt1], other_router(&first)).map_err(|e| anyhow::anyhow!("{e}\n{}", logs(&[&a, &b])))?;
+    Ok(())
+}
+
+#[test]
+fn sigterm_hands_leadership_over_at_once() -> anyhow::Result<()> {
+    let etcd = Etcd::start()?;
+    let env = Env::new()?;
+    let mut insts = vec![instance(&env, &etcd.endpoints(), "a")?, instance(&env, &etcd.endpoints(), "b")?];
+    env.wait_routed(&[&env.world.tables[0]], CIDR, T)?;
+    let leader = wait_one_leader(&insts.iter().collect::<Vec<_>>(), T)?;
+    let mut old = insts.remove(leader);
+    let t0 = Instant::now();
+    assert!(old.daemon.stop(Duration::from_secs(10))?.success());
+    let (_, took) = wait_new_leader(&[&insts[0]], t0, T)?;
+    // The lease is revoked on the way out: no waiting for the TTL.
+    assert!(took < Duration::from_secs(TTL), "took {took:?}\n{}", old.daemon.log());
+    assert!(old.daemon.log().contains("cluster: left (lease revoked)"), "{}", old.daemon.log());
+    Ok(())
+}
+
+#[test]
+fn cluster_options_are_checked() {
+    use vpcrouter_tests::daemon::run_once;
+    let (code, _, err) = run_once(&["-m", "fixedconf", "--fixed_cidr", "10.1.0.0/16", "--fixed_hosts", "10.0.0.1", "--instance-id", "x"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--cluster-etcd"), "{err}");
+    let (code, _, err) = run_once(&["-m", "fixedconf", "--fixed_cidr", "10.1.0.0/16", "--fixed_hosts", "10.0.0.1", "--cluster-etcd", "https://x:1"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("only http://"), "{err}");
+    let (code, _, err) = run_once(&["-m", "fixedconf", "--fixed_cidr", "10.1.0.0/16", "--fixed_hosts", "10.0.0.1", "--cluster-etcd", "127.0.0.1:2379", "--instance-id", "a/b"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--instance-id 'a/b'"), "{err}");
+    let (code, out, _) = run_once(&["-m", "fixedconf", "--help"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("--cluster-etcd") && out.contains("--health-quorum") && out.contains("VPCROUTER_CLUSTER_ETCD"), "{out}");
+}
