@@ -374,16 +374,35 @@ impl Engine {
             }
         } else {
             for a in &plan.actions {
+                // Cluster mode: confirm leadership before each write, and give up on the write
+                // (retries included) when the lease may have run out.
+                let mut lease_until = None;
                 if let Some(c) = &self.cluster {
                     let Some(confirmed) = self.abandonable(c.confirm()) else { return };
-                    if let Err(e) = confirmed {
-                        tracing::warn!(cidr = %a.cidr(), rtb = a.rtb(), "cluster: leadership not confirmed, no further EC2 writes: {e}");
-                        self.leading = false;
-                        self.lock_status().last_result = format!("stopped writing: leadership not confirmed: {e}");
-                        return;
+                    match confirmed {
+                        Ok(until) => lease_until = Some(until),
+                        Err(e) => {
+                            tracing::warn!(cidr = %a.cidr(), rtb = a.rtb(), "cluster: leadership not confirmed, no further EC2 writes: {e}");
+                            self.leading = false;
+                            self.lock_status().last_result = format!("stopped writing: leadership not confirmed: {e}");
+                            return;
+                        }
                     }
                 }
-                let Some(result) = self.abandonable(self.ec2.execute(a)) else { return };
+                let call = self.ec2.execute(a);
+                let Some(result) = self.abandonable(async move {
+                    match lease_until {
+                        None => Some(call.await),
+                        Some(until) => tokio::time::timeout_at(until.into(), call).await.ok(),
+                    }
+                }) else {
+                    return;
+                };
+                let Some(result) = result else {
+                    let message = "an EC2 write outlasted the leader's lease: abandoned; leadership is confirmed again before the retry";
+                    tracing::warn!(cidr = %a.cidr(), rtb = a.rtb(), "{message}");
+                    return self.failed_reconcile(started, message.to_string());
+                };
                 match result {
                     Ok(()) => {
                         log_action("route changed", a);

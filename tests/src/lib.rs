@@ -14,6 +14,7 @@ pub mod faultproxy;
 pub mod http_client;
 pub mod listener;
 pub mod moto;
+pub mod relay;
 pub mod netns;
 pub mod world;
 

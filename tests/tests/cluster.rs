@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use vpcrouter_tests::cluster::{wait_new_leader, wait_one_leader, Instance};
 use vpcrouter_tests::etcd::Etcd;
+use vpcrouter_tests::relay::Relay;
 use vpcrouter_tests::{wait_for, Env};
 
 const T: Duration = Duration::from_secs(20);
@@ -194,6 +195,50 @@ fn etcd_outage_stops_the_leader_writing_within_the_ttl_and_one_leader_resumes() 
 }
 
 #[test]
+fn a_leader_cut_off_from_etcd_never_writes_while_another_takes_over() -> anyhow::Result<()> {
+    let etcd = Etcd::start()?;
+    let env = Env::new()?;
+    let rt1 = env.world.tables[0].clone();
+    // `a` reaches etcd through a relay that can hold its traffic: a partition, not a reset.
+    let relay = Relay::start(&etcd.endpoint(0))?;
+    env.write("spec.json", r#"{"10.55.0.0/16": ["127.0.1.10", "127.0.2.10"]}"#);
+    let spec = env.path("spec.json");
+    let start = |id: &str, etcd_url: &str| {
+        env.write(&format!("health-{id}.json"), r#"{"failed": []}"#);
+        let health = env.path(&format!("health-{id}.json"));
+        // `any`: a's own view is enough for it to try to act on the failure below.
+        Instance::start(&env, etcd_url, id, TTL, &[
+            "-m", "configfile", "-f", spec.to_str().unwrap_or_default(),
+            "-H", "file", "--health_file", health.to_str().unwrap_or_default(), "--health-quorum", "any",
+        ])
+    };
+    let a = start("a", &format!("http://127.0.0.1:{}", relay.port))?;
+    wait_for(T, "a to lead", || (a.role()? == "leader").then_some(()))?;
+    let b = start("b", &etcd.endpoint(0))?;
+    assert_eq!(wait_one_leader(&[&a, &b], T)?, 0);
+    let first = env.wait_routed(&[&rt1], CIDR, T)?;
+    let a_writes = a.writes().unwrap_or(u64::MAX);
+
+    relay.paused.store(true, std::sync::atomic::Ordering::Relaxed);
+    let cut = Instant::now();
+    fail(&env, "a", &[&first]);
+    fail(&env, "b", &[&first]);
+    // b takes over once a's lease expires in etcd, and moves the route; a never writes again.
+    let (_, took) = wait_new_leader(&[&b], cut, T).map_err(|e| anyhow::anyhow!("{e}\n{}", logs(&[&a, &b])))?;
+    assert!(took <= Duration::from_secs(TTL + 1), "takeover took {took:?}\n{}", logs(&[&a, &b]));
+    routed_to(&env, &[&rt1], other_router(&first)).map_err(|e| anyhow::anyhow!("{e}\n{}", logs(&[&a, &b])))?;
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(a.writes(), Some(a_writes), "the cut-off leader wrote\n{}", logs(&[&a, &b]));
+    assert_ne!(a.role().as_deref(), Some("leader"), "{}", a.daemon.log());
+    let log = a.daemon.log();
+    assert!(log.contains("leadership not confirmed") || log.contains("etcd session lost"), "{log}");
+    for line in log.lines().filter(|l| l.contains("cluster:") || l.contains("route changed")) {
+        eprintln!("a: {line}");
+    }
+    Ok(())
+}
+
+#[test]
 fn three_node_etcd_survives_losing_a_member() -> anyhow::Result<()> {
     let mut etcd = Etcd::start_cluster(3)?;
     let env = Env::new()?;
@@ -222,6 +267,7 @@ fn sigterm_hands_leadership_over_at_once() -> anyhow::Result<()> {
     let t0 = Instant::now();
     assert!(old.daemon.stop(Duration::from_secs(10))?.success());
     let (_, took) = wait_new_leader(&[&insts[0]], t0, T)?;
+    eprintln!("handover after SIGTERM: {took:?}");
     // The lease is revoked on the way out: no waiting for the TTL.
     assert!(took < Duration::from_secs(TTL), "took {took:?}\n{}", old.daemon.log());
     assert!(old.daemon.log().contains("cluster: left (lease revoked)"), "{}", old.daemon.log());

@@ -2,14 +2,15 @@
 //! plugin libraries, moto as EC2, requests over loopback TCP.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::TcpListener;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use vpcrouter_tests::daemon::{run_once, Daemon};
 use vpcrouter_tests::http_client::{self, get, post_json, request};
+use vpcrouter_tests::relay::Relay;
 use vpcrouter_tests::{wait_for, Env};
 
 const T: Duration = Duration::from_secs(20);
@@ -300,70 +301,6 @@ fn idle_and_slow_clients_time_out() -> anyhow::Result<()> {
     assert!(started.elapsed() < Duration::from_secs(14), "{:?}", started.elapsed());
     assert_eq!(get(d.port, "/status", None)?.status, 200);
     Ok(())
-}
-
-/// A TCP relay to moto that can hold traffic, to make a reconcile hang on EC2.
-struct Relay {
-    port: u16,
-    paused: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
-}
-
-impl Relay {
-    fn start(upstream: &str) -> anyhow::Result<Relay> {
-        let upstream = upstream.trim_start_matches("http://").to_string();
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        listener.set_nonblocking(true)?;
-        let port = listener.local_addr()?.port();
-        let (paused, stop) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
-        let (p, s) = (paused.clone(), stop.clone());
-        std::thread::spawn(move || {
-            while !s.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((client, _)) => {
-                        let Ok(server) = TcpStream::connect(&upstream) else { continue };
-                        for (from, to) in [(client.try_clone(), server.try_clone()), (server.try_clone(), client.try_clone())] {
-                            if let (Ok(from), Ok(to)) = (from, to) {
-                                let (p, s) = (p.clone(), s.clone());
-                                std::thread::spawn(move || pump(from, to, &p, &s));
-                            }
-                        }
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
-                }
-            }
-        });
-        Ok(Relay { port, paused, stop })
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-/// Copies bytes until EOF or stop; while paused, holds them (at most 60 s).
-fn pump(mut from: TcpStream, mut to: TcpStream, paused: &AtomicBool, stop: &AtomicBool) {
-    let _ = from.set_read_timeout(Some(Duration::from_millis(200)));
-    let mut buf = [0u8; 16 * 1024];
-    let end = Instant::now() + Duration::from_secs(300);
-    while Instant::now() < end && !stop.load(Ordering::Relaxed) {
-        let n = match from.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
-            Err(_) => break,
-        };
-        let hold_until = Instant::now() + Duration::from_secs(60);
-        while paused.load(Ordering::Relaxed) && Instant::now() < hold_until && !stop.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        if to.write_all(&buf[..n]).is_err() {
-            break;
-        }
-    }
-    let _ = to.shutdown(std::net::Shutdown::Write);
 }
 
 #[test]

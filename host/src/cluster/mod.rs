@@ -237,9 +237,11 @@ impl ClusterHandle {
 
     /// Confirms, right before an EC2 write, that this instance still leads: its lease is
     /// known to be live for longer than a write margin, and a linearizable read of the
-    /// leader key shows this instance's lease. On failure the session is restarted (a
-    /// fresh lease, a new election) and the caller must not write.
-    pub async fn confirm(&self) -> Result<(), String> {
+    /// leader key shows this instance's lease. Returns the instant until which the lease is
+    /// known to be live (less the margin): the write must not be attempted after it. On
+    /// failure the session is restarted (a fresh lease, a new election) and the caller must
+    /// not write.
+    pub async fn confirm(&self) -> Result<Instant, String> {
         let (client, lease, until) = {
             let l = lock(&self.shared.lease);
             match (&l.client, l.leader, l.valid_until) {
@@ -255,7 +257,7 @@ impl ClusterHandle {
         result
     }
 
-    async fn confirm_with(&self, client: etcd_client::Client, lease: i64, until: Instant) -> Result<(), String> {
+    async fn confirm_with(&self, client: etcd_client::Client, lease: i64, until: Instant) -> Result<Instant, String> {
         let left = until.saturating_duration_since(Instant::now());
         if left <= WRITE_MARGIN {
             return Err(format!("the lease was not renewed in time (it expires in {} ms)", left.as_millis()));
@@ -267,7 +269,7 @@ impl ClusterHandle {
             Err(_) => Err(format!("etcd did not confirm the leader key within {} ms", limit.as_millis())),
             Ok(Err(e)) => Err(format!("etcd did not confirm the leader key: {e}")),
             Ok(Ok(resp)) => match resp.kvs().first() {
-                Some(kv) if kv.lease() == lease => Ok(()),
+                Some(kv) if kv.lease() == lease => Ok(until - WRITE_MARGIN),
                 Some(kv) => Err(format!("the leader key is held by '{}'", String::from_utf8_lossy(kv.value()))),
                 None => Err("the leader key is gone".into()),
             },

@@ -264,6 +264,12 @@ mod tests {
                 .unwrap_or_else(|| panic!("no route spec within {WAIT:?}; log: {:?}", self.logs))
                 .to_json()
         }
+        /// Stops the plugin and checks that it took less than a second.
+        fn stop_promptly(&mut self) {
+            let started = Instant::now();
+            self.plugin.stop().unwrap();
+            assert!(started.elapsed() < Duration::from_secs(1), "stop took {:?}", started.elapsed());
+        }
         fn wait_log(&self, level: LogLevel, needle: &str) {
             assert!(
                 self.logs.wait_for(level, needle, WAIT),
@@ -536,13 +542,7 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
-        let started = Instant::now();
-        r.plugin.stop().unwrap();
-        assert!(
-            started.elapsed() < Duration::from_secs(1),
-            "stop took {:?}",
-            started.elapsed()
-        );
+        r.stop_promptly();
         assert_eq!(
             r.logs.count(LogLevel::Error, "Lost the connection"),
             2,
@@ -564,13 +564,7 @@ mod tests {
             LogLevel::Error,
             "no route spec is sent until it can be read",
         );
-        let started = Instant::now();
-        r.plugin.stop().unwrap();
-        assert!(
-            started.elapsed() < Duration::from_secs(1),
-            "stop took {:?}",
-            started.elapsed()
-        );
+        r.stop_promptly();
 
         // A listener that never answers: each attempt times out, and stop cancels it.
         let silent = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -581,13 +575,7 @@ mod tests {
             &format!("Cannot read key '{KEY}' from etcd ({endpoint}): read: Timeout expired"),
         );
         std::thread::sleep(Duration::from_millis(300));
-        let started = Instant::now();
-        r.plugin.stop().unwrap();
-        assert!(
-            started.elapsed() < Duration::from_secs(1),
-            "stop took {:?}",
-            started.elapsed()
-        );
+        r.stop_promptly();
         assert!(nothing_within(&r.specs, Duration::ZERO));
         assert_eq!(
             r.logs.count(LogLevel::Error, "Cannot read key"),
