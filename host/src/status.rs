@@ -545,6 +545,47 @@ mod tests {
     }
 
     #[test]
+    fn cluster_state_is_in_status_and_metrics() {
+        use crate::cluster::{ClusterStatus, PeerView, Report, Role};
+        let mut snap = snapshot();
+        assert_eq!(status_document(&info(), &snap)["cluster"], Value::Null);
+        assert!(!metrics(&snap).contains("vpcrouter_cluster"), "no cluster families without cluster mode");
+        let report = Report { failed: [ip("10.0.0.1")].into(), questionable: Default::default() };
+        snap.status.local_health = report.clone();
+        snap.cluster = Some(ClusterStatus {
+            name: "vpc-1".into(),
+            instance_id: "b".into(),
+            quorum: "majority",
+            lease_ttl_secs: 5,
+            role: Role::Follower,
+            leader: Some("a".into()),
+            members: ["a".to_string(), "b".to_string(), "c".to_string()].into(),
+            leader_changes: 2,
+            reports: [("a".to_string(), PeerView { report, at: "2026-11-23T14:00:00.000Z".into() })].into(),
+            etcd_requests: 40,
+            last_error: None,
+        });
+        let doc = status_document(&info(), &snap);
+        let c = &doc["cluster"];
+        assert_eq!((c["role"].as_str(), c["leader"].as_str(), c["leader_changes"].as_u64()), (Some("follower"), Some("a"), Some(2)));
+        assert_eq!(c["members"], json!(["a", "b", "c"]));
+        assert_eq!(c["health_reports"]["a"]["failed"], json!(["10.0.0.1"]));
+        assert_eq!(c["local_failed_hosts"], json!(["10.0.0.1"]));
+        let text = metrics(&snap);
+        for line in [
+            "vpcrouter_cluster_role{role=\"leader\"} 0",
+            "vpcrouter_cluster_role{role=\"follower\"} 1",
+            "vpcrouter_cluster_leader_info{leader=\"a\"} 1",
+            "vpcrouter_cluster_members 3",
+            "vpcrouter_cluster_health_reports 1",
+            "vpcrouter_cluster_leader_changes_total 2",
+            "vpcrouter_etcd_requests_total 40",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
+        }
+    }
+
+    #[test]
     fn times_are_rfc3339_utc() {
         assert_eq!(iso_time(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
         assert_eq!(iso_time(UNIX_EPOCH + Duration::from_millis(951_782_400_007)), "2000-02-29T00:00:00.007Z");

@@ -212,6 +212,7 @@ impl ClusterHandle {
             last_role: None,
             last_peers: None,
             endpoint: first,
+            joined: false,
         };
         let thread = std::thread::Builder::new()
             .name("cluster".into())

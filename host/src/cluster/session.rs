@@ -56,6 +56,8 @@ pub(super) struct Session {
     /// The endpoint the next session connects to: one at a time, moving on to the next
     /// after a failure (a dead or partitioned member is left behind).
     pub endpoint: usize,
+    /// Whether a session was ever up (for the wording of the first failure).
+    pub joined: bool,
 }
 
 /// What this instance knows of the cluster's keys.
@@ -128,7 +130,11 @@ impl Session {
                 Ok(()) => return,
                 Err(e) => e,
             };
-            if healthy {
+            if healthy && !self.joined {
+                tracing::warn!("cluster: cannot open an etcd session yet (will retry), not leading until one is up: {e}");
+                healthy = false;
+                backoff = BACKOFF_MIN;
+            } else if healthy {
                 tracing::warn!("cluster: etcd session lost, not leading until a new session is up: {e}");
                 healthy = false;
                 backoff = BACKOFF_MIN;
@@ -243,6 +249,7 @@ impl Session {
         // Up: stay with this endpoint next time too.
         self.endpoint = (self.endpoint + cfg.endpoints.len() - 1) % cfg.endpoints.len();
         tracing::info!(instance = %cfg.instance_id, cluster = %cfg.name, etcd = %endpoint, lease_ttl_s = ttl.as_secs(), "cluster: joined");
+        self.joined = true;
         lock(&shared.status).lease_ttl_secs = ttl.as_secs();
         lock(&shared.status).last_error = None;
         self.campaign(&mut client, &leader_key, lease, &mut view).await?;
