@@ -97,7 +97,7 @@ fn failover(trials: usize, cluster_size: usize) -> anyhow::Result<Vec<Duration>>
     let env = Env::new()?;
     env.write("spec.json", &serde_json::json!({ CIDR: ROUTERS }).to_string());
     let (l1, port) = Listener::bind(ROUTERS[0], 0)?;
-    let mut listeners = vec![Some(l1), Some(Listener::bind(ROUTERS[1], port)?.0)];
+    let mut listeners = [Some(l1), Some(Listener::bind(ROUTERS[1], port)?.0)];
     let spec = env.path("spec.json");
     let p = port.to_string();
     let mut insts = Vec::new();
