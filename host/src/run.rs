@@ -134,6 +134,7 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         None => None,
         Some(c) => Some(start_cluster(c, &vpc_id, events_tx.clone())?),
     };
+    let leave_cluster = LeaveCluster(cluster.clone());
 
     let engine = Engine::new(
         EngineConfig {
@@ -185,15 +186,26 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         "*** Starting vpcrouter ***"
     );
     let result = engine.run(events_rx);
-    if let Some(c) = &cluster {
-        // First, so that another instance takes over while this one shuts down.
-        c.stop(STOP_TIMEOUT);
-    }
+    // First, so that another instance takes over while this one shuts down.
+    drop(leave_cluster);
     stop_watcher(watcher, &o);
     stop_health(health, &o);
     server.stop();
     tracing::info!("*** Stopping vpcrouter ***");
     result.map_err(Into::into)
+}
+
+/// Leaves the cluster (revoking the lease) when dropped: at shutdown, and also when start-up
+/// fails after joining, so that an instance that never ran does not keep the leadership
+/// until its lease expires.
+struct LeaveCluster(Option<ClusterHandle>);
+
+impl Drop for LeaveCluster {
+    fn drop(&mut self) {
+        if let Some(c) = &self.0 {
+            c.stop(STOP_TIMEOUT);
+        }
+    }
 }
 
 /// Joins the cluster: its events go to the engine.

@@ -92,6 +92,23 @@ fn panic_in_start_is_one_error_line_and_exit_1() -> anyhow::Result<()> {
 }
 
 #[test]
+fn a_cluster_instance_that_fails_to_start_leaves_nothing_in_etcd() -> anyhow::Result<()> {
+    let so = faulty_so()?;
+    let dir = plugin_dir(&so)?;
+    let env = Env::new()?;
+    let etcd = vpcrouter_tests::etcd::Etcd::start()?;
+    let mut d = env.daemon(&[
+        "--plugin-dir", dir.path().to_str().unwrap_or_default(), "-m", "faulty", "--faulty_mode", "start_panic",
+        "--faulty_spec", SPEC, "-H", "always", "--cluster-etcd", &etcd.endpoints(), "--instance-id", "x",
+    ])?;
+    let status = d.wait(T)?;
+    assert_clean_failure(status, &d.log(), "panic in start as asked");
+    // Its lease was revoked on the way out: no leader key or member key waits for the TTL.
+    assert_eq!(etcd.get_prefix("/vpcrouter/")?, vec![], "{}", d.log());
+    Ok(())
+}
+
+#[test]
 fn panic_in_the_plugin_thread_closes_its_queue_and_stops_the_daemon() -> anyhow::Result<()> {
     let so = faulty_so()?;
     let dir = plugin_dir(&so)?;
