@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use vpcrouter_plugin_api::{spec, HealthReport, HostList, RSender, RouteSpec};
+use vpcrouter_plugin_api::{spec, time, HealthReport, HostList, RSender, RouteSpec};
 
 use crate::cluster::{quorum, ClusterEvent, ClusterHandle, Report};
 use crate::status::{table_routes, TableRoutes};
@@ -450,8 +450,7 @@ impl Engine {
     /// Records a failed reconcile and schedules a retry with capped, jittered backoff.
     fn failed_reconcile(&mut self, started: Instant, message: String) {
         let attempt = self.retry.map_or(0, |(_, n)| n + 1);
-        let base = Duration::from_secs(1 << attempt.min(5)).min(Duration::from_secs(30));
-        let delay = base.mul_f64(self.rng.random_range(0.5..1.0));
+        let delay = time::backoff(Duration::from_secs(1), Duration::from_secs(30), attempt + 1, self.rng.random());
         tracing::warn!(retry_in_ms = delay.as_millis() as u64, "reconcile failed, will retry: {message}");
         self.retry = Some((Instant::now() + delay, attempt));
         let mut st = self.lock_status();

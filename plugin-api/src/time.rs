@@ -1,4 +1,5 @@
-//! Time stamps for `info()` documents, formatted like the host's status server.
+//! Time stamps for `info()` documents, formatted like the host's status server, and the
+//! retry backoff shared by the host and the bundled plugins.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -26,9 +27,25 @@ pub fn rfc3339(t: SystemTime) -> String {
     )
 }
 
+/// Pause before the next attempt after `failures` failures in a row (counted from 1):
+/// `first` doubled per further failure, capped at `max`, then "equal jitter": half of it
+/// plus `jitter` (0.0–1.0, e.g. a random number) times the other half.
+pub fn backoff(first: Duration, max: Duration, failures: u32, jitter: f64) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    let base = first.saturating_mul(1 << doublings).min(max);
+    base / 2 + (base / 2).mul_f64(jitter.clamp(0.0, 1.0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_equal_jitter() {
+        let ms = |failures, jitter| backoff(Duration::from_secs(1), Duration::from_secs(30), failures, jitter).as_millis();
+        assert_eq!([0, 1, 2, 3, 5, 6, 40].map(|f| ms(f, 1.0)), [1000, 1000, 2000, 4000, 16_000, 30_000, 30_000]);
+        assert_eq!((ms(3, 0.0), ms(3, 0.5), ms(3, 7.0), ms(3, -1.0)), (2000, 3000, 4000, 2000));
+    }
 
     #[test]
     fn timestamps_are_rfc3339_utc() {

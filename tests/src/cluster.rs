@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use crate::daemon::Daemon;
-use crate::{http_client, wait_for, Env};
+use crate::{http_client, wait_for, wait_for_every, Env};
 
 /// One instance of a cluster.
 pub struct Instance {
@@ -69,10 +69,10 @@ pub fn wait_one_leader(instances: &[&Instance], timeout: Duration) -> anyhow::Re
     })
 }
 
-/// Waits until one of `instances` reports itself leader; returns its index and the time it
-/// took from `since`.
-pub fn wait_new_leader(instances: &[&Instance], since: Instant, timeout: Duration) -> anyhow::Result<(usize, Duration)> {
-    wait_for(timeout, "a new leader", || {
+/// Waits until one of `instances` reports itself leader, asking every `poll`; returns its
+/// index and the time it took from `since`.
+pub fn wait_new_leader(instances: &[&Instance], since: Instant, timeout: Duration, poll: Duration) -> anyhow::Result<(usize, Duration)> {
+    wait_for_every(poll, timeout, "a new leader", || {
         (0..instances.len()).find(|&i| instances[i].role().as_deref() == Some("leader")).map(|i| (i, since.elapsed()))
     })
 }

@@ -32,7 +32,12 @@ pub fn build_dir() -> PathBuf {
 }
 
 /// Polls `f` every 50 ms until it returns `Some`, or fails after `timeout` with `what`.
-pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> anyhow::Result<T> {
+pub fn wait_for<T>(timeout: Duration, what: &str, f: impl FnMut() -> Option<T>) -> anyhow::Result<T> {
+    wait_for_every(Duration::from_millis(50), timeout, what, f)
+}
+
+/// [`wait_for`], polling every `poll` (benchmarks poll faster).
+pub fn wait_for_every<T>(poll: Duration, timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> anyhow::Result<T> {
     let end = Instant::now() + timeout;
     loop {
         if let Some(v) = f() {
@@ -41,7 +46,7 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<
         if Instant::now() > end {
             anyhow::bail!("timed out after {timeout:?} waiting for {what}");
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(poll);
     }
 }
 

@@ -12,10 +12,17 @@ use vpcrouter_tests::{wait_for, Env};
 
 const T: Duration = Duration::from_secs(20);
 const TTL: u64 = 2;
+/// How often the tests ask the instances' /status while timing a takeover.
+const POLL: Duration = Duration::from_millis(50);
 const CIDR: &str = "10.55.0.0/16";
 
 /// Starts instance `id` with its own health file `health-<id>.json` (all healthy).
 fn instance(env: &Env, etcd: &str, id: &str) -> anyhow::Result<Instance> {
+    instance_with(env, etcd, id, &[])
+}
+
+/// [`instance`] with further options.
+fn instance_with(env: &Env, etcd: &str, id: &str, extra: &[&str]) -> anyhow::Result<Instance> {
     let spec = env.path("spec.json");
     if !spec.exists() {
         env.write("spec.json", r#"{"10.55.0.0/16": ["127.0.1.10", "127.0.2.10"]}"#);
@@ -24,10 +31,12 @@ fn instance(env: &Env, etcd: &str, id: &str) -> anyhow::Result<Instance> {
     if !health.exists() {
         env.write(&format!("health-{id}.json"), r#"{"failed": []}"#);
     }
-    Instance::start(env, etcd, id, TTL, &[
+    let mut args = vec![
         "-m", "configfile", "-f", spec.to_str().unwrap_or_default(),
         "-H", "file", "--health_file", health.to_str().unwrap_or_default(),
-    ])
+    ];
+    args.extend_from_slice(extra);
+    Instance::start(env, etcd, id, TTL, &args)
 }
 
 fn fail(env: &Env, id: &str, hosts: &[&str]) {
@@ -76,7 +85,7 @@ fn one_leader_writes_a_killed_leader_is_replaced_within_the_ttl_and_a_rejoin_is_
     let killed_at = Instant::now();
     drop(killed); // Daemon's drop is SIGKILL
     let rest: Vec<&Instance> = all.iter().flatten().collect();
-    let (new, took) = wait_new_leader(&rest, killed_at, T).map_err(|e| anyhow::anyhow!("{e}\n{}", logs(&rest)))?;
+    let (new, took) = wait_new_leader(&rest, killed_at, T, POLL).map_err(|e| anyhow::anyhow!("{e}\n{}", logs(&rest)))?;
     assert!(took <= Duration::from_secs(TTL + 1), "takeover took {took:?}\n{}", logs(&rest));
     assert_ne!(rest[new].id, leader_id);
 
@@ -139,16 +148,7 @@ fn any_quorum_acts_on_a_single_view() -> anyhow::Result<()> {
     let etcd = Etcd::start()?;
     let env = Env::new()?;
     let rt1 = env.world.tables[0].clone();
-    env.write("spec.json", r#"{"10.55.0.0/16": ["127.0.1.10", "127.0.2.10"]}"#);
-    let spec = env.path("spec.json");
-    let start = |id: &str| {
-        env.write(&format!("health-{id}.json"), r#"{"failed": []}"#);
-        let health = env.path(&format!("health-{id}.json"));
-        Instance::start(&env, &etcd.endpoints(), id, TTL, &[
-            "-m", "configfile", "-f", spec.to_str().unwrap_or_default(),
-            "-H", "file", "--health_file", health.to_str().unwrap_or_default(), "--health-quorum", "any",
-        ])
-    };
+    let start = |id: &str| instance_with(&env, &etcd.endpoints(), id, &["--health-quorum", "any"]);
     let (a, b) = (start("a")?, start("b")?);
     let first = env.wait_routed(&[&rt1], CIDR, T)?;
     wait_one_leader(&[&a, &b], T)?;
@@ -201,17 +201,8 @@ fn a_leader_cut_off_from_etcd_never_writes_while_another_takes_over() -> anyhow:
     let rt1 = env.world.tables[0].clone();
     // `a` reaches etcd through a relay that can hold its traffic: a partition, not a reset.
     let relay = Relay::start(&etcd.endpoint(0))?;
-    env.write("spec.json", r#"{"10.55.0.0/16": ["127.0.1.10", "127.0.2.10"]}"#);
-    let spec = env.path("spec.json");
-    let start = |id: &str, etcd_url: &str| {
-        env.write(&format!("health-{id}.json"), r#"{"failed": []}"#);
-        let health = env.path(&format!("health-{id}.json"));
-        // `any`: a's own view is enough for it to try to act on the failure below.
-        Instance::start(&env, etcd_url, id, TTL, &[
-            "-m", "configfile", "-f", spec.to_str().unwrap_or_default(),
-            "-H", "file", "--health_file", health.to_str().unwrap_or_default(), "--health-quorum", "any",
-        ])
-    };
+    // `any`: a's own view is enough for it to try to act on the failure below.
+    let start = |id: &str, etcd_url: &str| instance_with(&env, etcd_url, id, &["--health-quorum", "any"]);
     let a = start("a", &format!("http://127.0.0.1:{}", relay.port))?;
     wait_for(T, "a to lead", || (a.role()? == "leader").then_some(()))?;
     let b = start("b", &etcd.endpoint(0))?;
@@ -224,7 +215,7 @@ fn a_leader_cut_off_from_etcd_never_writes_while_another_takes_over() -> anyhow:
     fail(&env, "a", &[&first]);
     fail(&env, "b", &[&first]);
     // b takes over once a's lease expires in etcd, and moves the route; a never writes again.
-    let (_, took) = wait_new_leader(&[&b], cut, T).map_err(|e| anyhow::anyhow!("{e}\n{}", logs(&[&a, &b])))?;
+    let (_, took) = wait_new_leader(&[&b], cut, T, POLL).map_err(|e| anyhow::anyhow!("{e}\n{}", logs(&[&a, &b])))?;
     assert!(took <= Duration::from_secs(TTL + 1), "takeover took {took:?}\n{}", logs(&[&a, &b]));
     routed_to(&env, &[&rt1], other_router(&first)).map_err(|e| anyhow::anyhow!("{e}\n{}", logs(&[&a, &b])))?;
     std::thread::sleep(Duration::from_millis(500));
@@ -266,7 +257,7 @@ fn sigterm_hands_leadership_over_at_once() -> anyhow::Result<()> {
     let mut old = insts.remove(leader);
     let t0 = Instant::now();
     assert!(old.daemon.stop(Duration::from_secs(10))?.success());
-    let (_, took) = wait_new_leader(&[&insts[0]], t0, T)?;
+    let (_, took) = wait_new_leader(&[&insts[0]], t0, T, POLL)?;
     eprintln!("handover after SIGTERM: {took:?}");
     // The lease is revoked on the way out: no waiting for the TTL.
     assert!(took < Duration::from_secs(TTL), "took {took:?}\n{}", old.daemon.log());

@@ -135,20 +135,28 @@ fn an_etcd_restart_keeps_the_routes_and_the_next_spec_is_applied() -> anyhow::Re
     Ok(())
 }
 
-#[test]
-fn a_spec_changed_while_the_members_of_the_plugin_were_down_is_applied_on_reconnect() -> anyhow::Result<()> {
-    let env = Env::new()?;
+/// A 3-member etcd holding `SPEC_A`, and vpcrouter on member 0 only (`only_member_0`) or on
+/// all three (it starts on the first); once `SPEC_A` is routed, member 0 is killed (the
+/// plugin logs the loss) and `SPEC_B` is put through the other two.
+fn member_0_lost_then_spec_b_put(env: &Env, only_member_0: bool) -> anyhow::Result<(Etcd, Daemon)> {
     let mut etcd = Etcd::start_cluster(3)?;
-    let (rt1, rt2) = first_two_tables(&env);
+    let (rt1, rt2) = first_two_tables(env);
     etcd.put(KEY, SPEC_A)?;
-    // Only member 0: its loss is an outage for the plugin while the cluster keeps a quorum.
-    let d = daemon(&env, &etcd.endpoint(0))?;
+    let d = daemon(env, &if only_member_0 { etcd.endpoint(0) } else { etcd.endpoints() })?;
     env.wait_routed(&[&rt1, &rt2], "10.66.0.0/24", T)?;
-
     etcd.stop_node(0);
     d.wait_log("Lost the connection to etcd (", T)?;
     // A put can time out while the other members elect a new leader: retry it (idempotent).
     wait_for(T, "a put with member 0 down", || etcd.put(KEY, SPEC_B).ok())?;
+    Ok((etcd, d))
+}
+
+#[test]
+fn a_spec_changed_while_the_members_of_the_plugin_were_down_is_applied_on_reconnect() -> anyhow::Result<()> {
+    let env = Env::new()?;
+    let (rt1, rt2) = first_two_tables(&env);
+    // Only member 0: its loss is an outage for the plugin while the cluster keeps a quorum.
+    let (mut etcd, d) = member_0_lost_then_spec_b_put(&env, true)?;
     etcd.start_node(0)?;
     // Re-read after reconnecting; then watched again from there.
     wait_spec_b(&env, &[&rt1, &rt2])?;
@@ -163,15 +171,8 @@ fn a_spec_changed_while_the_members_of_the_plugin_were_down_is_applied_on_reconn
 #[test]
 fn with_several_endpoints_a_lost_member_is_left_for_a_live_one() -> anyhow::Result<()> {
     let env = Env::new()?;
-    let mut etcd = Etcd::start_cluster(3)?;
     let (rt1, rt2) = first_two_tables(&env);
-    etcd.put(KEY, SPEC_A)?;
-    // The plugin starts on the first endpoint.
-    let d = daemon(&env, &etcd.endpoints())?;
-    env.wait_routed(&[&rt1, &rt2], "10.66.0.0/24", T)?;
-    etcd.stop_node(0);
-    d.wait_log("Lost the connection to etcd (", T)?;
-    wait_for(T, "a put with member 0 down", || etcd.put(KEY, SPEC_B).ok())?;
+    let (_etcd, d) = member_0_lost_then_spec_b_put(&env, false)?;
     // Applied while member 0 is still down: the plugin moved on to another member.
     wait_spec_b(&env, &[&rt1, &rt2]).map_err(|e| anyhow::anyhow!("{e}\n{}", d.log()))?;
     Ok(())

@@ -119,7 +119,7 @@ fn report_json(report: &Report) -> String {
 impl Session {
     /// Sessions, one after the other, until stopped.
     pub async fn run(mut self) {
-        let mut backoff = BACKOFF_MIN;
+        let mut failures = 0;
         let mut stale_lease = None;
         let mut healthy = true;
         let mut rng = StdRng::from_os_rng();
@@ -130,26 +130,20 @@ impl Session {
                 Ok(()) => return,
                 Err(e) => e,
             };
-            if healthy && !self.joined {
-                tracing::warn!("cluster: cannot open an etcd session yet (will retry), not leading until one is up: {e}");
+            if healthy {
+                if self.joined {
+                    tracing::warn!("cluster: etcd session lost, not leading until a new session is up: {e}");
+                } else {
+                    tracing::warn!("cluster: cannot open an etcd session yet (will retry), not leading until one is up: {e}");
+                }
                 healthy = false;
-                backoff = BACKOFF_MIN;
-            } else if healthy {
-                tracing::warn!("cluster: etcd session lost, not leading until a new session is up: {e}");
-                healthy = false;
-                backoff = BACKOFF_MIN;
+                failures = 0;
             } else {
                 tracing::debug!("cluster: etcd still unavailable: {e}");
             }
-            {
-                let mut st = lock(&self.shared.status);
-                st.last_error = Some(e.to_string());
-                st.members.clear();
-                st.reports.clear();
-                st.leader = None;
-            }
-            let pause = backoff.mul_f64(rng.random_range(0.5..1.0));
-            backoff = (backoff * 2).min(BACKOFF_MAX);
+            lock(&self.shared.status).last_error = Some(e.to_string());
+            failures += 1;
+            let pause = vpcrouter_plugin_api::time::backoff(BACKOFF_MIN, BACKOFF_MAX, failures, rng.random());
             tokio::select! {
                 () = tokio::time::sleep(pause) => {}
                 _ = self.stop.wait_for(|s| *s) => return,
@@ -165,7 +159,13 @@ impl Session {
             l.client = None;
             l.valid_until = None;
         }
-        lock(&self.shared.status).role = Role::Disconnected;
+        {
+            let mut st = lock(&self.shared.status);
+            st.role = Role::Disconnected;
+            st.leader = None;
+            st.members.clear();
+            st.reports.clear();
+        }
         self.last_peers = None;
         self.send_role(false, None);
     }

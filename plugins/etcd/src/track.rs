@@ -97,11 +97,7 @@ pub fn parse_value(value: &[u8]) -> Result<RouteSpec, String> {
 /// `BACKOFF_INITIAL` doubled per failure up to `BACKOFF_MAX`, then "equal jitter": half
 /// of it fixed, the other half scaled by `jitter` (in `[0, 1)`).
 pub fn backoff(failures: u32, jitter: f64) -> Duration {
-    let doublings = failures.saturating_sub(1).min(16);
-    let base = BACKOFF_INITIAL
-        .saturating_mul(1 << doublings)
-        .min(BACKOFF_MAX);
-    base / 2 + (base / 2).mul_f64(jitter.clamp(0.0, 1.0))
+    vpcrouter_plugin_api::time::backoff(BACKOFF_INITIAL, BACKOFF_MAX, failures, jitter)
 }
 
 #[cfg(test)]

@@ -68,7 +68,7 @@ fn takeover(trials: usize, ttl: u64) -> anyhow::Result<Vec<Duration>> {
         let killed = Instant::now();
         drop(dead); // SIGKILL
         let rest: Vec<&Instance> = insts.iter().collect();
-        let (_, took) = wait_new_leader_fast(&rest, killed)?;
+        let (_, took) = wait_new_leader(&rest, killed, Duration::from_secs(30), Duration::from_millis(5))?;
         out.push(took);
         // Back to three members.
         let id = ids.iter().find(|id| insts.iter().all(|i| i.id != **id)).copied().unwrap_or("a");
@@ -77,18 +77,6 @@ fn takeover(trials: usize, ttl: u64) -> anyhow::Result<Vec<Duration>> {
         wait_for(Duration::from_secs(30), "the restarted instance to follow", || (back.role()? == "follower").then_some(()))?;
     }
     Ok(out)
-}
-
-/// Like [`wait_new_leader`], polling every 5 ms.
-fn wait_new_leader_fast(rest: &[&Instance], since: Instant) -> anyhow::Result<(usize, Duration)> {
-    let end = since + Duration::from_secs(30);
-    while Instant::now() < end {
-        if let Some(i) = (0..rest.len()).find(|&i| rest[i].role().as_deref() == Some("leader")) {
-            return Ok((i, since.elapsed()));
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    wait_new_leader(rest, since, Duration::ZERO)
 }
 
 /// Failover: `cluster_size` 0 = single mode.
