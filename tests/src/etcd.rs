@@ -93,7 +93,7 @@ impl Etcd {
         let port = self.nodes[i].client_port;
         wait_for(Duration::from_secs(30), &format!("etcd member {i} to serve"), || {
             TcpStream::connect(("127.0.0.1", port)).ok()?;
-            let out = self.ctl_at(i, &["endpoint", "health"]).ok()?;
+            let out = etcdctl(&self.endpoint(i), &["endpoint", "health"]).ok()?;
             out.status.success().then_some(())
         })
         .map_err(|e| anyhow::anyhow!("{e}\n--- etcd log ---\n{}", self.log(i)))
@@ -149,25 +149,11 @@ impl Etcd {
         Ok(())
     }
 
-    fn ctl_at(&self, i: usize, args: &[&str]) -> anyhow::Result<std::process::Output> {
-        Ok(Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
-            .args(["--endpoints", &self.endpoint(i), "--command-timeout", "5s", "--dial-timeout", "2s"])
-            .args(args)
-            .stdin(Stdio::null())
-            .output()?)
-    }
-
     /// Runs `etcdctl ARGS` against the running members; its stdout, or an error with stderr.
     pub fn ctl(&self, args: &[&str]) -> anyhow::Result<String> {
         let running: Vec<String> =
             (0..self.nodes.len()).filter(|&i| self.nodes[i].child.is_some()).map(|i| self.endpoint(i)).collect();
-        let out = Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
-            .args(["--endpoints", &running.join(","), "--command-timeout", "5s", "--dial-timeout", "2s"])
-            .args(args)
-            .stdin(Stdio::null())
-            .output()?;
+        let out = etcdctl(&running.join(","), args)?;
         anyhow::ensure!(out.status.success(), "etcdctl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
@@ -201,6 +187,16 @@ impl Etcd {
         let resp = crate::http_client::get(self.nodes[i].client_port, "/metrics", None)?;
         Ok(resp.body)
     }
+}
+
+/// `etcdctl` (v3 API) against `endpoints` (comma-separated), with short timeouts.
+fn etcdctl(endpoints: &str, args: &[&str]) -> anyhow::Result<std::process::Output> {
+    Ok(Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", endpoints, "--command-timeout", "5s", "--dial-timeout", "2s"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()?)
 }
 
 impl Drop for Etcd {

@@ -221,11 +221,6 @@ impl ClusterHandle {
         Ok(ClusterHandle { shared, reports, suspect, stop, thread: Arc::new(Mutex::new(Some(thread))) })
     }
 
-    /// This instance's id.
-    pub fn instance_id(&self) -> &str {
-        &self.shared.cfg.instance_id
-    }
-
     /// `--health-quorum`.
     pub fn quorum(&self) -> Quorum {
         self.shared.cfg.quorum
