@@ -12,6 +12,7 @@ use clap::{Arg, ArgAction, ArgMatches, Command};
 use vpcrouter_plugin_api::{ArgSpec, PluginArgs, PluginKind};
 
 use crate::plugins::{LoadError, Loader, PluginLibrary, SearchPath};
+use crate::vpc::limits::{BucketConfig, LimitsConfig};
 use crate::vpc::model::Cidr;
 
 /// The default health plugin, as in vpc-router.
@@ -52,6 +53,8 @@ pub struct Options {
     pub search: SearchPath,
     /// Cluster mode (`--cluster-etcd`), if on.
     pub cluster: Option<ClusterOptions>,
+    /// `--ec2-*`: client-side token buckets and the cap on calls in flight.
+    pub ec2_limits: LimitsConfig,
 }
 
 /// `--cluster-*` and `--health-quorum`.
@@ -157,6 +160,31 @@ fn prescan(argv: &[String]) -> PreScan {
     scan
 }
 
+/// Help heading of the `--ec2-*` options.
+const EC2_HEADING: &str = "EC2 call limits (client side, modelled on EC2's per-account token buckets)";
+
+/// A refill rate: calls per second, above 0 and at most 100,000.
+fn parse_rate(raw: &str) -> Result<f64, String> {
+    let rate: f64 = raw.trim().parse().map_err(|_| format!("'{raw}' is not a number of calls per second"))?;
+    if rate.is_finite() && rate > 0.0 && rate <= 100_000.0 {
+        Ok(rate)
+    } else {
+        Err(format!("{raw} calls per second is out of range: give a rate above 0 and at most 100000"))
+    }
+}
+
+/// `--ec2-*` as parsed by clap (defaults included).
+fn ec2_limits(m: &ArgMatches) -> LimitsConfig {
+    let d = LimitsConfig::default();
+    let u = |name: &str, default: u32| m.get_one::<u32>(name).copied().unwrap_or(default);
+    let f = |name: &str, default: f64| m.get_one::<f64>(name).copied().unwrap_or(default);
+    LimitsConfig {
+        read: BucketConfig { burst: u("ec2_read_burst", d.read.burst), rate: f("ec2_read_rate", d.read.rate) },
+        write: BucketConfig { burst: u("ec2_write_burst", d.write.burst), rate: f("ec2_write_rate", d.write.rate) },
+        max_in_flight: u("ec2_max_in_flight", d.max_in_flight as u32) as usize,
+    }
+}
+
 /// The main options, without plugin options.
 fn base_command() -> Command {
     Command::new("vpcrouter")
@@ -195,6 +223,26 @@ fn base_command() -> Command {
             .help("list the plugins found, with versions and descriptions, and exit"))
         .arg(Arg::new("dry_run").long("dry-run").action(ArgAction::SetTrue)
             .help("log the route changes that would be made, change nothing"))
+        .arg(Arg::new("ec2_write_burst").long("ec2-write-burst").value_name("CALLS").default_value("50")
+            .value_parser(clap::value_parser!(u32).range(1..=100_000))
+            .help_heading(EC2_HEADING)
+            .help("size of vpcrouter's bucket for route writes (EC2's mutating-call bucket: 50); one is kept in reserve"))
+        .arg(Arg::new("ec2_write_rate").long("ec2-write-rate").value_name("PER_SECOND").default_value("5")
+            .value_parser(parse_rate)
+            .help_heading(EC2_HEADING)
+            .help("refill of the write bucket, calls per second (EC2: 5); lower it to leave room for other tools in the account"))
+        .arg(Arg::new("ec2_read_burst").long("ec2-read-burst").value_name("CALLS").default_value("100")
+            .value_parser(clap::value_parser!(u32).range(1..=100_000))
+            .help_heading(EC2_HEADING)
+            .help("size of vpcrouter's bucket for Describe calls (EC2's non-mutating bucket: 100)"))
+        .arg(Arg::new("ec2_read_rate").long("ec2-read-rate").value_name("PER_SECOND").default_value("20")
+            .value_parser(parse_rate)
+            .help_heading(EC2_HEADING)
+            .help("refill of the read bucket, calls per second (EC2: 20)"))
+        .arg(Arg::new("ec2_max_in_flight").long("ec2-max-in-flight").value_name("CALLS").default_value("50")
+            .value_parser(clap::value_parser!(u32).range(1..=1000))
+            .help_heading(EC2_HEADING)
+            .help("EC2 calls in flight at once, at most (a full write burst goes out together)"))
         .arg(Arg::new("cluster_etcd").long("cluster-etcd").value_name("URL[,URL...]").env("VPCROUTER_CLUSTER_ETCD")
             .help_heading("Cluster mode (several instances, one leader)")
             .help("etcd client URLs: run as one of several vpcrouters; only the elected leader writes to EC2"))
@@ -398,6 +446,7 @@ pub fn parse(argv: &[String], loader: &Loader) -> Result<Invocation, CliError> {
         sub_plugins,
         search,
         cluster: cluster_options(&m)?,
+        ec2_limits: ec2_limits(&m),
     };
     Ok(Invocation::Run(Box::new(options)))
 }
@@ -556,6 +605,22 @@ mod tests {
         assert_eq!(check_recheck(4).unwrap_err().status, 2);
         assert!(check_address("localhost").is_ok() && check_address("0.0.0.0").is_ok() && check_address("::1").is_ok());
         assert!(check_address("999.9").is_err() && check_address("example.com").is_err());
+    }
+
+    #[test]
+    fn ec2_limits_default_to_the_documented_buckets_and_are_checked() {
+        let m = base_command().try_get_matches_from(argv("-m http")).unwrap();
+        assert_eq!(ec2_limits(&m), LimitsConfig::default());
+        let m = base_command()
+            .try_get_matches_from(argv("-m http --ec2-write-burst 20 --ec2-write-rate 2.5 --ec2-read-burst 40 --ec2-read-rate 8 --ec2-max-in-flight 4"))
+            .unwrap();
+        let got = ec2_limits(&m);
+        assert_eq!((got.write.burst, got.write.rate, got.read.burst, got.read.rate, got.max_in_flight), (20, 2.5, 40, 8.0, 4));
+        for bad in ["--ec2-write-rate 0", "--ec2-write-rate=-1", "--ec2-read-rate nan", "--ec2-write-rate x", "--ec2-write-burst 0", "--ec2-max-in-flight 0"] {
+            let err = base_command().try_get_matches_from(argv(&format!("-m http {bad}"))).expect_err(bad);
+            assert!(err.render().to_string().contains("ec2-"), "{bad}: {}", err.render());
+        }
+        assert!(parse_rate("1e9").unwrap_err().contains("out of range"));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! reconciles at most once. A reconcile always uses the latest spec AND the latest health
 //! report (vpc-router 1.8 forgot failed hosts on timer- and spec-triggered reconciles).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -16,10 +16,17 @@ use rand::{Rng, SeedableRng};
 use vpcrouter_plugin_api::{spec, time, HealthReport, HostList, RSender, RouteSpec};
 
 use crate::cluster::{quorum, ClusterEvent, ClusterHandle, Report};
+use crate::metrics::Metrics;
 use crate::status::{table_routes, TableRoutes};
-use crate::vpc::ec2::Ec2;
-use crate::vpc::model::{Cidr, Notice, Plan, RouteAction};
+use crate::vpc::executor::{Executor, Outcome};
+use crate::vpc::model::{Cidr, Notice, Plan, ReplaceReason, RouteAction, VpcState};
 use crate::vpc::plan::{plan, PlanInput};
+
+/// Read → plan → write passes of one reconcile when EC2 shows the state was stale.
+const MAX_PASSES: u32 = 3;
+/// Waves in a row that may start nothing (the lease too close to running out) before a
+/// reconcile gives up; each waits a little for the lease to be renewed.
+const MAX_EMPTY_WAVES: u32 = 10;
 
 /// Something the engine reacts to.
 #[derive(Debug)]
@@ -92,6 +99,10 @@ pub struct Status {
     pub deleted: u64,
     /// Failed reads or writes.
     pub errors: u64,
+    /// Failovers: route moves off failed or questionable routers, after a health change.
+    pub failovers: u64,
+    /// The last failover, as logged.
+    pub last_failover: Option<FailoverSummary>,
     /// When the last reconcile ended, and how long it took.
     pub last_reconcile: Option<(SystemTime, Duration)>,
     /// `ok` or the last error.
@@ -107,10 +118,43 @@ pub struct Status {
     pub local_health: Report,
 }
 
+/// One failover as the log line and `/status` report it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FailoverSummary {
+    /// The routers that failed (or became questionable).
+    pub routers: BTreeSet<Ipv4Addr>,
+    /// Routes moved to another router.
+    pub routes_moved: u64,
+    /// Write calls made, retries included.
+    pub writes: u64,
+    /// Throttled answers.
+    pub throttled: u64,
+    /// From the health report to the last write acknowledged.
+    pub seconds: f64,
+}
+
+/// A failover in progress: from the health change until a reconcile completes.
+#[derive(Debug)]
+struct FailoverRun {
+    at: Instant,
+    summary: FailoverSummary,
+    last_ack: Option<Instant>,
+}
+
+/// How executing a plan ended.
+enum Executed {
+    /// Every action was tried; these failed (rtb, CIDR, error).
+    Finished { failures: Vec<(String, Cidr, String)>, stale: bool },
+    /// Stop requested, leadership lost, or a write outlasted the lease: nothing more to
+    /// do in this reconcile (the status says why).
+    Interrupted,
+}
+
 /// The reconcile loop and its state.
 pub struct Engine {
     cfg: EngineConfig,
-    ec2: Ec2,
+    exec: Executor,
+    metrics: Arc<Metrics>,
     rt: tokio::runtime::Runtime,
     rng: StdRng,
     hosts_tx: RSender<HostList>,
@@ -126,6 +170,14 @@ pub struct Engine {
     peers: std::collections::BTreeMap<String, Report>,
     notices: BTreeSet<Notice>,
     last_dry_run: Vec<RouteAction>,
+    /// The plan last made, for the status.
+    last_plan: Option<Plan>,
+    /// The VPC as of the last read, with this instance's acknowledged writes applied
+    /// since; `None` when it may be wrong (a write showed it stale, or another leader).
+    known: Option<VpcState>,
+    /// The router last written for each CIDR (see [`PlanInput::preferred`]).
+    preferred: BTreeMap<Cidr, Ipv4Addr>,
+    failover: Option<FailoverRun>,
     next_recheck: Option<Instant>,
     retry: Option<(Instant, u32)>,
     health_gate: HealthGate,
@@ -139,14 +191,16 @@ impl Engine {
     /// instances' health views.
     pub fn new(
         cfg: EngineConfig,
-        ec2: Ec2,
+        exec: Executor,
+        metrics: Arc<Metrics>,
         rt: tokio::runtime::Runtime,
         hosts_tx: RSender<HostList>,
         cluster: Option<ClusterHandle>,
     ) -> Engine {
         Engine {
             cfg,
-            ec2,
+            exec,
+            metrics,
             rt,
             rng: StdRng::from_os_rng(),
             hosts_tx,
@@ -160,6 +214,10 @@ impl Engine {
             peers: Default::default(),
             notices: BTreeSet::new(),
             last_dry_run: Vec::new(),
+            last_plan: None,
+            known: None,
+            preferred: BTreeMap::new(),
+            failover: None,
             next_recheck: None,
             retry: None,
             health_gate: HealthGate::Closed,
@@ -220,6 +278,10 @@ impl Engine {
                     }
                     Event::Cluster(ClusterEvent::Role { leader, leader_id }) => {
                         let was = std::mem::replace(&mut self.leading, leader);
+                        if leader != was {
+                            // Another leader may have written meanwhile.
+                            self.known = None;
+                        }
                         if leader && !was {
                             changed = true;
                             reason = "became the cluster leader";
@@ -324,6 +386,16 @@ impl Engine {
         }
         let views = self.local.iter().count() + self.peers.len();
         tracing::info!(failed = %join_ips(&view.failed), questionable = %join_ips(&view.questionable), views, "health changed");
+        let newly: BTreeSet<Ipv4Addr> = view
+            .failed
+            .difference(&self.failed)
+            .chain(view.questionable.difference(&self.questionable).filter(|h| !view.failed.contains(h)))
+            .copied()
+            .collect();
+        if !newly.is_empty() {
+            let run = self.failover.get_or_insert_with(|| FailoverRun { at: Instant::now(), summary: FailoverSummary::default(), last_ack: None });
+            run.summary.routers.extend(newly);
+        }
         {
             let mut st = self.lock_status();
             st.failed = view.failed.clone();
@@ -338,97 +410,227 @@ impl Engine {
         self.status.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Reads the VPC, plans, and executes (or logs, with `--dry-run`) the actions.
+    /// Reconciles: after a health change, first moves the routes of failed routers as
+    /// planned from the known state (no read); then reads the VPC, plans, and executes
+    /// (or logs, with `--dry-run`) the actions. When EC2 shows that the state was stale
+    /// (a route or table gone, a route already there), it reads and plans again at once.
     fn reconcile(&mut self, reason: &str) {
         self.next_recheck = self.cfg.recheck.map(|d| Instant::now() + d);
         let Some(spec) = self.spec.clone() else { return };
         if !self.leading {
             tracing::debug!(reason, "not the cluster leader: no reconcile");
+            // The leader handles the failover; ours would start from a stale instant.
+            self.failover = None;
             return;
         }
         let started = Instant::now();
         tracing::debug!(reason, "reconcile");
         self.lock_status().reconciles += 1;
-        let Some(read) = self.abandonable(self.ec2.read_state(&self.cfg.vpc_id)) else { return };
-        let state = match read {
-            Ok(s) => s,
-            Err(e) => return self.failed_reconcile(started, format!("cannot read VPC {}: {e}", self.cfg.vpc_id)),
-        };
         let entries = spec_entries(&spec);
-        let input = PlanInput {
-            state: &state,
-            spec: &entries,
-            failed: &self.failed,
-            questionable: &self.questionable,
-            ignore: &self.cfg.ignore,
-        };
-        let plan = plan(&input, &mut self.rng);
-        self.report_notices(&plan);
-        let mut failures = Vec::new();
-        if self.cfg.dry_run {
-            if plan.actions != self.last_dry_run {
-                for a in &plan.actions {
-                    log_action("dry run: would change route", a);
-                }
-                self.last_dry_run = plan.actions.clone();
-            }
-        } else {
-            for a in &plan.actions {
-                // Cluster mode: confirm leadership before each write, and give up on the write
-                // (retries included) when the lease may have run out.
-                let mut lease_until = None;
-                if let Some(c) = &self.cluster {
-                    let Some(confirmed) = self.abandonable(c.confirm()) else { return };
-                    match confirmed {
-                        Ok(until) => lease_until = Some(until),
-                        Err(e) => {
-                            tracing::warn!(cidr = %a.cidr(), rtb = a.rtb(), "cluster: leadership not confirmed, no further EC2 writes: {e}");
-                            self.leading = false;
-                            self.lock_status().last_result = format!("stopped writing: leadership not confirmed: {e}");
-                            return;
-                        }
-                    }
-                }
-                let call = self.ec2.execute(a);
-                let Some(result) = self.abandonable(async move {
-                    match lease_until {
-                        None => Some(call.await),
-                        Some(until) => tokio::time::timeout_at(until.into(), call).await.ok(),
-                    }
-                }) else {
-                    return;
-                };
-                let Some(result) = result else {
-                    let message = "an EC2 write outlasted the leader's lease: abandoned; leadership is confirmed again before the retry";
-                    tracing::warn!(cidr = %a.cidr(), rtb = a.rtb(), "{message}");
-                    return self.failed_reconcile(started, message.to_string());
-                };
-                match result {
-                    Ok(()) => {
-                        log_action("route changed", a);
-                        let mut st = self.lock_status();
-                        match a {
-                            RouteAction::Create { .. } => st.created += 1,
-                            RouteAction::Replace { .. } => st.replaced += 1,
-                            RouteAction::Delete { .. } => st.deleted += 1,
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(cidr = %a.cidr(), rtb = a.rtb(), "route change failed: {e}");
-                        failures.push((a.rtb().to_string(), a.cidr(), e.to_string()));
-                    }
-                }
-            }
+        if self.failover.is_some() && !self.cfg.dry_run && !self.fast_failover(&entries) {
+            return;
         }
-        self.lock_status().tables = table_routes(&state, &plan, &failures, self.cfg.dry_run);
-        if let Some((_, _, first)) = failures.first() {
-            return self.failed_reconcile(started, format!("{} route change(s) failed, first: {first}", failures.len()));
+        for pass in 1..=MAX_PASSES {
+            let Some(read) = self.abandonable(self.exec.read_state(&self.cfg.vpc_id)) else { return };
+            let state = match read {
+                Ok(s) => s,
+                Err(e) => return self.failed_reconcile(started, format!("cannot read VPC {}: {e}", self.cfg.vpc_id)),
+            };
+            self.known = Some(state.clone());
+            let plan = self.plan(&state, &entries);
+            self.report_notices(&plan);
+            let failures = if self.cfg.dry_run {
+                if plan.actions != self.last_dry_run {
+                    for a in &plan.actions {
+                        log_action("dry run: would change route", a);
+                    }
+                    self.last_dry_run = plan.actions.clone();
+                }
+                Vec::new()
+            } else {
+                match self.execute(&plan.actions, started) {
+                    Executed::Interrupted => return,
+                    Executed::Finished { stale: true, failures } if pass < MAX_PASSES => {
+                        tracing::info!(failed = failures.len(), "EC2 showed the route tables changed behind vpcrouter's back: reading them again");
+                        self.known = None;
+                        continue;
+                    }
+                    Executed::Finished { failures, .. } => failures,
+                }
+            };
+            self.lock_status().tables = table_routes(&state, &plan, &failures, self.cfg.dry_run);
+            if let Some((_, _, first)) = failures.first() {
+                return self.failed_reconcile(started, format!("{} route change(s) failed, first: {first}", failures.len()));
+            }
+            break;
         }
+        self.finish_failover();
         self.retry = None;
+        let plan = self.last_plan.take();
         let mut st = self.lock_status();
         st.last_reconcile = Some((SystemTime::now(), started.elapsed()));
         st.last_result = "ok".into();
-        st.last_plan = plan;
+        if let Some(plan) = plan {
+            st.last_plan = plan;
+        }
+    }
+
+    /// Plans from `state` with the health and spec in force.
+    fn plan(&mut self, state: &VpcState, entries: &[(Cidr, Vec<Ipv4Addr>)]) -> Plan {
+        let input = PlanInput {
+            state,
+            spec: entries,
+            failed: &self.failed,
+            questionable: &self.questionable,
+            ignore: &self.cfg.ignore,
+            preferred: &self.preferred,
+        };
+        let plan = plan(&input, &mut self.rng);
+        self.last_plan = Some(plan.clone());
+        plan
+    }
+
+    /// The fast path of a failover: plans from the known state and moves, at once, every
+    /// CIDR that has a route on a failed or questionable router. False when the
+    /// reconcile must end here (stop, leadership lost).
+    fn fast_failover(&mut self, entries: &[(Cidr, Vec<Ipv4Addr>)]) -> bool {
+        let Some(known) = self.known.clone() else { return true };
+        let plan = self.plan(&known, entries);
+        let moving: BTreeSet<Cidr> = plan.actions.iter().filter(|a| moves_off_bad_router(a)).map(RouteAction::cidr).collect();
+        if moving.is_empty() {
+            return true;
+        }
+        let actions: Vec<RouteAction> = plan
+            .actions
+            .into_iter()
+            .filter(|a| moving.contains(&a.cidr()) && !matches!(a, RouteAction::Delete { .. }))
+            .collect();
+        tracing::debug!(routes = actions.len(), cidrs = moving.len(), "failover from the known state, before reading the VPC");
+        match self.execute(&actions, Instant::now()) {
+            Executed::Interrupted => false,
+            Executed::Finished { stale, .. } => {
+                if stale {
+                    self.known = None;
+                }
+                true
+            }
+        }
+    }
+
+    /// Executes `actions` in waves: in cluster mode each wave starts with a confirmation
+    /// of the leadership and ends before the lease may run out.
+    fn execute(&mut self, actions: &[RouteAction], started: Instant) -> Executed {
+        let mut pending: Vec<usize> = (0..actions.len()).collect();
+        let (mut failures, mut stale, mut empty_waves) = (Vec::new(), false, 0);
+        while !pending.is_empty() {
+            let deadline = match self.confirm_leadership() {
+                Ok(d) => d,
+                Err(()) => return Executed::Interrupted,
+            };
+            let wave: Vec<RouteAction> = pending.iter().map(|&i| actions[i].clone()).collect();
+            let Some(report) = self.abandonable(self.exec.wave(&wave, deadline)) else { return Executed::Interrupted };
+            if let Some(run) = &mut self.failover {
+                run.summary.writes += report.calls;
+                run.summary.throttled += report.throttled;
+                run.last_ack = run.last_ack.max(report.last_ack);
+            }
+            let mut next = Vec::new();
+            for (&i, outcome) in pending.iter().zip(report.outcomes) {
+                let a = &actions[i];
+                match outcome {
+                    Outcome::Done => self.done(a),
+                    Outcome::Failed(e) => {
+                        tracing::error!(cidr = %a.cidr(), rtb = a.rtb(), "route change failed: {e}");
+                        stale |= e.shows_stale_state();
+                        failures.push((a.rtb().to_string(), a.cidr(), e.to_string()));
+                    }
+                    Outcome::NotStarted => next.push(i),
+                    Outcome::Abandoned => {
+                        let message = "an EC2 write outlasted the leader's lease: abandoned; leadership is confirmed again before the retry";
+                        tracing::warn!(cidr = %a.cidr(), rtb = a.rtb(), "{message}");
+                        self.known = None;
+                        self.failed_reconcile(started, message.to_string());
+                        return Executed::Interrupted;
+                    }
+                }
+            }
+            if next.len() == pending.len() {
+                empty_waves += 1;
+                if empty_waves >= MAX_EMPTY_WAVES {
+                    let message = format!("{} route change(s) not sent: the leader's lease never covered a write", next.len());
+                    self.failed_reconcile(started, message);
+                    return Executed::Interrupted;
+                }
+                if self.abandonable(tokio::time::sleep(Duration::from_millis(100))).is_none() {
+                    return Executed::Interrupted;
+                }
+            } else {
+                empty_waves = 0;
+            }
+            pending = next;
+        }
+        Executed::Finished { failures, stale }
+    }
+
+    /// Cluster mode: confirms the leadership before a wave and returns until when it
+    /// holds; `Ok(None)` without a cluster. `Err` when the reconcile must stop.
+    fn confirm_leadership(&mut self) -> Result<Option<Instant>, ()> {
+        let Some(c) = &self.cluster else { return Ok(None) };
+        match self.abandonable(c.confirm()) {
+            None => Err(()),
+            Some(Ok(until)) => Ok(Some(until)),
+            Some(Err(e)) => {
+                tracing::warn!("cluster: leadership not confirmed, no further EC2 writes: {e}");
+                self.leading = false;
+                self.known = None;
+                self.lock_status().last_result = format!("stopped writing: leadership not confirmed: {e}");
+                Err(())
+            }
+        }
+    }
+
+    /// Books an action EC2 acknowledged.
+    fn done(&mut self, a: &RouteAction) {
+        log_action("route changed", a);
+        if let Some(known) = &mut self.known {
+            known.apply(a);
+        }
+        if let Some(router) = a.new_router() {
+            self.preferred.insert(a.cidr(), router);
+        }
+        if moves_off_bad_router(a) {
+            if let Some(run) = &mut self.failover {
+                run.summary.routes_moved += 1;
+            }
+        }
+        let mut st = self.lock_status();
+        match a {
+            RouteAction::Create { .. } => st.created += 1,
+            RouteAction::Replace { .. } => st.replaced += 1,
+            RouteAction::Delete { .. } => st.deleted += 1,
+        }
+    }
+
+    /// Ends the failover in progress, if any, with its one log line.
+    fn finish_failover(&mut self) {
+        let Some(run) = self.failover.take() else { return };
+        let mut summary = run.summary;
+        if summary.routes_moved == 0 {
+            tracing::debug!(routers = %join_ips(&summary.routers), "health change: no route was on these routers");
+            return;
+        }
+        let took = run.last_ack.unwrap_or_else(Instant::now).saturating_duration_since(run.at);
+        summary.seconds = took.as_secs_f64();
+        self.metrics.failover_seconds.observe(summary.seconds);
+        tracing::info!(
+            routers = %join_ips(&summary.routers), routes_moved = summary.routes_moved, writes = summary.writes,
+            throttled = summary.throttled, ms = took.as_millis() as u64,
+            "failover: {} route(s) moved off {} in {} ms (health report to last write acknowledged)",
+            summary.routes_moved, join_ips(&summary.routers), took.as_millis()
+        );
+        let mut st = self.lock_status();
+        st.failovers += 1;
+        st.last_failover = Some(summary);
     }
 
     /// Runs one EC2 call; `None` when a stop was requested meanwhile (the call is dropped:
@@ -469,6 +671,11 @@ impl Engine {
         }
         self.notices = plan.notices.clone();
     }
+}
+
+/// True for a route move off a failed or questionable router: the work of a failover.
+fn moves_off_bad_router(a: &RouteAction) -> bool {
+    matches!(a, RouteAction::Replace { reason: ReplaceReason::RouterFailed | ReplaceReason::RouterQuestionable, .. })
 }
 
 /// The spec as the planner wants it. Keys and hosts were validated by `on_spec`.

@@ -4,11 +4,13 @@
 //! * [`cli`]: the command line, including options declared by the loaded plugins;
 //! * [`plugins`]: finding, checking and loading plugin libraries;
 //! * [`engine`]: the event loop that reconciles on spec, health and timer events;
-//! * [`vpc`]: the VPC model, the pure planner and the EC2 adapter;
+//! * [`vpc`]: the VPC model, the pure planner, the EC2 adapter and the executor that runs
+//!   EC2 calls concurrently within client-side token buckets;
 //! * [`cluster`]: cluster mode: leader election and quorum health through etcd;
 //! * [`http`]: the status server and the endpoint registry plugins use;
 //! * [`status`]: what the status server shows, rendered from a snapshot of the state;
-//! * [`logging`]: log setup and the bridge for plugin log lines.
+//! * [`logging`]: log setup and the bridge for plugin log lines;
+//! * [`metrics`]: the histograms of `/metrics` (Prometheus client library).
 #![forbid(unsafe_code)]
 
 pub mod cli;
@@ -16,6 +18,7 @@ pub mod cluster;
 pub mod engine;
 pub mod http;
 pub mod logging;
+pub mod metrics;
 pub mod plugins;
 pub mod run;
 pub mod status;

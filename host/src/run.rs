@@ -19,7 +19,9 @@ use crate::http::server::{self, PluginSource, ServerContext};
 use crate::http::Endpoints;
 use crate::logging::PluginLog;
 use crate::plugins::Loader;
+use crate::metrics::Metrics;
 use crate::vpc::ec2::{detect_region_and_vpc, Ec2};
+use crate::vpc::executor::Executor;
 
 /// How long a plugin's `stop` may take before vpcrouter exits without it.
 const STOP_TIMEOUT: Duration = Duration::from_secs(2);
@@ -101,9 +103,11 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     let (region, vpc_id) = resolve_region_and_vpc(&rt, o.region.clone(), o.vpc.clone())?;
-    let ec2 = rt.block_on(Ec2::connect(&region));
-    let ec2_counts = ec2.clone();
-    let tables = match rt.block_on(ec2.read_state(&vpc_id)) {
+    let metrics = Arc::new(Metrics::default());
+    let ec2 = rt.block_on(Ec2::connect(&region, metrics.clone()));
+    let exec = Executor::new(ec2, o.ec2_limits);
+    let ec2_view = exec.clone();
+    let tables = match rt.block_on(exec.read_state(&vpc_id)) {
         Ok(state) => state.route_tables.len().to_string(),
         Err(e) if e.is_transient() => {
             tracing::warn!("EC2 not reachable yet, will retry: {e}");
@@ -145,7 +149,8 @@ pub fn run(o: Options) -> anyhow::Result<()> {
             watcher_name: o.watcher.lib.meta.name.to_string(),
             first_health_wait: first_health_wait(health.interval_secs()),
         },
-        ec2,
+        exec,
+        metrics.clone(),
         rt,
         hosts_tx,
         cluster.clone(),
@@ -165,7 +170,8 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         status: engine.status(),
         endpoints: endpoints.clone(),
         plugins,
-        ec2_calls: Arc::new(move || ec2_counts.call_counts()),
+        ec2: Arc::new(move || crate::status::Ec2View::of(&ec2_view)),
+        metrics,
         cluster: cluster.clone(),
     })?;
 
@@ -183,6 +189,8 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         mode = %format!("{} ({})", o.watcher.lib.meta.name, o.watcher.lib.meta.version),
         health = %format!("{} ({})", o.health.lib.meta.name, o.health.lib.meta.version),
         region = %region, vpc = %vpc_id, route_tables = %tables, dry_run = o.dry_run,
+        ec2_write_burst = o.ec2_limits.write.burst, ec2_write_rate = o.ec2_limits.write.rate,
+        ec2_max_in_flight = o.ec2_limits.max_in_flight,
         "*** Starting vpcrouter ***"
     );
     let result = engine.run(events_rx);

@@ -12,7 +12,44 @@ use serde_json::{json, Map, Value};
 
 use crate::cluster::ClusterStatus;
 use crate::engine::Status;
+use crate::vpc::ec2::CallCount;
+use crate::vpc::executor::Executor;
+use crate::vpc::limits::LimitsConfig;
 use crate::vpc::model::{Cidr, Plan, RouteAction, VpcState};
+
+/// The EC2 side as `/status` and `/metrics` show it.
+#[derive(Clone, Debug, Default)]
+pub struct Ec2View {
+    /// Counters per operation.
+    pub calls: Vec<CallCount>,
+    /// `--ec2-*` settings.
+    pub limits: LimitsConfig,
+    /// The read bucket's refill rate in force (lowered after throttled answers).
+    pub read_rate: f64,
+    /// The write bucket's refill rate in force.
+    pub write_rate: f64,
+    /// Calls in flight now.
+    pub in_flight: usize,
+}
+
+impl Ec2View {
+    /// The executor's state now.
+    pub fn of(exec: &Executor) -> Ec2View {
+        let l = exec.limits();
+        Ec2View {
+            calls: exec.ec2().call_counts(),
+            limits: l.config(),
+            read_rate: l.read.rate(),
+            write_rate: l.write.rate(),
+            in_flight: l.in_flight(),
+        }
+    }
+
+    /// Throttled answers, all operations.
+    pub fn throttled(&self) -> u64 {
+        self.calls.iter().map(|c| c.throttled).sum()
+    }
+}
 
 /// State of one managed route after the last reconcile (`/vpc`, `/status`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -99,8 +136,10 @@ pub struct Snapshot {
     pub status: Status,
     /// Watcher first, then the health plugin.
     pub plugins: Vec<PluginView>,
-    /// `(operation, calls, errors)` of the EC2 adapter.
-    pub ec2_calls: Vec<(&'static str, u64, u64)>,
+    /// The EC2 adapter's counters and limits.
+    pub ec2: Ec2View,
+    /// The histograms (Prometheus text), appended to `/metrics`.
+    pub histograms: String,
     /// Cluster mode's state, if on.
     pub cluster: Option<ClusterStatus>,
     /// When the snapshot was taken.
@@ -298,8 +337,35 @@ pub fn status_document(info: &ServerInfo, snap: &Snapshot) -> Value {
             "routes_created": st.created,
             "routes_replaced": st.replaced,
             "routes_deleted": st.deleted,
+            "failovers": st.failovers,
+            "ec2_throttled": snap.ec2.throttled(),
         },
+        "last_failover": st.last_failover.as_ref().map(|f| json!({
+            "routers": ips(&f.routers),
+            "routes_moved": f.routes_moved,
+            "writes": f.writes,
+            "throttled": f.throttled,
+            "seconds": f.seconds,
+        })),
+        "ec2": ec2_json(&snap.ec2),
         "cluster": snap.cluster.as_ref().map(|c| cluster_json(c, st)),
+    })
+}
+
+/// The `ec2` part of `/status`: the limits, the rates in force, and the counters.
+fn ec2_json(e: &Ec2View) -> Value {
+    let bucket = |b: crate::vpc::limits::BucketConfig, rate: f64| json!({"burst": b.burst, "configured_rate": b.rate, "rate": rate});
+    let calls: Map<String, Value> = e
+        .calls
+        .iter()
+        .map(|c| (c.operation.to_string(), json!({"calls": c.calls, "errors": c.errors, "throttled": c.throttled})))
+        .collect();
+    json!({
+        "read_bucket": bucket(e.limits.read, e.read_rate),
+        "write_bucket": bucket(e.limits.write, e.write_rate),
+        "max_in_flight": e.limits.max_in_flight,
+        "in_flight": e.in_flight,
+        "calls": calls,
     })
 }
 
@@ -356,10 +422,16 @@ pub fn metrics(snap: &Snapshot) -> String {
     let kinds = [("create", st.created), ("replace", st.replaced), ("delete", st.deleted)];
     let changes: Vec<_> = kinds.iter().map(|(k, n)| (format!("{{kind=\"{k}\"}}"), *n as f64)).collect();
     family("vpcrouter_route_changes_total", "counter", "Route changes made in EC2, by kind.", &changes);
-    let calls: Vec<_> = snap.ec2_calls.iter().map(|(op, n, _)| (format!("{{operation=\"{}\"}}", label(op)), *n as f64)).collect();
-    family("vpcrouter_ec2_calls_total", "counter", "EC2 API calls, by operation.", &calls);
-    let errors: Vec<_> = snap.ec2_calls.iter().map(|(op, _, n)| (format!("{{operation=\"{}\"}}", label(op)), *n as f64)).collect();
-    family("vpcrouter_ec2_errors_total", "counter", "EC2 API calls that failed, by operation.", &errors);
+    let by_op = |get: fn(&CallCount) -> u64| -> Vec<(String, f64)> {
+        snap.ec2.calls.iter().map(|c| (format!("{{operation=\"{}\"}}", label(c.operation)), get(c) as f64)).collect()
+    };
+    family("vpcrouter_ec2_calls_total", "counter", "EC2 API calls, by operation.", &by_op(|c| c.calls));
+    family("vpcrouter_ec2_errors_total", "counter", "EC2 API calls that failed, by operation.", &by_op(|c| c.errors));
+    family("vpcrouter_ec2_throttled_total", "counter", "EC2 API calls answered RequestLimitExceeded (throttled), by operation.", &by_op(|c| c.throttled));
+    let rates = vec![("{kind=\"read\"}".to_string(), snap.ec2.read_rate), ("{kind=\"write\"}".to_string(), snap.ec2.write_rate)];
+    family("vpcrouter_ec2_call_rate_limit", "gauge", "Refill rate in force of vpcrouter's EC2 token buckets, calls per second (lowered after throttled answers).", &rates);
+    family("vpcrouter_ec2_calls_in_flight", "gauge", "EC2 calls in flight now.", &one(snap.ec2.in_flight as f64));
+    family("vpcrouter_failovers_total", "counter", "Failovers: route moves off failed or questionable routers after a health change.", &one(st.failovers as f64));
     let health: Vec<_> = snap.plugins.iter().filter(|p| p.kind == "health").map(|p| (p.name.as_str(), health_stats(&p.info))).collect();
     let checks: Vec<_> = health.iter().map(|(n, (c, _))| (format!("{{plugin=\"{}\"}}", label(n)), *c as f64)).collect();
     family("vpcrouter_health_checks_total", "counter", "Health checks made, by health plugin.", &checks);
@@ -381,6 +453,7 @@ pub fn metrics(snap: &Snapshot) -> String {
         family("vpcrouter_cluster_leader_changes_total", "counter", "New leaders seen since start.", &one(c.leader_changes as f64));
         family("vpcrouter_etcd_requests_total", "counter", "Requests sent to etcd (calls and lease keep-alives).", &one(c.etcd_requests as f64));
     }
+    out.push_str(&snap.histograms);
     out
 }
 
@@ -446,7 +519,17 @@ mod tests {
                 plugin("http", "watcher", json!({"version": "0.1.0", "params": {}})),
                 plugin("file", "health", json!({"stats": {"checks": 7, "failures": 2}})),
             ],
-            ec2_calls: vec![("DescribeVpcs", 4, 1), ("ReplaceRoute", 1, 0)],
+            ec2: Ec2View {
+                calls: vec![
+                    CallCount { operation: "DescribeVpcs", calls: 4, errors: 1, throttled: 1 },
+                    CallCount { operation: "ReplaceRoute", calls: 1, errors: 0, throttled: 0 },
+                ],
+                limits: LimitsConfig::default(),
+                read_rate: 10.0,
+                write_rate: 5.0,
+                in_flight: 0,
+            },
+            histograms: String::new(),
             cluster: None,
             now: UNIX_EPOCH + Duration::from_secs(1_795_000_100),
         }
@@ -515,7 +598,11 @@ mod tests {
         assert_eq!(doc["route_tables"]["rtb-1"][0]["previous_router"], "10.0.0.1");
         assert_eq!(doc["last_reconcile"]["result"], "ok");
         assert_eq!(doc["last_reconcile"]["duration_seconds"], 0.25);
-        assert_eq!(doc["counters"], json!({"reconciles": 3, "reconcile_errors": 0, "routes_created": 2, "routes_replaced": 1, "routes_deleted": 0}));
+        assert_eq!(doc["counters"], json!({"reconciles": 3, "reconcile_errors": 0, "routes_created": 2, "routes_replaced": 1, "routes_deleted": 0, "failovers": 0, "ec2_throttled": 1}));
+        assert_eq!(doc["ec2"]["write_bucket"], json!({"burst": 50, "configured_rate": 5.0, "rate": 5.0}));
+        assert_eq!(doc["ec2"]["read_bucket"]["rate"], 10.0);
+        assert_eq!(doc["ec2"]["calls"]["DescribeVpcs"], json!({"calls": 4, "errors": 1, "throttled": 1}));
+        assert_eq!(doc["last_failover"], Value::Null);
         assert_eq!(doc["region"], "us-east-1");
     }
 
@@ -529,6 +616,9 @@ mod tests {
             "vpcrouter_route_changes_total{kind=\"replace\"} 1",
             "vpcrouter_ec2_calls_total{operation=\"DescribeVpcs\"} 4",
             "vpcrouter_ec2_errors_total{operation=\"DescribeVpcs\"} 1",
+            "vpcrouter_ec2_throttled_total{operation=\"DescribeVpcs\"} 1",
+            "vpcrouter_ec2_call_rate_limit{kind=\"read\"} 10",
+            "vpcrouter_ec2_call_rate_limit{kind=\"write\"} 5",
             "vpcrouter_health_checks_total{plugin=\"file\"} 7",
             "vpcrouter_health_check_failures_total{plugin=\"file\"} 2",
             "vpcrouter_failed_hosts 1",

@@ -125,8 +125,10 @@ pub struct ServerContext {
     pub endpoints: Endpoints,
     /// Watcher first, then the health plugin.
     pub plugins: Vec<PluginSource>,
-    /// `(operation, calls, errors)` of the EC2 adapter.
-    pub ec2_calls: Arc<dyn Fn() -> Vec<(&'static str, u64, u64)> + Send + Sync>,
+    /// The EC2 adapter's counters and limits.
+    pub ec2: Arc<dyn Fn() -> crate::status::Ec2View + Send + Sync>,
+    /// The histograms of `/metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Cluster mode's membership, if on.
     pub cluster: Option<crate::cluster::ClusterHandle>,
 }
@@ -290,7 +292,8 @@ async fn snapshot(ctx: &ServerContext, with_plugins: bool) -> Snapshot {
     Snapshot {
         status: lock_status(ctx),
         plugins,
-        ec2_calls: (ctx.ec2_calls)(),
+        ec2: (ctx.ec2)(),
+        histograms: ctx.metrics.encode(),
         cluster: ctx.cluster.as_ref().map(|c| c.status()),
         now: SystemTime::now(),
     }
@@ -410,7 +413,8 @@ mod tests {
                 arguments: BTreeMap::new(),
                 info: Arc::new(|| "{\"x\": 1}".to_string()),
             }],
-            ec2_calls: Arc::new(Vec::new),
+            ec2: Arc::new(crate::status::Ec2View::default),
+            metrics: Arc::default(),
             cluster: None,
         };
         (bind("127.0.0.1", 0).unwrap().serve(ctx).unwrap(), endpoints)

@@ -1,13 +1,14 @@
 //! The EC2 adapter: reads a VPC into a [`VpcState`] and executes [`RouteAction`]s.
 //!
 //! Only translation between EC2 and the model, and error classification, live here; every
-//! decision is the planner's. Retries (standard mode, exponential backoff with jitter) and
-//! timeouts are the SDK's, configured in [`Ec2::connect`].
+//! decision is the planner's. Each method makes single attempts: retries, the token buckets
+//! and the cap on calls in flight are the executor's ([`super::executor`]); the SDK's own
+//! retries are off. Timeouts are the SDK's, configured in [`Ec2::connect`].
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::config::retry::RetryConfig;
 use aws_sdk_ec2::config::timeout::TimeoutConfig;
@@ -16,7 +17,9 @@ use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::types as ec2;
 use tracing::debug;
 
+use super::limits::Limits;
 use super::model::{Eni, Instance, Route, RouteAction, RouteTable, RouterTarget, VpcState};
+use crate::metrics::Metrics;
 
 /// The EC2 operations the adapter uses, in [`Ec2::call_counts`] order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,12 +62,38 @@ pub fn operations() -> Vec<&'static str> {
     Op::ALL.iter().map(|op| op.name()).collect()
 }
 
-/// Calls and errors per operation (indexed like [`Op::ALL`]).
+/// Calls, errors and throttled answers per operation (indexed like [`Op::ALL`]).
 #[derive(Debug, Default)]
 struct Counters {
     calls: [AtomicU64; 7],
     errors: [AtomicU64; 7],
+    throttled: [AtomicU64; 7],
 }
+
+/// One operation's counters, as [`Ec2::call_counts`] reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallCount {
+    /// e.g. `ReplaceRoute`.
+    pub operation: &'static str,
+    /// Calls made (attempts).
+    pub calls: u64,
+    /// Calls that failed, throttled ones included.
+    pub errors: u64,
+    /// Calls EC2 throttled (`RequestLimitExceeded` and the like).
+    pub throttled: u64,
+}
+
+/// Error codes EC2 uses when the account's request rate is exceeded.
+const THROTTLE_CODES: &[&str] = &[
+    "RequestLimitExceeded",
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottled",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "EC2ThrottledException",
+];
 
 /// Error codes EC2 uses for throttling or server-side trouble (worth retrying later).
 const TRANSIENT_CODES: &[&str] = &[
@@ -187,6 +216,27 @@ impl Ec2Error {
         )
     }
 
+    /// True when EC2 throttled the call: the account's bucket is empty.
+    pub fn is_throttle(&self) -> bool {
+        matches!(self, Ec2Error::Unavailable { code, .. } if THROTTLE_CODES.contains(&code.as_str()))
+    }
+
+    /// True when EC2 refused a route change because the route or table is not as
+    /// vpcrouter believed (gone, already there, unknown target): the VPC must be read again.
+    pub fn shows_stale_state(&self) -> bool {
+        match self {
+            Ec2Error::Rejected { code, .. } => {
+                code.ends_with("NotFound") || code.ends_with(".Malformed") || code.contains("AlreadyExists")
+            }
+            _ => false,
+        }
+    }
+
+    /// True when a DeleteRoute found no route: what it was meant to achieve holds.
+    pub fn is_route_not_found(&self) -> bool {
+        matches!(self, Ec2Error::Rejected { code, .. } if code == "InvalidRoute.NotFound" || code == "InvalidRouteNotFound")
+    }
+
     /// Classifies an SDK error of `op`.
     fn classify<E>(op: Op, region: &str, err: SdkError<E>) -> Ec2Error
     where
@@ -258,21 +308,18 @@ pub struct Ec2 {
     client: aws_sdk_ec2::Client,
     region: String,
     counters: Arc<Counters>,
+    metrics: Arc<Metrics>,
     /// The VPC DescribeVpcs last confirmed; later reads skip that call (3 reads per
     /// reconcile at steady state).
     confirmed_vpc: Arc<std::sync::Mutex<Option<String>>>,
 }
 
-/// The SDK configuration loader: standard chain, `region`, retries and timeouts.
+/// The SDK configuration loader: standard chain, `region`, no retries (the executor's),
+/// timeouts.
 fn loader(region: &str) -> aws_config::ConfigLoader {
     aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new(region.to_owned()))
-        .retry_config(
-            RetryConfig::standard()
-                .with_max_attempts(4)
-                .with_initial_backoff(Duration::from_millis(500))
-                .with_max_backoff(Duration::from_secs(5)),
-        )
+        .retry_config(RetryConfig::disabled())
         .timeout_config(
             TimeoutConfig::builder()
                 .connect_timeout(Duration::from_secs(3))
@@ -289,16 +336,18 @@ fn vpc_filter(vpc_id: &str) -> ec2::Filter {
 
 impl Ec2 {
     /// Builds a client from the standard SDK chain (env, profile, `AWS_ENDPOINT_URL`), with `region`.
-    pub async fn connect(region: &str) -> Ec2 {
-        Ec2::from_loader(region, loader(region)).await
+    /// Call durations go to `metrics`.
+    pub async fn connect(region: &str, metrics: Arc<Metrics>) -> Ec2 {
+        Ec2::from_loader(region, loader(region), metrics).await
     }
 
-    async fn from_loader(region: &str, loader: aws_config::ConfigLoader) -> Ec2 {
+    async fn from_loader(region: &str, loader: aws_config::ConfigLoader, metrics: Arc<Metrics>) -> Ec2 {
         let conf = loader.load().await;
         Ec2 {
             client: aws_sdk_ec2::Client::new(&conf),
             region: region.to_owned(),
             counters: Arc::new(Counters::default()),
+            metrics,
             confirmed_vpc: Arc::default(),
         }
     }
@@ -308,43 +357,52 @@ impl Ec2 {
         &self.region
     }
 
-    /// Counts one call of `op` and classifies its error, if any.
-    fn record<T, E>(&self, op: Op, result: Result<T, SdkError<E>>) -> Result<T, Ec2Error>
+    /// Counts one call of `op` sent at `sent`, records its duration, and classifies its
+    /// error, if any.
+    fn record<T, E>(&self, op: Op, sent: Instant, result: Result<T, SdkError<E>>) -> Result<T, Ec2Error>
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
     {
-        self.counters.calls[op as usize].fetch_add(1, Ordering::Relaxed);
+        let i = op as usize;
+        self.counters.calls[i].fetch_add(1, Ordering::Relaxed);
+        self.metrics.observe_call(op.name(), sent.elapsed().as_secs_f64());
         result.map_err(|err| {
-            self.counters.errors[op as usize].fetch_add(1, Ordering::Relaxed);
-            Ec2Error::classify(op, &self.region, err)
+            self.counters.errors[i].fetch_add(1, Ordering::Relaxed);
+            let err = Ec2Error::classify(op, &self.region, err);
+            if err.is_throttle() {
+                self.counters.throttled[i].fetch_add(1, Ordering::Relaxed);
+            }
+            err
         })
     }
 
-    /// Counters: `(operation, calls, errors)` for every operation the adapter uses.
-    pub fn call_counts(&self) -> Vec<(&'static str, u64, u64)> {
+    /// Counters for every operation the adapter uses.
+    pub fn call_counts(&self) -> Vec<CallCount> {
         Op::ALL
             .iter()
             .map(|&op| {
                 let i = op as usize;
-                (
-                    op.name(),
-                    self.counters.calls[i].load(Ordering::Relaxed),
-                    self.counters.errors[i].load(Ordering::Relaxed),
-                )
+                let get = |a: &[AtomicU64; 7]| a[i].load(Ordering::Relaxed);
+                CallCount {
+                    operation: op.name(),
+                    calls: get(&self.counters.calls),
+                    errors: get(&self.counters.errors),
+                    throttled: get(&self.counters.throttled),
+                }
             })
             .collect()
     }
 
     /// Reads the VPC: its existence, subnets, route tables and instances (four Describe
-    /// calls, run concurrently, plus one per further page).
-    pub async fn read_state(&self, vpc_id: &str) -> Result<VpcState, Ec2Error> {
+    /// calls, run concurrently, plus one per further page), each call within `limits`.
+    pub async fn read_state(&self, vpc_id: &str, limits: &Limits) -> Result<VpcState, Ec2Error> {
         debug!(vpc = vpc_id, region = %self.region, "reading VPC");
         let confirmed = self.lock_confirmed().as_deref() == Some(vpc_id);
         let (vpcs, subnets, tables, instances) = tokio::join!(
-            async { if confirmed { Ok(true) } else { self.vpc_exists(vpc_id).await } },
-            self.subnets(vpc_id),
-            self.route_tables(vpc_id),
-            self.instances(vpc_id),
+            async { if confirmed { Ok(true) } else { self.vpc_exists(vpc_id, limits).await } },
+            self.subnets(vpc_id, limits),
+            self.route_tables(vpc_id, limits),
+            self.instances(vpc_id, limits),
         );
         if !vpcs? {
             return Err(Ec2Error::VpcNotFound {
@@ -373,74 +431,75 @@ impl Ec2 {
         self.confirmed_vpc.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn vpc_exists(&self, vpc_id: &str) -> Result<bool, Ec2Error> {
-        let mut pages = self
-            .client
-            .describe_vpcs()
-            .filters(vpc_filter(vpc_id))
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = self.record(Op::DescribeVpcs, page)?;
+    async fn vpc_exists(&self, vpc_id: &str, limits: &Limits) -> Result<bool, Ec2Error> {
+        let mut token = None;
+        loop {
+            let _slot = limits.read_slot().await;
+            let sent = Instant::now();
+            let call = self.client.describe_vpcs().filters(vpc_filter(vpc_id)).set_next_token(token).send().await;
+            let page = self.record(Op::DescribeVpcs, sent, call)?;
             if page.vpcs().iter().any(|v| v.vpc_id() == Some(vpc_id)) {
                 return Ok(true);
             }
+            token = next_token(page.next_token());
+            if token.is_none() {
+                return Ok(false);
+            }
         }
-        Ok(false)
     }
 
-    async fn subnets(&self, vpc_id: &str) -> Result<Vec<String>, Ec2Error> {
+    async fn subnets(&self, vpc_id: &str, limits: &Limits) -> Result<Vec<String>, Ec2Error> {
         let mut out = Vec::new();
-        let mut pages = self
-            .client
-            .describe_subnets()
-            .filters(vpc_filter(vpc_id))
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = self.record(Op::DescribeSubnets, page)?;
-            out.extend(
-                page.subnets()
-                    .iter()
-                    .filter_map(|s| s.subnet_id().map(str::to_owned)),
-            );
+        let mut token = None;
+        loop {
+            let _slot = limits.read_slot().await;
+            let sent = Instant::now();
+            let call = self.client.describe_subnets().filters(vpc_filter(vpc_id)).set_next_token(token).send().await;
+            let page = self.record(Op::DescribeSubnets, sent, call)?;
+            out.extend(page.subnets().iter().filter_map(|s| s.subnet_id().map(str::to_owned)));
+            token = next_token(page.next_token());
+            if token.is_none() {
+                return Ok(out);
+            }
         }
-        Ok(out)
     }
 
-    async fn route_tables(&self, vpc_id: &str) -> Result<Vec<RouteTable>, Ec2Error> {
+    async fn route_tables(&self, vpc_id: &str, limits: &Limits) -> Result<Vec<RouteTable>, Ec2Error> {
         let mut out = Vec::new();
-        let mut pages = self
-            .client
-            .describe_route_tables()
-            .filters(vpc_filter(vpc_id))
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = self.record(Op::DescribeRouteTables, page)?;
+        let mut token = None;
+        loop {
+            let _slot = limits.read_slot().await;
+            let sent = Instant::now();
+            let call = self.client.describe_route_tables().filters(vpc_filter(vpc_id)).set_next_token(token).send().await;
+            let page = self.record(Op::DescribeRouteTables, sent, call)?;
             out.extend(page.route_tables().iter().filter_map(route_table));
+            token = next_token(page.next_token());
+            if token.is_none() {
+                return Ok(out);
+            }
         }
-        Ok(out)
     }
 
-    async fn instances(&self, vpc_id: &str) -> Result<Vec<Instance>, Ec2Error> {
+    async fn instances(&self, vpc_id: &str, limits: &Limits) -> Result<Vec<Instance>, Ec2Error> {
         let mut out = Vec::new();
-        let mut pages = self
-            .client
-            .describe_instances()
-            .filters(vpc_filter(vpc_id))
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = self.record(Op::DescribeInstances, page)?;
+        let mut token = None;
+        loop {
+            let _slot = limits.read_slot().await;
+            let sent = Instant::now();
+            let call = self.client.describe_instances().filters(vpc_filter(vpc_id)).set_next_token(token).send().await;
+            let page = self.record(Op::DescribeInstances, sent, call)?;
             for reservation in page.reservations() {
                 out.extend(reservation.instances().iter().filter_map(instance));
             }
+            token = next_token(page.next_token());
+            if token.is_none() {
+                return Ok(out);
+            }
         }
-        Ok(out)
     }
 
-    /// Executes `action` with exactly one CreateRoute, ReplaceRoute or DeleteRoute call.
+    /// Executes `action` with exactly one CreateRoute, ReplaceRoute or DeleteRoute call
+    /// (the caller holds a write token and an in-flight slot).
     ///
     /// New targets are given as NetworkInterfaceId only (pinning the interface that owns
     /// the router's IP); only when the ENI id is unknown (`""`, emulators) as InstanceId.
@@ -449,6 +508,7 @@ impl Ec2 {
             RouteAction::Create { rtb, cidr, target } => {
                 debug!(rtb = %rtb, cidr = %cidr, router = %target.ip, eni = %target.eni_id, "CreateRoute");
                 let (eni, inst) = target_ids(target);
+                let sent = Instant::now();
                 let result = self
                     .client
                     .create_route()
@@ -458,13 +518,14 @@ impl Ec2 {
                     .set_instance_id(inst)
                     .send()
                     .await;
-                self.record(Op::CreateRoute, result).map(drop)
+                self.record(Op::CreateRoute, sent, result).map(drop)
             }
             RouteAction::Replace {
                 rtb, cidr, target, ..
             } => {
                 debug!(rtb = %rtb, cidr = %cidr, router = %target.ip, eni = %target.eni_id, "ReplaceRoute");
                 let (eni, inst) = target_ids(target);
+                let sent = Instant::now();
                 let result = self
                     .client
                     .replace_route()
@@ -474,10 +535,11 @@ impl Ec2 {
                     .set_instance_id(inst)
                     .send()
                     .await;
-                self.record(Op::ReplaceRoute, result).map(drop)
+                self.record(Op::ReplaceRoute, sent, result).map(drop)
             }
             RouteAction::Delete { rtb, cidr, .. } => {
                 debug!(rtb = %rtb, cidr = %cidr, "DeleteRoute");
+                let sent = Instant::now();
                 let result = self
                     .client
                     .delete_route()
@@ -485,10 +547,15 @@ impl Ec2 {
                     .destination_cidr_block(cidr.to_string())
                     .send()
                     .await;
-                self.record(Op::DeleteRoute, result).map(drop)
+                self.record(Op::DeleteRoute, sent, result).map(drop)
             }
         }
     }
+}
+
+/// The next page's token; EC2 ends a listing with none (some emulators with `""`).
+fn next_token(token: Option<&str>) -> Option<String> {
+    token.filter(|t| !t.is_empty()).map(str::to_owned)
 }
 
 /// `(NetworkInterfaceId, InstanceId)` to send for a target: the ENI, else the instance.
@@ -700,8 +767,8 @@ mod tests {
     fn counts(ec2: &Ec2, op: &str) -> (u64, u64) {
         ec2.call_counts()
             .into_iter()
-            .find(|c| c.0 == op)
-            .map(|c| (c.1, c.2))
+            .find(|c| c.operation == op)
+            .map(|c| (c.calls, c.errors))
             .expect("op")
     }
 
@@ -713,8 +780,8 @@ mod tests {
             .endpoint_url(url)
             .credentials_provider(creds)
             .retry_config(RetryConfig::disabled());
-        let ec2 = Ec2::from_loader("us-east-1", loader).await;
-        let err = ec2.read_state("vpc-1").await.expect_err("no server");
+        let ec2 = Ec2::from_loader("us-east-1", loader, Arc::default()).await;
+        let err = ec2.read_state("vpc-1", &Limits::new(Default::default())).await.expect_err("no server");
         eprintln!("unreachable: {err}");
         assert!(matches!(err, Ec2Error::Transport { .. }), "{err:?}");
         assert!(err.is_transient());
@@ -731,8 +798,8 @@ mod tests {
             .endpoint_url(url)
             .credentials_provider(creds)
             .retry_config(RetryConfig::disabled());
-        let ec2 = Ec2::from_loader("us-east-1", loader).await;
-        let err = ec2.read_state("vpc-1").await.expect_err("no credentials");
+        let ec2 = Ec2::from_loader("us-east-1", loader, Arc::default()).await;
+        let err = ec2.read_state("vpc-1", &Limits::new(Default::default())).await.expect_err("no credentials");
         eprintln!("no credentials: {err}");
         assert!(matches!(err, Ec2Error::NoCredentials { .. }), "{err:?}");
         assert!(!err.is_transient());

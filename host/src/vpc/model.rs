@@ -210,6 +210,56 @@ impl RouteAction {
     }
 }
 
+impl RouteAction {
+    /// Execution order within a plan: routes on failed routers first (they are outages),
+    /// then missing routes, then other replacements; deletes of stale routes last.
+    pub fn priority(&self) -> u8 {
+        match self {
+            RouteAction::Replace { reason: ReplaceReason::RouterFailed, .. } => 0,
+            RouteAction::Create { .. } => 1,
+            RouteAction::Replace { .. } => 2,
+            RouteAction::Delete { .. } => 3,
+        }
+    }
+
+    /// The router the route points at once the action is done (`None` for a delete).
+    pub fn new_router(&self) -> Option<Ipv4Addr> {
+        match self {
+            RouteAction::Create { target, .. } | RouteAction::Replace { target, .. } => Some(target.ip),
+            RouteAction::Delete { .. } => None,
+        }
+    }
+}
+
+impl VpcState {
+    /// Records a route change that EC2 acknowledged, so that the state stays what EC2
+    /// holds without reading it again. The route is recorded as real EC2 reports it: the
+    /// interface and its instance (or the instance alone when no interface id is known).
+    pub fn apply(&mut self, action: &RouteAction) {
+        let Some(table) = self.route_tables.iter_mut().find(|t| t.id == action.rtb()) else { return };
+        let dest = action.cidr().to_string();
+        let position = table.routes.iter().position(|r| r.destination.as_deref() == Some(dest.as_str()));
+        let routed = |target: &RouterTarget| Route {
+            destination: Some(dest.clone()),
+            instance_id: Some(target.instance_id.clone()),
+            eni_id: (!target.eni_id.is_empty()).then(|| target.eni_id.clone()),
+            other_target: None,
+        };
+        match (action, position) {
+            (RouteAction::Create { target, .. } | RouteAction::Replace { target, .. }, Some(i)) => {
+                table.routes[i] = routed(target);
+            }
+            (RouteAction::Create { target, .. } | RouteAction::Replace { target, .. }, None) => {
+                table.routes.push(routed(target));
+            }
+            (RouteAction::Delete { .. }, Some(i)) => {
+                table.routes.remove(i);
+            }
+            (RouteAction::Delete { .. }, None) => {}
+        }
+    }
+}
+
 /// Something the operator should know about, that is not a change. The engine logs each
 /// notice when it first appears, not on every reconcile.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -290,6 +340,44 @@ mod tests {
 
     fn c(s: &str) -> Cidr {
         Cidr::parse(s).expect("cidr")
+    }
+
+    fn target(ip: &str, eni: &str) -> RouterTarget {
+        RouterTarget { ip: ip.parse().expect("ip"), instance_id: format!("i-{ip}"), eni_id: eni.into() }
+    }
+
+    #[test]
+    fn applied_actions_are_what_ec2_then_reports() {
+        let local = Route { destination: Some("10.0.0.0/16".into()), instance_id: None, eni_id: None, other_target: Some("local".into()) };
+        let table = RouteTable { id: "rtb-1".into(), main: false, subnets: vec![], routes: vec![local.clone()] };
+        let mut state = VpcState { route_tables: vec![table], ..VpcState::default() };
+        let net = c("10.55.0.0/16");
+        state.apply(&RouteAction::Create { rtb: "rtb-1".into(), cidr: net, target: target("10.0.0.5", "eni-5") });
+        let route = |s: &VpcState| s.route_tables[0].routes.iter().find(|r| r.destination.as_deref() == Some("10.55.0.0/16")).cloned();
+        assert_eq!(route(&state).and_then(|r| r.eni_id), Some("eni-5".into()));
+        let old_router = None;
+        let replace = RouteAction::Replace { rtb: "rtb-1".into(), cidr: net, target: target("10.0.0.6", ""), old_router, reason: ReplaceReason::RouterFailed };
+        state.apply(&replace);
+        let r = route(&state).expect("route");
+        assert_eq!((r.instance_id.as_deref(), r.eni_id), (Some("i-10.0.0.6"), None), "no interface id known: the instance alone");
+        state.apply(&RouteAction::Delete { rtb: "rtb-1".into(), cidr: net, old_router: None });
+        assert_eq!(state.route_tables[0].routes, vec![local], "only the local route is left");
+        let before = state.clone();
+        state.apply(&RouteAction::Delete { rtb: "rtb-2".into(), cidr: net, old_router: None });
+        assert_eq!(state, before, "unknown tables are ignored");
+    }
+
+    #[test]
+    fn outages_go_first_and_deletes_last() {
+        let t = || target("10.0.0.5", "eni-5");
+        let replace = |reason| RouteAction::Replace { rtb: "r".into(), cidr: c("10.1.0.0/16"), target: t(), old_router: None, reason };
+        let create = RouteAction::Create { rtb: "r".into(), cidr: c("10.2.0.0/16"), target: t() };
+        let delete = RouteAction::Delete { rtb: "r".into(), cidr: c("10.3.0.0/16"), old_router: None };
+        let order: Vec<u8> = [replace(ReplaceReason::RouterFailed), create, replace(ReplaceReason::RouterQuestionable), replace(ReplaceReason::NotEligible), delete]
+            .iter()
+            .map(RouteAction::priority)
+            .collect();
+        assert_eq!(order, vec![0, 1, 2, 2, 3]);
     }
 
     /// vpc-router's `test_cidr_in_cidr`, case by case.

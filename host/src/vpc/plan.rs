@@ -28,13 +28,21 @@ pub struct PlanInput<'a> {
     pub questionable: &'a BTreeSet<Ipv4Addr>,
     /// `--ignore_routes`: routes inside these networks are never deleted or changed.
     pub ignore: &'a [Cidr],
+    /// The router vpcrouter last chose for each CIDR. When a route must move, this one is
+    /// taken if it is a healthy candidate, so that a plan made from a state that lags
+    /// behind vpcrouter's own writes (EC2 reads are eventually consistent) repeats the
+    /// earlier choice instead of moving the route again.
+    pub preferred: &'a BTreeMap<Cidr, Ipv4Addr>,
 }
 
-/// Decides the route actions. Pure: no I/O, randomness only from `rng`.
+/// Decides the route actions, in execution order (see [`RouteAction::priority`]). Pure: no
+/// I/O, randomness only from `rng`.
 pub fn plan<R: rand::Rng + ?Sized>(input: &PlanInput<'_>, rng: &mut R) -> Plan {
     let mut planner = Planner::new(input);
     planner.run(rng);
-    planner.plan
+    let mut plan = planner.plan;
+    plan.actions.sort_by_key(RouteAction::priority);
+    plan
 }
 
 /// Picks a router for a CIDR whose current router `old` should not (or cannot) be used.
@@ -290,7 +298,11 @@ impl<'a> Planner<'a> {
             .filter(|h| self.owners.contains_key(h))
             .collect();
         let (failed, questionable) = (self.input.failed, self.input.questionable);
-        let target = choose_different_host(old, &candidates, failed, questionable, rng)
+        let preferred = self.input.preferred.get(&cidr).copied().filter(|p| {
+            Some(*p) != old && candidates.contains(p) && !failed.contains(p) && !questionable.contains(p)
+        });
+        let target = preferred
+            .or_else(|| choose_different_host(old, &candidates, failed, questionable, rng))
             .and_then(|ip| self.owners.get(&ip).cloned());
         let choice = match &target {
             Some(t) => Choice::Router(t.clone()),
@@ -638,6 +650,7 @@ mod tests {
         failed: BTreeSet<Ipv4Addr>,
         questionable: BTreeSet<Ipv4Addr>,
         ignore: Vec<Cidr>,
+        preferred: BTreeMap<Cidr, Ipv4Addr>,
     }
 
     impl Case {
@@ -648,7 +661,13 @@ mod tests {
                 failed: BTreeSet::new(),
                 questionable: BTreeSet::new(),
                 ignore: Vec::new(),
+                preferred: BTreeMap::new(),
             }
+        }
+
+        fn preferred(mut self, net: &str, host: &str) -> Self {
+            self.preferred.insert(cidr(net), ip(host));
+            self
         }
 
         fn spec(mut self, net: &str, hosts: &[&str]) -> Self {
@@ -679,6 +698,7 @@ mod tests {
                 failed: &self.failed,
                 questionable: &self.questionable,
                 ignore: &self.ignore,
+                preferred: &self.preferred,
             };
             plan(&input, &mut StdRng::seed_from_u64(seed))
         }
@@ -883,8 +903,8 @@ mod tests {
         assert_eq!(
             plan.actions,
             [
-                delete("rtb-main", "10.5.0.0/16", Some(OUTSIDE)),
-                create("rtb-main", NET, target(OUTSIDE))
+                create("rtb-main", NET, target(OUTSIDE)),
+                delete("rtb-main", "10.5.0.0/16", Some(OUTSIDE))
             ]
         );
     }
@@ -1419,10 +1439,10 @@ mod tests {
         assert_eq!(
             plan.actions,
             [
+                create("rtb-a", NET, target(H1)),
                 delete("rtb-a", "10.5.0.0/16", Some(H2)),
                 delete("rtb-a", "10.6.0.0/16", None),
                 delete("rtb-a", "10.7.0.0/16", Some(H1)),
-                create("rtb-a", NET, target(H1)),
             ]
         );
         assert_eq!(plan.routes, routes(&[("rtb-a", NET, Some(H1))]));
@@ -1442,8 +1462,8 @@ mod tests {
         assert_eq!(
             plan.actions,
             [
-                delete("rtb-a", "10.5.0.0/16", Some(H2)),
-                create("rtb-a", NET, target(H1))
+                create("rtb-a", NET, target(H1)),
+                delete("rtb-a", "10.5.0.0/16", Some(H2))
             ]
         );
     }
@@ -1463,8 +1483,8 @@ mod tests {
         assert_eq!(
             plan.actions,
             [
-                delete("rtb-a", "0.0.0.0/0", Some(H2)),
-                create("rtb-a", "172.16.0.0/12", target(H1))
+                create("rtb-a", "172.16.0.0/12", target(H1)),
+                delete("rtb-a", "0.0.0.0/0", Some(H2))
             ]
         );
     }
@@ -1552,7 +1572,32 @@ mod tests {
     }
 
     #[test]
-    fn actions_follow_table_order_then_creates() {
+    fn a_move_takes_the_router_chosen_before_when_it_is_healthy() {
+        // H1 failed; H2 and H3 are healthy: without a preference the pick is random.
+        let state = with_routes(vpc(), "rtb-a", vec![instance_route(NET, "i-1")]);
+        let case = Case::new(state).spec(NET, &[H1, H2, H3]).failed(&[H1]);
+        let picks: BTreeSet<Option<Ipv4Addr>> = SEEDS.map(|s| case.plan_seeded(s).actions[0].new_router()).collect();
+        assert!(picks.len() > 1, "random without a preference: {picks:?}");
+        for seed in SEEDS {
+            let plan = case.clone().preferred(NET, H3).plan_seeded(seed);
+            assert_eq!(plan.actions[0].new_router(), Some(ip(H3)), "seed {seed}");
+            // Missing routes in other tables follow the same router.
+            assert!(plan.actions.iter().all(|a| a.new_router() == Some(ip(H3))), "{:?}", plan.actions);
+        }
+        // A failed, questionable, unknown or current preference is not taken.
+        for bad in [H1, NOT_IN_VPC] {
+            let plan = case.clone().preferred(NET, bad).plan();
+            assert_ne!(plan.actions[0].new_router(), Some(ip(bad)));
+        }
+        let plan = case.clone().preferred(NET, H3).questionable(&[H3]).plan();
+        assert_eq!(plan.actions[0].new_router(), Some(ip(H2)));
+        // A healthy route never moves to the preferred router (no fail-back).
+        let healthy = Case::new(with_routes(vpc(), "rtb-a", vec![instance_route(NET, "i-2")])).spec(NET, &[H1, H2, H3]).preferred(NET, H3);
+        assert!(healthy.plan().actions.iter().all(|a| a.rtb() != "rtb-a"), "{:?}", healthy.plan().actions);
+    }
+
+    #[test]
+    fn actions_run_outages_first_then_creates_then_replacements_then_deletes() {
         let state = with_routes(vpc(), "rtb-b", vec![instance_route("10.5.0.0/16", "i-3")]);
         let state = with_routes(
             state,
@@ -1566,7 +1611,9 @@ mod tests {
         assert_eq!(
             plan.actions,
             [
-                delete("rtb-a", "10.6.0.0/16", Some(H1)),
+                create("rtb-b", NET8, target(H3)),
+                create("rtb-a", NET, target(H1)),
+                create("rtb-b", NET, target(H1)),
                 replace(
                     "rtb-a",
                     NET8,
@@ -1574,10 +1621,8 @@ mod tests {
                     Some(H2),
                     ReplaceReason::NotEligible
                 ),
+                delete("rtb-a", "10.6.0.0/16", Some(H1)),
                 delete("rtb-b", "10.5.0.0/16", Some(H3)),
-                create("rtb-b", NET8, target(H3)),
-                create("rtb-a", NET, target(H1)),
-                create("rtb-b", NET, target(H1)),
             ]
         );
     }
@@ -1657,8 +1702,8 @@ mod tests {
         assert_eq!(
             plan.actions,
             [
-                delete("rtb-1", net, Some(y)),
-                create("rtb-1", "10.2.0.0/16", t(I1))
+                create("rtb-1", "10.2.0.0/16", t(I1)),
+                delete("rtb-1", net, Some(y))
             ]
         );
 
@@ -1693,7 +1738,7 @@ mod tests {
             .spec(net, &[])
             .spec(NET8, &[I2])
             .plan();
-        assert_eq!(emptied.actions[0], delete("rtb-1", net, Some(I1)));
+        assert_eq!(emptied.actions.last(), Some(&delete("rtb-1", net, Some(I1))));
 
         let only_failed = Case::new(on_i1.clone())
             .spec(net, &[I2])

@@ -151,7 +151,8 @@ fn main() {
     let (empty, routed) = (state(s, false), state(s, true));
     let none = BTreeSet::new();
     let failed: BTreeSet<Ipv4Addr> = (0..5).map(|k| router_ip(2 * k * (s.cidrs / 5).max(1) % s.instances)).collect();
-    let input = |state, failed| PlanInput { state, spec: &spec, failed, questionable: &none, ignore: &[] };
+    let preferred = Default::default();
+    let input = |state, failed| PlanInput { state, spec: &spec, failed, questionable: &none, ignore: &[], preferred: &preferred };
     let rows = [
         measure("initial (empty tables)", runs, &input(&empty, &none)),
         measure("steady state", runs, &input(&routed, &none)),
