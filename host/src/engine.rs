@@ -24,6 +24,8 @@ use crate::vpc::plan::{plan, PlanInput};
 
 /// Read → plan → write passes of one reconcile when EC2 shows the state was stale.
 const MAX_PASSES: u32 = 3;
+/// Logged when EC2 refuses a route change because the state it was planned from is stale.
+const STALE: &str = "EC2 showed the route tables changed behind vpcrouter's back: reading them again";
 /// Waves in a row that may start nothing (the lease too close to running out) before a
 /// reconcile gives up; each waits a little for the lease to be renewed.
 const MAX_EMPTY_WAVES: u32 = 10;
@@ -451,7 +453,7 @@ impl Engine {
                 match self.execute(&plan.actions, started) {
                     Executed::Interrupted => return,
                     Executed::Finished { stale: true, failures } if pass < MAX_PASSES => {
-                        tracing::info!(failed = failures.len(), "EC2 showed the route tables changed behind vpcrouter's back: reading them again");
+                        tracing::info!(failed = failures.len(), "{STALE}");
                         self.known = None;
                         continue;
                     }
@@ -508,8 +510,9 @@ impl Engine {
         tracing::debug!(routes = actions.len(), cidrs = moving.len(), "failover from the known state, before reading the VPC");
         match self.execute(&actions, Instant::now()) {
             Executed::Interrupted => false,
-            Executed::Finished { stale, .. } => {
+            Executed::Finished { stale, failures } => {
                 if stale {
+                    tracing::info!(failed = failures.len(), "{STALE}");
                     self.known = None;
                 }
                 true
@@ -561,7 +564,7 @@ impl Engine {
                     self.failed_reconcile(started, message);
                     return Executed::Interrupted;
                 }
-                if self.abandonable(tokio::time::sleep(Duration::from_millis(100))).is_none() {
+                if self.abandonable(async { tokio::time::sleep(Duration::from_millis(100)).await }).is_none() {
                     return Executed::Interrupted;
                 }
             } else {
@@ -598,8 +601,8 @@ impl Engine {
         if let Some(router) = a.new_router() {
             self.preferred.insert(a.cidr(), router);
         }
-        if moves_off_bad_router(a) {
-            if let Some(run) = &mut self.failover {
+        if let (Some(run), RouteAction::Replace { old_router: Some(old), .. }) = (&mut self.failover, a) {
+            if run.summary.routers.contains(old) {
                 run.summary.routes_moved += 1;
             }
         }

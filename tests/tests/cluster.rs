@@ -281,3 +281,51 @@ fn cluster_options_are_checked() {
     assert_eq!(code, 0);
     assert!(out.contains("--cluster-etcd") && out.contains("--health-quorum") && out.contains("VPCROUTER_CLUSTER_ETCD"), "{out}");
 }
+
+#[test]
+fn a_leader_that_loses_its_lease_in_the_middle_of_a_wave_stops_writing() -> anyhow::Result<()> {
+    let etcd = Etcd::start()?;
+    let env = Env::new()?;
+    let tables = [env.world.tables[0].clone(), env.world.tables[1].clone()];
+    let cidrs: Vec<String> = (0..6).map(|i| format!("10.7{i}.0.0/16")).collect();
+    let spec: Vec<String> = cidrs.iter().map(|c| format!("\"{c}\": [\"127.0.1.10\", \"127.0.2.10\"]")).collect();
+    env.write("spec.json", &format!("{{{}}}", spec.join(", ")));
+    for id in ["a", "b"] {
+        env.write(&format!("health-{id}.json"), r#"{"failed": ["127.0.2.10"]}"#);
+    }
+    // 12 routes at 2 writes a second (a bucket of one): a failover wave takes about 6 s,
+    // three lease TTLs.
+    let slow = ["--health-quorum", "any", "--ec2-write-burst", "2", "--ec2-write-rate", "2"];
+    let relay = Relay::start(&etcd.endpoint(0))?;
+    let a = instance_with(&env, &format!("http://127.0.0.1:{}", relay.port), "a", &slow)?;
+    wait_for(T, "a to lead", || (a.role()? == "leader").then_some(()))?;
+    let b = instance_with(&env, &etcd.endpoint(0), "b", &slow)?;
+    let on = |router: &str| {
+        let want = vec![Some(router.to_string()); 2];
+        let t = [tables[0].as_str(), tables[1].as_str()];
+        cidrs.iter().all(|c| env.world.targets(&t, c).ok() == Some(want.clone()))
+    };
+    wait_for(Duration::from_secs(30), "12 routes on 127.0.1.10", || on("127.0.1.10").then_some(()))
+        .map_err(|e| anyhow::anyhow!("{e}\n{}\n{}", env.world.dump(), logs(&[&a, &b])))?;
+    assert_eq!(wait_one_leader(&[&a, &b], T)?, 0);
+    let before = a.writes().unwrap_or(0);
+    for id in ["a", "b"] {
+        fail(&env, id, &["127.0.1.10"]);
+    }
+    // Cut a off from etcd once its wave is under way.
+    wait_for(T, "a's wave to start", || (a.writes()? >= before + 3).then_some(()))?;
+    relay.paused.store(true, std::sync::atomic::Ordering::Relaxed);
+    let cut = Instant::now();
+    // Its lease is known live for at most TTL after the last keep-alive it saw: by then it
+    // has stopped writing, with routes still to move.
+    std::thread::sleep(Duration::from_secs(TTL) + Duration::from_millis(300));
+    let a_writes = a.writes().unwrap_or(u64::MAX);
+    assert!(a_writes < before + 12, "a's wave was not cut short ({} writes)\n{}", a_writes - before, a.daemon.log());
+    // b takes over and finishes; a never writes again.
+    wait_for(Duration::from_secs(30), "12 routes on 127.0.2.10", || on("127.0.2.10").then_some(()))
+        .map_err(|e| anyhow::anyhow!("{e}\n{}\n{}", env.world.dump(), logs(&[&a, &b])))?;
+    assert_eq!(a.writes(), Some(a_writes), "the cut-off leader wrote after its lease ran out\n{}", logs(&[&a, &b]));
+    assert_eq!(b.role().as_deref(), Some("leader"));
+    eprintln!("a made {} of the 12 writes before its lease ran out, {:?} after the cut", a_writes - before, cut.elapsed());
+    Ok(())
+}

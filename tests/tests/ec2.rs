@@ -4,6 +4,7 @@
 use std::net::Ipv4Addr;
 
 use vpcrouter::vpc::ec2::{Ec2, Ec2Error};
+use vpcrouter::vpc::limits::Limits;
 use vpcrouter::vpc::model::{Cidr, ReplaceReason, Route, RouteAction, RouterTarget, VpcState};
 use vpcrouter_tests::Env;
 
@@ -16,7 +17,7 @@ fn cidr(s: &str) -> Cidr {
 }
 
 fn calls(ec2: &Ec2, op: &str) -> (u64, u64) {
-    ec2.call_counts().into_iter().find(|c| c.0 == op).map(|c| (c.1, c.2)).expect("operation")
+    ec2.call_counts().into_iter().find(|c| c.operation == op).map(|c| (c.calls, c.errors)).expect("operation")
 }
 
 fn route<'a>(state: &'a VpcState, rtb: &str, dest: &str) -> Option<&'a Route> {
@@ -36,13 +37,14 @@ fn adapter_reads_and_writes_a_moto_vpc() -> anyhow::Result<()> {
     let (r1_inst, r1_eni) = w.routers[&ip("127.0.1.10")].clone();
     w.block_on(w.ec2.assign_private_ip_addresses().network_interface_id(&r1_eni).private_ip_addresses("127.0.1.20").send())?;
 
-    let ec2 = rt.block_on(Ec2::connect(vpcrouter_tests::world::REGION));
-    let state = rt.block_on(ec2.read_state(&w.vpc_id))?;
+    let ec2 = rt.block_on(Ec2::connect(vpcrouter_tests::world::REGION, Default::default()));
+    let limits = Limits::new(Default::default());
+    let state = rt.block_on(ec2.read_state(&w.vpc_id, &limits))?;
     for op in ["DescribeVpcs", "DescribeSubnets", "DescribeRouteTables", "DescribeInstances"] {
         assert_eq!(calls(&ec2, op), (1, 0), "one call per Describe: {op}");
     }
     // Once the VPC is confirmed, a reconcile reads with 3 calls.
-    let again = rt.block_on(ec2.read_state(&w.vpc_id))?;
+    let again = rt.block_on(ec2.read_state(&w.vpc_id, &limits))?;
     assert_eq!(again, state);
     assert_eq!(calls(&ec2, "DescribeVpcs"), (1, 0));
     assert_eq!(calls(&ec2, "DescribeRouteTables"), (2, 0));
@@ -69,7 +71,7 @@ fn adapter_reads_and_writes_a_moto_vpc() -> anyhow::Result<()> {
     };
     let rtb = w.tables[0].clone();
     rt.block_on(ec2.execute(&RouteAction::Create { rtb: rtb.clone(), cidr: cidr("10.55.0.0/16"), target: target("127.0.1.10") }))?;
-    let state = rt.block_on(ec2.read_state(&w.vpc_id))?;
+    let state = rt.block_on(ec2.read_state(&w.vpc_id, &limits))?;
     assert_eq!(route(&state, &rtb, "10.55.0.0/16").and_then(|r| r.eni_id.clone()), Some(r1_eni.clone()));
     let replace = RouteAction::Replace {
         rtb: rtb.clone(),
@@ -92,8 +94,14 @@ fn adapter_reads_and_writes_a_moto_vpc() -> anyhow::Result<()> {
         .block_on(ec2.execute(&RouteAction::Delete { rtb, cidr: cidr("10.99.0.0/16"), old_router: None }))
         .expect_err("deleting a missing route");
     assert!(matches!(err, Ec2Error::Rejected { operation: "DeleteRoute", .. }) && !err.is_transient(), "{err:?}");
+    assert!(err.is_route_not_found() && err.shows_stale_state(), "{err:?}");
     assert_eq!(calls(&ec2, "DeleteRoute"), (2, 1));
-    let err = rt.block_on(ec2.read_state("vpc-0123456789abcdef0")).expect_err("missing VPC");
+    // A replace of a missing route and a create of an existing one show a stale state.
+    let err = rt.block_on(ec2.execute(&replace)).expect_err("replacing a missing route");
+    assert!(err.shows_stale_state() && !err.is_transient() && !err.is_throttle(), "{err:?}");
+    // (moto accepts a second CreateRoute to an interface; EC2's RouteAlreadyExists is
+    // covered by the adapter's unit test.)
+    let err = rt.block_on(ec2.read_state("vpc-0123456789abcdef0", &limits)).expect_err("missing VPC");
     assert!(matches!(err, Ec2Error::VpcNotFound { .. }) && !err.is_transient(), "{err:?}");
     assert!(err.to_string().contains("check -v/--vpc and -r/--region"), "{err}");
     Ok(())

@@ -225,8 +225,11 @@ impl Ec2Error {
     /// vpcrouter believed (gone, already there, unknown target): the VPC must be read again.
     pub fn shows_stale_state(&self) -> bool {
         match self {
-            Ec2Error::Rejected { code, .. } => {
-                code.ends_with("NotFound") || code.ends_with(".Malformed") || code.contains("AlreadyExists")
+            Ec2Error::Rejected { code, message, .. } => {
+                code.ends_with("NotFound")
+                    || code.contains("AlreadyExists")
+                    // ReplaceRoute of a route that is not there.
+                    || (code == "InvalidParameterValue" && message.contains("no route defined"))
             }
             _ => false,
         }
@@ -806,6 +809,28 @@ mod tests {
         assert!(err
             .to_string()
             .contains("set AWS credentials (env, profile or instance role)"));
+    }
+
+    #[test]
+    fn errors_tell_throttling_and_stale_state_apart() {
+        let rejected = |code: &str, message: &str| Ec2Error::Rejected { operation: "ReplaceRoute", code: code.into(), message: message.into() };
+        let unavailable = |code: &str| Ec2Error::Unavailable { operation: "CreateRoute", code: code.into(), message: String::new() };
+        assert!(unavailable("RequestLimitExceeded").is_throttle() && unavailable("RequestLimitExceeded").is_transient());
+        assert!(!unavailable("InternalError").is_throttle() && unavailable("InternalError").is_transient());
+        for stale in [
+            rejected("RouteAlreadyExists", "The route identified by 10.1.0.0/16 already exists."),
+            rejected("InvalidRoute.NotFound", "no route with destination-cidr-block 10.1.0.0/16"),
+            rejected("InvalidRouteTableID.NotFound", "The routeTable ID 'rtb-1' does not exist"),
+            rejected("InvalidNetworkInterfaceID.NotFound", "The networkInterface ID 'eni-1' does not exist"),
+            rejected("InvalidInstanceID.NotFound", "The instance ID 'i-1' does not exist"),
+            rejected("InvalidParameterValue", "There is no route defined for '10.1.0.0/16' in the route table. Use CreateRoute instead."),
+        ] {
+            assert!(stale.shows_stale_state() && !stale.is_transient(), "{stale:?}");
+        }
+        assert!(!rejected("InvalidParameterValue", "Value (x) for parameter cidr is invalid").shows_stale_state());
+        assert!(!unavailable("RequestLimitExceeded").shows_stale_state());
+        assert!(rejected("InvalidRoute.NotFound", "").is_route_not_found());
+        assert!(!rejected("RouteAlreadyExists", "").is_route_not_found());
     }
 
     #[test]

@@ -32,7 +32,7 @@ const FIRST_RETRY: Duration = Duration::from_millis(500);
 /// Longest retry delay.
 const MAX_RETRY: Duration = Duration::from_secs(5);
 /// A write is expected to take this long until one has been measured.
-const INITIAL_WRITE_ESTIMATE: Duration = Duration::from_millis(500);
+const INITIAL_WRITE_ESTIMATE: Duration = Duration::from_millis(250);
 
 /// How one action of a wave ended.
 #[derive(Debug)]
