@@ -180,6 +180,8 @@ pub struct Engine {
     /// The router last written for each CIDR (see [`PlanInput::preferred`]).
     preferred: BTreeMap<Cidr, Ipv4Addr>,
     failover: Option<FailoverRun>,
+    /// Actions EC2 acknowledged in the reconcile under way.
+    applied: Vec<RouteAction>,
     next_recheck: Option<Instant>,
     retry: Option<(Instant, u32)>,
     health_gate: HealthGate,
@@ -220,6 +222,7 @@ impl Engine {
             known: None,
             preferred: BTreeMap::new(),
             failover: None,
+            applied: Vec::new(),
             next_recheck: None,
             retry: None,
             health_gate: HealthGate::Closed,
@@ -428,6 +431,7 @@ impl Engine {
         let started = Instant::now();
         tracing::debug!(reason, "reconcile");
         self.lock_status().reconciles += 1;
+        self.applied.clear();
         let entries = spec_entries(&spec);
         if self.failover.is_some() && !self.cfg.dry_run && !self.fast_failover(&entries) {
             return;
@@ -460,7 +464,10 @@ impl Engine {
                     Executed::Finished { failures, .. } => failures,
                 }
             };
-            self.lock_status().tables = table_routes(&state, &plan, &failures, self.cfg.dry_run);
+            // Routes the fast path moved show as moved, not as found up to date.
+            let mut shown = plan.clone();
+            shown.actions.extend(self.applied.iter().cloned());
+            self.lock_status().tables = table_routes(&state, &shown, &failures, self.cfg.dry_run);
             if let Some((_, _, first)) = failures.first() {
                 return self.failed_reconcile(started, format!("{} route change(s) failed, first: {first}", failures.len()));
             }
@@ -595,6 +602,7 @@ impl Engine {
     /// Books an action EC2 acknowledged.
     fn done(&mut self, a: &RouteAction) {
         log_action("route changed", a);
+        self.applied.push(a.clone());
         if let Some(known) = &mut self.known {
             known.apply(a);
         }

@@ -233,6 +233,9 @@ fn scale(t: &mut Table, cidrs: usize, tables: usize, instances: usize) -> anyhow
     let args = [
         "-r", world::REGION, "-v", &vpc_id, "-m", "configfile", "-f", spec_path.to_str().unwrap_or_default(),
         "-H", "file", "--health_file", health.to_str().unwrap_or_default(), "--route_recheck_interval", "0", "-p", &port.to_string(),
+        // moto has no request limits: vpcrouter's own buckets are opened wide, so that this
+        // measures moto and vpcrouter, not EC2's refill rate (see bench-failover-ec2).
+        "--ec2-write-burst", "100000", "--ec2-write-rate", "100000", "--ec2-read-burst", "100000", "--ec2-read-rate", "100000",
     ];
     let d = Daemon::start_via(&moto, &proxy.endpoint, &args)?;
     let routes = (cidrs * tables) as u64;
