@@ -64,7 +64,8 @@ test: build venv
 
 # Benchmarks, release build, as root (see BENCHMARKS.md): failover latency of the health
 # plugins against moto, then ICMP at 1,000, 2,500 and 10,000 hosts, the planner, EC2 calls,
-# and cluster mode (takeover, failover vs single mode, idle etcd load). BENCH_ARGS go to
+# cluster mode (takeover, failover vs single mode, idle etcd load), and failover through a
+# model of EC2's latency and throttling (bench-failover-ec2). BENCH_ARGS go to
 # bench-failover, e.g. `make bench BENCH_ARGS='--trials 5 --only tcp'`.
 BENCH_BUILD_DIR ?= $(CURDIR)/target/plugins-release
 bench: venv deps
@@ -77,6 +78,8 @@ bench: venv deps
 	VPCROUTER_BUILD_DIR=$(BENCH_BUILD_DIR) $(CARGO_TARGET_DIR)/release/bench-ec2
 	$(CARGO) build --release -p vpcrouter-tests --bin bench-cluster
 	VPCROUTER_BUILD_DIR=$(BENCH_BUILD_DIR) $(CARGO_TARGET_DIR)/release/bench-cluster
+	$(CARGO) build --release -p vpcrouter-tests --bin bench-failover-ec2
+	VPCROUTER_BUILD_DIR=$(BENCH_BUILD_DIR) $(CARGO_TARGET_DIR)/release/bench-failover-ec2
 
 # Property tests of route spec parsing and validation, 1,000,000 generated inputs per
 # property (release build); prints inputs and time per property.

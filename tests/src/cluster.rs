@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use crate::daemon::Daemon;
+use crate::moto::Moto;
 use crate::{http_client, wait_for, wait_for_every, Env};
 
 /// One instance of a cluster.
@@ -22,6 +23,15 @@ impl Instance {
         let mut all = vec!["--cluster-etcd", etcd, "--instance-id", id, "--cluster-lease-ttl", ttl.as_str()];
         all.extend_from_slice(args);
         Ok(Instance { id: id.to_string(), daemon: env.daemon(&all)? })
+    }
+
+    /// Like [`Instance::start`] with EC2 at `endpoint` (e.g. a fault proxy in front of
+    /// `moto`); `args` must name the region and VPC (`-r`, `-v`) themselves.
+    pub fn start_via(moto: &Moto, endpoint: &str, etcd: &str, id: &str, ttl_secs: u64, args: &[&str]) -> anyhow::Result<Instance> {
+        let ttl = ttl_secs.to_string();
+        let mut all = vec!["--cluster-etcd", etcd, "--instance-id", id, "--cluster-lease-ttl", ttl.as_str()];
+        all.extend_from_slice(args);
+        Ok(Instance { id: id.to_string(), daemon: Daemon::start_via(moto, endpoint, &all)? })
     }
 
     /// The `/status` document, if the instance answers.

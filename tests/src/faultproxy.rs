@@ -6,6 +6,14 @@
 //! before forwarding, or an answer lost after forwarding (the call succeeded at EC2).
 //! Client connections are kept alive; each forwarded request uses its own connection to
 //! moto. Every loop is bounded by the stop flag and socket timeouts.
+//!
+//! Optionally an EC2 [`Model`] (latency and token-bucket throttling, see [`crate::ec2model`])
+//! applies to every call the policy leaves alone: a call whose bucket is empty is answered
+//! `RequestLimitExceeded` at once and recorded with `fault: Some(Fault::Throttle)` and
+//! `modelled: true`; any other call is forwarded after the modelled latency. Policy faults
+//! take precedence and take no token. Without a model the proxy forwards at once, as before.
+//! A thread serves each client connection, so many concurrent calls wait out their latency
+//! in parallel (moto itself then serialises them).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -15,6 +23,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::ec2model::{classify, Admission, Class, Limiter, Model};
 
 /// Largest request or response the proxy handles (moto answers at bench scale are large).
 const MAX_BODY: usize = 256 << 20;
@@ -85,11 +94,61 @@ pub struct Call {
     pub action: String,
     /// The fault injected, if any.
     pub fault: Option<Fault>,
+    /// True when the [`Model`]'s bucket was empty (then `fault` is `Some(Fault::Throttle)`).
+    pub modelled: bool,
+}
+
+impl Call {
+    /// True when the call reached moto (EC2 applied it), whatever the client was answered.
+    pub fn forwarded(&self) -> bool {
+        matches!(self.fault, None | Some(Fault::Slow(_)) | Some(Fault::LoseAnswer))
+    }
+
+    /// True when the call was answered `RequestLimitExceeded` (by the policy or the model).
+    pub fn throttled(&self) -> bool {
+        self.fault == Some(Fault::Throttle)
+    }
+}
+
+/// Calls in a time window by class (`Describe*` = read) and outcome.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Reads forwarded to moto.
+    pub reads: u64,
+    /// Writes forwarded to moto.
+    pub writes: u64,
+    /// Reads answered `RequestLimitExceeded`.
+    pub throttled_reads: u64,
+    /// Writes answered `RequestLimitExceeded`.
+    pub throttled_writes: u64,
+    /// Calls with any other fault that did not reach moto (5xx, reset).
+    pub other_faults: u64,
+}
+
+impl Tally {
+    fn add(&mut self, c: &Call) {
+        let read = classify(&c.action) == Class::Read;
+        let slot = match (c.forwarded(), c.throttled(), read) {
+            (true, _, true) => &mut self.reads,
+            (true, _, false) => &mut self.writes,
+            (false, true, true) => &mut self.throttled_reads,
+            (false, true, false) => &mut self.throttled_writes,
+            (false, false, _) => &mut self.other_faults,
+        };
+        *slot += 1;
+    }
+}
+
+/// What to do with one call: inject `fault`, or (with none) forward after `delay`.
+struct Verdict {
+    fault: Option<Fault>,
+    delay: Duration,
 }
 
 #[derive(Default)]
 struct Shared {
     policy: Mutex<Policy>,
+    model: Mutex<Option<Arc<Limiter>>>,
     calls: Mutex<Vec<Call>>,
     rng: Mutex<u64>,
     connections: AtomicU64,
@@ -101,8 +160,26 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    /// Picks the fault for one call of `action` and records the call.
-    fn decide(&self, action: &str) -> Option<Fault> {
+    /// Picks the fault (the policy's, else the model's) or the delay for one call of
+    /// `action`, and records the call.
+    fn decide(&self, action: &str) -> Verdict {
+        let policy_fault = self.policy_fault(action);
+        let admission = match policy_fault {
+            Some(_) => None,
+            None => lock(&self.model).clone().map(|l| l.admit(action)),
+        };
+        let (fault, modelled, delay) = match (policy_fault, admission) {
+            (Some(f), _) => (Some(f), false, Duration::ZERO),
+            (None, Some(Admission::Throttle)) => (Some(Fault::Throttle), true, Duration::ZERO),
+            (None, Some(Admission::Forward(d))) => (None, false, d),
+            (None, None) => (None, false, Duration::ZERO),
+        };
+        lock(&self.calls).push(Call { at: Instant::now(), action: action.to_string(), fault: fault.clone(), modelled });
+        Verdict { fault, delay }
+    }
+
+    /// The first matching rule's fault for one call of `action` (counted against its limit).
+    fn policy_fault(&self, action: &str) -> Option<Fault> {
         let mut policy = lock(&self.policy);
         let mut fault = None;
         for rule in policy.iter_mut() {
@@ -116,8 +193,19 @@ impl Shared {
                 break;
             }
         }
-        lock(&self.calls).push(Call { at: Instant::now(), action: action.to_string(), fault: fault.clone() });
         fault
+    }
+
+    /// Sleeps `d`, in steps, returning early when the proxy stops.
+    fn pause(&self, d: Duration) {
+        let end = Instant::now() + d;
+        while !self.stop.load(Ordering::Relaxed) {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(20)));
+        }
     }
 
     /// A pseudo-random number in [0, 1) (xorshift64, fixed seed: reproducible mixes).
@@ -136,6 +224,7 @@ impl Shared {
 pub struct FaultProxy {
     /// `http://127.0.0.1:PORT`, for `AWS_ENDPOINT_URL`.
     pub endpoint: String,
+    addr: std::net::SocketAddr,
     shared: Arc<Shared>,
     accept: Option<JoinHandle<()>>,
 }
@@ -145,12 +234,33 @@ impl FaultProxy {
     pub fn start(upstream: &str) -> anyhow::Result<FaultProxy> {
         let upstream = upstream.trim_start_matches("http://").trim_end_matches('/').to_string();
         let listener = TcpListener::bind("127.0.0.1:0")?;
-        listener.set_nonblocking(true)?;
-        let endpoint = format!("http://{}", listener.local_addr()?);
+        let addr = listener.local_addr()?;
+        let endpoint = format!("http://{addr}");
         let shared = Arc::new(Shared { rng: Mutex::new(0x9E37_79B9_7F4A_7C15), ..Shared::default() });
         let sh = shared.clone();
         let accept = std::thread::Builder::new().name("faultproxy".into()).spawn(move || accept_loop(listener, sh, upstream))?;
-        Ok(FaultProxy { endpoint, shared, accept: Some(accept) })
+        Ok(FaultProxy { endpoint, addr, shared, accept: Some(accept) })
+    }
+
+    /// Starts a proxy in front of `upstream` that applies `model` (see [`FaultProxy::set_model`]).
+    pub fn start_model(upstream: &str, model: Model) -> anyhow::Result<FaultProxy> {
+        let proxy = FaultProxy::start(upstream)?;
+        proxy.set_model(Some(model))?;
+        Ok(proxy)
+    }
+
+    /// Applies `model` to the calls from now on, with full buckets (also when the same model
+    /// was in force: this refills them); `None` forwards without latency or throttling.
+    /// Fails on a bucket with a rate below 0.001 per second or a burst of 0.
+    pub fn set_model(&self, model: Option<Model>) -> anyhow::Result<()> {
+        let limiter = model.map(Limiter::new).transpose()?.map(Arc::new);
+        *lock(&self.shared.model) = limiter;
+        Ok(())
+    }
+
+    /// The model in force, if any.
+    pub fn model(&self) -> Option<Model> {
+        lock(&self.shared.model).as_ref().map(|l| l.model())
     }
 
     /// Replaces the policy (an empty one forwards everything).
@@ -189,6 +299,23 @@ impl FaultProxy {
         recent.fold((0, 0), |(n, f), c| (n + 1, f + u64::from(c.fault.is_some())))
     }
 
+    /// Calls that arrived since `t`, by class and outcome (e.g. writes forwarded and writes
+    /// throttled during a failover).
+    pub fn tally_since(&self, t: Instant) -> Tally {
+        let mut tally = Tally::default();
+        lock(&self.shared.calls).iter().filter(|c| c.at >= t).for_each(|c| tally.add(c));
+        tally
+    }
+
+    /// `RequestLimitExceeded` answers per action so far (policy and model).
+    pub fn throttled_counts(&self) -> BTreeMap<String, u64> {
+        let mut out = BTreeMap::new();
+        for c in lock(&self.shared.calls).iter().filter(|c| c.throttled()) {
+            *out.entry(c.action.clone()).or_insert(0) += 1;
+        }
+        out
+    }
+
     /// Client connections accepted so far.
     pub fn connections(&self) -> u64 {
         self.shared.connections.load(Ordering::Relaxed)
@@ -204,15 +331,21 @@ impl FaultProxy {
 impl Drop for FaultProxy {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.accept.take() {
+        // Wake the blocking accept; if that connection fails, leave the thread behind
+        // rather than hang in join.
+        let woken = TcpStream::connect_timeout(&self.addr, Duration::from_secs(2)).is_ok();
+        if let Some(h) = self.accept.take().filter(|_| woken) {
             let _ = h.join();
         }
     }
 }
 
+/// Accepts client connections (blocking: a connection is served as soon as it arrives)
+/// until the stop flag is set; one thread per connection.
 fn accept_loop(listener: TcpListener, shared: Arc<Shared>, upstream: String) {
     while !shared.stop.load(Ordering::Relaxed) {
         match listener.accept() {
+            Ok((stream, _)) if shared.stop.load(Ordering::Relaxed) => drop(stream),
             Ok((stream, _)) => {
                 shared.connections.fetch_add(1, Ordering::Relaxed);
                 let (sh, up) = (shared.clone(), upstream.clone());
@@ -371,18 +504,19 @@ fn serve(stream: TcpStream, shared: &Shared, upstream: &str) {
             _ => return,
         };
         let _ = reader.get_ref().set_read_timeout(Some(Duration::from_millis(200)));
-        let answer = match shared.decide(&action_of(&req.body)) {
-            None => forward(&req, upstream).map(|m| m.to_bytes(&[])),
+        let verdict = shared.decide(&action_of(&req.body));
+        let answer = match verdict.fault {
+            None => {
+                shared.pause(verdict.delay);
+                forward(&req, upstream).map(|m| m.to_bytes(&[]))
+            }
             Some(Fault::Throttle) => Ok(error_response(503, "RequestLimitExceeded", "Request limit exceeded.")),
             Some(Fault::Status(s)) => {
                 let code = if s == 500 { "InternalError" } else { "Unavailable" };
                 Ok(error_response(s, code, "injected by faultproxy"))
             }
             Some(Fault::Slow(d)) => {
-                let end = Instant::now() + d;
-                while Instant::now() < end && !shared.stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
+                shared.pause(d);
                 forward(&req, upstream).map(|m| m.to_bytes(&[]))
             }
             Some(Fault::Reset) => return reset(stream),

@@ -9,6 +9,7 @@
 
 pub mod cluster;
 pub mod daemon;
+pub mod ec2model;
 pub mod etcd;
 pub mod faultproxy;
 pub mod http_client;

@@ -1,0 +1,542 @@
+//! Failover time through a model of real EC2 (`vpcrouter_tests::ec2model`: ~100 ms per call,
+//! token-bucket throttling), as a user on EC2 would see it: from marking the router failed
+//! until moto shows every route on the other router.
+//!
+//! `bench-failover-ec2 [--trials N] [--only 4x10,20x10] [--write-rate R] [--write-burst W]
+//! [--read-latency-ms MS] [--write-latency-ms MS] [--no-cluster] [--no-client-limits]`
+//! (run by `make bench` after bench-cluster).
+//!
+//! World, per case C × T (C spec CIDRs, T route tables), built in moto with the SDK:
+//!
+//! | subnet i (1..=T) | route table | instances                                          |
+//! |------------------|-------------|----------------------------------------------------|
+//! | 127.0.i.0/24     | rt_i (own)  | member 127.0.i.20; router A 127.0.1.10 in subnet 1, router B 127.0.2.10 in subnet 2 |
+//!
+//! A table is managed when it serves a subnet holding a spec host (`managed_tables` in
+//! host/src/vpc/plan.rs), and a subnet has exactly one table, so the two routers alone
+//! would make only rt_1 and rt_2 managed. Every table is made managed by an anchor CIDR,
+//! `10.200.0.0/16` → [member_1 .. member_T], never failed: it keeps its route on member_1
+//! and is never written. The measured CIDRs are `10.1.0.0/16` .. `10.C.0.0/16`, each
+//! `[A, B]`. Every route (C × T, plus the anchor in each table) is created in moto directly
+//! (no proxy) before vpcrouter starts, pointing at A (the anchor at member_1), so start-up
+//! writes nothing.
+//!
+//! vpcrouter (`-m configfile -H file --route_recheck_interval 30`, plus
+//! `--ec2-write-burst/--ec2-write-rate/--ec2-read-burst/--ec2-read-rate` equal to the
+//! model's buckets unless `--no-client-limits`) talks to EC2 through the fault proxy with
+//! the model. A trial: wait 1 s (longer if the model's buckets need it to be full again),
+//! write the health file marking the router that carries the routes failed (t0), poll
+//! moto directly (one DescribeRouteTables of the VPC; the next poll after max(10 ms, the
+//! last poll's duration), so polling takes at most half of moto's time) until all C × T
+//! routes point at the other router (t1, the answer of that poll). Writes and throttled
+//! answers are counted at the proxy from t0 to t1 + 1 s. Then nothing is marked failed,
+//! and the next trial fails the other router (no fail-back). Modes: one instance, and a
+//! cluster of three on a test etcd (all behind the same proxy, spec and health file).
+//!
+//! The bound is the model's: write latency when N = C × T ≤ burst, else write latency +
+//! (N − burst) / rate. moto is measured per case before vpcrouter starts (100 sequential
+//! ReplaceRoute calls, no proxy): moto serialises calls, so N writes cost at least
+//! N × that on top of the model; the last column compares with bound + N × moto.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use aws_sdk_ec2::types::{Filter, InstanceType};
+use aws_sdk_ec2::Client;
+use vpcrouter_tests::cluster::{wait_one_leader, Instance};
+use vpcrouter_tests::daemon::{self, Daemon};
+use vpcrouter_tests::ec2model::{Bucket, Model};
+use vpcrouter_tests::etcd::Etcd;
+use vpcrouter_tests::faultproxy::{FaultProxy, Tally};
+use vpcrouter_tests::moto::Moto;
+use vpcrouter_tests::{http_client, wait_for, world};
+
+/// The default cases, C × T.
+const CASES: [(usize, usize); 4] = [(1, 2), (4, 10), (20, 10), (100, 20)];
+/// The anchor CIDR that makes every table managed (see the header).
+const ANCHOR: &str = "10.200.0.0/16";
+/// ReplaceRoute calls timed against moto per case.
+const MOTO_PROBES: usize = 100;
+
+/// Command-line options.
+struct Opts {
+    trials: Option<usize>,
+    cases: Vec<(usize, usize)>,
+    model: Model,
+    cluster: bool,
+    client_limits: bool,
+}
+
+fn value<T: std::str::FromStr>(args: &[String], name: &str) -> anyhow::Result<Option<T>> {
+    let Some(i) = args.iter().position(|a| a == name) else { return Ok(None) };
+    let text = args.get(i + 1).with_context(|| format!("{name} needs a value"))?;
+    text.parse().map(Some).map_err(|_| anyhow::anyhow!("{name}: bad value '{text}'"))
+}
+
+/// `CxT` (e.g. `4x10`).
+fn parse_case(text: &str) -> anyhow::Result<(usize, usize)> {
+    let (c, t) = text.split_once('x').with_context(|| format!("case '{text}': expected CxT, e.g. 4x10"))?;
+    let (c, t): (usize, usize) = (c.parse()?, t.parse()?);
+    anyhow::ensure!((1..=199).contains(&c) && (2..=250).contains(&t), "case '{text}': C must be 1..=199 and T 2..=250");
+    Ok((c, t))
+}
+
+fn parse_opts() -> anyhow::Result<Opts> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let flag = |name: &str| args.iter().any(|a| a == name);
+    let mut model = Model::documented();
+    if let Some(ms) = value::<u64>(&args, "--read-latency-ms")? {
+        model.read_latency = Duration::from_millis(ms);
+    }
+    if let Some(ms) = value::<u64>(&args, "--write-latency-ms")? {
+        model.write_latency = Duration::from_millis(ms);
+    }
+    let rate = value::<f64>(&args, "--write-rate")?.unwrap_or(model.write_bucket.rate);
+    let burst = value::<u64>(&args, "--write-burst")?.unwrap_or(model.write_bucket.burst);
+    model.write_bucket = Bucket { burst, rate };
+    let cases = match value::<String>(&args, "--only")? {
+        Some(list) => list.split(',').map(parse_case).collect::<anyhow::Result<_>>()?,
+        None => CASES.to_vec(),
+    };
+    Ok(Opts { trials: value(&args, "--trials")?, cases, model, cluster: !flag("--no-cluster"), client_limits: !flag("--no-client-limits") })
+}
+
+/// Default trials for N routes: 10 for small cases, 5 up to 500 routes, then 1.
+fn default_trials(n: usize) -> usize {
+    match n {
+        0..=50 => 10,
+        51..=500 => 5,
+        _ => 1,
+    }
+}
+
+/// An instance of the world.
+#[derive(Clone, Debug)]
+struct Host {
+    ip: Ipv4Addr,
+    instance: String,
+}
+
+/// The VPC of one case.
+struct Vpc {
+    id: String,
+    tables: Vec<String>,
+    routers: [Host; 2],
+    members: Vec<Host>,
+    /// Instance and ENI ids → private IP.
+    owners: HashMap<String, Ipv4Addr>,
+}
+
+/// Runs one instance at `ip` in `subnet`; records its ids in `owners`.
+async fn run_instance(ec2: &Client, ami: &str, subnet: &str, ip: Ipv4Addr, owners: &mut HashMap<String, Ipv4Addr>) -> anyhow::Result<Host> {
+    let out = ec2
+        .run_instances()
+        .image_id(ami)
+        .instance_type(InstanceType::T3Micro)
+        .min_count(1)
+        .max_count(1)
+        .subnet_id(subnet)
+        .private_ip_address(ip.to_string())
+        .send()
+        .await?;
+    let inst = out.instances().first().context("no instance")?;
+    let id = inst.instance_id().context("no instance id")?.to_string();
+    for eni in inst.network_interfaces().iter().filter_map(|e| e.network_interface_id()) {
+        owners.insert(eni.to_string(), ip);
+    }
+    owners.insert(id.clone(), ip);
+    Ok(Host { ip, instance: id })
+}
+
+/// T subnets, each with its own route table and a member; A in subnet 1, B in subnet 2.
+async fn build_vpc(ec2: &Client, tables: usize) -> anyhow::Result<Vpc> {
+    let vpc = ec2.create_vpc().cidr_block("127.0.0.0/16").send().await?;
+    let id = vpc.vpc().and_then(|v| v.vpc_id()).context("no vpc id")?.to_string();
+    let images = ec2.describe_images().send().await?;
+    let ami = images.images().first().and_then(|i| i.image_id()).context("moto has no AMI")?.to_string();
+    let (mut rtbs, mut members, mut routers, mut owners) = (Vec::new(), Vec::new(), Vec::new(), HashMap::new());
+    for i in 1..=tables {
+        let octet = u8::try_from(i).context("too many tables")?;
+        let subnet = ec2.create_subnet().vpc_id(&id).cidr_block(format!("127.0.{i}.0/24")).availability_zone(format!("{}a", world::REGION)).send().await?;
+        let subnet = subnet.subnet().and_then(|s| s.subnet_id()).context("no subnet id")?.to_string();
+        let rt = ec2.create_route_table().vpc_id(&id).send().await?;
+        let rtb = rt.route_table().and_then(|t| t.route_table_id()).context("no rtb id")?.to_string();
+        ec2.associate_route_table().route_table_id(&rtb).subnet_id(&subnet).send().await?;
+        rtbs.push(rtb);
+        if i <= 2 {
+            routers.push(run_instance(ec2, &ami, &subnet, Ipv4Addr::new(127, 0, octet, 10), &mut owners).await?);
+        }
+        members.push(run_instance(ec2, &ami, &subnet, Ipv4Addr::new(127, 0, octet, 20), &mut owners).await?);
+    }
+    let routers: [Host; 2] = routers.try_into().map_err(|_| anyhow::anyhow!("need at least two tables"))?;
+    Ok(Vpc { id, tables: rtbs, routers, members, owners })
+}
+
+/// The measured CIDRs `10.1.0.0/16` .. `10.C.0.0/16`.
+fn cidrs(c: usize) -> Vec<String> {
+    (1..=c).map(|k| format!("10.{k}.0.0/16")).collect()
+}
+
+/// Every route of the case, created in moto directly: the anchor on member_1, the rest on A.
+async fn precreate(ec2: &Client, vpc: &Vpc, c: usize) -> anyhow::Result<()> {
+    for rtb in &vpc.tables {
+        ec2.create_route().route_table_id(rtb).destination_cidr_block(ANCHOR).instance_id(&vpc.members[0].instance).send().await?;
+        for cidr in cidrs(c) {
+            ec2.create_route().route_table_id(rtb).destination_cidr_block(cidr).instance_id(&vpc.routers[0].instance).send().await?;
+        }
+    }
+    Ok(())
+}
+
+fn spec_json(vpc: &Vpc, c: usize) -> String {
+    let pair: Vec<String> = vpc.routers.iter().map(|r| r.ip.to_string()).collect();
+    let mut spec = serde_json::Map::new();
+    for cidr in cidrs(c) {
+        spec.insert(cidr, serde_json::json!(pair));
+    }
+    spec.insert(ANCHOR.into(), serde_json::json!(vpc.members.iter().map(|m| m.ip.to_string()).collect::<Vec<_>>()));
+    serde_json::Value::Object(spec).to_string()
+}
+
+/// moto's time per ReplaceRoute: `MOTO_PROBES` sequential calls that leave the route on A.
+async fn moto_write_time(ec2: &Client, vpc: &Vpc) -> anyhow::Result<Duration> {
+    let t = Instant::now();
+    for _ in 0..MOTO_PROBES {
+        ec2.replace_route().route_table_id(&vpc.tables[0]).destination_cidr_block("10.1.0.0/16").instance_id(&vpc.routers[0].instance).send().await?;
+    }
+    Ok(t.elapsed() / MOTO_PROBES as u32)
+}
+
+/// Routes of the measured CIDRs per router IP (others under `None`), read from moto directly
+/// in one DescribeRouteTables call.
+async fn placement(ec2: &Client, vpc: &Vpc, c: usize) -> anyhow::Result<HashMap<Option<Ipv4Addr>, usize>> {
+    let out = ec2.describe_route_tables().filters(Filter::builder().name("vpc-id").values(&vpc.id).build()).send().await?;
+    let wanted = cidrs(c);
+    let mut by_router = HashMap::new();
+    for table in out.route_tables().iter().filter(|t| t.route_table_id().is_some_and(|id| vpc.tables.iter().any(|x| x == id))) {
+        for r in table.routes().iter().filter(|r| r.destination_cidr_block().is_some_and(|d| wanted.iter().any(|w| w == d))) {
+            let target = r.network_interface_id().or(r.instance_id()).and_then(|id| vpc.owners.get(id).copied());
+            *by_router.entry(target).or_insert(0) += 1;
+        }
+    }
+    Ok(by_router)
+}
+
+/// Writes `content` to `path` through a temporary file renamed over it.
+fn write_atomic(path: &Path, content: &str) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, content)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// One case's world: moto, the VPC, the spec and health files.
+struct World {
+    c: usize,
+    n: usize,
+    rt: tokio::runtime::Runtime,
+    ec2: Client,
+    vpc: Vpc,
+    spec: PathBuf,
+    health: PathBuf,
+    moto_write: Duration,
+    _dir: tempfile::TempDir,
+    moto: Moto,
+}
+
+impl World {
+    fn build(c: usize, t: usize) -> anyhow::Result<World> {
+        let moto = Moto::start()?;
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let ec2 = rt.block_on(world::client(&moto.endpoint));
+        let vpc = rt.block_on(build_vpc(&ec2, t))?;
+        rt.block_on(precreate(&ec2, &vpc, c))?;
+        let moto_write = rt.block_on(moto_write_time(&ec2, &vpc))?;
+        let dir = tempfile::tempdir()?;
+        let (spec, health) = (dir.path().join("spec.json"), dir.path().join("health.json"));
+        std::fs::write(&spec, spec_json(&vpc, c))?;
+        std::fs::write(&health, r#"{"failed": []}"#)?;
+        Ok(World { c, n: c * t, rt, ec2, vpc, spec, health, moto_write, _dir: dir, moto })
+    }
+
+    /// The router carrying every measured route, if one does; (the answer, how long it took).
+    fn carrier(&self) -> anyhow::Result<(Option<usize>, Duration)> {
+        let t = Instant::now();
+        let by = self.rt.block_on(placement(&self.ec2, &self.vpc, self.c))?;
+        let took = t.elapsed();
+        let all_on = |i: usize| by.get(&Some(self.vpc.routers[i].ip)).copied() == Some(self.n);
+        Ok(((0..2).find(|&i| all_on(i)), took))
+    }
+
+    fn fail(&self, failed: &[Ipv4Addr]) -> anyhow::Result<()> {
+        let ips: Vec<String> = failed.iter().map(Ipv4Addr::to_string).collect();
+        write_atomic(&self.health, &serde_json::json!({ "failed": ips }).to_string())
+    }
+
+    fn daemon_args(&self, opts: &Opts) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "-r", world::REGION, "-v", &self.vpc.id, "-m", "configfile", "-f", self.spec.to_str().unwrap_or_default(),
+            "-H", "file", "--health_file", self.health.to_str().unwrap_or_default(), "--route_recheck_interval", "30",
+        ]
+        .map(String::from)
+        .to_vec();
+        if opts.client_limits {
+            let (r, w) = (opts.model.read_bucket, opts.model.write_bucket);
+            for (name, v) in [("--ec2-write-burst", w.burst.to_string()), ("--ec2-write-rate", w.rate.to_string()), ("--ec2-read-burst", r.burst.to_string()), ("--ec2-read-rate", r.rate.to_string())] {
+                args.extend([name.to_string(), v]);
+            }
+        }
+        args
+    }
+}
+
+/// The vpcrouter processes of one mode.
+enum Fleet {
+    Single(Daemon),
+    // Instances before etcd: dropped first.
+    Cluster { insts: Vec<Instance>, _etcd: Etcd },
+}
+
+fn status(port: u16) -> Option<serde_json::Value> {
+    http_client::get(port, "/status", None).ok()?.json().ok()
+}
+
+impl Fleet {
+    fn start(w: &World, proxy: &FaultProxy, opts: &Opts, cluster: bool) -> anyhow::Result<Fleet> {
+        let owned = w.daemon_args(opts);
+        let args: Vec<&str> = owned.iter().map(String::as_str).collect();
+        if !cluster {
+            return Ok(Fleet::Single(Daemon::start_via(&w.moto, &proxy.endpoint, &args)?));
+        }
+        let etcd = Etcd::start()?;
+        let insts = ["a", "b", "c"].iter().map(|id| Instance::start_via(&w.moto, &proxy.endpoint, &etcd.endpoints(), id, 5, &args)).collect::<anyhow::Result<_>>()?;
+        Ok(Fleet::Cluster { insts, _etcd: etcd })
+    }
+
+    fn daemons(&self) -> Vec<&Daemon> {
+        match self {
+            Fleet::Single(d) => vec![d],
+            Fleet::Cluster { insts, .. } => insts.iter().map(|i| &i.daemon).collect(),
+        }
+    }
+
+    /// The last lines of every log, for error messages.
+    fn logs(&self) -> String {
+        let tail = |d: &Daemon| {
+            let log = d.log();
+            let lines: Vec<&str> = log.lines().collect();
+            lines[lines.len().saturating_sub(30)..].join("\n")
+        };
+        self.daemons().iter().map(|d| format!("--- {} ---\n{}", d.log_file().display(), tail(d))).collect::<Vec<_>>().join("\n")
+    }
+
+    /// Fails if a process has exited.
+    fn check_alive(&mut self) -> anyhow::Result<()> {
+        let exited = match self {
+            Fleet::Single(d) => d.exited(),
+            Fleet::Cluster { insts, .. } => insts.iter_mut().find_map(|i| i.daemon.exited()),
+        };
+        match exited {
+            Some(s) => anyhow::bail!("vpcrouter exited ({s})\n{}", self.logs()),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits until there is one leader (cluster) and the writer has reconciled once.
+    fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let port = match &*self {
+            Fleet::Single(d) => d.port,
+            Fleet::Cluster { insts, .. } => {
+                let view: Vec<&Instance> = insts.iter().collect();
+                let leader = wait_one_leader(&view, Duration::from_secs(60)).map_err(|e| anyhow::anyhow!("{e}\n{}", self.logs()))?;
+                insts[leader].daemon.port
+            }
+        };
+        let ready = wait_for(Duration::from_secs(120), "the first reconcile", || status(port)?["last_reconcile"].is_object().then_some(()));
+        self.check_alive()?;
+        ready.map_err(|e| anyhow::anyhow!("{e}\n{}", self.logs()))
+    }
+
+    /// Waits until every process sees no failed host.
+    fn wait_all_healthy(&self) -> anyhow::Result<()> {
+        let ports: Vec<u16> = self.daemons().iter().map(|d| d.port).collect();
+        wait_for(Duration::from_secs(30), "every instance to see no failed host", || {
+            ports.iter().all(|&p| status(p).is_some_and(|s| s["failed_hosts"].as_array().is_some_and(Vec::is_empty))).then_some(())
+        })
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", self.logs()))
+    }
+}
+
+/// One failover.
+struct Trial {
+    took: Duration,
+    tally: Tally,
+    polls: u32,
+    poll_time: Duration,
+}
+
+/// Fails router `from` and waits until every route is on `to`.
+fn trial(w: &World, proxy: &FaultProxy, fleet: &mut Fleet, from: usize, to: usize, timeout: Duration) -> anyhow::Result<Trial> {
+    let (failed, want) = (w.vpc.routers[from].ip, w.vpc.routers[to].ip);
+    w.fail(&[failed])?;
+    let t0 = Instant::now();
+    let (mut polls, mut poll_time) = (0u32, Duration::ZERO);
+    let took = loop {
+        let p = Instant::now();
+        let by = w.rt.block_on(placement(&w.ec2, &w.vpc, w.c))?;
+        let pd = p.elapsed();
+        (polls, poll_time) = (polls + 1, poll_time + pd);
+        if by.get(&Some(want)).copied() == Some(w.n) {
+            break t0.elapsed();
+        }
+        if t0.elapsed() > timeout {
+            fleet.check_alive()?;
+            anyhow::bail!("{failed} failed: after {timeout:?} the routes are {by:?} (want all {} on {want})\n{}", w.n, fleet.logs());
+        }
+        std::thread::sleep(pd.clamp(Duration::from_millis(10), Duration::from_secs(1)));
+    };
+    std::thread::sleep(Duration::from_secs(1)); // late writes are counted too
+    Ok(Trial { took, tally: proxy.tally_since(t0), polls, poll_time })
+}
+
+/// How long until the model's buckets are full again after `tally`'s calls: each call
+/// took a token, so the deficit is at most min(calls, burst).
+fn refill_time(model: &Model, tally: &Tally) -> Duration {
+    let wait = |used: u64, b: Bucket| Duration::from_secs_f64(used.min(b.burst) as f64 / b.rate);
+    wait(tally.writes, model.write_bucket).max(wait(tally.reads, model.read_bucket))
+}
+
+/// Runs `trials` failovers in one mode; the routes start on one router.
+fn run_mode(w: &World, proxy: &FaultProxy, opts: &Opts, cluster: bool, trials: usize) -> anyhow::Result<Vec<Trial>> {
+    proxy.set_model(Some(opts.model))?; // full buckets
+    proxy.reset_counts();
+    let since = Instant::now();
+    let mut fleet = Fleet::start(w, proxy, opts, cluster)?;
+    fleet.wait_ready()?;
+    let start_writes = proxy.tally_since(since).writes;
+    if start_writes > 0 {
+        eprintln!("  warning: {start_writes} writes at start-up (expected none)");
+    }
+    let timeout = 3 * opts.model.write_bound(w.n as u64) + Duration::from_secs(30);
+    let mut out: Vec<Trial> = Vec::new();
+    for k in 0..trials {
+        let pause = out.last().map_or(Duration::ZERO, |t| refill_time(&opts.model, &t.tally)).max(Duration::from_secs(1));
+        std::thread::sleep(pause);
+        let from = w.carrier()?.0.context("the routes are not all on one router")?;
+        let t = trial(w, proxy, &mut fleet, from, 1 - from, timeout).with_context(|| format!("trial {}", k + 1))?;
+        eprintln!("  trial {}: {} ms, {} writes, {} throttled", k + 1, t.took.as_millis(), t.tally.writes, t.tally.throttled_writes + t.tally.throttled_reads);
+        out.push(t);
+        w.fail(&[])?;
+        fleet.wait_all_healthy()?;
+    }
+    Ok(out)
+}
+
+fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.0}", d.as_secs_f64() * 1000.0)
+}
+
+/// "a" when every value is a, else "min–max".
+fn spread(values: &[u64]) -> String {
+    let (lo, hi) = (values.iter().min().copied().unwrap_or(0), values.iter().max().copied().unwrap_or(0));
+    if lo == hi { lo.to_string() } else { format!("{lo}–{hi}") }
+}
+
+/// Prints one table row.
+fn row(w: &World, model: &Model, mode: &str, trials: &[Trial]) {
+    let mut took: Vec<Duration> = trials.iter().map(|t| t.took).collect();
+    took.sort();
+    let median = quantile(&took, 0.5);
+    let bound = model.write_bound(w.n as u64);
+    let moto_total = w.moto_write * w.n as u32;
+    let writes: Vec<u64> = trials.iter().map(|t| t.tally.writes).collect();
+    let throttled: Vec<u64> = trials.iter().map(|t| t.tally.throttled_writes + t.tally.throttled_reads).collect();
+    let ratio = |d: Duration| median.as_secs_f64() / d.as_secs_f64();
+    println!(
+        "| {}×{} | {} | {mode} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {} | {:.2} |",
+        w.c, w.vpc.tables.len(), w.n, took.len(), ms(median), ms(quantile(&took, 0.99)), ms(took[0]), ms(took[took.len() - 1]),
+        spread(&writes), spread(&throttled), ms(bound), ratio(bound), w.moto_write.as_secs_f64() * 1e3, ms(moto_total), ratio(bound + moto_total),
+    );
+}
+
+/// A note on one case, printed after the table.
+struct Note {
+    case: String,
+    build: Duration,
+    moto_write: Duration,
+    polls: u32,
+    poll_time: Duration,
+}
+
+fn run_case(c: usize, t: usize, opts: &Opts, notes: &mut Vec<Note>) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let w = World::build(c, t)?;
+    let build = started.elapsed();
+    let proxy = FaultProxy::start(&w.moto.endpoint)?;
+    let trials = opts.trials.unwrap_or_else(|| default_trials(w.n));
+    let mut modes = vec![("single instance", false)];
+    if opts.cluster {
+        modes.push(("cluster of 3", true));
+    }
+    let (mut polls, mut poll_time) = (0, Duration::ZERO);
+    for (label, cluster) in modes {
+        eprintln!("{c}×{t}, {label}: {trials} trials (world built in {:.1} s)", build.as_secs_f64());
+        let results = run_mode(&w, &proxy, opts, cluster, trials).with_context(|| format!("{c}×{t}, {label}"))?;
+        row(&w, &opts.model, label, &results);
+        polls += results.iter().map(|r| r.polls).sum::<u32>();
+        poll_time += results.iter().map(|r| r.poll_time).sum::<Duration>();
+    }
+    notes.push(Note { case: format!("{c}×{t}"), build, moto_write: w.moto_write, polls, poll_time });
+    Ok(())
+}
+
+/// Fails early when the binary lacks the client-limit flags this run would pass.
+fn check_binary(opts: &Opts) -> anyhow::Result<()> {
+    let (_, help, _) = daemon::run_once(&["--help"]);
+    anyhow::ensure!(
+        !opts.client_limits || help.contains("--ec2-write-burst"),
+        "{} has no --ec2-write-burst option: build a newer vpcrouter, or pass --no-client-limits",
+        daemon::binary().display()
+    );
+    Ok(())
+}
+
+fn run() -> anyhow::Result<()> {
+    let opts = parse_opts()?;
+    check_binary(&opts)?;
+    let (m, r, w) = (opts.model, opts.model.read_bucket, opts.model.write_bucket);
+    println!("\nFailover through the EC2 model (reads {} ms, {} burst / {} per s; writes {} ms, {} burst / {} per s), client limits {}:\n",
+        m.read_latency.as_millis(), r.burst, r.rate, m.write_latency.as_millis(), w.burst, w.rate, if opts.client_limits { "on (= the model's buckets)" } else { "off" });
+    println!("| C×T | N routes | mode | trials | median ms | p99 ms | min ms | max ms | writes per trial | throttled per trial | bound ms | median / bound | moto ms per write | N × moto ms | median / (bound + N × moto) |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let mut notes = Vec::new();
+    for &(c, t) in &opts.cases {
+        run_case(c, t, &opts, &mut notes)?;
+    }
+    println!("\n| C×T | world built in s | moto ms per ReplaceRoute (100, sequential, no proxy) | polls | mean poll (DescribeRouteTables of the VPC) ms |");
+    println!("|---|---|---|---|---|");
+    for n in notes {
+        let mean = n.poll_time.as_secs_f64() * 1e3 / f64::from(n.polls.max(1));
+        println!("| {} | {:.1} | {:.2} | {} | {:.1} |", n.case, n.build.as_secs_f64(), n.moto_write.as_secs_f64() * 1e3, n.polls, mean);
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench-failover-ec2: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
