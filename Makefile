@@ -68,17 +68,16 @@ test: build venv
 # model of EC2's latency and throttling (bench-failover-ec2). BENCH_ARGS go to
 # bench-failover, e.g. `make bench BENCH_ARGS='--trials 5 --only tcp'`.
 BENCH_BUILD_DIR ?= $(CURDIR)/target/plugins-release
+# `make build` builds every binary of the workspace, the bench programs included, in one
+# cargo invocation: a separate `-p vpcrouter-tests` build would unify features differently
+# and compile the SDK a second time.
 bench: venv deps
 	$(MAKE) build PROFILE=release BUILD_DIR=$(BENCH_BUILD_DIR)
-	$(CARGO) build --release -p vpcrouter-tests --bin bench-failover --bin bench-icmp-scale
 	VPCROUTER_BUILD_DIR=$(BENCH_BUILD_DIR) $(CARGO_TARGET_DIR)/release/bench-failover $(BENCH_ARGS)
 	$(CARGO_TARGET_DIR)/release/bench-icmp-scale
-	$(CARGO) build --release -p vpcrouter-tests --bin bench-planner --bin bench-ec2
 	$(CARGO_TARGET_DIR)/release/bench-planner
 	VPCROUTER_BUILD_DIR=$(BENCH_BUILD_DIR) $(CARGO_TARGET_DIR)/release/bench-ec2
-	$(CARGO) build --release -p vpcrouter-tests --bin bench-cluster
 	VPCROUTER_BUILD_DIR=$(BENCH_BUILD_DIR) $(CARGO_TARGET_DIR)/release/bench-cluster
-	$(CARGO) build --release -p vpcrouter-tests --bin bench-failover-ec2
 	VPCROUTER_BUILD_DIR=$(BENCH_BUILD_DIR) $(CARGO_TARGET_DIR)/release/bench-failover-ec2
 
 # Property tests of route spec parsing and validation, 1,000,000 generated inputs per

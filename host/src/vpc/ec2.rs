@@ -95,16 +95,8 @@ const THROTTLE_CODES: &[&str] = &[
     "EC2ThrottledException",
 ];
 
-/// Error codes EC2 uses for throttling or server-side trouble (worth retrying later).
+/// Error codes EC2 uses for server-side trouble (worth retrying later), besides throttling.
 const TRANSIENT_CODES: &[&str] = &[
-    "RequestLimitExceeded",
-    "Throttling",
-    "ThrottlingException",
-    "ThrottledException",
-    "RequestThrottled",
-    "RequestThrottledException",
-    "TooManyRequestsException",
-    "EC2ThrottledException",
     "BandwidthLimitExceeded",
     "PriorRequestNotComplete",
     "RequestTimeout",
@@ -259,7 +251,7 @@ impl Ec2Error {
                     code,
                     message,
                 }
-            } else if TRANSIENT_CODES.contains(&code.as_str()) || status >= 500 || status == 429 {
+            } else if THROTTLE_CODES.contains(&code.as_str()) || TRANSIENT_CODES.contains(&code.as_str()) || status >= 500 || status == 429 {
                 Ec2Error::Unavailable {
                     operation,
                     code,

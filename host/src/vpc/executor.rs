@@ -11,6 +11,7 @@
 //! known to hold). No call is started that is not expected to be answered before it, and
 //! a call still running at the deadline is abandoned.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -77,6 +78,9 @@ pub struct Executor {
     limits: Arc<Limits>,
     /// Smoothed write latency (for deadlines).
     write_latency: Arc<Mutex<Duration>>,
+    /// A write token taken by a wave that then stopped at its deadline: the next wave's
+    /// first call uses it instead of waiting for a new one.
+    prepaid: Arc<AtomicBool>,
     rng: Arc<Mutex<StdRng>>,
 }
 
@@ -87,6 +91,7 @@ impl Executor {
             ec2,
             limits: Arc::new(Limits::new(cfg)),
             write_latency: Arc::new(Mutex::new(INITIAL_WRITE_ESTIMATE)),
+            prepaid: Arc::default(),
             rng: Arc::new(Mutex::new(StdRng::from_os_rng())),
         }
     }
@@ -142,8 +147,11 @@ impl Executor {
         let mut running = JoinSet::new();
         for (index, action) in actions.iter().enumerate() {
             let slot = self.limits.slot().await;
-            self.limits.write.take().await;
+            if !self.prepaid.swap(false, Ordering::Relaxed) {
+                self.limits.write.take().await;
+            }
             if deadline.is_some_and(|d| Instant::now() + self.expected_write() > d) {
+                self.prepaid.store(true, Ordering::Relaxed);
                 break;
             }
             let (exec, action) = (self.clone(), action.clone());

@@ -1571,6 +1571,65 @@ mod tests {
         assert_eq!(plan.routes, routes(&[("rtb-a", "10.1.0.0/16", Some(H1))]));
     }
 
+    /// Generated states: every route of every table on a random target (a candidate, a
+    /// non-candidate, an unknown instance, or absent), random health and preferences. The
+    /// invariants that make a plan safe to execute as one parallel wave must hold.
+    #[test]
+    fn generated_plans_are_safe_to_run_as_one_parallel_wave() {
+        use rand::Rng;
+        let nets = [NET, NET8, "10.7.0.0/16", "10.6.0.0/16"];
+        let hosts = [H1, H2, H3, OUTSIDE];
+        let instances = ["i-1", "i-2", "i-3", "i-4", "i-gone"];
+        let mut rng = StdRng::seed_from_u64(7);
+        for case_no in 0..3000u64 {
+            let mut state = vpc();
+            for t in 0..state.route_tables.len() {
+                for net in nets {
+                    match rng.random_range(0..6) {
+                        0 => {}
+                        k => state.route_tables[t].routes.push(instance_route(net, instances[(k - 1) as usize])),
+                    }
+                }
+            }
+            let pick = |rng: &mut StdRng| hosts.iter().copied().filter(|_| rng.random_bool(0.3)).collect::<Vec<_>>();
+            let mut case = Case::new(state);
+            for net in &nets[..3] {
+                let list = pick(&mut rng);
+                case = case.spec(net, &list);
+            }
+            let (failed, questionable) = (pick(&mut rng), pick(&mut rng));
+            case = case.failed(&failed).questionable(&questionable);
+            if rng.random_bool(0.5) {
+                case = case.preferred(nets[0], hosts[rng.random_range(0..hosts.len())]);
+            }
+            let plan = case.plan_seeded(case_no);
+            // One action per (table, CIDR): the wave's calls never race on one route.
+            let keys: BTreeSet<(String, Cidr)> = plan.actions.iter().map(|a| (a.rtb().to_string(), a.cidr())).collect();
+            assert_eq!(keys.len(), plan.actions.len(), "case {case_no}: {:?}", plan.actions);
+            // Outages first, deletes last.
+            assert!(plan.actions.windows(2).all(|w| w[0].priority() <= w[1].priority()), "case {case_no}: {:?}", plan.actions);
+            // Never a move onto a failed router, nor onto one outside the CIDR's candidates.
+            for a in &plan.actions {
+                if let Some(r) = a.new_router() {
+                    assert!(!case.failed.contains(&r), "case {case_no}: {a:?}");
+                    let candidates = &case.spec.iter().find(|(c, _)| *c == a.cidr()).expect("spec CIDR").1;
+                    assert!(candidates.contains(&r), "case {case_no}: {a:?}");
+                }
+            }
+            // One router per CIDR across the tables once the wave is done, and a second plan
+            // on the result has nothing left to do (with a preference, the same router).
+            let mut after = case.clone();
+            after.state = apply(&case.state, &plan);
+            for (cidr, _) in &case.spec {
+                let routers: BTreeSet<Option<Ipv4Addr>> = plan.routes.iter().filter(|((_, c), _)| c == cidr).map(|(_, r)| *r).collect();
+                assert!(routers.len() <= 1 || plan.notices.contains(&Notice::NoAvailableRouter { cidr: *cidr }), "case {case_no}: {cidr} on {routers:?}");
+            }
+            let again = after.plan_seeded(case_no + 1);
+            let moves: Vec<&RouteAction> = again.actions.iter().filter(|a| !matches!(a, RouteAction::Replace { reason: ReplaceReason::NotEligible, .. })).collect();
+            assert!(moves.is_empty(), "case {case_no}: not converged after one wave: {moves:?}\nfirst: {:?}", plan.actions);
+        }
+    }
+
     #[test]
     fn a_move_takes_the_router_chosen_before_when_it_is_healthy() {
         // H1 failed; H2 and H3 are healthy: without a preference the pick is random.
