@@ -139,6 +139,8 @@ pub struct FailoverSummary {
 #[derive(Debug)]
 struct FailoverRun {
     at: Instant,
+    /// The fast path ran for it (it runs once; retries read first).
+    fast_tried: bool,
     summary: FailoverSummary,
     last_ack: Option<Instant>,
 }
@@ -146,7 +148,14 @@ struct FailoverRun {
 /// How executing a plan ended.
 enum Executed {
     /// Every action was tried; these failed (rtb, CIDR, error).
-    Finished { failures: Vec<(String, Cidr, String)>, stale: bool },
+    Finished {
+        /// (rtb, CIDR, error) of each action that failed.
+        failures: Vec<(String, Cidr, String)>,
+        /// Some failure showed that the state planned from was stale.
+        stale: bool,
+        /// Every failure was transient (EC2 unavailable after the retries).
+        transient: bool,
+    },
     /// Stop requested, leadership lost, or a write outlasted the lease: nothing more to
     /// do in this reconcile (the status says why).
     Interrupted,
@@ -398,8 +407,10 @@ impl Engine {
             .copied()
             .collect();
         if !newly.is_empty() {
-            let run = self.failover.get_or_insert_with(|| FailoverRun { at: Instant::now(), summary: FailoverSummary::default(), last_ack: None });
+            let run = self.failover.get_or_insert_with(|| FailoverRun { at: Instant::now(), fast_tried: false, summary: FailoverSummary::default(), last_ack: None });
             run.summary.routers.extend(newly);
+            // Newly failed routers get the fast path, even during a failover in progress.
+            run.fast_tried = false;
         }
         {
             let mut st = self.lock_status();
@@ -433,7 +444,7 @@ impl Engine {
         self.lock_status().reconciles += 1;
         self.applied.clear();
         let entries = spec_entries(&spec);
-        if self.failover.is_some() && !self.cfg.dry_run && !self.fast_failover(&entries) {
+        if self.failover.is_some() && !self.cfg.dry_run && !self.fast_failover(&entries, started) {
             return;
         }
         for pass in 1..=MAX_PASSES {
@@ -456,7 +467,7 @@ impl Engine {
             } else {
                 match self.execute(&plan.actions, started) {
                     Executed::Interrupted => return,
-                    Executed::Finished { stale: true, failures } if pass < MAX_PASSES => {
+                    Executed::Finished { stale: true, failures, .. } if pass < MAX_PASSES => {
                         tracing::info!(failed = failures.len(), "{STALE}");
                         self.known = None;
                         continue;
@@ -502,7 +513,12 @@ impl Engine {
     /// The fast path of a failover: plans from the known state and moves, at once, every
     /// CIDR that has a route on a failed or questionable router. False when the
     /// reconcile must end here (stop, leadership lost).
-    fn fast_failover(&mut self, entries: &[(Cidr, Vec<Ipv4Addr>)]) -> bool {
+    fn fast_failover(&mut self, entries: &[(Cidr, Vec<Ipv4Addr>)], started: Instant) -> bool {
+        // Once per failover: a retried reconcile reads first.
+        match &mut self.failover {
+            Some(run) if !run.fast_tried => run.fast_tried = true,
+            _ => return true,
+        }
         let Some(known) = self.known.clone() else { return true };
         let plan = self.plan(&known, entries);
         let moving: BTreeSet<Cidr> = plan.actions.iter().filter(|a| moves_off_bad_router(a)).map(RouteAction::cidr).collect();
@@ -515,9 +531,15 @@ impl Engine {
             .filter(|a| moving.contains(&a.cidr()) && !matches!(a, RouteAction::Delete { .. }))
             .collect();
         tracing::debug!(routes = actions.len(), cidrs = moving.len(), "failover from the known state, before reading the VPC");
-        match self.execute(&actions, Instant::now()) {
+        match self.execute(&actions, started) {
             Executed::Interrupted => false,
-            Executed::Finished { stale, failures } => {
+            Executed::Finished { failures, transient: true, .. } if !failures.is_empty() => {
+                // EC2 is not answering after the retries: a read now would fail the same way.
+                let first = &failures[0].2;
+                self.failed_reconcile(started, format!("{} route change(s) of the failover failed, first: {first}", failures.len()));
+                false
+            }
+            Executed::Finished { stale, failures, .. } => {
                 if stale {
                     tracing::info!(failed = failures.len(), "{STALE}");
                     self.known = None;
@@ -531,7 +553,7 @@ impl Engine {
     /// of the leadership and ends before the lease may run out.
     fn execute(&mut self, actions: &[RouteAction], started: Instant) -> Executed {
         let mut pending: Vec<usize> = (0..actions.len()).collect();
-        let (mut failures, mut stale, mut empty_waves) = (Vec::new(), false, 0);
+        let (mut failures, mut stale, mut transient, mut empty_waves) = (Vec::new(), false, true, 0);
         while !pending.is_empty() {
             let deadline = match self.confirm_leadership() {
                 Ok(d) => d,
@@ -552,6 +574,7 @@ impl Engine {
                     Outcome::Failed(e) => {
                         tracing::error!(cidr = %a.cidr(), rtb = a.rtb(), "route change failed: {e}");
                         stale |= e.shows_stale_state();
+                        transient &= e.is_transient();
                         failures.push((a.rtb().to_string(), a.cidr(), e.to_string()));
                     }
                     Outcome::NotStarted => next.push(i),
@@ -579,7 +602,7 @@ impl Engine {
             }
             pending = next;
         }
-        Executed::Finished { failures, stale }
+        Executed::Finished { failures, stale, transient }
     }
 
     /// Cluster mode: confirms the leadership before a wave and returns until when it
