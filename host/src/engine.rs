@@ -181,8 +181,6 @@ pub struct Engine {
     peers: std::collections::BTreeMap<String, Report>,
     notices: BTreeSet<Notice>,
     last_dry_run: Vec<RouteAction>,
-    /// The plan last made, for the status.
-    last_plan: Option<Plan>,
     /// The VPC as of the last read, with this instance's acknowledged writes applied
     /// since; `None` when it may be wrong (a write showed it stale, or another leader).
     known: Option<VpcState>,
@@ -227,7 +225,6 @@ impl Engine {
             peers: Default::default(),
             notices: BTreeSet::new(),
             last_dry_run: Vec::new(),
-            last_plan: None,
             known: None,
             preferred: BTreeMap::new(),
             failover: None,
@@ -447,6 +444,7 @@ impl Engine {
         if self.failover.is_some() && !self.cfg.dry_run && !self.fast_failover(&entries, started) {
             return;
         }
+        let mut planned = None;
         for pass in 1..=MAX_PASSES {
             let Some(read) = self.abandonable(self.exec.read_state(&self.cfg.vpc_id)) else { return };
             let state = match read {
@@ -482,15 +480,15 @@ impl Engine {
             if let Some((_, _, first)) = failures.first() {
                 return self.failed_reconcile(started, format!("{} route change(s) failed, first: {first}", failures.len()));
             }
+            planned = Some(plan);
             break;
         }
         self.finish_failover();
         self.retry = None;
-        let plan = self.last_plan.take();
         let mut st = self.lock_status();
         st.last_reconcile = Some((SystemTime::now(), started.elapsed()));
         st.last_result = "ok".into();
-        if let Some(plan) = plan {
+        if let Some(plan) = planned {
             st.last_plan = plan;
         }
     }
@@ -505,9 +503,7 @@ impl Engine {
             ignore: &self.cfg.ignore,
             preferred: &self.preferred,
         };
-        let plan = plan(&input, &mut self.rng);
-        self.last_plan = Some(plan.clone());
-        plan
+        plan(&input, &mut self.rng)
     }
 
     /// The fast path of a failover: plans from the known state and moves, at once, every
