@@ -104,4 +104,60 @@ impl PluginArgs {
     pub fn flag(&self, name: &str) -> bool {
         matches!(self.get(name), Some("true"))
     }
+
+    /// `--name` in seconds: `default` when absent; the error names the option and range.
+    pub fn seconds(&self, name: &str, default: f64, range: std::ops::RangeInclusive<f64>) -> Result<std::time::Duration, String> {
+        let secs = self.parse::<f64>(name)?.unwrap_or(default);
+        if !secs.is_finite() || !range.contains(&secs) {
+            return Err(format!(
+                "--{name} must be between {} and {} seconds (got {})",
+                range.start(),
+                range.end(),
+                self.get(name).unwrap_or_default()
+            ));
+        }
+        Ok(std::time::Duration::from_secs_f64(secs))
+    }
+
+    /// `--name` as a TCP/UDP port, 1..=65535, if given.
+    pub fn port(&self, name: &str) -> Result<Option<u16>, String> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(raw) => match raw.trim().parse::<u32>() {
+                Ok(p @ 1..=65535) => Ok(Some(p as u16)),
+                _ => Err(format!("--{name} must be a port number between 1 and 65535 (got '{raw}')")),
+            },
+        }
+    }
+
+    /// `--name` split at `separator`, items trimmed, empty items dropped.
+    pub fn list(&self, name: &str, separator: char) -> Vec<String> {
+        self.get(name)
+            .map(|raw| raw.split(separator).map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect())
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn helpers_parse_with_the_errors_users_see() {
+        let args = |v: &str| PluginArgs::from_pairs([("x", v)]);
+        assert_eq!(PluginArgs::default().seconds("x", 2.0, 0.1..=3600.0), Ok(std::time::Duration::from_secs(2)));
+        assert_eq!(args("0.1").seconds("x", 2.0, 0.1..=3600.0), Ok(std::time::Duration::from_millis(100)));
+        for bad in ["0", "0.05", "3601", "-1", "NaN", "inf"] {
+            let e = args(bad).seconds("x", 2.0, 0.1..=3600.0).unwrap_err();
+            assert!(e.contains("--x must be between 0.1 and 3600 seconds"), "{bad}: {e}");
+        }
+        assert!(args("two").seconds("x", 2.0, 0.1..=3600.0).unwrap_err().contains("'two' is not a valid number"));
+        assert_eq!(args("22").port("x"), Ok(Some(22)));
+        assert_eq!(PluginArgs::default().port("x"), Ok(None));
+        for bad in ["0", "65536", "ssh", "-1"] {
+            assert!(args(bad).port("x").unwrap_err().contains("between 1 and 65535"), "{bad}");
+        }
+        assert_eq!(args(" a: b::c ").list("x", ':'), ["a", "b", "c"]);
+        assert!(PluginArgs::default().list("x", ':').is_empty());
+    }
 }

@@ -1,10 +1,8 @@
-//! What the host lends a plugin when it starts it: logging, HTTP endpoints, plugin loading.
+//! Services the host lends a plugin: logging and HTTP endpoints on the status server.
 
 use abi_stable::sabi_trait;
 use abi_stable::std_types::{RArc, RBox, RResult, RStr, RString, RVec, Tuple2};
 use abi_stable::StableAbi;
-
-use crate::plugin::HealthBox;
 
 /// Severity of a log line sent through the host.
 #[repr(u8)]
@@ -158,30 +156,3 @@ pub trait HttpRegistry: Send + Sync + Clone {
 
 /// A shared handle to the host's HTTP registry.
 pub type HttpRegistryBox = HttpRegistry_TO<'static, RArc<()>>;
-
-/// Loads further plugins through the host (used by combining plugins such as `multi`).
-#[sabi_trait]
-pub trait PluginLoader: Send + Sync + Clone {
-    /// Loads the health plugin `name` (as for `-H name`) from the host's plugin search
-    /// path and creates it with the options the host parsed for it. The plugin must have
-    /// been named by [`crate::plugin::PluginMod::required_plugins`] so its options exist.
-    #[sabi(last_prefix_field)]
-    fn load_health(&self, name: RStr<'_>) -> RResult<HealthBox, RString>;
-}
-
-/// A shared handle to the host's plugin loader.
-pub type PluginLoaderBox = PluginLoader_TO<'static, RArc<()>>;
-
-/// Everything the host lends a plugin at start.
-#[repr(C)]
-#[derive(StableAbi, Clone)]
-pub struct PluginContext {
-    /// The plugin's name as the host loaded it.
-    pub plugin_name: RString,
-    /// Log lines go here; they show up in the host's log with the plugin name.
-    pub log: Logger,
-    /// Extra endpoints on the host's status server.
-    pub http: HttpRegistryBox,
-    /// Loads other plugins by name.
-    pub loader: PluginLoaderBox,
-}

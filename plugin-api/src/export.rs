@@ -1,4 +1,4 @@
-//! The plugin author's side: plain Rust traits, and [`export_plugin!`] to publish one.
+//! Publishing a plugin: its description, and [`export_plugin!`] to write the root module.
 //!
 //! Every call from the host into plugin code goes through [`guard`], so a panic in a
 //! plugin becomes an `Err("... panicked: ...")` instead of unwinding across `extern "C"`
@@ -8,17 +8,11 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use abi_stable::library::{CheckTypeLayout, LibHeader, RootModuleResult};
 use abi_stable::prefix_type::PrefixTypeTrait;
-use abi_stable::sabi_trait::TD_Opaque;
-use abi_stable::std_types::{RResult, RSlice, RString, RVec};
+use abi_stable::std_types::{RResult, RSlice, RString, RVec, Tuple2};
 
 use crate::args::{ArgSpec, PluginArgs};
-use crate::context::PluginContext;
-use crate::plugin::{
-    HealthBox, HealthMonitor, PluginInstance, PluginKind, PluginMetadata, PluginMod, PluginModRef,
-    Watcher, WatcherBox,
-};
-use crate::types::{HealthReport, HostList, RouteSpec};
-use crate::{RReceiver, RSender, PLUGIN_API_VERSION};
+use crate::plugin::{PluginContext, PluginInstance, PluginIo, PluginKind, PluginMetadata, PluginMod, PluginModRef};
+use crate::PLUGIN_API_VERSION;
 
 /// Name, description and version of a plugin, and its command-line options.
 pub trait PluginDescription {
@@ -41,52 +35,11 @@ pub trait PluginDescription {
     fn validate_config(_args: &PluginArgs) -> Result<(), String> {
         Ok(())
     }
-}
-
-/// Implement this for a watcher plugin, then `export_plugin!(watcher: MyType)`.
-pub trait WatcherPlugin: PluginDescription + Send + Sized + 'static {
-    /// Creates the plugin from validated options. Do not start threads yet.
-    fn create(args: &PluginArgs) -> Result<Self, String>;
-    /// Starts watching; send the FULL spec on `specs` each time it is known or changes.
-    /// Keep `specs` until [`WatcherPlugin::stop`] (dropping it means "watcher gone").
-    fn start(&mut self, ctx: PluginContext, specs: RSender<RouteSpec>) -> Result<(), String>;
-    /// Stops and joins all threads, within 2 s.
-    fn stop(&mut self) -> Result<(), String>;
-    /// Re-reads configuration on SIGHUP; by default there is none to re-read.
-    fn reload(&mut self) -> Result<(), String> {
-        Ok(())
-    }
-    /// State for the status server, a JSON object.
-    fn info(&self) -> serde_json::Value {
-        serde_json::json!({})
-    }
-}
-
-/// Implement this for a health plugin, then `export_plugin!(health: MyType)`.
-pub trait HealthPlugin: PluginDescription + Send + Sized + 'static {
-    /// Other health plugins this one loads through [`PluginContext::loader`], judged from
-    /// the raw command line; the host adds their options too.
+    /// Other health plugins this one starts through [`PluginContext::loader`], judged
+    /// from the raw command line; the host adds their options too.
     fn required_plugins(_argv: &[String]) -> Result<Vec<String>, String> {
         Ok(Vec::new())
     }
-    /// Creates the plugin from validated options. Do not start threads yet.
-    fn create(args: &PluginArgs) -> Result<Self, String>;
-    /// Starts monitoring: read FULL host lists from `hosts`, send FULL verdicts on `reports`.
-    /// Keep `reports` until [`HealthPlugin::stop`] (dropping it means "monitor gone").
-    fn start(
-        &mut self,
-        ctx: PluginContext,
-        hosts: RReceiver<HostList>,
-        reports: RSender<HealthReport>,
-    ) -> Result<(), String>;
-    /// Stops and joins all threads, within 2 s.
-    fn stop(&mut self) -> Result<(), String>;
-    /// State for the status server, a JSON object.
-    fn info(&self) -> serde_json::Value {
-        serde_json::json!({})
-    }
-    /// Seconds between two checks of the same host.
-    fn interval_secs(&self) -> f64;
 }
 
 /// Runs `f`, turning a panic into an error that names `what`.
@@ -106,127 +59,44 @@ pub fn guard<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> RResult<T,
 }
 
 /// Like [`guard`] for calls that cannot report an error: a panic yields `fallback`.
-fn guard_or<T>(what: &str, fallback: T, f: impl FnOnce() -> T) -> T {
+pub fn guard_or<T>(what: &str, fallback: T, f: impl FnOnce() -> T) -> T {
     guard(what, || Ok(f())).into_result().unwrap_or(fallback)
 }
 
-/// Adapts a [`WatcherPlugin`] to the FFI [`Watcher`] trait.
-pub struct WatcherAdapter<T>(T);
-
-impl<T: WatcherPlugin> Watcher for WatcherAdapter<T> {
-    fn start(&mut self, ctx: PluginContext, specs: RSender<RouteSpec>) -> RResult<(), RString> {
-        guard(&format!("plugin '{}' start", T::NAME), || self.0.start(ctx, specs))
-    }
-    fn stop(&mut self) -> RResult<(), RString> {
-        guard(&format!("plugin '{}' stop", T::NAME), || self.0.stop())
-    }
-    fn reload(&mut self) -> RResult<(), RString> {
-        guard(&format!("plugin '{}' reload", T::NAME), || self.0.reload())
-    }
-    fn info(&self) -> RString {
-        guard_or("info", "{}".to_string(), || self.0.info().to_string()).into()
-    }
+/// The values of the options plugin `T` declares, in declaration order (for its status).
+pub fn declared_params<T: PluginDescription>(args: &PluginArgs) -> RVec<Tuple2<RString, RString>> {
+    T::arguments().iter().filter_map(|a| args.get(&a.long).map(|v| Tuple2(a.long.clone(), v.into()))).collect()
 }
 
-/// Adapts a [`HealthPlugin`] to the FFI [`HealthMonitor`] trait.
-pub struct HealthAdapter<T>(T);
-
-impl<T: HealthPlugin> HealthMonitor for HealthAdapter<T> {
-    fn start(
-        &mut self,
-        ctx: PluginContext,
-        hosts: RReceiver<HostList>,
-        reports: RSender<HealthReport>,
-    ) -> RResult<(), RString> {
-        guard(&format!("plugin '{}' start", T::NAME), || self.0.start(ctx, hosts, reports))
-    }
-    fn stop(&mut self) -> RResult<(), RString> {
-        guard(&format!("plugin '{}' stop", T::NAME), || self.0.stop())
-    }
-    fn info(&self) -> RString {
-        guard_or("info", "{}".to_string(), || self.0.info().to_string()).into()
-    }
-    fn interval_secs(&self) -> f64 {
-        guard_or("interval_secs", 1.0, || self.0.interval_secs())
-    }
+/// The starting half of a plugin kind: turns options, context and queues into a running
+/// object. Implemented by the SDK for every watcher and health plugin.
+pub trait Start: PluginDescription {
+    /// Watcher or health.
+    const KIND: PluginKind;
+    /// Starts the plugin.
+    fn start_instance(args: &PluginArgs, ctx: PluginContext, io: PluginIo) -> Result<PluginInstance, String>;
 }
 
-/// Wraps a health plugin value as an FFI object (used by combining plugins' tests too).
-pub fn health_box<T: HealthPlugin>(plugin: T) -> HealthBox {
-    HealthBox::from_value(HealthAdapter(plugin), TD_Opaque)
-}
+/// The root module functions of plugin `T`.
+pub struct Module<T>(std::marker::PhantomData<T>);
 
-/// Wraps a watcher plugin value as an FFI object.
-pub fn watcher_box<T: WatcherPlugin>(plugin: T) -> WatcherBox {
-    WatcherBox::from_value(WatcherAdapter(plugin), TD_Opaque)
-}
-
-fn metadata<T: PluginDescription>(kind: PluginKind) -> PluginMetadata {
-    PluginMetadata {
-        name: T::NAME.into(),
-        kind,
-        description: T::DESCRIPTION.into(),
-        version: T::VERSION.into(),
-        api_version: PLUGIN_API_VERSION.into(),
-    }
-}
-
-fn argv_of(argv: RSlice<'_, RString>) -> Vec<String> {
-    argv.iter().map(|s| s.to_string()).collect()
-}
-
-/// The module functions of a watcher plugin `T`.
-pub struct WatcherModule<T>(std::marker::PhantomData<T>);
-
-impl<T: WatcherPlugin> WatcherModule<T> {
+impl<T: Start> Module<T> {
     extern "C" fn metadata() -> PluginMetadata {
-        metadata::<T>(PluginKind::Watcher)
-    }
-    extern "C" fn arguments() -> RVec<ArgSpec> {
-        guard_or("arguments", Vec::new(), T::arguments).into()
-    }
-    extern "C" fn required_plugins(_argv: RSlice<'_, RString>) -> RResult<RVec<RString>, RString> {
-        RResult::ROk(RVec::new())
-    }
-    extern "C" fn validate_dependencies() -> RResult<(), RString> {
-        guard(&format!("plugin '{}' dependency check", T::NAME), T::validate_dependencies)
-    }
-    extern "C" fn validate_config(args: &PluginArgs) -> RResult<(), RString> {
-        guard(&format!("plugin '{}' option check", T::NAME), || T::validate_config(args))
-    }
-    extern "C" fn create(args: &PluginArgs) -> RResult<PluginInstance, RString> {
-        guard(&format!("plugin '{}' create", T::NAME), || {
-            T::create(args).map(|p| PluginInstance::Watcher(watcher_box(p)))
-        })
-    }
-    /// The root module value.
-    pub fn module() -> PluginModRef {
-        PluginMod {
-            metadata: Self::metadata,
-            arguments: Self::arguments,
-            required_plugins: Self::required_plugins,
-            validate_dependencies: Self::validate_dependencies,
-            validate_config: Self::validate_config,
-            create: Self::create,
+        PluginMetadata {
+            name: T::NAME.into(),
+            kind: T::KIND,
+            description: T::DESCRIPTION.into(),
+            version: T::VERSION.into(),
+            api_version: PLUGIN_API_VERSION.into(),
         }
-        .leak_into_prefix()
-    }
-}
-
-/// The module functions of a health plugin `T`.
-pub struct HealthModule<T>(std::marker::PhantomData<T>);
-
-impl<T: HealthPlugin> HealthModule<T> {
-    extern "C" fn metadata() -> PluginMetadata {
-        metadata::<T>(PluginKind::Health)
     }
     extern "C" fn arguments() -> RVec<ArgSpec> {
         guard_or("arguments", Vec::new(), T::arguments).into()
     }
     extern "C" fn required_plugins(argv: RSlice<'_, RString>) -> RResult<RVec<RString>, RString> {
+        let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
         guard(&format!("plugin '{}' required_plugins", T::NAME), || {
-            T::required_plugins(&argv_of(argv))
-                .map(|v| v.into_iter().map(RString::from).collect())
+            T::required_plugins(&argv).map(|v| v.into_iter().map(RString::from).collect())
         })
     }
     extern "C" fn validate_dependencies() -> RResult<(), RString> {
@@ -235,11 +105,10 @@ impl<T: HealthPlugin> HealthModule<T> {
     extern "C" fn validate_config(args: &PluginArgs) -> RResult<(), RString> {
         guard(&format!("plugin '{}' option check", T::NAME), || T::validate_config(args))
     }
-    extern "C" fn create(args: &PluginArgs) -> RResult<PluginInstance, RString> {
-        guard(&format!("plugin '{}' create", T::NAME), || {
-            T::create(args).map(|p| PluginInstance::Health(health_box(p)))
-        })
+    extern "C" fn start(args: &PluginArgs, ctx: PluginContext, io: PluginIo) -> RResult<PluginInstance, RString> {
+        guard(&format!("plugin '{}' start", T::NAME), || T::start_instance(args, ctx, io))
     }
+
     /// The root module value.
     pub fn module() -> PluginModRef {
         PluginMod {
@@ -248,7 +117,7 @@ impl<T: HealthPlugin> HealthModule<T> {
             required_plugins: Self::required_plugins,
             validate_dependencies: Self::validate_dependencies,
             validate_config: Self::validate_config,
-            create: Self::create,
+            start: Self::start,
         }
         .leak_into_prefix()
     }
@@ -278,22 +147,23 @@ pub const fn lib_header<S: ModuleSource>() -> LibHeader {
 /// The symbol `abi_stable` looks up in a library (checked by a test against abi_stable).
 pub const ROOT_MODULE_SYMBOL: &str = "_1as_0lib_1header_0root_bmodule_bloader";
 
-/// Exports a plugin from a `cdylib` crate:
-/// `export_plugin!(watcher: MyWatcher);` or `export_plugin!(health: MyMonitor);`.
+/// Exports a plugin from a `cdylib` crate: `export_plugin!(watcher: MyWatcher);` for a
+/// [`crate::watcher::WatcherPlugin`], `export_plugin!(health: MyMonitor);` for a
+/// [`crate::health::HealthPlugin`].
 #[macro_export]
 macro_rules! export_plugin {
     (watcher: $ty:ty) => {
-        $crate::export_plugin!(@emit $crate::export::WatcherModule<$ty>);
+        $crate::export_plugin!(@emit $crate::watcher::AsWatcher<$ty>);
     };
     (health: $ty:ty) => {
-        $crate::export_plugin!(@emit $crate::export::HealthModule<$ty>);
+        $crate::export_plugin!(@emit $crate::health::AsHealth<$ty>);
     };
-    (@emit $module:ty) => {
+    (@emit $ty:ty) => {
         #[doc(hidden)]
         pub struct __VpcrouterPluginModule;
         impl $crate::export::ModuleSource for __VpcrouterPluginModule {
             fn module() -> $crate::PluginModRef {
-                <$module>::module()
+                $crate::export::Module::<$ty>::module()
             }
         }
         /// The plugin's library header, looked up by the host when it loads the library.

@@ -1,56 +1,74 @@
-//! The contract between the `vpcrouter` host and its plugins.
+//! The contract between the `vpcrouter` host and its plugins, and the SDK to write them.
 //!
 //! A plugin is a `cdylib` crate that depends on this crate alone. It is found by file name
 //! (`libvpcrouter_<name>.so` for watchers, `libvpcrouter_health_<name>.so` for health
 //! monitors), loaded at run time, and checked by [`abi_stable`]: a plugin built against an
 //! incompatible version of this crate is refused at load time with both versions named.
 //!
-//! What crosses the boundary:
-//! * [`PluginMod`], the root module every plugin exports ([`export_plugin!`] writes it);
-//! * the plugin object, a [`WatcherBox`] or a [`HealthBox`];
-//! * full snapshots on crossbeam channels: a watcher sends the whole [`RouteSpec`] every
-//!   time; a health monitor receives the whole [`HostList`] and sends a whole
-//!   [`HealthReport`];
-//! * a [`PluginContext`]: the host's logger, HTTP endpoint registry and plugin loader.
+//! Writing one is writing its job:
+//! * a watcher is a spec source ([`watcher::WatcherPlugin`]): read a spec, offer it to the
+//!   [`watcher::SpecSink`]; the SDK sends it when it changed and keeps the last good one;
+//! * a health monitor is a probe ([`health::HealthPlugin`] with a [`health::Prober`], or a
+//!   per-host [`health::CheckHost`]); the SDK runs the rounds, timeouts, hold-down, reports
+//!   and statistics.
 //!
-//! Plugin authors implement the plain Rust traits [`WatcherPlugin`] or [`HealthPlugin`];
-//! [`export_plugin!`] wraps them so that a panic in plugin code becomes an error value
-//! instead of unwinding across the FFI boundary.
+//! Then `export_plugin!(watcher: MyType)` or `export_plugin!(health: MyType)`.
+//! `use vpcrouter_plugin_api::prelude::*;` brings in what a plugin needs.
+//!
+//! What crosses the boundary: the root module [`PluginMod`], whose `start` returns the
+//! running plugin ([`WatcherBox`] or [`HealthBox`]); typed values ([`Ipv4`], [`Cidr`],
+//! [`RouteSpec`], [`HostList`], [`HealthReport`], [`PluginStatus`]); full snapshots on
+//! crossbeam channels; and a [`PluginContext`] (the host's logger, HTTP endpoint registry
+//! and plugin loader). PLUGINS.md has the rules for evolving it.
 
 #![allow(non_local_definitions)] // emitted by abi_stable's #[sabi_trait] expansion
 
 pub mod args;
 pub mod context;
 pub mod export;
+pub mod health;
+pub mod net;
 pub mod plugin;
 pub mod spec;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 pub mod time;
 pub mod types;
+pub mod watcher;
 pub mod worker;
 
 pub use abi_stable;
-pub use serde_json;
-pub use abi_stable::sabi_trait::TD_Opaque;
 pub use abi_stable::external_types::crossbeam_channel::{self as channel, RReceiver, RSender};
-/// Errors returned by [`RReceiver`] and [`RSender`] methods.
-pub use crossbeam_channel::{RecvError, RecvTimeoutError, SendError, TryRecvError};
+pub use abi_stable::sabi_trait::TD_Opaque;
+pub use abi_stable::std_types::{RResult, RStr, RString, RVec};
 /// The channel crate behind [`RReceiver`]/[`RSender`] and [`worker::StopToken::receiver`], for `select!`.
 pub use crossbeam_channel;
-pub use abi_stable::std_types::{RResult, RStr, RString, RVec};
+/// Errors returned by [`RReceiver`] and [`RSender`] methods.
+pub use crossbeam_channel::{RecvError, RecvTimeoutError, SendError, TryRecvError};
+pub use serde_json;
 
 pub use args::{ArgSpec, PluginArgs};
 pub use context::{
-    HostLogger, HostLoggerBox, HttpHandler, HttpHandlerBox, HttpRegistry, HttpRegistryBox,
-    HttpRequest, HttpResponse, LogLevel, Logger, PluginContext, PluginLoader, PluginLoaderBox,
-    HostLogger_TO, HttpHandler_TO, HttpRegistry_TO, PluginLoader_TO,
+    HostLogger, HostLoggerBox, HostLogger_TO, HttpHandler, HttpHandlerBox, HttpHandler_TO, HttpRegistry,
+    HttpRegistryBox, HttpRegistry_TO, HttpRequest, HttpResponse, LogLevel, Logger,
 };
-pub use export::{HealthPlugin, WatcherPlugin};
+pub use net::{Cidr, Family, Ipv4};
 pub use plugin::{
-    HealthBox, HealthMonitor, PluginInstance, PluginKind, PluginMetadata, PluginMod, PluginModRef,
-    Watcher, WatcherBox, HealthMonitor_TO, Watcher_TO,
+    HealthBox, HealthMonitor, HealthMonitor_TO, PluginContext, PluginInstance, PluginIo, PluginKind, PluginLoader,
+    PluginLoaderBox, PluginLoader_TO, PluginMetadata, PluginMod, PluginModRef, Watcher, WatcherBox, Watcher_TO,
 };
 pub use spec::SpecError;
-pub use types::{HealthReport, HostList, RouteEntry, RouteSpec};
+pub use types::{HealthReport, HealthStats, HostList, PluginStats, PluginStatus, RouteEntry, RouteSpec, WatcherStats};
+
+/// What a plugin's source needs: `use vpcrouter_plugin_api::prelude::*;`.
+pub mod prelude {
+    pub use crate::export::PluginDescription;
+    pub use crate::health::{Answers, CheckHost, Each, HealthPlugin, HealthRun, Prober, Round, Schedule};
+    pub use crate::watcher::{SpecSink, WatcherPlugin, WatcherRun};
+    pub use crate::worker::StopToken;
+    pub use crate::{export_plugin, serde_json, spec};
+    pub use crate::{ArgSpec, Cidr, HealthReport, HostList, Ipv4, LogLevel, Logger, PluginArgs, RouteSpec};
+}
 
 /// The version of this crate, recorded in every plugin's metadata.
 ///

@@ -1,13 +1,16 @@
-//! The root module and the plugin objects that cross the FFI boundary.
+//! The root module and the running plugin objects that cross the FFI boundary.
+//!
+//! Plugin authors do not implement these: [`crate::watcher::WatcherPlugin`] or
+//! [`crate::health::HealthPlugin`] and [`crate::export_plugin!`] write them.
 
 use abi_stable::library::RootModule;
 use abi_stable::sabi_trait;
-use abi_stable::std_types::{RBox, RResult, RSlice, RString, RVec};
+use abi_stable::std_types::{RArc, RBox, RResult, RSlice, RStr, RString, RVec};
 use abi_stable::{declare_root_module_statics, package_version_strings, StableAbi};
 
 use crate::args::{ArgSpec, PluginArgs};
-use crate::context::PluginContext;
-use crate::types::{HealthReport, HostList, RouteSpec};
+use crate::context::{HttpRegistryBox, Logger};
+use crate::types::{HealthReport, HostList, PluginStatus, RouteSpec};
 use crate::{RReceiver, RSender};
 
 /// Which queue a plugin serves.
@@ -46,57 +49,51 @@ pub struct PluginMetadata {
     pub api_version: RString,
 }
 
-/// A running (or startable) watcher plugin.
+/// A running watcher, returned by [`PluginMod::start`]. It keeps its spec queue until
+/// [`Watcher::stop`]; a queue dropped earlier tells the host the watcher is gone.
+///
+/// Every method takes `&self` and may be called from any thread, concurrently: the host
+/// holds no lock around these calls.
 #[sabi_trait]
-pub trait Watcher: Send {
-    /// Starts watching. Must return promptly (spawn a thread for ongoing work) and send the
-    /// FULL spec on `specs` whenever it is known or changes. Keep `specs` until `stop`:
-    /// dropping it tells the host the watcher is gone, and the host then exits with an error.
-    fn start(&mut self, ctx: PluginContext, specs: RSender<RouteSpec>) -> RResult<(), RString>;
-
-    /// Stops all work and joins the plugin's threads; returns within 2 s.
-    fn stop(&mut self) -> RResult<(), RString>;
+pub trait Watcher: Send + Sync {
+    /// Version, options, counters and plugin-specific details for the status server.
+    fn status(&self) -> PluginStatus;
 
     /// Re-reads the plugin's configuration (the host calls it on SIGHUP) and sends the
-    /// full spec if it changed. Plugins without configuration to re-read return `Ok`.
-    fn reload(&mut self) -> RResult<(), RString>;
+    /// full spec if it changed.
+    fn reload(&self) -> RResult<(), RString>;
 
-    /// A JSON object describing the plugin's state for the status server.
+    /// Stops all work and joins the plugin's threads within `within_ms` milliseconds.
     #[sabi(last_prefix_field)]
-    fn info(&self) -> RString;
+    fn stop(&self, within_ms: u64) -> RResult<(), RString>;
 }
 
-/// An owned watcher plugin object.
+/// An owned running watcher.
 pub type WatcherBox = Watcher_TO<'static, RBox<()>>;
 
-/// A running (or startable) health monitor plugin.
+/// A running health monitor, returned by [`PluginMod::start`] or
+/// [`PluginLoader::start_health`]. It reads FULL host lists and sends FULL verdicts, and
+/// keeps its report queue until [`HealthMonitor::stop`].
+///
+/// Every method takes `&self` and may be called from any thread, concurrently.
 #[sabi_trait]
-pub trait HealthMonitor: Send {
-    /// Starts monitoring. `hosts` delivers the FULL host list whenever it changes; the
-    /// plugin sends its FULL verdict on `reports` whenever it changes. Keep `reports` until
-    /// `stop`: dropping it tells the host the monitor is gone, and the host then exits.
-    fn start(
-        &mut self,
-        ctx: PluginContext,
-        hosts: RReceiver<HostList>,
-        reports: RSender<HealthReport>,
-    ) -> RResult<(), RString>;
+pub trait HealthMonitor: Send + Sync {
+    /// Version, options, counters and plugin-specific details for the status server.
+    fn status(&self) -> PluginStatus;
 
-    /// Stops all work and joins the plugin's threads; returns within 2 s.
-    fn stop(&mut self) -> RResult<(), RString>;
-
-    /// A JSON object describing the plugin's state for the status server.
-    fn info(&self) -> RString;
-
-    /// Seconds between two checks of the same host (combining plugins use it).
-    #[sabi(last_prefix_field)]
+    /// Seconds between two checks of the same host (the host waits about two for the
+    /// first report; combining plugins use it too).
     fn interval_secs(&self) -> f64;
+
+    /// Stops all work and joins the plugin's threads within `within_ms` milliseconds.
+    #[sabi(last_prefix_field)]
+    fn stop(&self, within_ms: u64) -> RResult<(), RString>;
 }
 
-/// An owned health plugin object.
+/// An owned running health monitor.
 pub type HealthBox = HealthMonitor_TO<'static, RBox<()>>;
 
-/// The object a plugin module creates.
+/// The running object [`PluginMod::start`] returns.
 #[repr(C, u8)]
 #[derive(StableAbi)]
 pub enum PluginInstance {
@@ -106,30 +103,81 @@ pub enum PluginInstance {
     Health(HealthBox),
 }
 
+/// The queues a plugin is started with.
+#[repr(C, u8)]
+#[derive(StableAbi)]
+pub enum PluginIo {
+    /// A watcher sends FULL specs on `specs`.
+    Watcher {
+        /// Where specs go.
+        specs: RSender<RouteSpec>,
+    },
+    /// A health monitor reads FULL host lists on `hosts` and sends FULL verdicts on `reports`.
+    Health {
+        /// The hosts to watch, whenever they change.
+        hosts: RReceiver<HostList>,
+        /// Where verdicts go.
+        reports: RSender<HealthReport>,
+    },
+}
+
+/// Starts further health plugins through the host (used by combining plugins such as `multi`).
+#[sabi_trait]
+pub trait PluginLoader: Send + Sync + Clone {
+    /// Loads the health plugin `name` (as for `-H name`) from the host's plugin search path
+    /// and starts it with the options the host parsed for it and these queues. The plugin
+    /// must have been named by [`PluginMod::required_plugins`] so its options exist.
+    #[sabi(last_prefix_field)]
+    fn start_health(
+        &self,
+        name: RStr<'_>,
+        hosts: RReceiver<HostList>,
+        reports: RSender<HealthReport>,
+    ) -> RResult<HealthBox, RString>;
+}
+
+/// A shared handle to the host's plugin loader.
+pub type PluginLoaderBox = PluginLoader_TO<'static, RArc<()>>;
+
+/// Everything the host lends a plugin at start.
+#[repr(C)]
+#[derive(StableAbi, Clone)]
+pub struct PluginContext {
+    /// The plugin's name as the host loaded it.
+    pub plugin_name: RString,
+    /// Log lines go here; they show up in the host's log with the plugin name.
+    pub log: Logger,
+    /// Extra endpoints on the host's status server.
+    pub http: HttpRegistryBox,
+    /// Starts other plugins by name.
+    pub loader: PluginLoaderBox,
+}
+
 /// The root module every plugin library exports (use [`crate::export_plugin!`]).
 ///
 /// The host calls, in order: `metadata`, `arguments` (to build its command line),
-/// `required_plugins`, `validate_dependencies`, `validate_config`, `create`, then the
-/// object's `start`, and at shutdown its `stop`.
+/// `required_plugins`, `validate_dependencies`, `validate_config`, then `start`, and at
+/// shutdown the running object's `stop`. Fields added in later versions come after
+/// `start` and are read as `Option`s, so plugins built before them still load.
 #[repr(C)]
 #[derive(StableAbi)]
 #[sabi(kind(Prefix(prefix_ref = PluginModRef)))]
-#[sabi(missing_field(panic))]
+#[sabi(missing_field(option))]
 pub struct PluginMod {
     /// Name, kind, description and versions.
     pub metadata: extern "C" fn() -> PluginMetadata,
     /// Options the plugin adds to the host's command line.
     pub arguments: extern "C" fn() -> RVec<ArgSpec>,
-    /// Other health plugins this one loads, judged from the raw command line (so the host
+    /// Other health plugins this one starts, judged from the raw command line (so the host
     /// can add their options too); empty for most plugins.
     pub required_plugins: extern "C" fn(argv: RSlice<'_, RString>) -> RResult<RVec<RString>, RString>,
     /// Checks the environment (capabilities, files, ...) before anything starts.
     pub validate_dependencies: extern "C" fn() -> RResult<(), RString>,
     /// Checks the parsed options; the error is shown to the user as is.
     pub validate_config: extern "C" fn(args: &PluginArgs) -> RResult<(), RString>,
-    /// Creates the plugin object from validated options.
+    /// Starts the plugin with validated options and its queues; returns it running.
     #[sabi(last_prefix_field)]
-    pub create: extern "C" fn(args: &PluginArgs) -> RResult<PluginInstance, RString>,
+    pub start: extern "C" fn(args: &PluginArgs, ctx: PluginContext, io: PluginIo) -> RResult<PluginInstance, RString>,
 }
 
 impl RootModule for PluginModRef {

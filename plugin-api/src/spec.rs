@@ -7,8 +7,7 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use abi_stable::std_types::{RString, RVec};
-
+use crate::net::{Cidr, Family, Ipv4};
 use crate::types::{RouteEntry, RouteSpec};
 
 /// Why a route spec was rejected.
@@ -44,6 +43,9 @@ pub enum SpecError {
         /// The JSON type found instead.
         got: &'static str,
     },
+    /// A spec built outside this crate's constructors is not in canonical form.
+    #[error("the route spec is not canonical: {0}; build it with RouteSpec::new or spec::parse_json")]
+    NotCanonical(String),
     /// A host is not an IPv4 address.
     #[error("'{value}' (a router of '{key}') is not a valid IPv4 address{reason}")]
     Host {
@@ -69,94 +71,108 @@ fn json_kind(v: &serde_json::Value) -> &'static str {
 
 /// Parses a strict dotted-quad IPv4 address (no octal, no short forms, no spaces).
 pub fn parse_ipv4(s: &str) -> Option<Ipv4Addr> {
-    if s.len() > 15 || !s.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-        return None;
-    }
-    s.parse::<Ipv4Addr>().ok()
+    Ipv4::parse(s).map(Ipv4Addr::from)
 }
 
-/// Parses `a.b.c.d/len` strictly; host bits must be zero. Returns the canonical pair.
+/// Parses a route destination: a canonical IPv4 CIDR (host bits zero).
+pub fn parse_route_cidr(s: &str) -> Result<Cidr, String> {
+    let cidr = Cidr::parse(s)?;
+    match cidr.family() {
+        Family::V4 => Ok(cidr),
+        Family::V6 => Err("only IPv4 routes are supported".into()),
+    }
+}
+
+/// Parses `a.b.c.d/len` strictly; host bits must be zero. Returns the network and length.
 pub fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8), String> {
-    let Some((addr, len)) = s.split_once('/') else {
-        return Err("a CIDR needs a prefix length, e.g. 10.55.0.0/16".into());
-    };
-    let ip = parse_ipv4(addr).ok_or_else(|| {
-        if addr.contains(':') {
-            "only IPv4 routes are supported".to_string()
-        } else {
-            format!("'{addr}' is not an IPv4 address")
+    let cidr = parse_route_cidr(s)?;
+    Ok((cidr.ipv4().unwrap_or(Ipv4Addr::UNSPECIFIED), cidr.prefix()))
+}
+
+impl RouteSpec {
+    /// A canonical spec from typed entries: sorted by CIDR, hosts sorted and unique; two
+    /// entries for one network are refused.
+    pub fn new(entries: impl IntoIterator<Item = (Cidr, Vec<Ipv4>)>) -> Result<RouteSpec, SpecError> {
+        let mut out: BTreeMap<Cidr, Vec<Ipv4>> = BTreeMap::new();
+        for (cidr, mut hosts) in entries {
+            hosts.sort_unstable();
+            hosts.dedup();
+            if out.insert(cidr, hosts).is_some() {
+                return Err(SpecError::DuplicateCidr { key: cidr.to_string(), other: cidr.to_string() });
+            }
         }
-    })?;
-    let len: u8 = match len.parse::<u8>() {
-        Ok(l) if l <= 32 && !len.is_empty() && len.bytes().all(|b| b.is_ascii_digit()) => l,
-        _ => return Err(format!("prefix length '{len}' must be a number from 0 to 32")),
-    };
-    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-    let net = Ipv4Addr::from(u32::from(ip) & mask);
-    if net != ip {
-        return Err(format!("host bits are set; the network is {net}/{len}"));
+        Ok(RouteSpec { routes: out.into_iter().map(|(cidr, hosts)| RouteEntry { cidr, hosts: hosts.into() }).collect() })
     }
-    Ok((ip, len))
+
+    /// Parses and validates a JSON route spec.
+    pub fn from_json(text: &str) -> Result<RouteSpec, SpecError> {
+        parse_json(text)
+    }
+
+    /// The spec as the JSON object operators write: `{"cidr": ["ip", ...], ...}`.
+    pub fn to_json(&self) -> String {
+        let map: serde_json::Map<String, serde_json::Value> = self
+            .routes
+            .iter()
+            .map(|r| {
+                let hosts = r.hosts.iter().map(|h| serde_json::Value::from(h.to_string())).collect();
+                (r.cidr.to_string(), serde_json::Value::Array(hosts))
+            })
+            .collect();
+        serde_json::Value::Object(map).to_string()
+    }
+
+    /// Checks that a spec received across the ABI is canonical: IPv4 destinations, entries
+    /// sorted and unique, hosts sorted and unique. The SDK's constructors always are.
+    pub fn check(&self) -> Result<(), SpecError> {
+        for (i, r) in self.routes.iter().enumerate() {
+            let key = r.cidr.to_string();
+            if r.cidr.family() != Family::V4 {
+                return Err(SpecError::Cidr { key, reason: "only IPv4 routes are supported".into() });
+            }
+            if i > 0 && self.routes[i - 1].cidr >= r.cidr {
+                return Err(SpecError::NotCanonical(format!("entries are not sorted and unique at '{key}'")));
+            }
+            if r.hosts.windows(2).any(|w| w[0] >= w[1]) {
+                return Err(SpecError::NotCanonical(format!("the routers of '{key}' are not sorted and unique")));
+            }
+        }
+        Ok(())
+    }
 }
 
-/// Canonical text of a CIDR: `10.55.0.0/16`.
-pub fn canonical_cidr(s: &str) -> Result<String, String> {
-    parse_cidr(s).map(|(ip, len)| format!("{ip}/{len}"))
-}
-
-/// Sorts IP strings numerically (strings that are not IPs sort last, as text).
-pub fn sort_ips(ips: &mut [RString]) {
-    ips.sort_by_key(|s| (parse_ipv4(s).map(u32::from).unwrap_or(u32::MAX), s.to_string()));
-}
-
-/// Builds a canonical spec from `(cidr, hosts)` pairs, validating everything.
+/// Builds a canonical spec from `(cidr, hosts)` text pairs, validating everything.
 pub fn from_pairs<K, H, I>(pairs: I) -> Result<RouteSpec, SpecError>
 where
     K: AsRef<str>,
     H: AsRef<str>,
     I: IntoIterator<Item = (K, Vec<H>)>,
 {
-    let mut out: BTreeMap<(u32, u8), (String, Vec<RString>)> = BTreeMap::new();
+    let mut out: BTreeMap<Cidr, (String, Vec<Ipv4>)> = BTreeMap::new();
     for (key, hosts) in pairs {
         let key = key.as_ref();
-        let (ip, len) =
-            parse_cidr(key).map_err(|reason| SpecError::Cidr { key: key.into(), reason })?;
+        let cidr = parse_route_cidr(key).map_err(|reason| SpecError::Cidr { key: key.into(), reason })?;
         let mut list = Vec::with_capacity(hosts.len());
         for h in &hosts {
             let h = h.as_ref();
-            let addr = parse_ipv4(h).ok_or_else(|| SpecError::Host {
+            let addr = Ipv4::parse(h).ok_or_else(|| SpecError::Host {
                 key: key.into(),
                 value: h.into(),
-                reason: if h.contains('/') {
-                    "; write the address without a prefix length".into()
-                } else {
-                    String::new()
-                },
+                reason: if h.contains('/') { "; write the address without a prefix length".into() } else { String::new() },
             })?;
-            list.push(RString::from(addr.to_string()));
+            list.push(addr);
         }
-        sort_ips(&mut list);
-        list.dedup();
-        if let Some((other, _)) = out.get(&(u32::from(ip), len)) {
+        if let Some((other, _)) = out.get(&cidr) {
             return Err(SpecError::DuplicateCidr { key: key.into(), other: other.clone() });
         }
-        out.insert((u32::from(ip), len), (key.to_string(), list));
+        out.insert(cidr, (key.to_string(), list));
     }
-    Ok(RouteSpec {
-        routes: out
-            .into_iter()
-            .map(|((ip, len), (_, hosts))| RouteEntry {
-                cidr: format!("{}/{len}", Ipv4Addr::from(ip)).into(),
-                hosts: RVec::from(hosts),
-            })
-            .collect(),
-    })
+    RouteSpec::new(out.into_iter().map(|(cidr, (_, hosts))| (cidr, hosts)))
 }
 
 /// Parses and validates a JSON route spec.
 pub fn parse_json(text: &str) -> Result<RouteSpec, SpecError> {
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| SpecError::Json(e.to_string()))?;
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| SpecError::Json(e.to_string()))?;
     from_value(&value)
 }
 
@@ -165,9 +181,7 @@ pub fn from_value(value: &serde_json::Value) -> Result<RouteSpec, SpecError> {
     let obj = value.as_object().ok_or(SpecError::NotObject(json_kind(value)))?;
     let mut pairs = Vec::with_capacity(obj.len());
     for (key, hosts) in obj {
-        let list = hosts
-            .as_array()
-            .ok_or_else(|| SpecError::NotList { key: key.clone(), got: json_kind(hosts) })?;
+        let list = hosts.as_array().ok_or_else(|| SpecError::NotList { key: key.clone(), got: json_kind(hosts) })?;
         let mut names = Vec::with_capacity(list.len());
         for h in list {
             match h.as_str() {
@@ -186,19 +200,12 @@ pub fn from_value(value: &serde_json::Value) -> Result<RouteSpec, SpecError> {
     from_pairs(pairs)
 }
 
-/// Re-validates a spec received from a plugin; returns its canonical form.
-pub fn validate(spec: &RouteSpec) -> Result<RouteSpec, SpecError> {
-    from_pairs(spec.routes.iter().map(|r| {
-        (r.cidr.as_str(), r.hosts.iter().map(|h| h.as_str()).collect::<Vec<_>>())
-    }))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn hosts(spec: &RouteSpec, cidr: &str) -> Vec<String> {
-        let e = spec.routes.iter().find(|r| r.cidr == cidr).expect("cidr present");
+        let e = spec.routes.iter().find(|r| r.cidr.to_string() == cidr).expect("cidr present");
         e.hosts.iter().map(|h| h.to_string()).collect()
     }
 
@@ -269,11 +276,21 @@ mod tests {
     }
 
     #[test]
-    fn validate_canonicalises_and_all_hosts_is_sorted() {
+    fn specs_are_canonical_and_all_hosts_is_sorted() {
         let spec = from_pairs([("10.2.0.0/16", vec!["10.0.0.10", "10.0.0.9"]), ("10.1.0.0/16", vec!["10.0.0.9"])]).unwrap();
-        assert_eq!(validate(&spec).unwrap(), spec);
+        assert_eq!(spec.check(), Ok(()));
         let all: Vec<_> = spec.all_hosts().hosts.iter().map(|s| s.to_string()).collect();
         assert_eq!(all, ["10.0.0.9", "10.0.0.10"]);
-        assert_eq!(spec.routes[0].cidr, "10.1.0.0/16");
+        assert_eq!(spec.routes[0].cidr.to_string(), "10.1.0.0/16");
+        let mut unsorted = spec.clone();
+        unsorted.routes.swap(0, 1);
+        assert!(matches!(unsorted.check(), Err(SpecError::NotCanonical(_))));
+        let mut dup_hosts = spec.clone();
+        let first = dup_hosts.routes[0].hosts[0];
+        dup_hosts.routes[0].hosts.push(first);
+        assert!(matches!(dup_hosts.check(), Err(SpecError::NotCanonical(_))));
+        let v6 = RouteSpec::new([(Cidr::parse("2001:db8::/32").unwrap(), vec![])]).unwrap();
+        assert!(v6.check().unwrap_err().to_string().contains("only IPv4"));
+        assert!(RouteSpec::new([(spec.routes[0].cidr, vec![]), (spec.routes[0].cidr, vec![])]).is_err());
     }
 }

@@ -1,4 +1,8 @@
-//! A plugin's background thread with a stop signal, joined within a deadline.
+//! Background threads with a stop signal, joined within a deadline.
+//!
+//! The SDK runs a plugin's threads for it: a watcher spawns through
+//! [`crate::watcher::WatcherRun::spawn`], a health monitor's rounds run on the SDK's own
+//! thread. [`Workers`] is the set the SDK stops with one deadline; [`Worker`] is one thread.
 //!
 //! ```no_run
 //! # use vpcrouter_plugin_api::worker::Worker;
@@ -81,6 +85,42 @@ impl Drop for Worker {
     }
 }
 
+/// A set of workers stopped together, within one deadline.
+#[derive(Debug, Default)]
+pub struct Workers {
+    workers: std::sync::Mutex<Vec<Worker>>,
+}
+
+impl Workers {
+    /// Starts `body` on a thread named `name` that belongs to this set.
+    pub fn spawn(&self, name: &str, body: impl FnOnce(StopToken) + Send + 'static) -> Result<(), String> {
+        let worker = Worker::spawn(name, body)?;
+        self.locked().push(worker);
+        Ok(())
+    }
+
+    fn locked(&self) -> std::sync::MutexGuard<'_, Vec<Worker>> {
+        self.workers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Signals every worker, then waits for all of them until `within` has passed; the
+    /// error names those that did not stop or panicked. Calling it twice is harmless.
+    pub fn stop(&self, within: Duration) -> Result<(), String> {
+        let mut workers = std::mem::take(&mut *self.locked());
+        workers.iter_mut().for_each(|w| drop(w.stop.take()));
+        let deadline = Instant::now() + within;
+        let errors: Vec<String> = workers
+            .iter_mut()
+            .filter_map(|w| w.stop_in_place(deadline.saturating_duration_since(Instant::now())).err())
+            .collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,5 +135,19 @@ mod tests {
         assert!(w.stop(Duration::from_millis(20)).unwrap_err().contains("did not stop"));
         let w = Worker::spawn("boom", |_| panic!("x")).unwrap();
         assert!(w.stop(Duration::from_secs(1)).unwrap_err().contains("panicked"));
+    }
+
+    #[test]
+    fn a_set_stops_within_one_deadline() {
+        let set = Workers::default();
+        for n in 0..3 {
+            set.spawn(&format!("w{n}"), |stop| while !stop.wait(Duration::from_secs(10)) {}).unwrap();
+        }
+        set.spawn("slow", |_| std::thread::sleep(Duration::from_millis(400))).unwrap();
+        let t = Instant::now();
+        let err = set.stop(Duration::from_millis(100)).unwrap_err();
+        assert!(err.contains("slow did not stop") && !err.contains("w0"), "{err}");
+        assert!(t.elapsed() < Duration::from_millis(300), "one deadline for all: {:?}", t.elapsed());
+        assert_eq!(set.stop(Duration::from_millis(10)), Ok(()));
     }
 }
