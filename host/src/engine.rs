@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use vpcrouter_plugin_api::{spec, time, HealthReport, HostList, RSender, RouteSpec};
+use vpcrouter_plugin_api::{time, HealthReport, HostList, Ipv4, RSender, RouteSpec};
 
 use crate::cluster::{quorum, ClusterEvent, ClusterHandle, Report};
 use crate::metrics::Metrics;
@@ -330,14 +330,14 @@ impl Engine {
     }
 
     /// Applies a new spec; true when it differs from the one in force.
-    fn on_spec(&mut self, raw: RouteSpec) -> bool {
-        let spec = match spec::validate(&raw) {
-            Ok(s) => s,
+    fn on_spec(&mut self, spec: RouteSpec) -> bool {
+        match spec.check() {
+            Ok(()) => {}
             Err(e) => {
                 tracing::error!(plugin = %self.cfg.watcher_name, "watcher sent an invalid route spec, keeping the last good one: {e}");
                 return false;
             }
-        };
+        }
         if spec.is_empty() {
             tracing::warn!("ignoring an empty route spec: routes are never wiped by an empty spec (as in vpc-router)");
             return false;
@@ -369,8 +369,8 @@ impl Engine {
     /// reconcile held back for it).
     fn on_health(&mut self, report: HealthReport) -> bool {
         let local = Report {
-            failed: parse_hosts(&report.failed, "failed"),
-            questionable: parse_hosts(&report.questionable, "questionable"),
+            failed: addrs(&report.failed),
+            questionable: addrs(&report.questionable),
         };
         let first = self.health_gate != HealthGate::Open;
         self.health_gate = HealthGate::Open;
@@ -708,32 +708,23 @@ fn moves_off_bad_router(a: &RouteAction) -> bool {
     matches!(a, RouteAction::Replace { reason: ReplaceReason::RouterFailed | ReplaceReason::RouterQuestionable, .. })
 }
 
-/// The spec as the planner wants it. Keys and hosts were validated by `on_spec`.
+/// The spec as the planner wants it: typed values, checked (IPv4 only) by `on_spec`.
 fn spec_entries(spec: &RouteSpec) -> Vec<(Cidr, Vec<Ipv4Addr>)> {
     spec.routes
         .iter()
         .filter_map(|r| {
-            let cidr = Cidr::parse(&r.cidr).ok()?;
-            let hosts = r.hosts.iter().filter_map(|h| spec::parse_ipv4(h)).collect();
-            Some((cidr, hosts))
+            let cidr = Cidr { addr: r.cidr.ipv4()?, len: r.cidr.prefix() };
+            Some((cidr, addrs(&r.hosts).into_iter().collect()))
         })
         .collect()
 }
 
-fn parse_hosts(list: &[abi_stable::std_types::RString], what: &str) -> BTreeSet<Ipv4Addr> {
-    list.iter()
-        .filter_map(|h| {
-            let ip = spec::parse_ipv4(h);
-            if ip.is_none() {
-                tracing::warn!(host = %h, "health plugin reported a {what} host that is not an IPv4 address; ignored");
-            }
-            ip
-        })
-        .collect()
+fn addrs(list: &[Ipv4]) -> BTreeSet<Ipv4Addr> {
+    list.iter().map(|h| h.addr()).collect()
 }
 
-fn join(list: &[abi_stable::std_types::RString]) -> String {
-    list.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")
+fn join(list: &[Ipv4]) -> String {
+    list.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(",")
 }
 
 fn join_ips(set: &BTreeSet<Ipv4Addr>) -> String {

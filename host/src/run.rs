@@ -1,7 +1,7 @@
 //! Start-up and shut-down: from parsed options to a running engine and back.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
@@ -9,7 +9,8 @@ use abi_stable::external_types::crossbeam_channel as rchannel;
 use abi_stable::std_types::{RArc, RResult, RStr, RString};
 use anyhow::{bail, Context};
 use vpcrouter_plugin_api::{
-    HealthBox, PluginContext, PluginInstance, PluginLoader, PluginLoaderBox, WatcherBox,
+    HealthBox, HealthReport, HostList, PluginContext, PluginInstance, PluginIo, PluginLoader, PluginLoaderBox, RReceiver,
+    RSender, WatcherBox,
 };
 
 use crate::cli::{self, Invocation, LoadedPlugin, Options};
@@ -25,6 +26,10 @@ use crate::vpc::executor::Executor;
 
 /// How long a plugin's `stop` may take before vpcrouter exits without it.
 const STOP_TIMEOUT: Duration = Duration::from_secs(2);
+/// Beyond the plugin's own stop deadline, for it to report how the stop went.
+const STOP_GRACE: Duration = Duration::from_millis(500);
+/// How long a watcher's `reload` may take before the SIGHUP is given up as failed.
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs the program; returns the exit status.
 pub fn main(argv: Vec<String>) -> i32 {
@@ -53,37 +58,67 @@ pub fn main(argv: Vec<String>) -> i32 {
     }
 }
 
-/// Hands `load_health` requests of combining plugins to the host's loader.
+/// Starts the health plugins that combining plugins ask for, with the options the host
+/// parsed for them.
 #[derive(Clone)]
 struct HostPluginLoader {
-    subs: std::sync::Arc<BTreeMap<String, LoadedPlugin>>,
+    subs: Arc<BTreeMap<String, LoadedPlugin>>,
+    endpoints: Endpoints,
+}
+
+impl HostPluginLoader {
+    fn boxed(&self) -> PluginLoaderBox {
+        PluginLoaderBox::from_ptr(RArc::new(self.clone()), abi_stable::sabi_trait::TD_Opaque)
+    }
 }
 
 impl PluginLoader for HostPluginLoader {
-    fn load_health(&self, name: RStr<'_>) -> RResult<HealthBox, RString> {
+    fn start_health(&self, name: RStr<'_>, hosts: RReceiver<HostList>, reports: RSender<HealthReport>) -> RResult<HealthBox, RString> {
         let Some(p) = self.subs.get(name.as_str()) else {
             return RResult::RErr(format!("health plugin '{name}' was not announced by required_plugins, so its options were not parsed").into());
         };
-        match create(p) {
+        match start(p, context(p, &self.endpoints, self), PluginIo::Health { hosts, reports }) {
             Ok(PluginInstance::Health(h)) => RResult::ROk(h),
-            Ok(PluginInstance::Watcher(_)) => RResult::RErr(format!("'{name}' is a watcher plugin, not a health plugin").into()),
+            Ok(PluginInstance::Watcher(w)) => {
+                let _ = w.stop(STOP_TIMEOUT.as_millis() as u64);
+                RResult::RErr(format!("'{name}' is a watcher plugin, not a health plugin").into())
+            }
             Err(e) => RResult::RErr(format!("{e:#}").into()),
         }
     }
 }
 
-fn create(p: &LoadedPlugin) -> anyhow::Result<PluginInstance> {
-    (p.lib.module.create())(&p.args)
+/// Starts a plugin: it returns running, or says why not.
+fn start(p: &LoadedPlugin, ctx: PluginContext, io: PluginIo) -> anyhow::Result<PluginInstance> {
+    (p.lib.module.start())(&p.args, ctx, io)
         .into_result()
-        .map_err(|e| anyhow::anyhow!("{} plugin '{}' could not be created: {e}", p.lib.meta.kind.as_str(), p.lib.meta.name))
+        .map_err(|e| anyhow::anyhow!("{} plugin '{}' failed to start: {e}", p.lib.meta.kind.as_str(), p.lib.meta.name))
 }
 
-fn context(p: &LoadedPlugin, endpoints: &Endpoints, loader: &PluginLoaderBox) -> PluginContext {
+fn context(p: &LoadedPlugin, endpoints: &Endpoints, loader: &HostPluginLoader) -> PluginContext {
     PluginContext {
         plugin_name: p.lib.meta.name.clone(),
         log: PluginLog::logger(&p.lib.meta.name),
         http: endpoints.registry_for(&p.lib.meta.name),
-        loader: loader.clone(),
+        loader: loader.boxed(),
+    }
+}
+
+/// The running plugins, stopped (each within [`STOP_TIMEOUT`]) when dropped: at shutdown
+/// and when start-up fails after they started.
+struct RunningPlugins {
+    watcher: Option<(Arc<WatcherBox>, String)>,
+    health: Option<(Arc<HealthBox>, String)>,
+}
+
+impl Drop for RunningPlugins {
+    fn drop(&mut self) {
+        if let Some((w, name)) = self.watcher.take() {
+            call_with_timeout(format!("watcher plugin '{name}'"), "stop", STOP_TIMEOUT + STOP_GRACE, move || w.stop(STOP_TIMEOUT.as_millis() as u64).into_result());
+        }
+        if let Some((h, name)) = self.health.take() {
+            call_with_timeout(format!("health plugin '{name}'"), "stop", STOP_TIMEOUT + STOP_GRACE, move || h.stop(STOP_TIMEOUT.as_millis() as u64).into_result());
+        }
     }
 }
 
@@ -117,17 +152,7 @@ pub fn run(o: Options) -> anyhow::Result<()> {
     };
 
     let endpoints = Endpoints::default();
-    let loader_box = PluginLoaderBox::from_ptr(
-        RArc::new(HostPluginLoader { subs: std::sync::Arc::new(o.sub_plugins.clone()) }),
-        abi_stable::sabi_trait::TD_Opaque,
-    );
-    let PluginInstance::Watcher(watcher) = create(&o.watcher)? else {
-        bail!("'{}' ({}) is not a watcher plugin", o.watcher.lib.meta.name, o.watcher.lib.path.display());
-    };
-    let PluginInstance::Health(health) = create(&o.health)? else {
-        bail!("'{}' ({}) is not a health plugin", o.health.lib.meta.name, o.health.lib.path.display());
-    };
-
+    let loader = HostPluginLoader { subs: Arc::new(o.sub_plugins.clone()), endpoints: endpoints.clone() };
     let (events_tx, events_rx) = crossbeam_channel::unbounded::<Event>();
     let (spec_tx, spec_rx) = rchannel::unbounded();
     let (hosts_tx, hosts_rx) = rchannel::unbounded();
@@ -139,6 +164,24 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         Some(c) => Some(start_cluster(c, &vpc_id, events_tx.clone())?),
     };
     let leave_cluster = LeaveCluster(cluster.clone());
+
+    let mut running = RunningPlugins { watcher: None, health: None };
+    let health = match start(&o.health, context(&o.health, &endpoints, &loader), PluginIo::Health { hosts: hosts_rx, reports: report_tx })? {
+        PluginInstance::Health(h) => Arc::new(h),
+        PluginInstance::Watcher(w) => {
+            let _ = w.stop(STOP_TIMEOUT.as_millis() as u64);
+            bail!("'{}' ({}) is not a health plugin", o.health.lib.meta.name, o.health.lib.path.display());
+        }
+    };
+    running.health = Some((health.clone(), o.health.lib.meta.name.to_string()));
+    let watcher = match start(&o.watcher, context(&o.watcher, &endpoints, &loader), PluginIo::Watcher { specs: spec_tx })? {
+        PluginInstance::Watcher(w) => Arc::new(w),
+        PluginInstance::Health(h) => {
+            let _ = h.stop(STOP_TIMEOUT.as_millis() as u64);
+            bail!("'{}' ({}) is not a watcher plugin", o.watcher.lib.meta.name, o.watcher.lib.path.display());
+        }
+    };
+    running.watcher = Some((watcher.clone(), o.watcher.lib.meta.name.to_string()));
 
     let engine = Engine::new(
         EngineConfig {
@@ -156,14 +199,12 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         cluster.clone(),
     );
 
-    // Shared with the status server, which asks for `info()`; locked only for short calls.
-    let watcher = Arc::new(Mutex::new(watcher));
+    // The status server asks the plugins for their status; no lock is held around plugin calls.
     spawn_signal_thread(events_tx.clone(), engine.stop_handle(), log_handle, watcher.clone(), o.watcher.lib.meta.name.to_string())?;
-    let health = Arc::new(Mutex::new(health));
     let info = status_info(&o, &region, &vpc_id);
     let plugins = vec![
-        plugin_source(&o.watcher, "watcher", { let w = watcher.clone(); Arc::new(move || lock(&w).info().to_string()) }),
-        plugin_source(&o.health, "health", { let h = health.clone(); Arc::new(move || lock(&h).info().to_string()) }),
+        plugin_source(&o.watcher, "watcher", { let w = watcher.clone(); Arc::new(move || w.status()) }),
+        plugin_source(&o.health, "health", { let h = health.clone(); Arc::new(move || h.status()) }),
     ];
     let server = listener.serve(ServerContext {
         info,
@@ -174,16 +215,6 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         metrics,
         cluster: cluster.clone(),
     })?;
-
-    lock(&health)
-        .start(context(&o.health, &endpoints, &loader_box), hosts_rx, report_tx)
-        .into_result()
-        .map_err(|e| anyhow::anyhow!("health plugin '{}' failed to start: {e}", o.health.lib.meta.name))?;
-    let started = lock(&watcher).start(context(&o.watcher, &endpoints, &loader_box), spec_tx).into_result();
-    if let Err(e) = started {
-        stop_health(health, &o);
-        bail!("watcher plugin '{}' failed to start: {e}", o.watcher.lib.meta.name);
-    }
     tracing::info!(
         version = crate::VERSION,
         mode = %format!("{} ({})", o.watcher.lib.meta.name, o.watcher.lib.meta.version),
@@ -196,8 +227,7 @@ pub fn run(o: Options) -> anyhow::Result<()> {
     let result = engine.run(events_rx);
     // First, so that another instance takes over while this one shuts down.
     drop(leave_cluster);
-    stop_watcher(watcher, &o);
-    stop_health(health, &o);
+    drop(running);
     server.stop();
     tracing::info!("*** Stopping vpcrouter ***");
     result.map_err(Into::into)
@@ -235,10 +265,6 @@ fn start_cluster(c: &cli::ClusterOptions, vpc_id: &str, events: crossbeam_channe
     ClusterHandle::start(cfg, move |ev| {
         let _ = events.send(Event::Cluster(ev));
     })
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn plugin_source(p: &LoadedPlugin, kind: &'static str, info: server::InfoFn) -> PluginSource {
@@ -312,7 +338,7 @@ fn spawn_signal_thread(
     tx: crossbeam_channel::Sender<Event>,
     stop: Arc<tokio::sync::Notify>,
     log: crate::logging::LogHandle,
-    watcher: Arc<Mutex<WatcherBox>>,
+    watcher: Arc<WatcherBox>,
     watcher_name: String,
 ) -> anyhow::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -324,9 +350,11 @@ fn spawn_signal_thread(
                     tracing::error!("SIGHUP: cannot reopen the log file, still writing to the old one: {e}");
                 }
                 tracing::info!(signal = sig, "reload requested: log file reopened, watcher re-reads its configuration");
-                if let Err(e) = lock(&watcher).reload().into_result() {
-                    tracing::error!(plugin = %watcher_name, "reload failed: {e}");
-                }
+                // On its own thread: a hung reload must not keep SIGTERM waiting.
+                let (w, what) = (watcher.clone(), format!("watcher plugin '{watcher_name}'"));
+                let _ = thread::Builder::new()
+                    .name("plugin-reload".into())
+                    .spawn(move || call_with_timeout(what, "reload", RELOAD_TIMEOUT, move || w.reload().into_result()));
                 continue;
             }
             tracing::info!(signal = sig, "stop requested");
@@ -338,27 +366,20 @@ fn spawn_signal_thread(
     Ok(())
 }
 
-/// Calls a plugin's `stop` on a helper thread and waits at most [`STOP_TIMEOUT`].
-fn stop_with_timeout(what: String, stop: impl FnOnce() -> Result<(), RString> + Send + 'static) {
+/// Calls into a plugin on a helper thread and waits at most `within`, so a plugin that
+/// hangs cannot hold up vpcrouter.
+fn call_with_timeout(what: String, action: &str, within: Duration, call: impl FnOnce() -> Result<(), RString> + Send + 'static) {
     let (tx, rx) = crossbeam_channel::bounded(1);
-    let spawned = thread::Builder::new().name("plugin-stop".into()).spawn(move || {
-        let _ = tx.send(stop());
+    let spawned = thread::Builder::new().name("plugin-call".into()).spawn(move || {
+        let _ = tx.send(call());
     });
     if spawned.is_err() {
-        tracing::error!("{what}: cannot start a thread to stop it");
+        tracing::error!("{what}: cannot start a thread to {action} it");
         return;
     }
-    match rx.recv_timeout(STOP_TIMEOUT) {
-        Ok(Ok(())) => tracing::debug!("{what} stopped"),
-        Ok(Err(e)) => tracing::error!("{what} failed to stop cleanly: {e}"),
-        Err(_) => tracing::error!("{what} did not stop within {} s; exiting without it", STOP_TIMEOUT.as_secs()),
+    match rx.recv_timeout(within) {
+        Ok(Ok(())) => tracing::debug!("{what}: {action} done"),
+        Ok(Err(e)) => tracing::error!("{what} failed to {action}: {e}"),
+        Err(_) => tracing::error!("{what} did not {action} within {} s; going on without it", within.as_secs()),
     }
-}
-
-fn stop_watcher(w: Arc<Mutex<WatcherBox>>, o: &Options) {
-    stop_with_timeout(format!("watcher plugin '{}'", o.watcher.lib.meta.name), move || lock(&w).stop().into_result());
-}
-
-fn stop_health(h: Arc<Mutex<HealthBox>>, o: &Options) {
-    stop_with_timeout(format!("health plugin '{}'", o.health.lib.meta.name), move || lock(&h).stop().into_result());
 }

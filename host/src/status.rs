@@ -9,6 +9,7 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value};
+use vpcrouter_plugin_api::{HealthStats, PluginStats, PluginStatus};
 
 use crate::cluster::ClusterStatus;
 use crate::engine::Status;
@@ -125,8 +126,10 @@ pub struct PluginView {
     pub version: String,
     /// Its options, by long name.
     pub arguments: BTreeMap<String, String>,
-    /// What its `info()` returned (an object; an error object when it did not answer).
+    /// Its status as JSON (see [`plugin_info`]; an error object when it did not answer).
     pub info: Value,
+    /// A health plugin's typed counters.
+    pub health: Option<HealthStats>,
 }
 
 /// Everything one response is rendered from, taken at one moment.
@@ -396,10 +399,37 @@ fn cluster_json(c: &ClusterStatus, st: &Status) -> Value {
     })
 }
 
-/// A health plugin's `"stats": {"checks": n, "failures": n}` (missing counts are 0).
-fn health_stats(info: &Value) -> (u64, u64) {
-    let get = |k: &str| info.get("stats").and_then(|s| s.get(k)).and_then(Value::as_u64).unwrap_or(0);
-    (get("checks"), get("failures"))
+/// A health plugin's checks and failures (0 when it did not answer).
+fn health_stats(p: &PluginView) -> (u64, u64) {
+    p.health.as_ref().map_or((0, 0), |h| (h.checks, h.failures))
+}
+
+/// A plugin's status as `/status` and `/plugins` show it: `version`, `params` (numbers and
+/// booleans as such, like vpc-router), `stats`, and the plugin's details at the top level.
+pub fn plugin_info(status: &PluginStatus) -> Value {
+    let mut doc = match serde_json::from_str::<Value>(&status.details) {
+        Ok(Value::Object(map)) => map,
+        _ => Map::new(),
+    };
+    let param = |v: &str| match serde_json::from_str::<Value>(v) {
+        Ok(n @ (Value::Number(_) | Value::Bool(_))) => n,
+        _ => Value::from(v),
+    };
+    let params: Map<String, Value> = status.params.iter().map(|t| (t.0.to_string(), param(&t.1))).collect();
+    let ips = |l: &[vpcrouter_plugin_api::Ipv4]| l.iter().map(|ip| ip.to_string()).collect::<Vec<_>>();
+    let stats = match &status.stats {
+        PluginStats::Health(h) => json!({
+            "checks": h.checks, "failures": h.failures, "reports_sent": h.reports_sent, "hosts": h.hosts, "failed": ips(&h.failed),
+        }),
+        PluginStats::Watcher(w) => json!({
+            "specs_sent": w.specs_sent, "errors": w.errors,
+            "last_error": if w.last_error.is_empty() { Value::Null } else { Value::from(w.last_error.as_str()) },
+        }),
+    };
+    doc.insert("version".into(), Value::from(status.version.as_str()));
+    doc.insert("params".into(), Value::Object(params));
+    doc.insert("stats".into(), stats);
+    Value::Object(doc)
 }
 
 fn label(v: &str) -> String {
@@ -432,7 +462,7 @@ pub fn metrics(snap: &Snapshot) -> String {
     family("vpcrouter_ec2_call_rate_limit", "gauge", "Refill rate in force of vpcrouter's EC2 token buckets, calls per second (lowered after throttled answers).", &rates);
     family("vpcrouter_ec2_calls_in_flight", "gauge", "EC2 calls in flight now.", &one(snap.ec2.in_flight as f64));
     family("vpcrouter_failovers_total", "counter", "Failovers: route moves off failed or questionable routers after a health change.", &one(st.failovers as f64));
-    let health: Vec<_> = snap.plugins.iter().filter(|p| p.kind == "health").map(|p| (p.name.as_str(), health_stats(&p.info))).collect();
+    let health: Vec<_> = snap.plugins.iter().filter(|p| p.kind == "health").map(|p| (p.name.as_str(), health_stats(p))).collect();
     let checks: Vec<_> = health.iter().map(|(n, (c, _))| (format!("{{plugin=\"{}\"}}", label(n)), *c as f64)).collect();
     family("vpcrouter_health_checks_total", "counter", "Health checks made, by health plugin.", &checks);
     let failures: Vec<_> = health.iter().map(|(n, (_, f))| (format!("{{plugin=\"{}\"}}", label(n)), *f as f64)).collect();
@@ -506,18 +536,19 @@ mod tests {
             message: "Updated: router failed".into(),
         };
         status.tables.entry("rtb-1".into()).or_default().insert("10.55.0.0/16".into(), route);
-        let plugin = |name: &str, kind, info| PluginView {
+        let plugin = |name: &str, kind, info, health| PluginView {
             name: name.into(),
             kind,
             version: "0.1.0".into(),
             arguments: BTreeMap::new(),
             info,
+            health,
         };
         Snapshot {
             status,
             plugins: vec![
-                plugin("http", "watcher", json!({"version": "0.1.0", "params": {}})),
-                plugin("file", "health", json!({"stats": {"checks": 7, "failures": 2}})),
+                plugin("http", "watcher", json!({"version": "0.1.0", "params": {}}), None),
+                plugin("file", "health", json!({"stats": {"checks": 7, "failures": 2}}), Some(HealthStats { checks: 7, failures: 2, ..HealthStats::default() })),
             ],
             ec2: Ec2View {
                 calls: vec![
@@ -713,5 +744,25 @@ mod tests {
         assert_eq!(t["rtb-4"]["10.55.0.0/16"].instance_id, None);
         let dry = table_routes(&state, &plan, &[], true);
         assert_eq!(dry["rtb-1"]["10.55.0.0/16"].message, "Dry run, not done: Added route");
+    }
+
+    #[test]
+    fn plugin_status_renders_typed_stats_params_and_details() {
+        use vpcrouter_plugin_api::abi_stable::std_types::Tuple2;
+        let status = PluginStatus {
+            version: "1.2.0".into(),
+            params: vec![Tuple2("tcp_check_port".into(), "22".into()), Tuple2("file".into(), "/x".into())].into(),
+            stats: PluginStats::Health(HealthStats { checks: 9, failures: 1, reports_sent: 2, hosts: 3, failed: vec![vpcrouter_plugin_api::Ipv4::new(10, 0, 0, 1)].into() }),
+            details: r#"{"rounds": 4, "version": "ignored"}"#.into(),
+        };
+        assert_eq!(
+            plugin_info(&status),
+            json!({
+                "version": "1.2.0", "params": {"tcp_check_port": 22, "file": "/x"}, "rounds": 4,
+                "stats": {"checks": 9, "failures": 1, "reports_sent": 2, "hosts": 3, "failed": ["10.0.0.1"]},
+            })
+        );
+        let watcher = PluginStatus { stats: PluginStats::Watcher(Default::default()), details: "not json".into(), params: Default::default(), ..status };
+        assert_eq!(plugin_info(&watcher), json!({"version": "1.2.0", "params": {}, "stats": {"specs_sent": 0, "errors": 0, "last_error": null}}));
     }
 }

@@ -5,7 +5,7 @@
 //! current-thread tokio runtime, built on axum (routing) and hyper (HTTP/1.1). The engine
 //! keeps blocking its runtime on the main thread while it reconciles (EC2 calls can take
 //! seconds), so the two never wait for each other: the server answers during a reconcile,
-//! and a slow client cannot delay one. Calls into plugin code (`info()`, plugin endpoint
+//! and a slow client cannot delay one. Calls into plugin code (`status()`, plugin endpoint
 //! handlers) are synchronous FFI calls; they run on the server runtime's blocking pool
 //! with a deadline, so a slow plugin cannot stall the server either.
 //!
@@ -49,7 +49,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(120);
 /// Connections served at once.
 pub const MAX_CONNECTIONS: usize = 64;
-/// Time a plugin has to answer `info()` or a request.
+/// Time a plugin has to answer `status()` or a request.
 const PLUGIN_CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Why the server could not start.
@@ -98,8 +98,8 @@ pub fn bind(address: &str, port: u16) -> Result<Listener, ServerError> {
     Ok(Listener { listener, addr })
 }
 
-/// Asks a plugin for its `info()` JSON text.
-pub type InfoFn = Arc<dyn Fn() -> String + Send + Sync>;
+/// Asks a running plugin for its status.
+pub type InfoFn = Arc<dyn Fn() -> vpcrouter_plugin_api::PluginStatus + Send + Sync>;
 
 /// A loaded plugin as the server needs it.
 pub struct PluginSource {
@@ -111,7 +111,7 @@ pub struct PluginSource {
     pub version: String,
     /// Its options, by long name.
     pub arguments: BTreeMap<String, String>,
-    /// Its `info()`.
+    /// Its status.
     pub info: InfoFn,
 }
 
@@ -277,17 +277,23 @@ fn lock_status(ctx: &ServerContext) -> Status {
     ctx.status.lock().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
-/// The state at this moment; asks the plugins for their `info()` when `with_plugins`.
+/// The state at this moment; asks the plugins for their `status()` when `with_plugins`.
 async fn snapshot(ctx: &ServerContext, with_plugins: bool) -> Snapshot {
     let mut plugins = Vec::new();
     for p in ctx.plugins.iter().filter(|_| with_plugins) {
         let f = p.info.clone();
-        let info = match tokio::time::timeout(PLUGIN_CALL_TIMEOUT, tokio::task::spawn_blocking(move || f())).await {
-            Ok(Ok(text)) => serde_json::from_str(&text).unwrap_or_else(|e| json!({"error": format!("info() returned invalid JSON: {e}")})),
-            Ok(Err(e)) => json!({"error": format!("info() failed: {e}")}),
-            Err(_) => json!({"error": format!("info() did not answer within {} s", PLUGIN_CALL_TIMEOUT.as_secs())}),
+        let (info, health) = match tokio::time::timeout(PLUGIN_CALL_TIMEOUT, tokio::task::spawn_blocking(move || f())).await {
+            Ok(Ok(st)) => {
+                let health = match &st.stats {
+                    vpcrouter_plugin_api::PluginStats::Health(h) => Some(h.clone()),
+                    vpcrouter_plugin_api::PluginStats::Watcher(_) => None,
+                };
+                (status::plugin_info(&st), health)
+            }
+            Ok(Err(e)) => (json!({"error": format!("status() failed: {e}")}), None),
+            Err(_) => (json!({"error": format!("status() did not answer within {} s", PLUGIN_CALL_TIMEOUT.as_secs())}), None),
         };
-        plugins.push(PluginView { name: p.name.clone(), kind: p.kind, version: p.version.clone(), arguments: p.arguments.clone(), info });
+        plugins.push(PluginView { name: p.name.clone(), kind: p.kind, version: p.version.clone(), arguments: p.arguments.clone(), info, health });
     }
     Snapshot {
         status: lock_status(ctx),
@@ -411,7 +417,12 @@ mod tests {
                 kind: "watcher",
                 version: "1".into(),
                 arguments: BTreeMap::new(),
-                info: Arc::new(|| "{\"x\": 1}".to_string()),
+                info: Arc::new(|| vpcrouter_plugin_api::PluginStatus {
+                    version: "1".into(),
+                    params: Default::default(),
+                    stats: vpcrouter_plugin_api::PluginStats::Watcher(Default::default()),
+                    details: "{\"x\": 1}".into(),
+                }),
             }],
             ec2: Arc::new(crate::status::Ec2View::default),
             metrics: Arc::default(),
@@ -457,7 +468,7 @@ mod tests {
         chunked.extend_from_slice(b"0\r\n\r\n");
         assert_eq!(call(&server, &chunked).0, 413);
         let (status, _, body) = call(&server, b"GET /plugins HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAccept: application/json\r\n\r\n");
-        assert_eq!((status, body.as_str()), (200, r#"{"echo":{"x":1}}"#));
+        assert_eq!((status, body.as_str()), (200, r#"{"echo":{"params":{},"stats":{"errors":0,"last_error":null,"specs_sent":0},"version":"1","x":1}}"#));
         assert_eq!(call(&server, b"GET /ips HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAccept: image/png\r\n\r\n").0, 406);
         let (status, head, body) = call(&server, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
         assert_eq!(status, 200);
