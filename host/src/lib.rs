@@ -8,7 +8,8 @@
 //!   EC2 calls concurrently within client-side token buckets;
 //! * [`cluster`]: cluster mode: leader election and quorum health through etcd;
 //! * [`http`]: the status server and the endpoint registry plugins use;
-//! * [`status`]: what the status server shows, rendered from a snapshot of the state;
+//! * [`state`]: the engine's state the status server shows (counters, health, routes);
+//! * [`status`]: what the status server shows, rendered from a snapshot of that state;
 //! * [`logging`]: log setup and the bridge for plugin log lines;
 //! * [`metrics`]: the histograms of `/metrics` (Prometheus client library).
 #![forbid(unsafe_code)]
@@ -21,6 +22,7 @@ pub mod logging;
 pub mod metrics;
 pub mod plugins;
 pub mod run;
+pub mod state;
 pub mod status;
 pub mod vpc;
 

@@ -36,7 +36,7 @@ use tower::ServiceExt;
 use vpcrouter_plugin_api::HttpRequest;
 
 use super::Endpoints;
-use crate::engine::Status;
+use crate::state::Status;
 use crate::status::{self, PluginView, ServerInfo, Snapshot};
 
 /// Largest request body accepted (1 MiB); larger ones get 413.
