@@ -391,7 +391,6 @@ impl Engine {
         if self.failover.is_some() && !self.cfg.dry_run && !self.fast_failover(&entries, started) {
             return;
         }
-        let mut planned = None;
         for pass in 1..=MAX_PASSES {
             let Some(read) = self.abandonable(self.exec.read_state(&self.cfg.vpc_id)) else { return };
             let state = match read {
@@ -421,13 +420,12 @@ impl Engine {
                 }
             };
             // Routes the fast path moved show as moved, not as found up to date.
-            let mut shown = plan.clone();
+            let mut shown = plan;
             shown.actions.extend(self.applied.iter().cloned());
             self.lock_status().tables = table_routes(&state, &shown, &failures, self.cfg.dry_run);
             if let Some((_, _, first)) = failures.first() {
                 return self.failed_reconcile(started, format!("{} route change(s) failed, first: {first}", failures.len()));
             }
-            planned = Some(plan);
             break;
         }
         self.finish_failover();
@@ -435,9 +433,6 @@ impl Engine {
         let mut st = self.lock_status();
         st.last_reconcile = Some((SystemTime::now(), started.elapsed()));
         st.last_result = "ok".into();
-        if let Some(plan) = planned {
-            st.last_plan = plan;
-        }
     }
 
     /// Plans from `state` with the health and spec in force.

@@ -39,8 +39,6 @@ pub struct Status {
     pub last_reconcile: Option<(SystemTime, Duration)>,
     /// `ok` or the last error.
     pub last_result: String,
-    /// The last plan (managed routes per table).
-    pub last_plan: Plan,
     /// State of each managed route after the last reconcile that read the VPC.
     pub tables: TableRoutes,
     /// The hosts the health plugin was last asked to watch.

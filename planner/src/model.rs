@@ -310,17 +310,6 @@ impl fmt::Display for Notice {
     }
 }
 
-/// What a managed route looks like after the plan (for the status server and logs).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ManagedRoute {
-    /// Route table id.
-    pub rtb: String,
-    /// Destination.
-    pub cidr: Cidr,
-    /// The router it points at after the plan (`None`: unknown or left on a bad target).
-    pub router: Option<Ipv4Addr>,
-}
-
 /// The planner's output.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Plan {
@@ -328,8 +317,6 @@ pub struct Plan {
     pub actions: Vec<RouteAction>,
     /// Conditions to report.
     pub notices: BTreeSet<Notice>,
-    /// Route tables considered (ids), sorted.
-    pub managed_tables: Vec<String>,
     /// Per (route table, CIDR): the router the route points at once the plan is executed.
     pub routes: BTreeMap<(String, Cidr), Option<Ipv4Addr>>,
 }

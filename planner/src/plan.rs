@@ -145,12 +145,11 @@ impl<'a> Planner<'a> {
 
     fn run<R: rand::Rng + ?Sized>(&mut self, rng: &mut R) {
         self.report_hosts_not_in_vpc();
-        let tables = managed_tables(self.input.state, &self.cluster_subnets());
+        let tables = managed_tables(self.input.state, self.input.spec);
         if tables.is_empty() {
             self.plan.notices.insert(Notice::NoManagedTables);
             return;
         }
-        self.plan.managed_tables = tables.iter().map(|t| t.id.clone()).collect();
         for table in &tables {
             for route in &table.routes {
                 self.update_route(&table.id, route, rng);
@@ -167,20 +166,6 @@ impl<'a> Planner<'a> {
                 }
             }
         }
-    }
-
-    /// Subnets of the ENIs owning any spec host (primary or secondary IP).
-    fn cluster_subnets(&self) -> BTreeSet<&'a str> {
-        let hosts: BTreeSet<Ipv4Addr> = self
-            .input
-            .spec
-            .iter()
-            .flat_map(|(_, hosts)| hosts.iter().copied())
-            .collect();
-        all_enis(self.input.state)
-            .filter(|(_, eni)| eni.private_ips.iter().any(|ip| hosts.contains(ip)))
-            .map(|(_, eni)| eni.subnet_id.as_str())
-            .collect()
     }
 
     fn is_protected(&self, cidr: Cidr) -> bool {
@@ -393,9 +378,15 @@ impl<'a> Planner<'a> {
     }
 }
 
-/// Tables serving a cluster subnet, sorted by id. The main table also serves every
+/// The route tables a plan manages, sorted by id: those serving a subnet of an interface
+/// that owns a spec host (primary or secondary IP). The main table also serves every
 /// subnet without an explicit association.
-fn managed_tables<'s>(state: &'s VpcState, cluster: &BTreeSet<&str>) -> Vec<&'s RouteTable> {
+pub fn managed_tables<'s>(state: &'s VpcState, spec: &[(Cidr, Vec<Ipv4Addr>)]) -> Vec<&'s RouteTable> {
+    let hosts: BTreeSet<Ipv4Addr> = spec.iter().flat_map(|(_, hosts)| hosts.iter().copied()).collect();
+    let cluster: BTreeSet<&str> = all_enis(state)
+        .filter(|(_, eni)| eni.private_ips.iter().any(|ip| hosts.contains(ip)))
+        .map(|(_, eni)| eni.subnet_id.as_str())
+        .collect();
     let explicit: BTreeSet<&str> = state
         .route_tables
         .iter()

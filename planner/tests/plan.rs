@@ -9,7 +9,7 @@ use rand::SeedableRng;
 use vpcrouter_planner::model::{
     Cidr, Eni, Instance, Notice, Plan, ReplaceReason, Route, RouteAction, RouteTable, RouterTarget, VpcState,
 };
-use vpcrouter_planner::plan::{choose_different_host, plan, PlanInput};
+use vpcrouter_planner::plan::{choose_different_host, managed_tables, plan, PlanInput};
 
 // Fixture hosts (see `vpc()`).
 const H1: &str = "10.0.1.1"; // i-1 / eni-1, subnet sn-a
@@ -298,6 +298,11 @@ impl Case {
         self.plan_seeded(0)
     }
 
+    /// The ids of the route tables the plans of this case manage.
+    fn managed(&self) -> Vec<String> {
+        managed_tables(&self.state, &self.spec).iter().map(|t| t.id.clone()).collect()
+    }
+
     /// Plans, then executes the plan on the state.
     fn step(&mut self, seed: u64) -> Plan {
         let plan = self.plan_seeded(seed);
@@ -420,7 +425,7 @@ fn initial_routes_are_created_in_every_managed_table_with_one_router() {
     let mut seen = BTreeSet::new();
     for seed in SEEDS {
         let plan = case.plan_seeded(seed);
-        assert_eq!(plan.managed_tables, ["rtb-a", "rtb-b"]);
+        assert_eq!(case.managed(), ["rtb-a", "rtb-b"]);
         let router = match plan.actions.first() {
             Some(RouteAction::Create { target, .. }) => target.clone(),
             other => panic!("expected a create, got {other:?}"),
@@ -476,8 +481,9 @@ fn unmanaged_tables_are_left_alone() {
         "rtb-main",
         vec![instance_route("10.5.0.0/16", "i-4")],
     );
-    let plan = Case::new(state).spec(NET, &[H1]).plan();
-    assert_eq!(plan.managed_tables, ["rtb-a"]);
+    let case = Case::new(state).spec(NET, &[H1]);
+    let plan = case.plan();
+    assert_eq!(case.managed(), ["rtb-a"]);
     assert_eq!(plan.actions, [create("rtb-a", NET, target(H1))]);
     assert_eq!(plan.routes, routes(&[("rtb-a", NET, Some(H1))]));
 }
@@ -489,8 +495,9 @@ fn main_table_serves_implicitly_associated_subnets() {
         "rtb-main",
         vec![instance_route("10.5.0.0/16", "i-4")],
     );
-    let plan = Case::new(state).spec(NET, &[OUTSIDE]).plan();
-    assert_eq!(plan.managed_tables, ["rtb-main"]);
+    let case = Case::new(state).spec(NET, &[OUTSIDE]);
+    let plan = case.plan();
+    assert_eq!(case.managed(), ["rtb-main"]);
     assert_eq!(
         plan.actions,
         [
@@ -504,8 +511,11 @@ fn main_table_serves_implicitly_associated_subnets() {
 fn main_table_with_explicit_association_is_managed() {
     let mut state = vpc();
     state.route_tables[0].subnets = vec!["sn-a".into()];
-    let plan = Case::new(state).spec(NET, &[H1]).plan();
-    assert_eq!(plan.managed_tables, ["rtb-a", "rtb-main"]);
+    let case = Case::new(state).spec(NET, &[H1]);
+    assert_eq!(case.managed(), ["rtb-a", "rtb-main"]);
+    let plan = case.plan();
+    let tables: BTreeSet<&str> = plan.routes.keys().map(|(rtb, _)| rtb.as_str()).collect();
+    assert_eq!(tables, ["rtb-a", "rtb-main"].into(), "the plan routes in both");
 }
 
 #[test]
@@ -514,16 +524,20 @@ fn main_table_is_not_managed_when_every_subnet_is_associated_elsewhere() {
     state
         .route_tables
         .push(table("rtb-c", false, &["sn-c"], vec![local()]));
-    let plan = Case::new(state).spec(NET, &[OUTSIDE, H1]).plan();
-    assert_eq!(plan.managed_tables, ["rtb-a", "rtb-c"]);
+    let case = Case::new(state).spec(NET, &[OUTSIDE, H1]);
+    assert_eq!(case.managed(), ["rtb-a", "rtb-c"]);
+    let plan = case.plan();
+    let tables: BTreeSet<&str> = plan.routes.keys().map(|(rtb, _)| rtb.as_str()).collect();
+    assert_eq!(tables, ["rtb-a", "rtb-c"].into(), "the plan routes in both");
 }
 
 #[test]
 fn hosts_without_a_serving_table_manage_nothing() {
     let mut state = vpc();
     state.route_tables.retain(|t| !t.main);
-    let plan = Case::new(state).spec(NET, &[OUTSIDE]).plan();
-    assert_eq!(plan.managed_tables, Vec::<String>::new());
+    let case = Case::new(state).spec(NET, &[OUTSIDE]);
+    let plan = case.plan();
+    assert_eq!(case.managed(), Vec::<String>::new());
     assert_eq!(plan.actions, []);
     assert_eq!(plan.notices, notices([Notice::NoManagedTables]));
 }
@@ -531,12 +545,12 @@ fn hosts_without_a_serving_table_manage_nothing() {
 #[test]
 fn no_spec_host_in_the_vpc_manages_nothing() {
     let state = with_routes(vpc(), "rtb-a", vec![instance_route("10.5.0.0/16", "i-1")]);
-    let plan = Case::new(state)
+    let case = Case::new(state)
         .spec(NET, &[NOT_IN_VPC])
-        .spec(NET8, &[])
-        .plan();
+        .spec(NET8, &[]);
+    let plan = case.plan();
     assert_eq!(plan.actions, []);
-    assert!(plan.managed_tables.is_empty() && plan.routes.is_empty());
+    assert!(case.managed().is_empty() && plan.routes.is_empty());
     assert_eq!(
         plan.notices,
         notices([
@@ -784,12 +798,12 @@ fn tables_agree_on_the_first_tables_router() {
 #[test]
 fn no_router_marker_is_never_a_target() {
     let state = with_routes(vpc(), "rtb-a", vec![aws_route(NET, "i-1", "eni-1")]);
-    let plan = Case::new(state.clone())
+    let case = Case::new(state.clone())
         .spec(NET, &[H1])
         .spec(NET8, &[H3])
-        .failed(&[H1])
-        .plan();
-    assert_eq!(plan.managed_tables, ["rtb-a", "rtb-b"]);
+        .failed(&[H1]);
+    let plan = case.plan();
+    assert_eq!(case.managed(), ["rtb-a", "rtb-b"]);
     assert_eq!(
         plan.actions,
         [
@@ -1083,12 +1097,12 @@ fn ignoring_a_network_protects_the_routes_inside_it() {
 #[test]
 fn protected_spec_route_is_neither_changed_nor_duplicated() {
     let state = with_routes(vpc(), "rtb-a", vec![aws_route(NET, "i-1", "eni-1")]);
-    let plan = Case::new(state)
+    let case = Case::new(state)
         .spec(NET, &[H1, H2])
         .failed(&[H1])
-        .ignore(&[NET])
-        .plan();
-    assert_eq!(plan.managed_tables, ["rtb-a", "rtb-b"]);
+        .ignore(&[NET]);
+    let plan = case.plan();
+    assert_eq!(case.managed(), ["rtb-a", "rtb-b"]);
     assert_eq!(plan.actions, [create("rtb-b", NET, target(H2))]);
     assert!(plan.notices.is_empty());
     assert_eq!(plan.routes, routes(&[("rtb-b", NET, Some(H2))]));

@@ -360,11 +360,6 @@ impl Ec2 {
         }
     }
 
-    /// The region the client talks to.
-    pub fn region(&self) -> &str {
-        &self.region
-    }
-
     /// Counts one call of `op` sent at `sent`, records its duration, and classifies its
     /// error, if any.
     fn record<T, E>(&self, op: Op, sent: Instant, result: Result<T, SdkError<E>>) -> Result<T, Ec2Error>
