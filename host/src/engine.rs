@@ -18,6 +18,7 @@ use vpcrouter_plugin_api::{spec, time, HealthReport, HostList, RSender, RouteSpe
 use crate::cluster::{quorum, ClusterEvent, ClusterHandle, Report};
 use crate::metrics::Metrics;
 use crate::state::{table_routes, FailoverSummary, Status};
+use crate::sync::lock;
 use crate::vpc::executor::{Executor, Outcome};
 use crate::vpc::model::{Cidr, Notice, Plan, ReplaceReason, RouteAction, VpcState};
 use crate::vpc::plan::{plan, PlanInput};
@@ -367,7 +368,7 @@ impl Engine {
     }
 
     fn lock_status(&self) -> std::sync::MutexGuard<'_, Status> {
-        self.status.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.status)
     }
 
     /// Reconciles: after a health change, first moves the routes of failed routers as

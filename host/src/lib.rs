@@ -11,7 +11,8 @@
 //! * [`state`]: the engine's state the status server shows (counters, health, routes);
 //! * [`status`]: what the status server shows, rendered from a snapshot of that state;
 //! * [`logging`]: log setup and the bridge for plugin log lines;
-//! * [`metrics`]: the histograms of `/metrics` (Prometheus client library).
+//! * [`metrics`]: the histograms of `/metrics` (Prometheus client library);
+//! * [`sync`]: the poison-tolerant lock helpers every module uses.
 #![forbid(unsafe_code)]
 
 pub mod cli;
@@ -24,6 +25,7 @@ pub mod plugins;
 pub mod run;
 pub mod state;
 pub mod status;
+pub mod sync;
 pub mod vpc;
 
 /// This program's version.

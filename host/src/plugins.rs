@@ -15,6 +15,8 @@ use std::sync::{Arc, Mutex};
 use abi_stable::library::{lib_header_from_path, LibraryError};
 use vpcrouter_plugin_api::{ArgSpec, PluginArgs, PluginKind, PluginMetadata, PluginModRef, PLUGIN_API_VERSION};
 
+use crate::sync::lock;
+
 /// Why a plugin could not be used. Each message names the plugin or file and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -190,7 +192,7 @@ impl Loader {
     /// Loads the library at `path` after the permission check.
     pub fn load_path(&self, path: &Path, allow_insecure: bool) -> Result<PluginLibrary, LoadError> {
         let path = path.canonicalize().map_err(|e| LoadError::NotAPlugin { path: path.into(), reason: e.to_string() })?;
-        if let Some(lib) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&path) {
+        if let Some(lib) = lock(&self.cache).get(&path) {
             return Ok(lib.clone());
         }
         if !allow_insecure {
@@ -202,7 +204,7 @@ impl Loader {
         let meta = (module.metadata())();
         let args = (module.arguments())().into_vec();
         let lib = PluginLibrary { path: path.clone(), module, meta, args };
-        self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(path, lib.clone());
+        lock(&self.cache).insert(path, lib.clone());
         Ok(lib)
     }
 }

@@ -21,6 +21,7 @@ use tracing::debug;
 use super::limits::Limits;
 use super::model::{Eni, Instance, Route, RouteAction, RouteTable, RouterTarget, VpcState};
 use crate::metrics::Metrics;
+use crate::sync::lock;
 
 /// The EC2 operations the adapter uses, in [`Ec2::call_counts`] order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -431,7 +432,7 @@ impl Ec2 {
     }
 
     fn lock_confirmed(&self) -> std::sync::MutexGuard<'_, Option<String>> {
-        self.confirmed_vpc.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.confirmed_vpc)
     }
 
     async fn vpc_exists(&self, vpc_id: &str, limits: &Limits) -> Result<bool, Ec2Error> {
