@@ -63,14 +63,15 @@ test: build venv
 	$(CARGO) test --workspace --no-fail-fast $(CARGO_PROFILE_FLAG) -- --test-threads=2
 
 # Benchmarks, release build, as root (see BENCHMARKS.md): failover latency of the health
-# plugins against moto, then ICMP at 1,000, 2,500 and 10,000 hosts, the planner, EC2 calls,
+# plugins against moto, then ICMP at 1,000, 2,500 and 10,000 hosts, the planner (bench-planner,
+# of the vpcrouter-planner crate, which has no AWS SDK), EC2 calls,
 # cluster mode (takeover, failover vs single mode, idle etcd load), and failover through a
 # model of EC2's latency and throttling (bench-failover-ec2). BENCH_ARGS go to
 # bench-failover, e.g. `make bench BENCH_ARGS='--trials 5 --only tcp'`.
 BENCH_BUILD_DIR ?= $(CURDIR)/target/plugins-release
-# `make build` builds every binary of the workspace, the bench programs included, in one
-# cargo invocation: a separate `-p vpcrouter-tests` build would unify features differently
-# and compile the SDK a second time.
+# `make build` builds every binary of the workspace, the bench programs included (those of
+# vpcrouter-tests and vpcrouter-planner), in one cargo invocation: a separate
+# `-p vpcrouter-tests` build would unify features differently and compile the SDK a second time.
 bench: venv deps
 	$(MAKE) build PROFILE=release BUILD_DIR=$(BENCH_BUILD_DIR)
 	VPCROUTER_BUILD_DIR=$(BENCH_BUILD_DIR) $(CARGO_TARGET_DIR)/release/bench-failover $(BENCH_ARGS)

@@ -1,8 +1,9 @@
 //! The command line: vpc-router 1.8's options plus the options of the loaded plugins.
 //!
 //! Plugins declare their own options, so the command is built in two steps: a pre-scan
-//! finds `-m`, `-H` and `--plugin-dir`, the plugins are loaded, and then the full clap
-//! command (main options + plugin options) parses the arguments.
+//! finds `-m`, `-H` and `--plugin-dir`, the plugins are loaded (by [`crate::plugins`]), and
+//! then the full clap command (main options + plugin options) parses the arguments; the
+//! loaded plugins then check their option values (also through [`crate::plugins`]).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -11,7 +12,7 @@ use std::path::PathBuf;
 use clap::{Arg, ArgAction, ArgMatches, Command};
 use vpcrouter_plugin_api::{ArgSpec, PluginArgs, PluginKind};
 
-use crate::plugins::{LoadError, Loader, PluginLibrary, SearchPath};
+use crate::plugins::{self, LoadError, Loader, PluginError, PluginLibrary, SearchPath};
 use crate::vpc::limits::{BucketConfig, LimitsConfig};
 use crate::vpc::model::Cidr;
 
@@ -107,6 +108,12 @@ impl CliError {
 impl From<LoadError> for CliError {
     fn from(e: LoadError) -> CliError {
         CliError { message: format!("error: {e}"), status: 1 }
+    }
+}
+
+impl From<PluginError> for CliError {
+    fn from(e: PluginError) -> CliError {
+        CliError { message: format!("error: {e}"), status: if e.is_usage() { 2 } else { 1 } }
     }
 }
 
@@ -308,35 +315,6 @@ fn plugin_values(lib: &PluginLibrary, m: &ArgMatches) -> PluginArgs {
     PluginArgs::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
 }
 
-/// Loads the health plugin and, recursively, the health plugins it requires.
-fn load_health_tree(
-    loader: &Loader,
-    search: &SearchPath,
-    argv: &[String],
-    name: &str,
-    chain: &mut Vec<String>,
-    out: &mut BTreeMap<String, PluginLibrary>,
-) -> Result<PluginLibrary, CliError> {
-    if chain.iter().any(|n| n == name) {
-        chain.push(name.to_string());
-        return Err(CliError { message: format!("error: health plugins load each other in a loop: {}", chain.join(" -> ")), status: 1 });
-    }
-    let lib = loader.load(search, PluginKind::Health, name)?;
-    let argv_r: Vec<abi_stable::std_types::RString> = argv.iter().map(|s| s.as_str().into()).collect();
-    let required = (lib.module.required_plugins())(argv_r.as_slice().into())
-        .into_result()
-        .map_err(|e| CliError::usage(format!("error: health plugin '{name}': {e}")))?;
-    chain.push(name.to_string());
-    for sub in required.iter() {
-        if !out.contains_key(sub.as_str()) {
-            let sub_lib = load_health_tree(loader, search, argv, sub, chain, out)?;
-            out.insert(sub.to_string(), sub_lib);
-        }
-    }
-    chain.pop();
-    Ok(lib)
-}
-
 /// The man page (roff) or a shell completion script for the main options, for packaging:
 /// `vpcrouter --generate man|bash|zsh|fish`.
 pub fn generate(what: &str) -> Result<String, CliError> {
@@ -388,10 +366,10 @@ pub fn parse(argv: &[String], loader: &Loader) -> Result<Invocation, CliError> {
         None => None,
     };
     let mut subs = BTreeMap::new();
-    let health_lib = match load_health_tree(loader, &search, argv, &health_name, &mut Vec::new(), &mut subs) {
+    let health_lib = match plugins::load_health_tree(loader, &search, argv, &health_name, &mut subs) {
         Ok(lib) => Some(lib),
-        Err(e) if scan.help || scan.mode.is_none() => { load_notes.push(e.message); None }
-        Err(e) => return Err(e),
+        Err(e) if scan.help || scan.mode.is_none() => { load_notes.push(CliError::from(e).message); None }
+        Err(e) => return Err(e.into()),
     };
     for lib in watcher_lib.iter().chain(health_lib.iter()).chain(subs.values()) {
         cmd = add_plugin_args(cmd, lib)?;
@@ -421,9 +399,7 @@ pub fn parse(argv: &[String], loader: &Loader) -> Result<Invocation, CliError> {
         .map(|(n, lib)| (n, LoadedPlugin { args: plugin_values(&lib, &m), lib }))
         .collect();
     for p in [&watcher, &health].into_iter().chain(sub_plugins.values()) {
-        (p.lib.module.validate_config())(&p.args).into_result().map_err(|e| {
-            CliError::usage(format!("error: {} plugin '{}': {e}", p.lib.meta.kind.as_str(), p.lib.meta.name))
-        })?;
+        plugins::validate_config(&p.lib, &p.args)?;
     }
     let options = Options {
         verbose: m.get_flag("verbose"),

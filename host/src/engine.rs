@@ -17,7 +17,8 @@ use vpcrouter_plugin_api::{time, HealthReport, HostList, Ipv4, RSender, RouteSpe
 
 use crate::cluster::{quorum, ClusterEvent, ClusterHandle, Report};
 use crate::metrics::Metrics;
-use crate::status::{table_routes, TableRoutes};
+use crate::state::{table_routes, FailoverSummary, Status};
+use crate::sync::lock;
 use crate::vpc::executor::{Executor, Outcome};
 use crate::vpc::model::{Cidr, Notice, Plan, ReplaceReason, RouteAction, VpcState};
 use crate::vpc::plan::{plan, PlanInput};
@@ -80,59 +81,6 @@ enum HealthGate {
     Waiting(Instant),
     /// A report arrived (or the wait ran out): reconcile freely.
     Open,
-}
-
-/// Counters and state the status server shows.
-#[derive(Debug, Clone, Default)]
-pub struct Status {
-    /// Spec in force.
-    pub spec: RouteSpec,
-    /// Current failed hosts.
-    pub failed: BTreeSet<Ipv4Addr>,
-    /// Current questionable hosts.
-    pub questionable: BTreeSet<Ipv4Addr>,
-    /// Reconciles started.
-    pub reconciles: u64,
-    /// Routes created / replaced / deleted.
-    pub created: u64,
-    /// See `created`.
-    pub replaced: u64,
-    /// See `created`.
-    pub deleted: u64,
-    /// Failed reads or writes.
-    pub errors: u64,
-    /// Failovers: route moves off failed or questionable routers, after a health change.
-    pub failovers: u64,
-    /// The last failover, as logged.
-    pub last_failover: Option<FailoverSummary>,
-    /// When the last reconcile ended, and how long it took.
-    pub last_reconcile: Option<(SystemTime, Duration)>,
-    /// `ok` or the last error.
-    pub last_result: String,
-    /// The last plan (managed routes per table).
-    pub last_plan: Plan,
-    /// State of each managed route after the last reconcile that read the VPC.
-    pub tables: TableRoutes,
-    /// The hosts the health plugin was last asked to watch.
-    pub working_set: Vec<String>,
-    /// This instance's own health view (in cluster mode `failed`/`questionable` are the
-    /// quorum of all instances' views).
-    pub local_health: Report,
-}
-
-/// One failover as the log line and `/status` report it.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct FailoverSummary {
-    /// The routers that failed (or became questionable).
-    pub routers: BTreeSet<Ipv4Addr>,
-    /// Routes moved to another router.
-    pub routes_moved: u64,
-    /// Write calls made, retries included.
-    pub writes: u64,
-    /// Throttled answers.
-    pub throttled: u64,
-    /// From the health report to the last write acknowledged.
-    pub seconds: f64,
 }
 
 /// A failover in progress: from the health change until a reconcile completes.
@@ -420,7 +368,7 @@ impl Engine {
     }
 
     fn lock_status(&self) -> std::sync::MutexGuard<'_, Status> {
-        self.status.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.status)
     }
 
     /// Reconciles: after a health change, first moves the routes of failed routers as
@@ -444,7 +392,6 @@ impl Engine {
         if self.failover.is_some() && !self.cfg.dry_run && !self.fast_failover(&entries, started) {
             return;
         }
-        let mut planned = None;
         for pass in 1..=MAX_PASSES {
             let Some(read) = self.abandonable(self.exec.read_state(&self.cfg.vpc_id)) else { return };
             let state = match read {
@@ -474,13 +421,12 @@ impl Engine {
                 }
             };
             // Routes the fast path moved show as moved, not as found up to date.
-            let mut shown = plan.clone();
+            let mut shown = plan;
             shown.actions.extend(self.applied.iter().cloned());
             self.lock_status().tables = table_routes(&state, &shown, &failures, self.cfg.dry_run);
             if let Some((_, _, first)) = failures.first() {
                 return self.failed_reconcile(started, format!("{} route change(s) failed, first: {first}", failures.len()));
             }
-            planned = Some(plan);
             break;
         }
         self.finish_failover();
@@ -488,9 +434,6 @@ impl Engine {
         let mut st = self.lock_status();
         st.last_reconcile = Some((SystemTime::now(), started.elapsed()));
         st.last_result = "ok".into();
-        if let Some(plan) = planned {
-            st.last_plan = plan;
-        }
     }
 
     /// Plans from `state` with the health and spec in force.

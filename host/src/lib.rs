@@ -1,16 +1,21 @@
 //! vpcrouter: keeps AWS VPC route tables pointing at healthy EC2 router instances.
 //!
 //! The binary is thin (`main.rs`); the work is split by concern:
-//! * [`cli`]: the command line, including options declared by the loaded plugins;
-//! * [`plugins`]: finding, checking and loading plugin libraries;
+//! * [`cli`]: parses the command line, including options declared by the loaded plugins;
+//! * [`plugins`]: finding, checking and loading plugin libraries, the health plugins a
+//!   health plugin requires, and the plugins' checks of their option values;
 //! * [`engine`]: the event loop that reconciles on spec, health and timer events;
-//! * [`vpc`]: the VPC model, the pure planner, the EC2 adapter and the executor that runs
-//!   EC2 calls concurrently within client-side token buckets;
+//! * [`vpc`]: the EC2 adapter and the executor that runs EC2 calls concurrently within
+//!   client-side token buckets; the VPC model and the pure planner are the
+//!   `vpcrouter-planner` crate (`planner/`), re-exported as `vpc::model` and `vpc::plan`;
 //! * [`cluster`]: cluster mode: leader election and quorum health through etcd;
 //! * [`http`]: the status server and the endpoint registry plugins use;
-//! * [`status`]: what the status server shows, rendered from a snapshot of the state;
+//! * [`state`]: the engine's state the status server shows (counters, health, routes),
+//!   written by the engine, read by the status documents;
+//! * [`status`]: what the status server shows, rendered from a snapshot of that state;
 //! * [`logging`]: log setup and the bridge for plugin log lines;
-//! * [`metrics`]: the histograms of `/metrics` (Prometheus client library).
+//! * [`metrics`]: the histograms of `/metrics` (Prometheus client library);
+//! * [`sync`]: the poison-tolerant lock helpers every module uses.
 #![forbid(unsafe_code)]
 
 pub mod cli;
@@ -21,7 +26,9 @@ pub mod logging;
 pub mod metrics;
 pub mod plugins;
 pub mod run;
+pub mod state;
 pub mod status;
+pub mod sync;
 pub mod vpc;
 
 /// This program's version.

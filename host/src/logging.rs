@@ -11,6 +11,8 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 use vpcrouter_plugin_api::{HostLogger, LogLevel, Logger};
 
+use crate::sync::lock;
+
 /// How log lines are written (`--log-format`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
@@ -26,10 +28,10 @@ struct SharedFile(Arc<Mutex<File>>);
 
 impl Write for SharedFile {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).write(buf)
+        lock(&self.0).write(buf)
     }
     fn flush(&mut self) -> std::io::Result<()> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).flush()
+        lock(&self.0).flush()
     }
 }
 
@@ -45,7 +47,7 @@ impl LogHandle {
     pub fn reopen(&self) -> std::io::Result<()> {
         let Some((path, file)) = &self.file else { return Ok(()) };
         let fresh = open_append(path)?;
-        *file.lock().unwrap_or_else(|p| p.into_inner()) = fresh;
+        *lock(file) = fresh;
         Ok(())
     }
 }

@@ -1,4 +1,5 @@
-//! Finding and loading plugin libraries.
+//! Finding, loading and checking plugin libraries: the plugins a command line names (the
+//! health plugins a health plugin requires included), and their checks of their options.
 //!
 //! `-m NAME` loads `libvpcrouter_NAME.so`, `-H NAME` loads `libvpcrouter_health_NAME.so`.
 //! Directories are searched in order: every `--plugin-dir`, then `$VPCROUTER_PLUGIN_DIR`
@@ -12,7 +13,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use abi_stable::library::{lib_header_from_path, LibraryError};
-use vpcrouter_plugin_api::{ArgSpec, PluginKind, PluginMetadata, PluginModRef, PLUGIN_API_VERSION};
+use vpcrouter_plugin_api::{ArgSpec, PluginArgs, PluginKind, PluginMetadata, PluginModRef, PLUGIN_API_VERSION};
+
+use crate::sync::lock;
 
 /// Why a plugin could not be used. Each message names the plugin or file and what to do.
 #[derive(Debug, thiserror::Error)]
@@ -189,7 +192,7 @@ impl Loader {
     /// Loads the library at `path` after the permission check.
     pub fn load_path(&self, path: &Path, allow_insecure: bool) -> Result<PluginLibrary, LoadError> {
         let path = path.canonicalize().map_err(|e| LoadError::NotAPlugin { path: path.into(), reason: e.to_string() })?;
-        if let Some(lib) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&path) {
+        if let Some(lib) = lock(&self.cache).get(&path) {
             return Ok(lib.clone());
         }
         if !allow_insecure {
@@ -201,7 +204,7 @@ impl Loader {
         let meta = (module.metadata())();
         let args = (module.arguments())().into_vec();
         let lib = PluginLibrary { path: path.clone(), module, meta, args };
-        self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(path, lib.clone());
+        lock(&self.cache).insert(path, lib.clone());
         Ok(lib)
     }
 }
@@ -338,6 +341,98 @@ pub fn list_text(loader: &Loader, search: &SearchPath) -> String {
     }
     out.push_str(&format!("Searched: {}\n", search.describe()));
     out
+}
+
+/// Why the plugins a command line names cannot be used: a library that does not load, or
+/// a plugin that refuses the command line or its options.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// A library could not be loaded.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// Health plugins require each other in a loop.
+    #[error("health plugins load each other in a loop: {chain}")]
+    Loop {
+        /// The names, from the first health plugin to the repeated one, ` -> `-joined.
+        chain: String,
+    },
+    /// A health plugin refused the command line when asked which plugins it requires.
+    #[error("health plugin '{name}': {reason}")]
+    Required {
+        /// The health plugin.
+        name: String,
+        /// What it said.
+        reason: String,
+    },
+    /// A plugin refused the values of its options.
+    #[error("{kind} plugin '{name}': {reason}")]
+    Config {
+        /// Watcher or health.
+        kind: &'static str,
+        /// The plugin.
+        name: String,
+        /// What it said.
+        reason: String,
+    },
+}
+
+impl PluginError {
+    /// True when the command line is at fault (a plugin refused it or its options), false
+    /// when a plugin cannot be loaded.
+    pub fn is_usage(&self) -> bool {
+        matches!(self, PluginError::Required { .. } | PluginError::Config { .. })
+    }
+}
+
+/// Loads health plugin `name` and, recursively, the health plugins it requires for this
+/// command line (`argv`); those go into `subs`, by name. On an error, `subs` keeps the
+/// plugins loaded until then (`--help` shows their options).
+pub fn load_health_tree(
+    loader: &Loader,
+    search: &SearchPath,
+    argv: &[String],
+    name: &str,
+    subs: &mut BTreeMap<String, PluginLibrary>,
+) -> Result<PluginLibrary, PluginError> {
+    load_health_chain(loader, search, argv, name, &mut Vec::new(), subs)
+}
+
+/// [`load_health_tree`] below the plugins in `chain`.
+fn load_health_chain(
+    loader: &Loader,
+    search: &SearchPath,
+    argv: &[String],
+    name: &str,
+    chain: &mut Vec<String>,
+    out: &mut BTreeMap<String, PluginLibrary>,
+) -> Result<PluginLibrary, PluginError> {
+    if chain.iter().any(|n| n == name) {
+        chain.push(name.to_string());
+        return Err(PluginError::Loop { chain: chain.join(" -> ") });
+    }
+    let lib = loader.load(search, PluginKind::Health, name)?;
+    let argv_r: Vec<abi_stable::std_types::RString> = argv.iter().map(|s| s.as_str().into()).collect();
+    let required = (lib.module.required_plugins())(argv_r.as_slice().into())
+        .into_result()
+        .map_err(|e| PluginError::Required { name: name.to_string(), reason: e.to_string() })?;
+    chain.push(name.to_string());
+    for sub in required.iter() {
+        if !out.contains_key(sub.as_str()) {
+            let sub_lib = load_health_chain(loader, search, argv, sub, chain, out)?;
+            out.insert(sub.to_string(), sub_lib);
+        }
+    }
+    chain.pop();
+    Ok(lib)
+}
+
+/// Asks a loaded plugin whether the values of its options are good.
+pub fn validate_config(lib: &PluginLibrary, args: &PluginArgs) -> Result<(), PluginError> {
+    (lib.module.validate_config())(args).into_result().map_err(|e| PluginError::Config {
+        kind: lib.meta.kind.as_str(),
+        name: lib.meta.name.to_string(),
+        reason: e.to_string(),
+    })
 }
 
 #[cfg(test)]

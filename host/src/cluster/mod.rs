@@ -25,6 +25,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
+use crate::sync::lock;
+
 pub use quorum::{Quorum, Report};
 
 /// How long before its lease runs out a leader stops writing: an EC2 write started later
@@ -171,9 +173,6 @@ impl Shared {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// The running cluster membership: cheap to clone.
 #[derive(Clone)]

@@ -12,7 +12,8 @@ use etcd_client::{
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::{lock, ClusterEvent, PeerView, Report, Role, Shared};
+use super::{ClusterEvent, PeerView, Report, Role, Shared};
+use crate::sync::lock;
 
 /// Limit for one unary etcd call.
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);

@@ -13,6 +13,8 @@ use std::sync::{Arc, RwLock};
 use abi_stable::std_types::{RResult, RStr, RString};
 use vpcrouter_plugin_api::{HttpHandlerBox, HttpRegistry, HttpRegistryBox, HttpRequest, HttpResponse};
 
+use crate::sync::{read, write};
+
 /// Paths the host serves itself; plugins cannot take them.
 pub const RESERVED_PATHS: &[&str] = &["/", "/ips", "/plugins", "/route_info", "/vpc", "/status", "/metrics"];
 
@@ -37,18 +39,18 @@ impl Endpoints {
     /// Answers a request if a plugin registered its method and path.
     pub fn dispatch(&self, request: HttpRequest) -> Option<HttpResponse> {
         let key = (request.method.to_string(), request.path.to_string());
-        let handler = self.routes.read().unwrap_or_else(|p| p.into_inner()).get(&key).map(|(_, h)| h.clone())?;
+        let handler = read(&self.routes).get(&key).map(|(_, h)| h.clone())?;
         Some(handler.handle(request))
     }
 
     /// True when some plugin serves `path` (with any method).
     pub fn has_path(&self, path: &str) -> bool {
-        self.routes.read().unwrap_or_else(|p| p.into_inner()).keys().any(|(_, p)| p == path)
+        read(&self.routes).keys().any(|(_, p)| p == path)
     }
 
     /// `(method, path, plugin)` of every registration.
     pub fn list(&self) -> Vec<(String, String, String)> {
-        let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
+        let routes = read(&self.routes);
         routes.iter().map(|((m, p), (plugin, _))| (m.clone(), p.clone(), plugin.clone())).collect()
     }
 }
@@ -65,7 +67,7 @@ impl HttpRegistry for PluginRegistry {
         if !path.starts_with('/') || RESERVED_PATHS.contains(&path.as_str()) {
             return RResult::RErr(format!("plugin '{}' cannot register {method} {path}: the path is reserved or invalid", self.plugin).into());
         }
-        let mut routes = self.endpoints.routes.write().unwrap_or_else(|p| p.into_inner());
+        let mut routes = write(&self.endpoints.routes);
         if let Some((owner, _)) = routes.get(&(method.clone(), path.clone())) {
             return RResult::RErr(format!("{method} {path} is already served by plugin '{owner}'").into());
         }

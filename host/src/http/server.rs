@@ -36,7 +36,8 @@ use tower::ServiceExt;
 use vpcrouter_plugin_api::HttpRequest;
 
 use super::Endpoints;
-use crate::engine::Status;
+use crate::state::Status;
+use crate::sync::lock;
 use crate::status::{self, PluginView, ServerInfo, Snapshot};
 
 /// Largest request body accepted (1 MiB); larger ones get 413.
@@ -274,7 +275,7 @@ fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
 }
 
 fn lock_status(ctx: &ServerContext) -> Status {
-    ctx.status.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    lock(&ctx.status).clone()
 }
 
 /// The state at this moment; asks the plugins for their `status()` when `with_plugins`.

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_ec2::config::retry::RetryConfig;
 use aws_sdk_ec2::config::timeout::TimeoutConfig;
 use aws_sdk_ec2::config::{BehaviorVersion, Region};
@@ -20,6 +21,7 @@ use tracing::debug;
 use super::limits::Limits;
 use super::model::{Eni, Instance, Route, RouteAction, RouteTable, RouterTarget, VpcState};
 use crate::metrics::Metrics;
+use crate::sync::lock;
 
 /// The EC2 operations the adapter uses, in [`Ec2::call_counts`] order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -266,7 +268,6 @@ impl Ec2Error {
             };
         }
         let message = error_chain(&err);
-        let lower = message.to_ascii_lowercase();
         let transport = Ec2Error::Transport {
             operation,
             region: region.to_owned(),
@@ -274,13 +275,26 @@ impl Ec2Error {
         };
         match &err {
             SdkError::TimeoutError(_) | SdkError::ResponseError(_) => transport,
-            _ if lower.contains("credential") && !lower.contains("timed out") => {
-                Ec2Error::NoCredentials { operation, message }
-            }
+            _ if credentials_missing(&err) => Ec2Error::NoCredentials { operation, message },
             SdkError::DispatchFailure(d) if !d.is_user() => transport,
             _ => Ec2Error::Other { operation, message },
         }
     }
+}
+
+/// True when the call failed for want of credentials: the credentials provider's error is
+/// among the error's sources (the SDK resolves the identity before sending, and reports its
+/// error as a dispatch failure). A provider that timed out does not count: that is a
+/// transport problem, not a missing setting.
+fn credentials_missing(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(c) = e.downcast_ref::<CredentialsError>() {
+            return !matches!(c, CredentialsError::ProviderTimedOut(_));
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// An error and its sources, joined by `: ` (repeated texts dropped).
@@ -345,11 +359,6 @@ impl Ec2 {
             metrics,
             confirmed_vpc: Arc::default(),
         }
-    }
-
-    /// The region the client talks to.
-    pub fn region(&self) -> &str {
-        &self.region
     }
 
     /// Counts one call of `op` sent at `sent`, records its duration, and classifies its
@@ -423,7 +432,7 @@ impl Ec2 {
     }
 
     fn lock_confirmed(&self) -> std::sync::MutexGuard<'_, Option<String>> {
-        self.confirmed_vpc.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.confirmed_vpc)
     }
 
     async fn vpc_exists(&self, vpc_id: &str, limits: &Limits) -> Result<bool, Ec2Error> {

@@ -23,6 +23,7 @@ use vpcrouter_plugin_api::time::backoff;
 use super::ec2::{Ec2, Ec2Error};
 use super::limits::{Limits, LimitsConfig};
 use super::model::{RouteAction, VpcState};
+use crate::sync::lock;
 
 /// Attempts per call for transient errors other than throttling.
 const ATTEMPTS: u32 = 4;
@@ -230,8 +231,4 @@ impl Executor {
         let mut l = lock(&self.write_latency);
         *l = (*l * 7 + took) / 8;
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }

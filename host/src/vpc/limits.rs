@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 use ratelimit::{Ratelimiter, TryWaitError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::sync::lock;
+
 /// Rates are kept in tokens per this period, so that fractional rates are exact enough.
 const RATE_PERIOD: Duration = Duration::from_secs(1000);
 /// A halving is applied at most once per this time (a burst of throttled answers to
@@ -130,7 +132,7 @@ impl Bucket {
     }
 
     fn aimd(&self) -> std::sync::MutexGuard<'_, Aimd> {
-        self.aimd.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.aimd)
     }
 
     /// Waits for one token.

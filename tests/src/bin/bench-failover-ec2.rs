@@ -13,7 +13,7 @@
 //! | 127.0.i.0/24     | rt_i (own)  | member 127.0.i.20; router A 127.0.1.10 in subnet 1, router B 127.0.2.10 in subnet 2 |
 //!
 //! A table is managed when it serves a subnet holding a spec host (`managed_tables` in
-//! host/src/vpc/plan.rs), and a subnet has exactly one table, so the two routers alone
+//! planner/src/plan.rs), and a subnet has exactly one table, so the two routers alone
 //! would make only rt_1 and rt_2 managed. Every table is made managed by an anchor CIDR,
 //! `10.200.0.0/16` → [member_1 .. member_T], never failed: it keeps its route on member_1
 //! and is never written. The measured CIDRs are `10.1.0.0/16` .. `10.C.0.0/16`, each

@@ -1,6 +1,6 @@
 //! Planner benchmark (issue 7): 1,000 spec CIDRs × 20 route tables × 2,000 instances.
 //!
-//! Times `vpc::plan::plan` on a synthetic VPC for three situations (empty tables, steady
+//! Times `vpcrouter_planner::plan::plan` on a synthetic VPC for three situations (empty tables, steady
 //! state, 5 routers failed) and counts heap allocations with a counting global allocator.
 //! Prints a table: median, min and max time over `--runs` runs (default 31) and the
 //! allocations of one run. Options: `--runs N`, `--cidrs N`, `--tables N`, `--instances N`.
@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use vpcrouter::vpc::model::{Cidr, Eni, Instance, Route, RouteTable, VpcState};
-use vpcrouter::vpc::plan::{plan, PlanInput};
+use vpcrouter_planner::model::{Cidr, Eni, Instance, Route, RouteTable, VpcState};
+use vpcrouter_planner::plan::{plan, PlanInput};
 
 /// The system allocator, counting allocations and bytes.
 struct Counting;
