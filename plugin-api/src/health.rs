@@ -211,7 +211,8 @@ pub trait Prober: Send + 'static {
         self.hosts_changed(hosts);
     }
 
-    /// Plugin-specific state for the status server, a JSON object (read after each round).
+    /// Plugin-specific state for the status server, a JSON object (read after each round
+    /// and with each report sent).
     fn details(&self) -> serde_json::Value {
         serde_json::json!({})
     }
@@ -577,10 +578,12 @@ impl<P: Prober> Runner<P> {
         if !report.questionable.is_empty() {
             self.log.info(format!("Currently questionable IPs: {}", joined(&report.questionable)));
         }
+        let details = guard_or("details", serde_json::json!({}), || self.prober.details());
         {
             let mut shared = lock(&self.shared);
             shared.stats.reports_sent += 1;
             shared.stats.failed = report.failed.clone();
+            shared.details = details;
         }
         self.last_sent = Some(report.clone());
         reports.send(report).is_ok()
