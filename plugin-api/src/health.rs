@@ -15,7 +15,10 @@
 //!
 //! A source of verdicts rather than probes (a file, other plugins) reports with
 //! [`Answers::healthy`], [`Answers::failed`] and [`Answers::questionable`], which take
-//! effect at once.
+//! effect at once; [`Prober::answer_new_hosts`] lets it judge a new host list before the
+//! report that follows it. A prober that cannot go on (its source of verdicts is gone)
+//! calls [`Answers::fatal`]: the SDK logs the reason and stops reporting, so the host
+//! notices.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -154,6 +157,7 @@ enum Answer {
 #[derive(Default)]
 pub struct Answers {
     items: Vec<Answer>,
+    fatal: Option<String>,
 }
 
 impl Answers {
@@ -178,6 +182,12 @@ impl Answers {
     pub fn questionable(&mut self, host: Ipv4) {
         self.items.push(Answer::Questionable(host));
     }
+    /// The prober cannot go on: the SDK logs `reason` as an error and ends the monitor's
+    /// thread, which closes its report queue (the host then notices the monitor is gone).
+    /// Answers given with it are dropped; the first reason counts.
+    pub fn fatal(&mut self, reason: impl Into<String>) {
+        self.fatal.get_or_insert_with(|| reason.into());
+    }
 }
 
 /// Checks many hosts at once. Runs on the SDK's thread; calls must return promptly.
@@ -194,7 +204,15 @@ pub trait Prober: Send + 'static {
     /// The host list changed (called before the next round).
     fn hosts_changed(&mut self, _hosts: &[Ipv4]) {}
 
-    /// Plugin-specific state for the status server, a JSON object (read after each round).
+    /// The host list changed, with the chance to answer at once: verdicts given here count
+    /// before the report that follows the change, so a verdict source does not report a
+    /// new host healthy first. By default it calls [`Prober::hosts_changed`].
+    fn answer_new_hosts(&mut self, hosts: &[Ipv4], _answers: &mut Answers) {
+        self.hosts_changed(hosts);
+    }
+
+    /// Plugin-specific state for the status server, a JSON object (read after each round
+    /// and with each report sent).
     fn details(&self) -> serde_json::Value {
         serde_json::json!({})
     }
@@ -494,13 +512,15 @@ fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
 }
 
 impl<P: Prober> Runner<P> {
-    fn set_hosts(&mut self, list: HostList) {
+    fn set_hosts(&mut self, list: HostList, answers: &mut Answers) -> bool {
         self.hosts = list.hosts.into_vec();
         self.hosts.sort_unstable();
         self.hosts.dedup();
         self.log.debug(format!("Checking {} hosts: {}", self.hosts.len(), joined(&self.hosts)));
         self.tracker.set_hosts(&self.hosts);
-        self.prober.hosts_changed(&self.hosts);
+        let hosts = std::mem::take(&mut self.hosts);
+        self.prober.answer_new_hosts(&hosts, answers);
+        self.hosts = hosts;
         let k = self.schedule.rounds_for(self.hosts.len());
         if k < self.schedule.probes_per_interval {
             self.log.info(format!(
@@ -512,6 +532,18 @@ impl<P: Prober> Runner<P> {
         lock(&self.shared).probes_per_interval = k;
         self.period = self.schedule.interval / k;
         self.have_list = true;
+        self.settle(answers)
+    }
+
+    /// Applies the prober's answers and logs the changes; false when it gave up.
+    fn settle(&mut self, answers: &mut Answers) -> bool {
+        if let Some(reason) = answers.fatal.take() {
+            self.log.error(reason);
+            return false;
+        }
+        let changes = self.tracker.apply(answers, Instant::now());
+        self.log_changes(changes);
+        true
     }
 
     fn log_changes(&self, changes: Vec<Change>) {
@@ -546,10 +578,12 @@ impl<P: Prober> Runner<P> {
         if !report.questionable.is_empty() {
             self.log.info(format!("Currently questionable IPs: {}", joined(&report.questionable)));
         }
+        let details = guard_or("details", serde_json::json!({}), || self.prober.details());
         {
             let mut shared = lock(&self.shared);
             shared.stats.reports_sent += 1;
             shared.stats.failed = report.failed.clone();
+            shared.details = details;
         }
         self.last_sent = Some(report.clone());
         reports.send(report).is_ok()
@@ -571,7 +605,9 @@ impl<P: Prober> Runner<P> {
                 }
             }
             if let Some(list) = latest {
-                self.set_hosts(list);
+                if !self.set_hosts(list, &mut answers) {
+                    return;
+                }
             }
             let now = Instant::now();
             let changes = self.tracker.expire(now);
@@ -586,8 +622,9 @@ impl<P: Prober> Runner<P> {
                     let hosts = std::mem::take(&mut self.hosts);
                     self.prober.probe(round, &hosts, &mut answers);
                     self.hosts = hosts;
-                    let changes = self.tracker.apply(&mut answers, Instant::now());
-                    self.log_changes(changes);
+                    if !self.settle(&mut answers) {
+                        return;
+                    }
                     let details = guard_or("details", serde_json::json!({}), || self.prober.details());
                     let mut shared = lock(&self.shared);
                     shared.rounds += 1;
@@ -605,8 +642,9 @@ impl<P: Prober> Runner<P> {
                 wake = wake.min(d);
             }
             self.prober.wait(wake, &mut answers);
-            let changes = self.tracker.apply(&mut answers, Instant::now());
-            self.log_changes(changes);
+            if !self.settle(&mut answers) {
+                return;
+            }
         }
     }
 }
@@ -795,6 +833,70 @@ mod tests {
         t.apply(&mut ans, t0 + Duration::from_secs(6));
         let r = t.report(t0 + Duration::from_secs(6));
         assert_eq!((r.failed.into_vec(), r.questionable.into_vec()), (vec![b], vec![]));
+    }
+
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<String>>>);
+    impl crate::context::HostLogger for Lines {
+        fn log(&self, _level: crate::LogLevel, message: abi_stable::std_types::RStr<'_>) {
+            self.0.lock().unwrap().push(message.to_string());
+        }
+        fn enabled(&self, _level: crate::LogLevel) -> bool {
+            true
+        }
+    }
+
+    /// Fails every host it is given at once; gives up when told to.
+    struct Source(Receiver<()>);
+    impl Prober for Source {
+        fn probe(&mut self, _round: Round, _hosts: &[Ipv4], _answers: &mut Answers) {}
+        fn answer_new_hosts(&mut self, hosts: &[Ipv4], answers: &mut Answers) {
+            hosts.iter().for_each(|h| answers.failed(*h, "listed"));
+        }
+        fn wait(&mut self, until: Instant, answers: &mut Answers) {
+            if self.0.recv_deadline(until).is_ok() {
+                answers.healthy(ip("10.0.0.1"));
+                answers.fatal("the source is gone");
+            }
+        }
+    }
+
+    #[test]
+    fn new_hosts_are_judged_before_the_report_and_fatal_ends_the_reports() {
+        let (quit, quit_rx) = crossbeam_channel::unbounded();
+        let lines = Lines::default();
+        // A long interval: no round runs during the test, only the prober's own answers count.
+        let schedule = Schedule::every(Duration::from_secs(60)).hold_down(Duration::ZERO);
+        let runner = Runner {
+            prober: Source(quit_rx),
+            schedule,
+            log: Logger::new(lines.clone()),
+            tracker: Tracker::new(schedule.timeout, schedule.hold_down),
+            hosts: Vec::new(),
+            have_list: false,
+            period: schedule.interval,
+            last_sent: None,
+            shared: Arc::default(),
+        };
+        let (host_tx, host_rx) = crate::channel::unbounded();
+        let (report_tx, report_rx) = crate::channel::unbounded();
+        let (_stop, stop) = {
+            let w = Workers::default();
+            let (tx, rx) = std::sync::mpsc::channel();
+            w.spawn("token", move |stop| tx.send(stop).unwrap()).unwrap();
+            (w, rx.recv().unwrap())
+        };
+        let thread = std::thread::spawn(move || runner.run(host_rx, report_tx, stop));
+        host_tx.send(HostList::new([ip("10.0.0.1"), ip("10.0.0.2")])).unwrap();
+        let first = report_rx.recv_timeout(Duration::from_secs(2)).unwrap();
+        assert_eq!(first.failed.into_vec(), vec![ip("10.0.0.1"), ip("10.0.0.2")], "the first report has the verdicts");
+        quit.send(()).unwrap();
+        assert!(
+            matches!(report_rx.recv_timeout(Duration::from_secs(2)), Err(RecvTimeoutError::Disconnected)),
+            "no report after fatal, and the queue closes"
+        );
+        thread.join().unwrap();
+        assert!(lines.0.lock().unwrap().iter().any(|l| l == "the source is gone"));
     }
 
     struct Slow;

@@ -2,34 +2,17 @@
 //!
 //! For tests, and for setups where health is handled elsewhere (`-H always`). It sends one
 //! empty [`HealthReport`] once it has received the first host list, so the engine knows
-//! the verdict, and then only keeps draining the host queue. Its status counts a check per
-//! host of each host list (none ever fails).
+//! the verdict, and nothing after that. The SDK counts a check per host of each round (one
+//! round per second); none ever fails.
 
 #![deny(unsafe_code)]
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-use vpcrouter_plugin_api::export::PluginDescription;
-use vpcrouter_plugin_api::worker::{StopToken, Worker};
-use vpcrouter_plugin_api::{
-    HealthPlugin, HealthReport, HostList, Logger, PluginArgs, PluginContext, RReceiver, RSender,
-};
-
-/// How often the queue reader looks at the stop signal.
-const TICK: Duration = Duration::from_millis(100);
-/// How long `stop` waits for the thread.
-const STOP_TIMEOUT: Duration = Duration::from_secs(2);
+use vpcrouter_plugin_api::prelude::*;
 
 /// The health monitor that never reports a failure.
-#[derive(Default)]
-pub struct Always {
-    log: Option<Logger>,
-    /// Hosts judged, summed over the host lists.
-    checks: Arc<AtomicU64>,
-    worker: Option<Worker>,
-}
+pub struct Always(Logger);
 
 impl PluginDescription for Always {
     const NAME: &'static str = "always";
@@ -37,127 +20,69 @@ impl PluginDescription for Always {
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
 }
 
-/// Reads host lists until stopped; answers the first one with an empty report.
-fn drain(
-    log: Logger,
-    hosts: RReceiver<HostList>,
-    reports: RSender<HealthReport>,
-    checks: &AtomicU64,
-    stop: &StopToken,
-) {
-    let mut reported = false;
-    while !stop.is_stopped() {
-        match hosts.recv_timeout(TICK) {
-            Ok(list) => {
-                log.debug(format!("Always health monitor plugin: got {} hosts", list.hosts.len()));
-                checks.fetch_add(list.hosts.len() as u64, Ordering::Relaxed);
-                if !reported {
-                    reported = true;
-                    if reports.send(HealthReport::default()).is_err() {
-                        return;
-                    }
-                }
-            }
-            Err(e) if e.is_disconnected() => return,
-            Err(_) => {}
-        }
-    }
-}
-
 impl HealthPlugin for Always {
-    fn create(_args: &PluginArgs) -> Result<Self, String> {
-        Ok(Always::default())
-    }
-
-    fn start(
-        &mut self,
-        ctx: PluginContext,
-        hosts: RReceiver<HostList>,
-        reports: RSender<HealthReport>,
-    ) -> Result<(), String> {
-        ctx.log.info("Always health monitor plugin: Pretending to start watching instances.");
-        let (log, checks) = (ctx.log.clone(), self.checks.clone());
-        self.worker = Some(Worker::spawn("AlwaysHealth", move |stop| {
-            drain(log, hosts, reports, &checks, &stop)
-        })?);
-        self.log = Some(ctx.log);
-        Ok(())
-    }
-
-    fn stop(&mut self) -> Result<(), String> {
-        self.worker.take().map_or(Ok(()), |w| w.stop(STOP_TIMEOUT))?;
-        if let Some(log) = &self.log {
-            log.info("Always health monitor plugin: Stopped");
-        }
-        Ok(())
-    }
-
-    fn info(&self) -> serde_json::Value {
-        let checks = self.checks.load(Ordering::Relaxed);
-        serde_json::json!({
-            "version": Self::VERSION,
-            "params": {},
-            "stats": {"checks": checks, "failures": 0},
-        })
-    }
-
-    fn interval_secs(&self) -> f64 {
-        1.0
+    type Prober = Always;
+    fn start(_args: &PluginArgs, run: &HealthRun) -> Result<(Schedule, Always), String> {
+        run.log().info("Always health monitor plugin: Pretending to start watching instances.");
+        Ok((Schedule::every(Duration::from_secs(1)).probes_per_interval(1), Always(run.log().clone())))
     }
 }
 
-vpcrouter_plugin_api::export_plugin!(health: Always);
+impl Prober for Always {
+    fn probe(&mut self, _round: Round, hosts: &[Ipv4], answers: &mut Answers) {
+        hosts.iter().for_each(|h| answers.healthy(*h));
+    }
+}
+
+impl Drop for Always {
+    fn drop(&mut self) {
+        self.0.info("Always health monitor plugin: Stopped");
+    }
+}
+
+export_plugin!(health: Always);
 
 #[cfg(test)]
 mod tests {
     use std::time::Instant;
 
-    use vpcrouter_plugin_api::channel::unbounded;
-    use vpcrouter_plugin_api::LogLevel;
-    use vpcrouter_testkit::{context, nothing_within, recv_within};
+    use vpcrouter_plugin_api::testkit::{nothing_within, start_health};
+    use vpcrouter_plugin_api::PluginStats;
 
     use super::*;
 
-    fn hosts(ips: &[&str]) -> HostList {
-        HostList { hosts: ips.iter().map(|&ip| ip.into()).collect() }
+    fn checks(h: &vpcrouter_plugin_api::testkit::HealthHarness) -> u64 {
+        match h.monitor.status().stats {
+            PluginStats::Health(s) => s.checks,
+            PluginStats::Watcher(_) => panic!("a health plugin reports health stats"),
+        }
     }
 
     #[test]
     fn reports_once_after_the_first_host_list() {
-        let mut plugin = Always::create(&PluginArgs::default()).unwrap();
-        let (ctx, logs) = context("always");
-        let (host_tx, host_rx) = unbounded();
-        let (report_tx, report_rx) = unbounded();
-        plugin.start(ctx, host_rx, report_tx).unwrap();
-        assert!(nothing_within(&report_rx, Duration::from_millis(150)));
-        host_tx.send(hosts(&["10.0.0.1", "10.0.0.2"])).unwrap();
-        let report = recv_within(&report_rx, Duration::from_secs(2)).expect("a report");
-        assert_eq!(report, HealthReport::default());
-        host_tx.send(hosts(&["10.0.0.3"])).unwrap();
-        assert!(nothing_within(&report_rx, Duration::from_millis(250)));
+        let h = start_health::<Always>(&[]).unwrap();
+        assert!(nothing_within(&h.reports, Duration::from_millis(150)), "no report before a host list");
+        h.send_hosts(&["10.0.0.1", "10.0.0.2"]);
+        assert_eq!(h.next_report(Duration::from_secs(2)), Some(HealthReport::default()));
+        h.send_hosts(&["10.0.0.3"]);
+        assert!(nothing_within(&h.reports, Duration::from_millis(250)), "nothing changes, nothing is sent");
+
+        // One round per second, a check per host of the list at that round.
+        let t = Instant::now();
+        while checks(&h) < 2 && t.elapsed() < Duration::from_secs(3) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let status = h.monitor.status();
+        let PluginStats::Health(stats) = &status.stats else { panic!("health stats") };
+        assert!(stats.checks >= 2 && stats.failures == 0 && stats.reports_sent == 1, "{stats:?}");
+        assert!(stats.failed.is_empty());
+        assert_eq!(stats.hosts, 1);
+        assert_eq!((status.version.as_str(), h.monitor.interval_secs()), (Always::VERSION, 1.0));
 
         let started = Instant::now();
-        plugin.stop().unwrap();
-        assert!(started.elapsed() < Duration::from_secs(1));
-        assert!(logs.contains(
-            LogLevel::Info,
-            "Always health monitor plugin: Pretending to start watching instances."
-        ));
-        assert!(logs.contains(LogLevel::Info, "Always health monitor plugin: Stopped"));
-        assert_eq!(plugin.interval_secs(), 1.0);
-        assert_eq!(
-            plugin.info(),
-            serde_json::json!({
-                "version": Always::VERSION,
-                "params": {},
-                "stats": {"checks": 3, "failures": 0},
-            })
-        );
-    }
-
-    #[test]
-    fn stop_without_start_is_fine() {
-        let mut plugin = Always::create(&PluginArgs::default()).unwrap();
-        assert_eq!(plugin.stop(), Ok(()));
+        h.stop().unwrap();
+        assert!(started.elapsed() < Duration::from_millis(500), "stop is prompt: {:?}", started.elapsed());
+        assert!(h.logs.contains(LogLevel::Info, "Always health monitor plugin: Pretending to start watching instances."));
+        assert!(h.logs.contains(LogLevel::Info, "Always health monitor plugin: Stopped"));
     }
 }
