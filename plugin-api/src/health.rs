@@ -148,6 +148,7 @@ pub struct Round {
 enum Answer {
     Up(Ipv4, u64, Instant),
     Down(Ipv4, u64, String),
+    Skipped(Ipv4, u64),
     Healthy(Ipv4),
     Failed(Ipv4, String),
     Questionable(Ipv4),
@@ -169,6 +170,12 @@ impl Answers {
     /// fails now rather than at the deadline.
     pub fn down(&mut self, host: Ipv4, round: u64, why: impl Into<String>) {
         self.items.push(Answer::Down(host, round, why.into()));
+    }
+    /// `host` was not probed in round `round` after all (e.g. no capacity to start the
+    /// probe before its deadline): that round counts for it neither as a check nor as a
+    /// failure, and its verdict stays as it was.
+    pub fn skipped(&mut self, host: Ipv4, round: u64) {
+        self.items.push(Answer::Skipped(host, round));
     }
     /// `host` is healthy now (a verdict that needs no probe round).
     pub fn healthy(&mut self, host: Ipv4) {
@@ -425,6 +432,14 @@ impl Tracker {
                     }
                     h.outstanding &= !bit;
                     changes.extend(Self::fail(h, ip, now, why, &mut self.failures));
+                }
+                Answer::Skipped(ip, round) => {
+                    let Some(h) = self.hosts.get_mut(&ip) else { continue };
+                    let bit = 1 << (round % 64);
+                    if h.outstanding & bit != 0 {
+                        h.outstanding &= !bit;
+                        self.checks = self.checks.saturating_sub(1);
+                    }
                 }
                 Answer::Healthy(ip) | Answer::Questionable(ip) => {
                     let questionable = matches!(answer, Answer::Questionable(_));
@@ -812,6 +827,30 @@ mod tests {
         let c = ip("10.0.0.3");
         t.set_hosts(&[c]);
         assert!(failed(&t, t0 + ms(400)).is_empty());
+    }
+
+    #[test]
+    fn a_skipped_probe_is_neither_a_check_nor_a_failure() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let (a, b) = (ip("10.0.0.1"), ip("10.0.0.2"));
+        let mut t = Tracker::new(ms(50), ms(1000));
+        t.set_hosts(&[a, b]);
+        let r0 = t.start_round(t0);
+        let mut ans = Answers::default();
+        ans.skipped(b, r0.number);
+        ans.skipped(b, r0.number);
+        assert_eq!(t.apply(&mut ans, t0 + ms(10)), vec![]);
+        assert_eq!(t.expire(t0 + ms(50)), vec![Change::Failed(a, "no answer within 0.05 s".into())]);
+        assert_eq!(failed(&t, t0 + ms(50)), vec![a], "b keeps its verdict (healthy)");
+        assert_eq!((t.checks, t.failures), (1, 1), "counted once, skipped twice");
+        // A failed host stays failed when its probe is skipped.
+        let r1 = t.start_round(t0 + ms(100));
+        ans.skipped(a, r1.number);
+        ans.up(b, r1.number);
+        t.apply(&mut ans, t0 + ms(110));
+        assert_eq!(t.expire(t0 + ms(150)), vec![]);
+        assert_eq!(failed(&t, t0 + ms(150)), vec![a]);
     }
 
     #[test]

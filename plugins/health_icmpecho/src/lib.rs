@@ -2,22 +2,15 @@
 //!
 //! `vpcrouter -H icmpecho --icmp_check_interval 2` (default 2 s; 0.1 ..= 3600 s).
 //!
-//! * One thread and one raw ICMP socket serve every host. A round of echo requests goes
-//!   out to all hosts in a burst every interval / k; replies are matched by identifier
-//!   (one per plugin instance, also filtered in the kernel with a socket filter) and
-//!   sequence number (the round) and by their source address. k is
-//!   [`PROBES_PER_INTERVAL`] (4), lowered for very many hosts so that at most
-//!   [`MAX_PROBES_PER_SEC`] requests go out per second, but never below 1.
-//! * A probe must be answered within 0.75 × interval. A host that leaves a probe
-//!   unanswered (or cannot be sent to at all) has failed a check; since rounds overlap, a
-//!   host that stops answering is reported 0.75 to 1.0 interval later (with k = 4; up to
-//!   0.75 + 1/k intervals in general).
-//! * A failed host stays failed for 10 × interval after its last failed check, and is
-//!   probed meanwhile; then it is eligible again. Routes never fail back by themselves:
-//!   the engine only moves a route when its router fails.
-//! * The FULL report (failed hosts, never questionable ones) is sent once after the first
-//!   host list and then whenever it changes.
-//! * A round that starts late (overload) is logged and the schedule restarts from now.
+//! * One raw ICMP socket serves every host. Each round of the SDK's schedule sends one echo
+//!   request to every host in a burst; replies are matched by identifier (one per plugin
+//!   instance, also filtered in the kernel with a socket filter), sequence number and
+//!   payload (the round) and by their source address.
+//! * The SDK's runner does the rest: a round every interval / 4 (fewer for very many hosts,
+//!   so that at most [`MAX_PROBES_PER_SEC`] requests go out per second, never below one),
+//!   a reply must come within 0.75 × interval, a host that cannot be sent to fails at once,
+//!   a failed host stays failed for 10 × interval after its last failure, and the FULL
+//!   report is sent after the first host list and whenever it changes.
 //!
 //! Needs `CAP_NET_RAW` (root, `setcap cap_net_raw+ep`, or systemd
 //! `AmbientCapabilities=CAP_NET_RAW`); [`validate_dependencies`] says so at start.
@@ -27,9 +20,8 @@
 #![deny(unsafe_code)]
 
 use std::io::{ErrorKind, Read};
-use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::net::SocketAddrV4;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 use pnet_packet::icmp::echo_reply::EchoReplyPacket;
@@ -38,35 +30,17 @@ use pnet_packet::icmp::{self, IcmpPacket, IcmpTypes};
 use pnet_packet::ipv4::Ipv4Packet;
 use pnet_packet::Packet;
 use socket2::{Domain, Protocol, SockAddr, SockFilter, Socket, Type};
-use vpcrouter_health_common::{
-    joined, parse_hosts, parse_interval, Change, Publisher, Stats, Tracker, HOLD_DOWN_INTERVALS,
-    TIMEOUT_SHARE,
-};
-use vpcrouter_plugin_api::export::PluginDescription;
-use vpcrouter_plugin_api::worker::{StopToken, Worker};
-use vpcrouter_plugin_api::{
-    ArgSpec, HealthPlugin, HealthReport, HostList, Logger, PluginArgs, PluginContext, RReceiver,
-    RSender,
-};
+use vpcrouter_plugin_api::health::TICK;
+use vpcrouter_plugin_api::prelude::*;
 
-pub use vpcrouter_health_common::PROBES_PER_INTERVAL;
 /// Echo requests per second above which fewer probes per interval are sent.
 pub const MAX_PROBES_PER_SEC: f64 = 10_000.0;
-
-/// Echo requests per host per interval for `hosts` hosts checked every `interval` seconds.
-pub fn probes_per_interval(hosts: usize, interval: f64) -> u32 {
-    vpcrouter_health_common::probes_per_interval(hosts, interval, MAX_PROBES_PER_SEC)
-}
 /// The interval option.
 const INTERVAL_ARG: &str = "icmp_check_interval";
-/// Longest wait before the thread looks at its queues and the stop signal again.
-const TICK: Duration = Duration::from_millis(50);
 /// Requests sent between two looks at the receive queue during a burst.
 const BURST_CHUNK: usize = 64;
 /// Receive buffer asked for (the kernel caps it at `net.core.rmem_max`).
 const RECV_BUFFER: usize = 4 << 20;
-/// How long `stop` waits for the thread.
-const STOP_TIMEOUT: Duration = Duration::from_secs(2);
 /// Marks our echo payloads: `MAGIC`, then the round number (8 bytes, big-endian).
 const MAGIC: &[u8; 8] = b"vpcroute";
 /// Size of an echo request: 8 bytes of header, 16 of payload.
@@ -74,6 +48,16 @@ const PACKET_LEN: usize = 8 + 16;
 
 /// Identifiers of plugin instances in this process differ (tests run several at once).
 static NEXT_IDENT: AtomicU16 = AtomicU16::new(0);
+
+/// The `--icmp_check_interval` rules: default 2 s, 0.1 to 3600 s.
+fn interval(args: &PluginArgs) -> Result<Duration, String> {
+    args.seconds(INTERVAL_ARG, 2.0, 0.1..=3600.0)
+}
+
+/// The schedule for `interval`: the SDK's defaults within the echo budget.
+pub fn schedule(interval: Duration) -> Schedule {
+    Schedule::every(interval).max_probes_per_sec(MAX_PROBES_PER_SEC)
+}
 
 /// Opens the raw ICMP socket; the error explains how to get the capability.
 fn open_socket() -> Result<Socket, String> {
@@ -127,7 +111,7 @@ fn echo_request(ident: u16, round: u64) -> Vec<u8> {
 }
 
 /// The source and round of one of our echo replies (a raw IPv4 datagram), if it is one.
-fn parse_reply(datagram: &[u8], ident: u16) -> Option<(Ipv4Addr, u64)> {
+fn parse_reply(datagram: &[u8], ident: u16) -> Option<(Ipv4, u64)> {
     let ip = Ipv4Packet::new(datagram)?;
     let header = usize::from(ip.get_header_length()) * 4;
     if ip.get_version() != 4 || header < 20 || datagram.len() < header {
@@ -142,124 +126,83 @@ fn parse_reply(datagram: &[u8], ident: u16) -> Option<(Ipv4Addr, u64)> {
         return None;
     }
     let round = u64::from_be_bytes(payload[8..16].try_into().ok()?);
-    (round as u16 == reply.get_sequence_number()).then_some((ip.get_source(), round))
+    (round as u16 == reply.get_sequence_number()).then_some((Ipv4::from(ip.get_source()), round))
 }
 
-/// Counters only this plugin has.
-#[derive(Debug, Default)]
-struct IcmpStats {
-    send_errors: AtomicU64,
-    late_rounds: AtomicU64,
-    rounds: AtomicU64,
-    probes_per_interval: AtomicU32,
-}
-
-/// The prober, owned by its thread.
-struct Pinger {
+/// The prober: one raw socket for every host.
+pub struct Pinger {
     sock: Socket,
     ident: u16,
     log: Logger,
-    interval: f64,
-    tracker: Tracker,
-    targets: Vec<(Ipv4Addr, SockAddr)>,
-    publisher: Publisher,
-    stats: Arc<Stats>,
-    extra: Arc<IcmpStats>,
-    have_list: bool,
     read_timeout: Option<Duration>,
     buf: Vec<u8>,
-    /// Time between two rounds: interval / probes per interval.
-    period: Duration,
+    send_errors: u64,
 }
 
 impl Pinger {
-    fn set_hosts(&mut self, list: &HostList) {
-        let (ips, bad) = parse_hosts(list);
-        if !bad.is_empty() {
-            self.log.warn(format!("Ignoring host entries that are not IPv4 addresses: {}", bad.join(",")));
-        }
-        self.log.debug(format!("Checking {} hosts: {}", ips.len(), joined(&ips)));
-        self.tracker.set_hosts(&ips);
-        self.targets =
-            ips.iter().map(|ip| (*ip, SockAddr::from(SocketAddrV4::new(*ip, 0)))).collect();
-        self.have_list = true;
-        let k = probes_per_interval(ips.len(), self.interval);
-        if k < PROBES_PER_INTERVAL {
-            self.log.info(format!(
-                "{} hosts: {k} echo request(s) per host per interval, to stay under {MAX_PROBES_PER_SEC} per second",
-                ips.len()
-            ));
-        }
-        self.extra.probes_per_interval.store(k, Ordering::Relaxed);
-        self.period = Duration::from_secs_f64(self.interval / f64::from(k));
-    }
-
-    /// Sends one round to every host, draining replies between chunks.
-    fn send_round(&mut self, now: Instant) {
-        let round = self.tracker.start_round(now);
-        self.extra.rounds.fetch_add(1, Ordering::Relaxed);
-        let packet = echo_request(self.ident, round);
-        if let Err(e) = self.sock.set_nonblocking(true) {
-            self.log.warn(format!("cannot make the ICMP socket non-blocking: {e}"));
-        }
-        let targets = std::mem::take(&mut self.targets);
-        for (n, (ip, addr)) in targets.iter().enumerate() {
-            if n % BURST_CHUNK == 0 && n > 0 {
-                self.drain();
-            }
-            self.tracker.probed(*ip, round);
-            let mut result = self.sock.send_to(&packet, addr);
-            for _ in 0..5 {
-                match &result {
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                        self.drain();
-                        std::thread::sleep(Duration::from_micros(200));
-                        result = self.sock.send_to(&packet, addr);
-                    }
-                    _ => break,
-                }
-            }
-            if let Err(e) = result {
-                self.extra.send_errors.fetch_add(1, Ordering::Relaxed);
-                self.log.debug(format!("Cannot send an ICMP echo request to {ip}: {e}"));
-                if let Some(c) = self.tracker.refused(*ip, round, Instant::now()) {
-                    self.log_change(c);
-                }
-            }
-        }
-        self.targets = targets;
-        self.drain();
-        if let Err(e) = self.sock.set_nonblocking(false) {
-            self.log.warn(format!("cannot make the ICMP socket blocking: {e}"));
-        }
-    }
-
     /// Reads what is queued without waiting (the socket is non-blocking here).
-    fn drain(&mut self) {
+    fn drain(&mut self, answers: &mut Answers) {
         loop {
             match (&self.sock).read(&mut self.buf) {
-                Ok(n) => self.on_datagram(n),
+                Ok(n) => self.on_datagram(n, answers),
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(_) => return,
             }
         }
     }
 
-    fn on_datagram(&mut self, n: usize) {
+    fn on_datagram(&mut self, n: usize, answers: &mut Answers) {
         if let Some((ip, round)) = parse_reply(&self.buf[..n], self.ident) {
-            self.tracker.answer(ip, round, Instant::now());
+            answers.up(ip, round);
         }
     }
 
+    fn set_nonblocking(&self, on: bool) {
+        if let Err(e) = self.sock.set_nonblocking(on) {
+            self.log.warn(format!("cannot make the ICMP socket {}blocking: {e}", if on { "non-" } else { "" }));
+        }
+    }
+}
+
+impl Prober for Pinger {
+    /// Sends the round's echo request to every host, draining replies between chunks.
+    fn probe(&mut self, round: Round, hosts: &[Ipv4], answers: &mut Answers) {
+        let packet = echo_request(self.ident, round.number);
+        self.set_nonblocking(true);
+        for (n, ip) in hosts.iter().enumerate() {
+            if n % BURST_CHUNK == 0 && n > 0 {
+                self.drain(answers);
+            }
+            let addr = SockAddr::from(SocketAddrV4::new(ip.addr(), 0));
+            let mut result = self.sock.send_to(&packet, &addr);
+            for _ in 0..5 {
+                match &result {
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        self.drain(answers);
+                        std::thread::sleep(Duration::from_micros(200));
+                        result = self.sock.send_to(&packet, &addr);
+                    }
+                    _ => break,
+                }
+            }
+            if let Err(e) = result {
+                self.send_errors += 1;
+                self.log.debug(format!("Cannot send an ICMP echo request to {ip}: {e}"));
+                answers.down(*ip, round.number, format!("cannot send an ICMP echo request: {e}"));
+            }
+        }
+        self.drain(answers);
+        self.set_nonblocking(false);
+    }
+
     /// Reads replies until `until` (or the next packet after it).
-    fn receive_until(&mut self, until: Instant) {
+    fn wait(&mut self, until: Instant, answers: &mut Answers) {
         loop {
             let left = until.saturating_duration_since(Instant::now());
             if left < Duration::from_millis(1) {
                 return;
             }
-            let stale = self.read_timeout.is_none_or(|t| t > left + Duration::from_millis(2));
-            if stale {
+            if self.read_timeout.is_none_or(|t| t > left + Duration::from_millis(2)) {
                 if let Err(e) = self.sock.set_read_timeout(Some(left)) {
                     self.log.warn(format!("cannot set the ICMP socket timeout: {e}"));
                     std::thread::sleep(left);
@@ -268,7 +211,7 @@ impl Pinger {
                 self.read_timeout = Some(left);
             }
             match (&self.sock).read(&mut self.buf) {
-                Ok(n) => self.on_datagram(n),
+                Ok(n) => self.on_datagram(n, answers),
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                     self.read_timeout = None;
@@ -283,74 +226,20 @@ impl Pinger {
         }
     }
 
-    fn log_change(&self, change: Change) {
-        let timeout = self.interval * TIMEOUT_SHARE;
-        match change {
-            Change::Failed(ip) => {
-                self.log.info(format!("Host {ip} did not answer ICMP echo within {timeout} s"))
-            }
-            Change::Answering(ip) => self.log.info(format!(
-                "Host {ip} answers ICMP echo again (eligible {} s after its last failure)",
-                self.interval * HOLD_DOWN_INTERVALS
-            )),
-        }
+    fn details(&self) -> serde_json::Value {
+        serde_json::json!({ "send_errors": self.send_errors })
     }
+}
 
-    fn run(mut self, hosts: RReceiver<HostList>, stop: StopToken) {
-        let mut next_probe = Instant::now();
-        loop {
-            if stop.is_stopped() {
-                return;
-            }
-            let mut latest = None;
-            while let Ok(list) = hosts.try_recv() {
-                latest = Some(list);
-            }
-            if let Some(list) = latest {
-                self.set_hosts(&list);
-            }
-            let now = Instant::now();
-            for change in self.tracker.expire(now) {
-                self.log_change(change);
-            }
-            if self.have_list {
-                self.stats.update(&self.tracker);
-                if !self.publisher.publish(self.tracker.failed(now), &self.stats) {
-                    self.log.debug("The health report queue is closed");
-                    return;
-                }
-            }
-            if now >= next_probe {
-                if !self.tracker.is_empty() {
-                    self.send_round(now);
-                }
-                next_probe += self.period;
-                if next_probe <= now {
-                    self.extra.late_rounds.fetch_add(1, Ordering::Relaxed);
-                    self.log.warn(format!(
-                        "ICMP round for {} hosts started late; restarting the schedule",
-                        self.tracker.len()
-                    ));
-                    next_probe = now + self.period;
-                }
-            }
-            let mut wake = next_probe.min(Instant::now() + TICK);
-            if let Some(d) = self.tracker.next_deadline() {
-                wake = wake.min(d);
-            }
-            self.receive_until(wake);
-        }
+impl Drop for Pinger {
+    /// The SDK drops the prober when the monitor stops.
+    fn drop(&mut self) {
+        self.log.info("ICMPecho health monitor plugin: Stopped");
     }
 }
 
 /// The `icmpecho` health plugin.
-pub struct Icmpecho {
-    interval: f64,
-    stats: Arc<Stats>,
-    extra: Arc<IcmpStats>,
-    log: Option<Logger>,
-    worker: Option<Worker>,
-}
+pub struct Icmpecho;
 
 impl PluginDescription for Icmpecho {
     const NAME: &'static str = "icmpecho";
@@ -373,28 +262,16 @@ impl PluginDescription for Icmpecho {
     }
 
     fn validate_config(args: &PluginArgs) -> Result<(), String> {
-        parse_interval(args, INTERVAL_ARG).map(drop)
+        interval(args).map(drop)
     }
 }
 
 impl HealthPlugin for Icmpecho {
-    fn create(args: &PluginArgs) -> Result<Self, String> {
-        Ok(Icmpecho {
-            interval: parse_interval(args, INTERVAL_ARG)?,
-            stats: Arc::default(),
-            extra: Arc::default(),
-            log: None,
-            worker: None,
-        })
-    }
+    type Prober = Pinger;
 
-    fn start(
-        &mut self,
-        ctx: PluginContext,
-        hosts: RReceiver<HostList>,
-        reports: RSender<HealthReport>,
-    ) -> Result<(), String> {
-        let log = ctx.log;
+    fn start(args: &PluginArgs, run: &HealthRun) -> Result<(Schedule, Pinger), String> {
+        let interval = interval(args)?;
+        let log = run.log().clone();
         log.info("ICMPecho health monitor plugin: Starting to watch instances.");
         let sock = open_socket()?;
         let ident = (std::process::id() as u16)
@@ -406,55 +283,8 @@ impl HealthPlugin for Icmpecho {
         if let Err(e) = sock.set_recv_buffer_size(RECV_BUFFER) {
             log.debug(format!("Cannot enlarge the ICMP receive buffer: {e}"));
         }
-        let timeout = Duration::from_secs_f64(self.interval * TIMEOUT_SHARE);
-        let hold = Duration::from_secs_f64(self.interval * HOLD_DOWN_INTERVALS);
-        let pinger = Pinger {
-            sock,
-            ident,
-            log: log.clone(),
-            interval: self.interval,
-            tracker: Tracker::new(timeout, hold),
-            targets: Vec::new(),
-            publisher: Publisher::new(log.clone(), reports),
-            stats: self.stats.clone(),
-            extra: self.extra.clone(),
-            have_list: false,
-            read_timeout: None,
-            buf: vec![0u8; 2048],
-            period: Duration::from_secs_f64(self.interval / f64::from(PROBES_PER_INTERVAL)),
-        };
-        self.worker = Some(Worker::spawn("IcmpechoHealth", move |stop| pinger.run(hosts, stop))?);
-        self.log = Some(log);
-        Ok(())
-    }
-
-    fn stop(&mut self) -> Result<(), String> {
-        if let Some(worker) = self.worker.take() {
-            worker.stop(STOP_TIMEOUT)?;
-        }
-        if let Some(log) = &self.log {
-            log.info("ICMPecho health monitor plugin: Stopped");
-        }
-        Ok(())
-    }
-
-    fn info(&self) -> serde_json::Value {
-        let mut stats = self.stats.json();
-        stats["rounds"] = self.extra.rounds.load(Ordering::Relaxed).into();
-        stats["late_rounds"] = self.extra.late_rounds.load(Ordering::Relaxed).into();
-        stats["send_errors"] = self.extra.send_errors.load(Ordering::Relaxed).into();
-        serde_json::json!({
-            "version": Self::VERSION,
-            "params": {INTERVAL_ARG: self.interval},
-            "timeout_secs": self.interval * TIMEOUT_SHARE,
-            "hold_down_secs": self.interval * HOLD_DOWN_INTERVALS,
-            "probes_per_interval": self.extra.probes_per_interval.load(Ordering::Relaxed),
-            "stats": stats,
-        })
-    }
-
-    fn interval_secs(&self) -> f64 {
-        self.interval
+        let pinger = Pinger { sock, ident, log, read_timeout: None, buf: vec![0u8; 2048], send_errors: 0 };
+        Ok((schedule(interval), pinger))
     }
 }
 
@@ -464,34 +294,25 @@ vpcrouter_plugin_api::export_plugin!(health: Icmpecho);
 mod tests {
     use std::process::Command;
 
-    use vpcrouter_plugin_api::channel::unbounded;
-    use vpcrouter_plugin_api::{LogLevel, RString};
-    use vpcrouter_testkit::{context, nothing_within, recv_within, LogCapture};
+    use vpcrouter_plugin_api::testkit::{nothing_within, start_health, HealthHarness};
+    use vpcrouter_plugin_api::{HealthStats, PluginStats};
 
     use super::*;
 
-    struct Running {
-        plugin: Icmpecho,
-        hosts: RSender<HostList>,
-        reports: RReceiver<HealthReport>,
-        logs: LogCapture,
+    fn start(interval: &str) -> HealthHarness {
+        start_health::<Icmpecho>(&[(INTERVAL_ARG, interval)]).unwrap()
     }
 
-    fn start(interval: &str) -> Running {
-        let mut plugin = Icmpecho::create(&PluginArgs::from_pairs([(INTERVAL_ARG, interval)])).unwrap();
-        let (ctx, logs) = context("icmpecho");
-        let (hosts, host_rx) = unbounded();
-        let (report_tx, reports) = unbounded();
-        plugin.start(ctx, host_rx, report_tx).unwrap();
-        Running { plugin, hosts, reports, logs }
+    /// The typed counters, the details object and the params of the monitor's status.
+    fn status(r: &HealthHarness) -> (HealthStats, serde_json::Value, Vec<(String, String)>) {
+        let s = r.monitor.status();
+        let PluginStats::Health(stats) = s.stats else { panic!("not health stats: {:?}", s.stats) };
+        let params = s.params.iter().map(|t| (t.0.to_string(), t.1.to_string())).collect();
+        (stats, serde_json::from_str(&s.details).unwrap(), params)
     }
 
-    fn list(ips: &[&str]) -> HostList {
-        HostList { hosts: ips.iter().map(|&ip| ip.into()).collect() }
-    }
-
-    fn failed(r: &HealthReport) -> Vec<&str> {
-        r.failed.iter().map(RString::as_str).collect()
+    fn failed(r: &HealthReport) -> Vec<String> {
+        r.failed.iter().map(|ip| ip.to_string()).collect()
     }
 
     /// Runs `ip ARGS`, panicking with its stderr on failure.
@@ -551,7 +372,7 @@ mod tests {
         let mut reply = req.clone();
         reply[0] = IcmpTypes::EchoReply.0;
         datagram.extend_from_slice(&reply);
-        assert_eq!(parse_reply(&datagram, 0x1234), Some((Ipv4Addr::new(10, 1, 2, 3), 70_000)));
+        assert_eq!(parse_reply(&datagram, 0x1234), Some((Ipv4::new(10, 1, 2, 3), 70_000)));
         assert_eq!(parse_reply(&datagram, 0x1235), None, "another identifier");
         assert_eq!(parse_reply(&datagram[..30], 0x1234), None, "truncated");
         let mut other = datagram.clone();
@@ -569,31 +390,40 @@ mod tests {
         for bad in ["0", "0.09", "3600.5", "-2", "x"] {
             assert!(check(bad).unwrap_err().contains("--icmp_check_interval"), "{bad}");
         }
-        assert_eq!(probes_per_interval(3, 0.1), 4);
-        assert_eq!(probes_per_interval(2_500, 1.0), 4);
-        assert_eq!(probes_per_interval(5_000, 1.0), 2);
-        assert_eq!(probes_per_interval(10_000, 1.0), 1);
-        assert_eq!(probes_per_interval(50_000, 2.0), 1);
-        let p = Icmpecho::create(&PluginArgs::default()).unwrap();
-        assert_eq!(p.interval_secs(), 2.0);
-        assert_eq!(p.info()["timeout_secs"], 1.5);
+        assert!(check("0").unwrap_err().contains("--icmp_check_interval must be between 0.1 and 3600 seconds (got 0)"));
+        let s = |secs: f64| schedule(Duration::from_secs_f64(secs));
+        assert_eq!(s(0.1).rounds_for(3), 4);
+        assert_eq!(s(1.0).rounds_for(2_500), 4);
+        assert_eq!(s(1.0).rounds_for(5_000), 2);
+        assert_eq!(s(1.0).rounds_for(10_000), 1);
+        assert_eq!(s(2.0).rounds_for(50_000), 1);
+        let r = start_health::<Icmpecho>(&[]).unwrap();
+        assert_eq!(r.monitor.interval_secs(), 2.0);
+        let (_, details, params) = status(&r);
+        assert_eq!(details["timeout_secs"], 1.5);
+        assert_eq!(details["hold_down_secs"], 20.0);
+        assert!(params.is_empty(), "no option given: {params:?}");
+        r.stop().unwrap();
     }
 
     #[test]
     fn loopback_hosts_answer_and_stay_healthy() {
-        let mut r = start("0.2");
+        let r = start("0.2");
         assert!(nothing_within(&r.reports, Duration::from_millis(300)), "no report before the first host list");
-        r.hosts.send(list(&["127.0.0.1", "127.0.77.1", "127.0.77.2"])).unwrap();
-        let first = recv_within(&r.reports, Duration::from_secs(2)).expect("a first report");
+        r.send_hosts(&["127.0.0.1", "127.0.77.1", "127.0.77.2"]);
+        let first = r.next_report(Duration::from_secs(2)).expect("a first report");
         assert_eq!(first, HealthReport::default());
         assert!(nothing_within(&r.reports, Duration::from_millis(1500)), "{:?}", r.logs);
-        let info = r.plugin.info();
-        assert!(info["stats"]["checks"].as_u64().unwrap() >= 3 * 4 * 6, "{info}");
-        assert_eq!(info["stats"]["failures"], 0, "{info}");
-        assert_eq!(info["params"][INTERVAL_ARG], 0.2);
+        let (stats, details, params) = status(&r);
+        assert!(stats.checks >= 3 * 4 * 6, "{stats:?}");
+        assert_eq!(stats.failures, 0, "{stats:?}");
+        assert_eq!(stats.hosts, 3);
+        assert_eq!(details["probes_per_interval"], 4, "{details}");
+        assert_eq!(params, vec![(INTERVAL_ARG.to_string(), "0.2".to_string())]);
         let t = Instant::now();
-        r.plugin.stop().unwrap();
+        r.stop().unwrap();
         assert!(t.elapsed() < Duration::from_secs(1));
+        assert!(r.logs.contains(LogLevel::Info, "ICMPecho health monitor plugin: Starting to watch instances."));
         assert!(r.logs.contains(LogLevel::Info, "ICMPecho health monitor plugin: Stopped"));
     }
 
@@ -601,43 +431,61 @@ mod tests {
     fn silent_host_fails_within_an_interval_and_is_eligible_after_the_hold_down() {
         let veth = Veth::new();
         let peer = veth.peer_ip.clone();
-        let mut r = start("0.2");
-        r.hosts.send(list(&["127.0.0.1", &peer])).unwrap();
-        assert_eq!(recv_within(&r.reports, Duration::from_secs(2)), Some(HealthReport::default()));
+        let r = start("0.2");
+        r.send_hosts(&["127.0.0.1", &peer]);
+        assert_eq!(r.next_report(Duration::from_secs(2)), Some(HealthReport::default()));
         assert!(nothing_within(&r.reports, Duration::from_millis(600)), "the peer answers: {:?}", r.logs);
 
         veth.peer_answers(false);
         let stopped = Instant::now();
-        let report = recv_within(&r.reports, Duration::from_secs(2)).expect("a failure report");
+        let report = r.next_report(Duration::from_secs(2)).expect("a failure report");
         let took = stopped.elapsed();
-        assert_eq!(failed(&report), vec![peer.as_str()]);
+        assert_eq!(failed(&report), vec![peer.clone()]);
         // One interval (0.2 s) at most, plus scheduling slack.
         assert!(took <= Duration::from_millis(200 + 100), "reported after {took:?}");
         assert!(r.logs.contains(LogLevel::Info, &format!("Currently failed IPs: {peer}")));
+        assert!(r.logs.contains(LogLevel::Info, &format!("Host {peer} failed a check: no answer within 0.15 s")));
 
         veth.peer_answers(true);
         let back = Instant::now();
-        let report = recv_within(&r.reports, Duration::from_secs(5)).expect("the host is eligible again");
+        let report = r.next_report(Duration::from_secs(5)).expect("the host is eligible again");
         let held = back.elapsed();
         assert_eq!(report, HealthReport::default());
         // Held down for 10 x 0.2 s after its last failed check (which is at most one
         // probe period plus the timeout before it answered again).
         assert!(held >= Duration::from_millis(2000 - 250 - 150) && held <= Duration::from_millis(2000 + 300), "{held:?}");
-        assert!(r.logs.contains(LogLevel::Info, &format!("Host {peer} answers ICMP echo again")));
-        let info = r.plugin.info();
-        assert!(info["stats"]["failures"].as_u64().unwrap() >= 1, "{info}");
-        r.plugin.stop().unwrap();
+        assert!(r.logs.contains(LogLevel::Info, &format!("Host {peer} passes checks again")));
+        let (stats, _, _) = status(&r);
+        assert!(stats.failures >= 1, "{stats:?}");
+        r.stop().unwrap();
     }
 
     #[test]
     fn a_host_list_change_keeps_known_hosts_and_drops_others() {
-        let mut r = start("0.1");
-        r.hosts.send(list(&["127.0.0.1", "not-an-ip"])).unwrap();
-        assert_eq!(recv_within(&r.reports, Duration::from_secs(2)), Some(HealthReport::default()));
-        assert!(r.logs.contains(LogLevel::Warn, "not-an-ip"));
-        r.hosts.send(list(&["127.0.0.2"])).unwrap();
+        let r = start("0.1");
+        r.send_hosts(&["127.0.0.1", "127.0.0.3"]);
+        assert_eq!(r.next_report(Duration::from_secs(2)), Some(HealthReport::default()));
+        r.send_hosts(&["127.0.0.2"]);
         assert!(nothing_within(&r.reports, Duration::from_millis(500)));
-        assert_eq!(r.plugin.info()["stats"]["hosts"], 1);
-        r.plugin.stop().unwrap();
+        let (stats, _, _) = status(&r);
+        assert_eq!(stats.hosts, 1);
+        r.stop().unwrap();
+    }
+
+    #[test]
+    fn an_unreachable_host_fails_at_once_and_counts_a_send_error() {
+        // A broadcast address: without SO_BROADCAST the kernel refuses to send (nothing goes out).
+        let r = start("0.4");
+        let t = Instant::now();
+        r.send_hosts(&["127.0.0.1", "255.255.255.255"]);
+        let mut report = r.next_report(Duration::from_secs(2)).expect("a report");
+        if report.failed.is_empty() {
+            report = r.next_report(Duration::from_secs(2)).expect("a failure report");
+        }
+        assert_eq!(failed(&report), vec!["255.255.255.255".to_string()]);
+        assert!(t.elapsed() < Duration::from_millis(250), "before the 0.3 s timeout: {:?}", t.elapsed());
+        let (_, details, _) = status(&r);
+        assert!(details["send_errors"].as_u64().unwrap() >= 1, "{details}");
+        r.stop().unwrap();
     }
 }

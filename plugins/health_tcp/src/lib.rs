@@ -3,43 +3,30 @@
 //! `vpcrouter -H tcp --tcp_check_port 22 --tcp_check_interval 2`
 //! (port required, 1..=65535; interval default 2 s, 0.1 ..= 3600 s).
 //!
-//! * One thread starts a round of non-blocking connects to every host every interval / k,
-//!   at most [`MAX_IN_FLIGHT`] at a time, and waits for them with `poll` (no thread per
-//!   host). k is 4, lowered for very many hosts so that at most [`MAX_CONNECTS_PER_SEC`]
-//!   connects start per second, but never below 1.
-//! * A connect must succeed within min(0.75 × interval, [`MAX_CONNECT_TIMEOUT`]). A
-//!   refused or unreachable connect fails the check at once (so a closed port is noticed
-//!   within interval / k); one that does not complete in time fails it at the timeout
-//!   (so a silent host is noticed 0.75 to 1.0 interval after its last answer, with k = 4). Established connections are closed at once with a
-//!   reset (no data is exchanged, no TIME_WAIT is left behind).
-//! * A failed host stays failed for 10 × interval after its last failed check, and is
-//!   checked meanwhile; then it is eligible again. Routes never fail back by themselves.
-//! * The FULL report (failed hosts) is sent once after the first host list and then
-//!   whenever it changes.
-//! * A round that cannot finish in time (overload) is logged; its unstarted connects are
-//!   skipped rather than counted as failures.
+//! * Each round of the SDK's schedule queues a non-blocking connect to every host; at most
+//!   [`MAX_IN_FLIGHT`] are in progress at a time, waited for with `poll` (no thread per
+//!   host), and queued ones start as slots free. Rounds come every interval / 4, fewer for
+//!   very many hosts so that at most [`MAX_CONNECTS_PER_SEC`] connects start per second.
+//! * A connect must succeed within min(0.75 × interval, [`MAX_CONNECT_TIMEOUT`]). A refused
+//!   or unreachable connect fails the check at once; one that does not complete in time
+//!   fails it at the timeout. Established connections are closed at once with a reset (no
+//!   data is exchanged, no TIME_WAIT is left behind).
+//! * Connects that cannot start before their round's deadline (more silent hosts than
+//!   slots) are skipped and logged, never counted as checks or failures.
+//! * The SDK's runner does the rest: the hold-down (10 × interval after the last failure)
+//!   and the FULL report after the first host list and whenever it changes.
 
 #![deny(unsafe_code)]
 
 use std::collections::VecDeque;
 use std::io::ErrorKind;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::net::{SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
-use vpcrouter_health_common::{
-    joined, parse_hosts, parse_interval, probes_per_interval, Change, Publisher, Stats, Tracker,
-    HOLD_DOWN_INTERVALS, PROBES_PER_INTERVAL, TIMEOUT_SHARE,
-};
-use vpcrouter_plugin_api::export::PluginDescription;
-use vpcrouter_plugin_api::worker::{StopToken, Worker};
-use vpcrouter_plugin_api::{
-    ArgSpec, HealthPlugin, HealthReport, HostList, Logger, PluginArgs, PluginContext, RReceiver,
-    RSender,
-};
+use vpcrouter_plugin_api::health::TIMEOUT_SHARE;
+use vpcrouter_plugin_api::prelude::*;
 
 /// Connects in progress at most (each holds a file descriptor).
 pub const MAX_IN_FLIGHT: usize = 256;
@@ -47,130 +34,97 @@ pub const MAX_IN_FLIGHT: usize = 256;
 pub const MAX_CONNECTS_PER_SEC: f64 = 2_000.0;
 /// Upper bound of the connect timeout, whatever the interval.
 pub const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// A queued connect that cannot start this long before its deadline is skipped.
+const MIN_CONNECT_TIME: Duration = Duration::from_millis(5);
 const INTERVAL_ARG: &str = "tcp_check_interval";
 const PORT_ARG: &str = "tcp_check_port";
-/// Longest wait before the thread looks at its queues and the stop signal again.
-const TICK: Duration = Duration::from_millis(50);
-const STOP_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn parse_port(args: &PluginArgs) -> Result<u16, String> {
-    let raw = args.get(PORT_ARG).ok_or_else(|| {
-        format!("A port for the TCP health-test needs to be specified (--{PORT_ARG}).")
-    })?;
-    match raw.trim().parse::<u32>() {
-        Ok(p @ 1..=65535) => Ok(p as u16),
-        _ => Err(format!("--{PORT_ARG} must be a port number between 1 and 65535 (got '{raw}')")),
-    }
+    args.port(PORT_ARG)?
+        .ok_or_else(|| format!("A port for the TCP health-test needs to be specified (--{PORT_ARG})."))
 }
 
-/// The connect timeout for `interval` seconds.
-pub fn connect_timeout(interval: f64) -> Duration {
-    Duration::from_secs_f64(interval * TIMEOUT_SHARE).min(MAX_CONNECT_TIMEOUT)
+/// The `--tcp_check_interval` rules: default 2 s, 0.1 to 3600 s.
+fn interval(args: &PluginArgs) -> Result<Duration, String> {
+    args.seconds(INTERVAL_ARG, 2.0, 0.1..=3600.0)
+}
+
+/// The connect timeout for `interval`.
+pub fn connect_timeout(interval: Duration) -> Duration {
+    interval.mul_f64(TIMEOUT_SHARE).min(MAX_CONNECT_TIMEOUT)
+}
+
+/// The schedule for `interval`: the connect timeout, within the connect budget.
+pub fn schedule(interval: Duration) -> Schedule {
+    Schedule::every(interval).timeout(connect_timeout(interval)).max_probes_per_sec(MAX_CONNECTS_PER_SEC)
 }
 
 /// A connect in progress.
 struct Conn {
     stream: TcpStream,
-    ip: Ipv4Addr,
-    round: u64,
-    deadline: Instant,
+    ip: Ipv4,
+    round: Round,
 }
 
-#[derive(Debug, Default)]
-struct TcpStats {
-    rounds: AtomicU64,
-    late_rounds: AtomicU64,
-    skipped: AtomicU64,
-    probes_per_interval: AtomicU64,
-}
-
-/// The prober, owned by its thread.
-struct Prober {
+/// The prober: connects in flight and queued.
+pub struct Connector {
     poll: Poll,
+    events: Events,
     port: u16,
     log: Logger,
-    interval: f64,
-    tracker: Tracker,
-    targets: Vec<Ipv4Addr>,
-    queue: VecDeque<(Ipv4Addr, u64, Instant)>,
+    max_in_flight: usize,
+    queue: VecDeque<(Ipv4, Round)>,
     conns: Vec<Option<Conn>>,
     free: Vec<usize>,
     in_flight: usize,
-    publisher: Publisher,
-    stats: Arc<Stats>,
-    extra: Arc<TcpStats>,
-    have_list: bool,
-    /// Time between two rounds: interval / probes per interval.
-    period: Duration,
+    skipped: u64,
 }
 
-impl Prober {
-    fn set_hosts(&mut self, list: &HostList) {
-        let (ips, bad) = parse_hosts(list);
-        if !bad.is_empty() {
-            self.log.warn(format!("Ignoring host entries that are not IPv4 addresses: {}", bad.join(",")));
-        }
-        self.log.debug(format!("Checking {} hosts on port {}: {}", ips.len(), self.port, joined(&ips)));
-        self.tracker.set_hosts(&ips);
-        let k = probes_per_interval(ips.len(), self.interval, MAX_CONNECTS_PER_SEC);
-        if k < PROBES_PER_INTERVAL {
-            self.log.info(format!(
-                "{} hosts: {k} connect(s) per host per interval, to stay under {MAX_CONNECTS_PER_SEC} per second",
-                ips.len()
-            ));
-        }
-        self.extra.probes_per_interval.store(u64::from(k), Ordering::Relaxed);
-        self.period = Duration::from_secs_f64(self.interval / f64::from(k));
-        self.targets = ips;
-        self.have_list = true;
+impl Connector {
+    fn new(port: u16, log: Logger, max_in_flight: usize) -> Result<Connector, String> {
+        let poll = Poll::new().map_err(|e| format!("tcp health plugin cannot create a poller: {e}"))?;
+        Ok(Connector {
+            poll,
+            events: Events::with_capacity(1024),
+            port,
+            log,
+            max_in_flight,
+            queue: VecDeque::new(),
+            conns: Vec::new(),
+            free: Vec::new(),
+            in_flight: 0,
+            skipped: 0,
+        })
     }
 
-    fn log_change(&self, change: Change) {
-        match change {
-            Change::Failed(ip) => self.log.info(format!(
-                "Host {ip} failed the TCP check on port {} (timeout {} s)",
-                self.port,
-                connect_timeout(self.interval).as_secs_f64()
-            )),
-            Change::Answering(ip) => self.log.info(format!(
-                "Host {ip} accepts TCP connections on port {} again (eligible {} s after its last failure)",
-                self.port,
-                self.interval * HOLD_DOWN_INTERVALS
-            )),
-        }
+    fn skip(&mut self, ip: Ipv4, round: Round, answers: &mut Answers) {
+        self.skipped += 1;
+        answers.skipped(ip, round.number);
     }
 
-    fn start_round(&mut self, now: Instant) {
-        if !self.queue.is_empty() {
-            self.extra.skipped.fetch_add(self.queue.len() as u64, Ordering::Relaxed);
-            self.log.warn(format!(
-                "TCP checks of {} hosts could not start within their round; skipped",
-                self.queue.len()
-            ));
-            self.queue.clear();
+    /// Skips queued connects whose deadline is at or before `horizon` (the queue is in
+    /// round order, so deadlines only grow along it).
+    fn skip_due(&mut self, horizon: Instant, answers: &mut Answers) {
+        while let Some(&(ip, round)) = self.queue.front().filter(|(_, r)| r.deadline <= horizon) {
+            self.queue.pop_front();
+            self.skip(ip, round, answers);
         }
-        let round = self.tracker.start_round(now);
-        self.extra.rounds.fetch_add(1, Ordering::Relaxed);
-        let deadline = self.tracker.deadline(round).unwrap_or(now);
-        self.queue.extend(self.targets.iter().map(|ip| (*ip, round, deadline)));
     }
 
     /// Starts queued connects while there is room.
-    fn start_connects(&mut self) {
-        while self.in_flight < MAX_IN_FLIGHT {
-            let Some((ip, round, deadline)) = self.queue.pop_front() else { return };
-            let now = Instant::now();
-            if now >= deadline {
-                self.extra.skipped.fetch_add(1, Ordering::Relaxed);
+    fn start_connects(&mut self, answers: &mut Answers) {
+        while self.in_flight < self.max_in_flight {
+            let Some((ip, round)) = self.queue.pop_front() else { return };
+            if round.deadline <= Instant::now() + MIN_CONNECT_TIME {
+                self.skip(ip, round, answers);
                 continue;
             }
-            self.tracker.probed(ip, round);
-            let addr = SocketAddr::V4(SocketAddrV4::new(ip, self.port));
+            let addr = SocketAddr::V4(SocketAddrV4::new(ip.addr(), self.port));
             let mut stream = match TcpStream::connect(addr) {
                 Ok(s) => s,
                 Err(e) => {
                     self.log.debug(format!("TCP connect to {addr} failed: {e}"));
-                    self.refused(ip, round);
+                    answers.down(ip, round.number, format!("TCP connect to port {} failed: {e}", self.port));
                     continue;
                 }
             };
@@ -183,14 +137,8 @@ impl Prober {
                 self.free.push(slot);
                 continue;
             }
-            self.conns[slot] = Some(Conn { stream, ip, round, deadline });
+            self.conns[slot] = Some(Conn { stream, ip, round });
             self.in_flight += 1;
-        }
-    }
-
-    fn refused(&mut self, ip: Ipv4Addr, round: u64) {
-        if let Some(c) = self.tracker.refused(ip, round, Instant::now()) {
-            self.log_change(c);
         }
     }
 
@@ -204,7 +152,7 @@ impl Prober {
     }
 
     /// A connect became writable: connected, refused, or (rarely) not yet done.
-    fn on_ready(&mut self, slot: usize) {
+    fn on_ready(&mut self, slot: usize, answers: &mut Answers) {
         let Some(Some(conn)) = self.conns.get(slot) else { return };
         let result = match conn.stream.take_error() {
             Ok(Some(e)) | Err(e) => Err(e),
@@ -217,99 +165,79 @@ impl Prober {
                 if let Some(conn) = self.close(slot) {
                     // Reset instead of FIN: no TIME_WAIT for thousands of checks.
                     let _ = socket2::SockRef::from(&conn.stream).set_linger(Some(Duration::ZERO));
-                    self.tracker.answer(conn.ip, conn.round, Instant::now());
+                    answers.up(conn.ip, conn.round.number);
                 }
             }
             Err(e) => {
                 if let Some(conn) = self.close(slot) {
                     self.log.debug(format!("TCP check of {}:{} failed: {e}", conn.ip, self.port));
-                    self.refused(conn.ip, conn.round);
+                    answers.down(conn.ip, conn.round.number, format!("TCP connect to port {} failed: {e}", self.port));
                 }
             }
         }
     }
 
-    /// Gives up connects whose deadline passed (the tracker counts them as failed).
+    /// Gives up connects whose deadline passed (the SDK fails them at the deadline).
     fn cancel_expired(&mut self, now: Instant) {
-        let expired: Vec<usize> = self
-            .conns
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.as_ref().is_some_and(|c| c.deadline <= now))
-            .map(|(i, _)| i)
-            .collect();
-        for slot in expired {
-            self.close(slot);
+        for slot in 0..self.conns.len() {
+            if self.conns[slot].as_ref().is_some_and(|c| c.round.deadline <= now) {
+                self.close(slot);
+            }
         }
     }
+}
 
-    fn run(mut self, hosts: RReceiver<HostList>, stop: StopToken) {
-        let mut next_round = Instant::now();
-        let mut events = Events::with_capacity(1024);
-        loop {
-            if stop.is_stopped() {
-                return;
-            }
-            let mut latest = None;
-            while let Ok(list) = hosts.try_recv() {
-                latest = Some(list);
-            }
-            if let Some(list) = latest {
-                self.set_hosts(&list);
-            }
-            let now = Instant::now();
-            self.cancel_expired(now);
-            for change in self.tracker.expire(now) {
-                self.log_change(change);
-            }
-            if self.have_list {
-                self.stats.update(&self.tracker);
-                if !self.publisher.publish(self.tracker.failed(now), &self.stats) {
-                    self.log.debug("The health report queue is closed");
-                    return;
-                }
-            }
-            if now >= next_round {
-                if !self.tracker.is_empty() {
-                    self.start_round(now);
-                }
-                next_round += self.period;
-                if next_round <= now {
-                    self.extra.late_rounds.fetch_add(1, Ordering::Relaxed);
-                    self.log.warn("TCP round started late; restarting the schedule");
-                    next_round = now + self.period;
-                }
-            }
-            self.start_connects();
-            let mut wake = next_round.min(Instant::now() + TICK);
-            if let Some(d) = self.tracker.next_deadline() {
-                wake = wake.min(d);
-            }
-            let timeout = wake.saturating_duration_since(Instant::now());
-            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
-                if e.kind() != ErrorKind::Interrupted {
-                    self.log.warn(format!("poll failed: {e}"));
-                    std::thread::sleep(timeout);
-                }
-                continue;
-            }
-            let ready: Vec<usize> = events.iter().map(|e| e.token().0).collect();
-            for slot in ready {
-                self.on_ready(slot);
+impl Prober for Connector {
+    /// Queues a connect to every host; connects still queued from earlier rounds are skipped.
+    fn probe(&mut self, round: Round, hosts: &[Ipv4], answers: &mut Answers) {
+        if !self.queue.is_empty() {
+            self.log.warn(format!("TCP checks of {} hosts could not start within their round; skipped", self.queue.len()));
+            while let Some((ip, old)) = self.queue.pop_front() {
+                self.skip(ip, old, answers);
             }
         }
+        self.queue.extend(hosts.iter().map(|ip| (*ip, round)));
+        self.start_connects(answers);
+    }
+
+    /// Waits for connects until `until`, starting queued ones as slots free.
+    fn wait(&mut self, until: Instant, answers: &mut Answers) {
+        let timeout = until.saturating_duration_since(Instant::now());
+        match self.poll.poll(&mut self.events, Some(timeout)) {
+            Ok(()) => {
+                let ready: Vec<usize> = self.events.iter().map(|e| e.token().0).collect();
+                for slot in ready {
+                    self.on_ready(slot, answers);
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => {
+                self.log.warn(format!("poll failed: {e}"));
+                std::thread::sleep(timeout);
+            }
+        }
+        let now = Instant::now();
+        self.cancel_expired(now);
+        self.start_connects(answers);
+        // What is still queued at its deadline never started: skipped before the SDK
+        // judges the round.
+        self.skip_due(until.max(now) + MIN_CONNECT_TIME, answers);
+    }
+
+    fn details(&self) -> serde_json::Value {
+        serde_json::json!({ "skipped": self.skipped })
+    }
+}
+
+impl Drop for Connector {
+    /// The SDK drops the prober when the monitor stops.
+    fn drop(&mut self) {
+        self.log.info("TCP health monitor plugin: Stopped");
     }
 }
 
 /// The `tcp` health plugin.
-pub struct Tcp {
-    interval: f64,
-    port: u16,
-    stats: Arc<Stats>,
-    extra: Arc<TcpStats>,
-    log: Option<Logger>,
-    worker: Option<Worker>,
-}
+pub struct Tcp;
 
 impl PluginDescription for Tcp {
     const NAME: &'static str = "tcp";
@@ -335,84 +263,19 @@ impl PluginDescription for Tcp {
     }
 
     fn validate_config(args: &PluginArgs) -> Result<(), String> {
-        parse_interval(args, INTERVAL_ARG)?;
+        interval(args)?;
         parse_port(args).map(drop)
     }
 }
 
 impl HealthPlugin for Tcp {
-    fn create(args: &PluginArgs) -> Result<Self, String> {
-        Ok(Tcp {
-            interval: parse_interval(args, INTERVAL_ARG)?,
-            port: parse_port(args)?,
-            stats: Arc::default(),
-            extra: Arc::default(),
-            log: None,
-            worker: None,
-        })
-    }
+    type Prober = Connector;
 
-    fn start(
-        &mut self,
-        ctx: PluginContext,
-        hosts: RReceiver<HostList>,
-        reports: RSender<HealthReport>,
-    ) -> Result<(), String> {
-        let log = ctx.log;
-        log.info("TCP health monitor plugin: Starting to watch instances.");
-        let poll = Poll::new().map_err(|e| format!("tcp health plugin cannot create a poller: {e}"))?;
-        let prober = Prober {
-            poll,
-            port: self.port,
-            log: log.clone(),
-            interval: self.interval,
-            tracker: Tracker::new(
-                connect_timeout(self.interval),
-                Duration::from_secs_f64(self.interval * HOLD_DOWN_INTERVALS),
-            ),
-            targets: Vec::new(),
-            queue: VecDeque::new(),
-            conns: Vec::new(),
-            free: Vec::new(),
-            in_flight: 0,
-            publisher: Publisher::new(log.clone(), reports),
-            stats: self.stats.clone(),
-            extra: self.extra.clone(),
-            have_list: false,
-            period: Duration::from_secs_f64(self.interval / f64::from(PROBES_PER_INTERVAL)),
-        };
-        self.worker = Some(Worker::spawn("TcpHealth", move |stop| prober.run(hosts, stop))?);
-        self.log = Some(log);
-        Ok(())
-    }
-
-    fn stop(&mut self) -> Result<(), String> {
-        if let Some(worker) = self.worker.take() {
-            worker.stop(STOP_TIMEOUT)?;
-        }
-        if let Some(log) = &self.log {
-            log.info("TCP health monitor plugin: Stopped");
-        }
-        Ok(())
-    }
-
-    fn info(&self) -> serde_json::Value {
-        let mut stats = self.stats.json();
-        stats["rounds"] = self.extra.rounds.load(Ordering::Relaxed).into();
-        stats["late_rounds"] = self.extra.late_rounds.load(Ordering::Relaxed).into();
-        stats["skipped"] = self.extra.skipped.load(Ordering::Relaxed).into();
-        serde_json::json!({
-            "version": Self::VERSION,
-            "params": {INTERVAL_ARG: self.interval, PORT_ARG: self.port},
-            "timeout_secs": connect_timeout(self.interval).as_secs_f64(),
-            "hold_down_secs": self.interval * HOLD_DOWN_INTERVALS,
-            "probes_per_interval": self.extra.probes_per_interval.load(Ordering::Relaxed),
-            "stats": stats,
-        })
-    }
-
-    fn interval_secs(&self) -> f64 {
-        self.interval
+    fn start(args: &PluginArgs, run: &HealthRun) -> Result<(Schedule, Connector), String> {
+        let interval = interval(args)?;
+        let port = parse_port(args)?;
+        run.log().info("TCP health monitor plugin: Starting to watch instances.");
+        Ok((schedule(interval), Connector::new(port, run.log().clone(), MAX_IN_FLIGHT)?))
     }
 }
 
@@ -422,39 +285,31 @@ vpcrouter_plugin_api::export_plugin!(health: Tcp);
 mod tests {
     use std::net::TcpListener;
     use std::process::Command;
-    use std::sync::atomic::AtomicBool;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
     use std::thread::JoinHandle;
 
-    use vpcrouter_plugin_api::channel::unbounded;
-    use vpcrouter_plugin_api::{LogLevel, RString};
-    use vpcrouter_testkit::{context, nothing_within, recv_within, LogCapture};
+    use vpcrouter_plugin_api::health::Tracker;
+    use vpcrouter_plugin_api::testkit::{context, nothing_within, start_health, HealthHarness};
+    use vpcrouter_plugin_api::{HealthStats, PluginStats};
 
     use super::*;
 
-    struct Running {
-        plugin: Tcp,
-        hosts: RSender<HostList>,
-        reports: RReceiver<HealthReport>,
-        logs: LogCapture,
-    }
-
-    fn start(interval: &str, port: u16) -> Running {
+    fn start(interval: &str, port: u16) -> HealthHarness {
         let port = port.to_string();
-        let args = PluginArgs::from_pairs([(INTERVAL_ARG, interval), (PORT_ARG, port.as_str())]);
-        let mut plugin = Tcp::create(&args).unwrap();
-        let (ctx, logs) = context("tcp");
-        let (hosts, host_rx) = unbounded();
-        let (report_tx, reports) = unbounded();
-        plugin.start(ctx, host_rx, report_tx).unwrap();
-        Running { plugin, hosts, reports, logs }
+        start_health::<Tcp>(&[(INTERVAL_ARG, interval), (PORT_ARG, port.as_str())]).unwrap()
     }
 
-    fn list(ips: &[&str]) -> HostList {
-        HostList { hosts: ips.iter().map(|&ip| ip.into()).collect() }
+    /// The typed counters, the details object and the params of the monitor's status.
+    fn status(r: &HealthHarness) -> (HealthStats, serde_json::Value, Vec<(String, String)>) {
+        let s = r.monitor.status();
+        let PluginStats::Health(stats) = s.stats else { panic!("not health stats: {:?}", s.stats) };
+        let params = s.params.iter().map(|t| (t.0.to_string(), t.1.to_string())).collect();
+        (stats, serde_json::from_str(&s.details).unwrap(), params)
     }
 
-    fn failed(r: &HealthReport) -> Vec<&str> {
-        r.failed.iter().map(RString::as_str).collect()
+    fn failed(r: &HealthReport) -> Vec<String> {
+        r.failed.iter().map(|ip| ip.to_string()).collect()
     }
 
     /// A listener on `ip:port` that accepts and drops connections until dropped.
@@ -490,22 +345,63 @@ mod tests {
         }
     }
 
+    /// A veth into a namespace of our own, with no address on the far side: SYNs to
+    /// `silent` (198.19.N.2) go unanswered. `tag` keeps tests running at once apart.
+    struct SilentNet {
+        ns: String,
+        here: String,
+        silent: String,
+    }
+
+    impl SilentNet {
+        fn new(tag: u32) -> SilentNet {
+            let pid = std::process::id();
+            let ns = format!("vpcr-tcp{tag}-{pid}");
+            let (here, there) = (format!("vt{tag}i{}", pid % 1_000_000), format!("vt{tag}n{}", pid % 1_000_000));
+            let net = format!("198.19.{}", (pid * 2 + tag) % 250);
+            let ip = |args: &[&str]| {
+                let out = Command::new("ip").args(args).output().expect("run ip");
+                assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            };
+            let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+            ip(&["netns", "add", &ns]);
+            let s = SilentNet { ns: ns.clone(), here: here.clone(), silent: format!("{net}.2") };
+            ip(&["link", "add", &here, "type", "veth", "peer", "name", &there, "netns", &ns]);
+            ip(&["addr", "add", &format!("{net}.1/30"), "dev", &here]);
+            ip(&["link", "set", &here, "up"]);
+            ip(&["-n", &ns, "link", "set", &there, "up"]);
+            s
+        }
+    }
+
+    impl Drop for SilentNet {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["link", "del", &self.here]).output();
+            let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
+        }
+    }
+
     #[test]
     fn options_are_checked() {
         let check = |pairs: &[(&str, &str)]| Tcp::validate_config(&PluginArgs::from_pairs(pairs.iter().copied()));
         assert!(check(&[(PORT_ARG, "22")]).is_ok());
         assert!(check(&[(PORT_ARG, "65535"), (INTERVAL_ARG, "0.1")]).is_ok());
-        assert!(check(&[]).unwrap_err().contains("--tcp_check_port"));
+        assert_eq!(check(&[]).unwrap_err(), "A port for the TCP health-test needs to be specified (--tcp_check_port).");
         for bad in ["0", "65536", "-1", "ssh", ""] {
             let e = check(&[(PORT_ARG, bad)]).unwrap_err();
-            assert!(e.contains("between 1 and 65535"), "{bad}: {e}");
+            assert!(e.contains("--tcp_check_port must be a port number between 1 and 65535"), "{bad}: {e}");
         }
         for bad in ["0", "0.01", "4000", "two"] {
             let e = check(&[(PORT_ARG, "22"), (INTERVAL_ARG, bad)]).unwrap_err();
             assert!(e.contains("--tcp_check_interval"), "{bad}: {e}");
         }
-        assert_eq!(connect_timeout(1.0), Duration::from_millis(750));
-        assert_eq!(connect_timeout(60.0), MAX_CONNECT_TIMEOUT);
+        assert_eq!(connect_timeout(Duration::from_secs(1)), Duration::from_millis(750));
+        assert_eq!(connect_timeout(Duration::from_secs(60)), MAX_CONNECT_TIMEOUT);
+        let s = schedule(Duration::from_secs(2));
+        assert_eq!((s.timeout, s.hold_down), (Duration::from_millis(1500), Duration::from_secs(20)));
+        assert_eq!(s.rounds_for(1_000), 4);
+        assert_eq!(s.rounds_for(2_000), 2, "at most 2,000 connects per second");
+        assert_eq!(schedule(Duration::from_secs(10)).timeout, MAX_CONNECT_TIMEOUT);
     }
 
     #[test]
@@ -514,73 +410,94 @@ mod tests {
         let (a, b) = (format!("127.{net}.0.1"), format!("127.{net}.0.2"));
         let (la, port) = Listener::bind(&a, 0);
         let (_lb, _) = Listener::bind(&b, port);
-        let mut r = start("0.2", port);
-        r.hosts.send(list(&[&a, &b])).unwrap();
-        assert_eq!(recv_within(&r.reports, Duration::from_secs(2)), Some(HealthReport::default()));
+        let r = start("0.2", port);
+        r.send_hosts(&[&a, &b]);
+        assert_eq!(r.next_report(Duration::from_secs(2)), Some(HealthReport::default()));
         assert!(nothing_within(&r.reports, Duration::from_millis(800)), "{:?}", r.logs);
 
         drop(la);
         let stopped = Instant::now();
-        let report = recv_within(&r.reports, Duration::from_secs(2)).expect("a failure report");
+        let report = r.next_report(Duration::from_secs(2)).expect("a failure report");
         let took = stopped.elapsed();
-        assert_eq!(failed(&report), vec![a.as_str()]);
+        assert_eq!(failed(&report), vec![a.clone()]);
         assert!(took <= Duration::from_millis(200 + 100), "refusal noticed after {took:?}");
+        assert!(r.logs.contains(LogLevel::Info, &format!("Host {a} failed a check: TCP connect to port {port} failed")), "{:?}", r.logs);
 
         let (_la, _) = Listener::bind(&a, port);
         let back = Instant::now();
-        let report = recv_within(&r.reports, Duration::from_secs(5)).expect("eligible again");
+        let report = r.next_report(Duration::from_secs(5)).expect("eligible again");
         let held = back.elapsed();
         assert_eq!(report, HealthReport::default());
         assert!(held >= Duration::from_millis(2000 - 250) && held <= Duration::from_millis(2000 + 300), "{held:?}");
-        assert!(r.logs.contains(LogLevel::Info, &format!("Host {a} accepts TCP connections on port {port} again")));
-        let info = r.plugin.info();
-        assert!(info["stats"]["checks"].as_u64().unwrap() >= 60, "{info}");
-        assert_eq!(info["probes_per_interval"], 4);
-        assert!(info["stats"]["failures"].as_u64().unwrap() >= 1, "{info}");
-        assert_eq!(info["params"][PORT_ARG], port);
+        assert!(r.logs.contains(LogLevel::Info, &format!("Host {a} passes checks again")));
+        let (stats, details, params) = status(&r);
+        assert!(stats.checks >= 60, "{stats:?}");
+        assert!(stats.failures >= 1, "{stats:?}");
+        assert_eq!(details["probes_per_interval"], 4, "{details}");
+        assert_eq!(details["timeout_secs"], 0.15, "{details}");
+        assert_eq!(details["skipped"], 0, "{details}");
+        assert!(params.contains(&(PORT_ARG.to_string(), port.to_string())), "{params:?}");
         let t = Instant::now();
-        r.plugin.stop().unwrap();
+        r.stop().unwrap();
         assert!(t.elapsed() < Duration::from_secs(1));
+        assert!(r.logs.contains(LogLevel::Info, "TCP health monitor plugin: Starting to watch instances."));
         assert!(r.logs.contains(LogLevel::Info, "TCP health monitor plugin: Stopped"));
     }
 
     #[test]
     fn a_host_that_never_answers_fails_at_the_timeout() {
-        // A veth into a namespace of our own, with no address on the far side: SYNs to
-        // 198.19.N.2 go unanswered.
-        let pid = std::process::id();
-        let (ns, here, there) = (format!("vpcr-tcp-{pid}"), format!("vti{}", pid % 1_000_000), format!("vtn{}", pid % 1_000_000));
-        let net = format!("198.19.{}", pid % 250);
-        let ip = |args: &[&str]| {
-            let out = Command::new("ip").args(args).output().expect("run ip");
-            assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        };
-        struct Cleanup(String, String);
-        impl Drop for Cleanup {
-            fn drop(&mut self) {
-                let _ = Command::new("ip").args(["link", "del", &self.1]).output();
-                let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
-            }
-        }
-        ip(&["netns", "add", &ns]);
-        let _cleanup = Cleanup(ns.clone(), here.clone());
-        ip(&["link", "add", &here, "type", "veth", "peer", "name", &there, "netns", &ns]);
-        ip(&["addr", "add", &format!("{net}.1/30"), "dev", &here]);
-        ip(&["link", "set", &here, "up"]);
-        ip(&["-n", &ns, "link", "set", &there, "up"]);
-
-        let silent = format!("{net}.2");
+        let net = SilentNet::new(0);
+        let silent = net.silent.clone();
         let (_l, port) = Listener::bind("127.0.0.1", 0);
-        let mut r = start("0.2", port);
+        let r = start("0.2", port);
         let t = Instant::now();
-        r.hosts.send(list(&["127.0.0.1", &silent])).unwrap();
-        let mut report = recv_within(&r.reports, Duration::from_secs(2)).expect("a report");
+        r.send_hosts(&["127.0.0.1", &silent]);
+        let mut report = r.next_report(Duration::from_secs(2)).expect("a report");
         if report.failed.is_empty() {
-            report = recv_within(&r.reports, Duration::from_secs(2)).expect("a failure report");
+            report = r.next_report(Duration::from_secs(2)).expect("a failure report");
         }
-        assert_eq!(failed(&report), vec![silent.as_str()]);
+        assert_eq!(failed(&report), vec![silent.clone()]);
         // The first round starts at once; its connects time out after 0.15 s.
         assert!(t.elapsed() >= Duration::from_millis(140) && t.elapsed() <= Duration::from_millis(450), "{:?}", t.elapsed());
-        r.plugin.stop().unwrap();
+        assert!(r.logs.contains(LogLevel::Info, &format!("Host {silent} failed a check: no answer within 0.15 s")));
+        r.stop().unwrap();
+    }
+
+    #[test]
+    fn connects_that_cannot_start_in_their_round_are_skipped_not_failed() {
+        // One slot, held by a silent host until the deadline: the listening host's connect
+        // never starts, so its round counts neither as a check nor as a failure.
+        let net = SilentNet::new(1);
+        let (_l, port) = Listener::bind("127.0.0.1", 0);
+        let (silent, up) = (Ipv4::parse(&net.silent).unwrap(), Ipv4::new(127, 0, 0, 1));
+        let (ctx, _logs) = context("tcp");
+        let mut c = Connector::new(port, ctx.log, 1).unwrap();
+        let timeout = Duration::from_millis(100);
+        let mut t = Tracker::new(timeout, Duration::from_secs(1));
+        t.set_hosts(&[silent, up]);
+        let mut answers = Answers::default();
+        let round = t.start_round(Instant::now());
+        c.probe(round, &[silent, up], &mut answers);
+        let mut changes = t.apply(&mut answers, Instant::now());
+        while Instant::now() < round.deadline + Duration::from_millis(20) {
+            c.wait(Instant::now() + Duration::from_millis(5), &mut answers);
+            changes.extend(t.apply(&mut answers, Instant::now()));
+            changes.extend(t.expire(Instant::now()));
+        }
+        assert_eq!(changes, vec![vpcrouter_plugin_api::health::Change::Failed(silent, "no answer within 0.10 s".into())]);
+        assert_eq!((t.checks, t.failures), (1, 1), "the skipped connect is no check");
+        assert_eq!(c.details()["skipped"], 1);
+
+        // With room for both, the listening host answers in the next round.
+        let round = t.start_round(Instant::now());
+        c.max_in_flight = 2;
+        c.probe(round, &[silent, up], &mut answers);
+        while Instant::now() < round.deadline + Duration::from_millis(20) {
+            c.wait(Instant::now() + Duration::from_millis(5), &mut answers);
+            t.apply(&mut answers, Instant::now());
+            t.expire(Instant::now());
+        }
+        assert_eq!(t.report(Instant::now()).failed.into_vec(), vec![silent]);
+        assert_eq!((t.checks, c.details()["skipped"].as_u64()), (3, Some(1)));
     }
 }

@@ -8,13 +8,12 @@
 
 #![deny(unsafe_code)]
 
-use std::net::Ipv4Addr;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use vpcrouter_health_icmpecho::Icmpecho;
-use vpcrouter_plugin_api::channel::unbounded;
-use vpcrouter_plugin_api::{HealthPlugin, HostList, PluginArgs};
+use vpcrouter_plugin_api::testkit::{start_health, HealthHarness};
+use vpcrouter_plugin_api::{HostList, Ipv4, PluginStats};
 
 /// (user, system) CPU time of this process so far.
 #[allow(unsafe_code)]
@@ -31,8 +30,8 @@ fn cpu_time() -> (Duration, Duration) {
     (tv(ru.ru_utime), tv(ru.ru_stime))
 }
 
-fn host(i: usize) -> Ipv4Addr {
-    Ipv4Addr::new(127, 10, (i / 250) as u8, (1 + i % 250) as u8)
+fn host(i: usize) -> Ipv4 {
+    Ipv4::new(127, 10, (i / 250) as u8, (1 + i % 250) as u8)
 }
 
 struct Row {
@@ -47,20 +46,26 @@ struct Row {
     late_rounds: u64,
 }
 
-fn counters(p: &Icmpecho) -> (u64, u64, u64) {
-    let info = p.info();
-    let get = |k: &str| info["stats"][k].as_u64().unwrap_or(0);
-    (get("checks"), get("failures"), get("late_rounds"))
+/// (checks, failures) from the typed stats, and the details object (`late_rounds`, ...).
+fn status(p: &HealthHarness) -> ((u64, u64), serde_json::Value) {
+    let s = p.monitor.status();
+    let checks = match s.stats {
+        PluginStats::Health(h) => (h.checks, h.failures),
+        PluginStats::Watcher(_) => (0, 0),
+    };
+    (checks, serde_json::from_str(&s.details).unwrap_or_default())
+}
+
+fn counters(p: &HealthHarness) -> (u64, u64, u64) {
+    let ((checks, failures), details) = status(p);
+    (checks, failures, details["late_rounds"].as_u64().unwrap_or(0))
 }
 
 fn run(hosts: usize, secs: u64) -> Result<Row, String> {
-    let mut plugin = Icmpecho::create(&PluginArgs::from_pairs([("icmp_check_interval", "1")]))?;
-    let (ctx, _logs) = vpcrouter_testkit::context("icmpecho");
-    let (host_tx, host_rx) = unbounded();
-    let (report_tx, reports) = unbounded();
-    plugin.start(ctx, host_rx, report_tx)?;
-    let list = HostList { hosts: (0..hosts).map(|i| host(i).to_string().into()).collect() };
-    host_tx.send(list).map_err(|e| e.to_string())?;
+    // Started through the same SDK path the host uses (validate_config, then start).
+    let plugin = start_health::<Icmpecho>(&[("icmp_check_interval", "1")])?;
+    let reports = &plugin.reports;
+    plugin.hosts.send(HostList::new((0..hosts).map(host))).map_err(|e| e.to_string())?;
     reports.recv_timeout(Duration::from_secs(5)).map_err(|_| "no first report".to_string())?;
     // Warm up: let a few rounds go by.
     std::thread::sleep(Duration::from_secs(3));
@@ -72,7 +77,7 @@ fn run(hosts: usize, secs: u64) -> Result<Row, String> {
     let (user, cpu) = (cpu1.0 - cpu0.0, (cpu1.0 + cpu1.1) - (cpu0.0 + cpu0.1));
     let wall = t0.elapsed();
     let (c1, f1, l1) = counters(&plugin);
-    let probes = plugin.info()["probes_per_interval"].as_u64().unwrap_or(0);
+    let probes = status(&plugin).1["probes_per_interval"].as_u64().unwrap_or(0);
     let failure_reports = std::iter::from_fn(|| reports.try_recv().ok()).filter(|r| !r.failed.is_empty()).count();
     plugin.stop()?;
     let intervals = wall.as_secs_f64().round().max(1.0) as u64;
