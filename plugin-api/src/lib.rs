@@ -30,7 +30,7 @@ pub mod health;
 pub mod net;
 pub mod plugin;
 pub mod spec;
-#[cfg(feature = "testkit")]
+#[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 pub mod time;
 pub mod types;

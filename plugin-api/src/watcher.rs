@@ -7,6 +7,15 @@
 //! invalid, and counts both for the status server. The SDK owns the threads and stops them
 //! within one deadline.
 //!
+//! The spec queue ends (the host then sees the watcher as gone) when:
+//! * the plugin calls [`SpecSink::close`] (its source is finished for good);
+//! * a thread started by [`WatcherRun::spawn`] (or [`WatcherRun::poll`]) panics: the SDK
+//!   closes the sink as the thread unwinds, so a dead source is noticed at once instead of
+//!   leaving the host waiting on a queue nobody feeds (the panic is reported again by
+//!   `stop`); a thread that returns normally leaves the queue open;
+//! * the watcher is stopped: `stop` closes it after the threads were asked to end, whether
+//!   or not they did within the deadline.
+//!
 //! ```no_run
 //! use std::time::Duration;
 //! use vpcrouter_plugin_api::prelude::*;
@@ -83,9 +92,13 @@ impl WatcherRun {
     }
 
     /// Runs `body` on a thread of its own until the plugin stops: `body` returns soon after
-    /// its [`StopToken`] fires.
+    /// its [`StopToken`] fires. If `body` panics, the sink is closed (see the module docs).
     pub fn spawn(&self, name: &str, body: impl FnOnce(StopToken) + Send + 'static) -> Result<(), String> {
-        self.workers.spawn(name, body)
+        let closes = ClosesOnPanic { sink: self.sink(), thread: name.to_string() };
+        self.workers.spawn(name, move |stop| {
+            let _closes = closes;
+            body(stop)
+        })
     }
 
     /// Calls `read` now and then every `interval`, offering each spec it returns (an error
@@ -105,6 +118,21 @@ impl WatcherRun {
     }
 }
 
+/// Closes the sink when the thread that holds it unwinds from a panic.
+struct ClosesOnPanic {
+    sink: SpecSink,
+    thread: String,
+}
+
+impl Drop for ClosesOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.sink.inner.log.error(format!("thread {} panicked; closing the route spec queue", self.thread));
+            self.sink.close();
+        }
+    }
+}
+
 /// Sends FULL specs to the host when they change, and keeps the last good one.
 #[derive(Clone)]
 pub struct SpecSink {
@@ -112,14 +140,13 @@ pub struct SpecSink {
 }
 
 struct SinkInner {
-    tx: RSender<RouteSpec>,
-    closed: std::sync::atomic::AtomicBool,
     log: Logger,
     state: Mutex<SinkState>,
 }
 
-#[derive(Default)]
 struct SinkState {
+    /// `None` once closed (by [`SpecSink::close`], or a send found the host gone).
+    tx: Option<RSender<RouteSpec>>,
     last: Option<RouteSpec>,
     stats: WatcherStats,
 }
@@ -127,31 +154,40 @@ struct SinkState {
 impl SpecSink {
     /// A sink sending on `tx` (the SDK makes one per watcher; tests may too).
     pub fn new(tx: RSender<RouteSpec>, log: Logger) -> SpecSink {
-        SpecSink { inner: Arc::new(SinkInner { tx, closed: Default::default(), log, state: Mutex::default() }) }
+        let state = SinkState { tx: Some(tx), last: None, stats: WatcherStats::default() };
+        SpecSink { inner: Arc::new(SinkInner { log, state: Mutex::new(state) }) }
     }
 
     fn state(&self) -> MutexGuard<'_, SinkState> {
         self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Sends `spec` unless it equals the last one sent; false when the host closed the
-    /// queue (the source should then end).
+    /// Sends `spec` unless it equals the last one sent; false when the queue is closed
+    /// (the source should then end). Offers from several threads reach the host in the
+    /// order they were made, so the last spec sent is the last one the host got.
     pub fn offer(&self, spec: RouteSpec) -> bool {
-        {
-            let mut state = self.state();
-            state.stats.last_error = RString::new();
-            if state.last.as_ref() == Some(&spec) {
-                return !self.is_closed();
-            }
-            state.last = Some(spec.clone());
-            state.stats.specs_sent += 1;
+        let mut guard = self.state();
+        let state = &mut *guard;
+        let Some(tx) = &state.tx else { return false };
+        state.stats.last_error = RString::new();
+        if state.last.as_ref() == Some(&spec) {
+            return true;
         }
         self.inner.log.debug(format!("Sending a route spec with {} CIDR(s)", spec.routes.len()));
-        let sent = self.inner.tx.send(spec).is_ok();
-        if !sent {
-            self.inner.closed.store(true, std::sync::atomic::Ordering::Relaxed);
+        // The queue is unbounded: sending under the lock never blocks for long.
+        if tx.send(spec.clone()).is_err() {
+            state.tx = None;
+            return false;
         }
-        sent
+        state.last = Some(spec);
+        state.stats.specs_sent += 1;
+        true
+    }
+
+    /// Ends the spec queue: the host sees the watcher as gone, and every later offer
+    /// returns false. For a source that is finished for good; calling it twice is harmless.
+    pub fn close(&self) {
+        self.state().tx = None;
     }
 
     /// Records a read that failed or a spec that was invalid: the last good spec stays.
@@ -195,9 +231,10 @@ impl SpecSink {
         self.state().stats.clone()
     }
 
-    /// True when a send found that the host no longer reads the queue.
+    /// True when the queue is closed: by [`SpecSink::close`], or a send found that the host
+    /// no longer reads it.
     pub fn is_closed(&self) -> bool {
-        self.inner.closed.load(std::sync::atomic::Ordering::Relaxed)
+        self.state().tx.is_none()
     }
 }
 
@@ -223,7 +260,9 @@ impl<T: WatcherPlugin> Watcher for Running<T> {
         guard(&format!("plugin '{}' reload", T::NAME), || self.plugin.reload())
     }
     fn stop(&self, within_ms: u64) -> RResult<(), RString> {
-        guard(&format!("plugin '{}' stop", T::NAME), || self.workers.stop(Duration::from_millis(within_ms)))
+        let stopped = guard(&format!("plugin '{}' stop", T::NAME), || self.workers.stop(Duration::from_millis(within_ms)));
+        self.sink.close();
+        stopped
     }
 }
 
@@ -268,5 +307,100 @@ impl<T: WatcherPlugin> Start for AsWatcher<T> {
             PluginIo::Watcher { specs } => start::<T>(args, ctx, specs).map(PluginInstance::Watcher),
             PluginIo::Health { .. } => Err(format!("'{}' is a watcher plugin, started as a health monitor", T::NAME)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::testkit::{recv_within, start_watcher};
+    use crate::LogLevel;
+
+    /// `mode` picks what its thread does.
+    struct Demo;
+    impl PluginDescription for Demo {
+        const NAME: &'static str = "demo";
+        const DESCRIPTION: &'static str = "SDK test";
+        const VERSION: &'static str = "0.0.0";
+    }
+    impl WatcherPlugin for Demo {
+        fn start(args: &PluginArgs, run: &WatcherRun) -> Result<Self, String> {
+            let sink = run.sink();
+            let spec = crate::spec::parse_json(r#"{"10.0.0.0/8": ["10.1.0.5"]}"#).unwrap();
+            match args.get("mode").unwrap_or_default() {
+                "panic" => run.spawn("demo-panic", move |_| {
+                    sink.offer(spec);
+                    panic!("boom");
+                })?,
+                "return" => run.spawn("demo-return", move |_| {
+                    sink.offer(spec);
+                })?,
+                "close" => {
+                    sink.offer(spec);
+                    sink.close();
+                }
+                _ => run.spawn("demo-wait", move |stop| {
+                    sink.offer(spec);
+                    while !stop.wait(Duration::from_secs(10)) {}
+                })?,
+            }
+            Ok(Demo)
+        }
+    }
+
+    /// True when the queue ends (every sender dropped) within 2 s.
+    fn ends(h: &crate::testkit::WatcherHarness) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            match h.specs.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(_) => continue,
+                Err(crate::RecvTimeoutError::Disconnected) => return true,
+                Err(crate::RecvTimeoutError::Timeout) => return false,
+            }
+        }
+    }
+
+    #[test]
+    fn a_panicking_worker_closes_the_queue_and_stop_reports_it() {
+        let h = start_watcher::<Demo>(&[("mode", "panic")]).unwrap();
+        assert!(recv_within(&h.specs, Duration::from_secs(2)).is_some());
+        assert!(ends(&h), "the queue ends when the worker panics");
+        assert!(h.logs.contains(LogLevel::Error, "thread demo-panic panicked; closing the route spec queue"));
+        assert!(h.stop().unwrap_err().contains("thread demo-panic panicked"));
+    }
+
+    #[test]
+    fn a_returning_worker_leaves_the_queue_open_until_stop() {
+        let h = start_watcher::<Demo>(&[("mode", "return")]).unwrap();
+        assert!(recv_within(&h.specs, Duration::from_secs(2)).is_some());
+        let closed = h.specs.recv_timeout(Duration::from_millis(200));
+        assert_eq!(closed.map(drop), Err(crate::RecvTimeoutError::Timeout), "still open");
+        h.stop().unwrap();
+        assert!(ends(&h), "stop closes the queue");
+    }
+
+    #[test]
+    fn close_ends_the_queue_and_later_offers_fail() {
+        let h = start_watcher::<Demo>(&[("mode", "close")]).unwrap();
+        assert!(ends(&h));
+        let (tx, rx) = crate::channel::unbounded();
+        let sink = SpecSink::new(tx, crate::testkit::context("x").0.log);
+        assert!(sink.offer(RouteSpec::default()));
+        sink.close();
+        sink.close();
+        assert!(sink.is_closed() && !sink.offer(RouteSpec::new([]).unwrap()));
+        assert!(rx.recv().is_ok() && rx.recv().is_err());
+        assert_eq!(sink.stats().specs_sent, 1);
+    }
+
+    #[test]
+    fn stop_closes_the_queue_even_past_the_deadline() {
+        let h = start_watcher::<Demo>(&[("mode", "wait")]).unwrap();
+        assert!(recv_within(&h.specs, Duration::from_secs(2)).is_some());
+        h.stop().unwrap();
+        assert!(ends(&h));
+        assert_eq!(h.watcher.status().stats, PluginStats::Watcher(WatcherStats { specs_sent: 1, ..Default::default() }));
     }
 }

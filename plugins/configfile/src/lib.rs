@@ -2,8 +2,8 @@
 //!
 //! `vpcrouter -m configfile -f /etc/vpcrouter/routes.json` reads the file at start and
 //! sends the spec if it is valid. The file is then followed with [`FileWatch`] (rename-safe,
-//! Kubernetes-aware, bursts merged over 100 ms) and re-read after each change; a spec is
-//! only sent when it differs from the last one sent.
+//! Kubernetes-aware, bursts merged over 100 ms) and re-read after each change, and on
+//! SIGHUP; a spec is only sent when it differs from the last one sent.
 //!
 //! A file that is missing, unreadable, not JSON or not a valid spec is reported as
 //! `Config ignored: <why>` and the last good spec stays in effect.
@@ -12,37 +12,16 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use vpcrouter_filewatch::{FileWatch, Wake};
-use vpcrouter_plugin_api::export::PluginDescription;
-use vpcrouter_plugin_api::worker::{StopToken, Worker};
-use vpcrouter_plugin_api::{
-    spec, ArgSpec, Logger, PluginArgs, PluginContext, RSender, RouteSpec, WatcherPlugin,
-};
-
-/// How long `stop` waits for the watcher thread.
-const STOP_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Counters for the status server.
-#[derive(Debug, Default)]
-struct Stats {
-    last_update: Option<SystemTime>,
-    specs_sent: u64,
-    errors: u64,
-}
+use vpcrouter_plugin_api::prelude::*;
+use vpcrouter_plugin_api::time::rfc3339;
 
 /// The watcher plugin.
 pub struct Configfile {
-    /// The path as given on the command line.
-    file: String,
-    /// The same path made absolute (symlinks are kept, not resolved).
-    path: PathBuf,
-    stats: Arc<Mutex<Stats>>,
-    log: Option<Logger>,
     /// Shared with the watcher thread, so that `reload` (SIGHUP) can re-read too.
-    reader: Option<Arc<Mutex<Reader>>>,
-    worker: Option<Worker>,
+    reader: Arc<Reader>,
 }
 
 impl PluginDescription for Configfile {
@@ -86,153 +65,110 @@ fn read_spec(path: &Path) -> Result<RouteSpec, String> {
     spec::parse_json(&text).map_err(|e| e.to_string())
 }
 
-
-/// Reads the file and sends its spec when it is valid and new.
+/// Reads the file and offers its spec to the sink.
 struct Reader {
+    /// The path made absolute (symlinks are kept, not resolved).
     path: PathBuf,
     log: Logger,
-    specs: RSender<RouteSpec>,
-    last: Option<RouteSpec>,
-    stats: Arc<Mutex<Stats>>,
+    sink: SpecSink,
+    /// When a spec was last sent; held while reading, so that a SIGHUP and a file change
+    /// read and offer one after the other and the newest content is the one sent last.
+    last_update: Mutex<Option<SystemTime>>,
 }
 
 impl Reader {
-    /// Re-reads the file; false when the host closed the spec queue.
-    fn reload(&mut self) -> bool {
+    /// Re-reads the file; false when the spec queue is closed.
+    fn reload(&self) -> bool {
+        let mut last_update = lock(&self.last_update);
         match read_spec(&self.path) {
-            Ok(spec) if self.last.as_ref() == Some(&spec) => {
-                self.log.debug("Route spec unchanged, not sending it again");
-            }
             Ok(spec) => {
-                // Counted before sending, so the status is current once the host has it.
-                {
-                    let mut stats = lock(&self.stats);
-                    stats.last_update = Some(SystemTime::now());
-                    stats.specs_sent += 1;
-                }
-                self.log.debug(format!("Sending route spec {}", spec.to_json()));
-                if self.specs.send(spec.clone()).is_err() {
+                let new = self.sink.last().as_ref() != Some(&spec);
+                if !self.sink.offer(spec) {
                     self.log.debug("The route spec queue is closed");
                     return false;
                 }
-                self.last = Some(spec);
+                if new {
+                    *last_update = Some(SystemTime::now());
+                }
+                true
             }
             Err(why) => {
-                self.log.error(format!("Config ignored: {why}"));
-                lock(&self.stats).errors += 1;
+                self.sink.reject(format!("Config ignored: {why}"));
+                !self.sink.is_closed()
             }
         }
-        true
     }
 }
 
 /// The watcher thread: re-reads the file after each change until stopped.
-fn run(reader: Arc<Mutex<Reader>>, mut watch: FileWatch, stop: &StopToken) {
+fn run(reader: &Reader, mut watch: FileWatch, stop: &StopToken) {
     loop {
         match watch.wait(stop.receiver(), None) {
             Wake::Changed => {
-                let mut reader = lock(&reader);
-                reader
-                    .log
-                    .info(format!("Detected file change event for {}", reader.path.display()));
+                reader.log.info(format!("Detected file change event for {}", reader.path.display()));
                 if !reader.reload() {
                     return;
                 }
             }
             Wake::Event(event) => {
-                lock(&reader).log.debug(format!("File event {:?} on {:?}", event.kind, event.paths));
+                reader.log.debug(format!("File event {:?} on {:?}", event.kind, event.paths));
             }
-            Wake::Error(e) => {
-                lock(&reader).log.warn(format!("File watch error, re-reading the file: {e}"))
+            Wake::Error(e) => reader.log.warn(format!("File watch error, re-reading the file: {e}")),
+            Wake::Stopped | Wake::Timeout => {
+                reader.log.info("Configfile watcher plugin: Stopped");
+                return;
             }
-            Wake::Stopped | Wake::Timeout => return,
         }
     }
 }
 
 impl WatcherPlugin for Configfile {
-    fn create(args: &PluginArgs) -> Result<Self, String> {
+    fn start(args: &PluginArgs, run: &WatcherRun) -> Result<Self, String> {
         let file = args.require("file")?;
         let path = std::path::absolute(file)
             .map_err(|e| format!("Cannot open config file '{file}': {e}"))?;
         if path.file_name().is_none() {
             return Err(format!("Cannot open config file '{file}': not a file name"));
         }
-        Ok(Configfile {
-            file: file.to_string(),
-            path,
-            stats: Arc::default(),
-            log: None,
-            reader: None,
-            worker: None,
-        })
-    }
-
-    fn start(&mut self, ctx: PluginContext, specs: RSender<RouteSpec>) -> Result<(), String> {
-        let log = ctx.log;
-        log.info(format!(
-            "Configfile watcher plugin: Starting to watch route spec file '{}' for changes...",
-            self.file
+        run.log().info(format!(
+            "Configfile watcher plugin: Starting to watch route spec file '{file}' for changes..."
         ));
         // Watch first, then read, so that no change between the two is missed.
-        let watch = FileWatch::new(&self.path).map_err(|e| e.to_string())?;
-        let mut reader = Reader {
-            path: self.path.clone(),
-            log: log.clone(),
-            specs,
-            last: None,
-            stats: self.stats.clone(),
-        };
+        let watch = FileWatch::new(&path).map_err(|e| e.to_string())?;
+        let reader = Arc::new(Reader { path, log: run.log().clone(), sink: run.sink(), last_update: Mutex::default() });
         reader.reload();
-        let reader = Arc::new(Mutex::new(reader));
-        self.reader = Some(reader.clone());
-        self.worker = Some(Worker::spawn("ConfMon", move |stop| run(reader, watch, &stop))?);
-        self.log = Some(log);
+        let thread_reader = reader.clone();
+        run.spawn("ConfMon", move |stop| self::run(&thread_reader, watch, &stop))?;
+        Ok(Configfile { reader })
+    }
+
+    fn reload(&self) -> Result<(), String> {
+        self.reader.log.info(format!("Re-reading route spec file {} (SIGHUP)", self.reader.path.display()));
+        self.reader.reload();
         Ok(())
     }
 
-    fn reload(&mut self) -> Result<(), String> {
-        let Some(reader) = &self.reader else { return Ok(()) };
-        let mut reader = lock(reader);
-        reader.log.info(format!("Re-reading route spec file {} (SIGHUP)", reader.path.display()));
-        reader.reload();
-        Ok(())
-    }
-
-    fn stop(&mut self) -> Result<(), String> {
-        self.worker.take().map_or(Ok(()), |w| w.stop(STOP_TIMEOUT))?;
-        self.reader = None;
-        if let Some(log) = &self.log {
-            log.info("Configfile watcher plugin: Stopped");
-        }
-        Ok(())
-    }
-
-    fn info(&self) -> serde_json::Value {
-        let stats = lock(&self.stats);
-        let last = stats.last_update.map_or_else(|| "(no update, yet)".to_string(), vpcrouter_plugin_api::time::rfc3339);
+    fn details(&self) -> serde_json::Value {
+        let path = &self.reader.path;
+        let mtime = std::fs::metadata(path).and_then(|m| m.modified()).ok().map(rfc3339);
+        let last = lock(&self.reader.last_update).map_or_else(|| "(no update, yet)".to_string(), rfc3339);
         serde_json::json!({
-            "version": Self::VERSION,
-            "params": {"file": self.file},
-            "stats": {
-                "last_route_spec_update": last,
-                "specs_sent": stats.specs_sent,
-                "errors": stats.errors,
-            },
+            "path": path.display().to_string(),
+            "file_mtime": mtime,
+            "last_route_spec_update": last,
         })
     }
 }
 
-vpcrouter_plugin_api::export_plugin!(watcher: Configfile);
+export_plugin!(watcher: Configfile);
 
 #[cfg(test)]
 mod tests {
     use std::fs;
-    use std::time::Instant;
+    use std::time::{Duration, Instant};
 
-    use vpcrouter_plugin_api::channel::unbounded;
-    use vpcrouter_plugin_api::{LogLevel, RReceiver};
-    use vpcrouter_testkit::{context, nothing_within, recv_within, LogCapture};
+    use vpcrouter_plugin_api::testkit::{nothing_within, start_watcher, WatcherHarness};
+    use vpcrouter_plugin_api::{PluginStats, WatcherStats};
 
     use super::*;
 
@@ -242,25 +178,23 @@ mod tests {
     const SPEC_A: &str = r#"{"10.1.0.0/16": ["1.1.1.1", "2.2.2.2"], "10.2.0.0/16": ["3.3.3.3"]}"#;
     const SPEC_B: &str = r#"{"10.1.0.0/16": ["2.2.2.2", "4.4.4.4"]}"#;
 
-    struct Running {
-        plugin: Configfile,
-        specs: RReceiver<RouteSpec>,
-        logs: LogCapture,
+    fn next_json(r: &WatcherHarness) -> String {
+        r.next_spec(WAIT).expect("a route spec").to_json()
     }
 
-    impl Running {
-        fn next_json(&self) -> String {
-            recv_within(&self.specs, WAIT).expect("a route spec").to_json()
+    fn details(r: &WatcherHarness) -> serde_json::Value {
+        serde_json::from_str(&r.watcher.status().details).unwrap()
+    }
+
+    fn stats(r: &WatcherHarness) -> WatcherStats {
+        match r.watcher.status().stats {
+            PluginStats::Watcher(s) => s,
+            other => panic!("{other:?}"),
         }
     }
 
-    fn start(file: &Path) -> Running {
-        let args = PluginArgs::from_pairs([("file", file.to_str().unwrap())]);
-        let mut plugin = Configfile::create(&args).unwrap();
-        let (ctx, logs) = context("configfile");
-        let (tx, specs) = unbounded();
-        plugin.start(ctx, tx).unwrap();
-        Running { plugin, specs, logs }
+    fn start(file: &Path) -> WatcherHarness {
+        start_watcher::<Configfile>(&[("file", file.to_str().unwrap())]).unwrap()
     }
 
     fn canonical(text: &str) -> String {
@@ -286,11 +220,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("routes.json");
         fs::write(&file, SPEC_A).unwrap();
-        let mut r = start(&file);
-        assert_eq!(r.next_json(), canonical(SPEC_A));
+        let r = start(&file);
+        assert_eq!(next_json(&r), canonical(SPEC_A));
 
         fs::write(&file, SPEC_B).unwrap();
-        assert_eq!(r.next_json(), canonical(SPEC_B));
+        assert_eq!(next_json(&r), canonical(SPEC_B));
         assert!(nothing_within(&r.specs, QUIET), "one spec per change");
         let event_line = format!("Detected file change event for {}", file.display());
         assert!(r.logs.contains(LogLevel::Info, &event_line), "{:?}", r.logs);
@@ -302,7 +236,7 @@ mod tests {
         // Other files in the directory are ignored.
         fs::write(dir.path().join("other.json"), SPEC_A).unwrap();
         assert!(nothing_within(&r.specs, QUIET));
-        r.plugin.stop().unwrap();
+        r.stop().unwrap();
         assert!(r.logs.contains(LogLevel::Info, "Configfile watcher plugin: Stopped"));
     }
 
@@ -311,20 +245,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("routes.json");
         fs::write(&file, SPEC_A).unwrap();
-        let mut r = start(&file);
-        assert_eq!(r.next_json(), canonical(SPEC_A));
+        let r = start(&file);
+        assert_eq!(next_json(&r), canonical(SPEC_A));
 
         let tmp = dir.path().join(".routes.json.tmp");
         fs::write(&tmp, SPEC_B).unwrap();
         fs::rename(&tmp, &file).unwrap();
-        assert_eq!(r.next_json(), canonical(SPEC_B));
+        assert_eq!(next_json(&r), canonical(SPEC_B));
 
         fs::remove_file(&file).unwrap();
         assert!(r.logs.wait_for(LogLevel::Error, "Config ignored: Cannot open file", WAIT));
         assert!(nothing_within(&r.specs, QUIET), "a missing file keeps the last spec");
+        assert_eq!(details(&r)["file_mtime"], serde_json::Value::Null);
         fs::write(&file, SPEC_A).unwrap();
-        assert_eq!(r.next_json(), canonical(SPEC_A));
-        r.plugin.stop().unwrap();
+        assert_eq!(next_json(&r), canonical(SPEC_A));
+        r.stop().unwrap();
     }
 
     #[test]
@@ -332,8 +267,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("routes.json");
         fs::write(&file, SPEC_A).unwrap();
-        let mut r = start(&file);
-        assert_eq!(r.next_json(), canonical(SPEC_A));
+        let r = start(&file);
+        assert_eq!(next_json(&r), canonical(SPEC_A));
 
         fs::write(&file, r#"{"10.1.0.0/16": ["1.1.1."]}"#).unwrap();
         assert!(r.logs.wait_for(
@@ -348,16 +283,16 @@ mod tests {
             WAIT
         ));
         assert!(nothing_within(&r.specs, QUIET));
+        assert!(stats(&r).last_error.contains("must be a JSON object"), "{:?}", stats(&r));
 
         // Back to the spec that is still in effect: nothing new to send.
         fs::write(&file, SPEC_A).unwrap();
         assert!(nothing_within(&r.specs, QUIET));
         fs::write(&file, SPEC_B).unwrap();
-        assert_eq!(r.next_json(), canonical(SPEC_B));
-        let info = r.plugin.info();
-        assert_eq!(info["stats"]["specs_sent"], 2);
-        assert_eq!(info["stats"]["errors"], 2);
-        r.plugin.stop().unwrap();
+        assert_eq!(next_json(&r), canonical(SPEC_B));
+        let stats = stats(&r);
+        assert_eq!((stats.specs_sent, stats.errors, stats.last_error.as_str()), (2, 2, ""));
+        r.stop().unwrap();
     }
 
     #[test]
@@ -365,19 +300,43 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("routes.json");
         fs::write(&file, "{not json").unwrap();
-        let mut r = start(&file);
+        let r = start(&file);
         assert!(r
             .logs
             .contains(LogLevel::Error, "Config ignored: the route spec is not valid JSON"));
         assert!(nothing_within(&r.specs, QUIET));
-        assert_eq!(r.plugin.info()["stats"]["last_route_spec_update"], "(no update, yet)");
+        assert_eq!(details(&r)["last_route_spec_update"], "(no update, yet)");
         fs::remove_file(&file).unwrap();
         assert!(r.logs.wait_for(LogLevel::Error, "Config ignored: Cannot open file", WAIT));
         fs::write(&file, SPEC_B).unwrap();
-        assert_eq!(r.next_json(), canonical(SPEC_B));
-        let last = r.plugin.info()["stats"]["last_route_spec_update"].as_str().unwrap().to_string();
+        assert_eq!(next_json(&r), canonical(SPEC_B));
+        let last = details(&r)["last_route_spec_update"].as_str().unwrap().to_string();
         assert!(last.ends_with('Z') && last.len() == 24, "{last}"); // 2026-11-23T14:05:09.123Z
-        r.plugin.stop().unwrap();
+        r.stop().unwrap();
+    }
+
+    #[test]
+    fn sighup_rereads_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("routes.json");
+        fs::write(&file, SPEC_A).unwrap();
+        let r = start(&file);
+        assert_eq!(next_json(&r), canonical(SPEC_A));
+        r.watcher.reload().into_result().unwrap();
+        assert!(nothing_within(&r.specs, QUIET), "unchanged: not sent again");
+        assert!(r.logs.contains(LogLevel::Info, &format!("Re-reading route spec file {} (SIGHUP)", file.display())));
+        fs::write(&file, "{not json").unwrap();
+        assert!(r.logs.wait_for(LogLevel::Error, "Config ignored: the route spec is not valid JSON", WAIT));
+        std::thread::sleep(QUIET);
+        assert_eq!(stats(&r).errors, 1);
+        // The reload reads the file again (the watch saw nothing new): one more error.
+        r.watcher.reload().into_result().unwrap();
+        assert_eq!(stats(&r).errors, 2);
+        r.stop().unwrap();
+        fs::write(&file, SPEC_B).unwrap();
+        // Stopped: the queue is closed and a reload sends nothing.
+        r.watcher.reload().into_result().unwrap();
+        assert!(r.next_spec(QUIET).is_none());
     }
 
     #[cfg(unix)]
@@ -390,32 +349,35 @@ mod tests {
         fs::write(d.join("..2024_01/routes.json"), SPEC_A).unwrap();
         symlink("..2024_01", d.join("..data")).unwrap();
         symlink("..data/routes.json", d.join("routes.json")).unwrap();
-        let mut r = start(&d.join("routes.json"));
-        assert_eq!(r.next_json(), canonical(SPEC_A));
+        let r = start(&d.join("routes.json"));
+        assert_eq!(next_json(&r), canonical(SPEC_A));
 
         fs::create_dir(d.join("..2024_02")).unwrap();
         fs::write(d.join("..2024_02/routes.json"), SPEC_B).unwrap();
         symlink("..2024_02", d.join("..data_tmp")).unwrap();
         fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
         fs::remove_dir_all(d.join("..2024_01")).unwrap();
-        assert_eq!(r.next_json(), canonical(SPEC_B));
+        assert_eq!(next_json(&r), canonical(SPEC_B));
         assert!(nothing_within(&r.specs, QUIET));
-        r.plugin.stop().unwrap();
+        r.stop().unwrap();
     }
 
     #[test]
-    fn stop_is_prompt_and_idempotent() {
+    fn stop_is_prompt_and_idempotent_and_the_status_names_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("routes.json");
         fs::write(&file, SPEC_A).unwrap();
-        let mut r = start(&file);
+        let r = start(&file);
         let started = Instant::now();
-        r.plugin.stop().unwrap();
+        r.stop().unwrap();
         assert!(started.elapsed() < Duration::from_secs(1));
-        r.plugin.stop().unwrap();
-        let info = r.plugin.info();
-        assert_eq!(info["params"]["file"], file.to_str().unwrap());
-        assert_eq!(info["version"], Configfile::VERSION);
+        r.stop().unwrap();
+        let status = r.watcher.status();
+        assert_eq!(status.version, Configfile::VERSION);
+        assert_eq!(status.params.iter().map(|t| (t.0.as_str(), t.1.as_str())).collect::<Vec<_>>(), [("file", file.to_str().unwrap())]);
+        let details = details(&r);
+        assert_eq!(details["path"], file.to_str().unwrap());
+        let mtime = details["file_mtime"].as_str().unwrap();
+        assert!(mtime.ends_with('Z') && mtime.len() == 24, "{mtime}");
     }
-
 }

@@ -11,9 +11,9 @@
 //! stays in force; a lost connection is logged once per outage and retried with capped,
 //! jittered exponential backoff, after which the key is re-read and watched again.
 //!
-//! The plugin runs its own single-threaded tokio runtime on its thread. Every etcd call has
-//! a deadline, and `stop` cancels whatever is pending, so it returns at once even while
-//! etcd is unreachable.
+//! The plugin runs its own single-threaded tokio runtime on its thread (started with
+//! `WatcherRun::spawn`). Every etcd call has a deadline, and `stop` cancels whatever is
+//! pending, so it returns at once even while etcd is unreachable.
 
 #![deny(unsafe_code)]
 
@@ -23,19 +23,11 @@ mod test_etcd;
 mod track;
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use tokio::sync::oneshot;
-use vpcrouter_plugin_api::export::PluginDescription;
-use vpcrouter_plugin_api::worker::Worker;
-use vpcrouter_plugin_api::{
-    ArgSpec, Logger, PluginArgs, PluginContext, RSender, RouteSpec, WatcherPlugin,
-};
+use vpcrouter_plugin_api::prelude::*;
 
 use session::{lock, Session, Status};
 
-/// How long `stop` waits for the watcher thread.
-const STOP_TIMEOUT: Duration = Duration::from_secs(2);
 /// The key read when `--etcd_key` is not given.
 pub const DEFAULT_KEY: &str = "/vpcrouter/route_spec";
 
@@ -111,12 +103,7 @@ fn options(args: &PluginArgs) -> Result<(Vec<String>, String), String> {
 /// The watcher plugin.
 pub struct Etcd {
     endpoints: Vec<String>,
-    key: String,
     status: Arc<Mutex<Status>>,
-    log: Option<Logger>,
-    /// Dropped by `stop`: ends the runtime's work at whatever it awaits.
-    stop: Option<oneshot::Sender<()>>,
-    worker: Option<Worker>,
 }
 
 impl PluginDescription for Etcd {
@@ -148,100 +135,71 @@ impl PluginDescription for Etcd {
 }
 
 impl WatcherPlugin for Etcd {
-    fn create(args: &PluginArgs) -> Result<Self, String> {
+    fn start(args: &PluginArgs, run: &WatcherRun) -> Result<Self, String> {
         let (endpoints, key) = options(args)?;
-        Ok(Etcd {
-            endpoints,
-            key,
-            status: Arc::default(),
-            log: None,
-            stop: None,
-            worker: None,
-        })
-    }
-
-    fn start(&mut self, ctx: PluginContext, specs: RSender<RouteSpec>) -> Result<(), String> {
-        let log = ctx.log;
+        let log = run.log().clone();
         log.info(format!(
-            "Etcd watcher plugin: Starting to watch key '{}' on {}",
-            self.key,
-            self.endpoints.join(",")
+            "Etcd watcher plugin: Starting to watch key '{key}' on {}",
+            endpoints.join(",")
         ));
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| format!("etcd watcher: cannot create its async runtime: {e}"))?;
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        // The session owns `specs` until the thread ends, i.e. until `stop`.
-        let mut session = Session::new(
-            self.endpoints.clone(),
-            self.key.clone(),
-            log.clone(),
-            specs,
-            self.status.clone(),
-        );
-        self.worker = Some(Worker::spawn("EtcdWatch", move |_| {
+        let status = Arc::<Mutex<Status>>::default();
+        let mut session = Session::new(endpoints.clone(), key, log.clone(), run.sink(), status.clone());
+        let thread_status = status.clone();
+        run.spawn("EtcdWatch", move |stop| {
+            // The stop signal, as a future: a blocking task waits for it.
+            let stop_rx = stop.receiver().clone();
             runtime.block_on(async {
+                let stopped = tokio::task::spawn_blocking(move || {
+                    let _ = stop_rx.recv();
+                });
                 tokio::select! {
                     biased;
-                    _ = stop_rx => {}
+                    _ = stopped => {}
                     () = session.run() => {}
                 }
             });
             // Connection tasks are dropped, not awaited: nothing may delay the stop.
             runtime.shutdown_background();
-        })?);
-        self.stop = Some(stop_tx);
-        self.log = Some(log);
-        Ok(())
+            lock(&thread_status).connected = false;
+            if stop.is_stopped() {
+                log.info("Etcd watcher plugin: Stopped");
+            }
+        })?;
+        Ok(Etcd { endpoints, status })
     }
 
-    fn stop(&mut self) -> Result<(), String> {
-        self.stop.take();
-        self.worker
-            .take()
-            .map_or(Ok(()), |w| w.stop(STOP_TIMEOUT))?;
-        lock(&self.status).connected = false;
-        if let Some(log) = &self.log {
-            log.info("Etcd watcher plugin: Stopped");
-        }
-        Ok(())
-    }
-
-    fn info(&self) -> serde_json::Value {
+    fn details(&self) -> serde_json::Value {
         let status = lock(&self.status);
         let last = status.last_update.map_or_else(
             || "(no update, yet)".to_string(),
             vpcrouter_plugin_api::time::rfc3339,
         );
         serde_json::json!({
-            "version": Self::VERSION,
-            "params": {"etcd_endpoints": self.endpoints, "etcd_key": self.key},
-            "stats": {
-                "connected": status.connected,
-                "key_present": status.key_present,
-                "last_revision": status.last_revision,
-                "last_route_spec_update": last,
-                "updates": status.updates,
-                "invalid": status.invalid,
-                "outages": status.outages,
-                "last_error": status.last_error,
-            },
+            "endpoints": self.endpoints,
+            "connected": status.connected,
+            "key_present": status.key_present,
+            "last_revision": status.last_revision,
+            "last_route_spec_update": last,
+            "outages": status.outages,
+            "last_error": status.last_error,
         })
     }
 }
 
-vpcrouter_plugin_api::export_plugin!(watcher: Etcd);
+export_plugin!(watcher: Etcd);
 
 #[cfg(test)]
 mod tests {
     use std::net::TcpListener;
-    use std::time::Instant;
+    use std::time::{Duration, Instant};
 
     use crate::test_etcd::{free_port, Server};
-    use vpcrouter_plugin_api::channel::unbounded;
-    use vpcrouter_plugin_api::{spec, LogLevel, RReceiver};
-    use vpcrouter_testkit::{context, nothing_within, recv_within, LogCapture};
+    use vpcrouter_plugin_api::testkit::{nothing_within, start_watcher, WatcherHarness};
+    use vpcrouter_plugin_api::{PluginStats, WatcherStats};
 
     use super::*;
 
@@ -252,23 +210,37 @@ mod tests {
     const SPEC_A: &str = r#"{"10.1.0.0/16": ["1.1.1.1", "2.2.2.2"], "10.2.0.0/16": ["3.3.3.3"]}"#;
     const SPEC_B: &str = r#"{"10.1.0.0/16": ["2.2.2.2", "4.4.4.4"]}"#;
 
-    struct Running {
-        plugin: Etcd,
-        specs: RReceiver<RouteSpec>,
-        logs: LogCapture,
+    struct Running(WatcherHarness);
+
+    impl std::ops::Deref for Running {
+        type Target = WatcherHarness;
+        fn deref(&self) -> &WatcherHarness {
+            &self.0
+        }
     }
 
     impl Running {
         fn next_json(&self) -> String {
-            recv_within(&self.specs, WAIT)
+            self.next_spec(WAIT)
                 .unwrap_or_else(|| panic!("no route spec within {WAIT:?}; log: {:?}", self.logs))
                 .to_json()
         }
         /// Stops the plugin and checks that it took less than a second.
-        fn stop_promptly(&mut self) {
+        fn stop_promptly(&self) {
             let started = Instant::now();
-            self.plugin.stop().unwrap();
+            self.stop().unwrap();
             assert!(started.elapsed() < Duration::from_secs(1), "stop took {:?}", started.elapsed());
+        }
+        /// The status details.
+        fn details(&self) -> serde_json::Value {
+            serde_json::from_str(&self.watcher.status().details).unwrap()
+        }
+        /// The sink's counters.
+        fn stats(&self) -> WatcherStats {
+            match self.watcher.status().stats {
+                PluginStats::Watcher(s) => s,
+                other => panic!("{other:?}"),
+            }
         }
         fn wait_log(&self, level: LogLevel, needle: &str) {
             assert!(
@@ -280,17 +252,7 @@ mod tests {
     }
 
     fn start(endpoints: &str, key: &str) -> Running {
-        let args = PluginArgs::from_pairs([("etcd_endpoints", endpoints), ("etcd_key", key)]);
-        Etcd::validate_config(&args).unwrap();
-        let mut plugin = Etcd::create(&args).unwrap();
-        let (ctx, logs) = context("etcd");
-        let (tx, specs) = unbounded();
-        plugin.start(ctx, tx).unwrap();
-        Running {
-            plugin,
-            specs,
-            logs,
-        }
+        Running(start_watcher::<Etcd>(&[("etcd_endpoints", endpoints), ("etcd_key", key)]).unwrap())
     }
 
     fn canonical(text: &str) -> String {
@@ -357,7 +319,7 @@ mod tests {
             Etcd::validate_config(&PluginArgs::default()).unwrap_err(),
             "--etcd_endpoints is required"
         );
-        assert!(Etcd::create(&PluginArgs::from_pairs([("etcd_endpoints", "x")])).is_err());
+        assert!(start_watcher::<Etcd>(&[("etcd_endpoints", "x")]).is_err());
     }
 
     #[test]
@@ -366,23 +328,21 @@ mod tests {
         let by = |n: &str| args.iter().find(|a| a.long == n).unwrap().clone();
         assert!(by("etcd_endpoints").required);
         assert_eq!(by("etcd_key").default.into_option().unwrap(), DEFAULT_KEY);
-        let plugin =
-            Etcd::create(&PluginArgs::from_pairs([("etcd_endpoints", "http://h:1")])).unwrap();
-        assert_eq!(
-            plugin.info()["params"],
-            serde_json::json!({"etcd_endpoints": ["http://h:1"], "etcd_key": DEFAULT_KEY})
-        );
-        assert_eq!(
-            plugin.info()["stats"]["last_route_spec_update"],
-            "(no update, yet)"
-        );
+        // Nothing listens on port 1 of 127.0.0.1.
+        let r = Running(start_watcher::<Etcd>(&[("etcd_endpoints", "http://127.0.0.1:1"), ("etcd_key", DEFAULT_KEY)]).unwrap());
+        let params: Vec<_> = r.watcher.status().params.iter().map(|t| (t.0.to_string(), t.1.to_string())).collect();
+        let expected = [("etcd_endpoints", "http://127.0.0.1:1"), ("etcd_key", DEFAULT_KEY)];
+        assert_eq!(params, expected.map(|(k, v)| (k.to_string(), v.to_string())));
+        assert_eq!(r.details()["endpoints"], serde_json::json!(["http://127.0.0.1:1"]));
+        assert_eq!(r.details()["last_route_spec_update"], "(no update, yet)");
+        r.stop_promptly();
     }
 
     #[test]
     fn follows_the_key_and_keeps_the_last_spec_on_invalid_values_and_deletes() {
         let etcd = Server::start();
         etcd.put(KEY, SPEC_A);
-        let mut r = start(&etcd.endpoint(), KEY);
+        let r = start(&etcd.endpoint(), KEY);
         assert_eq!(r.next_json(), canonical(SPEC_A));
         r.wait_log(
             LogLevel::Info,
@@ -425,13 +385,10 @@ mod tests {
         etcd.put(KEY, SPEC_A);
         assert_eq!(r.next_json(), canonical(SPEC_A));
 
-        let info = r.plugin.info();
-        let stats = &info["stats"];
-        assert_eq!(
-            (stats["updates"].as_u64(), stats["invalid"].as_u64()),
-            (Some(3), Some(2)),
-            "{info}"
-        );
+        let (info, counters) = (r.details(), r.stats());
+        let stats = &info;
+        assert_eq!((counters.specs_sent, counters.errors), (3, 2), "{counters:?}");
+        assert!(counters.last_error.is_empty(), "cleared by the valid value: {counters:?}");
         assert_eq!(
             (stats["connected"].as_bool(), stats["key_present"].as_bool()),
             (Some(true), Some(true)),
@@ -452,21 +409,22 @@ mod tests {
                 .ends_with('Z'),
             "{info}"
         );
-        r.plugin.stop().unwrap();
+        r.stop().unwrap();
         r.wait_log(LogLevel::Info, "Etcd watcher plugin: Stopped");
+        assert_eq!(r.details()["connected"], false);
         assert_eq!(r.logs.count(LogLevel::Error, "etcd"), 2, "{:?}", r.logs);
     }
 
     #[test]
     fn an_absent_key_is_waited_for() {
         let etcd = Server::start();
-        let mut r = start(&etcd.endpoint(), KEY);
+        let r = start(&etcd.endpoint(), KEY);
         r.wait_log(
             LogLevel::Warn,
             &format!("etcd key '{KEY}' does not exist; waiting for it to be put"),
         );
         assert!(nothing_within(&r.specs, QUIET));
-        assert_eq!(r.plugin.info()["stats"]["key_present"], false);
+        assert_eq!(r.details()["key_present"], false);
         etcd.put(KEY, "[]");
         r.wait_log(
             LogLevel::Error,
@@ -476,7 +434,7 @@ mod tests {
         r.wait_log(LogLevel::Warn, "deleted before it held a valid route spec");
         etcd.put(KEY, SPEC_B);
         assert_eq!(r.next_json(), canonical(SPEC_B));
-        r.plugin.stop().unwrap();
+        r.stop().unwrap();
         assert_eq!(
             r.logs.count(LogLevel::Warn, "does not exist"),
             1,
@@ -489,7 +447,7 @@ mod tests {
     fn an_outage_is_logged_once_and_the_key_is_watched_again_after_it() {
         let mut etcd = Server::start();
         etcd.put(KEY, SPEC_A);
-        let mut r = start(&etcd.endpoint(), KEY);
+        let r = start(&etcd.endpoint(), KEY);
         assert_eq!(r.next_json(), canonical(SPEC_A));
         r.wait_log(LogLevel::Info, "Connected to etcd");
 
@@ -506,11 +464,11 @@ mod tests {
         assert!(r
             .logs
             .contains(LogLevel::Error, "the last route spec stays in force"));
-        let info = r.plugin.info();
+        let info = r.details();
         assert_eq!(
             (
-                info["stats"]["connected"].as_bool(),
-                info["stats"]["outages"].as_u64()
+                info["connected"].as_bool(),
+                info["outages"].as_u64()
             ),
             (Some(false), Some(1)),
             "{info}"
@@ -525,7 +483,7 @@ mod tests {
         );
         etcd.put(KEY, SPEC_B);
         assert_eq!(r.next_json(), canonical(SPEC_B));
-        assert_eq!(r.plugin.info()["stats"]["connected"], true);
+        assert_eq!(r.details()["connected"], true);
 
         // A second outage is logged again.
         etcd.stop();
@@ -555,7 +513,7 @@ mod tests {
     fn stop_is_prompt_while_etcd_is_unreachable() {
         // Nothing listens: connections are refused.
         let refused = format!("http://127.0.0.1:{}", free_port());
-        let mut r = start(&refused, KEY);
+        let r = start(&refused, KEY);
         r.wait_log(
             LogLevel::Error,
             &format!("Cannot read key '{KEY}' from etcd ({refused}): read: tcp connect error: Connection refused"),
@@ -569,7 +527,7 @@ mod tests {
         // A listener that never answers: each attempt times out, and stop cancels it.
         let silent = TcpListener::bind("127.0.0.1:0").unwrap();
         let endpoint = format!("http://{}", silent.local_addr().unwrap());
-        let mut r = start(&endpoint, KEY);
+        let r = start(&endpoint, KEY);
         r.wait_log(
             LogLevel::Error,
             &format!("Cannot read key '{KEY}' from etcd ({endpoint}): read: Timeout expired"),
@@ -583,9 +541,9 @@ mod tests {
             "{:?}",
             r.logs
         );
-        let info = r.plugin.info();
+        let info = r.details();
         assert_eq!(
-            info["stats"]["last_error"], "read: Timeout expired",
+            info["last_error"], "read: Timeout expired",
             "{info}"
         );
     }

@@ -3,8 +3,8 @@
 //!
 //! Every etcd call has a deadline ([`CALL_TIMEOUT`]) and the HTTP/2 connection is probed
 //! with keep-alives, so an endpoint that accepts but never answers cannot hang the loop. The
-//! loop itself never ends by itself except when the host closes the spec queue; `stop`
-//! cancels it at whatever it awaits.
+//! loop itself never ends by itself except when the spec queue is closed; `stop` cancels it
+//! at whatever it awaits.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use etcd_client::{Client, ConnectOptions, EventType, WatchOptions};
 use rand::{Rng, SeedableRng};
-use vpcrouter_plugin_api::{Logger, RSender, RouteSpec};
+use vpcrouter_plugin_api::prelude::{Logger, SpecSink};
 
 use crate::track::{backoff, Tracker, Verdict, BACKOFF_MAX};
 
@@ -32,7 +32,8 @@ const _: () = assert!(
     "etcd refuses pings more often than every 5 s"
 );
 
-/// The watcher's state for the status server.
+/// The watcher's state for the status server (the counters of specs sent and values
+/// refused are the sink's).
 #[derive(Debug, Default)]
 pub struct Status {
     /// True while the key is read or watched.
@@ -43,10 +44,6 @@ pub struct Status {
     pub last_revision: i64,
     /// When the last spec was sent.
     pub last_update: Option<SystemTime>,
-    /// Specs sent.
-    pub updates: u64,
-    /// Values ignored because they are not valid route specs.
-    pub invalid: u64,
     /// Connection losses (one per outage).
     pub outages: u64,
     /// The last problem: an invalid value or a connection error.
@@ -63,7 +60,7 @@ pub fn lock(status: &Mutex<Status>) -> MutexGuard<'_, Status> {
 enum End {
     /// Etcd could not be reached, or the connection or the watch broke.
     Lost(String),
-    /// The host closed the spec queue: nothing left to do.
+    /// The spec queue is closed: nothing left to do.
     QueueClosed,
 }
 
@@ -114,7 +111,7 @@ pub struct Session {
     endpoints: Vec<String>,
     key: String,
     log: Logger,
-    specs: RSender<RouteSpec>,
+    sink: SpecSink,
     status: Arc<Mutex<Status>>,
     tracker: Tracker,
     /// Failed attempts since the last healthy connection.
@@ -134,14 +131,14 @@ impl Session {
         endpoints: Vec<String>,
         key: String,
         log: Logger,
-        specs: RSender<RouteSpec>,
+        sink: SpecSink,
         status: Arc<Mutex<Status>>,
     ) -> Session {
         Session {
             endpoints,
             key,
             log,
-            specs,
+            sink,
             status,
             tracker: Tracker::default(),
             failures: 0,
@@ -151,7 +148,7 @@ impl Session {
         }
     }
 
-    /// Connects, reads, watches and reconnects until the host closes the spec queue.
+    /// Connects, reads, watches and reconnects until the spec queue is closed.
     pub async fn run(&mut self) {
         let mut rng = rand::rngs::StdRng::from_os_rng();
         loop {
@@ -313,13 +310,9 @@ impl Session {
             Verdict::Send(spec) => {
                 self.log.info(format!("Route spec from etcd key '{key}' (revision {revision}, {how})"));
                 self.log.debug(format!("Sending route spec {}", spec.to_json()));
-                // Counted before sending, so the status is current once the host has it.
-                {
-                    let mut status = lock(&self.status);
-                    status.last_update = Some(SystemTime::now());
-                    status.updates += 1;
-                }
-                if self.specs.send(spec).is_err() {
+                // Set before sending, so the status is current once the host has it.
+                lock(&self.status).last_update = Some(SystemTime::now());
+                if !self.sink.offer(spec) {
                     return Err(End::QueueClosed);
                 }
             }
@@ -327,14 +320,10 @@ impl Session {
                 "etcd key '{key}' (revision {revision}, {how}): route spec unchanged, not sending it again"
             )),
             Verdict::Invalid(why) => {
-                let message = format!(
-                    "etcd key '{key}' (revision {revision}) ignored: {why}; the last good route \
-                     spec stays in force"
-                );
-                self.log.error(&message);
-                let mut status = lock(&self.status);
-                status.invalid += 1;
-                status.last_error = Some(message);
+                // The sink logs it, adding that the last good spec is kept, and counts it.
+                let message = format!("etcd key '{key}' (revision {revision}) ignored: {why}");
+                self.sink.reject(&message);
+                lock(&self.status).last_error = Some(message);
             }
             Verdict::Waiting => self.log.warn(format!(
                 "etcd key '{key}' does not exist; waiting for it to be put (no route spec is sent \

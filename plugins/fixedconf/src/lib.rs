@@ -7,21 +7,11 @@
 
 #![deny(unsafe_code)]
 
-use vpcrouter_plugin_api::export::PluginDescription;
-use vpcrouter_plugin_api::{
-    spec, ArgSpec, Logger, PluginArgs, PluginContext, RSender, RouteSpec, WatcherPlugin,
-};
+use vpcrouter_plugin_api::prelude::*;
 
-/// The watcher; holds the spec built from its options.
+/// The watcher; nothing to do after start (the SDK keeps the queue open until stop).
 #[derive(Debug)]
-pub struct Fixedconf {
-    cidr: String,
-    hosts: String,
-    spec: RouteSpec,
-    log: Option<Logger>,
-    /// Held until `stop`: dropping it would tell the host this watcher is gone.
-    specs: Option<RSender<RouteSpec>>,
-}
+pub struct Fixedconf;
 
 /// Builds the spec from the raw option values; the error is the shared validation's.
 fn build_spec(cidr: &str, hosts: &str) -> Result<RouteSpec, String> {
@@ -56,51 +46,24 @@ impl PluginDescription for Fixedconf {
 }
 
 impl WatcherPlugin for Fixedconf {
-    fn create(args: &PluginArgs) -> Result<Self, String> {
-        Ok(Fixedconf {
-            cidr: args.require("fixed_cidr")?.to_string(),
-            hosts: args.require("fixed_hosts")?.to_string(),
-            spec: spec_from_args(args)?,
-            log: None,
-            specs: None,
-        })
-    }
-
-    fn start(&mut self, ctx: PluginContext, specs: RSender<RouteSpec>) -> Result<(), String> {
-        ctx.log.info("Fixedconf watcher plugin: Started");
-        if specs.send(self.spec.clone()).is_err() {
-            ctx.log.warn("Fixedconf watcher plugin: the route spec queue is closed");
+    fn start(args: &PluginArgs, run: &WatcherRun) -> Result<Self, String> {
+        let spec = spec_from_args(args)?;
+        run.log().info("Fixedconf watcher plugin: Started");
+        if !run.sink().offer(spec) {
+            run.log().warn("Fixedconf watcher plugin: the route spec queue is closed");
         }
-        self.specs = Some(specs);
-        self.log = Some(ctx.log);
-        Ok(())
-    }
-
-    fn stop(&mut self) -> Result<(), String> {
-        self.specs = None;
-        if let Some(log) = &self.log {
-            log.info("Fixedconf watcher plugin: Stopped");
-        }
-        Ok(())
-    }
-
-    fn info(&self) -> serde_json::Value {
-        serde_json::json!({
-            "version": Self::VERSION,
-            "params": {"fixed_cidr": self.cidr, "fixed_hosts": self.hosts},
-        })
+        Ok(Fixedconf)
     }
 }
 
-vpcrouter_plugin_api::export_plugin!(watcher: Fixedconf);
+export_plugin!(watcher: Fixedconf);
 
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
-    use vpcrouter_plugin_api::channel::unbounded;
-    use vpcrouter_plugin_api::LogLevel;
-    use vpcrouter_testkit::{context, nothing_within, recv_within};
+    use vpcrouter_plugin_api::testkit::{nothing_within, start_watcher};
+    use vpcrouter_plugin_api::{PluginStats, RecvTimeoutError, WatcherStats};
 
     use super::*;
 
@@ -143,25 +106,31 @@ mod tests {
     fn missing_options_are_named() {
         let only_cidr = PluginArgs::from_pairs([("fixed_cidr", "10.0.0.0/8")]);
         assert_eq!(Fixedconf::validate_config(&only_cidr), Err("--fixed_hosts is required".into()));
-        assert!(Fixedconf::create(&PluginArgs::default()).is_err());
     }
 
     #[test]
-    fn sends_the_spec_once_and_logs_start_and_stop() {
-        let mut plugin = Fixedconf::create(&args("10.55.0.0/16", "10.1.1.7:10.1.0.5")).unwrap();
-        let (ctx, logs) = context("fixedconf");
-        let (tx, rx) = unbounded();
-        plugin.start(ctx, tx).unwrap();
-        let spec = recv_within(&rx, Duration::from_secs(1)).expect("a spec");
+    fn sends_the_spec_once_and_keeps_the_queue_until_stop() {
+        let pairs = [("fixed_cidr", "10.55.0.0/16"), ("fixed_hosts", "10.1.1.7:10.1.0.5")];
+        let r = start_watcher::<Fixedconf>(&pairs).unwrap();
+        let spec = r.next_spec(Duration::from_secs(1)).expect("a spec");
         assert_eq!(spec.to_json(), r#"{"10.55.0.0/16":["10.1.0.5","10.1.1.7"]}"#);
-        assert!(nothing_within(&rx, Duration::from_millis(50)));
-        plugin.stop().unwrap();
-        assert!(logs.contains(LogLevel::Info, "Fixedconf watcher plugin: Started"));
-        assert!(logs.contains(LogLevel::Info, "Fixedconf watcher plugin: Stopped"));
-        assert_eq!(
-            plugin.info(),
-            serde_json::json!({"version": Fixedconf::VERSION,
-                "params": {"fixed_cidr": "10.55.0.0/16", "fixed_hosts": "10.1.1.7:10.1.0.5"}})
-        );
+        assert!(nothing_within(&r.specs, Duration::from_millis(50)), "once, and the queue stays open");
+        assert!(r.logs.contains(LogLevel::Info, "Fixedconf watcher plugin: Started"));
+        let status = r.watcher.status();
+        assert_eq!(status.stats, PluginStats::Watcher(WatcherStats { specs_sent: 1, ..Default::default() }));
+        let params: Vec<_> = status.params.iter().map(|t| (t.0.as_str(), t.1.as_str())).collect();
+        assert_eq!(params, pairs);
+        assert_eq!((status.version.as_str(), status.details.as_str()), (Fixedconf::VERSION, "{}"));
+        r.stop().unwrap();
+        assert_eq!(r.specs.recv_timeout(Duration::from_secs(1)).map(drop), Err(RecvTimeoutError::Disconnected));
+    }
+
+    #[test]
+    fn start_refuses_bad_options_too() {
+        assert!(start_watcher::<Fixedconf>(&[("fixed_cidr", "10.0.0.0/8")]).is_err());
+        let (ctx, _) = vpcrouter_plugin_api::testkit::context("fixedconf");
+        let (tx, _rx) = vpcrouter_plugin_api::channel::unbounded();
+        let started = vpcrouter_plugin_api::watcher::start::<Fixedconf>(&args("10.1.0.1/16", "10.0.0.1"), ctx, tx);
+        assert!(started.err().unwrap().contains("'10.1.0.1/16' is not a valid route CIDR"));
     }
 }

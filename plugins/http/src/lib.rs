@@ -12,46 +12,14 @@
 
 #![deny(unsafe_code)]
 
-use std::sync::{Arc, Mutex, MutexGuard};
-
-use vpcrouter_plugin_api::export::PluginDescription;
-use vpcrouter_plugin_api::{
-    spec, HttpHandler, HttpHandlerBox, HttpRequest, HttpResponse, Logger, PluginArgs,
-    PluginContext, RSender, RouteSpec, WatcherPlugin, TD_Opaque,
-};
+use vpcrouter_plugin_api::prelude::*;
+use vpcrouter_plugin_api::{HttpHandler, HttpHandlerBox, HttpRequest, HttpResponse, TD_Opaque};
 
 /// The path both endpoints serve.
 pub const PATH: &str = "/route_spec";
 
-/// What the handlers share with the plugin object.
-#[derive(Default)]
-struct Shared {
-    /// The last accepted spec (the one in force).
-    spec: Option<RouteSpec>,
-    /// The engine's queue; `None` before `start` and after `stop`.
-    specs: Option<RSender<RouteSpec>>,
-    log: Option<Logger>,
-    accepted: u64,
-    rejected: u64,
-}
-
-type SharedRef = Arc<Mutex<Shared>>;
-
-fn lock(shared: &SharedRef) -> MutexGuard<'_, Shared> {
-    shared.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// The watcher.
-#[derive(Default)]
-pub struct Http {
-    shared: SharedRef,
-}
-
-impl std::fmt::Debug for Http {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Http")
-    }
-}
+/// The watcher; its state is the sink's (the last accepted spec, the counters).
+pub struct Http;
 
 impl PluginDescription for Http {
     const NAME: &'static str = "http";
@@ -72,11 +40,11 @@ fn is_json(content_type: Option<&str>) -> bool {
 }
 
 /// `GET /route_spec`.
-struct Get(SharedRef);
+struct Get(SpecSink);
 
 impl HttpHandler for Get {
     fn handle(&self, _request: HttpRequest) -> HttpResponse {
-        match &lock(&self.0).spec {
+        match self.0.last() {
             Some(spec) => HttpResponse::json(200, spec.to_json()),
             None => error(404, "no route spec has been posted yet; POST one to /route_spec"),
         }
@@ -84,7 +52,10 @@ impl HttpHandler for Get {
 }
 
 /// `POST /route_spec`.
-struct Post(SharedRef);
+struct Post {
+    sink: SpecSink,
+    log: Logger,
+}
 
 impl Post {
     fn parse(request: &HttpRequest) -> Result<RouteSpec, (u16, String)> {
@@ -104,92 +75,62 @@ impl Post {
 
 impl HttpHandler for Post {
     fn handle(&self, request: HttpRequest) -> HttpResponse {
-        let parsed = Self::parse(&request);
-        // Holding the lock while sending orders concurrent posts: the last one to take the
-        // lock is both the spec in force here and the last spec the engine receives.
-        let mut shared = lock(&self.0);
-        let log = shared.log.clone();
-        let spec = match parsed {
+        let spec = match Self::parse(&request) {
             Ok(spec) => spec,
             Err((status, message)) => {
-                shared.rejected += 1;
-                if let Some(log) = &log {
-                    log.error(format!("Config ignored: {message}"));
-                }
+                self.sink.reject(format!("Config ignored: {message}"));
                 return error(status, message);
             }
         };
-        let Some(specs) = &shared.specs else {
+        if self.sink.is_closed() {
             return error(503, "the http watcher is not running");
-        };
-        if specs.send(spec.clone()).is_err() {
-            return error(503, "vpcrouter is shutting down; the route spec was not accepted");
-        }
-        if let Some(log) = &log {
-            log.info(format!("New route spec posted: {} CIDR(s)", spec.routes.len()));
         }
         let cidrs = spec.routes.len();
-        shared.spec = Some(spec);
-        shared.accepted += 1;
+        // The sink sends under its lock: concurrent posts reach the engine in the order
+        // they were taken, and the last one is also what GET serves.
+        if !self.sink.offer(spec) {
+            return error(503, "vpcrouter is shutting down; the route spec was not accepted");
+        }
+        self.log.info(format!("New route spec posted: {cidrs} CIDR(s)"));
         HttpResponse::json(200, serde_json::json!({ "status": "ok", "cidrs": cidrs }).to_string())
     }
 }
 
 impl WatcherPlugin for Http {
-    fn create(_args: &PluginArgs) -> Result<Self, String> {
-        Ok(Http::default())
-    }
-
-    fn start(&mut self, ctx: PluginContext, specs: RSender<RouteSpec>) -> Result<(), String> {
-        {
-            let mut shared = lock(&self.shared);
-            shared.specs = Some(specs);
-            shared.log = Some(ctx.log.clone());
-        }
+    fn start(_args: &PluginArgs, run: &WatcherRun) -> Result<Self, String> {
+        let post = Post { sink: run.sink(), log: run.log().clone() };
         let handlers: [(&str, HttpHandlerBox); 2] = [
-            ("GET", HttpHandlerBox::from_value(Get(self.shared.clone()), TD_Opaque)),
-            ("POST", HttpHandlerBox::from_value(Post(self.shared.clone()), TD_Opaque)),
+            ("GET", HttpHandlerBox::from_value(Get(run.sink()), TD_Opaque)),
+            ("POST", HttpHandlerBox::from_value(post, TD_Opaque)),
         ];
         for (method, handler) in handlers {
-            ctx.http
+            run.context()
+                .http
                 .register(method.into(), PATH.into(), handler)
                 .into_result()
                 .map_err(|e| format!("cannot serve {method} {PATH}: {e}"))?;
         }
-        ctx.log.info(format!("Http watcher plugin: Starting to watch for route spec on {PATH}"));
-        Ok(())
+        run.log().info(format!("Http watcher plugin: Starting to watch for route spec on {PATH}"));
+        Ok(Http)
     }
 
-    fn stop(&mut self) -> Result<(), String> {
-        let mut shared = lock(&self.shared);
-        shared.specs = None;
-        if let Some(log) = &shared.log {
-            log.info("Http watcher plugin: Stopped");
-        }
-        Ok(())
-    }
-
-    fn info(&self) -> serde_json::Value {
-        let shared = lock(&self.shared);
-        serde_json::json!({
-            "version": Self::VERSION,
-            "params": {},
-            "stats": {"specs_accepted": shared.accepted, "specs_rejected": shared.rejected},
-        })
+    fn details(&self) -> serde_json::Value {
+        serde_json::json!({ "path": PATH })
     }
 }
 
-vpcrouter_plugin_api::export_plugin!(watcher: Http);
+export_plugin!(watcher: Http);
 
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
     use vpcrouter_plugin_api::abi_stable::std_types::{RArc, RResult, RStr, RString, Tuple2};
     use vpcrouter_plugin_api::channel::unbounded;
-    use vpcrouter_plugin_api::{HttpRegistry, HttpRegistryBox, LogLevel, RReceiver};
-    use vpcrouter_testkit::{context, nothing_within, recv_within};
+    use vpcrouter_plugin_api::testkit::{context, nothing_within, recv_within, LogCapture};
+    use vpcrouter_plugin_api::{HttpRegistry, HttpRegistryBox, PluginStats, RReceiver, WatcherBox, WatcherStats};
 
     use super::*;
 
@@ -223,20 +164,32 @@ mod tests {
     }
 
     struct Running {
-        plugin: Http,
+        watcher: WatcherBox,
         registry: Registry,
         rx: RReceiver<RouteSpec>,
-        logs: vpcrouter_testkit::LogCapture,
+        logs: LogCapture,
+    }
+
+    impl Running {
+        fn stats(&self) -> WatcherStats {
+            match self.watcher.status().stats {
+                PluginStats::Watcher(s) => s,
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    /// Started as the host does, with a registry that keeps the handlers.
+    fn start_with(registry: Registry) -> Result<Running, String> {
+        let (mut ctx, logs) = context("http");
+        ctx.http = HttpRegistryBox::from_ptr(RArc::new(registry.clone()), TD_Opaque);
+        let (tx, rx) = unbounded();
+        let watcher = vpcrouter_plugin_api::watcher::start::<Http>(&PluginArgs::default(), ctx, tx)?;
+        Ok(Running { watcher, registry, rx, logs })
     }
 
     fn start() -> Running {
-        let mut plugin = Http::create(&PluginArgs::default()).unwrap();
-        let (mut ctx, logs) = context("http");
-        let registry = Registry::default();
-        ctx.http = HttpRegistryBox::from_ptr(RArc::new(registry.clone()), TD_Opaque);
-        let (tx, rx) = unbounded();
-        plugin.start(ctx, tx).unwrap();
-        Running { plugin, registry, rx, logs }
+        start_with(Registry::default()).unwrap()
     }
 
     const JSON: Option<&str> = Some("application/json");
@@ -247,14 +200,18 @@ mod tests {
         let (status, _) = r.registry.call("GET", None, "");
         assert_eq!(status, 404);
         let (status, body) = r.registry.call("POST", Some("application/json; charset=utf-8"), r#"{"10.55.0.0/16": ["10.0.0.2", "10.0.0.1", "10.0.0.2"]}"#);
-        assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
+        assert_eq!((status, body["status"].as_str(), body["cidrs"].as_u64()), (200, Some("ok"), Some(1)));
         let sent = recv_within(&r.rx, Duration::from_secs(1)).expect("a spec");
         assert_eq!(sent.to_json(), r#"{"10.55.0.0/16":["10.0.0.1","10.0.0.2"]}"#);
         let (status, body) = r.registry.call("GET", None, "");
         assert_eq!(status, 200);
         assert_eq!(body, serde_json::json!({"10.55.0.0/16": ["10.0.0.1", "10.0.0.2"]}));
-        assert!(r.logs.contains(LogLevel::Info, "New route spec posted"));
-        assert_eq!(r.plugin.info()["stats"]["specs_accepted"], 1);
+        assert!(r.logs.contains(LogLevel::Info, "New route spec posted: 1 CIDR(s)"));
+        // The same spec again is accepted, but not sent twice.
+        assert_eq!(r.registry.call("POST", JSON, r#"{"10.55.0.0/16": ["10.0.0.1", "10.0.0.2"]}"#).0, 200);
+        assert!(nothing_within(&r.rx, Duration::from_millis(50)));
+        assert_eq!(r.stats().specs_sent, 1);
+        assert_eq!(r.watcher.status().details, r#"{"path":"/route_spec"}"#);
     }
 
     #[test]
@@ -280,16 +237,26 @@ mod tests {
         assert!(nothing_within(&r.rx, Duration::from_millis(50)));
         assert_eq!(r.registry.call("GET", None, "").1, serde_json::json!({"10.1.0.0/16": ["10.0.0.1"]}));
         assert!(r.logs.contains(LogLevel::Error, "Config ignored: '10.1.0.1/16'"));
-        assert_eq!(r.plugin.info()["stats"]["specs_rejected"], 7);
+        let stats = r.stats();
+        assert_eq!((stats.specs_sent, stats.errors), (1, 7));
+        assert!(stats.last_error.contains("Content-Type must be application/json (got none)"), "{stats:?}");
     }
 
     #[test]
     fn stop_releases_the_queue_and_later_posts_are_refused() {
-        let mut r = start();
-        r.plugin.stop().unwrap();
-        assert!(r.rx.recv_timeout(Duration::from_secs(1)).is_err(), "sender dropped on stop");
-        assert_eq!(r.registry.call("POST", JSON, r#"{"10.1.0.0/16": []}"#).0, 503);
-        assert!(r.logs.contains(LogLevel::Info, "Http watcher plugin: Stopped"));
+        let r = start();
+        r.watcher.stop(2000).unwrap();
+        assert!(r.rx.recv_timeout(Duration::from_secs(1)).is_err(), "queue closed on stop");
+        let (status, body) = r.registry.call("POST", JSON, r#"{"10.1.0.0/16": []}"#);
+        assert_eq!((status, body["error"].as_str()), (503, Some("the http watcher is not running")));
+    }
+
+    #[test]
+    fn a_path_already_taken_fails_the_start() {
+        let registry = Registry::default();
+        let _first = start_with(registry.clone()).unwrap();
+        let err = start_with(registry).err().unwrap();
+        assert_eq!(err, "cannot serve GET /route_spec: taken");
     }
 
     #[test]

@@ -3,33 +3,26 @@
 //! `--faulty_mode` picks the fault; every mode except `start_panic` first sends the spec
 //! given by `--faulty_spec` (a JSON route spec):
 //! * `start_panic`: panics inside `start`;
-//! * `thread_panic`: its worker thread panics, dropping the spec queue;
-//! * `stop_hang`: `stop` never returns (sleeps an hour);
-//! * `close_queue`: drops the spec queue without panicking;
-//! * `bad_spec`: then sends a spec whose CIDR has host bits set, and keeps its queue;
+//! * `thread_panic`: its worker thread panics; the SDK then closes the spec queue;
+//! * `stop_hang`: its worker ignores the stop signal (sleeps an hour), so `stop` times out
+//!   at its deadline;
+//! * `close_queue`: closes the spec queue without panicking;
+//! * `bad_spec`: then sends a spec that is not canonical (the entry `10.1.0.0/16` twice,
+//!   out of order), which the host's `RouteSpec::check` refuses, and keeps its queue;
 //! * `good`: behaves.
 
 #![deny(unsafe_code)]
 
 use std::time::Duration;
 
-use vpcrouter_plugin_api::export::PluginDescription;
-use vpcrouter_plugin_api::worker::Worker;
-use vpcrouter_plugin_api::{
-    spec, ArgSpec, PluginArgs, PluginContext, RSender, RouteEntry, RouteSpec, WatcherPlugin,
-};
+use vpcrouter_plugin_api::prelude::*;
+use vpcrouter_plugin_api::RouteEntry;
 
 /// The fault modes.
 const MODES: [&str; 6] = ["start_panic", "thread_panic", "stop_hang", "close_queue", "bad_spec", "good"];
 
 /// The misbehaving watcher.
-pub struct Faulty {
-    mode: String,
-    spec: RouteSpec,
-    worker: Option<Worker>,
-    /// Keeps the queue open in `bad_spec`, `stop_hang` and `good` modes.
-    queue: Option<RSender<RouteSpec>>,
-}
+pub struct Faulty;
 
 impl PluginDescription for Faulty {
     const NAME: &'static str = "faulty";
@@ -53,48 +46,43 @@ impl PluginDescription for Faulty {
 }
 
 impl WatcherPlugin for Faulty {
-    fn create(args: &PluginArgs) -> Result<Self, String> {
+    fn start(args: &PluginArgs, run: &WatcherRun) -> Result<Self, String> {
         let spec = spec::parse_json(args.get("faulty_spec").unwrap_or("{}")).map_err(|e| e.to_string())?;
-        Ok(Faulty { mode: args.require("faulty_mode")?.to_string(), spec, worker: None, queue: None })
-    }
-
-    fn start(&mut self, ctx: PluginContext, specs: RSender<RouteSpec>) -> Result<(), String> {
-        ctx.log.info(format!("Faulty watcher plugin: mode {}", self.mode));
-        if self.mode == "start_panic" {
+        let mode = args.require("faulty_mode")?;
+        run.log().info(format!("Faulty watcher plugin: mode {mode}"));
+        if mode == "start_panic" {
             panic!("faulty: panic in start as asked");
         }
-        specs.send(self.spec.clone()).map_err(|e| e.to_string())?;
-        match self.mode.as_str() {
-            "thread_panic" => {
-                self.worker = Some(Worker::spawn("Faulty", move |stop| {
-                    let _queue = specs;
-                    if !stop.wait(Duration::from_millis(500)) {
-                        panic!("faulty: panic in the plugin's own thread as asked");
-                    }
-                })?);
-            }
+        let sink = run.sink();
+        if !sink.offer(spec.clone()) {
+            return Err("the route spec queue is closed".into());
+        }
+        match mode {
+            "thread_panic" => run.spawn("Faulty", |stop| {
+                if !stop.wait(Duration::from_millis(500)) {
+                    panic!("faulty: panic in the plugin's own thread as asked");
+                }
+            })?,
+            "stop_hang" => run.spawn("Faulty", |_stop| std::thread::sleep(Duration::from_secs(3600)))?,
             "close_queue" => {
                 std::thread::sleep(Duration::from_millis(100));
-                drop(specs);
+                sink.close();
             }
             "bad_spec" => {
-                let mut bad = self.spec.clone();
-                bad.routes.push(RouteEntry { cidr: "10.1.0.1/16".into(), hosts: vec!["10.0.0.1".into()].into() });
-                specs.send(bad).map_err(|e| e.to_string())?;
-                self.queue = Some(specs);
+                // Typed values cannot carry host bits; a hand-built spec can still break the
+                // canonical form: entries unsorted and repeated.
+                let mut bad = spec;
+                let entry = RouteEntry { cidr: Cidr::parse("10.1.0.0/16")?, hosts: vec![Ipv4::parse("10.0.0.1").ok_or("bad address")?].into() };
+                bad.routes.push(entry.clone());
+                bad.routes.push(entry);
+                if !sink.offer(bad) {
+                    return Err("the route spec queue is closed".into());
+                }
             }
-            _ => self.queue = Some(specs),
+            _ => {}
         }
-        Ok(())
-    }
-
-    fn stop(&mut self) -> Result<(), String> {
-        if self.mode == "stop_hang" {
-            std::thread::sleep(Duration::from_secs(3600));
-        }
-        self.queue = None;
-        self.worker.take().map_or(Ok(()), |w| w.stop(Duration::from_secs(2)))
+        Ok(Faulty)
     }
 }
 
-vpcrouter_plugin_api::export_plugin!(watcher: Faulty);
+export_plugin!(watcher: Faulty);
