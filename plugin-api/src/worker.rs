@@ -66,9 +66,13 @@ impl Worker {
     }
 
     fn stop_in_place(&mut self, within: Duration) -> Result<(), String> {
+        self.stop_by(Instant::now() + within, within)
+    }
+
+    /// Waits for the thread until `deadline`; `within` is the deadline as the caller gave it.
+    fn stop_by(&mut self, deadline: Instant, within: Duration) -> Result<(), String> {
         self.stop.take();
         let Some(handle) = self.handle.take() else { return Ok(()) };
-        let deadline = Instant::now() + within;
         while !handle.is_finished() {
             if Instant::now() >= deadline {
                 return Err(format!("thread {} did not stop within {} ms", self.name, within.as_millis()));
@@ -111,7 +115,7 @@ impl Workers {
         let deadline = Instant::now() + within;
         let errors: Vec<String> = workers
             .iter_mut()
-            .filter_map(|w| w.stop_in_place(deadline.saturating_duration_since(Instant::now())).err())
+            .filter_map(|w| w.stop_by(deadline, within).err())
             .collect();
         if errors.is_empty() {
             Ok(())
@@ -146,7 +150,7 @@ mod tests {
         set.spawn("slow", |_| std::thread::sleep(Duration::from_millis(400))).unwrap();
         let t = Instant::now();
         let err = set.stop(Duration::from_millis(100)).unwrap_err();
-        assert!(err.contains("slow did not stop") && !err.contains("w0"), "{err}");
+        assert!(err.contains("slow did not stop within 100 ms") && !err.contains("w0"), "{err}");
         assert!(t.elapsed() < Duration::from_millis(300), "one deadline for all: {:?}", t.elapsed());
         assert_eq!(set.stop(Duration::from_millis(10)), Ok(()));
     }
