@@ -157,8 +157,10 @@ pub struct PluginContext {
 ///
 /// The host calls, in order: `metadata`, `arguments` (to build its command line),
 /// `required_plugins`, `validate_dependencies`, `validate_config`, then `start`, and at
-/// shutdown the running object's `stop`. Fields added in later versions come after
-/// `start` and are read as `Option`s, so plugins built before them still load.
+/// shutdown the running object's `stop`. Fields added in later patch releases come after
+/// `start` and are read as `Option`s: a plugin built against such a release still loads in
+/// an older host of the same minor, but abi_stable refuses a plugin whose `PluginMod` has
+/// fewer fields than the host's (PLUGINS.md, "Evolving the ABI").
 #[repr(C)]
 #[derive(StableAbi)]
 #[sabi(kind(Prefix(prefix_ref = PluginModRef)))]

@@ -16,6 +16,7 @@ pub mod http_client;
 pub mod listener;
 pub mod moto;
 pub mod relay;
+pub mod thirdparty;
 pub mod netns;
 pub mod world;
 

@@ -237,22 +237,6 @@ fn demo_shows_routes_before_and_after() {
     assert!(failover.ends_with(" ms"), "{text}");
 }
 
-/// Builds an example plugin crate on its own (like a third party would) and returns its `.so`.
-fn build_example(dir: &str, lib: &str) -> anyhow::Result<std::path::PathBuf> {
-    let root = vpcrouter_tests::repo_root();
-    let target = match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(t) => std::path::PathBuf::from(format!("{}-examples", t.to_string_lossy())),
-        None => root.join("target/examples"),
-    };
-    let status = std::process::Command::new(env!("CARGO"))
-        .args(["build", "-q", "--manifest-path"])
-        .arg(root.join("examples").join(dir).join("Cargo.toml"))
-        .env("CARGO_TARGET_DIR", &target)
-        .status()?;
-    anyhow::ensure!(status.success(), "building examples/{dir} failed");
-    Ok(target.join("debug").join(lib))
-}
-
 fn file_hash(path: &std::path::Path) -> anyhow::Result<u64> {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -262,17 +246,20 @@ fn file_hash(path: &std::path::Path) -> anyhow::Result<u64> {
 
 #[test]
 fn third_party_example_plugins_work_with_the_unchanged_host() -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
+    use vpcrouter_tests::thirdparty::{build_example, plugin_dir};
     let host = vpcrouter_tests::daemon::binary();
     let before = file_hash(&host)?;
-    let watcher = build_example("watcher-dir", "libvpcrouter_dirspec.so")?;
-    let health = build_example("health-cmd", "libvpcrouter_health_cmd.so")?;
-    let plugin_dir = tempfile::tempdir()?;
-    std::fs::set_permissions(plugin_dir.path(), std::fs::Permissions::from_mode(0o755))?;
-    for so in [&watcher, &health] {
-        let dst = plugin_dir.path().join(so.file_name().unwrap_or_default());
-        std::fs::copy(so, &dst)?;
-        std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o644))?;
+    // Each example is copied out of the workspace and built there with one cargo command.
+    let scratch = tempfile::tempdir()?;
+    let watcher = build_example(scratch.path(), "watcher-dir", "libvpcrouter_dirspec.so")?;
+    let health = build_example(scratch.path(), "health-cmd", "libvpcrouter_health_cmd.so")?;
+    let plugin_dir = plugin_dir(&[&watcher, &health])?;
+    let (code, out, err) = run_once(&["--list-plugins", "--plugin-dir", plugin_dir.path().to_str().unwrap_or_default()]);
+    assert_eq!(code, 0, "{err}");
+    let api = format!("[plugin-api {},", vpcrouter_plugin_api::PLUGIN_API_VERSION);
+    for name in ["dirspec", "cmd"] {
+        let line = out.lines().find(|l| l.trim_start().starts_with(&format!("{name} "))).unwrap_or_default();
+        assert!(line.contains(api.as_str()) && !line.contains("UNUSABLE"), "{name}:\n{out}");
     }
 
     let env = Env::new()?;

@@ -220,6 +220,6 @@ fn a_plugin_built_against_an_older_plugin_api_is_refused_with_both_versions() ->
     assert_eq!(code, 1, "{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     assert!(err.contains("libvpcrouter_faulty.so") && err.contains("incompatible plugin-api"), "{err}");
-    assert!(err.contains(&format!("host = {}", env!("CARGO_PKG_VERSION"))) && err.contains("plugin = 0.0.1"), "{err}");
+    assert!(err.contains(&format!("host = {}", vpcrouter_plugin_api::PLUGIN_API_VERSION)) && err.contains("plugin = 0.0.1"), "{err}");
     Ok(())
 }

@@ -4,218 +4,113 @@
 //! `sh -c` once per host every `--cmd_interval` seconds (default 2), with the host's IP in
 //! the environment variable `VPCROUTER_HOST`. A host whose command exits non-zero, cannot
 //! be started, or runs longer than the interval (it is then killed, with its whole process
-//! group) is failed. At most 8 commands run at a time, so a round over many hosts may take
-//! several intervals. The full report is sent after each round when it changed, and when
-//! a new host list removes failed hosts. Its status counts the checks of completed rounds
-//! and the failed ones among them.
+//! group) is failed.
+//!
+//! The plugin is a per-host [`CheckHost`]; the SDK's [`Each`] runs it for every host of a
+//! round on at most 8 threads, and the SDK's runner does the rest: one round per interval,
+//! the verdicts, the report (sent when it changes), the log lines and the counters. A check
+//! that has not started by its round's deadline (more than 8 slow hosts) fails that round.
+//!
+//! Hold-down: none. A failed host is healthy again at its next successful check, as in
+//! earlier versions of this example (the SDK's default would keep it failed for 10
+//! intervals). Add `.hold_down(...)` to the schedule to damp a flapping check.
 
 #![deny(unsafe_code)]
 
-use std::collections::BTreeSet;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use vpcrouter_plugin_api::export::PluginDescription;
-use vpcrouter_plugin_api::serde_json;
-use vpcrouter_plugin_api::spec::sort_ips;
-use vpcrouter_plugin_api::worker::{StopToken, Worker};
-use vpcrouter_plugin_api::{
-    ArgSpec, HealthPlugin, HealthReport, HostList, Logger, PluginArgs, PluginContext, RReceiver,
-    RSender, RString,
-};
+use vpcrouter_plugin_api::prelude::*;
 
 /// Commands running at the same time, at most.
 const MAX_PARALLEL: usize = 8;
-/// How often running commands, new host lists and the stop signal are looked at.
-const TICK: Duration = Duration::from_millis(20);
-/// Allowed range of `--cmd_interval`, in seconds.
-const INTERVAL_RANGE: (f64, f64) = (0.1, 3600.0);
+/// How often a running command is looked at.
+const POLL: Duration = Duration::from_millis(10);
+
+/// `--cmd_interval`: the check interval, also each command's timeout.
+fn interval(args: &PluginArgs) -> Result<Duration, String> {
+    args.seconds("cmd_interval", 2.0, 0.1..=3600.0)
+}
 
 /// Kills a check command and everything it started (its own process group), then reaps it.
 fn kill(child: &mut Child) {
+    // `kill` from procps/util-linux signals the group; std alone would kill the shell only.
     let group = format!("-{}", child.id());
-    // `kill` from procps/util-linux signals the group; without it, the shell alone dies.
-    let _ = Command::new("kill")
-        .args(["-KILL", "--", &group])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
+    let _ = Command::new("kill").args(["-KILL", "--", &group]).stdout(Stdio::null()).stderr(Stdio::null()).status();
     let _ = child.kill();
     let _ = child.wait();
 }
 
-/// Runs `cmd` for every host, at most [`MAX_PARALLEL`] at a time, each for at most
-/// `timeout`. Returns the failed hosts, or `None` when `stopped()` turned true meanwhile.
-fn run_checks(
-    cmd: &str,
-    hosts: &[RString],
-    timeout: Duration,
-    stopped: impl Fn() -> bool,
-    log: &Logger,
-) -> Option<BTreeSet<RString>> {
-    let mut pending = hosts.iter();
-    let mut running: Vec<(RString, Child, Instant)> = Vec::new();
-    let mut failed = BTreeSet::new();
-    loop {
-        while running.len() < MAX_PARALLEL {
-            let Some(host) = pending.next() else { break };
-            let spawned = Command::new("sh")
-                .arg("-c")
-                .arg(cmd)
-                .env("VPCROUTER_HOST", host.as_str())
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .process_group(0)
-                .spawn();
-            match spawned {
-                Ok(child) => running.push((host.clone(), child, Instant::now() + timeout)),
-                Err(e) => {
-                    log.error(format!("Cannot run the check command for {host}: {e}"));
-                    failed.insert(host.clone());
-                }
-            }
-        }
-        if running.is_empty() {
-            return Some(failed);
-        }
-        if stopped() {
-            running.iter_mut().for_each(|(_, child, _)| kill(child));
-            return None;
-        }
-        std::thread::sleep(TICK);
-        running.retain_mut(|(host, child, deadline)| {
-            let verdict = match child.try_wait() {
-                Ok(Some(status)) if status.success() => return false,
-                Ok(Some(status)) => format!("failed ({status})"),
-                Ok(None) if Instant::now() < *deadline => return true,
-                Ok(None) => {
-                    kill(child);
-                    format!("timed out after {:.1} s", timeout.as_secs_f64())
-                }
-                Err(e) => {
-                    kill(child);
-                    format!("cannot be waited for: {e}")
-                }
-            };
-            log.debug(format!("Check of {host} {verdict}"));
-            failed.insert(host.clone());
-            false
-        });
-    }
-}
-
-/// Check counters for the status server.
-#[derive(Default)]
-struct Stats {
-    /// Host checks of completed rounds.
-    checks: AtomicU64,
-    /// Those that failed.
-    failures: AtomicU64,
-}
-
-/// The monitor thread's state.
-struct Monitor {
+/// Runs the check command for one host.
+struct Cmd {
     cmd: String,
-    interval: Duration,
+    /// Set when the monitor stops: commands still running are killed at once.
+    stopped: Arc<AtomicBool>,
+}
+
+impl CheckHost for Cmd {
+    fn check(&self, host: Ipv4, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(&self.cmd)
+            .env("VPCROUTER_HOST", host.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .map_err(|e| format!("cannot run the check command: {e}"))?;
+        loop {
+            let why = match child.try_wait() {
+                Ok(Some(status)) if status.success() => return Ok(()),
+                Ok(Some(status)) => return Err(format!("the check command failed ({status})")),
+                Ok(None) if self.stopped.load(Ordering::Relaxed) => "the monitor stopped".to_string(),
+                Ok(None) if Instant::now() >= deadline => format!("the check command timed out after {:.1} s", timeout.as_secs_f64()),
+                Ok(None) => {
+                    std::thread::sleep(POLL);
+                    continue;
+                }
+                Err(e) => format!("the check command cannot be waited for: {e}"),
+            };
+            kill(&mut child);
+            return Err(why);
+        }
+    }
+}
+
+/// The prober: [`Each`] running [`Cmd`]; dropped by the SDK when the monitor stops.
+pub struct Checks {
+    each: Each<Cmd>,
+    stopped: Arc<AtomicBool>,
     log: Logger,
-    reports: RSender<HealthReport>,
-    hosts: Option<HostList>,
-    failed: BTreeSet<RString>,
-    last_sent: Option<HealthReport>,
-    stats: Arc<Stats>,
 }
 
-impl Monitor {
-    /// Takes the newest host list, if any; true when there was one.
-    fn take_hosts(&mut self, rx: &RReceiver<HostList>) -> bool {
-        let mut latest = None;
-        while let Ok(list) = rx.try_recv() {
-            latest = Some(list);
-        }
-        let new = latest.is_some();
-        if let Some(list) = latest {
-            self.failed.retain(|h| list.hosts.contains(h));
-            self.hosts = Some(list);
-        }
-        new
+impl Prober for Checks {
+    fn probe(&mut self, round: Round, hosts: &[Ipv4], answers: &mut Answers) {
+        self.each.probe(round, hosts, answers)
     }
-
-    /// Sends the report when it changed; false when the host closed the queue.
-    fn publish(&mut self) -> bool {
-        let mut failed: Vec<RString> = self.failed.iter().cloned().collect();
-        sort_ips(&mut failed);
-        let report = HealthReport { failed: failed.into(), questionable: Default::default() };
-        if self.last_sent.as_ref() == Some(&report) {
-            return true;
-        }
-        let list: Vec<&str> = report.failed.iter().map(|s| s.as_str()).collect();
-        self.log.info(format!(
-            "Currently failed IPs: {}",
-            if list.is_empty() { "(none)".into() } else { list.join(",") }
-        ));
-        if self.reports.send(report.clone()).is_err() {
-            return false;
-        }
-        self.last_sent = Some(report);
-        true
-    }
-
-    /// Checks every host each interval until stopped.
-    fn run(mut self, hosts: RReceiver<HostList>, stop: &StopToken) {
-        let mut next_round = Instant::now();
-        let mut pause = Duration::ZERO;
-        while !stop.wait(pause) {
-            // A new list may drop failed hosts: report that now, except before the first round.
-            let first_list = self.hosts.is_none();
-            if self.take_hosts(&hosts) && !first_list && !self.publish() {
-                return;
-            }
-            if self.hosts.is_some() && Instant::now() >= next_round {
-                next_round = Instant::now() + self.interval;
-                let list = self.hosts.as_ref().map(|l| l.hosts.to_vec()).unwrap_or_default();
-                match run_checks(&self.cmd, &list, self.interval, || stop.is_stopped(), &self.log) {
-                    Some(failed) => self.failed = failed,
-                    None => return,
-                }
-                self.stats.checks.fetch_add(list.len() as u64, Ordering::Relaxed);
-                self.stats.failures.fetch_add(self.failed.len() as u64, Ordering::Relaxed);
-                if !self.publish() {
-                    return;
-                }
-            }
-            pause = TICK
-                .min(next_round.saturating_duration_since(Instant::now()))
-                .max(Duration::from_millis(1));
-        }
+    fn wait(&mut self, until: Instant, answers: &mut Answers) {
+        self.each.wait(until, answers)
     }
 }
 
-fn interval_from(args: &PluginArgs) -> Result<f64, String> {
-    let secs = args.parse::<f64>("cmd_interval")?.unwrap_or(2.0);
-    let (min, max) = INTERVAL_RANGE;
-    if !(min..=max).contains(&secs) {
-        return Err(format!("--cmd_interval must be between {min} and {max} seconds"));
+impl Drop for Checks {
+    fn drop(&mut self) {
+        self.stopped.store(true, Ordering::Relaxed);
+        self.log.info("Cmd health monitor plugin: Stopped");
     }
-    Ok(secs)
 }
 
 /// The health plugin.
-pub struct CmdHealth {
-    cmd: String,
-    interval: f64,
-    log: Option<Logger>,
-    stats: Arc<Stats>,
-    worker: Option<Worker>,
-}
+pub struct CmdHealth;
 
 impl PluginDescription for CmdHealth {
     const NAME: &'static str = "cmd";
-    const DESCRIPTION: &'static str =
-        "Runs a shell command per host; non-zero exit means failed (example)";
+    const DESCRIPTION: &'static str = "Runs a shell command per host; non-zero exit means failed (example)";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
 
     fn arguments() -> Vec<ArgSpec> {
@@ -228,7 +123,7 @@ impl PluginDescription for CmdHealth {
     }
 
     fn validate_config(args: &PluginArgs) -> Result<(), String> {
-        interval_from(args)?;
+        interval(args)?;
         if args.require("cmd_check")?.trim().is_empty() {
             return Err("--cmd_check must not be empty".into());
         }
@@ -237,179 +132,174 @@ impl PluginDescription for CmdHealth {
 }
 
 impl HealthPlugin for CmdHealth {
-    fn create(args: &PluginArgs) -> Result<Self, String> {
+    type Prober = Checks;
+
+    fn start(args: &PluginArgs, run: &HealthRun) -> Result<(Schedule, Checks), String> {
         Self::validate_config(args)?;
-        Ok(CmdHealth {
-            cmd: args.require("cmd_check")?.to_string(),
-            interval: interval_from(args)?,
-            log: None,
-            stats: Arc::default(),
-            worker: None,
-        })
-    }
-
-    fn start(
-        &mut self,
-        ctx: PluginContext,
-        hosts: RReceiver<HostList>,
-        reports: RSender<HealthReport>,
-    ) -> Result<(), String> {
-        ctx.log.info(format!(
-            "Cmd health monitor plugin: Starting to run '{}' every {} s",
-            self.cmd, self.interval
-        ));
-        let monitor = Monitor {
-            cmd: self.cmd.clone(),
-            interval: Duration::from_secs_f64(self.interval),
-            log: ctx.log.clone(),
-            reports,
-            hosts: None,
-            failed: BTreeSet::new(),
-            last_sent: None,
-            stats: self.stats.clone(),
-        };
-        self.worker = Some(Worker::spawn("CmdHealth", move |stop| monitor.run(hosts, &stop))?);
-        self.log = Some(ctx.log);
-        Ok(())
-    }
-
-    fn stop(&mut self) -> Result<(), String> {
-        self.worker.take().map_or(Ok(()), |w| w.stop(Duration::from_secs(2)))?;
-        if let Some(log) = &self.log {
-            log.info("Cmd health monitor plugin: Stopped");
-        }
-        Ok(())
-    }
-
-    fn info(&self) -> serde_json::Value {
-        serde_json::json!({
-            "version": Self::VERSION,
-            "params": {"cmd_check": self.cmd, "cmd_interval": self.interval},
-            "stats": {
-                "checks": self.stats.checks.load(Ordering::Relaxed),
-                "failures": self.stats.failures.load(Ordering::Relaxed),
-            },
-        })
-    }
-
-    fn interval_secs(&self) -> f64 {
-        self.interval
+        let (cmd, interval) = (args.require("cmd_check")?.to_string(), interval(args)?);
+        run.log().info(format!("Cmd health monitor plugin: Starting to run '{cmd}' every {} s", interval.as_secs_f64()));
+        let stopped = Arc::new(AtomicBool::new(false));
+        let each = Each::new(Cmd { cmd, stopped: stopped.clone() }, MAX_PARALLEL)?;
+        let schedule = Schedule::every(interval).probes_per_interval(1).timeout(interval).hold_down(Duration::ZERO);
+        Ok((schedule, Checks { each, stopped, log: run.log().clone() }))
     }
 }
 
-vpcrouter_plugin_api::export_plugin!(health: CmdHealth);
+export_plugin!(health: CmdHealth);
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
+    use std::path::PathBuf;
 
-    use vpcrouter_plugin_api::channel::unbounded;
-    use vpcrouter_plugin_api::{HostLogger, LogLevel, RStr};
+    use vpcrouter_plugin_api::testkit::{ips, start_health, HealthHarness};
+    use vpcrouter_plugin_api::{LogLevel, PluginStats};
 
     use super::*;
 
-    /// Collects log lines, as the host would print them.
-    #[derive(Clone, Default)]
-    struct Lines(Arc<Mutex<Vec<String>>>);
-
-    impl HostLogger for Lines {
-        fn log(&self, level: LogLevel, message: RStr<'_>) {
-            self.0.lock().unwrap().push(format!("{level:?}: {message}"));
-        }
-        fn enabled(&self, _level: LogLevel) -> bool {
-            true
-        }
+    /// Starts the monitor with `cmd` every `interval` seconds on `hosts`.
+    fn monitor(cmd: &str, interval: &str, hosts: &[&str]) -> HealthHarness {
+        let h = start_health::<CmdHealth>(&[("cmd_check", cmd), ("cmd_interval", interval)]).unwrap();
+        h.send_hosts(hosts);
+        h
     }
 
-    fn ips(list: &[&str]) -> Vec<RString> {
-        list.iter().map(|&s| s.into()).collect()
+    /// Waits for a report failing exactly `want`.
+    fn wait_failed(h: &HealthHarness, want: &[&str], timeout: Duration) {
+        let end = Instant::now() + timeout;
+        let mut last = None;
+        while Instant::now() < end {
+            match h.next_report(end.saturating_duration_since(Instant::now())) {
+                Some(r) if r.failed.as_slice() == ips(want).as_slice() => return,
+                other => last = other.or(last),
+            }
+        }
+        panic!("no report failing {want:?} within {timeout:?}; last {last:?}; log {:?}", h.logs);
     }
 
-    fn check(cmd: &str, hosts: &[&str], timeout: Duration) -> Vec<String> {
-        let log = Logger::new(Lines::default());
-        let failed = run_checks(cmd, &ips(hosts), timeout, || false, &log).unwrap();
-        let mut failed: Vec<RString> = failed.into_iter().collect();
-        sort_ips(&mut failed);
-        failed.into_iter().map(|s| s.to_string()).collect()
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("cmd-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// True while a live (not zombie) process of group `pgid` exists.
+    fn group_alive(pgid: &str) -> bool {
+        std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            // After "(comm)": state, ppid, pgrp, ...
+            let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+            fields.len() > 2 && fields[0] != "Z" && fields[2] == pgid
+        })
+    }
+
+    fn read_pid(path: &std::path::Path, timeout: Duration) -> String {
+        let end = Instant::now() + timeout;
+        loop {
+            match std::fs::read_to_string(path) {
+                Ok(pid) if pid.ends_with('\n') => return pid.trim().to_string(),
+                _ if Instant::now() > end => panic!("{} was not written", path.display()),
+                _ => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
     }
 
     #[test]
-    fn exit_status_decides() {
-        let failed = check(
-            r#"test "$VPCROUTER_HOST" != 10.0.0.2"#,
-            &["10.0.0.1", "10.0.0.2", "10.0.0.3"],
-            Duration::from_secs(5),
-        );
-        assert_eq!(failed, ["10.0.0.2"]);
+    fn exit_status_decides_and_the_report_follows_the_host_list() {
+        let h = monitor(r#"test "$VPCROUTER_HOST" != 10.0.0.2"#, "0.2", &["10.0.0.1", "10.0.0.2", "10.0.0.3"]);
+        wait_failed(&h, &["10.0.0.2"], Duration::from_secs(3));
+        assert!(h.logs.contains(LogLevel::Info, "Currently failed IPs: 10.0.0.2"), "{:?}", h.logs);
+        assert!(h.logs.contains(LogLevel::Info, "Host 10.0.0.2 failed a check: the check command failed (exit status: 1)"), "{:?}", h.logs);
+        h.send_hosts(&["10.0.0.1"]);
+        wait_failed(&h, &[], Duration::from_secs(3));
+        let status = h.monitor.status();
+        let PluginStats::Health(stats) = status.stats else { panic!("not health stats") };
+        assert!(stats.checks >= 3 && stats.failures >= 1 && stats.failures < stats.checks, "{stats:?}");
+        let params: Vec<(String, String)> = status.params.iter().map(|t| (t.0.to_string(), t.1.to_string())).collect();
+        assert_eq!(params[1], ("cmd_interval".to_string(), "0.2".to_string()));
+        h.stop().unwrap();
+        assert!(h.logs.contains(LogLevel::Info, "Cmd health monitor plugin: Stopped"), "{:?}", h.logs);
     }
 
     #[test]
-    fn slow_checks_are_killed_at_the_timeout() {
+    fn no_hold_down_a_host_passes_at_its_next_good_check() {
+        let dir = scratch("flap");
+        let flag = dir.join("fail");
+        std::fs::write(&flag, "").unwrap();
+        let h = monitor(&format!("test ! -e {}", flag.display()), "0.2", &["10.0.0.1"]);
+        wait_failed(&h, &["10.0.0.1"], Duration::from_secs(3));
+        std::fs::remove_file(&flag).unwrap();
+        wait_failed(&h, &[], Duration::from_secs(1));
+        h.stop().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn slow_checks_are_killed_with_their_process_group_at_the_timeout() {
+        let dir = scratch("slow");
         let started = Instant::now();
-        let failed = check("sleep 5; true", &["10.0.0.1", "10.0.0.2"], Duration::from_millis(300));
-        assert_eq!(failed, ["10.0.0.1", "10.0.0.2"]);
+        let h = monitor(&format!(r#"echo $$ > {}/"$VPCROUTER_HOST"; sleep 30 & wait"#, dir.display()), "0.3", &["10.0.0.1", "10.0.0.2"]);
+        wait_failed(&h, &["10.0.0.1", "10.0.0.2"], Duration::from_secs(3));
         assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+        // Killed at the timeout, while the monitor still runs (every round starts new ones).
+        let pgid = read_pid(&dir.join("10.0.0.1"), Duration::from_secs(1));
+        let end = Instant::now() + Duration::from_secs(1);
+        while group_alive(&pgid) && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(!group_alive(&pgid), "the background sleep of group {pgid} survived its timeout");
+        h.stop().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn stop_kills_running_commands_at_once() {
+        let dir = scratch("stop");
+        let h = monitor(&format!("echo $$ > {}/pid; sleep 30", dir.display()), "60", &["10.0.0.1"]);
+        let pgid = read_pid(&dir.join("pid"), Duration::from_secs(3));
+        assert!(group_alive(&pgid));
+        let started = Instant::now();
+        h.stop().unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(!group_alive(&pgid), "the check command outlived the monitor");
+        assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn at_most_eight_run_at_a_time() {
+        let dir = scratch("parallel");
+        let log = dir.join("log");
         let hosts: Vec<String> = (1..=16).map(|i| format!("10.0.0.{i}")).collect();
-        let hosts: Vec<&str> = hosts.iter().map(|s| s.as_str()).collect();
-        let started = Instant::now();
-        assert!(check("sleep 0.3", &hosts, Duration::from_secs(5)).is_empty());
-        let took = started.elapsed();
-        assert!(took >= Duration::from_millis(600) && took < Duration::from_secs(3), "{took:?}");
-    }
-
-    #[test]
-    fn monitor_reports_changes_and_stops() {
-        let (host_tx, host_rx) = unbounded();
-        let (report_tx, report_rx) = unbounded();
-        let lines = Lines::default();
-        let stats = Arc::new(Stats::default());
-        let monitor = Monitor {
-            cmd: r#"test "$VPCROUTER_HOST" != 10.0.0.2"#.into(),
-            interval: Duration::from_millis(200),
-            log: Logger::new(lines.clone()),
-            reports: report_tx,
-            hosts: None,
-            failed: BTreeSet::new(),
-            last_sent: None,
-            stats: stats.clone(),
-        };
-        let worker = Worker::spawn("t", move |stop| monitor.run(host_rx, &stop)).unwrap();
-        host_tx.send(HostList { hosts: ips(&["10.0.0.1", "10.0.0.2"]).into() }).unwrap();
-        let report = report_rx.recv_timeout(Duration::from_secs(3)).unwrap();
-        assert_eq!(report.failed.to_vec(), ips(&["10.0.0.2"]));
-        host_tx.send(HostList { hosts: ips(&["10.0.0.1"]).into() }).unwrap();
-        let report = report_rx.recv_timeout(Duration::from_secs(3)).unwrap();
-        assert!(report.failed.is_empty());
-        assert!(report_rx.recv_timeout(Duration::from_millis(500)).is_err(), "unchanged");
-        let started = Instant::now();
-        worker.stop(Duration::from_secs(2)).unwrap();
-        assert!(started.elapsed() < Duration::from_secs(1));
-        let (checks, failures) =
-            (stats.checks.load(Ordering::Relaxed), stats.failures.load(Ordering::Relaxed));
-        assert!(checks >= 3 && failures >= 1 && failures < checks, "{checks} {failures}");
-        assert!(lines
-            .0
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|l| l == "Info: Currently failed IPs: 10.0.0.2"));
+        let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
+        let cmd = format!("echo + >> {0}; sleep 0.3; echo - >> {0}", log.display());
+        let h = monitor(&cmd, "3", &hosts);
+        let end = Instant::now() + Duration::from_secs(3);
+        while std::fs::read_to_string(&log).unwrap_or_default().matches('-').count() < 16 && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        h.stop().unwrap();
+        let (mut running, mut most) = (0i32, 0);
+        for line in std::fs::read_to_string(&log).unwrap().lines() {
+            running += if line == "+" { 1 } else { -1 };
+            most = most.max(running);
+        }
+        assert_eq!(most, 8, "commands at once");
+        assert!(h.logs.count(LogLevel::Info, "failed a check") == 0, "{:?}", h.logs);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn options_are_checked() {
-        let args =
-            |cmd: &str, i: &str| PluginArgs::from_pairs([("cmd_check", cmd), ("cmd_interval", i)]);
+        let args = |cmd: &str, i: &str| PluginArgs::from_pairs([("cmd_check", cmd), ("cmd_interval", i)]);
         assert_eq!(CmdHealth::validate_config(&args("true", "2")), Ok(()));
-        assert!(CmdHealth::validate_config(&args(" ", "2")).unwrap_err().contains("empty"));
-        assert!(CmdHealth::validate_config(&args("true", "0")).unwrap_err().contains("between"));
-        let plugin = CmdHealth::create(&args("true", "1.5")).unwrap();
-        assert_eq!(plugin.interval_secs(), 1.5);
-        let info = plugin.info();
-        assert_eq!(info["params"], serde_json::json!({"cmd_check": "true", "cmd_interval": 1.5}));
-        assert_eq!(info["stats"], serde_json::json!({"checks": 0, "failures": 0}));
+        assert_eq!(CmdHealth::validate_config(&args(" ", "2")), Err("--cmd_check must not be empty".into()));
+        assert!(CmdHealth::validate_config(&PluginArgs::default()).unwrap_err().contains("--cmd_check is required"));
+        for bad in ["0", "0.05", "3601", "x"] {
+            assert!(CmdHealth::validate_config(&args("true", bad)).unwrap_err().contains("--cmd_interval"), "{bad}");
+        }
+        let h = start_health::<CmdHealth>(&[("cmd_check", "true"), ("cmd_interval", "1.5")]).unwrap();
+        assert_eq!(h.monitor.interval_secs(), 1.5);
+        h.stop().unwrap();
     }
 }
