@@ -77,6 +77,28 @@ pub trait Start: PluginDescription {
     fn start_instance(args: &PluginArgs, ctx: PluginContext, io: PluginIo) -> Result<PluginInstance, String>;
 }
 
+/// Plugin `T` exported as kind `K` (a marker type of the watcher or health SDK), with
+/// `T`'s description.
+pub struct Exported<T, K>(std::marker::PhantomData<(T, K)>);
+
+impl<T: PluginDescription, K> PluginDescription for Exported<T, K> {
+    const NAME: &'static str = T::NAME;
+    const DESCRIPTION: &'static str = T::DESCRIPTION;
+    const VERSION: &'static str = T::VERSION;
+    fn arguments() -> Vec<ArgSpec> {
+        T::arguments()
+    }
+    fn validate_dependencies() -> Result<(), String> {
+        T::validate_dependencies()
+    }
+    fn validate_config(args: &PluginArgs) -> Result<(), String> {
+        T::validate_config(args)
+    }
+    fn required_plugins(argv: &[String]) -> Result<Vec<String>, String> {
+        T::required_plugins(argv)
+    }
+}
+
 /// The root module functions of plugin `T`.
 pub struct Module<T>(std::marker::PhantomData<T>);
 

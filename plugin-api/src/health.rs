@@ -55,7 +55,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::args::PluginArgs;
 use crate::context::Logger;
-use crate::export::{declared_params, guard, guard_or, PluginDescription, Start};
+use crate::export::{declared_params, guard, guard_or, Exported, PluginDescription, Start};
 use crate::net::Ipv4;
 use crate::plugin::{HealthBox, HealthMonitor, PluginContext, PluginInstance, PluginIo, PluginKind};
 use crate::types::{HealthReport, HealthStats, HostList, PluginStats, PluginStatus};
@@ -732,28 +732,13 @@ pub fn start<T: HealthPlugin>(
     Ok(HealthBox::from_value(running, TD_Opaque))
 }
 
-/// Marks `T` as a health monitor for [`crate::export_plugin!`].
-pub struct AsHealth<T>(std::marker::PhantomData<T>);
+/// The kind marker of health plugins for [`crate::export_plugin!`].
+pub struct HealthKind;
 
-impl<T: HealthPlugin> PluginDescription for AsHealth<T> {
-    const NAME: &'static str = T::NAME;
-    const DESCRIPTION: &'static str = T::DESCRIPTION;
-    const VERSION: &'static str = T::VERSION;
-    fn arguments() -> Vec<crate::ArgSpec> {
-        T::arguments()
-    }
-    fn validate_dependencies() -> Result<(), String> {
-        T::validate_dependencies()
-    }
-    fn validate_config(args: &PluginArgs) -> Result<(), String> {
-        T::validate_config(args)
-    }
-    fn required_plugins(argv: &[String]) -> Result<Vec<String>, String> {
-        T::required_plugins(argv)
-    }
-}
+/// `T` exported as a health plugin.
+pub type AsHealth<T> = Exported<T, HealthKind>;
 
-impl<T: HealthPlugin> Start for AsHealth<T> {
+impl<T: HealthPlugin> Start for Exported<T, HealthKind> {
     const KIND: PluginKind = PluginKind::Health;
     fn start_instance(args: &PluginArgs, ctx: PluginContext, io: PluginIo) -> Result<PluginInstance, String> {
         match io {

@@ -44,7 +44,7 @@ use abi_stable::std_types::{RResult, RString, RVec, Tuple2};
 
 use crate::args::PluginArgs;
 use crate::context::Logger;
-use crate::export::{declared_params, guard, guard_or, PluginDescription, Start};
+use crate::export::{declared_params, guard, guard_or, Exported, PluginDescription, Start};
 use crate::plugin::{PluginContext, PluginInstance, PluginIo, PluginKind, Watcher, WatcherBox};
 use crate::types::{PluginStats, PluginStatus, RouteSpec, WatcherStats};
 use crate::worker::{StopToken, Workers};
@@ -282,25 +282,13 @@ pub fn start<T: WatcherPlugin>(args: &PluginArgs, ctx: PluginContext, specs: RSe
     Ok(WatcherBox::from_value(running, TD_Opaque))
 }
 
-/// Marks `T` as a watcher for [`crate::export_plugin!`].
-pub struct AsWatcher<T>(std::marker::PhantomData<T>);
+/// The kind marker of watcher plugins for [`crate::export_plugin!`].
+pub struct WatcherKind;
 
-impl<T: WatcherPlugin> PluginDescription for AsWatcher<T> {
-    const NAME: &'static str = T::NAME;
-    const DESCRIPTION: &'static str = T::DESCRIPTION;
-    const VERSION: &'static str = T::VERSION;
-    fn arguments() -> Vec<crate::ArgSpec> {
-        T::arguments()
-    }
-    fn validate_dependencies() -> Result<(), String> {
-        T::validate_dependencies()
-    }
-    fn validate_config(args: &PluginArgs) -> Result<(), String> {
-        T::validate_config(args)
-    }
-}
+/// `T` exported as a watcher plugin.
+pub type AsWatcher<T> = Exported<T, WatcherKind>;
 
-impl<T: WatcherPlugin> Start for AsWatcher<T> {
+impl<T: WatcherPlugin> Start for Exported<T, WatcherKind> {
     const KIND: PluginKind = PluginKind::Watcher;
     fn start_instance(args: &PluginArgs, ctx: PluginContext, io: PluginIo) -> Result<PluginInstance, String> {
         match io {
