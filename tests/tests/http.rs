@@ -107,7 +107,7 @@ fn bad_requests_are_refused_and_the_last_good_spec_stays() -> anyhow::Result<()>
     assert_eq!(status(&d)?["route_spec"], json!({"10.55.0.0/16": ["127.0.1.10"]}));
     let info = &status(&d)?["plugins"][0];
     assert_eq!((info["name"].as_str(), info["kind"].as_str()), (Some("http"), Some("watcher")));
-    assert_eq!(info["info"]["stats"]["specs_rejected"], 8);
+    assert_eq!(info["info"]["stats"]["errors"], 8);
     d.wait_log("Config ignored: '10.1.0.1/16'", T)?;
     Ok(())
 }

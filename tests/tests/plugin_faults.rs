@@ -176,6 +176,7 @@ fn old_api_copy(dir: &Path) -> anyhow::Result<PathBuf> {
     let mut manifest = String::new();
     for line in std::fs::read_to_string(root.join("plugin-api/Cargo.toml"))?.lines() {
         let line = match line.split_once(".workspace = true") {
+            _ if line.starts_with("version = ") => "version = \"0.0.1\"".to_string(),
             Some(("version", _)) => "version = \"0.0.1\"".to_string(),
             Some(("edition", _)) => "edition = \"2021\"".to_string(),
             Some(("license" | "rust-version", _)) => continue,
