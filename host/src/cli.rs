@@ -276,7 +276,11 @@ fn add_plugin_args(mut cmd: Command, lib: &PluginLibrary) -> Result<Command, Cli
         let long = spec.long.to_string();
         if cmd.get_arguments().any(|a| a.get_long() == Some(long.as_str()) || a.get_id() == long.as_str()) {
             return Err(CliError {
-                message: format!("error: plugin '{}' ({}) declares option --{long}, which is already taken", lib.meta.name, lib.path.display()),
+                message: format!(
+                    "error: plugin '{}' ({}) declares option --{long}, which is already taken",
+                    lib.meta.name,
+                    lib.path.display()
+                ),
                 status: 1,
             });
         }
@@ -331,14 +335,19 @@ pub fn generate(what: &str) -> Result<String, CliError> {
         "bash" => Shell::Bash,
         "zsh" => Shell::Zsh,
         "fish" => Shell::Fish,
-        other => return Err(CliError::usage(format!("error: --generate: '{other}' is not one of man, bash, zsh, fish"))),
+        other => {
+            return Err(CliError::usage(format!("error: --generate: '{other}' is not one of man, bash, zsh, fish")))
+        }
     };
     complete(shell, &mut cmd, "vpcrouter", &mut out);
     Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
 fn generate_arg() -> Arg {
-    Arg::new("generate").long("generate").value_name("WHAT").hide(true)
+    Arg::new("generate")
+        .long("generate")
+        .value_name("WHAT")
+        .hide(true)
         .help("print the man page or a completion script (man, bash, zsh, fish) and exit")
 }
 
@@ -360,7 +369,10 @@ pub fn parse(argv: &[String], loader: &Loader) -> Result<Invocation, CliError> {
     let watcher_lib = match &scan.mode {
         Some(mode) => match loader.load(&search, PluginKind::Watcher, mode) {
             Ok(lib) => Some(lib),
-            Err(e) if scan.help => { load_notes.push(e.to_string()); None }
+            Err(e) if scan.help => {
+                load_notes.push(e.to_string());
+                None
+            }
             Err(e) => return Err(e.into()),
         },
         None => None,
@@ -368,7 +380,10 @@ pub fn parse(argv: &[String], loader: &Loader) -> Result<Invocation, CliError> {
     let mut subs = BTreeMap::new();
     let health_lib = match plugins::load_health_tree(loader, &search, argv, &health_name, &mut subs) {
         Ok(lib) => Some(lib),
-        Err(e) if scan.help || scan.mode.is_none() => { load_notes.push(CliError::from(e).message); None }
+        Err(e) if scan.help || scan.mode.is_none() => {
+            load_notes.push(CliError::from(e).message);
+            None
+        }
         Err(e) => return Err(e.into()),
     };
     for lib in watcher_lib.iter().chain(health_lib.iter()).chain(subs.values()) {
@@ -394,10 +409,8 @@ pub fn parse(argv: &[String], loader: &Loader) -> Result<Invocation, CliError> {
     };
     let watcher = LoadedPlugin { args: plugin_values(&watcher_lib, &m), lib: watcher_lib };
     let health = LoadedPlugin { args: plugin_values(&health_lib, &m), lib: health_lib };
-    let sub_plugins: BTreeMap<String, LoadedPlugin> = subs
-        .into_iter()
-        .map(|(n, lib)| (n, LoadedPlugin { args: plugin_values(&lib, &m), lib }))
-        .collect();
+    let sub_plugins: BTreeMap<String, LoadedPlugin> =
+        subs.into_iter().map(|(n, lib)| (n, LoadedPlugin { args: plugin_values(&lib, &m), lib })).collect();
     for p in [&watcher, &health].into_iter().chain(sub_plugins.values()) {
         plugins::validate_config(&p.lib, &p.args)?;
     }
@@ -436,7 +449,8 @@ fn cluster_options(m: &ArgMatches) -> Result<Option<ClusterOptions>, CliError> {
     }
     let instance_id = match m.get_one::<String>("instance_id") {
         Some(id) => id.clone(),
-        None => hostname().ok_or_else(|| CliError::usage("error: --instance-id: the hostname cannot be read; give an id"))?,
+        None => hostname()
+            .ok_or_else(|| CliError::usage("error: --instance-id: the hostname cannot be read; give an id"))?,
     };
     crate::cluster::check_name("--instance-id", &instance_id).map_err(|e| CliError::usage(format!("error: {e}")))?;
     Ok(Some(ClusterOptions {
@@ -464,7 +478,10 @@ pub fn parse_endpoints(raw: &str) -> Result<Vec<String>, String> {
     }
     for url in &list {
         let rest = url.strip_prefix("http://").ok_or_else(|| format!("'{url}': only http:// URLs are supported"))?;
-        let (host, port) = rest.trim_end_matches('/').rsplit_once(':').ok_or_else(|| format!("'{url}': the port is missing (etcd listens on 2379)"))?;
+        let (host, port) = rest
+            .trim_end_matches('/')
+            .rsplit_once(':')
+            .ok_or_else(|| format!("'{url}': the port is missing (etcd listens on 2379)"))?;
         if host.is_empty() || port.parse::<u16>().is_err() {
             return Err(format!("'{url}' is not host:port"));
         }
@@ -490,7 +507,9 @@ fn check_address(a: &str) -> Result<String, CliError> {
     if a == "localhost" || a.parse::<IpAddr>().is_ok() {
         Ok(a.to_string())
     } else {
-        Err(CliError::usage(format!("error: -a/--address: not a valid IP address ({a}); use an IP literal or 'localhost'")))
+        Err(CliError::usage(format!(
+            "error: -a/--address: not a valid IP address ({a}); use an IP literal or 'localhost'"
+        )))
     }
 }
 
@@ -552,7 +571,10 @@ mod tests {
 
     #[test]
     fn etcd_endpoints_are_checked() {
-        assert_eq!(parse_endpoints("http://127.0.0.1:2379, 10.0.0.2:2379").unwrap(), ["http://127.0.0.1:2379", "http://10.0.0.2:2379"]);
+        assert_eq!(
+            parse_endpoints("http://127.0.0.1:2379, 10.0.0.2:2379").unwrap(),
+            ["http://127.0.0.1:2379", "http://10.0.0.2:2379"]
+        );
         assert!(parse_endpoints(" , ").unwrap_err().contains("no etcd URL"));
         assert!(parse_endpoints("https://a:1").unwrap_err().contains("only http://"));
         assert!(parse_endpoints("http://a").unwrap_err().contains("port is missing"));
@@ -572,7 +594,10 @@ mod tests {
             .try_get_matches_from(argv("-m x --cluster-etcd 127.0.0.1:2379 --instance-id a --health-quorum all"))
             .unwrap();
         let c = cluster_options(&m).unwrap().unwrap();
-        assert_eq!((c.instance_id.as_str(), c.lease_ttl, c.quorum, c.name), ("a", 5, crate::cluster::Quorum::All, None));
+        assert_eq!(
+            (c.instance_id.as_str(), c.lease_ttl, c.quorum, c.name),
+            ("a", 5, crate::cluster::Quorum::All, None)
+        );
     }
 
     #[test]
@@ -591,8 +616,18 @@ mod tests {
             .try_get_matches_from(argv("-m http --ec2-write-burst 20 --ec2-write-rate 2.5 --ec2-read-burst 40 --ec2-read-rate 8 --ec2-max-in-flight 4"))
             .unwrap();
         let got = ec2_limits(&m);
-        assert_eq!((got.write.burst, got.write.rate, got.read.burst, got.read.rate, got.max_in_flight), (20, 2.5, 40, 8.0, 4));
-        for bad in ["--ec2-write-rate 0", "--ec2-write-rate=-1", "--ec2-read-rate nan", "--ec2-write-rate x", "--ec2-write-burst 0", "--ec2-max-in-flight 0"] {
+        assert_eq!(
+            (got.write.burst, got.write.rate, got.read.burst, got.read.rate, got.max_in_flight),
+            (20, 2.5, 40, 8.0, 4)
+        );
+        for bad in [
+            "--ec2-write-rate 0",
+            "--ec2-write-rate=-1",
+            "--ec2-read-rate nan",
+            "--ec2-write-rate x",
+            "--ec2-write-burst 0",
+            "--ec2-max-in-flight 0",
+        ] {
             let err = base_command().try_get_matches_from(argv(&format!("-m http {bad}"))).expect_err(bad);
             assert!(err.render().to_string().contains("ec2-"), "{bad}: {}", err.render());
         }
@@ -606,7 +641,9 @@ mod tests {
         assert_eq!(*m.get_one::<u16>("port").unwrap(), 33289);
         assert_eq!(*m.get_one::<u64>("route_recheck_interval").unwrap(), 30);
         assert_eq!(m.get_one::<String>("address").unwrap(), "localhost");
-        for bad in ["-l", "-l foo", "-l foo -v 123", "-m http -p 99999", "-m http -p 0", "-m http --route_recheck_interval x"] {
+        for bad in
+            ["-l", "-l foo", "-l foo -v 123", "-m http -p 99999", "-m http -p 0", "-m http --route_recheck_interval x"]
+        {
             assert!(base_command().try_get_matches_from(argv(bad)).is_err(), "{bad}");
         }
         assert!(base_command().try_get_matches_from(argv("-m http -p 65535")).is_ok());

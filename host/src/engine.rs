@@ -246,7 +246,8 @@ impl Engine {
                             reason = "became the cluster leader";
                         } else if !leader {
                             let leads = leader_id.as_deref().unwrap_or("no instance");
-                            self.lock_status().last_result = format!("follower: {leads} leads; this instance makes no EC2 calls");
+                            self.lock_status().last_result =
+                                format!("follower: {leads} leads; this instance makes no EC2 calls");
                         }
                     }
                 }
@@ -316,10 +317,7 @@ impl Engine {
     /// questionable set in force changed, or this is the first report (it releases the
     /// reconcile held back for it).
     fn on_health(&mut self, report: HealthReport) -> bool {
-        let local = Report {
-            failed: addrs(&report.failed),
-            questionable: addrs(&report.questionable),
-        };
+        let local = Report { failed: addrs(&report.failed), questionable: addrs(&report.questionable) };
         let first = self.health_gate != HealthGate::Open;
         self.health_gate = HealthGate::Open;
         if let Some(c) = &self.cluster {
@@ -352,7 +350,12 @@ impl Engine {
             .copied()
             .collect();
         if !newly.is_empty() {
-            let run = self.failover.get_or_insert_with(|| FailoverRun { at: Instant::now(), fast_tried: false, summary: FailoverSummary::default(), last_ack: None });
+            let run = self.failover.get_or_insert_with(|| FailoverRun {
+                at: Instant::now(),
+                fast_tried: false,
+                summary: FailoverSummary::default(),
+                last_ack: None,
+            });
             run.summary.routers.extend(newly);
             // Newly failed routers get the fast path, even during a failover in progress.
             run.fast_tried = false;
@@ -425,7 +428,8 @@ impl Engine {
             shown.actions.extend(self.applied.iter().cloned());
             self.lock_status().tables = table_routes(&state, &shown, &failures, self.cfg.dry_run);
             if let Some((_, _, first)) = failures.first() {
-                return self.failed_reconcile(started, format!("{} route change(s) failed, first: {first}", failures.len()));
+                return self
+                    .failed_reconcile(started, format!("{} route change(s) failed, first: {first}", failures.len()));
             }
             break;
         }
@@ -460,7 +464,8 @@ impl Engine {
         }
         let Some(known) = self.known.clone() else { return true };
         let plan = self.plan(&known, entries);
-        let moving: BTreeSet<Cidr> = plan.actions.iter().filter(|a| moves_off_bad_router(a)).map(RouteAction::cidr).collect();
+        let moving: BTreeSet<Cidr> =
+            plan.actions.iter().filter(|a| moves_off_bad_router(a)).map(RouteAction::cidr).collect();
         if moving.is_empty() {
             return true;
         }
@@ -469,13 +474,20 @@ impl Engine {
             .into_iter()
             .filter(|a| moving.contains(&a.cidr()) && !matches!(a, RouteAction::Delete { .. }))
             .collect();
-        tracing::debug!(routes = actions.len(), cidrs = moving.len(), "failover from the known state, before reading the VPC");
+        tracing::debug!(
+            routes = actions.len(),
+            cidrs = moving.len(),
+            "failover from the known state, before reading the VPC"
+        );
         match self.execute(&actions, started) {
             Executed::Interrupted => false,
             Executed::Finished { failures, transient: true, .. } if !failures.is_empty() => {
                 // EC2 is not answering after the retries: a read now would fail the same way.
                 let first = &failures[0].2;
-                self.failed_reconcile(started, format!("{} route change(s) of the failover failed, first: {first}", failures.len()));
+                self.failed_reconcile(
+                    started,
+                    format!("{} route change(s) of the failover failed, first: {first}", failures.len()),
+                );
                 false
             }
             Executed::Finished { stale, failures, .. } => {
@@ -529,7 +541,8 @@ impl Engine {
             if next.len() == pending.len() {
                 empty_waves += 1;
                 if empty_waves >= MAX_EMPTY_WAVES {
-                    let message = format!("{} route change(s) not sent: the leader's lease never covered a write", next.len());
+                    let message =
+                        format!("{} route change(s) not sent: the leader's lease never covered a write", next.len());
                     self.failed_reconcile(started, message);
                     return Executed::Interrupted;
                 }

@@ -72,7 +72,9 @@ pub fn init(verbose: bool, logfile: &str, format: LogFormat) -> anyhow::Result<L
         (BoxMakeWriter::new(move || make.clone()), false, LogHandle { file: Some((path, shared)) })
     };
     let layer = match format {
-        LogFormat::Text => tracing_subscriber::fmt::layer().with_target(false).with_ansi(ansi).with_writer(writer).boxed(),
+        LogFormat::Text => {
+            tracing_subscriber::fmt::layer().with_target(false).with_ansi(ansi).with_writer(writer).boxed()
+        }
         LogFormat::Json => tracing_subscriber::fmt::layer().json().with_target(false).with_writer(writer).boxed(),
     };
     tracing_subscriber::registry().with(filter).with(layer).try_init()?;

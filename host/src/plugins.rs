@@ -68,7 +68,9 @@ pub enum LoadError {
         plugin: String,
     },
     /// The file is a plugin of another name or kind.
-    #[error("'{path}' contains {found_kind} plugin '{found}', expected {kind} plugin '{name}'; rename or remove the file")]
+    #[error(
+        "'{path}' contains {found_kind} plugin '{found}', expected {kind} plugin '{name}'; rename or remove the file"
+    )]
     Mismatch {
         /// The file.
         path: PathBuf,
@@ -191,7 +193,8 @@ impl Loader {
 
     /// Loads the library at `path` after the permission check.
     pub fn load_path(&self, path: &Path, allow_insecure: bool) -> Result<PluginLibrary, LoadError> {
-        let path = path.canonicalize().map_err(|e| LoadError::NotAPlugin { path: path.into(), reason: e.to_string() })?;
+        let path =
+            path.canonicalize().map_err(|e| LoadError::NotAPlugin { path: path.into(), reason: e.to_string() })?;
         if let Some(lib) = lock(&self.cache).get(&path) {
             return Ok(lib.clone());
         }
@@ -249,11 +252,15 @@ fn check_elf(path: &Path) -> Result<(), String> {
     }
     let truncated = || Err("it is truncated (its headers point past the end of the file)".to_string());
     let (Some(phoff), Some(shoff)) = (u64_at(0x20), u64_at(0x28)) else { return truncated() };
-    let (Some(phentsize), Some(phnum), Some(shentsize), Some(shnum)) = (u16_at(0x36), u16_at(0x38), u16_at(0x3a), u16_at(0x3c)) else {
+    let (Some(phentsize), Some(phnum), Some(shentsize), Some(shnum)) =
+        (u16_at(0x36), u16_at(0x38), u16_at(0x3a), u16_at(0x3c))
+    else {
         return truncated();
     };
     let table_end = |off: u64, size: u16, n: u16| off.checked_add(u64::from(size) * u64::from(n));
-    if table_end(phoff, phentsize, phnum).is_none_or(|e| e > len) || table_end(shoff, shentsize, shnum).is_none_or(|e| e > len) {
+    if table_end(phoff, phentsize, phnum).is_none_or(|e| e > len)
+        || table_end(shoff, shentsize, shnum).is_none_or(|e| e > len)
+    {
         return truncated();
     }
     for i in 0..u64::from(phnum) {
@@ -269,22 +276,22 @@ fn check_elf(path: &Path) -> Result<(), String> {
 fn library_error(path: &Path, err: LibraryError) -> LoadError {
     let path = path.to_path_buf();
     match err {
-        LibraryError::IncompatibleVersionNumber { actual_version, .. } => LoadError::Incompatible {
-            path,
-            host: PLUGIN_API_VERSION.to_string(),
-            plugin: actual_version.to_string(),
-        },
-        LibraryError::OpenError { err, .. } => LoadError::NotAPlugin {
-            path,
-            reason: format!("cannot be opened as a shared library ({err})"),
-        },
+        LibraryError::IncompatibleVersionNumber { actual_version, .. } => {
+            LoadError::Incompatible { path, host: PLUGIN_API_VERSION.to_string(), plugin: actual_version.to_string() }
+        }
+        LibraryError::OpenError { err, .. } => {
+            LoadError::NotAPlugin { path, reason: format!("cannot be opened as a shared library ({err})") }
+        }
         LibraryError::GetSymbolError { .. } => LoadError::NotAPlugin {
             path,
             reason: "it exports no vpcrouter plugin module (not built with export_plugin!)".into(),
         },
         LibraryError::AbiInstability(e) => LoadError::NotAPlugin {
             path,
-            reason: format!("its plugin interface does not match this host's (plugin-api {PLUGIN_API_VERSION}); rebuild it: {}", first_line(&e.to_string())),
+            reason: format!(
+                "its plugin interface does not match this host's (plugin-api {PLUGIN_API_VERSION}); rebuild it: {}",
+                first_line(&e.to_string())
+            ),
         },
         other => LoadError::NotAPlugin { path, reason: first_line(&other.to_string()) },
     }
@@ -308,7 +315,9 @@ pub fn available(search: &SearchPath) -> Vec<(PluginKind, String, PathBuf)> {
     }
     found
         .into_iter()
-        .map(|((k, name), path)| (if k == PluginKind::Watcher as u8 { PluginKind::Watcher } else { PluginKind::Health }, name, path))
+        .map(|((k, name), path)| {
+            (if k == PluginKind::Watcher as u8 { PluginKind::Watcher } else { PluginKind::Health }, name, path)
+        })
         .collect()
 }
 

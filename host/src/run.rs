@@ -9,8 +9,8 @@ use abi_stable::external_types::crossbeam_channel as rchannel;
 use abi_stable::std_types::{RArc, RResult, RStr, RString};
 use anyhow::{bail, Context};
 use vpcrouter_plugin_api::{
-    HealthBox, HealthReport, HostList, PluginContext, PluginInstance, PluginIo, PluginLoader, PluginLoaderBox, RReceiver,
-    RSender, WatcherBox,
+    HealthBox, HealthReport, HostList, PluginContext, PluginInstance, PluginIo, PluginLoader, PluginLoaderBox,
+    RReceiver, RSender, WatcherBox,
 };
 
 use crate::cli::{self, Invocation, LoadedPlugin, Options};
@@ -19,8 +19,8 @@ use crate::engine::{Engine, EngineConfig, Event};
 use crate::http::server::{self, PluginSource, ServerContext};
 use crate::http::Endpoints;
 use crate::logging::PluginLog;
-use crate::plugins::Loader;
 use crate::metrics::Metrics;
+use crate::plugins::Loader;
 use crate::vpc::ec2::{detect_region_and_vpc, Ec2};
 use crate::vpc::executor::Executor;
 
@@ -73,9 +73,17 @@ impl HostPluginLoader {
 }
 
 impl PluginLoader for HostPluginLoader {
-    fn start_health(&self, name: RStr<'_>, hosts: RReceiver<HostList>, reports: RSender<HealthReport>) -> RResult<HealthBox, RString> {
+    fn start_health(
+        &self,
+        name: RStr<'_>,
+        hosts: RReceiver<HostList>,
+        reports: RSender<HealthReport>,
+    ) -> RResult<HealthBox, RString> {
         let Some(p) = self.subs.get(name.as_str()) else {
-            return RResult::RErr(format!("health plugin '{name}' was not announced by required_plugins, so its options were not parsed").into());
+            return RResult::RErr(
+                format!("health plugin '{name}' was not announced by required_plugins, so its options were not parsed")
+                    .into(),
+            );
         };
         match start(p, context(p, &self.endpoints, self), PluginIo::Health { hosts, reports }) {
             Ok(PluginInstance::Health(h)) => RResult::ROk(h),
@@ -114,10 +122,14 @@ struct RunningPlugins {
 impl Drop for RunningPlugins {
     fn drop(&mut self) {
         if let Some((w, name)) = self.watcher.take() {
-            call_with_timeout(format!("watcher plugin '{name}'"), "stop", STOP_TIMEOUT + STOP_GRACE, move || w.stop(STOP_TIMEOUT.as_millis() as u64).into_result());
+            call_with_timeout(format!("watcher plugin '{name}'"), "stop", STOP_TIMEOUT + STOP_GRACE, move || {
+                w.stop(STOP_TIMEOUT.as_millis() as u64).into_result()
+            });
         }
         if let Some((h, name)) = self.health.take() {
-            call_with_timeout(format!("health plugin '{name}'"), "stop", STOP_TIMEOUT + STOP_GRACE, move || h.stop(STOP_TIMEOUT.as_millis() as u64).into_result());
+            call_with_timeout(format!("health plugin '{name}'"), "stop", STOP_TIMEOUT + STOP_GRACE, move || {
+                h.stop(STOP_TIMEOUT.as_millis() as u64).into_result()
+            });
         }
     }
 }
@@ -133,10 +145,8 @@ pub fn run(o: Options) -> anyhow::Result<()> {
     // Bound before anything else starts, so a taken port fails fast.
     tracing::info!(address = %o.address, port = o.port, "HTTP server: Starting to listen for requests");
     let listener = server::bind(&o.address, o.port)?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let rt =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")?;
     let (region, vpc_id) = resolve_region_and_vpc(&rt, o.region.clone(), o.vpc.clone())?;
     let metrics = Arc::new(Metrics::default());
     let ec2 = rt.block_on(Ec2::connect(&region, metrics.clone()));
@@ -157,8 +167,18 @@ pub fn run(o: Options) -> anyhow::Result<()> {
     let (spec_tx, spec_rx) = rchannel::unbounded();
     let (hosts_tx, hosts_rx) = rchannel::unbounded();
     let (report_tx, report_rx) = rchannel::unbounded();
-    bridge(spec_rx, events_tx.clone(), Event::Spec, format!("watcher plugin '{}' closed its route spec queue", o.watcher.lib.meta.name));
-    bridge(report_rx, events_tx.clone(), Event::Health, format!("health plugin '{}' closed its health report queue", o.health.lib.meta.name));
+    bridge(
+        spec_rx,
+        events_tx.clone(),
+        Event::Spec,
+        format!("watcher plugin '{}' closed its route spec queue", o.watcher.lib.meta.name),
+    );
+    bridge(
+        report_rx,
+        events_tx.clone(),
+        Event::Health,
+        format!("health plugin '{}' closed its health report queue", o.health.lib.meta.name),
+    );
     let cluster = match &o.cluster {
         None => None,
         Some(c) => Some(start_cluster(c, &vpc_id, events_tx.clone())?),
@@ -166,7 +186,11 @@ pub fn run(o: Options) -> anyhow::Result<()> {
     let leave_cluster = LeaveCluster(cluster.clone());
 
     let mut running = RunningPlugins { watcher: None, health: None };
-    let health = match start(&o.health, context(&o.health, &endpoints, &loader), PluginIo::Health { hosts: hosts_rx, reports: report_tx })? {
+    let health = match start(
+        &o.health,
+        context(&o.health, &endpoints, &loader),
+        PluginIo::Health { hosts: hosts_rx, reports: report_tx },
+    )? {
         PluginInstance::Health(h) => Arc::new(h),
         PluginInstance::Watcher(w) => {
             let _ = w.stop(STOP_TIMEOUT.as_millis() as u64);
@@ -174,13 +198,14 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         }
     };
     running.health = Some((health.clone(), o.health.lib.meta.name.to_string()));
-    let watcher = match start(&o.watcher, context(&o.watcher, &endpoints, &loader), PluginIo::Watcher { specs: spec_tx })? {
-        PluginInstance::Watcher(w) => Arc::new(w),
-        PluginInstance::Health(h) => {
-            let _ = h.stop(STOP_TIMEOUT.as_millis() as u64);
-            bail!("'{}' ({}) is not a watcher plugin", o.watcher.lib.meta.name, o.watcher.lib.path.display());
-        }
-    };
+    let watcher =
+        match start(&o.watcher, context(&o.watcher, &endpoints, &loader), PluginIo::Watcher { specs: spec_tx })? {
+            PluginInstance::Watcher(w) => Arc::new(w),
+            PluginInstance::Health(h) => {
+                let _ = h.stop(STOP_TIMEOUT.as_millis() as u64);
+                bail!("'{}' ({}) is not a watcher plugin", o.watcher.lib.meta.name, o.watcher.lib.path.display());
+            }
+        };
     running.watcher = Some((watcher.clone(), o.watcher.lib.meta.name.to_string()));
 
     let engine = Engine::new(
@@ -200,11 +225,23 @@ pub fn run(o: Options) -> anyhow::Result<()> {
     );
 
     // The status server asks the plugins for their status; no lock is held around plugin calls.
-    spawn_signal_thread(events_tx.clone(), engine.stop_handle(), log_handle, watcher.clone(), o.watcher.lib.meta.name.to_string())?;
+    spawn_signal_thread(
+        events_tx.clone(),
+        engine.stop_handle(),
+        log_handle,
+        watcher.clone(),
+        o.watcher.lib.meta.name.to_string(),
+    )?;
     let info = status_info(&o, &region, &vpc_id);
     let plugins = vec![
-        plugin_source(&o.watcher, "watcher", { let w = watcher.clone(); Arc::new(move || w.status()) }),
-        plugin_source(&o.health, "health", { let h = health.clone(); Arc::new(move || h.status()) }),
+        plugin_source(&o.watcher, "watcher", {
+            let w = watcher.clone();
+            Arc::new(move || w.status())
+        }),
+        plugin_source(&o.health, "health", {
+            let h = health.clone();
+            Arc::new(move || h.status())
+        }),
     ];
     let server = listener.serve(ServerContext {
         info,
@@ -247,7 +284,11 @@ impl Drop for LeaveCluster {
 }
 
 /// Joins the cluster: its events go to the engine.
-fn start_cluster(c: &cli::ClusterOptions, vpc_id: &str, events: crossbeam_channel::Sender<Event>) -> anyhow::Result<ClusterHandle> {
+fn start_cluster(
+    c: &cli::ClusterOptions,
+    vpc_id: &str,
+    events: crossbeam_channel::Sender<Event>,
+) -> anyhow::Result<ClusterHandle> {
     let name = c.name.clone().unwrap_or_else(|| vpc_id.to_string());
     crate::cluster::check_name("the cluster name (the VPC id)", &name).map_err(anyhow::Error::msg)?;
     let cfg = ClusterConfig {
@@ -287,7 +328,14 @@ fn status_info(o: &Options, region: &str, vpc_id: &str) -> crate::status::Server
         "ignore_routes": o.ignore_routes_raw, "dry_run": o.dry_run,
     });
     crate::status::ServerInfo {
-        version_line: format!("vpcrouter ({}): mode: {} ({}), health-check: {} ({})", crate::VERSION, w.name, w.version, h.name, h.version),
+        version_line: format!(
+            "vpcrouter ({}): mode: {} ({}), health-check: {} ({})",
+            crate::VERSION,
+            w.name,
+            w.version,
+            h.name,
+            h.version
+        ),
         start_time: std::time::SystemTime::now(),
         params: params.as_object().cloned().unwrap_or_default(),
         ignore_routes: o.ignore_routes.iter().map(|c| c.to_string()).collect(),
@@ -301,7 +349,11 @@ fn first_health_wait(interval_secs: f64) -> Duration {
 }
 
 /// Region and VPC from the command line; what is missing comes from the instance metadata.
-fn resolve_region_and_vpc(rt: &tokio::runtime::Runtime, region: Option<String>, vpc: Option<String>) -> anyhow::Result<(String, String)> {
+fn resolve_region_and_vpc(
+    rt: &tokio::runtime::Runtime,
+    region: Option<String>,
+    vpc: Option<String>,
+) -> anyhow::Result<(String, String)> {
     if let (Some(r), Some(v)) = (&region, &vpc) {
         return Ok((r.clone(), v.clone()));
     }
@@ -342,7 +394,8 @@ fn spawn_signal_thread(
     watcher_name: String,
 ) -> anyhow::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]).context("cannot install signal handlers")?;
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]).context("cannot install signal handlers")?;
     thread::Builder::new().name("signals".into()).spawn(move || {
         for sig in signals.forever() {
             if sig == SIGHUP {
@@ -368,7 +421,12 @@ fn spawn_signal_thread(
 
 /// Calls into a plugin on a helper thread and waits at most `within`, so a plugin that
 /// hangs cannot hold up vpcrouter.
-fn call_with_timeout(what: String, action: &str, within: Duration, call: impl FnOnce() -> Result<(), RString> + Send + 'static) {
+fn call_with_timeout(
+    what: String,
+    action: &str,
+    within: Duration,
+    call: impl FnOnce() -> Result<(), RString> + Send + 'static,
+) {
     let (tx, rx) = crossbeam_channel::bounded(1);
     let spawned = thread::Builder::new().name("plugin-call".into()).spawn(move || {
         let _ = tx.send(call());

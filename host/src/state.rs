@@ -86,9 +86,10 @@ pub type TableRoutes = BTreeMap<String, BTreeMap<String, TableRoute>>;
 /// that were deleted, or are no longer managed, are not listed.
 pub fn table_routes(state: &VpcState, plan: &Plan, failures: &[(String, Cidr, String)], dry_run: bool) -> TableRoutes {
     let owner = |ip: Ipv4Addr| {
-        state.instances.iter().find_map(|i| {
-            i.enis.iter().find(|e| e.private_ips.contains(&ip)).map(|e| (i.id.clone(), e.id.clone()))
-        })
+        state
+            .instances
+            .iter()
+            .find_map(|i| i.enis.iter().find(|e| e.private_ips.contains(&ip)).map(|e| (i.id.clone(), e.id.clone())))
     };
     let mut out = TableRoutes::new();
     for ((rtb, cidr), router) in &plan.routes {
@@ -129,14 +130,25 @@ mod tests {
         let state = VpcState {
             instances: vec![Instance {
                 id: "i-2".into(),
-                enis: vec![Eni { id: "eni-2".into(), subnet_id: "s".into(), private_ips: vec![ip("10.0.0.2")], device_index: 0 }],
+                enis: vec![Eni {
+                    id: "eni-2".into(),
+                    subnet_id: "s".into(),
+                    private_ips: vec![ip("10.0.0.2")],
+                    device_index: 0,
+                }],
             }],
             ..Default::default()
         };
         let target = RouterTarget { ip: ip("10.0.0.2"), instance_id: "i-2".into(), eni_id: "eni-2".into() };
         let mut plan = Plan::default();
         plan.actions.push(RouteAction::Create { rtb: "rtb-1".into(), cidr: net, target: target.clone() });
-        plan.actions.push(RouteAction::Replace { rtb: "rtb-2".into(), cidr: net, target, old_router: Some(ip("10.0.0.1")), reason: ReplaceReason::RouterFailed });
+        plan.actions.push(RouteAction::Replace {
+            rtb: "rtb-2".into(),
+            cidr: net,
+            target,
+            old_router: Some(ip("10.0.0.1")),
+            reason: ReplaceReason::RouterFailed,
+        });
         plan.actions.push(RouteAction::Delete { rtb: "rtb-2".into(), cidr: gone, old_router: None });
         plan.routes.insert(("rtb-1".into(), net), Some(ip("10.0.0.2")));
         plan.routes.insert(("rtb-2".into(), net), Some(ip("10.0.0.2")));

@@ -200,7 +200,8 @@ fn spec_json(st: &Status) -> Value {
 /// JSON indented by four spaces, as vpc-router's `json.dumps(indent=4)`.
 pub fn indented(value: &Value) -> String {
     let mut out = Vec::new();
-    let mut ser = serde_json::Serializer::with_formatter(&mut out, serde_json::ser::PrettyFormatter::with_indent(b"    "));
+    let mut ser =
+        serde_json::Serializer::with_formatter(&mut out, serde_json::ser::PrettyFormatter::with_indent(b"    "));
     if serde::Serialize::serialize(value, &mut ser).is_err() {
         return value.to_string();
     }
@@ -246,7 +247,9 @@ pub fn status_document(info: &ServerInfo, snap: &Snapshot) -> Value {
     let plugins: Vec<Value> = snap
         .plugins
         .iter()
-        .map(|p| json!({"name": p.name, "kind": p.kind, "version": p.version, "arguments": p.arguments, "info": p.info}))
+        .map(
+            |p| json!({"name": p.name, "kind": p.kind, "version": p.version, "arguments": p.arguments, "info": p.info}),
+        )
         .collect();
     let tables: Map<String, Value> = st
         .tables
@@ -397,7 +400,12 @@ pub fn metrics(snap: &Snapshot) -> String {
     };
     let one = |v: f64| vec![(String::new(), v)];
     family("vpcrouter_reconciles_total", "counter", "Reconciles started.", &one(st.reconciles as f64));
-    family("vpcrouter_reconcile_errors_total", "counter", "Reconciles that failed (EC2 read or route change errors).", &one(st.errors as f64));
+    family(
+        "vpcrouter_reconcile_errors_total",
+        "counter",
+        "Reconciles that failed (EC2 read or route change errors).",
+        &one(st.errors as f64),
+    );
     let kinds = [("create", st.created), ("replace", st.replaced), ("delete", st.deleted)];
     let changes: Vec<_> = kinds.iter().map(|(k, n)| (format!("{{kind=\"{k}\"}}"), *n as f64)).collect();
     family("vpcrouter_route_changes_total", "counter", "Route changes made in EC2, by kind.", &changes);
@@ -406,31 +414,88 @@ pub fn metrics(snap: &Snapshot) -> String {
     };
     family("vpcrouter_ec2_calls_total", "counter", "EC2 API calls, by operation.", &by_op(|c| c.calls));
     family("vpcrouter_ec2_errors_total", "counter", "EC2 API calls that failed, by operation.", &by_op(|c| c.errors));
-    family("vpcrouter_ec2_throttled_total", "counter", "EC2 API calls answered RequestLimitExceeded (throttled), by operation.", &by_op(|c| c.throttled));
-    let rates = vec![("{kind=\"read\"}".to_string(), snap.ec2.read_rate), ("{kind=\"write\"}".to_string(), snap.ec2.write_rate)];
-    family("vpcrouter_ec2_call_rate_limit", "gauge", "Refill rate in force of vpcrouter's EC2 token buckets, calls per second (lowered after throttled answers).", &rates);
+    family(
+        "vpcrouter_ec2_throttled_total",
+        "counter",
+        "EC2 API calls answered RequestLimitExceeded (throttled), by operation.",
+        &by_op(|c| c.throttled),
+    );
+    let rates = vec![
+        ("{kind=\"read\"}".to_string(), snap.ec2.read_rate),
+        ("{kind=\"write\"}".to_string(), snap.ec2.write_rate),
+    ];
+    family(
+        "vpcrouter_ec2_call_rate_limit",
+        "gauge",
+        "Refill rate in force of vpcrouter's EC2 token buckets, calls per second (lowered after throttled answers).",
+        &rates,
+    );
     family("vpcrouter_ec2_calls_in_flight", "gauge", "EC2 calls in flight now.", &one(snap.ec2.in_flight as f64));
-    family("vpcrouter_failovers_total", "counter", "Failovers: route moves off failed or questionable routers after a health change.", &one(st.failovers as f64));
-    let health: Vec<_> = snap.plugins.iter().filter(|p| p.kind == "health").map(|p| (p.name.as_str(), health_stats(p))).collect();
+    family(
+        "vpcrouter_failovers_total",
+        "counter",
+        "Failovers: route moves off failed or questionable routers after a health change.",
+        &one(st.failovers as f64),
+    );
+    let health: Vec<_> =
+        snap.plugins.iter().filter(|p| p.kind == "health").map(|p| (p.name.as_str(), health_stats(p))).collect();
     let checks: Vec<_> = health.iter().map(|(n, (c, _))| (format!("{{plugin=\"{}\"}}", label(n)), *c as f64)).collect();
     family("vpcrouter_health_checks_total", "counter", "Health checks made, by health plugin.", &checks);
-    let failures: Vec<_> = health.iter().map(|(n, (_, f))| (format!("{{plugin=\"{}\"}}", label(n)), *f as f64)).collect();
-    family("vpcrouter_health_check_failures_total", "counter", "Health checks that failed, by health plugin.", &failures);
+    let failures: Vec<_> =
+        health.iter().map(|(n, (_, f))| (format!("{{plugin=\"{}\"}}", label(n)), *f as f64)).collect();
+    family(
+        "vpcrouter_health_check_failures_total",
+        "counter",
+        "Health checks that failed, by health plugin.",
+        &failures,
+    );
     family("vpcrouter_failed_hosts", "gauge", "Hosts currently reported failed.", &one(st.failed.len() as f64));
-    family("vpcrouter_questionable_hosts", "gauge", "Hosts currently reported questionable.", &one(st.questionable.len() as f64));
+    family(
+        "vpcrouter_questionable_hosts",
+        "gauge",
+        "Hosts currently reported questionable.",
+        &one(st.questionable.len() as f64),
+    );
     let (took, at) = st.last_reconcile.map_or((0.0, 0.0), |(t, d)| (d.as_secs_f64(), unix_seconds(t)));
-    family("vpcrouter_last_reconcile_duration_seconds", "gauge", "How long the last reconcile took (0 before the first).", &one(took));
-    family("vpcrouter_last_reconcile_timestamp_seconds", "gauge", "When the last reconcile ended, Unix time (0 before the first).", &one(at));
+    family(
+        "vpcrouter_last_reconcile_duration_seconds",
+        "gauge",
+        "How long the last reconcile took (0 before the first).",
+        &one(took),
+    );
+    family(
+        "vpcrouter_last_reconcile_timestamp_seconds",
+        "gauge",
+        "When the last reconcile ended, Unix time (0 before the first).",
+        &one(at),
+    );
     if let Some(c) = &snap.cluster {
         let role = |r: crate::cluster::Role| (format!("{{role=\"{}\"}}", r.as_str()), f64::from(u8::from(c.role == r)));
-        let roles = [crate::cluster::Role::Leader, crate::cluster::Role::Follower, crate::cluster::Role::Disconnected].map(role);
+        let roles = [crate::cluster::Role::Leader, crate::cluster::Role::Follower, crate::cluster::Role::Disconnected]
+            .map(role);
         family("vpcrouter_cluster_role", "gauge", "This instance's cluster role (1 for the current one).", &roles);
-        let leader = c.leader.as_deref().map(|l| vec![(format!("{{leader=\"{}\"}}", label(l)), 1.0)]).unwrap_or_default();
+        let leader =
+            c.leader.as_deref().map(|l| vec![(format!("{{leader=\"{}\"}}", label(l)), 1.0)]).unwrap_or_default();
         family("vpcrouter_cluster_leader_info", "gauge", "The current leader's instance id, as a label.", &leader);
         family("vpcrouter_cluster_members", "gauge", "Live members of the cluster.", &one(c.members.len() as f64));
-        family("vpcrouter_cluster_health_reports", "gauge", "Live health reports the quorum is taken over.", &one(c.reports.len() as f64));
-        family("vpcrouter_cluster_leader_changes_total", "counter", "New leaders seen since start.", &one(c.leader_changes as f64));
-        family("vpcrouter_etcd_requests_total", "counter", "Requests sent to etcd (calls and lease keep-alives).", &one(c.etcd_requests as f64));
+        family(
+            "vpcrouter_cluster_health_reports",
+            "gauge",
+            "Live health reports the quorum is taken over.",
+            &one(c.reports.len() as f64),
+        );
+        family(
+            "vpcrouter_cluster_leader_changes_total",
+            "counter",
+            "New leaders seen since start.",
+            &one(c.leader_changes as f64),
+        );
+        family(
+            "vpcrouter_etcd_requests_total",
+            "counter",
+            "Requests sent to etcd (calls and lease keep-alives).",
+            &one(c.etcd_requests as f64),
+        );
     }
     out.push_str(&snap.histograms);
     out
@@ -496,7 +561,12 @@ mod tests {
             status,
             plugins: vec![
                 plugin("http", "watcher", json!({"version": "0.1.0", "params": {}}), None),
-                plugin("file", "health", json!({"stats": {"checks": 7, "failures": 2}}), Some(HealthStats { checks: 7, failures: 2, ..HealthStats::default() })),
+                plugin(
+                    "file",
+                    "health",
+                    json!({"stats": {"checks": 7, "failures": 2}}),
+                    Some(HealthStats { checks: 7, failures: 2, ..HealthStats::default() }),
+                ),
             ],
             ec2: Ec2View {
                 calls: vec![
@@ -532,7 +602,10 @@ mod tests {
         assert_eq!(root["params"]["vpc_id"], "vpc-1");
         assert_eq!(root["SERVER"]["current_time"], iso_time(snap.now));
         let ips = state_document("/ips", &info, &snap).unwrap();
-        assert_eq!(ips, json!({"failed_ips": ["10.0.0.1"], "questionable_ips": ["10.0.0.3"], "working_set": ["10.0.0.1", "10.0.0.2"]}));
+        assert_eq!(
+            ips,
+            json!({"failed_ips": ["10.0.0.1"], "questionable_ips": ["10.0.0.3"], "working_set": ["10.0.0.1", "10.0.0.2"]})
+        );
         let plugins = state_document("/plugins", &info, &snap).unwrap();
         assert_eq!(plugins["http"], json!({"version": "0.1.0", "params": {}}));
         let route_info = state_document("/route_info", &info, &snap).unwrap();
@@ -561,7 +634,10 @@ mod tests {
         let (ct, page) = render(&value, Format::Html);
         assert!(ct.starts_with("text/html"));
         assert!(page.contains("<title>VPC-router state</title>"));
-        assert!(page.contains("&nbsp;&nbsp;&nbsp;&nbsp;&nbsp;&nbsp;&nbsp;&nbsp;\"_href\": <a href=/ips>/ips</a><br>"), "{page}");
+        assert!(
+            page.contains("&nbsp;&nbsp;&nbsp;&nbsp;&nbsp;&nbsp;&nbsp;&nbsp;\"_href\": <a href=/ips>/ips</a><br>"),
+            "{page}"
+        );
         assert!(page.contains("&lt;b&gt;") && !page.contains("<b>"), "{page}");
     }
 
@@ -577,7 +653,10 @@ mod tests {
         assert_eq!(doc["route_tables"]["rtb-1"][0]["previous_router"], "10.0.0.1");
         assert_eq!(doc["last_reconcile"]["result"], "ok");
         assert_eq!(doc["last_reconcile"]["duration_seconds"], 0.25);
-        assert_eq!(doc["counters"], json!({"reconciles": 3, "reconcile_errors": 0, "routes_created": 2, "routes_replaced": 1, "routes_deleted": 0, "failovers": 0, "ec2_throttled": 1}));
+        assert_eq!(
+            doc["counters"],
+            json!({"reconciles": 3, "reconcile_errors": 0, "routes_created": 2, "routes_replaced": 1, "routes_deleted": 0, "failovers": 0, "ec2_throttled": 1})
+        );
         assert_eq!(doc["ec2"]["write_bucket"], json!({"burst": 50, "configured_rate": 5.0, "rate": 5.0}));
         assert_eq!(doc["ec2"]["read_bucket"]["rate"], 10.0);
         assert_eq!(doc["ec2"]["calls"]["DescribeVpcs"], json!({"calls": 4, "errors": 1, "throttled": 1}));
@@ -636,7 +715,10 @@ mod tests {
         });
         let doc = status_document(&info(), &snap);
         let c = &doc["cluster"];
-        assert_eq!((c["role"].as_str(), c["leader"].as_str(), c["leader_changes"].as_u64()), (Some("follower"), Some("a"), Some(2)));
+        assert_eq!(
+            (c["role"].as_str(), c["leader"].as_str(), c["leader_changes"].as_u64()),
+            (Some("follower"), Some("a"), Some(2))
+        );
         assert_eq!(c["members"], json!(["a", "b", "c"]));
         assert_eq!(c["health_reports"]["a"]["failed"], json!(["10.0.0.1"]));
         assert_eq!(c["local_failed_hosts"], json!(["10.0.0.1"]));
@@ -666,7 +748,13 @@ mod tests {
         let status = PluginStatus {
             version: "1.2.0".into(),
             params: vec![Tuple2("tcp_check_port".into(), "22".into()), Tuple2("file".into(), "/x".into())].into(),
-            stats: PluginStats::Health(HealthStats { checks: 9, failures: 1, reports_sent: 2, hosts: 3, failed: vec![vpcrouter_plugin_api::Ipv4::new(10, 0, 0, 1)].into() }),
+            stats: PluginStats::Health(HealthStats {
+                checks: 9,
+                failures: 1,
+                reports_sent: 2,
+                hosts: 3,
+                failed: vec![vpcrouter_plugin_api::Ipv4::new(10, 0, 0, 1)].into(),
+            }),
             details: r#"{"rounds": 4, "version": "ignored"}"#.into(),
         };
         assert_eq!(
@@ -676,7 +764,15 @@ mod tests {
                 "stats": {"checks": 9, "failures": 1, "reports_sent": 2, "hosts": 3, "failed": ["10.0.0.1"]},
             })
         );
-        let watcher = PluginStatus { stats: PluginStats::Watcher(Default::default()), details: "not json".into(), params: Default::default(), ..status };
-        assert_eq!(plugin_info(&watcher), json!({"version": "1.2.0", "params": {}, "stats": {"specs_sent": 0, "errors": 0, "last_error": null}}));
+        let watcher = PluginStatus {
+            stats: PluginStats::Watcher(Default::default()),
+            details: "not json".into(),
+            params: Default::default(),
+            ..status
+        };
+        assert_eq!(
+            plugin_info(&watcher),
+            json!({"version": "1.2.0", "params": {}, "stats": {"specs_sent": 0, "errors": 0, "last_error": null}})
+        );
     }
 }

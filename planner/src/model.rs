@@ -195,17 +195,15 @@ impl RouteAction {
     /// The route table the action changes.
     pub fn rtb(&self) -> &str {
         match self {
-            RouteAction::Create { rtb, .. }
-            | RouteAction::Replace { rtb, .. }
-            | RouteAction::Delete { rtb, .. } => rtb,
+            RouteAction::Create { rtb, .. } | RouteAction::Replace { rtb, .. } | RouteAction::Delete { rtb, .. } => rtb,
         }
     }
     /// The destination the action changes.
     pub fn cidr(&self) -> Cidr {
         match self {
-            RouteAction::Create { cidr, .. }
-            | RouteAction::Replace { cidr, .. }
-            | RouteAction::Delete { cidr, .. } => *cidr,
+            RouteAction::Create { cidr, .. } | RouteAction::Replace { cidr, .. } | RouteAction::Delete { cidr, .. } => {
+                *cidr
+            }
         }
     }
 }
@@ -291,21 +289,19 @@ pub enum Notice {
 impl fmt::Display for Notice {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Notice::NoAvailableRouter { cidr } => write!(
-                f,
-                "no healthy router for {cidr}: its routes are left as they are until a candidate recovers"
-            ),
+            Notice::NoAvailableRouter { cidr } => {
+                write!(f, "no healthy router for {cidr}: its routes are left as they are until a candidate recovers")
+            }
             Notice::HostNotInVpc { host } => write!(
                 f,
                 "router {host} of the route spec is not a private IP of any instance in the VPC; it is never chosen"
             ),
-            Notice::HeldByOtherTarget { rtb, cidr, target } => write!(
-                f,
-                "{cidr} in {rtb} is a route to {target}, not to an instance; vpcrouter leaves it alone"
-            ),
-            Notice::NoManagedTables => f.write_str(
-                "no route table serves a subnet of any router in the spec; nothing is managed",
-            ),
+            Notice::HeldByOtherTarget { rtb, cidr, target } => {
+                write!(f, "{cidr} in {rtb} is a route to {target}, not to an instance; vpcrouter leaves it alone")
+            }
+            Notice::NoManagedTables => {
+                f.write_str("no route table serves a subnet of any router in the spec; nothing is managed")
+            }
         }
     }
 }

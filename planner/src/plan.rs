@@ -12,8 +12,7 @@ use std::net::Ipv4Addr;
 use rand::seq::IndexedRandom;
 
 use crate::model::{
-    Cidr, Eni, Instance, Notice, Plan, ReplaceReason, Route, RouteAction, RouteTable, RouterTarget,
-    VpcState,
+    Cidr, Eni, Instance, Notice, Plan, ReplaceReason, Route, RouteAction, RouteTable, RouterTarget, VpcState,
 };
 
 /// Inputs of one reconcile decision.
@@ -58,11 +57,8 @@ pub fn choose_different_host<R: rand::Rng + ?Sized>(
     questionable: &BTreeSet<Ipv4Addr>,
     rng: &mut R,
 ) -> Option<Ipv4Addr> {
-    let questionable_set: BTreeSet<Ipv4Addr> = candidates
-        .iter()
-        .copied()
-        .filter(|h| questionable.contains(h) && !failed.contains(h))
-        .collect();
+    let questionable_set: BTreeSet<Ipv4Addr> =
+        candidates.iter().copied().filter(|h| questionable.contains(h) && !failed.contains(h)).collect();
     let healthy: Vec<Ipv4Addr> = candidates
         .iter()
         .copied()
@@ -123,18 +119,12 @@ impl<'a> Planner<'a> {
         for (instance, eni) in all_enis(input.state) {
             enis.entry(eni.id.as_str()).or_insert((instance, eni));
             for &ip in &eni.private_ips {
-                owners
-                    .entry(ip)
-                    .or_insert_with(|| target_of(ip, instance, eni));
+                owners.entry(ip).or_insert_with(|| target_of(ip, instance, eni));
             }
         }
         Planner {
             input,
-            spec: input
-                .spec
-                .iter()
-                .map(|(cidr, hosts)| (*cidr, hosts.as_slice()))
-                .collect(),
+            spec: input.spec.iter().map(|(cidr, hosts)| (*cidr, hosts.as_slice())).collect(),
             owners,
             enis,
             instances,
@@ -169,10 +159,7 @@ impl<'a> Planner<'a> {
     }
 
     fn is_protected(&self, cidr: Cidr) -> bool {
-        self.input
-            .ignore
-            .iter()
-            .any(|&ignored| cidr.is_within(ignored))
+        self.input.ignore.iter().any(|&ignored| cidr.is_within(ignored))
     }
 
     /// Visits one route of a managed table: delete, replace, or leave it.
@@ -186,33 +173,19 @@ impl<'a> Planner<'a> {
         let hosts = self.spec.get(&cidr).copied();
         if !route.targets_instance() {
             if hosts.is_some() {
-                let target = route
-                    .other_target
-                    .clone()
-                    .unwrap_or_else(|| "unknown target".into());
-                self.plan.notices.insert(Notice::HeldByOtherTarget {
-                    rtb: rtb.into(),
-                    cidr,
-                    target,
-                });
+                let target = route.other_target.clone().unwrap_or_else(|| "unknown target".into());
+                self.plan.notices.insert(Notice::HeldByOtherTarget { rtb: rtb.into(), cidr, target });
             }
             return;
         }
         let pointed = self.route_target(route);
         let primary_ip = pointed.and_then(|(_, eni)| eni.private_ips.first().copied());
         let Some(hosts) = hosts.filter(|h| !h.is_empty()) else {
-            self.plan.actions.push(RouteAction::Delete {
-                rtb: rtb.into(),
-                cidr,
-                old_router: primary_ip,
-            });
+            self.plan.actions.push(RouteAction::Delete { rtb: rtb.into(), cidr, old_router: primary_ip });
             return;
         };
         let current = pointed.and_then(|(instance, eni)| {
-            let ip = hosts
-                .iter()
-                .copied()
-                .find(|h| eni.private_ips.contains(h))?;
+            let ip = hosts.iter().copied().find(|h| eni.private_ips.contains(h))?;
             Some(target_of(ip, instance, eni))
         });
         let current_ip = current.as_ref().map(|t| t.ip);
@@ -222,13 +195,7 @@ impl<'a> Planner<'a> {
                 let router = Some(target.ip);
                 let old_router = current_ip.or(primary_ip);
                 let rtb = rtb.to_string();
-                self.plan.actions.push(RouteAction::Replace {
-                    rtb,
-                    cidr,
-                    target,
-                    old_router,
-                    reason,
-                });
+                self.plan.actions.push(RouteAction::Replace { rtb, cidr, target, old_router, reason });
                 router
             }
         };
@@ -277,15 +244,12 @@ impl<'a> Planner<'a> {
         hosts: &[Ipv4Addr],
         rng: &mut R,
     ) -> Option<RouterTarget> {
-        let candidates: Vec<Ipv4Addr> = hosts
-            .iter()
-            .copied()
-            .filter(|h| self.owners.contains_key(h))
-            .collect();
+        let candidates: Vec<Ipv4Addr> = hosts.iter().copied().filter(|h| self.owners.contains_key(h)).collect();
         let (failed, questionable) = (self.input.failed, self.input.questionable);
-        let preferred = self.input.preferred.get(&cidr).copied().filter(|p| {
-            Some(*p) != old && candidates.contains(p) && !failed.contains(p) && !questionable.contains(p)
-        });
+        let preferred =
+            self.input.preferred.get(&cidr).copied().filter(|p| {
+                Some(*p) != old && candidates.contains(p) && !failed.contains(p) && !questionable.contains(p)
+            });
         let target = preferred
             .or_else(|| choose_different_host(old, &candidates, failed, questionable, rng))
             .and_then(|ip| self.owners.get(&ip).cloned());
@@ -303,10 +267,8 @@ impl<'a> Planner<'a> {
     /// Creates spec routes missing from managed tables, one router per CIDR.
     fn add_missing_routes<R: rand::Rng + ?Sized>(&mut self, tables: &[&RouteTable], rng: &mut R) {
         let spec: Vec<(Cidr, &[Ipv4Addr])> = self.spec.iter().map(|(c, h)| (*c, *h)).collect();
-        let present: Vec<BTreeSet<Cidr>> = tables
-            .iter()
-            .map(|t| t.routes.iter().filter_map(route_cidr).collect())
-            .collect();
+        let present: Vec<BTreeSet<Cidr>> =
+            tables.iter().map(|t| t.routes.iter().filter_map(route_cidr).collect()).collect();
         for (cidr, hosts) in spec.into_iter().filter(|(_, hosts)| !hosts.is_empty()) {
             let missing = tables.iter().zip(&present).filter(|(_, p)| !p.contains(&cidr));
             for (table, _) in missing {
@@ -318,13 +280,9 @@ impl<'a> Planner<'a> {
                         None => break,
                     },
                 };
-                self.plan
-                    .routes
-                    .insert((table.id.clone(), cidr), Some(target.ip));
+                self.plan.routes.insert((table.id.clone(), cidr), Some(target.ip));
                 let rtb = table.id.clone();
-                self.plan
-                    .actions
-                    .push(RouteAction::Create { rtb, cidr, target });
+                self.plan.actions.push(RouteAction::Create { rtb, cidr, target });
             }
         }
     }
@@ -332,26 +290,16 @@ impl<'a> Planner<'a> {
 
 /// Every ENI of the VPC with its instance, in snapshot order.
 fn all_enis(state: &VpcState) -> impl Iterator<Item = (&Instance, &Eni)> {
-    state
-        .instances
-        .iter()
-        .flat_map(|i| i.enis.iter().map(move |e| (i, e)))
+    state.instances.iter().flat_map(|i| i.enis.iter().map(move |e| (i, e)))
 }
 
 fn target_of(ip: Ipv4Addr, instance: &Instance, eni: &Eni) -> RouterTarget {
-    RouterTarget {
-        ip,
-        instance_id: instance.id.clone(),
-        eni_id: eni.id.clone(),
-    }
+    RouterTarget { ip, instance_id: instance.id.clone(), eni_id: eni.id.clone() }
 }
 
 /// The route's IPv4 destination, if it has a canonical one.
 fn route_cidr(route: &Route) -> Option<Cidr> {
-    route
-        .destination
-        .as_deref()
-        .and_then(|d| Cidr::parse(d).ok())
+    route.destination.as_deref().and_then(|d| Cidr::parse(d).ok())
 }
 
 impl<'a> Planner<'a> {
@@ -362,18 +310,11 @@ impl<'a> Planner<'a> {
     fn route_target(&self, route: &Route) -> Option<(&'a Instance, &'a Eni)> {
         if let Some(eni_id) = &route.eni_id {
             let &(instance, eni) = self.enis.get(eni_id.as_str())?;
-            let mismatch = route
-                .instance_id
-                .as_ref()
-                .is_some_and(|id| *id != instance.id);
+            let mismatch = route.instance_id.as_ref().is_some_and(|id| *id != instance.id);
             return (!mismatch).then_some((instance, eni));
         }
         let instance = *self.instances.get(route.instance_id.as_deref()?)?;
-        let eni = instance
-            .enis
-            .iter()
-            .find(|e| e.device_index == 0)
-            .or(instance.enis.first())?;
+        let eni = instance.enis.iter().find(|e| e.device_index == 0).or(instance.enis.first())?;
         Some((instance, eni))
     }
 }
@@ -387,22 +328,14 @@ pub fn managed_tables<'s>(state: &'s VpcState, spec: &[(Cidr, Vec<Ipv4Addr>)]) -
         .filter(|(_, eni)| eni.private_ips.iter().any(|ip| hosts.contains(ip)))
         .map(|(_, eni)| eni.subnet_id.as_str())
         .collect();
-    let explicit: BTreeSet<&str> = state
-        .route_tables
-        .iter()
-        .flat_map(|t| t.subnets.iter().map(String::as_str))
-        .collect();
-    let implicit_in_cluster = state
-        .subnets
-        .iter()
-        .any(|s| !explicit.contains(s.as_str()) && cluster.contains(s.as_str()));
+    let explicit: BTreeSet<&str> =
+        state.route_tables.iter().flat_map(|t| t.subnets.iter().map(String::as_str)).collect();
+    let implicit_in_cluster =
+        state.subnets.iter().any(|s| !explicit.contains(s.as_str()) && cluster.contains(s.as_str()));
     let mut tables: Vec<&RouteTable> = state
         .route_tables
         .iter()
-        .filter(|t| {
-            t.subnets.iter().any(|s| cluster.contains(s.as_str()))
-                || (t.main && implicit_in_cluster)
-        })
+        .filter(|t| t.subnets.iter().any(|s| cluster.contains(s.as_str())) || (t.main && implicit_in_cluster))
         .collect();
     tables.sort_by(|a, b| a.id.cmp(&b.id));
     tables

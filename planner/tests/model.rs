@@ -12,18 +12,35 @@ fn target(ip: &str, eni: &str) -> RouterTarget {
 
 #[test]
 fn applied_actions_are_what_ec2_then_reports() {
-    let local = Route { destination: Some("10.0.0.0/16".into()), instance_id: None, eni_id: None, other_target: Some("local".into()) };
+    let local = Route {
+        destination: Some("10.0.0.0/16".into()),
+        instance_id: None,
+        eni_id: None,
+        other_target: Some("local".into()),
+    };
     let table = RouteTable { id: "rtb-1".into(), main: false, subnets: vec![], routes: vec![local.clone()] };
     let mut state = VpcState { route_tables: vec![table], ..VpcState::default() };
     let net = c("10.55.0.0/16");
     state.apply(&RouteAction::Create { rtb: "rtb-1".into(), cidr: net, target: target("10.0.0.5", "eni-5") });
-    let route = |s: &VpcState| s.route_tables[0].routes.iter().find(|r| r.destination.as_deref() == Some("10.55.0.0/16")).cloned();
+    let route = |s: &VpcState| {
+        s.route_tables[0].routes.iter().find(|r| r.destination.as_deref() == Some("10.55.0.0/16")).cloned()
+    };
     assert_eq!(route(&state).and_then(|r| r.eni_id), Some("eni-5".into()));
     let old_router = None;
-    let replace = RouteAction::Replace { rtb: "rtb-1".into(), cidr: net, target: target("10.0.0.6", ""), old_router, reason: ReplaceReason::RouterFailed };
+    let replace = RouteAction::Replace {
+        rtb: "rtb-1".into(),
+        cidr: net,
+        target: target("10.0.0.6", ""),
+        old_router,
+        reason: ReplaceReason::RouterFailed,
+    };
     state.apply(&replace);
     let r = route(&state).expect("route");
-    assert_eq!((r.instance_id.as_deref(), r.eni_id), (Some("i-10.0.0.6"), None), "no interface id known: the instance alone");
+    assert_eq!(
+        (r.instance_id.as_deref(), r.eni_id),
+        (Some("i-10.0.0.6"), None),
+        "no interface id known: the instance alone"
+    );
     state.apply(&RouteAction::Delete { rtb: "rtb-1".into(), cidr: net, old_router: None });
     assert_eq!(state.route_tables[0].routes, vec![local], "only the local route is left");
     let before = state.clone();
@@ -34,13 +51,25 @@ fn applied_actions_are_what_ec2_then_reports() {
 #[test]
 fn outages_go_first_and_deletes_last() {
     let t = || target("10.0.0.5", "eni-5");
-    let replace = |reason| RouteAction::Replace { rtb: "r".into(), cidr: c("10.1.0.0/16"), target: t(), old_router: None, reason };
+    let replace = |reason| RouteAction::Replace {
+        rtb: "r".into(),
+        cidr: c("10.1.0.0/16"),
+        target: t(),
+        old_router: None,
+        reason,
+    };
     let create = RouteAction::Create { rtb: "r".into(), cidr: c("10.2.0.0/16"), target: t() };
     let delete = RouteAction::Delete { rtb: "r".into(), cidr: c("10.3.0.0/16"), old_router: None };
-    let order: Vec<u8> = [replace(ReplaceReason::RouterFailed), create, replace(ReplaceReason::RouterQuestionable), replace(ReplaceReason::NotEligible), delete]
-        .iter()
-        .map(RouteAction::priority)
-        .collect();
+    let order: Vec<u8> = [
+        replace(ReplaceReason::RouterFailed),
+        create,
+        replace(ReplaceReason::RouterQuestionable),
+        replace(ReplaceReason::NotEligible),
+        delete,
+    ]
+    .iter()
+    .map(RouteAction::priority)
+    .collect();
     assert_eq!(order, vec![0, 1, 2, 2, 3]);
 }
 

@@ -44,10 +44,7 @@ fn eni(id: &str, subnet: &str, device_index: i32, private_ips: &[&str]) -> Eni {
 }
 
 fn instance(id: &str, enis: Vec<Eni>) -> Instance {
-    Instance {
-        id: id.into(),
-        enis,
-    }
+    Instance { id: id.into(), enis }
 }
 
 fn route(dest: Option<&str>, instance: Option<&str>, eni: Option<&str>) -> Route {
@@ -75,10 +72,7 @@ fn aws_route(dest: &str, instance: &str, eni: &str) -> Route {
 }
 
 fn gateway_route(dest: &str, target: &str) -> Route {
-    Route {
-        other_target: Some(target.into()),
-        ..route(Some(dest), None, None)
-    }
+    Route { other_target: Some(target.into()), ..route(Some(dest), None, None) }
 }
 
 fn local() -> Route {
@@ -86,12 +80,7 @@ fn local() -> Route {
 }
 
 fn table(id: &str, main: bool, subnets: &[&str], routes: Vec<Route>) -> RouteTable {
-    RouteTable {
-        id: id.into(),
-        main,
-        subnets: subnets.iter().map(|s| s.to_string()).collect(),
-        routes,
-    }
+    RouteTable { id: id.into(), main, subnets: subnets.iter().map(|s| s.to_string()).collect(), routes }
 }
 
 /// Three subnets; rtb-a serves sn-a, rtb-b serves sn-b, the main table serves sn-c
@@ -102,12 +91,7 @@ fn vpc() -> VpcState {
         subnets: vec!["sn-a".into(), "sn-b".into(), "sn-c".into()],
         route_tables: vec![
             table("rtb-main", true, &[], vec![local()]),
-            table(
-                "rtb-b",
-                false,
-                &["sn-b"],
-                vec![local(), gateway_route("0.0.0.0/0", "igw-1")],
-            ),
+            table("rtb-b", false, &["sn-b"], vec![local(), gateway_route("0.0.0.0/0", "igw-1")]),
             table("rtb-a", false, &["sn-a"], vec![local()]),
         ],
         instances: vec![
@@ -120,11 +104,7 @@ fn vpc() -> VpcState {
 }
 
 fn with_routes(mut state: VpcState, rtb: &str, routes: Vec<Route>) -> VpcState {
-    let table = state
-        .route_tables
-        .iter_mut()
-        .find(|t| t.id == rtb)
-        .expect("test table");
+    let table = state.route_tables.iter_mut().find(|t| t.id == rtb).expect("test table");
     table.routes.extend(routes);
     state
 }
@@ -145,36 +125,16 @@ fn target(host: &str) -> RouterTarget {
 }
 
 fn create(rtb: &str, net: &str, target: RouterTarget) -> RouteAction {
-    RouteAction::Create {
-        rtb: rtb.into(),
-        cidr: cidr(net),
-        target,
-    }
+    RouteAction::Create { rtb: rtb.into(), cidr: cidr(net), target }
 }
 
-fn replace(
-    rtb: &str,
-    net: &str,
-    target: RouterTarget,
-    old: Option<&str>,
-    reason: ReplaceReason,
-) -> RouteAction {
+fn replace(rtb: &str, net: &str, target: RouterTarget, old: Option<&str>, reason: ReplaceReason) -> RouteAction {
     let old_router = old.map(ip);
-    RouteAction::Replace {
-        rtb: rtb.into(),
-        cidr: cidr(net),
-        target,
-        old_router,
-        reason,
-    }
+    RouteAction::Replace { rtb: rtb.into(), cidr: cidr(net), target, old_router, reason }
 }
 
 fn delete(rtb: &str, net: &str, old: Option<&str>) -> RouteAction {
-    RouteAction::Delete {
-        rtb: rtb.into(),
-        cidr: cidr(net),
-        old_router: old.map(ip),
-    }
+    RouteAction::Delete { rtb: rtb.into(), cidr: cidr(net), old_router: old.map(ip) }
 }
 
 fn notices(items: impl IntoIterator<Item = Notice>) -> BTreeSet<Notice> {
@@ -185,42 +145,24 @@ fn no_router(net: &str) -> Notice {
     Notice::NoAvailableRouter { cidr: cidr(net) }
 }
 
-fn routes(
-    entries: &[(&str, &str, Option<&str>)],
-) -> BTreeMap<(String, Cidr), Option<Ipv4Addr>> {
-    entries
-        .iter()
-        .map(|(rtb, net, host)| ((rtb.to_string(), cidr(net)), host.map(ip)))
-        .collect()
+fn routes(entries: &[(&str, &str, Option<&str>)]) -> BTreeMap<(String, Cidr), Option<Ipv4Addr>> {
+    entries.iter().map(|(rtb, net, host)| ((rtb.to_string(), cidr(net)), host.map(ip))).collect()
 }
 
 /// Executes a plan the way the EC2 adapter does (routes come back in AWS's shape).
 fn apply(state: &VpcState, plan: &Plan) -> VpcState {
     let mut state = state.clone();
     for action in &plan.actions {
-        let table = state
-            .route_tables
-            .iter_mut()
-            .find(|t| t.id == action.rtb())
-            .expect("table");
+        let table = state.route_tables.iter_mut().find(|t| t.id == action.rtb()).expect("table");
         let dest = action.cidr().to_string();
         let same_dest = |r: &Route| r.destination.as_deref() == Some(dest.as_str());
         match action {
             RouteAction::Create { target, .. } => {
-                assert!(
-                    !table.routes.iter().any(same_dest),
-                    "duplicate route {dest}"
-                );
-                table
-                    .routes
-                    .push(aws_route(&dest, &target.instance_id, &target.eni_id));
+                assert!(!table.routes.iter().any(same_dest), "duplicate route {dest}");
+                table.routes.push(aws_route(&dest, &target.instance_id, &target.eni_id));
             }
             RouteAction::Replace { target, .. } => {
-                let r = table
-                    .routes
-                    .iter_mut()
-                    .find(|r| same_dest(r))
-                    .expect("replaced route");
+                let r = table.routes.iter_mut().find(|r| same_dest(r)).expect("replaced route");
                 *r = aws_route(&dest, &target.instance_id, &target.eni_id);
             }
             RouteAction::Delete { .. } => {
@@ -262,8 +204,7 @@ impl Case {
     }
 
     fn spec(mut self, net: &str, hosts: &[&str]) -> Self {
-        self.spec
-            .push((cidr(net), ips(hosts).into_iter().collect()));
+        self.spec.push((cidr(net), ips(hosts).into_iter().collect()));
         self
     }
 
@@ -317,22 +258,10 @@ const A: &str = "10.0.0.1";
 const B: &str = "10.0.0.2";
 const C: &str = "10.0.0.3";
 
-fn choose(
-    old: Option<&str>,
-    list: &[&str],
-    failed: &[&str],
-    quest: &[&str],
-    seed: u64,
-) -> Option<Ipv4Addr> {
+fn choose(old: Option<&str>, list: &[&str], failed: &[&str], quest: &[&str], seed: u64) -> Option<Ipv4Addr> {
     let candidates: Vec<Ipv4Addr> = list.iter().map(|h| ip(h)).collect();
     let mut rng = StdRng::seed_from_u64(seed);
-    choose_different_host(
-        old.map(ip),
-        &candidates,
-        &ips(failed),
-        &ips(quest),
-        &mut rng,
-    )
+    choose_different_host(old.map(ip), &candidates, &ips(failed), &ips(quest), &mut rng)
 }
 
 /// (old, candidates, failed, questionable, expected pick).
@@ -364,11 +293,7 @@ fn choose_exact_rows() {
     for (old, list, failed, quest, want) in rows {
         for seed in SEEDS {
             let got = choose(old, list, failed, quest, seed);
-            assert_eq!(
-                got,
-                want.map(ip),
-                "old {old:?} list {list:?} failed {failed:?} quest {quest:?}"
-            );
+            assert_eq!(got, want.map(ip), "old {old:?} list {list:?} failed {failed:?} quest {quest:?}");
         }
     }
 }
@@ -383,21 +308,10 @@ fn choose_old_questionable_among_only_questionable_gives_none() {
 }
 
 /// Asserts the picks over all seeds are exactly `expected` (each one reachable).
-fn assert_picks(
-    old: Option<&str>,
-    list: &[&str],
-    failed: &[&str],
-    quest: &[&str],
-    expected: &[&str],
-) {
-    let picks: BTreeSet<Option<Ipv4Addr>> = SEEDS
-        .map(|seed| choose(old, list, failed, quest, seed))
-        .collect();
+fn assert_picks(old: Option<&str>, list: &[&str], failed: &[&str], quest: &[&str], expected: &[&str]) {
+    let picks: BTreeSet<Option<Ipv4Addr>> = SEEDS.map(|seed| choose(old, list, failed, quest, seed)).collect();
     let want: BTreeSet<Option<Ipv4Addr>> = expected.iter().map(|h| Some(ip(h))).collect();
-    assert_eq!(
-        picks, want,
-        "old {old:?} list {list:?} failed {failed:?} quest {quest:?}"
-    );
+    assert_eq!(picks, want, "old {old:?} list {list:?} failed {failed:?} quest {quest:?}");
 }
 
 #[test]
@@ -431,18 +345,9 @@ fn initial_routes_are_created_in_every_managed_table_with_one_router() {
             other => panic!("expected a create, got {other:?}"),
         };
         assert!(router.ip == ip(H1) || router.ip == ip(H3));
-        assert_eq!(
-            plan.actions,
-            [
-                create("rtb-a", NET, router.clone()),
-                create("rtb-b", NET, router.clone())
-            ]
-        );
+        assert_eq!(plan.actions, [create("rtb-a", NET, router.clone()), create("rtb-b", NET, router.clone())]);
         let r = router.ip.to_string();
-        assert_eq!(
-            plan.routes,
-            routes(&[("rtb-a", NET, Some(&r)), ("rtb-b", NET, Some(&r))])
-        );
+        assert_eq!(plan.routes, routes(&[("rtb-a", NET, Some(&r)), ("rtb-b", NET, Some(&r))]));
         assert!(plan.notices.is_empty());
         seen.insert(router.ip);
     }
@@ -468,19 +373,12 @@ fn steady_state_from_existing_routes() {
     let state = with_routes(state, "rtb-b", vec![aws_route(NET, "i-1", "eni-1")]);
     let plan = Case::new(state).spec(NET, &[H1, H3]).plan();
     assert_eq!(plan.actions, []);
-    assert_eq!(
-        plan.routes,
-        routes(&[("rtb-a", NET, Some(H1)), ("rtb-b", NET, Some(H1))])
-    );
+    assert_eq!(plan.routes, routes(&[("rtb-a", NET, Some(H1)), ("rtb-b", NET, Some(H1))]));
 }
 
 #[test]
 fn unmanaged_tables_are_left_alone() {
-    let state = with_routes(
-        vpc(),
-        "rtb-main",
-        vec![instance_route("10.5.0.0/16", "i-4")],
-    );
+    let state = with_routes(vpc(), "rtb-main", vec![instance_route("10.5.0.0/16", "i-4")]);
     let case = Case::new(state).spec(NET, &[H1]);
     let plan = case.plan();
     assert_eq!(case.managed(), ["rtb-a"]);
@@ -490,20 +388,13 @@ fn unmanaged_tables_are_left_alone() {
 
 #[test]
 fn main_table_serves_implicitly_associated_subnets() {
-    let state = with_routes(
-        vpc(),
-        "rtb-main",
-        vec![instance_route("10.5.0.0/16", "i-4")],
-    );
+    let state = with_routes(vpc(), "rtb-main", vec![instance_route("10.5.0.0/16", "i-4")]);
     let case = Case::new(state).spec(NET, &[OUTSIDE]);
     let plan = case.plan();
     assert_eq!(case.managed(), ["rtb-main"]);
     assert_eq!(
         plan.actions,
-        [
-            create("rtb-main", NET, target(OUTSIDE)),
-            delete("rtb-main", "10.5.0.0/16", Some(OUTSIDE))
-        ]
+        [create("rtb-main", NET, target(OUTSIDE)), delete("rtb-main", "10.5.0.0/16", Some(OUTSIDE))]
     );
 }
 
@@ -521,9 +412,7 @@ fn main_table_with_explicit_association_is_managed() {
 #[test]
 fn main_table_is_not_managed_when_every_subnet_is_associated_elsewhere() {
     let mut state = vpc();
-    state
-        .route_tables
-        .push(table("rtb-c", false, &["sn-c"], vec![local()]));
+    state.route_tables.push(table("rtb-c", false, &["sn-c"], vec![local()]));
     let case = Case::new(state).spec(NET, &[OUTSIDE, H1]);
     assert_eq!(case.managed(), ["rtb-a", "rtb-c"]);
     let plan = case.plan();
@@ -545,21 +434,11 @@ fn hosts_without_a_serving_table_manage_nothing() {
 #[test]
 fn no_spec_host_in_the_vpc_manages_nothing() {
     let state = with_routes(vpc(), "rtb-a", vec![instance_route("10.5.0.0/16", "i-1")]);
-    let case = Case::new(state)
-        .spec(NET, &[NOT_IN_VPC])
-        .spec(NET8, &[]);
+    let case = Case::new(state).spec(NET, &[NOT_IN_VPC]).spec(NET8, &[]);
     let plan = case.plan();
     assert_eq!(plan.actions, []);
     assert!(case.managed().is_empty() && plan.routes.is_empty());
-    assert_eq!(
-        plan.notices,
-        notices([
-            Notice::NoManagedTables,
-            Notice::HostNotInVpc {
-                host: ip(NOT_IN_VPC)
-            }
-        ])
-    );
+    assert_eq!(plan.notices, notices([Notice::NoManagedTables, Notice::HostNotInVpc { host: ip(NOT_IN_VPC) }]));
 }
 
 #[test]
@@ -573,19 +452,13 @@ fn empty_spec_manages_nothing() {
 // ---- Health-driven updates
 
 fn both_tables_on(host_instance: &str, host_eni: &str) -> VpcState {
-    let state = with_routes(
-        vpc(),
-        "rtb-a",
-        vec![aws_route(NET, host_instance, host_eni)],
-    );
+    let state = with_routes(vpc(), "rtb-a", vec![aws_route(NET, host_instance, host_eni)]);
     with_routes(state, "rtb-b", vec![eni_route(NET, host_eni)])
 }
 
 #[test]
 fn failed_router_is_replaced_in_every_table_with_the_same_router() {
-    let case = Case::new(both_tables_on("i-1", "eni-1"))
-        .spec(NET, &[H1, H2, H3])
-        .failed(&[H1]);
+    let case = Case::new(both_tables_on("i-1", "eni-1")).spec(NET, &[H1, H2, H3]).failed(&[H1]);
     let mut seen = BTreeSet::new();
     for seed in SEEDS {
         let plan = case.plan_seeded(seed);
@@ -597,27 +470,12 @@ fn failed_router_is_replaced_in_every_table_with_the_same_router() {
         assert_eq!(
             plan.actions,
             [
-                replace(
-                    "rtb-a",
-                    NET,
-                    new.clone(),
-                    Some(H1),
-                    ReplaceReason::RouterFailed
-                ),
-                replace(
-                    "rtb-b",
-                    NET,
-                    new.clone(),
-                    Some(H1),
-                    ReplaceReason::OtherTableUsesDifferentRouter
-                ),
+                replace("rtb-a", NET, new.clone(), Some(H1), ReplaceReason::RouterFailed),
+                replace("rtb-b", NET, new.clone(), Some(H1), ReplaceReason::OtherTableUsesDifferentRouter),
             ]
         );
         let n = new.ip.to_string();
-        assert_eq!(
-            plan.routes,
-            routes(&[("rtb-a", NET, Some(&n)), ("rtb-b", NET, Some(&n))])
-        );
+        assert_eq!(plan.routes, routes(&[("rtb-a", NET, Some(&n)), ("rtb-b", NET, Some(&n))]));
         seen.insert(new.ip);
     }
     assert_eq!(seen, ips(&[H2, H3]));
@@ -630,30 +488,14 @@ fn questionable_router_is_replaced_by_a_healthy_one() {
     assert_eq!(
         plan.actions,
         [
-            replace(
-                "rtb-a",
-                NET,
-                target(H3),
-                Some(H1),
-                ReplaceReason::RouterQuestionable
-            ),
-            replace(
-                "rtb-b",
-                NET,
-                target(H3),
-                Some(H1),
-                ReplaceReason::OtherTableUsesDifferentRouter
-            ),
+            replace("rtb-a", NET, target(H3), Some(H1), ReplaceReason::RouterQuestionable),
+            replace("rtb-b", NET, target(H3), Some(H1), ReplaceReason::OtherTableUsesDifferentRouter),
         ]
     );
     for seed in SEEDS {
         let plan = case.clone().questionable(&[H1]).plan_seeded(seed);
         match &plan.actions[..] {
-            [RouteAction::Replace {
-                target,
-                reason: ReplaceReason::RouterQuestionable,
-                ..
-            }, _] => {
+            [RouteAction::Replace { target, reason: ReplaceReason::RouterQuestionable, .. }, _] => {
                 assert_ne!(target.ip, ip(H1));
             }
             other => panic!("unexpected {other:?}"),
@@ -663,57 +505,25 @@ fn questionable_router_is_replaced_by_a_healthy_one() {
 
 #[test]
 fn failed_beats_questionable_as_the_reason() {
-    let plan = Case::new(both_tables_on("i-1", "eni-1"))
-        .spec(NET, &[H1, H2])
-        .failed(&[H1])
-        .questionable(&[H1])
-        .plan();
-    assert_eq!(
-        plan.actions[0],
-        replace(
-            "rtb-a",
-            NET,
-            target(H2),
-            Some(H1),
-            ReplaceReason::RouterFailed
-        )
-    );
+    let plan = Case::new(both_tables_on("i-1", "eni-1")).spec(NET, &[H1, H2]).failed(&[H1]).questionable(&[H1]).plan();
+    assert_eq!(plan.actions[0], replace("rtb-a", NET, target(H2), Some(H1), ReplaceReason::RouterFailed));
 }
 
 #[test]
 fn questionable_router_stays_when_only_questionable_or_failed_alternatives_exist() {
     let base = Case::new(both_tables_on("i-1", "eni-1")).spec(NET, &[H1, H2]);
-    for case in [
-        base.clone().questionable(&[H1, H2]),
-        base.questionable(&[H1]).failed(&[H2]),
-    ] {
+    for case in [base.clone().questionable(&[H1, H2]), base.questionable(&[H1]).failed(&[H2])] {
         let plan = case.plan();
         assert_eq!(plan.actions, []);
         assert_eq!(plan.notices, notices([no_router(NET)]));
-        assert_eq!(
-            plan.routes,
-            routes(&[("rtb-a", NET, Some(H1)), ("rtb-b", NET, Some(H1))])
-        );
+        assert_eq!(plan.routes, routes(&[("rtb-a", NET, Some(H1)), ("rtb-b", NET, Some(H1))]));
     }
 }
 
 #[test]
 fn failed_router_falls_back_to_a_questionable_one() {
-    let plan = Case::new(both_tables_on("i-1", "eni-1"))
-        .spec(NET, &[H1, H2])
-        .failed(&[H1])
-        .questionable(&[H2])
-        .plan();
-    assert_eq!(
-        plan.actions[0],
-        replace(
-            "rtb-a",
-            NET,
-            target(H2),
-            Some(H1),
-            ReplaceReason::RouterFailed
-        )
-    );
+    let plan = Case::new(both_tables_on("i-1", "eni-1")).spec(NET, &[H1, H2]).failed(&[H1]).questionable(&[H2]).plan();
+    assert_eq!(plan.actions[0], replace("rtb-a", NET, target(H2), Some(H1), ReplaceReason::RouterFailed));
     assert_eq!(plan.actions.len(), 2);
 }
 
@@ -721,25 +531,10 @@ fn failed_router_falls_back_to_a_questionable_one() {
 fn questionable_router_chosen_by_another_table_is_kept() {
     let state = with_routes(vpc(), "rtb-a", vec![instance_route(NET, "i-1")]);
     let state = with_routes(state, "rtb-b", vec![instance_route(NET, "i-3")]);
-    let mut case = Case::new(state)
-        .spec(NET, &[H1, H3])
-        .failed(&[H1])
-        .questionable(&[H3]);
+    let mut case = Case::new(state).spec(NET, &[H1, H3]).failed(&[H1]).questionable(&[H3]);
     let plan = case.step(0);
-    assert_eq!(
-        plan.actions,
-        [replace(
-            "rtb-a",
-            NET,
-            target(H3),
-            Some(H1),
-            ReplaceReason::RouterFailed
-        )]
-    );
-    assert_eq!(
-        plan.routes,
-        routes(&[("rtb-a", NET, Some(H3)), ("rtb-b", NET, Some(H3))])
-    );
+    assert_eq!(plan.actions, [replace("rtb-a", NET, target(H3), Some(H1), ReplaceReason::RouterFailed)]);
+    assert_eq!(plan.routes, routes(&[("rtb-a", NET, Some(H3)), ("rtb-b", NET, Some(H3))]));
     let next = case.plan();
     assert_eq!(next.actions, []);
     assert_eq!(next.notices, notices([no_router(NET)]));
@@ -747,32 +542,21 @@ fn questionable_router_chosen_by_another_table_is_kept() {
 
 #[test]
 fn all_routers_failed_leaves_routes_and_reports() {
-    let plan = Case::new(both_tables_on("i-1", "eni-1"))
-        .spec(NET, &[H1, H2])
-        .failed(&[H1, H2])
-        .plan();
+    let plan = Case::new(both_tables_on("i-1", "eni-1")).spec(NET, &[H1, H2]).failed(&[H1, H2]).plan();
     assert_eq!(plan.actions, []);
     assert_eq!(plan.notices, notices([no_router(NET)]));
-    assert_eq!(
-        plan.routes,
-        routes(&[("rtb-a", NET, Some(H1)), ("rtb-b", NET, Some(H1))])
-    );
+    assert_eq!(plan.routes, routes(&[("rtb-a", NET, Some(H1)), ("rtb-b", NET, Some(H1))]));
 }
 
 #[test]
 fn no_fail_back_when_the_old_router_recovers() {
-    let mut case = Case::new(both_tables_on("i-1", "eni-1"))
-        .spec(NET, &[H1, H2])
-        .failed(&[H1]);
+    let mut case = Case::new(both_tables_on("i-1", "eni-1")).spec(NET, &[H1, H2]).failed(&[H1]);
     assert_eq!(case.step(0).actions.len(), 2);
     case = case.failed(&[]);
     for seed in SEEDS {
         let plan = case.plan_seeded(seed);
         assert_eq!(plan.actions, []);
-        assert_eq!(
-            plan.routes,
-            routes(&[("rtb-a", NET, Some(H2)), ("rtb-b", NET, Some(H2))])
-        );
+        assert_eq!(plan.routes, routes(&[("rtb-a", NET, Some(H2)), ("rtb-b", NET, Some(H2))]));
     }
 }
 
@@ -784,13 +568,7 @@ fn tables_agree_on_the_first_tables_router() {
     let plan = case.step(0);
     assert_eq!(
         plan.actions,
-        [replace(
-            "rtb-b",
-            NET,
-            target(H1),
-            Some(H3),
-            ReplaceReason::OtherTableUsesDifferentRouter
-        )]
+        [replace("rtb-b", NET, target(H1), Some(H3), ReplaceReason::OtherTableUsesDifferentRouter)]
     );
     assert_eq!(case.plan().actions, []);
 }
@@ -798,44 +576,22 @@ fn tables_agree_on_the_first_tables_router() {
 #[test]
 fn no_router_marker_is_never_a_target() {
     let state = with_routes(vpc(), "rtb-a", vec![aws_route(NET, "i-1", "eni-1")]);
-    let case = Case::new(state.clone())
-        .spec(NET, &[H1])
-        .spec(NET8, &[H3])
-        .failed(&[H1]);
+    let case = Case::new(state.clone()).spec(NET, &[H1]).spec(NET8, &[H3]).failed(&[H1]);
     let plan = case.plan();
     assert_eq!(case.managed(), ["rtb-a", "rtb-b"]);
-    assert_eq!(
-        plan.actions,
-        [
-            create("rtb-a", NET8, target(H3)),
-            create("rtb-b", NET8, target(H3))
-        ]
-    );
+    assert_eq!(plan.actions, [create("rtb-a", NET8, target(H3)), create("rtb-b", NET8, target(H3))]);
     assert_eq!(plan.notices, notices([no_router(NET)]));
 
     let state = with_routes(state, "rtb-b", vec![eni_route(NET, "eni-gone")]);
-    let plan = Case::new(state)
-        .spec(NET, &[H1])
-        .spec(NET8, &[H3])
-        .failed(&[H1])
-        .plan();
-    assert_eq!(
-        plan.actions,
-        [
-            create("rtb-a", NET8, target(H3)),
-            create("rtb-b", NET8, target(H3))
-        ]
-    );
+    let plan = Case::new(state).spec(NET, &[H1]).spec(NET8, &[H3]).failed(&[H1]).plan();
+    assert_eq!(plan.actions, [create("rtb-a", NET8, target(H3)), create("rtb-b", NET8, target(H3))]);
     assert_eq!(plan.routes[&("rtb-a".to_string(), cidr(NET))], Some(ip(H1)));
     assert_eq!(plan.routes[&("rtb-b".to_string(), cidr(NET))], None);
 }
 
 #[test]
 fn missing_route_without_a_router_is_reported_once_and_not_created() {
-    let plan = Case::new(vpc())
-        .spec(NET, &[H1, H3])
-        .failed(&[H1, H3])
-        .plan();
+    let plan = Case::new(vpc()).spec(NET, &[H1, H3]).failed(&[H1, H3]).plan();
     assert_eq!(plan.actions, []);
     assert_eq!(plan.notices, notices([no_router(NET)]));
     assert!(plan.routes.is_empty());
@@ -845,36 +601,15 @@ fn missing_route_without_a_router_is_reported_once_and_not_created() {
 
 #[test]
 fn route_shapes_from_moto_and_aws_are_understood() {
-    for shape in [
-        instance_route(NET, "i-1"),
-        eni_route(NET, "eni-1"),
-        aws_route(NET, "i-1", "eni-1"),
-    ] {
+    for shape in [instance_route(NET, "i-1"), eni_route(NET, "eni-1"), aws_route(NET, "i-1", "eni-1")] {
         let state = with_routes(vpc(), "rtb-a", vec![shape.clone()]);
         let case = Case::new(state).spec(NET, &[H1, H2]);
         let plan = case.plan();
-        assert_eq!(
-            plan.actions,
-            [create("rtb-b", NET, target(H1))],
-            "{shape:?}"
-        );
-        assert_eq!(
-            plan.routes,
-            routes(&[("rtb-a", NET, Some(H1)), ("rtb-b", NET, Some(H1))])
-        );
+        assert_eq!(plan.actions, [create("rtb-b", NET, target(H1))], "{shape:?}");
+        assert_eq!(plan.routes, routes(&[("rtb-a", NET, Some(H1)), ("rtb-b", NET, Some(H1))]));
         let plan = case.failed(&[H1]).plan();
-        let want = replace(
-            "rtb-a",
-            NET,
-            target(H2),
-            Some(H1),
-            ReplaceReason::RouterFailed,
-        );
-        assert_eq!(
-            plan.actions,
-            [want, create("rtb-b", NET, target(H2))],
-            "{shape:?}"
-        );
+        let want = replace("rtb-a", NET, target(H2), Some(H1), ReplaceReason::RouterFailed);
+        assert_eq!(plan.actions, [want, create("rtb-b", NET, target(H2))], "{shape:?}");
     }
 }
 
@@ -883,36 +618,14 @@ fn instance_route_resolves_to_the_primary_interface() {
     let mut state = vpc();
     state.instances.push(instance(
         "i-5",
-        vec![
-            eni("eni-5b", "sn-a", 1, &["10.0.1.51"]),
-            eni("eni-5a", "sn-a", 0, &["10.0.1.50"]),
-        ],
+        vec![eni("eni-5b", "sn-a", 1, &["10.0.1.51"]), eni("eni-5a", "sn-a", 0, &["10.0.1.50"])],
     ));
-    state.instances.push(instance(
-        "i-6",
-        vec![eni("eni-6b", "sn-a", 1, &["10.0.1.61"])],
-    ));
-    let state = with_routes(
-        state,
-        "rtb-a",
-        vec![instance_route(NET, "i-5"), instance_route(NET8, "i-6")],
-    );
-    let plan = Case::new(state.clone())
-        .spec(NET, &["10.0.1.50"])
-        .spec(NET8, &["10.0.1.61"])
-        .plan();
+    state.instances.push(instance("i-6", vec![eni("eni-6b", "sn-a", 1, &["10.0.1.61"])]));
+    let state = with_routes(state, "rtb-a", vec![instance_route(NET, "i-5"), instance_route(NET8, "i-6")]);
+    let plan = Case::new(state.clone()).spec(NET, &["10.0.1.50"]).spec(NET8, &["10.0.1.61"]).plan();
     assert_eq!(plan.actions, []);
-    let plan = Case::new(state.clone())
-        .spec(NET, &["10.0.1.51"])
-        .spec(NET8, &["10.0.1.61"])
-        .plan();
-    let want = replace(
-        "rtb-a",
-        NET,
-        target_in(&state, "10.0.1.51"),
-        Some("10.0.1.50"),
-        ReplaceReason::NotEligible,
-    );
+    let plan = Case::new(state.clone()).spec(NET, &["10.0.1.51"]).spec(NET8, &["10.0.1.61"]).plan();
+    let want = replace("rtb-a", NET, target_in(&state, "10.0.1.51"), Some("10.0.1.50"), ReplaceReason::NotEligible);
     assert_eq!(plan.actions, [want]);
 }
 
@@ -943,32 +656,15 @@ fn instance_without_interfaces_is_an_unknown_target() {
     state.instances.push(instance("i-bare", vec![]));
     let state = with_routes(state, "rtb-a", vec![instance_route(NET, "i-bare")]);
     let plan = Case::new(state).spec(NET, &[H1]).plan();
-    assert_eq!(
-        plan.actions,
-        [replace(
-            "rtb-a",
-            NET,
-            target(H1),
-            None,
-            ReplaceReason::NotEligible
-        )]
-    );
+    assert_eq!(plan.actions, [replace("rtb-a", NET, target(H1), None, ReplaceReason::NotEligible)]);
 }
 
 #[test]
 fn router_named_by_a_secondary_ip_is_kept() {
     let state = with_routes(vpc(), "rtb-b", vec![aws_route(NET, "i-3", "eni-3")]);
-    for hosts in [
-        &[H3_SECONDARY][..],
-        &[H3, H3_SECONDARY],
-        &[H3_SECONDARY, H2],
-    ] {
+    for hosts in [&[H3_SECONDARY][..], &[H3, H3_SECONDARY], &[H3_SECONDARY, H2]] {
         let plan = Case::new(state.clone()).spec(NET, hosts).plan();
-        assert!(
-            plan.actions.iter().all(|a| a.rtb() != "rtb-b"),
-            "{hosts:?}: {:?}",
-            plan.actions
-        );
+        assert!(plan.actions.iter().all(|a| a.rtb() != "rtb-b"), "{hosts:?}: {:?}", plan.actions);
     }
     let plan = Case::new(state).spec(NET, &[H3_SECONDARY]).plan();
     assert_eq!(plan.routes, routes(&[("rtb-b", NET, Some(H3_SECONDARY))]));
@@ -977,51 +673,26 @@ fn router_named_by_a_secondary_ip_is_kept() {
 #[test]
 fn multi_address_router_is_created_on_its_interface() {
     let plan = Case::new(vpc()).spec(NET, &[H3_SECONDARY]).plan();
-    let want = RouterTarget {
-        ip: ip(H3_SECONDARY),
-        instance_id: "i-3".into(),
-        eni_id: "eni-3".into(),
-    };
+    let want = RouterTarget { ip: ip(H3_SECONDARY), instance_id: "i-3".into(), eni_id: "eni-3".into() };
     assert_eq!(plan.actions, [create("rtb-b", NET, want)]);
 }
 
 #[test]
 fn hosts_outside_the_vpc_are_reported_and_never_chosen() {
     for seed in SEEDS {
-        let plan = Case::new(vpc())
-            .spec(NET, &[H1, NOT_IN_VPC])
-            .plan_seeded(seed);
+        let plan = Case::new(vpc()).spec(NET, &[H1, NOT_IN_VPC]).plan_seeded(seed);
         assert_eq!(plan.actions, [create("rtb-a", NET, target(H1))]);
-        assert_eq!(
-            plan.notices,
-            notices([Notice::HostNotInVpc {
-                host: ip(NOT_IN_VPC)
-            }])
-        );
+        assert_eq!(plan.notices, notices([Notice::HostNotInVpc { host: ip(NOT_IN_VPC) }]));
     }
 }
 
 #[test]
 fn only_hosts_outside_the_vpc_means_no_router() {
     let state = with_routes(vpc(), "rtb-a", vec![instance_route(NET, "i-2")]);
-    let plan = Case::new(state)
-        .spec(NET, &[NOT_IN_VPC])
-        .spec(NET8, &[H1])
-        .plan();
+    let plan = Case::new(state).spec(NET, &[NOT_IN_VPC]).spec(NET8, &[H1]).plan();
     assert_eq!(plan.actions, [create("rtb-a", NET8, target(H1))]);
-    assert_eq!(
-        plan.notices,
-        notices([
-            Notice::HostNotInVpc {
-                host: ip(NOT_IN_VPC)
-            },
-            no_router(NET)
-        ])
-    );
-    assert_eq!(
-        plan.routes,
-        routes(&[("rtb-a", NET, None), ("rtb-a", NET8, Some(H1))])
-    );
+    assert_eq!(plan.notices, notices([Notice::HostNotInVpc { host: ip(NOT_IN_VPC) }, no_router(NET)]));
+    assert_eq!(plan.routes, routes(&[("rtb-a", NET, None), ("rtb-a", NET8, Some(H1))]));
 }
 
 // ---- Deletes, protection, foreign routes
@@ -1037,10 +708,7 @@ fn instance_routes_not_in_the_spec_are_deleted() {
             eni_route("10.7.0.0/16", "eni-1"),
         ],
     );
-    let plan = Case::new(state)
-        .spec(NET, &[H1])
-        .spec("10.7.0.0/16", &[])
-        .plan();
+    let plan = Case::new(state).spec(NET, &[H1]).spec("10.7.0.0/16", &[]).plan();
     assert_eq!(
         plan.actions,
         [
@@ -1055,52 +723,25 @@ fn instance_routes_not_in_the_spec_are_deleted() {
 
 #[test]
 fn ignoring_the_default_route_protects_only_the_default_route() {
-    let nat = vec![
-        instance_route("0.0.0.0/0", "i-2"),
-        instance_route("10.5.0.0/16", "i-2"),
-    ];
+    let nat = vec![instance_route("0.0.0.0/0", "i-2"), instance_route("10.5.0.0/16", "i-2")];
     let state = with_routes(vpc(), "rtb-a", nat);
-    let plan = Case::new(state)
-        .spec(NET, &[H1])
-        .ignore(&["0.0.0.0/0"])
-        .plan();
-    assert_eq!(
-        plan.actions,
-        [
-            create("rtb-a", NET, target(H1)),
-            delete("rtb-a", "10.5.0.0/16", Some(H2))
-        ]
-    );
+    let plan = Case::new(state).spec(NET, &[H1]).ignore(&["0.0.0.0/0"]).plan();
+    assert_eq!(plan.actions, [create("rtb-a", NET, target(H1)), delete("rtb-a", "10.5.0.0/16", Some(H2))]);
 }
 
 #[test]
 fn ignoring_a_network_protects_the_routes_inside_it() {
-    let nat = vec![
-        instance_route("0.0.0.0/0", "i-2"),
-        instance_route("10.5.0.0/16", "i-2"),
-        route(None, Some("i-2"), None),
-    ];
+    let nat =
+        vec![instance_route("0.0.0.0/0", "i-2"), instance_route("10.5.0.0/16", "i-2"), route(None, Some("i-2"), None)];
     let state = with_routes(vpc(), "rtb-a", nat);
-    let plan = Case::new(state)
-        .spec("172.16.0.0/12", &[H1])
-        .ignore(&["10.0.0.0/8"])
-        .plan();
-    assert_eq!(
-        plan.actions,
-        [
-            create("rtb-a", "172.16.0.0/12", target(H1)),
-            delete("rtb-a", "0.0.0.0/0", Some(H2))
-        ]
-    );
+    let plan = Case::new(state).spec("172.16.0.0/12", &[H1]).ignore(&["10.0.0.0/8"]).plan();
+    assert_eq!(plan.actions, [create("rtb-a", "172.16.0.0/12", target(H1)), delete("rtb-a", "0.0.0.0/0", Some(H2))]);
 }
 
 #[test]
 fn protected_spec_route_is_neither_changed_nor_duplicated() {
     let state = with_routes(vpc(), "rtb-a", vec![aws_route(NET, "i-1", "eni-1")]);
-    let case = Case::new(state)
-        .spec(NET, &[H1, H2])
-        .failed(&[H1])
-        .ignore(&[NET]);
+    let case = Case::new(state).spec(NET, &[H1, H2]).failed(&[H1]).ignore(&[NET]);
     let plan = case.plan();
     assert_eq!(case.managed(), ["rtb-a", "rtb-b"]);
     assert_eq!(plan.actions, [create("rtb-b", NET, target(H2))]);
@@ -1118,18 +759,11 @@ fn gateway_routes_are_never_touched_nor_duplicated() {
         .spec(NET, &[H3])
         .plan();
     assert_eq!(plan.actions, [create("rtb-b", NET, target(H3))]);
-    let held = |net: &str, t: &str| Notice::HeldByOtherTarget {
-        rtb: "rtb-b".into(),
-        cidr: cidr(net),
-        target: t.into(),
-    };
+    let held =
+        |net: &str, t: &str| Notice::HeldByOtherTarget { rtb: "rtb-b".into(), cidr: cidr(net), target: t.into() };
     assert_eq!(
         plan.notices,
-        notices([
-            held("0.0.0.0/0", "igw-1"),
-            held("10.0.0.0/16", "local"),
-            held("10.7.0.0/16", "unknown target")
-        ])
+        notices([held("0.0.0.0/0", "igw-1"), held("10.0.0.0/16", "local"), held("10.7.0.0/16", "unknown target")])
     );
     assert_eq!(plan.routes, routes(&[("rtb-b", NET, Some(H3))]));
 }
@@ -1143,34 +777,18 @@ fn gateway_routes_not_in_the_spec_are_silent() {
 
 #[test]
 fn ipv6_and_malformed_destinations_are_ignored() {
-    let odd = vec![
-        route(None, Some("i-1"), None),
-        instance_route("10.1.0.1/16", "i-1"),
-    ];
+    let odd = vec![route(None, Some("i-1"), None), instance_route("10.1.0.1/16", "i-1")];
     let state = with_routes(vpc(), "rtb-a", odd);
-    let plan = Case::new(state)
-        .spec(NET, &[H1])
-        .ignore(&["10.0.0.0/8"])
-        .plan();
+    let plan = Case::new(state).spec(NET, &[H1]).ignore(&["10.0.0.0/8"]).plan();
     assert_eq!(plan.actions, [create("rtb-a", NET, target(H1))]);
     assert_eq!(plan.routes, routes(&[("rtb-a", NET, Some(H1))]));
 }
 
 #[test]
 fn cidrs_compare_by_value() {
-    let state = with_routes(
-        vpc(),
-        "rtb-a",
-        vec![aws_route("10.1.0.0/16", "i-1", "eni-1")],
-    );
+    let state = with_routes(vpc(), "rtb-a", vec![aws_route("10.1.0.0/16", "i-1", "eni-1")]);
     let mut case = Case::new(state);
-    case.spec = vec![(
-        Cidr {
-            addr: Ipv4Addr::new(10, 1, 0, 0),
-            len: 16,
-        },
-        vec![ip(H1)],
-    )];
+    case.spec = vec![(Cidr { addr: Ipv4Addr::new(10, 1, 0, 0), len: 16 }, vec![ip(H1)])];
     let plan = case.plan();
     assert_eq!(plan.actions, []);
     assert_eq!(plan.routes, routes(&[("rtb-a", "10.1.0.0/16", Some(H1))]));
@@ -1212,7 +830,11 @@ fn generated_plans_are_safe_to_run_as_one_parallel_wave() {
         let keys: BTreeSet<(String, Cidr)> = plan.actions.iter().map(|a| (a.rtb().to_string(), a.cidr())).collect();
         assert_eq!(keys.len(), plan.actions.len(), "case {case_no}: {:?}", plan.actions);
         // Outages first, deletes last.
-        assert!(plan.actions.windows(2).all(|w| w[0].priority() <= w[1].priority()), "case {case_no}: {:?}", plan.actions);
+        assert!(
+            plan.actions.windows(2).all(|w| w[0].priority() <= w[1].priority()),
+            "case {case_no}: {:?}",
+            plan.actions
+        );
         // Never a move onto a failed router, nor onto one outside the CIDR's candidates.
         for a in &plan.actions {
             if let Some(r) = a.new_router() {
@@ -1226,11 +848,19 @@ fn generated_plans_are_safe_to_run_as_one_parallel_wave() {
         let mut after = case.clone();
         after.state = apply(&case.state, &plan);
         for (cidr, _) in &case.spec {
-            let routers: BTreeSet<Option<Ipv4Addr>> = plan.routes.iter().filter(|((_, c), _)| c == cidr).map(|(_, r)| *r).collect();
-            assert!(routers.len() <= 1 || plan.notices.contains(&Notice::NoAvailableRouter { cidr: *cidr }), "case {case_no}: {cidr} on {routers:?}");
+            let routers: BTreeSet<Option<Ipv4Addr>> =
+                plan.routes.iter().filter(|((_, c), _)| c == cidr).map(|(_, r)| *r).collect();
+            assert!(
+                routers.len() <= 1 || plan.notices.contains(&Notice::NoAvailableRouter { cidr: *cidr }),
+                "case {case_no}: {cidr} on {routers:?}"
+            );
         }
         let again = after.plan_seeded(case_no + 1);
-        let moves: Vec<&RouteAction> = again.actions.iter().filter(|a| !matches!(a, RouteAction::Replace { reason: ReplaceReason::NotEligible, .. })).collect();
+        let moves: Vec<&RouteAction> = again
+            .actions
+            .iter()
+            .filter(|a| !matches!(a, RouteAction::Replace { reason: ReplaceReason::NotEligible, .. }))
+            .collect();
         assert!(moves.is_empty(), "case {case_no}: not converged after one wave: {moves:?}\nfirst: {:?}", plan.actions);
     }
 }
@@ -1256,21 +886,17 @@ fn a_move_takes_the_router_chosen_before_when_it_is_healthy() {
     let plan = case.clone().preferred(NET, H3).questionable(&[H3]).plan();
     assert_eq!(plan.actions[0].new_router(), Some(ip(H2)));
     // A healthy route never moves to the preferred router (no fail-back).
-    let healthy = Case::new(with_routes(vpc(), "rtb-a", vec![instance_route(NET, "i-2")])).spec(NET, &[H1, H2, H3]).preferred(NET, H3);
+    let healthy = Case::new(with_routes(vpc(), "rtb-a", vec![instance_route(NET, "i-2")]))
+        .spec(NET, &[H1, H2, H3])
+        .preferred(NET, H3);
     assert!(healthy.plan().actions.iter().all(|a| a.rtb() != "rtb-a"), "{:?}", healthy.plan().actions);
 }
 
 #[test]
 fn actions_run_outages_first_then_creates_then_replacements_then_deletes() {
     let state = with_routes(vpc(), "rtb-b", vec![instance_route("10.5.0.0/16", "i-3")]);
-    let state = with_routes(
-        state,
-        "rtb-a",
-        vec![
-            instance_route("10.6.0.0/16", "i-1"),
-            aws_route(NET8, "i-2", "eni-2"),
-        ],
-    );
+    let state =
+        with_routes(state, "rtb-a", vec![instance_route("10.6.0.0/16", "i-1"), aws_route(NET8, "i-2", "eni-2")]);
     let plan = Case::new(state).spec(NET, &[H1]).spec(NET8, &[H3]).plan();
     assert_eq!(
         plan.actions,
@@ -1278,13 +904,7 @@ fn actions_run_outages_first_then_creates_then_replacements_then_deletes() {
             create("rtb-b", NET8, target(H3)),
             create("rtb-a", NET, target(H1)),
             create("rtb-b", NET, target(H1)),
-            replace(
-                "rtb-a",
-                NET8,
-                target(H3),
-                Some(H2),
-                ReplaceReason::NotEligible
-            ),
+            replace("rtb-a", NET8, target(H3), Some(H2), ReplaceReason::NotEligible),
             delete("rtb-a", "10.6.0.0/16", Some(H1)),
             delete("rtb-b", "10.5.0.0/16", Some(H3)),
         ]
@@ -1302,12 +922,7 @@ fn moto_vpc() -> VpcState {
     VpcState {
         vpc_id: "vpc-moto".into(),
         subnets: vec!["subnet-1".into(), "subnet-2".into()],
-        route_tables: vec![table(
-            "rtb-1",
-            true,
-            &["subnet-1", "subnet-2"],
-            vec![local()],
-        )],
+        route_tables: vec![table("rtb-1", true, &["subnet-1", "subnet-2"], vec![local()])],
         instances: vec![
             instance("i-1", vec![eni("eni-1", "subnet-1", 0, &[I1, "10.9.9.9"])]),
             instance("i-2", vec![eni("eni-2", "subnet-2", 0, &[I2])]),
@@ -1323,31 +938,15 @@ fn process_route_spec_config_sequence() {
         [RouteAction::Create { rtb, target, .. }] if rtb == "rtb-1" => target.clone(),
         other => panic!("unexpected {other:?}"),
     };
-    let (x, y) = if first.ip == ip(I1) {
-        (I1, I2)
-    } else {
-        (I2, I1)
-    };
+    let (x, y) = if first.ip == ip(I1) { (I1, I2) } else { (I2, I1) };
     let net = "10.1.0.0/16";
 
     case = case.questionable(&[x]);
-    let want = replace(
-        "rtb-1",
-        net,
-        t(y),
-        Some(x),
-        ReplaceReason::RouterQuestionable,
-    );
+    let want = replace("rtb-1", net, t(y), Some(x), ReplaceReason::RouterQuestionable);
     assert_eq!(case.step(1).actions, [want]);
 
     case = case.questionable(&[y]);
-    let want = replace(
-        "rtb-1",
-        net,
-        t(x),
-        Some(y),
-        ReplaceReason::RouterQuestionable,
-    );
+    let want = replace("rtb-1", net, t(x), Some(y), ReplaceReason::RouterQuestionable);
     assert_eq!(case.step(2).actions, [want]);
 
     case = case.questionable(&[]).failed(&[x]);
@@ -1363,20 +962,11 @@ fn process_route_spec_config_sequence() {
     case.spec.clear();
     case = case.spec("10.2.0.0/16", &[I1]);
     let plan = case.step(5);
-    assert_eq!(
-        plan.actions,
-        [
-            create("rtb-1", "10.2.0.0/16", t(I1)),
-            delete("rtb-1", net, Some(y))
-        ]
-    );
+    assert_eq!(plan.actions, [create("rtb-1", "10.2.0.0/16", t(I1)), delete("rtb-1", net, Some(y))]);
 
     case.spec.clear();
     case = case.spec("10.3.0.0/16", &[I1]).ignore(&["10.2.0.0/16"]);
-    assert_eq!(
-        case.step(6).actions,
-        [create("rtb-1", "10.3.0.0/16", t(I1))]
-    );
+    assert_eq!(case.step(6).actions, [create("rtb-1", "10.3.0.0/16", t(I1))]);
     assert_eq!(case.plan().actions, []);
 }
 
@@ -1386,28 +976,16 @@ fn update_existing_routes_cases() {
     let net = "10.9.0.0/16";
     let on_i1 = with_routes(moto_vpc(), "rtb-1", vec![aws_route(net, "i-1", "eni-1")]);
 
-    let protected = Case::new(on_i1.clone())
-        .spec(NET8, &[I1])
-        .ignore(&["10.0.0.0/8"])
-        .plan();
+    let protected = Case::new(on_i1.clone()).spec(NET8, &[I1]).ignore(&["10.0.0.0/8"]).plan();
     assert_eq!(protected.actions, [create("rtb-1", NET8, t(I1))]);
 
     let not_instance = with_routes(moto_vpc(), "rtb-1", vec![gateway_route(net, "vgw-1")]);
-    assert_eq!(
-        Case::new(not_instance).spec(NET8, &[I1]).plan().actions,
-        [create("rtb-1", NET8, t(I1))]
-    );
+    assert_eq!(Case::new(not_instance).spec(NET8, &[I1]).plan().actions, [create("rtb-1", NET8, t(I1))]);
 
-    let emptied = Case::new(on_i1.clone())
-        .spec(net, &[])
-        .spec(NET8, &[I2])
-        .plan();
+    let emptied = Case::new(on_i1.clone()).spec(net, &[]).spec(NET8, &[I2]).plan();
     assert_eq!(emptied.actions.last(), Some(&delete("rtb-1", net, Some(I1))));
 
-    let only_failed = Case::new(on_i1.clone())
-        .spec(net, &[I2])
-        .failed(&[I2])
-        .plan();
+    let only_failed = Case::new(on_i1.clone()).spec(net, &[I2]).failed(&[I2]).plan();
     assert_eq!(only_failed.actions, []);
     assert_eq!(only_failed.notices, notices([no_router(net)]));
 
@@ -1433,11 +1011,7 @@ fn add_missing_routes_cases() {
 #[test]
 fn multi_address_secondary_ip_is_found() {
     let plan = Case::new(moto_vpc()).spec(NET, &["10.9.9.9"]).plan();
-    let want = RouterTarget {
-        ip: ip("10.9.9.9"),
-        instance_id: "i-1".into(),
-        eni_id: "eni-1".into(),
-    };
+    let want = RouterTarget { ip: ip("10.9.9.9"), instance_id: "i-1".into(), eni_id: "eni-1".into() };
     assert_eq!(plan.actions, [create("rtb-1", NET, want)]);
     assert!(plan.notices.is_empty());
 }

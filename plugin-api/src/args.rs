@@ -106,7 +106,12 @@ impl PluginArgs {
     }
 
     /// `--name` in seconds: `default` when absent; the error names the option and range.
-    pub fn seconds(&self, name: &str, default: f64, range: std::ops::RangeInclusive<f64>) -> Result<std::time::Duration, String> {
+    pub fn seconds(
+        &self,
+        name: &str,
+        default: f64,
+        range: std::ops::RangeInclusive<f64>,
+    ) -> Result<std::time::Duration, String> {
         let secs = self.parse::<f64>(name)?.unwrap_or(default);
         if !secs.is_finite() || !range.contains(&secs) {
             return Err(format!(

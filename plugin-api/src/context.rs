@@ -112,19 +112,11 @@ pub struct HttpResponse {
 impl HttpResponse {
     /// A JSON answer.
     pub fn json(status: u16, body: impl Into<String>) -> Self {
-        HttpResponse {
-            status,
-            content_type: "application/json".into(),
-            body: body.into().into_bytes().into(),
-        }
+        HttpResponse { status, content_type: "application/json".into(), body: body.into().into_bytes().into() }
     }
     /// A plain-text answer.
     pub fn text(status: u16, body: impl Into<String>) -> Self {
-        HttpResponse {
-            status,
-            content_type: "text/plain; charset=utf-8".into(),
-            body: body.into().into_bytes().into(),
-        }
+        HttpResponse { status, content_type: "text/plain; charset=utf-8".into(), body: body.into().into_bytes().into() }
     }
 }
 
@@ -146,12 +138,7 @@ pub trait HttpRegistry: Send + Sync + Clone {
     /// Routes `method` requests for exact `path` (e.g. `GET`, `/route_spec`) to `handler`.
     /// Fails when the path is taken by the host or another plugin.
     #[sabi(last_prefix_field)]
-    fn register(
-        &self,
-        method: RStr<'_>,
-        path: RStr<'_>,
-        handler: HttpHandlerBox,
-    ) -> RResult<(), RString>;
+    fn register(&self, method: RStr<'_>, path: RStr<'_>, handler: HttpHandlerBox) -> RResult<(), RString>;
 }
 
 /// A shared handle to the host's HTTP registry.

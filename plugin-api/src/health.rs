@@ -260,7 +260,9 @@ impl<C: CheckHost> Each<C> {
                         if left.is_zero() {
                             continue;
                         }
-                        let outcome = guard("check", || Ok(check.check(host, left))).into_result().unwrap_or_else(|e| Err(e.into()));
+                        let outcome = guard("check", || Ok(check.check(host, left)))
+                            .into_result()
+                            .unwrap_or_else(|e| Err(e.into()));
                         if result_tx.send((host, round.number, outcome)).is_err() {
                             return;
                         }
@@ -358,7 +360,15 @@ pub struct Tracker {
 impl Tracker {
     /// A tracker whose probes time out after `timeout` and whose failures last `hold`.
     pub fn new(timeout: Duration, hold: Duration) -> Tracker {
-        Tracker { timeout, hold, hosts: BTreeMap::new(), rounds: VecDeque::new(), next_round: 0, checks: 0, failures: 0 }
+        Tracker {
+            timeout,
+            hold,
+            hosts: BTreeMap::new(),
+            rounds: VecDeque::new(),
+            next_round: 0,
+            checks: 0,
+            failures: 0,
+        }
     }
 
     /// Replaces the host list; hosts that stay keep their state.
@@ -648,7 +658,10 @@ impl<P: Prober> Runner<P> {
                 next_round += self.period;
                 if next_round <= now {
                     lock(&self.shared).late_rounds += 1;
-                    self.log.warn(format!("A round for {} hosts started late; restarting the schedule", self.tracker.len()));
+                    self.log.warn(format!(
+                        "A round for {} hosts started late; restarting the schedule",
+                        self.tracker.len()
+                    ));
                     next_round = now + self.period;
                 }
             }
@@ -714,7 +727,8 @@ pub fn start<T: HealthPlugin>(
         return Err(format!("plugin '{}' has a zero check interval", T::NAME));
     }
     let k = schedule.probes_per_interval.max(1);
-    let shared = Arc::new(Mutex::new(Shared { probes_per_interval: k, details: serde_json::json!({}), ..Shared::default() }));
+    let shared =
+        Arc::new(Mutex::new(Shared { probes_per_interval: k, details: serde_json::json!({}), ..Shared::default() }));
     let runner = Runner {
         prober,
         schedule,
@@ -728,7 +742,13 @@ pub fn start<T: HealthPlugin>(
     };
     let workers = Workers::default();
     workers.spawn(&format!("health-{}", T::NAME), move |stop| runner.run(hosts, reports, stop))?;
-    let running = Running::<T> { schedule, shared, workers, params: declared_params::<T>(args), plugin: std::marker::PhantomData };
+    let running = Running::<T> {
+        schedule,
+        shared,
+        workers,
+        params: declared_params::<T>(args),
+        plugin: std::marker::PhantomData,
+    };
     Ok(HealthBox::from_value(running, TD_Opaque))
 }
 
@@ -851,7 +871,11 @@ mod tests {
         assert_eq!(t.apply(&mut ans, t0), vec![Change::Failed(a, "listed".into())]);
         assert_eq!(t.expire(t0 + Duration::from_secs(1)), vec![], "verdicts settle the outstanding round");
         let r = t.report(t0 + Duration::from_secs(5));
-        assert_eq!((r.failed.into_vec(), r.questionable.into_vec()), (vec![a], vec![b]), "down stays failed without a hold-down");
+        assert_eq!(
+            (r.failed.into_vec(), r.questionable.into_vec()),
+            (vec![a], vec![b]),
+            "down stays failed without a hold-down"
+        );
         ans.healthy(a);
         ans.failed(b, "listed");
         t.apply(&mut ans, t0 + Duration::from_secs(6));
@@ -947,8 +971,12 @@ mod tests {
             each.wait(Instant::now() + Duration::from_millis(20), &mut answers);
         }
         let took = t0.elapsed();
-        assert!(took >= Duration::from_millis(200) && took < Duration::from_millis(600), "8 checks of 100 ms on 4 threads: {took:?}");
-        let downs: Vec<Ipv4> = answers.items.iter().filter_map(|a| if let Answer::Down(h, ..) = a { Some(*h) } else { None }).collect();
+        assert!(
+            took >= Duration::from_millis(200) && took < Duration::from_millis(600),
+            "8 checks of 100 ms on 4 threads: {took:?}"
+        );
+        let downs: Vec<Ipv4> =
+            answers.items.iter().filter_map(|a| if let Answer::Down(h, ..) = a { Some(*h) } else { None }).collect();
         assert_eq!(downs, vec![ip("10.0.0.2")]);
     }
 }

@@ -101,7 +101,9 @@ impl RouteSpec {
                 return Err(SpecError::DuplicateCidr { key: cidr.to_string(), other: cidr.to_string() });
             }
         }
-        Ok(RouteSpec { routes: out.into_iter().map(|(cidr, hosts)| RouteEntry { cidr, hosts: hosts.into() }).collect() })
+        Ok(RouteSpec {
+            routes: out.into_iter().map(|(cidr, hosts)| RouteEntry { cidr, hosts: hosts.into() }).collect(),
+        })
     }
 
     /// Parses and validates a JSON route spec.
@@ -158,7 +160,11 @@ where
             let addr = Ipv4::parse(h).ok_or_else(|| SpecError::Host {
                 key: key.into(),
                 value: h.into(),
-                reason: if h.contains('/') { "; write the address without a prefix length".into() } else { String::new() },
+                reason: if h.contains('/') {
+                    "; write the address without a prefix length".into()
+                } else {
+                    String::new()
+                },
             })?;
             list.push(addr);
         }
@@ -217,7 +223,10 @@ mod tests {
         .unwrap();
         assert_eq!(spec.routes.len(), 2);
         assert_eq!(hosts(&spec, "10.66.17.0/24"), ["10.33.20.93", "10.33.30.22"]);
-        assert_eq!(spec.to_json(), r#"{"10.55.16.0/24":["10.33.20.142"],"10.66.17.0/24":["10.33.20.93","10.33.30.22"]}"#);
+        assert_eq!(
+            spec.to_json(),
+            r#"{"10.55.16.0/24":["10.33.20.142"],"10.66.17.0/24":["10.33.20.93","10.33.30.22"]}"#
+        );
     }
 
     #[test]
@@ -231,7 +240,18 @@ mod tests {
         for ok in ["192.168.0.0/16", "128.0.0.0/1", "192.168.0.0/32", "0.0.0.0/0"] {
             assert!(parse_cidr(ok).is_ok(), "{ok}");
         }
-        for bad in ["1.1.1.0", "1.1.1.0/", "1.1.1.0/-1", "1.1.1.0/33", "192.168.1.1111/32", "::/0", "10/8", "10.0.0.0/255.0.0.0", "10.0.0.0/+8", " 10.0.0.0/8"] {
+        for bad in [
+            "1.1.1.0",
+            "1.1.1.0/",
+            "1.1.1.0/-1",
+            "1.1.1.0/33",
+            "192.168.1.1111/32",
+            "::/0",
+            "10/8",
+            "10.0.0.0/255.0.0.0",
+            "10.0.0.0/+8",
+            " 10.0.0.0/8",
+        ] {
             assert!(parse_cidr(bad).is_err(), "{bad}");
         }
     }
@@ -247,7 +267,9 @@ mod tests {
 
     #[test]
     fn hosts_are_strict_ipv4() {
-        for bad in ["192.168.1.1111", "192.168.1.", "292.168.1.1", "10.1", "010.001.1.1", "10.0.0.1 ", "::1", "0x0a000001", ""] {
+        for bad in
+            ["192.168.1.1111", "192.168.1.", "292.168.1.1", "10.1", "010.001.1.1", "10.0.0.1 ", "::1", "0x0a000001", ""]
+        {
             let text = serde_json::json!({"10.0.0.0/8": [bad]}).to_string();
             let err = parse_json(&text).unwrap_err();
             assert!(matches!(err, SpecError::Host { .. }), "{bad}: {err}");
@@ -277,7 +299,8 @@ mod tests {
 
     #[test]
     fn specs_are_canonical_and_all_hosts_is_sorted() {
-        let spec = from_pairs([("10.2.0.0/16", vec!["10.0.0.10", "10.0.0.9"]), ("10.1.0.0/16", vec!["10.0.0.9"])]).unwrap();
+        let spec =
+            from_pairs([("10.2.0.0/16", vec!["10.0.0.10", "10.0.0.9"]), ("10.1.0.0/16", vec!["10.0.0.9"])]).unwrap();
         assert_eq!(spec.check(), Ok(()));
         let all: Vec<_> = spec.all_hosts().hosts.iter().map(|s| s.to_string()).collect();
         assert_eq!(all, ["10.0.0.9", "10.0.0.10"]);

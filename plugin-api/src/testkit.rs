@@ -94,7 +94,12 @@ impl HttpRegistry for NoHttp {
 struct NoLoader;
 
 impl PluginLoader for NoLoader {
-    fn start_health(&self, name: RStr<'_>, _h: RReceiver<HostList>, _r: RSender<HealthReport>) -> RResult<HealthBox, RString> {
+    fn start_health(
+        &self,
+        name: RStr<'_>,
+        _h: RReceiver<HostList>,
+        _r: RSender<HealthReport>,
+    ) -> RResult<HealthBox, RString> {
         RResult::RErr(format!("no plugin loader in tests (plugin {name})").into())
     }
 }

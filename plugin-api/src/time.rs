@@ -42,7 +42,8 @@ mod tests {
 
     #[test]
     fn backoff_doubles_up_to_the_cap_with_equal_jitter() {
-        let ms = |failures, jitter| backoff(Duration::from_secs(1), Duration::from_secs(30), failures, jitter).as_millis();
+        let ms =
+            |failures, jitter| backoff(Duration::from_secs(1), Duration::from_secs(30), failures, jitter).as_millis();
         assert_eq!([0, 1, 2, 3, 5, 6, 40].map(|f| ms(f, 1.0)), [1000, 1000, 2000, 4000, 16_000, 30_000, 30_000]);
         assert_eq!((ms(3, 0.0), ms(3, 0.5), ms(3, 7.0), ms(3, -1.0)), (2000, 3000, 4000, 2000));
     }

@@ -260,14 +260,19 @@ impl<T: WatcherPlugin> Watcher for Running<T> {
         guard(&format!("plugin '{}' reload", T::NAME), || self.plugin.reload())
     }
     fn stop(&self, within_ms: u64) -> RResult<(), RString> {
-        let stopped = guard(&format!("plugin '{}' stop", T::NAME), || self.workers.stop(Duration::from_millis(within_ms)));
+        let stopped =
+            guard(&format!("plugin '{}' stop", T::NAME), || self.workers.stop(Duration::from_millis(within_ms)));
         self.sink.close();
         stopped
     }
 }
 
 /// Starts watcher `T` (the SDK's half of [`crate::export_plugin!`]; tests use it too).
-pub fn start<T: WatcherPlugin>(args: &PluginArgs, ctx: PluginContext, specs: RSender<RouteSpec>) -> Result<WatcherBox, String> {
+pub fn start<T: WatcherPlugin>(
+    args: &PluginArgs,
+    ctx: PluginContext,
+    specs: RSender<RouteSpec>,
+) -> Result<WatcherBox, String> {
     let sink = SpecSink::new(specs, ctx.log.clone());
     let workers = Arc::new(Workers::default());
     let run = WatcherRun { ctx, sink: sink.clone(), workers: workers.clone() };
@@ -389,6 +394,9 @@ mod tests {
         assert!(recv_within(&h.specs, Duration::from_secs(2)).is_some());
         h.stop().unwrap();
         assert!(ends(&h));
-        assert_eq!(h.watcher.status().stats, PluginStats::Watcher(WatcherStats { specs_sent: 1, ..Default::default() }));
+        assert_eq!(
+            h.watcher.status().stats,
+            PluginStats::Watcher(WatcherStats { specs_sent: 1, ..Default::default() })
+        );
     }
 }

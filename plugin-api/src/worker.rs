@@ -113,10 +113,7 @@ impl Workers {
         let mut workers = std::mem::take(&mut *self.locked());
         workers.iter_mut().for_each(|w| drop(w.stop.take()));
         let deadline = Instant::now() + within;
-        let errors: Vec<String> = workers
-            .iter_mut()
-            .filter_map(|w| w.stop_by(deadline, within).err())
-            .collect();
+        let errors: Vec<String> = workers.iter_mut().filter_map(|w| w.stop_by(deadline, within).err()).collect();
         if errors.is_empty() {
             Ok(())
         } else {

@@ -22,7 +22,8 @@ use vpcrouter_plugin_api::RouteSpec;
 
 /// A decimal octet: 1 to 3 digits, no leading zero, at most 255.
 fn ref_octet(s: &str) -> Option<u32> {
-    let ok = !s.is_empty() && s.len() <= 3 && s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0'));
+    let ok =
+        !s.is_empty() && s.len() <= 3 && s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0'));
     let n = if ok { s.parse::<u32>().ok()? } else { return None };
     (n <= 255).then_some(n)
 }
@@ -45,7 +46,13 @@ fn ref_cidr(s: &str) -> Option<(u32, u8)> {
         return None;
     }
     let digits = l.trim_start_matches('0');
-    let len: u8 = if digits.is_empty() { 0 } else if digits.len() > 2 { return None } else { digits.parse().ok()? };
+    let len: u8 = if digits.is_empty() {
+        0
+    } else if digits.len() > 2 {
+        return None;
+    } else {
+        digits.parse().ok()?
+    };
     if len > 32 {
         return None;
     }
@@ -70,7 +77,12 @@ fn ref_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, Vec<Option<&'a str>>)
     }
     Some(
         out.into_iter()
-            .map(|((ip, len), hosts)| (format!("{}/{len}", Ipv4Addr::from(ip)), hosts.into_iter().map(|h| Ipv4Addr::from(h).to_string()).collect()))
+            .map(|((ip, len), hosts)| {
+                (
+                    format!("{}/{len}", Ipv4Addr::from(ip)),
+                    hosts.into_iter().map(|h| Ipv4Addr::from(h).to_string()).collect(),
+                )
+            })
             .collect(),
     )
 }
@@ -93,9 +105,12 @@ fn canon(spec: &RouteSpec) -> Canon {
 fn justified(err: &SpecError, pairs: &[(&str, Vec<Option<&str>>)], raw_host: impl Fn(&str, &str) -> bool) -> bool {
     let text = err.to_string();
     match err {
-        SpecError::Cidr { key, .. } => pairs.iter().any(|(k, _)| k == key) && ref_cidr(key).is_none() && text.contains(&format!("'{key}'")),
+        SpecError::Cidr { key, .. } => {
+            pairs.iter().any(|(k, _)| k == key) && ref_cidr(key).is_none() && text.contains(&format!("'{key}'"))
+        }
         SpecError::DuplicateCidr { key, other } => {
-            let same = ref_cidr(key).is_some() && ref_cidr(key) == ref_cidr(other) && key != other || pairs.iter().filter(|(k, _)| k == key).count() > 1;
+            let same = ref_cidr(key).is_some() && ref_cidr(key) == ref_cidr(other) && key != other
+                || pairs.iter().filter(|(k, _)| k == key).count() > 1;
             same && text.contains(&format!("'{key}'")) && text.contains(&format!("'{other}'"))
         }
         SpecError::Host { key, value, .. } => {
@@ -160,7 +175,8 @@ fn json_value() -> impl Strategy<Value = Value> {
     leaf().prop_recursive(3, 24, 5, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
-            prop::collection::btree_map(cidr_ish(), inner, 0..5).prop_map(|m| Value::Object(m.into_iter().collect::<Map<_, _>>())),
+            prop::collection::btree_map(cidr_ish(), inner, 0..5)
+                .prop_map(|m| Value::Object(m.into_iter().collect::<Map<_, _>>())),
         ]
     })
 }
@@ -220,7 +236,10 @@ fn run<S: Strategy>(name: &str, strategy: S, check: impl Fn(S::Value) -> Result<
     let result = runner.run(&strategy, check);
     let secs = t.elapsed().as_secs_f64();
     let valid = ACCEPTED.with(|a| a.get());
-    println!("property {name}: {n} inputs ({valid} valid) in {secs:.2} s ({:.1} µs each)", secs * 1e6 / f64::from(n.max(1)));
+    println!(
+        "property {name}: {n} inputs ({valid} valid) in {secs:.2} s ({:.1} µs each)",
+        secs * 1e6 / f64::from(n.max(1))
+    );
     if let Err(e) = result {
         panic!("{name}: {e}");
     }
@@ -233,7 +252,9 @@ fn check_value(v: &Value, parsed: Result<RouteSpec, SpecError>) -> Result<(), Te
             accepted();
             prop_assert_eq!(canon(&got), want);
         }
-        (None, Ok(got)) => return Err(TestCaseError::fail(format!("accepted an invalid spec {v} as {}", got.to_json()))),
+        (None, Ok(got)) => {
+            return Err(TestCaseError::fail(format!("accepted an invalid spec {v} as {}", got.to_json())))
+        }
         (Some(_), Err(e)) => return Err(TestCaseError::fail(format!("rejected a valid spec {v}: {e}"))),
         (None, Err(e)) => match (v.as_object(), &e) {
             (None, SpecError::NotObject(_)) => {}
@@ -241,13 +262,19 @@ fn check_value(v: &Value, parsed: Result<RouteSpec, SpecError>) -> Result<(), Te
             (Some(obj), _) => {
                 let pairs: Vec<(&str, Vec<Option<&str>>)> = obj
                     .iter()
-                    .map(|(k, h)| (k.as_str(), h.as_array().map_or_else(Vec::new, |a| a.iter().map(Value::as_str).collect())))
+                    .map(|(k, h)| {
+                        (k.as_str(), h.as_array().map_or_else(Vec::new, |a| a.iter().map(Value::as_str).collect()))
+                    })
                     .collect();
                 let raw_host = |key: &str, value: &str| {
-                    obj.get(key).and_then(Value::as_array).is_some_and(|a| a.iter().any(|h| h.as_str().map_or_else(|| h.to_string(), str::to_string) == value))
+                    obj.get(key).and_then(Value::as_array).is_some_and(|a| {
+                        a.iter().any(|h| h.as_str().map_or_else(|| h.to_string(), str::to_string) == value)
+                    })
                 };
                 let ok = match &e {
-                    SpecError::NotList { key, .. } => obj.get(key).is_some_and(|h| !h.is_array()) && e.to_string().contains(&format!("'{key}'")),
+                    SpecError::NotList { key, .. } => {
+                        obj.get(key).is_some_and(|h| !h.is_array()) && e.to_string().contains(&format!("'{key}'"))
+                    }
                     _ => justified(&e, &pairs, raw_host),
                 };
                 prop_assert!(ok, "error does not name what is wrong in {}: {}", v, e);
@@ -291,7 +318,8 @@ fn raw_pairs_are_accepted_exactly_when_valid_and_canonical() {
             (None, Ok(got)) => return Err(TestCaseError::fail(format!("accepted {raw:?} as {}", got.to_json()))),
             (Some(_), Err(e)) => return Err(TestCaseError::fail(format!("rejected valid {raw:?}: {e}"))),
             (None, Err(e)) => {
-                let raw_host = |key: &str, value: &str| pairs.iter().any(|(k, hs)| *k == key && hs.contains(&Some(value)));
+                let raw_host =
+                    |key: &str, value: &str| pairs.iter().any(|(k, hs)| *k == key && hs.contains(&Some(value)));
                 prop_assert!(justified(&e, &pairs, raw_host), "error does not name what is wrong in {:?}: {}", raw, e);
             }
         }

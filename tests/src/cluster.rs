@@ -27,7 +27,14 @@ impl Instance {
 
     /// Like [`Instance::start`] with EC2 at `endpoint` (e.g. a fault proxy in front of
     /// `moto`); `args` must name the region and VPC (`-r`, `-v`) themselves.
-    pub fn start_via(moto: &Moto, endpoint: &str, etcd: &str, id: &str, ttl_secs: u64, args: &[&str]) -> anyhow::Result<Instance> {
+    pub fn start_via(
+        moto: &Moto,
+        endpoint: &str,
+        etcd: &str,
+        id: &str,
+        ttl_secs: u64,
+        args: &[&str],
+    ) -> anyhow::Result<Instance> {
         let ttl = ttl_secs.to_string();
         let mut all = vec!["--cluster-etcd", etcd, "--instance-id", id, "--cluster-lease-ttl", ttl.as_str()];
         all.extend_from_slice(args);
@@ -55,7 +62,9 @@ impl Instance {
         let ops = ["CreateRoute", "ReplaceRoute", "DeleteRoute"];
         Some(
             text.lines()
-                .filter(|l| ops.iter().any(|op| l.starts_with(&format!("vpcrouter_ec2_calls_total{{operation=\"{op}\"}}"))))
+                .filter(|l| {
+                    ops.iter().any(|op| l.starts_with(&format!("vpcrouter_ec2_calls_total{{operation=\"{op}\"}}")))
+                })
                 .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
                 .sum::<f64>() as u64,
         )
@@ -81,7 +90,12 @@ pub fn wait_one_leader(instances: &[&Instance], timeout: Duration) -> anyhow::Re
 
 /// Waits until one of `instances` reports itself leader, asking every `poll`; returns its
 /// index and the time it took from `since`.
-pub fn wait_new_leader(instances: &[&Instance], since: Instant, timeout: Duration, poll: Duration) -> anyhow::Result<(usize, Duration)> {
+pub fn wait_new_leader(
+    instances: &[&Instance],
+    since: Instant,
+    timeout: Duration,
+    poll: Duration,
+) -> anyhow::Result<(usize, Duration)> {
     wait_for_every(poll, timeout, "a new leader", || {
         (0..instances.len()).find(|&i| instances[i].role().as_deref() == Some("leader")).map(|i| (i, since.elapsed()))
     })

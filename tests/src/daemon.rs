@@ -72,7 +72,8 @@ impl Daemon {
         if port_arg(args).is_none() {
             all.extend(["-p", port_text.as_str()]);
         }
-        let child = command(Some(moto), &all).env("AWS_ENDPOINT_URL", endpoint).stdout(log.try_clone()?).stderr(log).spawn()?;
+        let child =
+            command(Some(moto), &all).env("AWS_ENDPOINT_URL", endpoint).stdout(log.try_clone()?).stderr(log).spawn()?;
         Ok(Daemon { child: Some(child), log_path, port, _dir: dir })
     }
 

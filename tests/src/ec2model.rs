@@ -116,7 +116,11 @@ impl std::fmt::Debug for Limiter {
 
 /// A full token bucket for `b`.
 fn bucket(b: Bucket, what: &str) -> anyhow::Result<Ratelimiter> {
-    anyhow::ensure!(b.rate.is_finite() && b.rate >= 0.001, "{what} bucket: rate {} must be at least 0.001 per second", b.rate);
+    anyhow::ensure!(
+        b.rate.is_finite() && b.rate >= 0.001,
+        "{what} bucket: rate {} must be at least 0.001 per second",
+        b.rate
+    );
     anyhow::ensure!(b.burst >= 1, "{what} bucket: burst must be at least 1");
     let per_period = (b.rate * RATE_PERIOD.as_secs_f64()).round() as u64;
     Ratelimiter::builder(per_period)
@@ -156,7 +160,11 @@ mod tests {
     use super::*;
 
     fn small(burst: u64, rate: f64) -> Model {
-        Model { read_bucket: Bucket { burst: 1000, rate: 1000.0 }, write_bucket: Bucket { burst, rate }, ..Model::documented() }
+        Model {
+            read_bucket: Bucket { burst: 1000, rate: 1000.0 },
+            write_bucket: Bucket { burst, rate },
+            ..Model::documented()
+        }
     }
 
     #[test]
@@ -170,7 +178,10 @@ mod tests {
     #[test]
     fn documented_figures_and_bound() {
         let m = Model::documented();
-        assert_eq!((m.read_bucket.burst, m.read_bucket.rate, m.write_bucket.burst, m.write_bucket.rate), (100, 20.0, 50, 5.0));
+        assert_eq!(
+            (m.read_bucket.burst, m.read_bucket.rate, m.write_bucket.burst, m.write_bucket.rate),
+            (100, 20.0, 50, 5.0)
+        );
         assert_eq!(m.write_bound(40), Duration::from_millis(100));
         assert_eq!(m.write_bound(2000), Duration::from_millis(100) + Duration::from_secs(390));
     }
@@ -180,9 +191,14 @@ mod tests {
         let l = Limiter::new(small(5, 20.0)).expect("model");
         let admitted = (0..8).filter(|_| l.admit("ReplaceRoute") != Admission::Throttle).count();
         assert_eq!(admitted, 5, "a full bucket gives exactly its burst");
-        assert_eq!(l.admit("DescribeVpcs"), Admission::Forward(Duration::from_millis(150)), "reads have their own bucket");
+        assert_eq!(
+            l.admit("DescribeVpcs"),
+            Admission::Forward(Duration::from_millis(150)),
+            "reads have their own bucket"
+        );
         std::thread::sleep(Duration::from_millis(120)); // 2.4 tokens
-        let admitted = (0..4).filter(|_| l.admit("CreateRoute") == Admission::Forward(Duration::from_millis(100))).count();
+        let admitted =
+            (0..4).filter(|_| l.admit("CreateRoute") == Admission::Forward(Duration::from_millis(100))).count();
         assert_eq!(admitted, 2);
     }
 

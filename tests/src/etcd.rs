@@ -52,7 +52,12 @@ impl Etcd {
     pub fn start_cluster(n: usize) -> anyhow::Result<Etcd> {
         let ports = free_ports(2 * n);
         let nodes: Vec<Node> = (0..n)
-            .map(|i| Node { name: format!("n{i}"), client_port: ports[2 * i], peer_port: ports[2 * i + 1], child: None })
+            .map(|i| Node {
+                name: format!("n{i}"),
+                client_port: ports[2 * i],
+                peer_port: ports[2 * i + 1],
+                child: None,
+            })
             .collect();
         let initial_cluster =
             nodes.iter().map(|n| format!("{}=http://127.0.0.1:{}", n.name, n.peer_port)).collect::<Vec<_>>().join(",");
@@ -69,7 +74,10 @@ impl Etcd {
     fn spawn(&mut self, i: usize) -> anyhow::Result<()> {
         let node = &self.nodes[i];
         let data = self.dir.path().join(&node.name);
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join(format!("{}.log", node.name)))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("{}.log", node.name)))?;
         let client = format!("http://127.0.0.1:{}", node.client_port);
         let peer = format!("http://127.0.0.1:{}", node.peer_port);
         let child = Command::new(etcd_binary())
@@ -84,7 +92,12 @@ impl Etcd {
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
-            .map_err(|e| anyhow::anyhow!("cannot start {}: {e} (install etcd-server, or run 'make deps')", etcd_binary().display()))?;
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot start {}: {e} (install etcd-server, or run 'make deps')",
+                    etcd_binary().display()
+                )
+            })?;
         self.nodes[i].child = Some(child);
         Ok(())
     }
@@ -154,7 +167,11 @@ impl Etcd {
         let running: Vec<String> =
             (0..self.nodes.len()).filter(|&i| self.nodes[i].child.is_some()).map(|i| self.endpoint(i)).collect();
         let out = etcdctl(&running.join(","), args)?;
-        anyhow::ensure!(out.status.success(), "etcdctl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        anyhow::ensure!(
+            out.status.success(),
+            "etcdctl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 

@@ -238,7 +238,8 @@ impl FaultProxy {
         let endpoint = format!("http://{addr}");
         let shared = Arc::new(Shared { rng: Mutex::new(0x9E37_79B9_7F4A_7C15), ..Shared::default() });
         let sh = shared.clone();
-        let accept = std::thread::Builder::new().name("faultproxy".into()).spawn(move || accept_loop(listener, sh, upstream))?;
+        let accept =
+            std::thread::Builder::new().name("faultproxy".into()).spawn(move || accept_loop(listener, sh, upstream))?;
         Ok(FaultProxy { endpoint, addr, shared, accept: Some(accept) })
     }
 
@@ -349,7 +350,8 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>, upstream: String) {
             Ok((stream, _)) => {
                 shared.connections.fetch_add(1, Ordering::Relaxed);
                 let (sh, up) = (shared.clone(), upstream.clone());
-                let _ = std::thread::Builder::new().name("faultproxy-conn".into()).spawn(move || serve(stream, &sh, &up));
+                let _ =
+                    std::thread::Builder::new().name("faultproxy-conn".into()).spawn(move || serve(stream, &sh, &up));
             }
             Err(_) => std::thread::sleep(Duration::from_millis(5)),
         }
@@ -428,7 +430,8 @@ fn read_chunked(r: &mut impl BufRead) -> std::io::Result<Vec<u8>> {
     loop {
         let mut line = String::new();
         r.read_line(&mut line)?;
-        let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16).map_err(std::io::Error::other)?;
+        let size =
+            usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16).map_err(std::io::Error::other)?;
         if body.len() + size > MAX_BODY {
             return Err(std::io::Error::other("body too large"));
         }
@@ -466,7 +469,11 @@ fn error_response(status: u16, code: &str, message: &str) -> Vec<u8> {
     let body = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error></Errors><RequestID>faultproxy-{status}</RequestID></Response>"
     );
-    format!("HTTP/1.1 {status} {reason}\r\nContent-Type: text/xml;charset=UTF-8\r\nContent-Length: {}\r\n\r\n{body}", body.len()).into_bytes()
+    format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/xml;charset=UTF-8\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
 }
 
 /// Sends `req` to moto on a fresh connection and reads the answer.
@@ -539,4 +546,3 @@ fn serve(stream: TcpStream, shared: &Shared, upstream: &str) {
         }
     }
 }
-

@@ -29,13 +29,15 @@ impl Response {
 
     /// The body parsed as JSON.
     pub fn json(&self) -> anyhow::Result<serde_json::Value> {
-        serde_json::from_str(&self.body).with_context(|| format!("status {}: body is not JSON: {}", self.status, self.body))
+        serde_json::from_str(&self.body)
+            .with_context(|| format!("status {}: body is not JSON: {}", self.status, self.body))
     }
 }
 
 /// Connects to `127.0.0.1:port` with read and write deadlines.
 pub fn connect(port: u16) -> anyhow::Result<TcpStream> {
-    let stream = TcpStream::connect(("127.0.0.1", port)).with_context(|| format!("cannot connect to 127.0.0.1:{port}"))?;
+    let stream =
+        TcpStream::connect(("127.0.0.1", port)).with_context(|| format!("cannot connect to 127.0.0.1:{port}"))?;
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
     Ok(stream)
@@ -44,7 +46,10 @@ pub fn connect(port: u16) -> anyhow::Result<TcpStream> {
 /// Sends one request and reads the whole response.
 pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> anyhow::Result<Response> {
     let mut stream = connect(port)?;
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     for (name, value) in headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
@@ -77,7 +82,11 @@ fn parse(raw: &[u8]) -> anyhow::Result<Response> {
     let head = String::from_utf8_lossy(&raw[..end]).into_owned();
     let mut lines = head.split("\r\n");
     let status_line = lines.next().unwrap_or_default();
-    let status = status_line.split(' ').nth(1).and_then(|s| s.parse().ok()).with_context(|| format!("bad status line: {status_line}"))?;
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("bad status line: {status_line}"))?;
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
@@ -94,7 +103,8 @@ fn dechunk(mut data: &[u8]) -> anyhow::Result<Vec<u8>> {
     for _ in 0..100_000 {
         let line_end = data.windows(2).position(|w| w == b"\r\n").context("truncated chunk size")?;
         let size_text = String::from_utf8_lossy(&data[..line_end]);
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16).context("bad chunk size")?;
+        let size =
+            usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16).context("bad chunk size")?;
         data = &data[line_end + 2..];
         if size == 0 {
             return Ok(out);

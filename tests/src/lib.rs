@@ -15,9 +15,9 @@ pub mod faultproxy;
 pub mod http_client;
 pub mod listener;
 pub mod moto;
+pub mod netns;
 pub mod relay;
 pub mod thirdparty;
-pub mod netns;
 pub mod world;
 
 use std::path::PathBuf;
@@ -39,7 +39,12 @@ pub fn wait_for<T>(timeout: Duration, what: &str, f: impl FnMut() -> Option<T>) 
 }
 
 /// [`wait_for`], polling every `poll` (benchmarks poll faster).
-pub fn wait_for_every<T>(poll: Duration, timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> anyhow::Result<T> {
+pub fn wait_for_every<T>(
+    poll: Duration,
+    timeout: Duration,
+    what: &str,
+    mut f: impl FnMut() -> Option<T>,
+) -> anyhow::Result<T> {
     let end = Instant::now() + timeout;
     loop {
         if let Some(v) = f() {

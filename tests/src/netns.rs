@@ -50,7 +50,8 @@ impl Netns {
         run(Command::new("ip").args(["-n", &ns.name, "link", "set", "lo", "up"]))?;
         let mut nft = ns.command("nft");
         nft.args(["-f", "-"]).stdin(std::process::Stdio::piped());
-        let mut child = nft.stdout(std::process::Stdio::null()).spawn().context("cannot run nft (apt-get install nftables)")?;
+        let mut child =
+            nft.stdout(std::process::Stdio::null()).spawn().context("cannot run nft (apt-get install nftables)")?;
         if let Some(mut stdin) = child.stdin.take() {
             std::io::Write::write_all(&mut stdin, RULES.as_bytes())?;
         }

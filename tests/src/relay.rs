@@ -31,7 +31,9 @@ impl Relay {
                 match listener.accept() {
                     Ok((client, _)) => {
                         let Ok(server) = TcpStream::connect(&upstream) else { continue };
-                        for (from, to) in [(client.try_clone(), server.try_clone()), (server.try_clone(), client.try_clone())] {
+                        for (from, to) in
+                            [(client.try_clone(), server.try_clone()), (server.try_clone(), client.try_clone())]
+                        {
                             if let (Ok(from), Ok(to)) = (from, to) {
                                 let (p, s) = (p.clone(), s.clone());
                                 std::thread::spawn(move || pump(from, to, &p, &s));

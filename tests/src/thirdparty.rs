@@ -73,7 +73,9 @@ pub fn run_within(mut cmd: Command, timeout: Duration, what: &str) -> anyhow::Re
 pub fn cargo_build(dir: &Path) -> anyhow::Result<PathBuf> {
     let target = target_dir();
     let mut cmd = Command::new(env!("CARGO"));
-    cmd.args(["build", "--offline", "-q", "--manifest-path"]).arg(dir.join("Cargo.toml")).env("CARGO_TARGET_DIR", &target);
+    cmd.args(["build", "--offline", "-q", "--manifest-path"])
+        .arg(dir.join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", &target);
     run_within(cmd, BUILD_TIMEOUT, &format!("cargo build of {}", dir.display()))?;
     Ok(target.join("debug"))
 }
@@ -91,9 +93,15 @@ pub fn build_example_against(scratch: &Path, example: &str, lib: &str, api: &Pat
     let dir = scratch.join(example);
     copy_dir(&root.join("examples").join(example), &dir)?;
     let manifest = std::fs::read_to_string(dir.join("Cargo.toml"))?;
-    anyhow::ensure!(manifest.contains("\"../../plugin-api\""), "examples/{example}/Cargo.toml no longer depends on ../../plugin-api");
+    anyhow::ensure!(
+        manifest.contains("\"../../plugin-api\""),
+        "examples/{example}/Cargo.toml no longer depends on ../../plugin-api"
+    );
     let api = api.canonicalize()?;
-    std::fs::write(dir.join("Cargo.toml"), manifest.replace("\"../../plugin-api\"", &format!("{:?}", api.display().to_string())))?;
+    std::fs::write(
+        dir.join("Cargo.toml"),
+        manifest.replace("\"../../plugin-api\"", &format!("{:?}", api.display().to_string())),
+    )?;
     std::fs::copy(root.join("Cargo.lock"), dir.join("Cargo.lock"))?;
     let built = cargo_build(&dir)?.join(lib);
     anyhow::ensure!(built.is_file(), "building examples/{example} made no {}", built.display());
@@ -165,7 +173,10 @@ mod tests {
         let m = "[package]\nname = \"a\"\nversion.workspace = true\nedition.workspace = true\n\n[dependencies]\nserde_json.workspace = true\nother = \"2\"\n";
         let out = concrete_manifest(m, ws).unwrap();
         assert_eq!(out, "[package]\nname = \"a\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\nserde_json = \"1\"\nother = \"2\"\n");
-        assert!(concrete_manifest("[dependencies]\nlocal.workspace = true\n", ws).unwrap_err().to_string().contains("path dependency"));
+        assert!(concrete_manifest("[dependencies]\nlocal.workspace = true\n", ws)
+            .unwrap_err()
+            .to_string()
+            .contains("path dependency"));
         assert!(concrete_manifest("[dependencies]\nnope.workspace = true\n", ws).is_err());
     }
 }

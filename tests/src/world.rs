@@ -102,13 +102,17 @@ impl World {
     pub fn add_instance_route(&self, rtb: &str, cidr: &str, ip: &str) -> anyhow::Result<()> {
         let ip: Ipv4Addr = ip.parse()?;
         let (inst, _) = self.routers.get(&ip).context("no such router")?;
-        self.block_on(self.ec2.create_route().route_table_id(rtb).destination_cidr_block(cidr).instance_id(inst).send())?;
+        self.block_on(
+            self.ec2.create_route().route_table_id(rtb).destination_cidr_block(cidr).instance_id(inst).send(),
+        )?;
         Ok(())
     }
 
     /// Adds a route to the internet gateway.
     pub fn add_gateway_route(&self, rtb: &str, cidr: &str) -> anyhow::Result<()> {
-        self.block_on(self.ec2.create_route().route_table_id(rtb).destination_cidr_block(cidr).gateway_id(&self.igw).send())?;
+        self.block_on(
+            self.ec2.create_route().route_table_id(rtb).destination_cidr_block(cidr).gateway_id(&self.igw).send(),
+        )?;
         Ok(())
     }
 
@@ -159,7 +163,12 @@ async fn build(ec2: &Client) -> anyhow::Result<(String, Vec<String>, String, Str
 
     let mut tables = Vec::new();
     let mut routers = Routers::new();
-    for (n, hosts) in [(1, &["127.0.1.10", "127.0.1.11"][..]), (2, &["127.0.2.10"][..]), (3, &["127.0.3.10"][..]), (4, &["127.0.4.10"][..])] {
+    for (n, hosts) in [
+        (1, &["127.0.1.10", "127.0.1.11"][..]),
+        (2, &["127.0.2.10"][..]),
+        (3, &["127.0.3.10"][..]),
+        (4, &["127.0.4.10"][..]),
+    ] {
         let subnet = ec2
             .create_subnet()
             .vpc_id(&vpc_id)
@@ -173,7 +182,12 @@ async fn build(ec2: &Client) -> anyhow::Result<(String, Vec<String>, String, Str
             let rtb = rt.route_table().and_then(|t| t.route_table_id()).context("no rtb id")?.to_string();
             ec2.associate_route_table().route_table_id(&rtb).subnet_id(&subnet_id).send().await?;
             if n <= 2 {
-                ec2.create_route().route_table_id(&rtb).destination_cidr_block("0.0.0.0/0").gateway_id(&igw).send().await?;
+                ec2.create_route()
+                    .route_table_id(&rtb)
+                    .destination_cidr_block("0.0.0.0/0")
+                    .gateway_id(&igw)
+                    .send()
+                    .await?;
             }
             tables.push(rtb);
         }

@@ -17,7 +17,9 @@ use std::time::Duration;
 
 use vpcrouter_plugin_api::PLUGIN_API_VERSION;
 use vpcrouter_tests::daemon::run_once;
-use vpcrouter_tests::thirdparty::{build_example, build_example_against, cargo_build, concrete_manifest, copy_dir, plugin_dir, run_within};
+use vpcrouter_tests::thirdparty::{
+    build_example, build_example_against, cargo_build, concrete_manifest, copy_dir, plugin_dir, run_within,
+};
 use vpcrouter_tests::{repo_root, world};
 
 /// The commit whose plugin-api is the 0.1.0 release.
@@ -26,7 +28,8 @@ const API_0_1_COMMIT: &str = "8edda1e";
 /// Writes `git archive COMMIT PATHS` of this repository, unpacked, into `into`.
 fn git_archive(commit: &str, paths: &[&str], into: &Path) -> anyhow::Result<()> {
     let root = repo_root();
-    let found = Command::new("git").arg("-C").arg(&root).args(["cat-file", "-e", &format!("{commit}^{{commit}}")]).status();
+    let found =
+        Command::new("git").arg("-C").arg(&root).args(["cat-file", "-e", &format!("{commit}^{{commit}}")]).status();
     match found {
         Err(e) => anyhow::bail!("this test needs git to extract plugin-api 0.1 from commit {commit}: {e}"),
         Ok(s) if !s.success() => anyhow::bail!(
@@ -54,8 +57,14 @@ fn a_plugin_built_against_plugin_api_0_1_is_refused_with_both_versions() -> anyh
     // The 0.1 plugin-api inherited its version, edition and dependencies from the workspace.
     let api = scratch.path().join("plugin-api");
     copy_dir(&old.join("plugin-api"), &api)?;
-    let manifest = concrete_manifest(&std::fs::read_to_string(api.join("Cargo.toml"))?, &std::fs::read_to_string(old.join("Cargo.toml"))?)?;
-    anyhow::ensure!(manifest.contains("version = \"0.1.0\""), "commit {API_0_1_COMMIT} is not plugin-api 0.1.0:\n{manifest}");
+    let manifest = concrete_manifest(
+        &std::fs::read_to_string(api.join("Cargo.toml"))?,
+        &std::fs::read_to_string(old.join("Cargo.toml"))?,
+    )?;
+    anyhow::ensure!(
+        manifest.contains("version = \"0.1.0\""),
+        "commit {API_0_1_COMMIT} is not plugin-api 0.1.0:\n{manifest}"
+    );
     std::fs::write(api.join("Cargo.toml"), manifest)?;
     let plugin = scratch.path().join("api-0.1-plugin");
     copy_dir(&repo_root().join("tests/fixtures/api-0.1-plugin"), &plugin)?;
@@ -65,7 +74,18 @@ fn a_plugin_built_against_plugin_api_0_1_is_refused_with_both_versions() -> anyh
     // Proof without the host that the build really is a 0.1 plugin: its header says so.
     anyhow::ensure!(std::fs::read(&so)?.windows(5).any(|w| w == b"0.1.0"), "{} names no 0.1.0", so.display());
 
-    let args = ["--plugin-dir", dir.path().to_str().unwrap_or_default(), "-m", "oldapi", "-H", "always", "-r", world::REGION, "-v", "vpc-00000000"];
+    let args = [
+        "--plugin-dir",
+        dir.path().to_str().unwrap_or_default(),
+        "-m",
+        "oldapi",
+        "-H",
+        "always",
+        "-r",
+        world::REGION,
+        "-v",
+        "vpc-00000000",
+    ];
     let (code, _, err) = run_once(&args);
     assert_eq!(code, 1, "{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "one error line:\n{err}");
@@ -82,7 +102,10 @@ fn next_release_api(scratch: &Path) -> anyhow::Result<std::path::PathBuf> {
     let root = repo_root();
     let api = scratch.join("plugin-api");
     copy_dir(&root.join("plugin-api"), &api)?;
-    let manifest = concrete_manifest(&std::fs::read_to_string(api.join("Cargo.toml"))?, &std::fs::read_to_string(root.join("Cargo.toml"))?)?;
+    let manifest = concrete_manifest(
+        &std::fs::read_to_string(api.join("Cargo.toml"))?,
+        &std::fs::read_to_string(root.join("Cargo.toml"))?,
+    )?;
     let bumped = manifest.replacen(&format!("version = \"{PLUGIN_API_VERSION}\""), "version = \"0.2.1\"", 1);
     anyhow::ensure!(bumped != manifest, "plugin-api/Cargo.toml has no version line for {PLUGIN_API_VERSION}");
     std::fs::write(api.join("Cargo.toml"), bumped)?;
@@ -95,7 +118,11 @@ fn next_release_api(scratch: &Path) -> anyhow::Result<std::path::PathBuf> {
     };
     let start = "    pub start: extern \"C\" fn(args: &PluginArgs, ctx: PluginContext, io: PluginIo) -> RResult<PluginInstance, RString>,\n";
     edit("src/plugin.rs", start, &format!("{start}    /// Added in 0.2.1: one line about the plugin.\n    pub describe: extern \"C\" fn() -> RString,\n"))?;
-    edit("src/export.rs", "            start: Self::start,\n", "            start: Self::start,\n            describe: next_describe,\n")?;
+    edit(
+        "src/export.rs",
+        "            start: Self::start,\n",
+        "            start: Self::start,\n            describe: next_describe,\n",
+    )?;
     let export = api.join("src/export.rs");
     let mut text = std::fs::read_to_string(&export)?;
     text.push_str("\nextern \"C\" fn next_describe() -> RString {\n    \"added in 0.2.1\".into()\n}\n");
@@ -104,7 +131,8 @@ fn next_release_api(scratch: &Path) -> anyhow::Result<std::path::PathBuf> {
 }
 
 #[test]
-fn a_prefix_field_appended_in_a_later_release_loads_in_older_hosts_and_is_required_by_newer_ones() -> anyhow::Result<()> {
+fn a_prefix_field_appended_in_a_later_release_loads_in_older_hosts_and_is_required_by_newer_ones() -> anyhow::Result<()>
+{
     let scratch = tempfile::tempdir()?;
     let root = repo_root();
     let api = next_release_api(scratch.path())?;
@@ -144,7 +172,8 @@ fn a_prefix_field_appended_in_a_later_release_loads_in_older_hosts_and_is_requir
     ];
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(&lines[..want.len().min(lines.len())], &want[..], "{out}");
-    let logged: usize = lines.last().and_then(|l| l.strip_prefix("log lines: ")).and_then(|n| n.parse().ok()).unwrap_or(0);
+    let logged: usize =
+        lines.last().and_then(|l| l.strip_prefix("log lines: ")).and_then(|n| n.parse().ok()).unwrap_or(0);
     assert!(logged >= 2, "the plugin logged through the loader's context:\n{out}");
 
     // ... and in this (older, unchanged) host, which does not know the field.

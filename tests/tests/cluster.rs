@@ -32,8 +32,14 @@ fn instance_with(env: &Env, etcd: &str, id: &str, extra: &[&str]) -> anyhow::Res
         env.write(&format!("health-{id}.json"), r#"{"failed": []}"#);
     }
     let mut args = vec![
-        "-m", "configfile", "-f", spec.to_str().unwrap_or_default(),
-        "-H", "file", "--health_file", health.to_str().unwrap_or_default(),
+        "-m",
+        "configfile",
+        "-f",
+        spec.to_str().unwrap_or_default(),
+        "-H",
+        "file",
+        "--health_file",
+        health.to_str().unwrap_or_default(),
     ];
     args.extend_from_slice(extra);
     Instance::start(env, etcd, id, TTL, &args)
@@ -45,7 +51,11 @@ fn fail(env: &Env, id: &str, hosts: &[&str]) {
 }
 
 fn other_router(r: &str) -> &'static str {
-    if r == "127.0.1.10" { "127.0.2.10" } else { "127.0.1.10" }
+    if r == "127.0.1.10" {
+        "127.0.2.10"
+    } else {
+        "127.0.1.10"
+    }
 }
 
 fn routed_to(env: &Env, tables: &[&str], router: &str) -> anyhow::Result<()> {
@@ -65,8 +75,10 @@ fn one_leader_writes_a_killed_leader_is_replaced_within_the_ttl_and_a_rejoin_is_
     let env = Env::new()?;
     let (rt1, rt2) = (env.world.tables[0].clone(), env.world.tables[1].clone());
     let tables = [rt1.as_str(), rt2.as_str()];
-    let mut all: Vec<Option<Instance>> =
-        ["a", "b", "c"].iter().map(|id| instance(&env, &etcd.endpoints(), id).map(Some)).collect::<anyhow::Result<_>>()?;
+    let mut all: Vec<Option<Instance>> = ["a", "b", "c"]
+        .iter()
+        .map(|id| instance(&env, &etcd.endpoints(), id).map(Some))
+        .collect::<anyhow::Result<_>>()?;
 
     let first = env.wait_routed(&tables, CIDR, T)?;
     let view: Vec<&Instance> = all.iter().flatten().collect();
@@ -85,7 +97,8 @@ fn one_leader_writes_a_killed_leader_is_replaced_within_the_ttl_and_a_rejoin_is_
     let killed_at = Instant::now();
     drop(killed); // Daemon's drop is SIGKILL
     let rest: Vec<&Instance> = all.iter().flatten().collect();
-    let (new, took) = wait_new_leader(&rest, killed_at, T, POLL).map_err(|e| anyhow::anyhow!("{e}\n{}", logs(&rest)))?;
+    let (new, took) =
+        wait_new_leader(&rest, killed_at, T, POLL).map_err(|e| anyhow::anyhow!("{e}\n{}", logs(&rest)))?;
     assert!(took <= Duration::from_secs(TTL + 1), "takeover took {took:?}\n{}", logs(&rest));
     assert_ne!(rest[new].id, leader_id);
 
@@ -118,7 +131,8 @@ fn a_host_moves_only_when_a_majority_of_instances_see_it_failed() -> anyhow::Res
     let env = Env::new()?;
     let (rt1, rt2) = (env.world.tables[0].clone(), env.world.tables[1].clone());
     let tables = [rt1.as_str(), rt2.as_str()];
-    let insts: Vec<Instance> = ["a", "b", "c"].iter().map(|id| instance(&env, &etcd.endpoints(), id)).collect::<anyhow::Result<_>>()?;
+    let insts: Vec<Instance> =
+        ["a", "b", "c"].iter().map(|id| instance(&env, &etcd.endpoints(), id)).collect::<anyhow::Result<_>>()?;
     let view: Vec<&Instance> = insts.iter().collect();
     let first = env.wait_routed(&tables, CIDR, T)?;
     let leader = wait_one_leader(&view, T)?;
@@ -172,7 +186,11 @@ fn etcd_outage_stops_the_leader_writing_within_the_ttl_and_one_leader_resumes() 
     let lead = if leader == 0 { &a } else { &b };
     wait_for(T, "the leader to step down", || (lead.role()? != "leader").then_some(()))?;
     let stepped = down.elapsed();
-    assert!(stepped <= Duration::from_secs(TTL) + Duration::from_millis(500), "stepped down after {stepped:?}\n{}", lead.daemon.log());
+    assert!(
+        stepped <= Duration::from_secs(TTL) + Duration::from_millis(500),
+        "stepped down after {stepped:?}\n{}",
+        lead.daemon.log()
+    );
 
     // A router fails meanwhile: nobody may write.
     fail(&env, "a", &[&first]);
@@ -268,18 +286,50 @@ fn sigterm_hands_leadership_over_at_once() -> anyhow::Result<()> {
 #[test]
 fn cluster_options_are_checked() {
     use vpcrouter_tests::daemon::run_once;
-    let (code, _, err) = run_once(&["-m", "fixedconf", "--fixed_cidr", "10.1.0.0/16", "--fixed_hosts", "10.0.0.1", "--instance-id", "x"]);
+    let (code, _, err) = run_once(&[
+        "-m",
+        "fixedconf",
+        "--fixed_cidr",
+        "10.1.0.0/16",
+        "--fixed_hosts",
+        "10.0.0.1",
+        "--instance-id",
+        "x",
+    ]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--cluster-etcd"), "{err}");
-    let (code, _, err) = run_once(&["-m", "fixedconf", "--fixed_cidr", "10.1.0.0/16", "--fixed_hosts", "10.0.0.1", "--cluster-etcd", "https://x:1"]);
+    let (code, _, err) = run_once(&[
+        "-m",
+        "fixedconf",
+        "--fixed_cidr",
+        "10.1.0.0/16",
+        "--fixed_hosts",
+        "10.0.0.1",
+        "--cluster-etcd",
+        "https://x:1",
+    ]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("only http://"), "{err}");
-    let (code, _, err) = run_once(&["-m", "fixedconf", "--fixed_cidr", "10.1.0.0/16", "--fixed_hosts", "10.0.0.1", "--cluster-etcd", "127.0.0.1:2379", "--instance-id", "a/b"]);
+    let (code, _, err) = run_once(&[
+        "-m",
+        "fixedconf",
+        "--fixed_cidr",
+        "10.1.0.0/16",
+        "--fixed_hosts",
+        "10.0.0.1",
+        "--cluster-etcd",
+        "127.0.0.1:2379",
+        "--instance-id",
+        "a/b",
+    ]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--instance-id 'a/b'"), "{err}");
     let (code, out, _) = run_once(&["-m", "fixedconf", "--help"]);
     assert_eq!(code, 0);
-    assert!(out.contains("--cluster-etcd") && out.contains("--health-quorum") && out.contains("VPCROUTER_CLUSTER_ETCD"), "{out}");
+    assert!(
+        out.contains("--cluster-etcd") && out.contains("--health-quorum") && out.contains("VPCROUTER_CLUSTER_ETCD"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -326,6 +376,10 @@ fn a_leader_that_loses_its_lease_in_the_middle_of_a_wave_stops_writing() -> anyh
         .map_err(|e| anyhow::anyhow!("{e}\n{}\n{}", env.world.dump(), logs(&[&a, &b])))?;
     assert_eq!(a.writes(), Some(a_writes), "the cut-off leader wrote after its lease ran out\n{}", logs(&[&a, &b]));
     assert_eq!(b.role().as_deref(), Some("leader"));
-    eprintln!("a made {} of the 12 writes before its lease ran out, {:?} after the cut", a_writes - before, cut.elapsed());
+    eprintln!(
+        "a made {} of the 12 writes before its lease ran out, {:?} after the cut",
+        a_writes - before,
+        cut.elapsed()
+    );
     Ok(())
 }

@@ -35,7 +35,9 @@ fn adapter_reads_and_writes_a_moto_vpc() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     // A secondary IP on the first router's interface.
     let (r1_inst, r1_eni) = w.routers[&ip("127.0.1.10")].clone();
-    w.block_on(w.ec2.assign_private_ip_addresses().network_interface_id(&r1_eni).private_ip_addresses("127.0.1.20").send())?;
+    w.block_on(
+        w.ec2.assign_private_ip_addresses().network_interface_id(&r1_eni).private_ip_addresses("127.0.1.20").send(),
+    )?;
 
     let ec2 = rt.block_on(Ec2::connect(vpcrouter_tests::world::REGION, Default::default()));
     let limits = Limits::new(Default::default());
@@ -70,7 +72,11 @@ fn adapter_reads_and_writes_a_moto_vpc() -> anyhow::Result<()> {
         RouterTarget { ip: ip(addr), instance_id, eni_id }
     };
     let rtb = w.tables[0].clone();
-    rt.block_on(ec2.execute(&RouteAction::Create { rtb: rtb.clone(), cidr: cidr("10.55.0.0/16"), target: target("127.0.1.10") }))?;
+    rt.block_on(ec2.execute(&RouteAction::Create {
+        rtb: rtb.clone(),
+        cidr: cidr("10.55.0.0/16"),
+        target: target("127.0.1.10"),
+    }))?;
     let state = rt.block_on(ec2.read_state(&w.vpc_id, &limits))?;
     assert_eq!(route(&state, &rtb, "10.55.0.0/16").and_then(|r| r.eni_id.clone()), Some(r1_eni.clone()));
     let replace = RouteAction::Replace {

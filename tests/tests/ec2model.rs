@@ -71,11 +71,20 @@ fn code<E: ProvideErrorMetadata>(e: E) -> String {
 }
 
 /// Sends `CreateRoute` for `10.N.0.0/16` with N in `ns`, all at once (each at `at` or now).
-fn create_routes(s: &Setup, c: &Client, ns: impl Iterator<Item = u32>, at: impl Fn(u32) -> Option<Instant>) -> Vec<Outcome> {
+fn create_routes(
+    s: &Setup,
+    c: &Client,
+    ns: impl Iterator<Item = u32>,
+    at: impl Fn(u32) -> Option<Instant>,
+) -> Vec<Outcome> {
     s.rt.block_on(async {
         let mut set = JoinSet::new();
         for n in ns {
-            let req = c.create_route().route_table_id(&s.rtb).destination_cidr_block(format!("10.{n}.0.0/16")).gateway_id(&s.igw);
+            let req = c
+                .create_route()
+                .route_table_id(&s.rtb)
+                .destination_cidr_block(format!("10.{n}.0.0/16"))
+                .gateway_id(&s.igw);
             let when = at(n);
             set.spawn(async move {
                 if let Some(t) = when {
@@ -163,14 +172,19 @@ fn a_burst_beyond_the_write_bucket_is_throttled_exactly_and_the_bucket_refills()
 fn many_concurrent_connections_wait_in_parallel_and_reads_have_their_bucket() -> anyhow::Result<()> {
     let s = Setup::new()?;
     // 50 read tokens that never refill (in the test's time), 300 ms per read.
-    let model = Model { read_latency: Duration::from_millis(300), read_bucket: Bucket { burst: 50, rate: 0.001 }, ..Model::documented() };
+    let model = Model {
+        read_latency: Duration::from_millis(300),
+        read_bucket: Bucket { burst: 50, rate: 0.001 },
+        ..Model::documented()
+    };
     let proxy = FaultProxy::start_model(&s.moto.endpoint, model)?;
     let c = s.client(&proxy);
     let t = Instant::now();
     let outcomes: Vec<Outcome> = s.rt.block_on(async {
         let mut set = JoinSet::new();
         for _ in 0..60 {
-            let req = c.describe_route_tables().filters(Filter::builder().name("route-table-id").values(&s.rtb).build());
+            let req =
+                c.describe_route_tables().filters(Filter::builder().name("route-table-id").values(&s.rtb).build());
             set.spawn(async move { req.send().await.map(drop).map_err(code) });
         }
         set.join_all().await

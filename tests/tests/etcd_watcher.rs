@@ -26,8 +26,10 @@ fn first_two_tables(env: &Env) -> (String, String) {
 /// Waits until `cidr` points at `router` (or is absent, for `None`) in every table of `tables`.
 fn wait_target(env: &Env, tables: &[&str], cidr: &str, router: Option<&str>) -> anyhow::Result<()> {
     let want = vec![router.map(String::from); tables.len()];
-    wait_for(T, &format!("{cidr} -> {router:?} in {tables:?}"), || (env.world.targets(tables, cidr).ok()? == want).then_some(()))
-        .map_err(|e| anyhow::anyhow!("{e}\n{}", env.world.dump()))
+    wait_for(T, &format!("{cidr} -> {router:?} in {tables:?}"), || {
+        (env.world.targets(tables, cidr).ok()? == want).then_some(())
+    })
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", env.world.dump()))
 }
 
 /// Waits until the spec of `SPEC_B` is in force: 10.55 moved, 10.77 added, 10.66 deleted.
@@ -43,7 +45,11 @@ fn plugin_info(d: &Daemon) -> anyhow::Result<Value> {
     anyhow::ensure!(r.status == 200, "/status answered {}: {}", r.status, r.body);
     let doc = r.json()?;
     let plugins = doc["plugins"].as_array().cloned().unwrap_or_default();
-    plugins.into_iter().find(|p| p["name"] == "etcd").map(|p| p["info"].clone()).ok_or_else(|| anyhow::anyhow!("no etcd plugin in {doc}"))
+    plugins
+        .into_iter()
+        .find(|p| p["name"] == "etcd")
+        .map(|p| p["info"].clone())
+        .ok_or_else(|| anyhow::anyhow!("no etcd plugin in {doc}"))
 }
 
 #[test]
@@ -185,7 +191,10 @@ fn bad_etcd_options_are_one_clear_line() {
     assert!(err.contains("--etcd_endpoints"), "{err}");
     let (code, _, err) = run_once(&["-m", "etcd", "--etcd_endpoints", "127.0.0.1:2379", "-H", "always"]);
     assert_ne!(code, 0);
-    assert!(err.contains("'127.0.0.1:2379' is not an http:// URL") && err.contains("like http://127.0.0.1:2379"), "{err}");
+    assert!(
+        err.contains("'127.0.0.1:2379' is not an http:// URL") && err.contains("like http://127.0.0.1:2379"),
+        "{err}"
+    );
     let (code, _, err) = run_once(&["-m", "etcd", "--etcd_endpoints", ",", "-H", "always"]);
     assert_ne!(code, 0);
     assert!(err.contains("--etcd_endpoints names no endpoint"), "{err}");

@@ -34,8 +34,20 @@ impl Setup {
         let health = env.write("health.json", r#"{"failed": []}"#);
         let spec = env.write("spec.json", r#"{"10.55.0.0/16": ["127.0.1.10", "127.0.2.10"]}"#);
         let args = [
-            "-r", world::REGION, "-v", &env.world.vpc_id, "-m", "configfile", "-f", spec.to_str().unwrap_or_default(),
-            "-H", "file", "--health_file", health.to_str().unwrap_or_default(), "--route_recheck_interval", "5",
+            "-r",
+            world::REGION,
+            "-v",
+            &env.world.vpc_id,
+            "-m",
+            "configfile",
+            "-f",
+            spec.to_str().unwrap_or_default(),
+            "-H",
+            "file",
+            "--health_file",
+            health.to_str().unwrap_or_default(),
+            "--route_recheck_interval",
+            "5",
         ];
         let d = Daemon::start_via(&env.moto, &proxy.endpoint, &args)?;
         let tables = [env.world.tables[0].clone(), env.world.tables[1].clone()];
@@ -60,8 +72,14 @@ impl Setup {
     fn wait_target(&self, ip: &str, timeout: Duration) -> anyhow::Result<Duration> {
         let start = Instant::now();
         let want = vec![Some(ip.to_string()); 2];
-        wait_for(timeout, &format!("{CIDR} on {ip}"), || (self.targets()? == want).then_some(()))
-            .map_err(|e| anyhow::anyhow!("{e}\n{}\ncalls: {:?}\n--- log ---\n{}", self.env.world.dump(), self.proxy.counts(), self.d.log()))?;
+        wait_for(timeout, &format!("{CIDR} on {ip}"), || (self.targets()? == want).then_some(())).map_err(|e| {
+            anyhow::anyhow!(
+                "{e}\n{}\ncalls: {:?}\n--- log ---\n{}",
+                self.env.world.dump(),
+                self.proxy.counts(),
+                self.d.log()
+            )
+        })?;
         Ok(start.elapsed())
     }
 
@@ -79,7 +97,8 @@ impl Setup {
     /// After the faults: the route moves on a spec change, and the invariants hold.
     fn converges_and_invariants_hold(&mut self) -> anyhow::Result<()> {
         self.proxy.clear();
-        self.env.write("spec.json", r#"{"10.55.0.0/16": ["127.0.1.10", "127.0.2.10"], "10.77.0.0/16": ["127.0.1.11"]}"#);
+        self.env
+            .write("spec.json", r#"{"10.55.0.0/16": ["127.0.1.10", "127.0.2.10"], "10.77.0.0/16": ["127.0.1.11"]}"#);
         let want = vec![Some("127.0.1.11".to_string()); 2];
         wait_for(T, "10.77.0.0/16 routed after the faults", || {
             (self.env.world.targets(&[&self.tables[0], &self.tables[1]], "10.77.0.0/16").ok()? == want).then_some(())
@@ -121,10 +140,7 @@ fn throttling_on_a_third_of_calls_still_fails_over_without_a_retry_storm() -> an
 fn server_errors_back_off_and_converge_as_soon_as_they_stop() -> anyhow::Result<()> {
     let mut s = Setup::new(Vec::new())?;
     let reads = ["DescribeVpcs", "DescribeSubnets", "DescribeRouteTables", "DescribeInstances"];
-    s.proxy.set_policy(vec![
-        Rule::all(Fault::Status(500)).on(&reads[..2]),
-        Rule::all(Fault::Status(503)),
-    ]);
+    s.proxy.set_policy(vec![Rule::all(Fault::Status(500)).on(&reads[..2]), Rule::all(Fault::Status(503))]);
     let before = failed_reconciles(&s.d.log());
     let t0 = s.fail_first();
     s.hold_until(t0, Duration::from_secs(12))?;
@@ -192,6 +208,9 @@ fn answers_lost_after_create_and_replace_succeeded_converge() -> anyhow::Result<
     // Two tables, plus at most one retry for each lost answer; never a loop of retries.
     assert!((2..=3).contains(&creates), "{creates} CreateRoute calls\n{}", s.d.log());
     assert!((2..=3).contains(&replaces), "{replaces} ReplaceRoute calls\n{}", s.d.log());
-    eprintln!("lost answers: failover in {took:?} ({:?} since the health change); {creates} creates, {replaces} replaces", t0.elapsed());
+    eprintln!(
+        "lost answers: failover in {took:?} ({:?} since the health change); {creates} creates, {replaces} replaces",
+        t0.elapsed()
+    );
     s.converges_and_invariants_hold()
 }

@@ -9,14 +9,13 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use vpcrouter_tests::listener::Listener;
 use vpcrouter_tests::daemon::{binary, run_once};
+use vpcrouter_tests::listener::Listener;
 use vpcrouter_tests::{build_dir, netns, wait_for, Env};
 
 const T: Duration = Duration::from_secs(20);
 const CIDR: &str = "10.55.0.0/16";
 const SPEC: &str = r#"{"10.55.0.0/16": ["127.0.1.10", "127.0.2.10"]}"#;
-
 
 /// Listeners on the same port of both routers; a router "stops answering" when its
 /// listener is closed.
@@ -114,10 +113,10 @@ fn icmpecho_moves_the_route_when_a_router_stops_answering_ping() -> anyhow::Resu
 fn tcp_moves_the_route_when_a_router_refuses_connections() -> anyhow::Result<()> {
     let mut listeners = Listeners::on(&["127.0.1.10", "127.0.2.10"])?;
     let port = listeners.port.to_string();
-    let took = failover_scenario(
-        &["-H", "tcp", "--tcp_check_port", &port, "--tcp_check_interval", "0.2"],
-        |ip, on| listeners.set(ip, on),
-    )?;
+    let took =
+        failover_scenario(&["-H", "tcp", "--tcp_check_port", &port, "--tcp_check_interval", "0.2"], |ip, on| {
+            listeners.set(ip, on)
+        })?;
     eprintln!("tcp failover at 0.2 s: {took:?}");
     assert!(took < Duration::from_secs(2), "{took:?}");
     Ok(())
@@ -132,8 +131,16 @@ fn multi_icmpecho_tcp_moves_the_route_when_a_router_goes_silent() -> anyhow::Res
     let port = listeners.port.to_string();
     let took = failover_scenario(
         &[
-            "-H", "multi", "--multi_plugins", "icmpecho:tcp", "--icmp_check_interval", "0.2",
-            "--tcp_check_port", &port, "--tcp_check_interval", "0.2",
+            "-H",
+            "multi",
+            "--multi_plugins",
+            "icmpecho:tcp",
+            "--icmp_check_interval",
+            "0.2",
+            "--tcp_check_port",
+            &port,
+            "--tcp_check_interval",
+            "0.2",
         ],
         firewall,
     )?;
@@ -145,19 +152,39 @@ fn multi_icmpecho_tcp_moves_the_route_when_a_router_goes_silent() -> anyhow::Res
 
 #[test]
 fn bad_health_options_are_one_clear_error() {
-    let base = ["-m", "fixedconf", "--fixed_cidr", "10.0.0.0/8", "--fixed_hosts", "10.0.0.1", "-r", "us-east-1", "-v", "vpc-1"];
+    let base = [
+        "-m",
+        "fixedconf",
+        "--fixed_cidr",
+        "10.0.0.0/8",
+        "--fixed_hosts",
+        "10.0.0.1",
+        "-r",
+        "us-east-1",
+        "-v",
+        "vpc-1",
+    ];
     let run = |extra: &[&str]| {
         let args: Vec<&str> = base.iter().chain(extra).copied().collect();
         run_once(&args)
     };
     let cases: &[(&[&str], &str)] = &[
-        (&["-H", "icmpecho", "--icmp_check_interval", "0"], "--icmp_check_interval must be between 0.1 and 3600 seconds"),
-        (&["-H", "icmpecho", "--icmp_check_interval", "3601"], "--icmp_check_interval must be between 0.1 and 3600 seconds"),
+        (
+            &["-H", "icmpecho", "--icmp_check_interval", "0"],
+            "--icmp_check_interval must be between 0.1 and 3600 seconds",
+        ),
+        (
+            &["-H", "icmpecho", "--icmp_check_interval", "3601"],
+            "--icmp_check_interval must be between 0.1 and 3600 seconds",
+        ),
         (&["-H", "icmpecho", "--icmp_check_interval", "fast"], "'fast' is not a valid number"),
         (&["-H", "tcp"], "--tcp_check_port"),
         (&["-H", "tcp", "--tcp_check_port", "0"], "between 1 and 65535"),
         (&["-H", "tcp", "--tcp_check_port", "70000"], "between 1 and 65535"),
-        (&["-H", "tcp", "--tcp_check_port", "22", "--tcp_check_interval", "0.01"], "--tcp_check_interval must be between"),
+        (
+            &["-H", "tcp", "--tcp_check_port", "22", "--tcp_check_interval", "0.01"],
+            "--tcp_check_interval must be between",
+        ),
         (&["-H", "multi"], "--multi_plugins"),
         (&["-H", "multi", "--multi_plugins", "icmpecho:multi"], "cannot include 'multi' itself"),
         (&["-H", "multi", "--multi_plugins", "icmpecho:nosuch"], "no health plugin 'nosuch'"),
@@ -165,7 +192,16 @@ fn bad_health_options_are_one_clear_error() {
         (&["-H", "multi", "--multi_plugins", "icmpecho::tcp"], "empty plugin name"),
         (&["-H", "multi", "--multi_plugins", "icmpecho:tcp"], "--tcp_check_port"),
         (
-            &["-H", "multi", "--multi_plugins", "icmpecho:tcp", "--tcp_check_port", "22", "--icmp_check_interval", "0.05"],
+            &[
+                "-H",
+                "multi",
+                "--multi_plugins",
+                "icmpecho:tcp",
+                "--tcp_check_port",
+                "22",
+                "--icmp_check_interval",
+                "0.05",
+            ],
             "--icmp_check_interval must be between",
         ),
     ];
@@ -199,7 +235,18 @@ fn icmpecho_without_cap_net_raw_says_how_to_grant_it() {
         .arg(binary())
         .arg("--plugin-dir")
         .arg(build_dir())
-        .args(["-m", "fixedconf", "--fixed_cidr", "10.0.0.0/8", "--fixed_hosts", "10.0.0.1", "-r", "us-east-1", "-v", "vpc-1"])
+        .args([
+            "-m",
+            "fixedconf",
+            "--fixed_cidr",
+            "10.0.0.0/8",
+            "--fixed_hosts",
+            "10.0.0.1",
+            "-r",
+            "us-east-1",
+            "-v",
+            "vpc-1",
+        ])
         .args(["-H", "icmpecho"])
         .env_remove("VPCROUTER_PLUGIN_DIR")
         .output()

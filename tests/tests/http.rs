@@ -47,7 +47,11 @@ fn posted_spec_is_routed_and_served_back() -> anyhow::Result<()> {
     assert_eq!(none.status, 404, "{}", none.body);
     assert!(none.json()?["error"].is_string());
 
-    let r = post_json(d.port, "/route_spec", r#"{"10.55.0.0/16": ["127.0.2.10", "127.0.1.10", "127.0.1.10"], "10.66.17.0/24": ["127.0.1.11"]}"#)?;
+    let r = post_json(
+        d.port,
+        "/route_spec",
+        r#"{"10.55.0.0/16": ["127.0.2.10", "127.0.1.10", "127.0.1.10"], "10.66.17.0/24": ["127.0.1.11"]}"#,
+    )?;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.header("content-type"), Some("application/json"));
     assert_eq!(r.json()?["status"], "ok");
@@ -94,7 +98,13 @@ fn bad_requests_are_refused_and_the_last_good_spec_stays() -> anyhow::Result<()>
     huge.push_str("\"}");
     let r = post_json(d.port, "/route_spec", &huge)?;
     assert_eq!(r.status, 413, "{}", r.body);
-    let r = request(d.port, "POST", "/route_spec", &[("Content-Type", "application/json")], b"{\"10.55.0.0/16\": [\"\xff\"]}")?;
+    let r = request(
+        d.port,
+        "POST",
+        "/route_spec",
+        &[("Content-Type", "application/json")],
+        b"{\"10.55.0.0/16\": [\"\xff\"]}",
+    )?;
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(r.json()?["error"].as_str().unwrap_or_default().contains("UTF-8"), "{}", r.body);
     assert_eq!(get(d.port, "/no/such/path", None)?.status, 404);
@@ -136,8 +146,15 @@ fn the_later_of_concurrent_posts_wins() -> anyhow::Result<()> {
         }
         // The spec in force is one of the two, and the engine and EC2 follow that one.
         let served = route_spec(&d)?;
-        let (winner, loser) = if served.get("10.71.0.0/16").is_some() { ("10.71.0.0/16", "10.72.0.0/16") } else { ("10.72.0.0/16", "10.71.0.0/16") };
-        assert!(served == serde_json::from_str::<Value>(specs[0])? || served == serde_json::from_str::<Value>(specs[1])?, "{served}");
+        let (winner, loser) = if served.get("10.71.0.0/16").is_some() {
+            ("10.71.0.0/16", "10.72.0.0/16")
+        } else {
+            ("10.72.0.0/16", "10.71.0.0/16")
+        };
+        assert!(
+            served == serde_json::from_str::<Value>(specs[0])? || served == serde_json::from_str::<Value>(specs[1])?,
+            "{served}"
+        );
         wait_for(T, "the engine to take the later spec", || (status(&d).ok()?["route_spec"] == served).then_some(()))
             .map_err(|e| anyhow::anyhow!("round {round}: {e}\n{}", d.log()))?;
         wait_for(T, "EC2 to follow the later spec", || {
@@ -161,8 +178,10 @@ fn status_and_metrics_reflect_a_failover() -> anyhow::Result<()> {
     let first = env.wait_routed(&[&rt1, &rt2], "10.55.0.0/16", T)?;
     let other = if first == "127.0.1.10" { "127.0.2.10" } else { "127.0.1.10" };
     env.write("health.json", &format!(r#"{{"failed": ["{first}"], "questionable": ["{other}"]}}"#));
-    wait_for(T, "failover", || (env.world.targets(&[&rt1, &rt2], "10.55.0.0/16").ok()? == vec![Some(other.to_string()); 2]).then_some(()))
-        .map_err(|e| anyhow::anyhow!("{e}\n{}\n{}", env.world.dump(), d.log()))?;
+    wait_for(T, "failover", || {
+        (env.world.targets(&[&rt1, &rt2], "10.55.0.0/16").ok()? == vec![Some(other.to_string()); 2]).then_some(())
+    })
+    .map_err(|e| anyhow::anyhow!("{e}\n{}\n{}", env.world.dump(), d.log()))?;
 
     // The engine records its state after the route changes: wait for the document to settle.
     let st = wait_for(T, "/status to show the failover", || {
@@ -205,7 +224,10 @@ fn status_and_metrics_reflect_a_failover() -> anyhow::Result<()> {
 
     // /ips shows questionable hosts, and clears failed ones on recovery (vpc-router did not).
     let ips = get(d.port, "/ips", Some("application/json"))?.json()?;
-    assert_eq!(ips, json!({"failed_ips": [first], "questionable_ips": [other], "working_set": ["127.0.1.10", "127.0.2.10"]}));
+    assert_eq!(
+        ips,
+        json!({"failed_ips": [first], "questionable_ips": [other], "working_set": ["127.0.1.10", "127.0.2.10"]})
+    );
     let vpc = get(d.port, "/vpc", Some("application/json"))?.json()?;
     let line = vpc["route_tables"][rt1.as_str()]["10.55.0.0/16"].as_str().unwrap_or_default().to_string();
     assert!(line.contains(&format!("r_ip: {other:<15}, o_r_ip: {first:<15}, msg: Updated: ")), "{vpc}");
@@ -256,7 +278,11 @@ fn state_documents_follow_accept_negotiation() -> anyhow::Result<()> {
 
     let r = get(d.port, "/", Some("text/html,application/xhtml+xml"))?;
     assert!(r.header("content-type").is_some_and(|c| c.starts_with("text/html")));
-    assert!(r.body.contains("<title>VPC-router state</title>") && r.body.contains("<a href=/ips>/ips</a>"), "{}", r.body);
+    assert!(
+        r.body.contains("<title>VPC-router state</title>") && r.body.contains("<a href=/ips>/ips</a>"),
+        "{}",
+        r.body
+    );
     let r = get(d.port, "/vpc", Some("image/png"))?;
     assert_eq!(r.status, 406, "{}", r.body);
     assert!(r.body.contains("Cannot render data in acceptable content type"));
@@ -269,7 +295,20 @@ fn a_port_in_use_fails_at_start_with_a_clear_error() -> anyhow::Result<()> {
     let taken = TcpListener::bind("127.0.0.1:0")?;
     let port = taken.local_addr()?.port().to_string();
     let started = Instant::now();
-    let (code, out, err) = run_once(&["-r", "us-east-1", "-v", "vpc-12345678", "-m", "http", "-H", "always", "-a", "127.0.0.1", "-p", &port]);
+    let (code, out, err) = run_once(&[
+        "-r",
+        "us-east-1",
+        "-v",
+        "vpc-12345678",
+        "-m",
+        "http",
+        "-H",
+        "always",
+        "-a",
+        "127.0.0.1",
+        "-p",
+        &port,
+    ]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(err.contains(&format!("cannot listen on 127.0.0.1:{port}")) && err.contains("-p/--port"), "{err}");
     let line = err.lines().find(|l| l.starts_with("error:")).unwrap_or_default();
@@ -288,7 +327,9 @@ fn idle_and_slow_clients_time_out() -> anyhow::Result<()> {
     let mut idle = http_client::connect(d.port)?;
     // Sends a head promising a body it never completes: 408 after the request timeout.
     let mut slow = http_client::connect(d.port)?;
-    slow.write_all(b"POST /route_spec HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"10.")?;
+    slow.write_all(
+        b"POST /route_spec HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"10.",
+    )?;
     // Meanwhile the server answers others.
     assert_eq!(get(d.port, "/status", None)?.status, 200);
     let mut buf = Vec::new();
@@ -309,7 +350,11 @@ fn server_answers_while_a_reconcile_waits_for_ec2() -> anyhow::Result<()> {
     let rt1 = env.world.tables[0].clone();
     let relay = Relay::start(&env.moto.endpoint)?;
     let relay_endpoint = format!("http://127.0.0.1:{}", relay.port);
-    let d = Daemon::start_via(&env.moto, &relay_endpoint, &["-r", "us-east-1", "-v", &env.world.vpc_id, "-m", "http", "-H", "always"])?;
+    let d = Daemon::start_via(
+        &env.moto,
+        &relay_endpoint,
+        &["-r", "us-east-1", "-v", &env.world.vpc_id, "-m", "http", "-H", "always"],
+    )?;
     let port = d.port;
     let read_log = || d.log();
     wait_for(T, "the status server", || get(port, "/status", None).ok().filter(|r| r.status == 200).map(drop))
@@ -338,6 +383,7 @@ fn server_answers_while_a_reconcile_waits_for_ec2() -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(200));
     }
     relay.paused.store(false, Ordering::Relaxed);
-    env.wait_routed(&[&rt1], "10.66.0.0/16", Duration::from_secs(60)).map_err(|e| anyhow::anyhow!("{e}\n{}", read_log()))?;
+    env.wait_routed(&[&rt1], "10.66.0.0/16", Duration::from_secs(60))
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", read_log()))?;
     Ok(())
 }

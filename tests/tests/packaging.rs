@@ -63,11 +63,18 @@ fn make_install_lays_out_everything_and_uninstall_removes_exactly_that() -> anyh
         assert!(files.iter().any(|f| f == want), "{want} missing from {files:#?}");
     }
     let listed = list_plugins(&root.path().join("usr/local/bin/vpcrouter"))?;
-    assert!(listed.contains("configfile") && listed.contains("/usr/local/lib/vpcrouter/libvpcrouter_configfile.so"), "{listed}");
+    assert!(
+        listed.contains("configfile") && listed.contains("/usr/local/lib/vpcrouter/libvpcrouter_configfile.so"),
+        "{listed}"
+    );
     let man = std::fs::read_to_string(root.path().join("usr/local/share/man/man1/vpcrouter.1"))?;
     assert!(man.contains("ignore_routes"), "man page covers the options");
     let unit = std::fs::read_to_string(root.path().join("usr/local/lib/systemd/system/vpcrouter.service"))?;
-    assert!(unit.contains("ExecStart=/usr/local/bin/vpcrouter $VPCROUTER_ARGS") && unit.contains("/usr/local/etc/default/vpcrouter"), "{unit}");
+    assert!(
+        unit.contains("ExecStart=/usr/local/bin/vpcrouter $VPCROUTER_ARGS")
+            && unit.contains("/usr/local/etc/default/vpcrouter"),
+        "{unit}"
+    );
 
     make(&["uninstall", &dest, "PREFIX=/usr/local"])?;
     assert_eq!(files_under(root.path()), Vec::<String>::new(), "uninstall leaves files behind");
@@ -77,7 +84,10 @@ fn make_install_lays_out_everything_and_uninstall_removes_exactly_that() -> anyh
 #[test]
 fn debian_package_installs_into_a_scratch_root_and_finds_its_plugins() -> anyhow::Result<()> {
     let text = make(&["deb-package"])?;
-    let deb = text.lines().find_map(|l| l.strip_prefix("built: ")).ok_or_else(|| anyhow::anyhow!("no package built:\n{text}"))?;
+    let deb = text
+        .lines()
+        .find_map(|l| l.strip_prefix("built: "))
+        .ok_or_else(|| anyhow::anyhow!("no package built:\n{text}"))?;
     let root = tempfile::tempdir()?;
     let status = Command::new("dpkg-deb").arg("-x").arg(deb).arg(root.path()).status()?;
     anyhow::ensure!(status.success(), "dpkg-deb -x failed");
@@ -99,7 +109,15 @@ fn systemd_unit_verifies_and_is_hardened() -> anyhow::Result<()> {
     make(&["install-files", &format!("DESTDIR={}", root.path().display()), "PREFIX=/usr"])?;
     let installed = root.path().join("usr/lib/systemd/system/vpcrouter.service");
     let unit = std::fs::read_to_string(&installed)?;
-    for line in ["AmbientCapabilities=CAP_NET_RAW", "CapabilityBoundingSet=CAP_NET_RAW", "NoNewPrivileges=yes", "ProtectSystem=strict", "DynamicUser=yes", "EnvironmentFile=-/etc/default/vpcrouter", "ExecReload=/bin/kill -HUP $MAINPID"] {
+    for line in [
+        "AmbientCapabilities=CAP_NET_RAW",
+        "CapabilityBoundingSet=CAP_NET_RAW",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "DynamicUser=yes",
+        "EnvironmentFile=-/etc/default/vpcrouter",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+    ] {
         assert!(unit.lines().any(|l| l == line), "{line} missing:\n{unit}");
     }
     // verify checks that ExecStart exists: point it at the binary installed above.

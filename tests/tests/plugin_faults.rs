@@ -64,8 +64,16 @@ fn faulty_so() -> anyhow::Result<PathBuf> {
 /// Starts vpcrouter with the faulty watcher in `mode`.
 fn start(env: &Env, dir: &Path, mode: &str) -> anyhow::Result<Daemon> {
     env.daemon(&[
-        "--plugin-dir", dir.to_str().unwrap_or_default(),
-        "-m", "faulty", "--faulty_mode", mode, "--faulty_spec", SPEC, "-H", "always",
+        "--plugin-dir",
+        dir.to_str().unwrap_or_default(),
+        "-m",
+        "faulty",
+        "--faulty_mode",
+        mode,
+        "--faulty_spec",
+        SPEC,
+        "-H",
+        "always",
     ])
 }
 
@@ -98,8 +106,20 @@ fn a_cluster_instance_that_fails_to_start_leaves_nothing_in_etcd() -> anyhow::Re
     let env = Env::new()?;
     let etcd = vpcrouter_tests::etcd::Etcd::start()?;
     let mut d = env.daemon(&[
-        "--plugin-dir", dir.path().to_str().unwrap_or_default(), "-m", "faulty", "--faulty_mode", "start_panic",
-        "--faulty_spec", SPEC, "-H", "always", "--cluster-etcd", &etcd.endpoints(), "--instance-id", "x",
+        "--plugin-dir",
+        dir.path().to_str().unwrap_or_default(),
+        "-m",
+        "faulty",
+        "--faulty_mode",
+        "start_panic",
+        "--faulty_spec",
+        SPEC,
+        "-H",
+        "always",
+        "--cluster-etcd",
+        &etcd.endpoints(),
+        "--instance-id",
+        "x",
     ])?;
     let status = d.wait(T)?;
     assert_clean_failure(status, &d.log(), "panic in start as asked");
@@ -163,7 +183,11 @@ fn a_stop_that_never_returns_does_not_hold_up_the_exit() -> anyhow::Result<()> {
     assert!(t.elapsed() < Duration::from_secs(5), "exit took {:?}", t.elapsed());
     assert_eq!(status.signal(), None, "{}", d.log());
     assert_eq!(status.code(), Some(0), "{}", d.log());
-    assert!(d.log().contains("watcher plugin 'faulty' failed to stop") && d.log().contains("did not stop within 2000 ms"), "{}", d.log());
+    assert!(
+        d.log().contains("watcher plugin 'faulty' failed to stop") && d.log().contains("did not stop within 2000 ms"),
+        "{}",
+        d.log()
+    );
     Ok(())
 }
 
@@ -215,12 +239,27 @@ fn a_plugin_built_against_an_older_plugin_api_is_refused_with_both_versions() ->
     let src = tempfile::tempdir()?;
     let so = build(&old_api_copy(src.path())?, "faulty-oldapi")?;
     let dir = plugin_dir(&so)?;
-    let args = ["--plugin-dir", dir.path().to_str().unwrap_or_default(), "-m", "faulty", "--faulty_mode", "good", "-H", "always",
-        "-r", world::REGION, "-v", "vpc-00000000"];
+    let args = [
+        "--plugin-dir",
+        dir.path().to_str().unwrap_or_default(),
+        "-m",
+        "faulty",
+        "--faulty_mode",
+        "good",
+        "-H",
+        "always",
+        "-r",
+        world::REGION,
+        "-v",
+        "vpc-00000000",
+    ];
     let (code, _, err) = run_once(&args);
     assert_eq!(code, 1, "{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     assert!(err.contains("libvpcrouter_faulty.so") && err.contains("incompatible plugin-api"), "{err}");
-    assert!(err.contains(&format!("host = {}", vpcrouter_plugin_api::PLUGIN_API_VERSION)) && err.contains("plugin = 0.0.1"), "{err}");
+    assert!(
+        err.contains(&format!("host = {}", vpcrouter_plugin_api::PLUGIN_API_VERSION)) && err.contains("plugin = 0.0.1"),
+        "{err}"
+    );
     Ok(())
 }

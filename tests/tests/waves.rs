@@ -18,7 +18,8 @@ const A: &str = "127.0.1.10";
 const B: &str = "127.0.2.10";
 /// A router instance of s1 that is not a candidate of the spec.
 const OUTSIDER: &str = "127.0.1.11";
-const CIDRS: [&str; 6] = ["10.61.0.0/16", "10.62.0.0/16", "10.63.0.0/16", "10.64.0.0/16", "10.65.0.0/16", "10.66.0.0/16"];
+const CIDRS: [&str; 6] =
+    ["10.61.0.0/16", "10.62.0.0/16", "10.63.0.0/16", "10.64.0.0/16", "10.65.0.0/16", "10.66.0.0/16"];
 /// An instance route in rt3, a table no spec host's subnet uses: never touched.
 const UNMANAGED: &str = "10.99.0.0/16";
 
@@ -39,8 +40,20 @@ impl Setup {
         let health = env.write("health.json", &format!(r#"{{"failed": ["{B}"]}}"#));
         env.world.add_instance_route(&env.world.tables[2], UNMANAGED, "127.0.3.10")?;
         let mut args = vec![
-            "-r", world::REGION, "-v", &env.world.vpc_id, "-m", "configfile", "-f", spec.to_str().unwrap_or_default(),
-            "-H", "file", "--health_file", health.to_str().unwrap_or_default(), "--route_recheck_interval", "30",
+            "-r",
+            world::REGION,
+            "-v",
+            &env.world.vpc_id,
+            "-m",
+            "configfile",
+            "-f",
+            spec.to_str().unwrap_or_default(),
+            "-H",
+            "file",
+            "--health_file",
+            health.to_str().unwrap_or_default(),
+            "--route_recheck_interval",
+            "30",
         ];
         args.extend_from_slice(extra);
         let d = Daemon::start_via(&env.moto, &proxy.endpoint, &args)?;
@@ -60,8 +73,17 @@ impl Setup {
     fn wait_all_on(&self, router: &str, timeout: Duration) -> anyhow::Result<Duration> {
         let t0 = Instant::now();
         let want = vec![Some(router.to_string()); 2];
-        wait_for(timeout, &format!("all routes on {router}"), || self.targets()?.values().all(|t| *t == want).then_some(()))
-            .map_err(|e| anyhow::anyhow!("{e}\n{}\ncalls: {:?}\n--- log ---\n{}", self.env.world.dump(), self.proxy.counts(), self.d.log()))?;
+        wait_for(timeout, &format!("all routes on {router}"), || {
+            self.targets()?.values().all(|t| *t == want).then_some(())
+        })
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{e}\n{}\ncalls: {:?}\n--- log ---\n{}",
+                self.env.world.dump(),
+                self.proxy.counts(),
+                self.d.log()
+            )
+        })?;
         Ok(t0.elapsed())
     }
 
@@ -103,7 +125,12 @@ fn a_failover_writes_every_route_once_in_parallel_and_touches_nothing_else() -> 
     assert_eq!(s.calls_since("CreateRoute", t0) + s.calls_since("DeleteRoute", t0), 0, "{:?}", s.proxy.counts());
     // The fast path wrote before reading: the first call after the health change is a write.
     let first = s.proxy.calls().into_iter().find(|c| c.at >= t0).map(|c| c.action);
-    assert_eq!(first.as_deref(), Some("ReplaceRoute"), "{:?}", s.proxy.calls().iter().filter(|c| c.at >= t0).map(|c| &c.action).collect::<Vec<_>>());
+    assert_eq!(
+        first.as_deref(),
+        Some("ReplaceRoute"),
+        "{:?}",
+        s.proxy.calls().iter().filter(|c| c.at >= t0).map(|c| &c.action).collect::<Vec<_>>()
+    );
     // Nothing outside the managed routes changed.
     assert_eq!(s.env.world.routes(&s.env.world.tables[2])?, rt3_before, "an unmanaged table changed");
     let rt1_after = s.env.world.routes(&s.tables[0])?;
@@ -114,9 +141,17 @@ fn a_failover_writes_every_route_once_in_parallel_and_touches_nothing_else() -> 
     let log = s.d.log();
     let lines: Vec<&str> = log.lines().filter(|l| l.contains("failover:")).collect();
     assert_eq!(lines.len(), 1, "{log}");
-    assert!(lines[0].contains("routes_moved=12") && lines[0].contains("throttled=0") && lines[0].contains("writes=12"), "{}", lines[0]);
+    assert!(
+        lines[0].contains("routes_moved=12") && lines[0].contains("throttled=0") && lines[0].contains("writes=12"),
+        "{}",
+        lines[0]
+    );
     assert_eq!(s.metric("vpcrouter_failover_seconds_count"), 1.0, "{}", s.metrics());
-    assert!(s.metric("vpcrouter_ec2_call_duration_seconds_count{operation=\"ReplaceRoute\"}") >= 12.0, "{}", s.metrics());
+    assert!(
+        s.metric("vpcrouter_ec2_call_duration_seconds_count{operation=\"ReplaceRoute\"}") >= 12.0,
+        "{}",
+        s.metrics()
+    );
     // No fail-back: A recovers, nothing moves.
     s.proxy.clear();
     let t1 = s.fail(&[]);
@@ -145,7 +180,10 @@ fn throttled_and_failing_writes_inside_a_wave_are_retried_and_converge() -> anyh
     assert_eq!(log.matches("reconcile failed, will retry").count(), 0, "{log}");
     let status = http_client::get(s.d.port, "/status", None)?.json()?;
     assert_eq!(status["last_failover"]["throttled"], 3, "{status}");
-    assert!(status["ec2"]["write_bucket"]["rate"].as_f64().unwrap_or(5.0) < 5.0, "throttling lowered the rate: {status}");
+    assert!(
+        status["ec2"]["write_bucket"]["rate"].as_f64().unwrap_or(5.0) < 5.0,
+        "throttling lowered the rate: {status}"
+    );
     eprintln!("faults in a wave: converged in {took:?}");
     Ok(())
 }
@@ -159,7 +197,14 @@ fn a_state_changed_behind_vpcrouters_back_still_ends_correct() -> anyhow::Result
     w.block_on(w.ec2.delete_route().route_table_id(&s.tables[0]).destination_cidr_block(CIDRS[0]).send())?;
     let ip: std::net::Ipv4Addr = OUTSIDER.parse()?;
     let (outsider, _) = w.routers.get(&ip).cloned().ok_or_else(|| anyhow::anyhow!("no outsider"))?;
-    w.block_on(w.ec2.replace_route().route_table_id(&s.tables[1]).destination_cidr_block(CIDRS[1]).instance_id(outsider).send())?;
+    w.block_on(
+        w.ec2
+            .replace_route()
+            .route_table_id(&s.tables[1])
+            .destination_cidr_block(CIDRS[1])
+            .instance_id(outsider)
+            .send(),
+    )?;
     let t0 = s.fail(&[A]);
     s.wait_all_on(B, T)?;
     std::thread::sleep(Duration::from_secs(1));

@@ -173,7 +173,6 @@ impl Shared {
     }
 }
 
-
 /// The running cluster membership: cheap to clone.
 #[derive(Clone)]
 pub struct ClusterHandle {
@@ -187,7 +186,10 @@ pub struct ClusterHandle {
 impl ClusterHandle {
     /// Starts the etcd session thread; events go to `on_event`. Returns at once: etcd may
     /// be unreachable at start, and the session retries with backoff.
-    pub fn start(cfg: ClusterConfig, on_event: impl Fn(ClusterEvent) + Send + 'static) -> anyhow::Result<ClusterHandle> {
+    pub fn start(
+        cfg: ClusterConfig,
+        on_event: impl Fn(ClusterEvent) + Send + 'static,
+    ) -> anyhow::Result<ClusterHandle> {
         let status = ClusterStatus {
             name: cfg.name.clone(),
             instance_id: cfg.instance_id.clone(),
@@ -195,11 +197,15 @@ impl ClusterHandle {
             lease_ttl_secs: cfg.lease_ttl,
             ..ClusterStatus::default()
         };
-        let shared = Arc::new(Shared { cfg, lease: Mutex::default(), status: Mutex::new(status), requests: AtomicU64::new(0) });
+        let shared =
+            Arc::new(Shared { cfg, lease: Mutex::default(), status: Mutex::new(status), requests: AtomicU64::new(0) });
         let (reports, reports_rx) = tokio::sync::watch::channel(None);
         let (suspect, suspect_rx) = tokio::sync::mpsc::unbounded_channel();
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the cluster runtime")?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the cluster runtime")?;
         // Instances start on different endpoints, to spread the load over etcd's members.
         let first = shared.cfg.instance_id.bytes().map(usize::from).sum::<usize>() % shared.cfg.endpoints.len().max(1);
         let session = session::Session {
@@ -290,7 +296,10 @@ impl ClusterHandle {
         if thread.is_finished() {
             let _ = thread.join();
         } else {
-            tracing::warn!("the cluster session did not end within {} ms; its lease expires by itself", timeout.as_millis());
+            tracing::warn!(
+                "the cluster session did not end within {} ms; its lease expires by itself",
+                timeout.as_millis()
+            );
         }
     }
 }

@@ -74,7 +74,8 @@ pub fn combine<'a>(reports: impl IntoIterator<Item = &'a Report>, quorum: Quorum
     }
     let need = quorum.threshold(n);
     let failed: BTreeSet<Ipv4Addr> = failed.into_iter().filter(|&(_, c)| c >= need).map(|(h, _)| h).collect();
-    let questionable = doubtful.into_iter().filter(|&(h, c)| c >= need && !failed.contains(&h)).map(|(h, _)| h).collect();
+    let questionable =
+        doubtful.into_iter().filter(|&(h, c)| c >= need && !failed.contains(&h)).map(|(h, _)| h).collect();
     Report { failed, questionable }
 }
 

@@ -35,7 +35,11 @@ enum SessionError {
 type Result<T> = std::result::Result<T, SessionError>;
 
 /// Runs one etcd call with [`CALL_TIMEOUT`], counting it.
-async fn call<T>(shared: &Shared, what: &'static str, f: impl std::future::Future<Output = std::result::Result<T, etcd_client::Error>>) -> Result<T> {
+async fn call<T>(
+    shared: &Shared,
+    what: &'static str,
+    f: impl std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
+) -> Result<T> {
     shared.count(1);
     match tokio::time::timeout(CALL_TIMEOUT, f).await {
         Ok(r) => Ok(r?),
@@ -135,7 +139,9 @@ impl Session {
                 if self.joined {
                     tracing::warn!("cluster: etcd session lost, not leading until a new session is up: {e}");
                 } else {
-                    tracing::warn!("cluster: cannot open an etcd session yet (will retry), not leading until one is up: {e}");
+                    tracing::warn!(
+                        "cluster: cannot open an etcd session yet (will retry), not leading until one is up: {e}"
+                    );
                 }
                 healthy = false;
                 failures = 0;
@@ -180,11 +186,7 @@ impl Session {
     }
 
     /// One session: returns `Ok` only when stopped.
-    async fn session(
-        &mut self,
-        stale_lease: &mut Option<i64>,
-        healthy: &mut bool,
-    ) -> Result<()> {
+    async fn session(&mut self, stale_lease: &mut Option<i64>, healthy: &mut bool) -> Result<()> {
         let shared = self.shared.clone();
         let cfg = &shared.cfg;
         let (prefix, leader_key) = (cfg.prefix(), cfg.leader_key());
@@ -210,7 +212,8 @@ impl Session {
         *stale_lease = Some(lease);
         {
             let mut l = lock(&shared.lease);
-            *l = super::LeaseState { client: Some(client.clone()), lease, valid_until: Some(sent + ttl), leader: false };
+            *l =
+                super::LeaseState { client: Some(client.clone()), lease, valid_until: Some(sent + ttl), leader: false };
         }
         let (mut keeper, mut acks) = call(&shared, "lease keep-alive", client.lease_keep_alive(lease)).await?;
         let lease_opt = || Some(PutOptions::new().with_lease(lease));

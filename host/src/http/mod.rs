@@ -65,7 +65,10 @@ impl HttpRegistry for PluginRegistry {
     fn register(&self, method: RStr<'_>, path: RStr<'_>, handler: HttpHandlerBox) -> RResult<(), RString> {
         let (method, path) = (method.as_str().to_ascii_uppercase(), path.as_str().to_string());
         if !path.starts_with('/') || RESERVED_PATHS.contains(&path.as_str()) {
-            return RResult::RErr(format!("plugin '{}' cannot register {method} {path}: the path is reserved or invalid", self.plugin).into());
+            return RResult::RErr(
+                format!("plugin '{}' cannot register {method} {path}: the path is reserved or invalid", self.plugin)
+                    .into(),
+            );
         }
         let mut routes = write(&self.endpoints.routes);
         if let Some((owner, _)) = routes.get(&(method.clone(), path.clone())) {

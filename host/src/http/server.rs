@@ -37,8 +37,8 @@ use vpcrouter_plugin_api::HttpRequest;
 
 use super::Endpoints;
 use crate::state::Status;
-use crate::sync::lock;
 use crate::status::{self, PluginView, ServerInfo, Snapshot};
+use crate::sync::lock;
 
 /// Largest request body accepted (1 MiB); larger ones get 413.
 pub const BODY_LIMIT: usize = 1 << 20;
@@ -83,15 +83,21 @@ pub struct Listener {
 pub fn bind(address: &str, port: u16) -> Result<Listener, ServerError> {
     let err = |source: std::io::Error| {
         let hint = match source.kind() {
-            std::io::ErrorKind::AddrInUse => "another program (another vpcrouter?) uses this port: stop it or choose another port with -p/--port",
-            std::io::ErrorKind::PermissionDenied => "ports below 1024 need privileges: choose another port with -p/--port",
+            std::io::ErrorKind::AddrInUse => {
+                "another program (another vpcrouter?) uses this port: stop it or choose another port with -p/--port"
+            }
+            std::io::ErrorKind::PermissionDenied => {
+                "ports below 1024 need privileges: choose another port with -p/--port"
+            }
             _ => "check -a/--address (an address of this machine) and -p/--port",
         };
         ServerError::Bind { addr: format!("{address}:{port}"), error: source, hint }
     };
     let ip = match address {
         "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        other => other.parse().map_err(|_| err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not an IP address")))?,
+        other => other
+            .parse()
+            .map_err(|_| err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not an IP address")))?,
     };
     let listener = std::net::TcpListener::bind(SocketAddr::new(ip, port)).map_err(err)?;
     listener.set_nonblocking(true).map_err(err)?;
@@ -246,12 +252,19 @@ async fn accept_loop(listener: tokio::net::TcpListener, app: Router, mut shutdow
 }
 
 /// Serves one request with the request deadline, and logs it.
-async fn handle(app: Router, peer: SocketAddr, req: hyper::Request<hyper::body::Incoming>) -> Result<Response, Infallible> {
+async fn handle(
+    app: Router,
+    peer: SocketAddr,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> Result<Response, Infallible> {
     let (method, uri) = (req.method().clone(), req.uri().clone());
     let response = match tokio::time::timeout(REQUEST_TIMEOUT, app.oneshot(req)).await {
         Ok(Ok(r)) => r,
         Ok(Err(never)) => match never {},
-        Err(_) => error(StatusCode::REQUEST_TIMEOUT, format!("the request was not received within {} s", REQUEST_TIMEOUT.as_secs())),
+        Err(_) => error(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("the request was not received within {} s", REQUEST_TIMEOUT.as_secs()),
+        ),
     };
     tracing::info!(remote = %peer, method = %method, uri = %uri, status = response.status().as_u16(), "HTTP request");
     Ok(response)
@@ -262,10 +275,7 @@ fn router(ctx: Arc<ServerContext>) -> Router {
     for path in status::STATE_PATHS {
         app = app.route(path, get(state_document));
     }
-    app.route("/status", get(status_document))
-        .route("/metrics", get(metrics))
-        .fallback(plugin_endpoint)
-        .with_state(ctx)
+    app.route("/status", get(status_document)).route("/metrics", get(metrics)).fallback(plugin_endpoint).with_state(ctx)
 }
 
 /// A JSON error answer: `{"error": "..."}`.
@@ -283,7 +293,9 @@ async fn snapshot(ctx: &ServerContext, with_plugins: bool) -> Snapshot {
     let mut plugins = Vec::new();
     for p in ctx.plugins.iter().filter(|_| with_plugins) {
         let f = p.info.clone();
-        let (info, health) = match tokio::time::timeout(PLUGIN_CALL_TIMEOUT, tokio::task::spawn_blocking(move || f())).await {
+        let (info, health) = match tokio::time::timeout(PLUGIN_CALL_TIMEOUT, tokio::task::spawn_blocking(move || f()))
+            .await
+        {
             Ok(Ok(st)) => {
                 let health = match &st.stats {
                     vpcrouter_plugin_api::PluginStats::Health(h) => Some(h.clone()),
@@ -292,9 +304,18 @@ async fn snapshot(ctx: &ServerContext, with_plugins: bool) -> Snapshot {
                 (status::plugin_info(&st), health)
             }
             Ok(Err(e)) => (json!({"error": format!("status() failed: {e}")}), None),
-            Err(_) => (json!({"error": format!("status() did not answer within {} s", PLUGIN_CALL_TIMEOUT.as_secs())}), None),
+            Err(_) => {
+                (json!({"error": format!("status() did not answer within {} s", PLUGIN_CALL_TIMEOUT.as_secs())}), None)
+            }
         };
-        plugins.push(PluginView { name: p.name.clone(), kind: p.kind, version: p.version.clone(), arguments: p.arguments.clone(), info, health });
+        plugins.push(PluginView {
+            name: p.name.clone(),
+            kind: p.kind,
+            version: p.version.clone(),
+            arguments: p.arguments.clone(),
+            info,
+            health,
+        });
     }
     Snapshot {
         status: lock_status(ctx),
@@ -310,7 +331,12 @@ async fn snapshot(ctx: &ServerContext, with_plugins: bool) -> Snapshot {
 async fn state_document(State(ctx): State<Arc<ServerContext>>, uri: Uri, headers: HeaderMap) -> Response {
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let Some(format) = status::negotiate(accept) else {
-        return (StatusCode::NOT_ACCEPTABLE, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], "Cannot render data in acceptable content type\n").into_response();
+        return (
+            StatusCode::NOT_ACCEPTABLE,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            "Cannot render data in acceptable content type\n",
+        )
+            .into_response();
     };
     let snap = snapshot(&ctx, uri.path() == "/plugins").await;
     match status::state_document(uri.path(), &ctx.info, &snap) {
@@ -350,8 +376,10 @@ async fn plugin_endpoint(State(ctx): State<Arc<ServerContext>>, method: Method, 
         }
         return response;
     }
-    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    let too_large = || error(StatusCode::PAYLOAD_TOO_LARGE, format!("the request body is larger than {BODY_LIMIT} bytes"));
+    let declared =
+        parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let too_large =
+        || error(StatusCode::PAYLOAD_TOO_LARGE, format!("the request body is larger than {BODY_LIMIT} bytes"));
     if declared.is_some_and(|n| n > BODY_LIMIT as u64) {
         return too_large();
     }
@@ -363,7 +391,12 @@ async fn plugin_endpoint(State(ctx): State<Arc<ServerContext>>, method: Method, 
     let headers: RVec<Tuple2<RString, RString>> = parts
         .headers
         .iter()
-        .map(|(name, value)| Tuple2(name.as_str().to_ascii_lowercase().into(), String::from_utf8_lossy(value.as_bytes()).into_owned().into()))
+        .map(|(name, value)| {
+            Tuple2(
+                name.as_str().to_ascii_lowercase().into(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned().into(),
+            )
+        })
         .collect();
     let request = HttpRequest {
         method: method.as_str().to_ascii_uppercase().into(),
@@ -373,11 +406,14 @@ async fn plugin_endpoint(State(ctx): State<Arc<ServerContext>>, method: Method, 
         body: body.to_vec().into(),
     };
     let endpoints = ctx.endpoints.clone();
-    let answer = tokio::time::timeout(PLUGIN_CALL_TIMEOUT, tokio::task::spawn_blocking(move || endpoints.dispatch(request))).await;
+    let answer =
+        tokio::time::timeout(PLUGIN_CALL_TIMEOUT, tokio::task::spawn_blocking(move || endpoints.dispatch(request)))
+            .await;
     match answer {
         Ok(Ok(Some(r))) => {
             let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let content_type = HeaderValue::from_str(&r.content_type).unwrap_or(HeaderValue::from_static("application/octet-stream"));
+            let content_type =
+                HeaderValue::from_str(&r.content_type).unwrap_or(HeaderValue::from_static("application/octet-stream"));
             let mut response = Response::new(Body::from(r.body.into_vec()));
             *response.status_mut() = status;
             response.headers_mut().insert(header::CONTENT_TYPE, content_type);
@@ -385,7 +421,10 @@ async fn plugin_endpoint(State(ctx): State<Arc<ServerContext>>, method: Method, 
         }
         Ok(Ok(None)) => error(StatusCode::NOT_FOUND, format!("no endpoint {method} {}", parts.uri.path())),
         Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("the plugin endpoint failed: {e}")),
-        Err(_) => error(StatusCode::GATEWAY_TIMEOUT, format!("the plugin did not answer within {} s", PLUGIN_CALL_TIMEOUT.as_secs())),
+        Err(_) => error(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("the plugin did not answer within {} s", PLUGIN_CALL_TIMEOUT.as_secs()),
+        ),
     }
 }
 
@@ -401,7 +440,10 @@ mod tests {
     impl HttpHandler for Echo {
         fn handle(&self, request: HttpRequest) -> HttpResponse {
             let ct = request.header("content-type").unwrap_or("").to_string();
-            HttpResponse::json(201, json!({"len": request.body.len(), "ct": ct, "q": request.query.as_str()}).to_string())
+            HttpResponse::json(
+                201,
+                json!({"len": request.body.len(), "ct": ct, "q": request.query.as_str()}).to_string(),
+            )
         }
     }
 
@@ -410,7 +452,12 @@ mod tests {
         let reg = endpoints.registry_for("echo");
         assert!(reg.register("POST".into(), "/echo".into(), HttpHandlerBox::from_value(Echo, TD_Opaque)).is_ok());
         let ctx = ServerContext {
-            info: ServerInfo { version_line: "v".into(), start_time: SystemTime::now(), params: Default::default(), ignore_routes: vec![] },
+            info: ServerInfo {
+                version_line: "v".into(),
+                start_time: SystemTime::now(),
+                params: Default::default(),
+                ignore_routes: vec![],
+            },
             status: Arc::default(),
             endpoints: endpoints.clone(),
             plugins: vec![PluginSource {
@@ -451,15 +498,22 @@ mod tests {
         let (status, head, body) = call(&server, b"POST /echo?a=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}");
         assert_eq!(status, 201, "{head}{body}");
         assert!(head.contains("content-type: application/json"), "{head}");
-        assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap(), json!({"len": 2, "ct": "application/json", "q": "a=1"}));
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&body).unwrap(),
+            json!({"len": 2, "ct": "application/json", "q": "a=1"})
+        );
         let (status, head, _) = call(&server, b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
         assert_eq!(status, 405);
         assert!(head.contains("allow: post"), "{head}");
         assert_eq!(call(&server, b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").0, 404);
-        let big = format!("POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n", BODY_LIMIT + 1);
+        let big = format!(
+            "POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+            BODY_LIMIT + 1
+        );
         assert_eq!(call(&server, big.as_bytes()).0, 413);
         // Chunked, without a declared length, over the limit.
-        let mut chunked = b"POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        let mut chunked =
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
         let chunk = vec![b'a'; 256 * 1024];
         for _ in 0..5 {
             chunked.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
@@ -468,12 +522,25 @@ mod tests {
         }
         chunked.extend_from_slice(b"0\r\n\r\n");
         assert_eq!(call(&server, &chunked).0, 413);
-        let (status, _, body) = call(&server, b"GET /plugins HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAccept: application/json\r\n\r\n");
-        assert_eq!((status, body.as_str()), (200, r#"{"echo":{"params":{},"stats":{"errors":0,"last_error":null,"specs_sent":0},"version":"1","x":1}}"#));
-        assert_eq!(call(&server, b"GET /ips HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAccept: image/png\r\n\r\n").0, 406);
+        let (status, _, body) =
+            call(&server, b"GET /plugins HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAccept: application/json\r\n\r\n");
+        assert_eq!(
+            (status, body.as_str()),
+            (
+                200,
+                r#"{"echo":{"params":{},"stats":{"errors":0,"last_error":null,"specs_sent":0},"version":"1","x":1}}"#
+            )
+        );
+        assert_eq!(
+            call(&server, b"GET /ips HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAccept: image/png\r\n\r\n").0,
+            406
+        );
         let (status, head, body) = call(&server, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
         assert_eq!(status, 200);
-        assert!(head.contains("text/plain; version=0.0.4") && body.contains("vpcrouter_reconciles_total 0"), "{head}{body}");
+        assert!(
+            head.contains("text/plain; version=0.0.4") && body.contains("vpcrouter_reconciles_total 0"),
+            "{head}{body}"
+        );
         server.stop();
     }
 
@@ -482,7 +549,11 @@ mod tests {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = taken.local_addr().unwrap().port();
         let err = bind("127.0.0.1", port).unwrap_err().to_string();
-        assert!(err.contains(&format!("cannot listen on 127.0.0.1:{port}")) && err.contains("choose another port with -p/--port"), "{err}");
+        assert!(
+            err.contains(&format!("cannot listen on 127.0.0.1:{port}"))
+                && err.contains("choose another port with -p/--port"),
+            "{err}"
+        );
         assert!(bind("example.com", 1).unwrap_err().to_string().contains("-a/--address"));
     }
 }

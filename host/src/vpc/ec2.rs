@@ -163,9 +163,7 @@ pub enum Ec2Error {
         message: String,
     },
     /// EC2 throttled the request or failed on its side, after the SDK's retries.
-    #[error(
-        "{operation}: EC2 throttled or unavailable ({code}): {message}; transient, try again later"
-    )]
+    #[error("{operation}: EC2 throttled or unavailable ({code}): {message}; transient, try again later")]
     Unavailable {
         /// EC2 operation.
         operation: &'static str,
@@ -204,10 +202,7 @@ impl Ec2Error {
     /// True for errors that may go away by themselves (throttling, 5xx, timeouts, network);
     /// false for those needing the operator (VPC not found, credentials, validation).
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            Ec2Error::Unavailable { .. } | Ec2Error::Transport { .. }
-        )
+        matches!(self, Ec2Error::Unavailable { .. } | Ec2Error::Transport { .. })
     }
 
     /// True when EC2 throttled the call: the account's bucket is empty.
@@ -242,37 +237,22 @@ impl Ec2Error {
         let operation = op.name();
         if let SdkError::ServiceError(ctx) = &err {
             let status = ctx.raw().status().as_u16();
-            let code = ctx
-                .err()
-                .code()
-                .map_or_else(|| format!("HTTP {status}"), str::to_owned);
+            let code = ctx.err().code().map_or_else(|| format!("HTTP {status}"), str::to_owned);
             let message = ctx.err().message().unwrap_or_default().to_owned();
             return if AUTH_CODES.contains(&code.as_str()) {
-                Ec2Error::AccessDenied {
-                    operation,
-                    code,
-                    message,
-                }
-            } else if THROTTLE_CODES.contains(&code.as_str()) || TRANSIENT_CODES.contains(&code.as_str()) || status >= 500 || status == 429 {
-                Ec2Error::Unavailable {
-                    operation,
-                    code,
-                    message,
-                }
+                Ec2Error::AccessDenied { operation, code, message }
+            } else if THROTTLE_CODES.contains(&code.as_str())
+                || TRANSIENT_CODES.contains(&code.as_str())
+                || status >= 500
+                || status == 429
+            {
+                Ec2Error::Unavailable { operation, code, message }
             } else {
-                Ec2Error::Rejected {
-                    operation,
-                    code,
-                    message,
-                }
+                Ec2Error::Rejected { operation, code, message }
             };
         }
         let message = error_chain(&err);
-        let transport = Ec2Error::Transport {
-            operation,
-            region: region.to_owned(),
-            message: message.clone(),
-        };
+        let transport = Ec2Error::Transport { operation, region: region.to_owned(), message: message.clone() };
         match &err {
             SdkError::TimeoutError(_) | SdkError::ResponseError(_) => transport,
             _ if credentials_missing(&err) => Ec2Error::NoCredentials { operation, message },
@@ -403,24 +383,23 @@ impl Ec2 {
         debug!(vpc = vpc_id, region = %self.region, "reading VPC");
         let confirmed = self.lock_confirmed().as_deref() == Some(vpc_id);
         let (vpcs, subnets, tables, instances) = tokio::join!(
-            async { if confirmed { Ok(true) } else { self.vpc_exists(vpc_id, limits).await } },
+            async {
+                if confirmed {
+                    Ok(true)
+                } else {
+                    self.vpc_exists(vpc_id, limits).await
+                }
+            },
             self.subnets(vpc_id, limits),
             self.route_tables(vpc_id, limits),
             self.instances(vpc_id, limits),
         );
         if !vpcs? {
-            return Err(Ec2Error::VpcNotFound {
-                vpc_id: vpc_id.to_owned(),
-                region: self.region.clone(),
-            });
+            return Err(Ec2Error::VpcNotFound { vpc_id: vpc_id.to_owned(), region: self.region.clone() });
         }
         *self.lock_confirmed() = Some(vpc_id.to_owned());
-        let state = VpcState {
-            vpc_id: vpc_id.to_owned(),
-            subnets: subnets?,
-            route_tables: tables?,
-            instances: instances?,
-        };
+        let state =
+            VpcState { vpc_id: vpc_id.to_owned(), subnets: subnets?, route_tables: tables?, instances: instances? };
         debug!(
             vpc = vpc_id,
             subnets = state.subnets.len(),
@@ -474,7 +453,8 @@ impl Ec2 {
         loop {
             let _slot = limits.read_slot().await;
             let sent = Instant::now();
-            let call = self.client.describe_route_tables().filters(vpc_filter(vpc_id)).set_next_token(token).send().await;
+            let call =
+                self.client.describe_route_tables().filters(vpc_filter(vpc_id)).set_next_token(token).send().await;
             let page = self.record(Op::DescribeRouteTables, sent, call)?;
             out.extend(page.route_tables().iter().filter_map(route_table));
             token = next_token(page.next_token());
@@ -524,9 +504,7 @@ impl Ec2 {
                     .await;
                 self.record(Op::CreateRoute, sent, result).map(drop)
             }
-            RouteAction::Replace {
-                rtb, cidr, target, ..
-            } => {
+            RouteAction::Replace { rtb, cidr, target, .. } => {
                 debug!(rtb = %rtb, cidr = %cidr, router = %target.ip, eni = %target.eni_id, "ReplaceRoute");
                 let (eni, inst) = target_ids(target);
                 let sent = Instant::now();
@@ -587,10 +565,7 @@ fn route_table(rt: &ec2::RouteTable) -> Option<RouteTable> {
     let associations: Vec<_> = rt.associations().iter().filter(live).collect();
     let table = RouteTable {
         main: associations.iter().any(|a| a.main() == Some(true)),
-        subnets: associations
-            .iter()
-            .filter_map(|a| a.subnet_id().map(str::to_owned))
-            .collect(),
+        subnets: associations.iter().filter_map(|a| a.subnet_id().map(str::to_owned)).collect(),
         routes: rt.routes().iter().map(route).collect(),
         id,
     };
@@ -660,10 +635,7 @@ fn eni(n: &ec2::InstanceNetworkInterface) -> Option<Eni> {
     let mut addrs: Vec<&ec2::InstancePrivateIpAddress> = n.private_ip_addresses().iter().collect();
     // Stable: primary first, secondaries in reported order.
     addrs.sort_by_key(|a| a.primary() != Some(true));
-    let mut private_ips: Vec<Ipv4Addr> = addrs
-        .iter()
-        .filter_map(|a| ipv4(a.private_ip_address()))
-        .collect();
+    let mut private_ips: Vec<Ipv4Addr> = addrs.iter().filter_map(|a| ipv4(a.private_ip_address())).collect();
     if private_ips.is_empty() {
         private_ips.extend(ipv4(n.private_ip_address()));
     }
@@ -694,17 +666,13 @@ async fn detect_with(client: &aws_config::imds::Client) -> Result<(String, Strin
             .get(format!("/latest/meta-data/{path}"))
             .await
             .map(|s| s.as_ref().trim().to_owned())
-            .map_err(|e| Ec2Error::NoMetadata {
-                message: format!("{path}: {}", error_chain(&e)),
-            })
+            .map_err(|e| Ec2Error::NoMetadata { message: format!("{path}: {}", error_chain(&e)) })
     };
     let detect = async {
         let region = match get("placement/region".into()).await {
             Ok(region) => region,
             Err(first) => {
-                let mut az = get("placement/availability-zone".into())
-                    .await
-                    .map_err(|_| first)?;
+                let mut az = get("placement/availability-zone".into()).await.map_err(|_| first)?;
                 az.pop();
                 az
             }
@@ -713,27 +681,19 @@ async fn detect_with(client: &aws_config::imds::Client) -> Result<(String, Strin
             Ok(mac) => mac,
             Err(_) => {
                 let macs = get("network/interfaces/macs/".into()).await?;
-                macs.lines()
-                    .next()
-                    .unwrap_or_default()
-                    .trim_end_matches('/')
-                    .to_owned()
+                macs.lines().next().unwrap_or_default().trim_end_matches('/').to_owned()
             }
         };
         let vpc = get(format!("network/interfaces/macs/{mac}/vpc-id")).await?;
         if region.is_empty() || mac.is_empty() || vpc.is_empty() {
-            return Err(Ec2Error::NoMetadata {
-                message: "empty region, MAC or VPC id".into(),
-            });
+            return Err(Ec2Error::NoMetadata { message: "empty region, MAC or VPC id".into() });
         }
         debug!(region = %region, vpc = %vpc, "detected from instance metadata");
         Ok((region, vpc))
     };
     match tokio::time::timeout(Duration::from_secs(2), detect).await {
         Ok(result) => result,
-        Err(_) => Err(Ec2Error::NoMetadata {
-            message: "no answer within 2 s".into(),
-        }),
+        Err(_) => Err(Ec2Error::NoMetadata { message: "no answer within 2 s".into() }),
     }
 }
 
@@ -742,7 +702,8 @@ mod tests {
     #[test]
     fn iam_policy_allows_exactly_the_operations_called() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/iam-policy.json");
-        let policy: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).expect("policy file")).expect("policy JSON");
+        let policy: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).expect("policy file")).expect("policy JSON");
         let mut allowed: Vec<String> = policy["Statement"]
             .as_array()
             .expect("statements")
@@ -762,28 +723,19 @@ mod tests {
     use std::net::TcpListener;
 
     fn free_port() -> u16 {
-        TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("free port")
+        TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
     }
 
     fn counts(ec2: &Ec2, op: &str) -> (u64, u64) {
-        ec2.call_counts()
-            .into_iter()
-            .find(|c| c.operation == op)
-            .map(|c| (c.calls, c.errors))
-            .expect("op")
+        ec2.call_counts().into_iter().find(|c| c.operation == op).map(|c| (c.calls, c.errors)).expect("op")
     }
 
     #[tokio::test]
     async fn unreachable_endpoint_is_transient() {
         let url = format!("http://127.0.0.1:{}", free_port());
         let creds = Credentials::new("testing", "testing", None, None, "test");
-        let loader = loader("us-east-1")
-            .endpoint_url(url)
-            .credentials_provider(creds)
-            .retry_config(RetryConfig::disabled());
+        let loader =
+            loader("us-east-1").endpoint_url(url).credentials_provider(creds).retry_config(RetryConfig::disabled());
         let ec2 = Ec2::from_loader("us-east-1", loader, Arc::default()).await;
         let err = ec2.read_state("vpc-1", &Limits::new(Default::default())).await.expect_err("no server");
         eprintln!("unreachable: {err}");
@@ -798,25 +750,28 @@ mod tests {
         let creds = aws_config::profile::ProfileFileCredentialsProvider::builder()
             .profile_name("vpcrouter-test-no-such-profile")
             .build();
-        let loader = loader("us-east-1")
-            .endpoint_url(url)
-            .credentials_provider(creds)
-            .retry_config(RetryConfig::disabled());
+        let loader =
+            loader("us-east-1").endpoint_url(url).credentials_provider(creds).retry_config(RetryConfig::disabled());
         let ec2 = Ec2::from_loader("us-east-1", loader, Arc::default()).await;
         let err = ec2.read_state("vpc-1", &Limits::new(Default::default())).await.expect_err("no credentials");
         eprintln!("no credentials: {err}");
         assert!(matches!(err, Ec2Error::NoCredentials { .. }), "{err:?}");
         assert!(!err.is_transient());
-        assert!(err
-            .to_string()
-            .contains("set AWS credentials (env, profile or instance role)"));
+        assert!(err.to_string().contains("set AWS credentials (env, profile or instance role)"));
     }
 
     #[test]
     fn errors_tell_throttling_and_stale_state_apart() {
-        let rejected = |code: &str, message: &str| Ec2Error::Rejected { operation: "ReplaceRoute", code: code.into(), message: message.into() };
-        let unavailable = |code: &str| Ec2Error::Unavailable { operation: "CreateRoute", code: code.into(), message: String::new() };
-        assert!(unavailable("RequestLimitExceeded").is_throttle() && unavailable("RequestLimitExceeded").is_transient());
+        let rejected = |code: &str, message: &str| Ec2Error::Rejected {
+            operation: "ReplaceRoute",
+            code: code.into(),
+            message: message.into(),
+        };
+        let unavailable =
+            |code: &str| Ec2Error::Unavailable { operation: "CreateRoute", code: code.into(), message: String::new() };
+        assert!(
+            unavailable("RequestLimitExceeded").is_throttle() && unavailable("RequestLimitExceeded").is_transient()
+        );
         assert!(!unavailable("InternalError").is_throttle() && unavailable("InternalError").is_transient());
         for stale in [
             rejected("RouteAlreadyExists", "The route identified by 10.1.0.0/16 already exists."),
@@ -824,7 +779,10 @@ mod tests {
             rejected("InvalidRouteTableID.NotFound", "The routeTable ID 'rtb-1' does not exist"),
             rejected("InvalidNetworkInterfaceID.NotFound", "The networkInterface ID 'eni-1' does not exist"),
             rejected("InvalidInstanceID.NotFound", "The instance ID 'i-1' does not exist"),
-            rejected("InvalidParameterValue", "There is no route defined for '10.1.0.0/16' in the route table. Use CreateRoute instead."),
+            rejected(
+                "InvalidParameterValue",
+                "There is no route defined for '10.1.0.0/16' in the route table. Use CreateRoute instead.",
+            ),
         ] {
             assert!(stale.shows_stale_state() && !stale.is_transient(), "{stale:?}");
         }
@@ -837,10 +795,7 @@ mod tests {
     #[test]
     fn translates_instances_and_routes() {
         let addr = |ip: &str, primary: bool| {
-            ec2::InstancePrivateIpAddress::builder()
-                .private_ip_address(ip)
-                .primary(primary)
-                .build()
+            ec2::InstancePrivateIpAddress::builder().private_ip_address(ip).primary(primary).build()
         };
         let nic = ec2::InstanceNetworkInterface::builder()
             .network_interface_id("eni-1")
@@ -848,28 +803,15 @@ mod tests {
             .private_ip_addresses(addr("10.0.0.9", false))
             .private_ip_addresses(addr("10.0.0.5", true))
             .private_ip_addresses(addr("not-an-ip", false))
-            .attachment(
-                ec2::InstanceNetworkInterfaceAttachment::builder()
-                    .device_index(1)
-                    .build(),
-            )
+            .attachment(ec2::InstanceNetworkInterfaceAttachment::builder().device_index(1).build())
             .build();
-        let with_nic = ec2::Instance::builder()
-            .instance_id("i-1")
-            .network_interfaces(nic)
-            .build();
+        let with_nic = ec2::Instance::builder().instance_id("i-1").network_interfaces(nic).build();
         let got = instance(&with_nic).expect("instance");
-        assert_eq!(
-            got.enis[0].private_ips,
-            vec![Ipv4Addr::new(10, 0, 0, 5), Ipv4Addr::new(10, 0, 0, 9)]
-        );
+        assert_eq!(got.enis[0].private_ips, vec![Ipv4Addr::new(10, 0, 0, 5), Ipv4Addr::new(10, 0, 0, 9)]);
         assert_eq!(got.enis[0].device_index, 1);
 
-        let bare = ec2::Instance::builder()
-            .instance_id("i-2")
-            .private_ip_address("10.0.0.7")
-            .subnet_id("subnet-2")
-            .build();
+        let bare =
+            ec2::Instance::builder().instance_id("i-2").private_ip_address("10.0.0.7").subnet_id("subnet-2").build();
         let got = instance(&bare).expect("instance");
         assert_eq!(
             got.enis,
@@ -882,23 +824,13 @@ mod tests {
         );
         assert!(instance(&ec2::Instance::builder().build()).is_none());
 
-        let v6 = ec2::Route::builder()
-            .destination_ipv6_cidr_block("::/0")
-            .egress_only_internet_gateway_id("eigw-1")
-            .build();
+        let v6 =
+            ec2::Route::builder().destination_ipv6_cidr_block("::/0").egress_only_internet_gateway_id("eigw-1").build();
         assert_eq!(
             route(&v6),
-            Route {
-                destination: None,
-                instance_id: None,
-                eni_id: None,
-                other_target: Some("eigw-1".into())
-            }
+            Route { destination: None, instance_id: None, eni_id: None, other_target: Some("eigw-1".into()) }
         );
-        let nat = ec2::Route::builder()
-            .destination_cidr_block("0.0.0.0/0")
-            .nat_gateway_id("nat-1")
-            .build();
+        let nat = ec2::Route::builder().destination_cidr_block("0.0.0.0/0").nat_gateway_id("nat-1").build();
         assert_eq!(route(&nat).other_target.as_deref(), Some("nat-1"));
     }
 
@@ -935,11 +867,7 @@ mod tests {
     }
 
     fn imds_client(url: &str) -> aws_config::imds::Client {
-        aws_config::imds::Client::builder()
-            .endpoint(url)
-            .expect("endpoint")
-            .max_attempts(2)
-            .build()
+        aws_config::imds::Client::builder().endpoint(url).expect("endpoint").max_attempts(2).build()
     }
 
     #[tokio::test]
@@ -947,28 +875,17 @@ mod tests {
         let url = fake_imds(&[
             ("placement/region", "eu-west-1"),
             ("mac", "0a:00:00:00:00:01"),
-            (
-                "network/interfaces/macs/0a:00:00:00:00:01/vpc-id",
-                "vpc-123",
-            ),
+            ("network/interfaces/macs/0a:00:00:00:00:01/vpc-id", "vpc-123"),
         ]);
         let got = detect_with(&imds_client(&url)).await.expect("detect");
         assert_eq!(got, ("eu-west-1".to_owned(), "vpc-123".to_owned()));
 
         let url = fake_imds(&[
             ("placement/availability-zone", "ap-south-2b"),
-            (
-                "network/interfaces/macs/",
-                "0a:00:00:00:00:02/\n0a:00:00:00:00:03/",
-            ),
-            (
-                "network/interfaces/macs/0a:00:00:00:00:02/vpc-id",
-                "vpc-456",
-            ),
+            ("network/interfaces/macs/", "0a:00:00:00:00:02/\n0a:00:00:00:00:03/"),
+            ("network/interfaces/macs/0a:00:00:00:00:02/vpc-id", "vpc-456"),
         ]);
-        let got = detect_with(&imds_client(&url))
-            .await
-            .expect("detect (fallbacks)");
+        let got = detect_with(&imds_client(&url)).await.expect("detect (fallbacks)");
         assert_eq!(got, ("ap-south-2".to_owned(), "vpc-456".to_owned()));
     }
 
@@ -979,10 +896,7 @@ mod tests {
         let err = detect_with(&imds_client(&url)).await.expect_err("no IMDS");
         eprintln!("off EC2: {err}");
         assert!(started.elapsed() < Duration::from_secs(3));
-        assert!(
-            err.to_string().contains("pass -r/--region and -v/--vpc"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("pass -r/--region and -v/--vpc"), "{err}");
         assert!(!err.is_transient());
     }
 }

@@ -144,7 +144,8 @@ impl Executor {
     /// token and an in-flight slot are free. With a `deadline`, the actions that cannot be
     /// answered before it are left [`Outcome::NotStarted`].
     pub async fn wave(&self, actions: &[RouteAction], deadline: Option<Instant>) -> WaveReport {
-        let mut report = WaveReport { outcomes: actions.iter().map(|_| Outcome::NotStarted).collect(), ..Default::default() };
+        let mut report =
+            WaveReport { outcomes: actions.iter().map(|_| Outcome::NotStarted).collect(), ..Default::default() };
         let mut running = JoinSet::new();
         for (index, action) in actions.iter().enumerate() {
             let slot = self.limits.slot().await;

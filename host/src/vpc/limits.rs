@@ -156,7 +156,10 @@ impl Bucket {
         let mut aimd = self.aimd();
         if aimd.decrease(Instant::now()) {
             self.limiter.set_rate_per(per_period(aimd.rate()), RATE_PERIOD);
-            tracing::warn!(rate_per_s = aimd.rate(), "EC2 throttled a call (RequestLimitExceeded): lowering vpcrouter's call rate");
+            tracing::warn!(
+                rate_per_s = aimd.rate(),
+                "EC2 throttled a call (RequestLimitExceeded): lowering vpcrouter's call rate"
+            );
         }
     }
 

@@ -64,7 +64,9 @@ fn spec_cidr(c: usize) -> Cidr {
 
 /// The spec: CIDR `c` has routers `2c` and `2c + 1` (mod instances).
 fn spec(s: Scale) -> Vec<(Cidr, Vec<Ipv4Addr>)> {
-    (0..s.cidrs).map(|c| (spec_cidr(c), vec![router_ip(2 * c % s.instances), router_ip((2 * c + 1) % s.instances)])).collect()
+    (0..s.cidrs)
+        .map(|c| (spec_cidr(c), vec![router_ip(2 * c % s.instances), router_ip((2 * c + 1) % s.instances)]))
+        .collect()
 }
 
 /// Instances spread over `tables` subnets, one table per subnet; with `routed`, every
@@ -74,16 +76,31 @@ fn state(s: Scale, routed: bool) -> VpcState {
     let instances = (0..s.instances)
         .map(|i| Instance {
             id: format!("i-{i:08}"),
-            enis: vec![Eni { id: format!("eni-{i:08}"), subnet_id: subnets[i % s.tables].clone(), private_ips: vec![router_ip(i)], device_index: 0 }],
+            enis: vec![Eni {
+                id: format!("eni-{i:08}"),
+                subnet_id: subnets[i % s.tables].clone(),
+                private_ips: vec![router_ip(i)],
+                device_index: 0,
+            }],
         })
         .collect();
     let route_tables = (0..s.tables)
         .map(|t| {
-            let mut routes = vec![Route { destination: Some("10.0.0.0/8".into()), instance_id: None, eni_id: None, other_target: Some("local".into()) }];
+            let mut routes = vec![Route {
+                destination: Some("10.0.0.0/8".into()),
+                instance_id: None,
+                eni_id: None,
+                other_target: Some("local".into()),
+            }];
             if routed {
                 routes.extend((0..s.cidrs).map(|c| {
                     let i = 2 * c % s.instances;
-                    Route { destination: Some(spec_cidr(c).to_string()), instance_id: Some(format!("i-{i:08}")), eni_id: Some(format!("eni-{i:08}")), other_target: None }
+                    Route {
+                        destination: Some(spec_cidr(c).to_string()),
+                        instance_id: Some(format!("i-{i:08}")),
+                        eni_id: Some(format!("eni-{i:08}")),
+                        other_target: None,
+                    }
                 }));
             }
             RouteTable { id: format!("rtb-{t:04}"), main: t == 0, subnets: vec![subnets[t].clone()], routes }
@@ -152,14 +169,27 @@ fn main() {
     let none = BTreeSet::new();
     let failed: BTreeSet<Ipv4Addr> = (0..5).map(|k| router_ip(2 * k * (s.cidrs / 5).max(1) % s.instances)).collect();
     let preferred = Default::default();
-    let input = |state, failed| PlanInput { state, spec: &spec, failed, questionable: &none, ignore: &[], preferred: &preferred };
+    let input = |state, failed| PlanInput {
+        state,
+        spec: &spec,
+        failed,
+        questionable: &none,
+        ignore: &[],
+        preferred: &preferred,
+    };
     let rows = [
         measure("initial (empty tables)", runs, &input(&empty, &none)),
         measure("steady state", runs, &input(&routed, &none)),
         measure("5 routers failed", runs, &input(&routed, &failed)),
     ];
-    println!("\nplanner: {} spec CIDRs × {} route tables × {} instances, {runs} runs each (release)", s.cidrs, s.tables, s.instances);
-    println!("{:<24} {:>9} {:>9} {:>9} {:>8} {:>10} {:>10}", "situation", "median ms", "min ms", "max ms", "actions", "allocs", "alloc MiB");
+    println!(
+        "\nplanner: {} spec CIDRs × {} route tables × {} instances, {runs} runs each (release)",
+        s.cidrs, s.tables, s.instances
+    );
+    println!(
+        "{:<24} {:>9} {:>9} {:>9} {:>8} {:>10} {:>10}",
+        "situation", "median ms", "min ms", "max ms", "actions", "allocs", "alloc MiB"
+    );
     for r in &rows {
         println!(
             "{:<24} {:>9.2} {:>9.2} {:>9.2} {:>8} {:>10} {:>10.1}",

@@ -26,18 +26,13 @@ pub struct Configfile {
 
 impl PluginDescription for Configfile {
     const NAME: &'static str = "configfile";
-    const DESCRIPTION: &'static str =
-        "Reads the route spec from a JSON file and follows its changes";
+    const DESCRIPTION: &'static str = "Reads the route spec from a JSON file and follows its changes";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
 
     fn arguments() -> Vec<ArgSpec> {
-        vec![ArgSpec::value(
-            "file",
-            "FILE",
-            "config file for routing groups (only in configfile mode)",
-        )
-        .short('f')
-        .required()]
+        vec![ArgSpec::value("file", "FILE", "config file for routing groups (only in configfile mode)")
+            .short('f')
+            .required()]
     }
 
     fn validate_config(args: &PluginArgs) -> Result<(), String> {
@@ -60,8 +55,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Reads and validates the spec file; the error says what is wrong with it.
 fn read_spec(path: &Path) -> Result<RouteSpec, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("Cannot open file '{}': {e}", path.display()))?;
+    let text = std::fs::read_to_string(path).map_err(|e| format!("Cannot open file '{}': {e}", path.display()))?;
     spec::parse_json(&text).map_err(|e| e.to_string())
 }
 
@@ -125,14 +119,11 @@ fn run(reader: &Reader, mut watch: FileWatch, stop: &StopToken) {
 impl WatcherPlugin for Configfile {
     fn start(args: &PluginArgs, run: &WatcherRun) -> Result<Self, String> {
         let file = args.require("file")?;
-        let path = std::path::absolute(file)
-            .map_err(|e| format!("Cannot open config file '{file}': {e}"))?;
+        let path = std::path::absolute(file).map_err(|e| format!("Cannot open config file '{file}': {e}"))?;
         if path.file_name().is_none() {
             return Err(format!("Cannot open config file '{file}': not a file name"));
         }
-        run.log().info(format!(
-            "Configfile watcher plugin: Starting to watch route spec file '{file}' for changes..."
-        ));
+        run.log().info(format!("Configfile watcher plugin: Starting to watch route spec file '{file}' for changes..."));
         // Watch first, then read, so that no change between the two is missed.
         let watch = FileWatch::new(&path).map_err(|e| e.to_string())?;
         let reader = Arc::new(Reader { path, log: run.log().clone(), sink: run.sink(), last_update: Mutex::default() });
@@ -271,17 +262,9 @@ mod tests {
         assert_eq!(next_json(&r), canonical(SPEC_A));
 
         fs::write(&file, r#"{"10.1.0.0/16": ["1.1.1."]}"#).unwrap();
-        assert!(r.logs.wait_for(
-            LogLevel::Error,
-            "Config ignored: '1.1.1.' (a router of '10.1.0.0/16')",
-            WAIT
-        ));
+        assert!(r.logs.wait_for(LogLevel::Error, "Config ignored: '1.1.1.' (a router of '10.1.0.0/16')", WAIT));
         fs::write(&file, r#""MALFORMED""#).unwrap();
-        assert!(r.logs.wait_for(
-            LogLevel::Error,
-            "Config ignored: the route spec must be a JSON object",
-            WAIT
-        ));
+        assert!(r.logs.wait_for(LogLevel::Error, "Config ignored: the route spec must be a JSON object", WAIT));
         assert!(nothing_within(&r.specs, QUIET));
         assert!(stats(&r).last_error.contains("must be a JSON object"), "{:?}", stats(&r));
 
@@ -301,9 +284,7 @@ mod tests {
         let file = dir.path().join("routes.json");
         fs::write(&file, "{not json").unwrap();
         let r = start(&file);
-        assert!(r
-            .logs
-            .contains(LogLevel::Error, "Config ignored: the route spec is not valid JSON"));
+        assert!(r.logs.contains(LogLevel::Error, "Config ignored: the route spec is not valid JSON"));
         assert!(nothing_within(&r.specs, QUIET));
         assert_eq!(details(&r)["last_route_spec_update"], "(no update, yet)");
         fs::remove_file(&file).unwrap();
@@ -374,7 +355,10 @@ mod tests {
         r.stop().unwrap();
         let status = r.watcher.status();
         assert_eq!(status.version, Configfile::VERSION);
-        assert_eq!(status.params.iter().map(|t| (t.0.as_str(), t.1.as_str())).collect::<Vec<_>>(), [("file", file.to_str().unwrap())]);
+        assert_eq!(
+            status.params.iter().map(|t| (t.0.as_str(), t.1.as_str())).collect::<Vec<_>>(),
+            [("file", file.to_str().unwrap())]
+        );
         let details = details(&r);
         assert_eq!(details["path"], file.to_str().unwrap());
         let mtime = details["file_mtime"].as_str().unwrap();

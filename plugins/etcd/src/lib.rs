@@ -47,20 +47,13 @@ pub enum OptionError {
     )]
     BadEndpoint(String),
     /// `--etcd_key` is empty.
-    #[error(
-        "--etcd_key is empty; pass the key that holds the route spec, e.g. --etcd_key {DEFAULT_KEY}"
-    )]
+    #[error("--etcd_key is empty; pass the key that holds the route spec, e.g. --etcd_key {DEFAULT_KEY}")]
     EmptyKey,
 }
 
 /// Splits `--etcd_endpoints` at commas and checks every URL.
 pub fn parse_endpoints(raw: &str) -> Result<Vec<String>, OptionError> {
-    let list: Vec<String> = raw
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(String::from)
-        .collect();
+    let list: Vec<String> = raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
     if list.is_empty() {
         return Err(OptionError::NoEndpoints);
     }
@@ -76,10 +69,7 @@ fn is_http_url(url: &str) -> bool {
         return false;
     };
     let authority = rest.strip_suffix('/').unwrap_or(rest);
-    if authority.is_empty()
-        || authority.contains(['/', '@', '?', '#'])
-        || authority.contains(char::is_whitespace)
-    {
+    if authority.is_empty() || authority.contains(['/', '@', '?', '#']) || authority.contains(char::is_whitespace) {
         return false;
     }
     // `[v6]:port`, `host:port` or `host`.
@@ -108,8 +98,7 @@ pub struct Etcd {
 
 impl PluginDescription for Etcd {
     const NAME: &'static str = "etcd";
-    const DESCRIPTION: &'static str =
-        "Reads the route spec from an etcd key and follows its changes";
+    const DESCRIPTION: &'static str = "Reads the route spec from an etcd key and follows its changes";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
 
     fn arguments() -> Vec<ArgSpec> {
@@ -120,12 +109,8 @@ impl PluginDescription for Etcd {
                 "etcd client URLs, comma-separated, e.g. http://127.0.0.1:2379 (only in etcd mode)",
             )
             .required(),
-            ArgSpec::value(
-                "etcd_key",
-                "KEY",
-                "etcd key holding the route spec JSON (only in etcd mode)",
-            )
-            .default(DEFAULT_KEY),
+            ArgSpec::value("etcd_key", "KEY", "etcd key holding the route spec JSON (only in etcd mode)")
+                .default(DEFAULT_KEY),
         ]
     }
 
@@ -138,10 +123,7 @@ impl WatcherPlugin for Etcd {
     fn start(args: &PluginArgs, run: &WatcherRun) -> Result<Self, String> {
         let (endpoints, key) = options(args)?;
         let log = run.log().clone();
-        log.info(format!(
-            "Etcd watcher plugin: Starting to watch key '{key}' on {}",
-            endpoints.join(",")
-        ));
+        log.info(format!("Etcd watcher plugin: Starting to watch key '{key}' on {}", endpoints.join(",")));
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -174,10 +156,8 @@ impl WatcherPlugin for Etcd {
 
     fn details(&self) -> serde_json::Value {
         let status = lock(&self.status);
-        let last = status.last_update.map_or_else(
-            || "(no update, yet)".to_string(),
-            vpcrouter_plugin_api::time::rfc3339,
-        );
+        let last =
+            status.last_update.map_or_else(|| "(no update, yet)".to_string(), vpcrouter_plugin_api::time::rfc3339);
         serde_json::json!({
             "endpoints": self.endpoints,
             "connected": status.connected,
@@ -243,11 +223,7 @@ mod tests {
             }
         }
         fn wait_log(&self, level: LogLevel, needle: &str) {
-            assert!(
-                self.logs.wait_for(level, needle, WAIT),
-                "no {level:?} '{needle}' in {:?}",
-                self.logs
-            );
+            assert!(self.logs.wait_for(level, needle, WAIT), "no {level:?} '{needle}' in {:?}", self.logs);
         }
     }
 
@@ -268,27 +244,15 @@ mod tests {
     #[test]
     fn options_are_checked_and_errors_say_what_to_pass() {
         assert_eq!(check("http://127.0.0.1:2379", None), Ok(()));
-        assert_eq!(
-            check(
-                " http://10.0.0.1:2379/ , http://etcd-2:2379,http://[::1]:2379,",
-                Some("/k")
-            ),
-            Ok(())
-        );
+        assert_eq!(check(" http://10.0.0.1:2379/ , http://etcd-2:2379,http://[::1]:2379,", Some("/k")), Ok(()));
         assert_eq!(
             parse_endpoints("http://a:1, http://b").unwrap(),
             ["http://a:1".to_string(), "http://b".to_string()]
         );
         for empty in ["", " ", ",", " , "] {
             let err = check(empty, None).unwrap_err();
-            assert!(
-                err.starts_with("--etcd_endpoints names no endpoint; pass the etcd client URLs"),
-                "{err}"
-            );
-            assert!(
-                err.contains("http://10.0.0.1:2379,http://10.0.0.2:2379"),
-                "{err}"
-            );
+            assert!(err.starts_with("--etcd_endpoints names no endpoint; pass the etcd client URLs"), "{err}");
+            assert!(err.contains("http://10.0.0.1:2379,http://10.0.0.2:2379"), "{err}");
         }
         for bad in [
             "127.0.0.1:2379",
@@ -313,12 +277,11 @@ mod tests {
                 ),
             );
         }
-        assert_eq!(check("http://h:1", Some("")).unwrap_err(),
-            "--etcd_key is empty; pass the key that holds the route spec, e.g. --etcd_key /vpcrouter/route_spec");
         assert_eq!(
-            Etcd::validate_config(&PluginArgs::default()).unwrap_err(),
-            "--etcd_endpoints is required"
+            check("http://h:1", Some("")).unwrap_err(),
+            "--etcd_key is empty; pass the key that holds the route spec, e.g. --etcd_key /vpcrouter/route_spec"
         );
+        assert_eq!(Etcd::validate_config(&PluginArgs::default()).unwrap_err(), "--etcd_endpoints is required");
         assert!(start_watcher::<Etcd>(&[("etcd_endpoints", "x")]).is_err());
     }
 
@@ -329,7 +292,9 @@ mod tests {
         assert!(by("etcd_endpoints").required);
         assert_eq!(by("etcd_key").default.into_option().unwrap(), DEFAULT_KEY);
         // Nothing listens on port 1 of 127.0.0.1.
-        let r = Running(start_watcher::<Etcd>(&[("etcd_endpoints", "http://127.0.0.1:1"), ("etcd_key", DEFAULT_KEY)]).unwrap());
+        let r = Running(
+            start_watcher::<Etcd>(&[("etcd_endpoints", "http://127.0.0.1:1"), ("etcd_key", DEFAULT_KEY)]).unwrap(),
+        );
         let params: Vec<_> = r.watcher.status().params.iter().map(|t| (t.0.to_string(), t.1.to_string())).collect();
         let expected = [("etcd_endpoints", "http://127.0.0.1:1"), ("etcd_key", DEFAULT_KEY)];
         assert_eq!(params, expected.map(|(k, v)| (k.to_string(), v.to_string())));
@@ -344,10 +309,7 @@ mod tests {
         etcd.put(KEY, SPEC_A);
         let r = start(&etcd.endpoint(), KEY);
         assert_eq!(r.next_json(), canonical(SPEC_A));
-        r.wait_log(
-            LogLevel::Info,
-            &format!("Connected to etcd; key '{KEY}' read at revision"),
-        );
+        r.wait_log(LogLevel::Info, &format!("Connected to etcd; key '{KEY}' read at revision"));
 
         etcd.put(KEY, SPEC_B);
         assert_eq!(r.next_json(), canonical(SPEC_B));
@@ -360,28 +322,17 @@ mod tests {
 
         etcd.put(KEY, r#"{"10.1.0.1/16": ["1.1.1.1"]}"#);
         r.wait_log(LogLevel::Error, &format!("etcd key '{KEY}' (revision "));
-        r.wait_log(
-            LogLevel::Error,
-            "ignored: '10.1.0.1/16' is not a valid route CIDR: host bits are set",
-        );
+        r.wait_log(LogLevel::Error, "ignored: '10.1.0.1/16' is not a valid route CIDR: host bits are set");
         etcd.put(KEY, "{not json");
         r.wait_log(LogLevel::Error, "ignored: the route spec is not valid JSON");
-        assert!(
-            nothing_within(&r.specs, QUIET),
-            "an invalid value keeps the last spec"
-        );
+        assert!(nothing_within(&r.specs, QUIET), "an invalid value keeps the last spec");
 
         etcd.delete(KEY);
         r.wait_log(
             LogLevel::Warn,
-            &format!(
-                "etcd key '{KEY}' deleted; keeping the last route spec in force; put a new spec"
-            ),
+            &format!("etcd key '{KEY}' deleted; keeping the last route spec in force; put a new spec"),
         );
-        assert!(
-            nothing_within(&r.specs, QUIET),
-            "a deleted key keeps the last spec"
-        );
+        assert!(nothing_within(&r.specs, QUIET), "a deleted key keeps the last spec");
         etcd.put(KEY, SPEC_A);
         assert_eq!(r.next_json(), canonical(SPEC_A));
 
@@ -389,26 +340,10 @@ mod tests {
         let stats = &info;
         assert_eq!((counters.specs_sent, counters.errors), (3, 2), "{counters:?}");
         assert!(counters.last_error.is_empty(), "cleared by the valid value: {counters:?}");
-        assert_eq!(
-            (stats["connected"].as_bool(), stats["key_present"].as_bool()),
-            (Some(true), Some(true)),
-            "{info}"
-        );
+        assert_eq!((stats["connected"].as_bool(), stats["key_present"].as_bool()), (Some(true), Some(true)), "{info}");
         assert!(stats["last_revision"].as_i64().unwrap() >= 8, "{info}");
-        assert!(
-            stats["last_error"]
-                .as_str()
-                .unwrap()
-                .contains("not valid JSON"),
-            "{info}"
-        );
-        assert!(
-            stats["last_route_spec_update"]
-                .as_str()
-                .unwrap()
-                .ends_with('Z'),
-            "{info}"
-        );
+        assert!(stats["last_error"].as_str().unwrap().contains("not valid JSON"), "{info}");
+        assert!(stats["last_route_spec_update"].as_str().unwrap().ends_with('Z'), "{info}");
         r.stop().unwrap();
         r.wait_log(LogLevel::Info, "Etcd watcher plugin: Stopped");
         assert_eq!(r.details()["connected"], false);
@@ -419,28 +354,17 @@ mod tests {
     fn an_absent_key_is_waited_for() {
         let etcd = Server::start();
         let r = start(&etcd.endpoint(), KEY);
-        r.wait_log(
-            LogLevel::Warn,
-            &format!("etcd key '{KEY}' does not exist; waiting for it to be put"),
-        );
+        r.wait_log(LogLevel::Warn, &format!("etcd key '{KEY}' does not exist; waiting for it to be put"));
         assert!(nothing_within(&r.specs, QUIET));
         assert_eq!(r.details()["key_present"], false);
         etcd.put(KEY, "[]");
-        r.wait_log(
-            LogLevel::Error,
-            "ignored: the route spec must be a JSON object",
-        );
+        r.wait_log(LogLevel::Error, "ignored: the route spec must be a JSON object");
         etcd.delete(KEY);
         r.wait_log(LogLevel::Warn, "deleted before it held a valid route spec");
         etcd.put(KEY, SPEC_B);
         assert_eq!(r.next_json(), canonical(SPEC_B));
         r.stop().unwrap();
-        assert_eq!(
-            r.logs.count(LogLevel::Warn, "does not exist"),
-            1,
-            "{:?}",
-            r.logs
-        );
+        assert_eq!(r.logs.count(LogLevel::Warn, "does not exist"), 1, "{:?}", r.logs);
     }
 
     #[test]
@@ -455,32 +379,15 @@ mod tests {
         r.wait_log(LogLevel::Error, "Lost the connection to etcd (");
         // Several attempts fail meanwhile (0.1 s, 0.2 s, 0.4 s, ...), but are logged once.
         std::thread::sleep(Duration::from_millis(1500));
-        assert_eq!(
-            r.logs.count(LogLevel::Error, "Lost the connection"),
-            1,
-            "{:?}",
-            r.logs
-        );
-        assert!(r
-            .logs
-            .contains(LogLevel::Error, "the last route spec stays in force"));
+        assert_eq!(r.logs.count(LogLevel::Error, "Lost the connection"), 1, "{:?}", r.logs);
+        assert!(r.logs.contains(LogLevel::Error, "the last route spec stays in force"));
         let info = r.details();
-        assert_eq!(
-            (
-                info["connected"].as_bool(),
-                info["outages"].as_u64()
-            ),
-            (Some(false), Some(1)),
-            "{info}"
-        );
+        assert_eq!((info["connected"].as_bool(), info["outages"].as_u64()), (Some(false), Some(1)), "{info}");
         assert!(nothing_within(&r.specs, Duration::ZERO));
 
         etcd.restart();
         r.wait_log(LogLevel::Info, "Reconnected to etcd after ");
-        assert!(
-            nothing_within(&r.specs, QUIET),
-            "the same spec is not sent again"
-        );
+        assert!(nothing_within(&r.specs, QUIET), "the same spec is not sent again");
         etcd.put(KEY, SPEC_B);
         assert_eq!(r.next_json(), canonical(SPEC_B));
         assert_eq!(r.details()["connected"], true);
@@ -488,25 +395,12 @@ mod tests {
         // A second outage is logged again.
         etcd.stop();
         let deadline = Instant::now() + WAIT;
-        while r
-            .logs
-            .count(LogLevel::Error, "Lost the connection to etcd (")
-            < 2
-        {
-            assert!(
-                Instant::now() < deadline,
-                "no second outage logged: {:?}",
-                r.logs
-            );
+        while r.logs.count(LogLevel::Error, "Lost the connection to etcd (") < 2 {
+            assert!(Instant::now() < deadline, "no second outage logged: {:?}", r.logs);
             std::thread::sleep(Duration::from_millis(10));
         }
         r.stop_promptly();
-        assert_eq!(
-            r.logs.count(LogLevel::Error, "Lost the connection"),
-            2,
-            "{:?}",
-            r.logs
-        );
+        assert_eq!(r.logs.count(LogLevel::Error, "Lost the connection"), 2, "{:?}", r.logs);
     }
 
     #[test]
@@ -518,33 +412,19 @@ mod tests {
             LogLevel::Error,
             &format!("Cannot read key '{KEY}' from etcd ({refused}): read: tcp connect error: Connection refused"),
         );
-        r.wait_log(
-            LogLevel::Error,
-            "no route spec is sent until it can be read",
-        );
+        r.wait_log(LogLevel::Error, "no route spec is sent until it can be read");
         r.stop_promptly();
 
         // A listener that never answers: each attempt times out, and stop cancels it.
         let silent = TcpListener::bind("127.0.0.1:0").unwrap();
         let endpoint = format!("http://{}", silent.local_addr().unwrap());
         let r = start(&endpoint, KEY);
-        r.wait_log(
-            LogLevel::Error,
-            &format!("Cannot read key '{KEY}' from etcd ({endpoint}): read: Timeout expired"),
-        );
+        r.wait_log(LogLevel::Error, &format!("Cannot read key '{KEY}' from etcd ({endpoint}): read: Timeout expired"));
         std::thread::sleep(Duration::from_millis(300));
         r.stop_promptly();
         assert!(nothing_within(&r.specs, Duration::ZERO));
-        assert_eq!(
-            r.logs.count(LogLevel::Error, "Cannot read key"),
-            1,
-            "{:?}",
-            r.logs
-        );
+        assert_eq!(r.logs.count(LogLevel::Error, "Cannot read key"), 1, "{:?}", r.logs);
         let info = r.details();
-        assert_eq!(
-            info["last_error"], "read: Timeout expired",
-            "{info}"
-        );
+        assert_eq!(info["last_error"], "read: Timeout expired", "{info}");
     }
 }

@@ -27,10 +27,7 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(4);
 /// connections that ping more often than every 5 s (`--grpc-keepalive-min-time`) or while
 /// no stream is open, so pings are only sent while a call or the watch is open.
 const KEEP_ALIVE: (Duration, Duration) = (Duration::from_secs(6), Duration::from_secs(4));
-const _: () = assert!(
-    KEEP_ALIVE.0.as_secs() > 5,
-    "etcd refuses pings more often than every 5 s"
-);
+const _: () = assert!(KEEP_ALIVE.0.as_secs() > 5, "etcd refuses pings more often than every 5 s");
 
 /// The watcher's state for the status server (the counters of specs sent and values
 /// refused are the sink's).
@@ -93,16 +90,10 @@ fn describe(e: &etcd_client::Error) -> String {
 }
 
 /// Runs `call` with [`CALL_TIMEOUT`]; `what` names it in the error.
-async fn within<T>(
-    what: &str,
-    call: impl Future<Output = Result<T, etcd_client::Error>>,
-) -> Result<T, End> {
+async fn within<T>(what: &str, call: impl Future<Output = Result<T, etcd_client::Error>>) -> Result<T, End> {
     match tokio::time::timeout(CALL_TIMEOUT, call).await {
         Ok(result) => result.map_err(|e| End::Lost(format!("{what}: {}", describe(&e)))),
-        Err(_) => Err(End::Lost(format!(
-            "{what}: no answer within {} s",
-            CALL_TIMEOUT.as_secs()
-        ))),
+        Err(_) => Err(End::Lost(format!("{what}: no answer within {} s", CALL_TIMEOUT.as_secs()))),
     }
 }
 
@@ -183,10 +174,7 @@ impl Session {
             }
         }
         if self.outage.is_some() {
-            self.log.debug(format!(
-                "etcd still unreachable (attempt {}): {why}",
-                self.failures
-            ));
+            self.log.debug(format!("etcd still unreachable (attempt {}): {why}", self.failures));
             return;
         }
         self.outage = Some(Instant::now());
@@ -291,9 +279,7 @@ impl Session {
                 since.elapsed().as_secs_f64(),
             ));
         } else if first_read {
-            self.log.info(format!(
-                "Connected to etcd; key '{key}' read at revision {revision} and watched"
-            ));
+            self.log.info(format!("Connected to etcd; key '{key}' read at revision {revision} and watched"));
         }
     }
 
@@ -337,9 +323,9 @@ impl Session {
                 "etcd key '{key}' deleted before it held a valid route spec; waiting for it to \
                  be put"
             )),
-            Verdict::StillAbsent | Verdict::Seen | Verdict::Stale => self.log.debug(format!(
-                "etcd key '{key}' (revision {revision}, {how}): nothing new ({verdict:?})"
-            )),
+            Verdict::StillAbsent | Verdict::Seen | Verdict::Stale => {
+                self.log.debug(format!("etcd key '{key}' (revision {revision}, {how}): nothing new ({verdict:?})"))
+            }
         }
         Ok(())
     }

@@ -30,28 +30,13 @@ pub fn free_port() -> u16 {
 impl Server {
     /// Starts a member and waits until it serves.
     pub fn start() -> Server {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let dir = tempfile::tempdir().unwrap();
         // Both listeners held at once, so that the two ports differ.
-        let (client, peer) = (
-            TcpListener::bind("127.0.0.1:0").unwrap(),
-            TcpListener::bind("127.0.0.1:0").unwrap(),
-        );
-        let (client_port, peer_port) = (
-            client.local_addr().unwrap().port(),
-            peer.local_addr().unwrap().port(),
-        );
+        let (client, peer) = (TcpListener::bind("127.0.0.1:0").unwrap(), TcpListener::bind("127.0.0.1:0").unwrap());
+        let (client_port, peer_port) = (client.local_addr().unwrap().port(), peer.local_addr().unwrap().port());
         drop((client, peer));
-        let mut server = Server {
-            child: None,
-            client_port,
-            peer_port,
-            dir,
-            runtime,
-        };
+        let mut server = Server { child: None, client_port, peer_port, dir, runtime };
         server.restart();
         server
     }
@@ -72,53 +57,27 @@ impl Server {
     /// Starts the member again with its data and ports, and waits until it serves.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "etcd is running");
-        let binary =
-            std::env::var_os("VPCROUTER_ETCD").map_or_else(|| PathBuf::from("etcd"), PathBuf::from);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("etcd.log"))
-            .unwrap();
+        let binary = std::env::var_os("VPCROUTER_ETCD").map_or_else(|| PathBuf::from("etcd"), PathBuf::from);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("etcd.log")).unwrap();
         let client = self.endpoint();
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let child = Command::new(&binary)
             .args(["--name", "n0", "--logger", "zap", "--log-outputs", "stderr"])
             .arg("--data-dir")
             .arg(self.dir.path().join("data"))
-            .args([
-                "--listen-client-urls",
-                &client,
-                "--advertise-client-urls",
-                &client,
-            ])
-            .args([
-                "--listen-peer-urls",
-                &peer,
-                "--initial-advertise-peer-urls",
-                &peer,
-            ])
+            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
             .args(["--initial-cluster", &format!("n0={peer}")])
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start {}: {e} (install etcd-server)",
-                    binary.display()
-                )
-            });
+            .unwrap_or_else(|e| panic!("cannot start {}: {e} (install etcd-server)", binary.display()));
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while self
-            .call(|mut c| async move { c.get("/", None).await.map(drop) })
-            .is_err()
-        {
+        while self.call(|mut c| async move { c.get("/", None).await.map(drop) }).is_err() {
             let log = std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default();
-            assert!(
-                Instant::now() < deadline,
-                "etcd does not serve at {client}:\n{log}"
-            );
+            assert!(Instant::now() < deadline, "etcd does not serve at {client}:\n{log}");
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -143,15 +102,13 @@ impl Server {
     /// Writes `key` = `value`.
     pub fn put(&self, key: &str, value: &str) {
         let (k, v) = (key.to_string(), value.to_string());
-        self.call(|mut c| async move { c.put(k, v, None).await.map(drop) })
-            .expect("etcd put");
+        self.call(|mut c| async move { c.put(k, v, None).await.map(drop) }).expect("etcd put");
     }
 
     /// Deletes `key`.
     pub fn delete(&self, key: &str) {
         let k = key.to_string();
-        self.call(|mut c| async move { c.delete(k, None).await.map(drop) })
-            .expect("etcd delete");
+        self.call(|mut c| async move { c.delete(k, None).await.map(drop) }).expect("etcd delete");
     }
 }
 

@@ -59,9 +59,7 @@ impl Tracker {
             self.present = Some(false);
             return match was {
                 None => Verdict::Waiting,
-                Some(true) => Verdict::Deleted {
-                    spec_in_force: self.last_sent.is_some(),
-                },
+                Some(true) => Verdict::Deleted { spec_in_force: self.last_sent.is_some() },
                 Some(false) => Verdict::StillAbsent,
             };
         };
@@ -118,19 +116,10 @@ mod tests {
     #[test]
     fn valid_values_are_sent_once_each() {
         let mut t = Tracker::default();
-        assert_eq!(
-            sent(t.observe(Some(A), 5)),
-            r#"{"10.1.0.0/16":["10.0.0.1","10.0.0.2"]}"#
-        );
+        assert_eq!(sent(t.observe(Some(A), 5)), r#"{"10.1.0.0/16":["10.0.0.1","10.0.0.2"]}"#);
         assert_eq!(t.observe(Some(A_REWRITTEN), 6), Verdict::Unchanged);
-        assert_eq!(
-            sent(t.observe(Some(B), 7)),
-            r#"{"10.2.0.0/16":["10.0.0.3"]}"#
-        );
-        assert_eq!(
-            sent(t.observe(Some(A), 8)),
-            r#"{"10.1.0.0/16":["10.0.0.1","10.0.0.2"]}"#
-        );
+        assert_eq!(sent(t.observe(Some(B), 7)), r#"{"10.2.0.0/16":["10.0.0.3"]}"#);
+        assert_eq!(sent(t.observe(Some(A), 8)), r#"{"10.1.0.0/16":["10.0.0.1","10.0.0.2"]}"#);
         assert_eq!(t.present(), Some(true));
     }
 
@@ -140,14 +129,8 @@ mod tests {
         sent(t.observe(Some(A), 5));
         let cases: [(&[u8], &str); 4] = [
             (b"{not json", "not valid JSON"),
-            (
-                br#"{"10.1.0.1/16": ["10.0.0.1"]}"#,
-                "host bits are set; the network is 10.1.0.0/16",
-            ),
-            (
-                br#"{"10.1.0.0/16": ["10.0.0."]}"#,
-                "'10.0.0.' (a router of '10.1.0.0/16')",
-            ),
+            (br#"{"10.1.0.1/16": ["10.0.0.1"]}"#, "host bits are set; the network is 10.1.0.0/16"),
+            (br#"{"10.1.0.0/16": ["10.0.0."]}"#, "'10.0.0.' (a router of '10.1.0.0/16')"),
             (b"\xff\xfe", "not UTF-8"),
         ];
         for (rev, (value, why)) in (6..).zip(cases) {
@@ -167,24 +150,14 @@ mod tests {
         assert_eq!(t.observe(None, 4), Verdict::StillAbsent);
         assert_eq!(t.present(), Some(false));
         sent(t.observe(Some(A), 5));
-        assert_eq!(
-            t.observe(None, 6),
-            Verdict::Deleted {
-                spec_in_force: true
-            }
-        );
+        assert_eq!(t.observe(None, 6), Verdict::Deleted { spec_in_force: true });
         assert_eq!(t.observe(None, 9), Verdict::StillAbsent);
         // Put back as it was: the spec in force is the same one.
         assert_eq!(t.observe(Some(A), 10), Verdict::Unchanged);
 
         let mut t = Tracker::default();
         assert!(matches!(t.observe(Some(b"[]"), 2), Verdict::Invalid(_)));
-        assert_eq!(
-            t.observe(None, 3),
-            Verdict::Deleted {
-                spec_in_force: false
-            }
-        );
+        assert_eq!(t.observe(None, 3), Verdict::Deleted { spec_in_force: false });
     }
 
     #[test]
@@ -204,10 +177,7 @@ mod tests {
     fn backoff_doubles_from_200_ms_to_5_s_with_jitter() {
         let ms = |f, j| backoff(f, j).as_millis();
         assert_eq!([ms(1, 0.0), ms(1, 0.999_999)], [100, 199]);
-        assert_eq!(
-            [ms(2, 0.0), ms(3, 0.0), ms(4, 0.0), ms(5, 0.0)],
-            [200, 400, 800, 1600]
-        );
+        assert_eq!([ms(2, 0.0), ms(3, 0.0), ms(4, 0.0), ms(5, 0.0)], [200, 400, 800, 1600]);
         assert_eq!(ms(6, 0.0), 2500, "capped at 5 s before jitter");
         assert_eq!(ms(6, 1.0), 5000);
         assert_eq!(ms(u32::MAX, 0.5), 3750);

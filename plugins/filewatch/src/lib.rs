@@ -142,11 +142,8 @@ fn concerns(event: &Event, name: &OsStr) -> bool {
         EventKind::Access(_) => false,
         _ => true,
     };
-    let names_file = event
-        .paths
-        .iter()
-        .filter_map(|p| p.file_name())
-        .any(|n| n == name || n.as_encoded_bytes().starts_with(b".."));
+    let names_file =
+        event.paths.iter().filter_map(|p| p.file_name()).any(|n| n == name || n.as_encoded_bytes().starts_with(b".."));
     event.need_rescan() || (relevant_kind && names_file)
 }
 
@@ -289,10 +286,7 @@ mod tests {
         let ev = |kind, path: &str| Event::new(kind).add_path(PathBuf::from(path));
         assert!(concerns(&ev(EventKind::Modify(ModifyKind::Any), "/d/routes.json"), name));
         assert!(concerns(&ev(EventKind::Create(CreateKind::File), "/d/routes.json"), name));
-        assert!(concerns(
-            &ev(EventKind::Modify(ModifyKind::Name(RenameMode::To)), "/d/..data"),
-            name
-        ));
+        assert!(concerns(&ev(EventKind::Modify(ModifyKind::Name(RenameMode::To)), "/d/..data"), name));
         assert!(!concerns(&ev(EventKind::Modify(ModifyKind::Any), "/d/routes.json.bak"), name));
         assert!(!concerns(&ev(EventKind::Access(AccessKind::Read), "/d/routes.json"), name));
         let write_closed = EventKind::Access(AccessKind::Close(AccessMode::Write));

@@ -29,14 +29,9 @@ impl PluginDescription for Fixedconf {
 
     fn arguments() -> Vec<ArgSpec> {
         vec![
-            ArgSpec::value("fixed_cidr", "CIDR", "specify the route CIDR (only in fixedconf mode)")
+            ArgSpec::value("fixed_cidr", "CIDR", "specify the route CIDR (only in fixedconf mode)").required(),
+            ArgSpec::value("fixed_hosts", "IP[:IP...]", "list of host IPs, separated by ':' (only in fixedconf mode)")
                 .required(),
-            ArgSpec::value(
-                "fixed_hosts",
-                "IP[:IP...]",
-                "list of host IPs, separated by ':' (only in fixedconf mode)",
-            )
-            .required(),
         ]
     }
 
@@ -73,10 +68,7 @@ mod tests {
 
     #[test]
     fn accepts_valid_options_and_canonicalises_hosts() {
-        assert_eq!(
-            Fixedconf::validate_config(&args("192.168.0.0/16", "10.0.0.2:10.0.0.1")),
-            Ok(())
-        );
+        assert_eq!(Fixedconf::validate_config(&args("192.168.0.0/16", "10.0.0.2:10.0.0.1")), Ok(()));
         let spec = build_spec("192.168.0.0/16", "10.0.0.2:10.0.0.1:10.0.0.2").unwrap();
         assert_eq!(spec.to_json(), r#"{"192.168.0.0/16":["10.0.0.1","10.0.0.2"]}"#);
         assert!(Fixedconf::validate_config(&args("192.168.0.0/32", "10.0.0.1")).is_ok());
@@ -96,8 +88,7 @@ mod tests {
     fn rejects_bad_hosts_naming_them() {
         // The invalid IPs of the original's test_utils.py, and an empty list entry.
         for bad in ["192.168.1.1111", "192.168.1.", "292.168.1.1", ""] {
-            let err = Fixedconf::validate_config(&args("10.0.0.0/8", &format!("10.0.0.1:{bad}")))
-                .unwrap_err();
+            let err = Fixedconf::validate_config(&args("10.0.0.0/8", &format!("10.0.0.1:{bad}"))).unwrap_err();
             assert!(err.contains(&format!("'{bad}' (a router of '10.0.0.0/8')")), "{err}");
         }
     }

@@ -82,7 +82,9 @@ mod tests {
         let started = Instant::now();
         h.stop().unwrap();
         assert!(started.elapsed() < Duration::from_millis(500), "stop is prompt: {:?}", started.elapsed());
-        assert!(h.logs.contains(LogLevel::Info, "Always health monitor plugin: Pretending to start watching instances."));
+        assert!(h
+            .logs
+            .contains(LogLevel::Info, "Always health monitor plugin: Pretending to start watching instances."));
         assert!(h.logs.contains(LogLevel::Info, "Always health monitor plugin: Stopped"));
     }
 }

@@ -61,7 +61,8 @@ fn parse_health(text: &str) -> Result<Verdict, String> {
 }
 
 fn parse_json_health(text: &str) -> Result<Verdict, String> {
-    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("the health file is not valid JSON: {e}"))?;
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("the health file is not valid JSON: {e}"))?;
     let obj = value.as_object().ok_or("the health file must be a JSON object")?;
     let mut verdict = Verdict::default();
     for (key, list) in obj {
@@ -116,9 +117,9 @@ impl FileProber {
         };
         if state != self.file_state {
             match &state {
-                FileState::Missing => {
-                    self.log.info(format!("Health file '{}' does not exist: all hosts are healthy", self.path.display()))
-                }
+                FileState::Missing => self
+                    .log
+                    .info(format!("Health file '{}' does not exist: all hosts are healthy", self.path.display())),
                 FileState::Bad(why) => {
                     self.log.error(why);
                     self.errors += 1;
@@ -172,8 +173,12 @@ impl Prober for FileProber {
     }
 
     fn details(&self) -> serde_json::Value {
-        let questionable: Vec<String> =
-            self.hosts.iter().filter(|h| self.verdict.questionable.contains(h) && !self.verdict.failed.contains(h)).map(|h| h.to_string()).collect();
+        let questionable: Vec<String> = self
+            .hosts
+            .iter()
+            .filter(|h| self.verdict.questionable.contains(h) && !self.verdict.failed.contains(h))
+            .map(|h| h.to_string())
+            .collect();
         serde_json::json!({"reads": self.reads, "errors": self.errors, "questionable": questionable})
     }
 }
@@ -303,7 +308,10 @@ mod tests {
         assert_eq!(v.failed, set(&["10.0.0.5", "10.0.0.7"]));
         assert!(v.questionable.is_empty());
         assert_eq!(parse_health("").unwrap(), Verdict::default());
-        assert_eq!(parse_health("10.0.0.1\nnot-an-ip\n").unwrap_err(), "'not-an-ip' in line 2 is not a valid IPv4 address");
+        assert_eq!(
+            parse_health("10.0.0.1\nnot-an-ip\n").unwrap_err(),
+            "'not-an-ip' in line 2 is not a valid IPv4 address"
+        );
     }
 
     #[test]
@@ -323,7 +331,8 @@ mod tests {
     }
 
     fn start(file: &Path, interval: &str) -> HealthHarness {
-        start_health::<HealthFile>(&[("health_file", file.to_str().unwrap()), ("health_file_interval", interval)]).unwrap()
+        start_health::<HealthFile>(&[("health_file", file.to_str().unwrap()), ("health_file_interval", interval)])
+            .unwrap()
     }
 
     fn next(h: &HealthHarness) -> (Vec<Ipv4>, Vec<Ipv4>) {

@@ -243,8 +243,7 @@ pub struct Icmpecho;
 
 impl PluginDescription for Icmpecho {
     const NAME: &'static str = "icmpecho";
-    const DESCRIPTION: &'static str =
-        "ICMP echo (ping) to every router over one raw socket (needs CAP_NET_RAW)";
+    const DESCRIPTION: &'static str = "ICMP echo (ping) to every router over one raw socket (needs CAP_NET_RAW)";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
 
     fn arguments() -> Vec<ArgSpec> {
@@ -274,9 +273,8 @@ impl HealthPlugin for Icmpecho {
         let log = run.log().clone();
         log.info("ICMPecho health monitor plugin: Starting to watch instances.");
         let sock = open_socket()?;
-        let ident = (std::process::id() as u16)
-            .wrapping_mul(31)
-            .wrapping_add(NEXT_IDENT.fetch_add(1, Ordering::Relaxed));
+        let ident =
+            (std::process::id() as u16).wrapping_mul(31).wrapping_add(NEXT_IDENT.fetch_add(1, Ordering::Relaxed));
         if let Err(e) = sock.attach_filter(&echo_reply_filter(ident)) {
             log.debug(format!("No kernel filter on the ICMP socket ({e}); filtering replies here"));
         }
@@ -453,7 +451,10 @@ mod tests {
         assert_eq!(report, HealthReport::default());
         // Held down for 10 x 0.2 s after its last failed check (which is at most one
         // probe period plus the timeout before it answered again).
-        assert!(held >= Duration::from_millis(2000 - 250 - 150) && held <= Duration::from_millis(2000 + 300), "{held:?}");
+        assert!(
+            held >= Duration::from_millis(2000 - 250 - 150) && held <= Duration::from_millis(2000 + 300),
+            "{held:?}"
+        );
         assert!(r.logs.contains(LogLevel::Info, &format!("Host {peer} passes checks again")));
         let (stats, _, _) = status(&r);
         assert!(stats.failures >= 1, "{stats:?}");

@@ -202,7 +202,8 @@ pub struct Multi;
 
 impl PluginDescription for Multi {
     const NAME: &'static str = "multi";
-    const DESCRIPTION: &'static str = "Combines health plugins (--multi_plugins a:b): a host fails if any of them says so";
+    const DESCRIPTION: &'static str =
+        "Combines health plugins (--multi_plugins a:b): a host fails if any of them says so";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
 
     fn arguments() -> Vec<ArgSpec> {
@@ -275,7 +276,10 @@ mod tests {
 
     #[test]
     fn plugin_lists_are_checked() {
-        assert_eq!(Multi::required_plugins(&argv("vpcrouter -H multi --multi_plugins icmpecho:tcp")), Ok(vec!["icmpecho".into(), "tcp".into()]));
+        assert_eq!(
+            Multi::required_plugins(&argv("vpcrouter -H multi --multi_plugins icmpecho:tcp")),
+            Ok(vec!["icmpecho".into(), "tcp".into()])
+        );
         assert_eq!(Multi::required_plugins(&argv("vpcrouter --multi_plugins=file -H multi")), Ok(vec!["file".into()]));
         assert_eq!(Multi::required_plugins(&argv("vpcrouter -H multi")), Ok(vec![]));
         assert_eq!(Multi::required_plugins(&argv("vpcrouter -H multi -- --multi_plugins a")), Ok(vec![]));
@@ -374,7 +378,12 @@ mod tests {
     struct TestLoader(BTreeMap<String, (String, String)>, PluginContext);
 
     impl PluginLoader for TestLoader {
-        fn start_health(&self, name: RStr<'_>, hosts: RReceiver<HostList>, reports: RSender<HealthReport>) -> RResult<HealthBox, RString> {
+        fn start_health(
+            &self,
+            name: RStr<'_>,
+            hosts: RReceiver<HostList>,
+            reports: RSender<HealthReport>,
+        ) -> RResult<HealthBox, RString> {
             let Some((key, interval)) = self.0.get(name.as_str()) else {
                 return RResult::RErr(format!("no health plugin '{name}'").into());
             };
@@ -408,7 +417,13 @@ mod tests {
         }
         let (ctx, logs) = context("multi");
         let loader = TestLoader(table, ctx.clone());
-        let ctx = PluginContext { loader: PluginLoader_TO::from_ptr(vpcrouter_plugin_api::abi_stable::std_types::RArc::new(loader), TD_Opaque), ..ctx };
+        let ctx = PluginContext {
+            loader: PluginLoader_TO::from_ptr(
+                vpcrouter_plugin_api::abi_stable::std_types::RArc::new(loader),
+                TD_Opaque,
+            ),
+            ..ctx
+        };
         let (hosts, host_rx) = channel::unbounded();
         let (report_tx, reports) = channel::unbounded();
         let args = PluginArgs::from_pairs([(NAME_ARG, names)]);

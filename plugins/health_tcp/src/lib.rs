@@ -40,8 +40,7 @@ const INTERVAL_ARG: &str = "tcp_check_interval";
 const PORT_ARG: &str = "tcp_check_port";
 
 fn parse_port(args: &PluginArgs) -> Result<u16, String> {
-    args.port(PORT_ARG)?
-        .ok_or_else(|| format!("A port for the TCP health-test needs to be specified (--{PORT_ARG})."))
+    args.port(PORT_ARG)?.ok_or_else(|| format!("A port for the TCP health-test needs to be specified (--{PORT_ARG})."))
 }
 
 /// The `--tcp_check_interval` rules: default 2 s, 0.1 to 3600 s.
@@ -191,7 +190,8 @@ impl Prober for Connector {
     /// Queues a connect to every host; connects still queued from earlier rounds are skipped.
     fn probe(&mut self, round: Round, hosts: &[Ipv4], answers: &mut Answers) {
         if !self.queue.is_empty() {
-            self.log.warn(format!("TCP checks of {} hosts could not start within their round; skipped", self.queue.len()));
+            self.log
+                .warn(format!("TCP checks of {} hosts could not start within their round; skipped", self.queue.len()));
             while let Some((ip, old)) = self.queue.pop_front() {
                 self.skip(ip, old, answers);
             }
@@ -421,7 +421,11 @@ mod tests {
         let took = stopped.elapsed();
         assert_eq!(failed(&report), vec![a.clone()]);
         assert!(took <= Duration::from_millis(200 + 100), "refusal noticed after {took:?}");
-        assert!(r.logs.contains(LogLevel::Info, &format!("Host {a} failed a check: TCP connect to port {port} failed")), "{:?}", r.logs);
+        assert!(
+            r.logs.contains(LogLevel::Info, &format!("Host {a} failed a check: TCP connect to port {port} failed")),
+            "{:?}",
+            r.logs
+        );
 
         let (_la, _) = Listener::bind(&a, port);
         let back = Instant::now();
@@ -458,7 +462,11 @@ mod tests {
         }
         assert_eq!(failed(&report), vec![silent.clone()]);
         // The first round starts at once; its connects time out after 0.15 s.
-        assert!(t.elapsed() >= Duration::from_millis(140) && t.elapsed() <= Duration::from_millis(450), "{:?}", t.elapsed());
+        assert!(
+            t.elapsed() >= Duration::from_millis(140) && t.elapsed() <= Duration::from_millis(450),
+            "{:?}",
+            t.elapsed()
+        );
         assert!(r.logs.contains(LogLevel::Info, &format!("Host {silent} failed a check: no answer within 0.15 s")));
         r.stop().unwrap();
     }
@@ -484,7 +492,10 @@ mod tests {
             changes.extend(t.apply(&mut answers, Instant::now()));
             changes.extend(t.expire(Instant::now()));
         }
-        assert_eq!(changes, vec![vpcrouter_plugin_api::health::Change::Failed(silent, "no answer within 0.10 s".into())]);
+        assert_eq!(
+            changes,
+            vec![vpcrouter_plugin_api::health::Change::Failed(silent, "no answer within 0.10 s".into())]
+        );
         assert_eq!((t.checks, t.failures), (1, 1), "the skipped connect is no check");
         assert_eq!(c.details()["skipped"], 1);
 

@@ -23,8 +23,7 @@ pub struct Http;
 
 impl PluginDescription for Http {
     const NAME: &'static str = "http";
-    const DESCRIPTION: &'static str =
-        "Route specs posted as JSON to /route_spec on the status server (-a/-p)";
+    const DESCRIPTION: &'static str = "Route specs posted as JSON to /route_spec on the status server (-a/-p)";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
 }
 
@@ -63,8 +62,8 @@ impl Post {
             let got = request.header("content-type").unwrap_or("none");
             return Err((400, format!("Content-Type must be application/json (got {got}); send the spec with -H 'Content-Type: application/json'")));
         }
-        let text = std::str::from_utf8(&request.body)
-            .map_err(|e| (400, format!("the route spec is not UTF-8 text: {e}")))?;
+        let text =
+            std::str::from_utf8(&request.body).map_err(|e| (400, format!("the route spec is not UTF-8 text: {e}")))?;
         let spec = spec::parse_json(text).map_err(|e| (400, e.to_string()))?;
         if spec.is_empty() {
             return Err((400, "the route spec has no CIDR; vpcrouter never removes all routes by an empty spec, so it was not accepted".into()));
@@ -154,9 +153,17 @@ mod tests {
 
     impl Registry {
         fn call(&self, method: &str, content_type: Option<&str>, body: &str) -> (u16, serde_json::Value) {
-            let handler = self.0.lock().unwrap().get(&(method.to_string(), PATH.to_string())).cloned().expect("registered");
-            let headers = content_type.map(|ct| Tuple2(RString::from("content-type"), RString::from(ct))).into_iter().collect();
-            let request = HttpRequest { method: method.into(), path: PATH.into(), headers, body: body.as_bytes().to_vec().into(), ..Default::default() };
+            let handler =
+                self.0.lock().unwrap().get(&(method.to_string(), PATH.to_string())).cloned().expect("registered");
+            let headers =
+                content_type.map(|ct| Tuple2(RString::from("content-type"), RString::from(ct))).into_iter().collect();
+            let request = HttpRequest {
+                method: method.into(),
+                path: PATH.into(),
+                headers,
+                body: body.as_bytes().to_vec().into(),
+                ..Default::default()
+            };
             let response = handler.handle(request);
             assert_eq!(response.content_type, "application/json");
             (response.status, serde_json::from_slice(&response.body).expect("JSON body"))
@@ -199,7 +206,11 @@ mod tests {
         let r = start();
         let (status, _) = r.registry.call("GET", None, "");
         assert_eq!(status, 404);
-        let (status, body) = r.registry.call("POST", Some("application/json; charset=utf-8"), r#"{"10.55.0.0/16": ["10.0.0.2", "10.0.0.1", "10.0.0.2"]}"#);
+        let (status, body) = r.registry.call(
+            "POST",
+            Some("application/json; charset=utf-8"),
+            r#"{"10.55.0.0/16": ["10.0.0.2", "10.0.0.1", "10.0.0.2"]}"#,
+        );
         assert_eq!((status, body["status"].as_str(), body["cidrs"].as_u64()), (200, Some("ok"), Some(1)));
         let sent = recv_within(&r.rx, Duration::from_secs(1)).expect("a spec");
         assert_eq!(sent.to_json(), r#"{"10.55.0.0/16":["10.0.0.1","10.0.0.2"]}"#);

@@ -35,7 +35,14 @@ fn ms(d: Duration) -> String {
 fn row(label: &str, mut l: Vec<Duration>) -> Duration {
     l.sort();
     let median = quantile(&l, 0.5);
-    println!("| {label} | {} | {} | {} | {} | {} |", l.len(), ms(median), ms(quantile(&l, 0.99)), ms(l[0]), ms(l[l.len() - 1]));
+    println!(
+        "| {label} | {} | {} | {} | {} | {} |",
+        l.len(),
+        ms(median),
+        ms(quantile(&l, 0.99)),
+        ms(l[0]),
+        ms(l[l.len() - 1])
+    );
     median
 }
 
@@ -43,10 +50,24 @@ fn row(label: &str, mut l: Vec<Duration>) -> Duration {
 fn start(env: &Env, etcd: &str, id: &str, ttl: u64, port: u16) -> anyhow::Result<Instance> {
     let spec = env.path("spec.json");
     let p = port.to_string();
-    Instance::start(env, etcd, id, ttl, &[
-        "-m", "configfile", "-f", spec.to_str().unwrap_or_default(),
-        "-H", "tcp", "--tcp_check_port", &p, "--tcp_check_interval", INTERVAL,
-    ])
+    Instance::start(
+        env,
+        etcd,
+        id,
+        ttl,
+        &[
+            "-m",
+            "configfile",
+            "-f",
+            spec.to_str().unwrap_or_default(),
+            "-H",
+            "tcp",
+            "--tcp_check_port",
+            &p,
+            "--tcp_check_interval",
+            INTERVAL,
+        ],
+    )
 }
 
 fn takeover(trials: usize, ttl: u64) -> anyhow::Result<Vec<Duration>> {
@@ -57,7 +78,8 @@ fn takeover(trials: usize, ttl: u64) -> anyhow::Result<Vec<Duration>> {
     let _l2 = Listener::bind(ROUTERS[1], port)?.0;
     let _l1 = l1;
     let ids = ["a", "b", "c"];
-    let mut insts: Vec<Instance> = ids.iter().map(|id| start(&env, &etcd.endpoints(), id, ttl, port)).collect::<anyhow::Result<_>>()?;
+    let mut insts: Vec<Instance> =
+        ids.iter().map(|id| start(&env, &etcd.endpoints(), id, ttl, port)).collect::<anyhow::Result<_>>()?;
     let mut out = Vec::new();
     for n in 0..trials {
         let view: Vec<&Instance> = insts.iter().collect();
@@ -74,7 +96,9 @@ fn takeover(trials: usize, ttl: u64) -> anyhow::Result<Vec<Duration>> {
         let id = ids.iter().find(|id| insts.iter().all(|i| i.id != **id)).copied().unwrap_or("a");
         insts.push(start(&env, &etcd.endpoints(), id, ttl, port)?);
         let back = insts.last().expect("just pushed");
-        wait_for(Duration::from_secs(30), "the restarted instance to follow", || (back.role()? == "follower").then_some(()))?;
+        wait_for(Duration::from_secs(30), "the restarted instance to follow", || {
+            (back.role()? == "follower").then_some(())
+        })?;
     }
     Ok(out)
 }
@@ -92,8 +116,16 @@ fn failover(trials: usize, cluster_size: usize) -> anyhow::Result<Vec<Duration>>
     let mut single = None;
     if cluster_size == 0 {
         single = Some(env.daemon(&[
-            "-m", "configfile", "-f", spec.to_str().unwrap_or_default(),
-            "-H", "tcp", "--tcp_check_port", &p, "--tcp_check_interval", INTERVAL,
+            "-m",
+            "configfile",
+            "-f",
+            spec.to_str().unwrap_or_default(),
+            "-H",
+            "tcp",
+            "--tcp_check_port",
+            &p,
+            "--tcp_check_interval",
+            INTERVAL,
         ])?);
     } else {
         for id in ["a", "b", "c"].iter().take(cluster_size) {
@@ -137,7 +169,10 @@ fn idle_requests(ttl: u64, seconds: u64) -> anyhow::Result<(f64, f64)> {
     env.write("spec.json", &serde_json::json!({ CIDR: ROUTERS }).to_string());
     let (l1, port) = Listener::bind(ROUTERS[0], 0)?;
     let _l = (l1, Listener::bind(ROUTERS[1], port)?.0);
-    let insts: Vec<Instance> = ["a", "b", "c"].iter().map(|id| start(&env, &etcd.endpoints(), id, ttl, port)).collect::<anyhow::Result<_>>()?;
+    let insts: Vec<Instance> = ["a", "b", "c"]
+        .iter()
+        .map(|id| start(&env, &etcd.endpoints(), id, ttl, port))
+        .collect::<anyhow::Result<_>>()?;
     wait_one_leader(&insts.iter().collect::<Vec<_>>(), Duration::from_secs(30))?;
     std::thread::sleep(Duration::from_secs(3));
     let ours = || insts.iter().map(|i| i.metric("vpcrouter_etcd_requests_total").unwrap_or(0.0)).sum::<f64>();
@@ -159,7 +194,8 @@ fn idle_requests(ttl: u64, seconds: u64) -> anyhow::Result<(f64, f64)> {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    let trials = args.iter().position(|a| a == "--trials").and_then(|i| args.get(i + 1)?.parse().ok()).unwrap_or(10usize);
+    let trials =
+        args.iter().position(|a| a == "--trials").and_then(|i| args.get(i + 1)?.parse().ok()).unwrap_or(10usize);
     let run = || -> anyhow::Result<()> {
         println!("\nLeader takeover after SIGKILL of the leader (3 instances, 1 etcd):\n");
         println!("| lease TTL | trials | median ms | p99 ms | min ms | max ms |");

@@ -37,7 +37,9 @@ struct Metrics {
 fn metrics(port: u16) -> Option<Metrics> {
     let body = http_client::get(port, "/metrics", None).ok()?.body;
     let value = |name: &str| {
-        body.lines().find(|l| l.starts_with(name) && l[name.len()..].starts_with(' ')).and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        body.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
     };
     Some(Metrics {
         reconciles: value("vpcrouter_reconciles_total")?,
@@ -65,7 +67,9 @@ fn split(counts: &BTreeMap<String, u64>) -> (u64, u64) {
 /// `(VmRSS, VmHWM)` in KiB and `utime + stime` in clock ticks.
 fn proc_stats(pid: u32) -> anyhow::Result<(u64, u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kib = |key: &str| -> Option<u64> { status.lines().find(|l| l.starts_with(key))?.split_whitespace().nth(1)?.parse().ok() };
+    let kib = |key: &str| -> Option<u64> {
+        status.lines().find(|l| l.starts_with(key))?.split_whitespace().nth(1)?.parse().ok()
+    };
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the command (which may hold spaces) start at field 3; utime and stime
     // are fields 14 and 15.
@@ -98,12 +102,27 @@ impl Table {
 fn small_world(t: &mut Table) -> anyhow::Result<()> {
     let env = Env::new()?;
     let proxy = FaultProxy::start(&env.moto.endpoint)?;
-    let spec = env.write("spec.json", r#"{"10.55.0.0/16": ["127.0.1.10", "127.0.2.10"], "10.66.0.0/24": ["127.0.1.11"]}"#);
+    let spec =
+        env.write("spec.json", r#"{"10.55.0.0/16": ["127.0.1.10", "127.0.2.10"], "10.66.0.0/24": ["127.0.1.11"]}"#);
     let health = env.write("health.json", r#"{"failed": []}"#);
     let port = free_port();
     let args = [
-        "-r", world::REGION, "-v", &env.world.vpc_id, "-m", "configfile", "-f", spec.to_str().unwrap_or_default(),
-        "-H", "file", "--health_file", health.to_str().unwrap_or_default(), "--route_recheck_interval", "5", "-p", &port.to_string(),
+        "-r",
+        world::REGION,
+        "-v",
+        &env.world.vpc_id,
+        "-m",
+        "configfile",
+        "-f",
+        spec.to_str().unwrap_or_default(),
+        "-H",
+        "file",
+        "--health_file",
+        health.to_str().unwrap_or_default(),
+        "--route_recheck_interval",
+        "5",
+        "-p",
+        &port.to_string(),
     ];
     let (rt1, rt2) = (env.world.tables[0].clone(), env.world.tables[1].clone());
     let started = unix_now();
@@ -114,7 +133,11 @@ fn small_world(t: &mut Table) -> anyhow::Result<()> {
         r.contains_key("10.55.0.0/16").then(|| t0.elapsed())
     })?;
     let m = next_reconcile(port, 0.0, Duration::from_secs(30)).map_err(|e| anyhow::anyhow!("{e}\n{}", d.log()))?;
-    t.row("start → first route visible in EC2 (polled)", format!("{:.0} ms", first.as_secs_f64() * 1e3), "original 1.8: 2.2 s");
+    t.row(
+        "start → first route visible in EC2 (polled)",
+        format!("{:.0} ms", first.as_secs_f64() * 1e3),
+        "original 1.8: 2.2 s",
+    );
     t.row("start → first reconcile completed", format!("{:.0} ms", (m.last_at - started) * 1e3), "");
     let router = env.wait_routed(&[&rt1, &rt2], "10.55.0.0/16", Duration::from_secs(20))?;
 
@@ -153,9 +176,23 @@ fn small_world(t: &mut Table) -> anyhow::Result<()> {
 fn idle(t: &mut Table, secs: u64) -> anyhow::Result<()> {
     let env = Env::new()?;
     let proxy = FaultProxy::start(&env.moto.endpoint)?;
-    let spec = env.write("spec.json", r#"{"10.55.0.0/16": ["127.0.1.10", "127.0.2.10"], "10.66.0.0/24": ["127.0.1.11"]}"#);
+    let spec =
+        env.write("spec.json", r#"{"10.55.0.0/16": ["127.0.1.10", "127.0.2.10"], "10.66.0.0/24": ["127.0.1.11"]}"#);
     let port = free_port();
-    let args = ["-r", world::REGION, "-v", &env.world.vpc_id, "-m", "configfile", "-f", spec.to_str().unwrap_or_default(), "-H", "always", "-p", &port.to_string()];
+    let args = [
+        "-r",
+        world::REGION,
+        "-v",
+        &env.world.vpc_id,
+        "-m",
+        "configfile",
+        "-f",
+        spec.to_str().unwrap_or_default(),
+        "-H",
+        "always",
+        "-p",
+        &port.to_string(),
+    ];
     let d = Daemon::start_via(&env.moto, &proxy.endpoint, &args)?;
     let pid = d.pid().context("no pid")?;
     env.wait_routed(&[&env.world.tables[0]], "10.55.0.0/16", Duration::from_secs(30))?;
@@ -169,14 +206,26 @@ fn idle(t: &mut Table, secs: u64) -> anyhow::Result<()> {
     let verdict = if rss <= 15 * 1024 { "target ≤ 15 MB: met" } else { "target ≤ 15 MB: MISSED" };
     t.row("idle RSS (VmRSS)", format!("{:.1} MiB", rss as f64 / 1024.0), format!("{verdict}; original ~31 MiB"));
     t.row("peak RSS (VmHWM)", format!("{:.1} MiB", hwm as f64 / 1024.0), "");
-    t.row(format!("idle CPU over {secs} s (default 30 s recheck)"), format!("{cpu:.3} %"), "target ~0; original 0.1–0.2 %");
-    t.row(format!("EC2 calls while idle ({secs} s)"), (proxy.calls().len() - calls0).to_string(), "the periodic recheck only");
+    t.row(
+        format!("idle CPU over {secs} s (default 30 s recheck)"),
+        format!("{cpu:.3} %"),
+        "target ~0; original 0.1–0.2 %",
+    );
+    t.row(
+        format!("EC2 calls while idle ({secs} s)"),
+        (proxy.calls().len() - calls0).to_string(),
+        "the periodic recheck only",
+    );
     Ok(())
 }
 
 /// A VPC of `tables` subnets (one explicit route table each) and `instances` instances
 /// spread over them; returns (vpc, tables, instance IPs interleaved across subnets).
-async fn build_scale(ec2: &aws_sdk_ec2::Client, tables: usize, instances: usize) -> anyhow::Result<(String, Vec<String>, Vec<String>)> {
+async fn build_scale(
+    ec2: &aws_sdk_ec2::Client,
+    tables: usize,
+    instances: usize,
+) -> anyhow::Result<(String, Vec<String>, Vec<String>)> {
     let vpc = ec2.create_vpc().cidr_block("10.0.0.0/16").send().await?;
     let vpc_id = vpc.vpc().and_then(|v| v.vpc_id()).context("no vpc id")?.to_string();
     let image = ec2.describe_images().send().await?;
@@ -184,7 +233,13 @@ async fn build_scale(ec2: &aws_sdk_ec2::Client, tables: usize, instances: usize)
     let mut rtbs = Vec::new();
     let mut per_subnet: Vec<Vec<String>> = Vec::new();
     for s in 0..tables {
-        let subnet = ec2.create_subnet().vpc_id(&vpc_id).cidr_block(format!("10.0.{s}.0/24")).availability_zone(format!("{}a", world::REGION)).send().await?;
+        let subnet = ec2
+            .create_subnet()
+            .vpc_id(&vpc_id)
+            .cidr_block(format!("10.0.{s}.0/24"))
+            .availability_zone(format!("{}a", world::REGION))
+            .send()
+            .await?;
         let subnet_id = subnet.subnet().and_then(|x| x.subnet_id()).context("no subnet id")?.to_string();
         let rt = ec2.create_route_table().vpc_id(&vpc_id).send().await?;
         let rtb = rt.route_table().and_then(|x| x.route_table_id()).context("no rtb id")?.to_string();
@@ -231,20 +286,50 @@ fn scale(t: &mut Table, cidrs: usize, tables: usize, instances: usize) -> anyhow
     let proxy = FaultProxy::start(&moto.endpoint)?;
     let port = free_port();
     let args = [
-        "-r", world::REGION, "-v", &vpc_id, "-m", "configfile", "-f", spec_path.to_str().unwrap_or_default(),
-        "-H", "file", "--health_file", health.to_str().unwrap_or_default(), "--route_recheck_interval", "0", "-p", &port.to_string(),
+        "-r",
+        world::REGION,
+        "-v",
+        &vpc_id,
+        "-m",
+        "configfile",
+        "-f",
+        spec_path.to_str().unwrap_or_default(),
+        "-H",
+        "file",
+        "--health_file",
+        health.to_str().unwrap_or_default(),
+        "--route_recheck_interval",
+        "0",
+        "-p",
+        &port.to_string(),
         // moto has no request limits: vpcrouter's own buckets are opened wide, so that this
         // measures moto and vpcrouter, not EC2's refill rate (see bench-failover-ec2).
-        "--ec2-write-burst", "100000", "--ec2-write-rate", "100000", "--ec2-read-burst", "100000", "--ec2-read-rate", "100000",
+        "--ec2-write-burst",
+        "100000",
+        "--ec2-write-rate",
+        "100000",
+        "--ec2-read-burst",
+        "100000",
+        "--ec2-read-rate",
+        "100000",
     ];
     let d = Daemon::start_via(&moto, &proxy.endpoint, &args)?;
     let routes = (cidrs * tables) as u64;
-    let first = next_reconcile(port, 0.0, Duration::from_secs(1800)).map_err(|e| anyhow::anyhow!("{e}\n{}", d.log()))?;
+    let first =
+        next_reconcile(port, 0.0, Duration::from_secs(1800)).map_err(|e| anyhow::anyhow!("{e}\n{}", d.log()))?;
     let (reads, writes) = split(&proxy.counts());
     let label = format!("{cidrs} CIDRs × {tables} tables × {} instances", ips.len());
     println!("  -- scale: {label}");
-    t.row(format!("first reconcile ({routes} routes created)"), format!("{:.1} s", first.last_duration), format!("{reads} reads (with the start-up read), {writes} writes, {} errors", first.errors));
-    t.row("first reconcile: time per route created", format!("{:.2} ms", first.last_duration * 1e3 / routes.max(1) as f64), "moto + SDK, sequential");
+    t.row(
+        format!("first reconcile ({routes} routes created)"),
+        format!("{:.1} s", first.last_duration),
+        format!("{reads} reads (with the start-up read), {writes} writes, {} errors", first.errors),
+    );
+    t.row(
+        "first reconcile: time per route created",
+        format!("{:.2} ms", first.last_duration * 1e3 / routes.max(1) as f64),
+        "moto + SDK, sequential",
+    );
 
     // Steady state: a spec change that changes no route (one more CIDR whose only host is
     // not in the VPC) triggers a reconcile that reads and plans but writes nothing.
@@ -256,7 +341,11 @@ fn scale(t: &mut Table, cidrs: usize, tables: usize, instances: usize) -> anyhow
     std::fs::write(&spec_path, more.to_string())?;
     let steady = next_reconcile(port, first.last_at, Duration::from_secs(300))?;
     let (reads, writes) = split(&proxy.counts());
-    t.row("steady reconcile at scale: duration", format!("{:.0} ms", steady.last_duration * 1e3), "reads + plan, no writes");
+    t.row(
+        "steady reconcile at scale: duration",
+        format!("{:.0} ms", steady.last_duration * 1e3),
+        "reads + plan, no writes",
+    );
     t.row("steady reconcile at scale: read / write calls", format!("{reads} / {writes}"), "target ≤ 3 + pages / 0");
 
     // Five failed routers: the current routers of five CIDRs (as the status server shows
@@ -277,7 +366,11 @@ fn scale(t: &mut Table, cidrs: usize, tables: usize, instances: usize) -> anyhow
     let replaced = counts.get("ReplaceRoute").copied().unwrap_or(0);
     let verdict = if writes == want && replaced == want { "exactly N: met" } else { "MISSED" };
     t.row(format!("failover of 5 routers: writes (N = {want} routes)"), writes.to_string(), verdict);
-    t.row("failover at scale: reconcile duration", format!("{:.0} ms", fo.last_duration * 1e3), format!("{reads} reads"));
+    t.row(
+        "failover at scale: reconcile duration",
+        format!("{:.0} ms", fo.last_duration * 1e3),
+        format!("{reads} reads"),
+    );
     Ok(())
 }
 
@@ -285,7 +378,11 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let flag = |name: &str| args.iter().any(|a| a == name);
     let num = |name: &str, default: usize| -> usize {
-        args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
     };
     let mut t = Table(Vec::new());
     println!("\nvpcrouter against moto, EC2 calls counted at a proxy");

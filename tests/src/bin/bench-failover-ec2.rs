@@ -102,7 +102,13 @@ fn parse_opts() -> anyhow::Result<Opts> {
         Some(list) => list.split(',').map(parse_case).collect::<anyhow::Result<_>>()?,
         None => CASES.to_vec(),
     };
-    Ok(Opts { trials: value(&args, "--trials")?, cases, model, cluster: !flag("--no-cluster"), client_limits: !flag("--no-client-limits") })
+    Ok(Opts {
+        trials: value(&args, "--trials")?,
+        cases,
+        model,
+        cluster: !flag("--no-cluster"),
+        client_limits: !flag("--no-client-limits"),
+    })
 }
 
 /// Default trials for N routes: 10 for small cases, 5 up to 500 routes, then 1.
@@ -132,7 +138,13 @@ struct Vpc {
 }
 
 /// Runs one instance at `ip` in `subnet`; records its ids in `owners`.
-async fn run_instance(ec2: &Client, ami: &str, subnet: &str, ip: Ipv4Addr, owners: &mut HashMap<String, Ipv4Addr>) -> anyhow::Result<Host> {
+async fn run_instance(
+    ec2: &Client,
+    ami: &str,
+    subnet: &str,
+    ip: Ipv4Addr,
+    owners: &mut HashMap<String, Ipv4Addr>,
+) -> anyhow::Result<Host> {
     let out = ec2
         .run_instances()
         .image_id(ami)
@@ -161,7 +173,13 @@ async fn build_vpc(ec2: &Client, tables: usize) -> anyhow::Result<Vpc> {
     let (mut rtbs, mut members, mut routers, mut owners) = (Vec::new(), Vec::new(), Vec::new(), HashMap::new());
     for i in 1..=tables {
         let octet = u8::try_from(i).context("too many tables")?;
-        let subnet = ec2.create_subnet().vpc_id(&id).cidr_block(format!("127.0.{i}.0/24")).availability_zone(format!("{}a", world::REGION)).send().await?;
+        let subnet = ec2
+            .create_subnet()
+            .vpc_id(&id)
+            .cidr_block(format!("127.0.{i}.0/24"))
+            .availability_zone(format!("{}a", world::REGION))
+            .send()
+            .await?;
         let subnet = subnet.subnet().and_then(|s| s.subnet_id()).context("no subnet id")?.to_string();
         let rt = ec2.create_route_table().vpc_id(&id).send().await?;
         let rtb = rt.route_table().and_then(|t| t.route_table_id()).context("no rtb id")?.to_string();
@@ -184,9 +202,19 @@ fn cidrs(c: usize) -> Vec<String> {
 /// Every route of the case, created in moto directly: the anchor on member_1, the rest on A.
 async fn precreate(ec2: &Client, vpc: &Vpc, c: usize) -> anyhow::Result<()> {
     for rtb in &vpc.tables {
-        ec2.create_route().route_table_id(rtb).destination_cidr_block(ANCHOR).instance_id(&vpc.members[0].instance).send().await?;
+        ec2.create_route()
+            .route_table_id(rtb)
+            .destination_cidr_block(ANCHOR)
+            .instance_id(&vpc.members[0].instance)
+            .send()
+            .await?;
         for cidr in cidrs(c) {
-            ec2.create_route().route_table_id(rtb).destination_cidr_block(cidr).instance_id(&vpc.routers[0].instance).send().await?;
+            ec2.create_route()
+                .route_table_id(rtb)
+                .destination_cidr_block(cidr)
+                .instance_id(&vpc.routers[0].instance)
+                .send()
+                .await?;
         }
     }
     Ok(())
@@ -206,7 +234,12 @@ fn spec_json(vpc: &Vpc, c: usize) -> String {
 async fn moto_write_time(ec2: &Client, vpc: &Vpc) -> anyhow::Result<Duration> {
     let t = Instant::now();
     for _ in 0..MOTO_PROBES {
-        ec2.replace_route().route_table_id(&vpc.tables[0]).destination_cidr_block("10.1.0.0/16").instance_id(&vpc.routers[0].instance).send().await?;
+        ec2.replace_route()
+            .route_table_id(&vpc.tables[0])
+            .destination_cidr_block("10.1.0.0/16")
+            .instance_id(&vpc.routers[0].instance)
+            .send()
+            .await?;
     }
     Ok(t.elapsed() / MOTO_PROBES as u32)
 }
@@ -214,11 +247,16 @@ async fn moto_write_time(ec2: &Client, vpc: &Vpc) -> anyhow::Result<Duration> {
 /// Routes of the measured CIDRs per router IP (others under `None`), read from moto directly
 /// in one DescribeRouteTables call.
 async fn placement(ec2: &Client, vpc: &Vpc, c: usize) -> anyhow::Result<HashMap<Option<Ipv4Addr>, usize>> {
-    let out = ec2.describe_route_tables().filters(Filter::builder().name("vpc-id").values(&vpc.id).build()).send().await?;
+    let out =
+        ec2.describe_route_tables().filters(Filter::builder().name("vpc-id").values(&vpc.id).build()).send().await?;
     let wanted = cidrs(c);
     let mut by_router = HashMap::new();
-    for table in out.route_tables().iter().filter(|t| t.route_table_id().is_some_and(|id| vpc.tables.iter().any(|x| x == id))) {
-        for r in table.routes().iter().filter(|r| r.destination_cidr_block().is_some_and(|d| wanted.iter().any(|w| w == d))) {
+    for table in
+        out.route_tables().iter().filter(|t| t.route_table_id().is_some_and(|id| vpc.tables.iter().any(|x| x == id)))
+    {
+        for r in
+            table.routes().iter().filter(|r| r.destination_cidr_block().is_some_and(|d| wanted.iter().any(|w| w == d)))
+        {
             let target = r.network_interface_id().or(r.instance_id()).and_then(|id| vpc.owners.get(id).copied());
             *by_router.entry(target).or_insert(0) += 1;
         }
@@ -279,14 +317,31 @@ impl World {
 
     fn daemon_args(&self, opts: &Opts) -> Vec<String> {
         let mut args: Vec<String> = [
-            "-r", world::REGION, "-v", &self.vpc.id, "-m", "configfile", "-f", self.spec.to_str().unwrap_or_default(),
-            "-H", "file", "--health_file", self.health.to_str().unwrap_or_default(), "--route_recheck_interval", "30",
+            "-r",
+            world::REGION,
+            "-v",
+            &self.vpc.id,
+            "-m",
+            "configfile",
+            "-f",
+            self.spec.to_str().unwrap_or_default(),
+            "-H",
+            "file",
+            "--health_file",
+            self.health.to_str().unwrap_or_default(),
+            "--route_recheck_interval",
+            "30",
         ]
         .map(String::from)
         .to_vec();
         if opts.client_limits {
             let (r, w) = (opts.model.read_bucket, opts.model.write_bucket);
-            for (name, v) in [("--ec2-write-burst", w.burst.to_string()), ("--ec2-write-rate", w.rate.to_string()), ("--ec2-read-burst", r.burst.to_string()), ("--ec2-read-rate", r.rate.to_string())] {
+            for (name, v) in [
+                ("--ec2-write-burst", w.burst.to_string()),
+                ("--ec2-write-rate", w.rate.to_string()),
+                ("--ec2-read-burst", r.burst.to_string()),
+                ("--ec2-read-rate", r.rate.to_string()),
+            ] {
                 args.extend([name.to_string(), v]);
             }
         }
@@ -313,7 +368,10 @@ impl Fleet {
             return Ok(Fleet::Single(Daemon::start_via(&w.moto, &proxy.endpoint, &args)?));
         }
         let etcd = Etcd::start()?;
-        let insts = ["a", "b", "c"].iter().map(|id| Instance::start_via(&w.moto, &proxy.endpoint, &etcd.endpoints(), id, 5, &args)).collect::<anyhow::Result<_>>()?;
+        let insts = ["a", "b", "c"]
+            .iter()
+            .map(|id| Instance::start_via(&w.moto, &proxy.endpoint, &etcd.endpoints(), id, 5, &args))
+            .collect::<anyhow::Result<_>>()?;
         Ok(Fleet::Cluster { insts, _etcd: etcd })
     }
 
@@ -331,7 +389,11 @@ impl Fleet {
             let lines: Vec<&str> = log.lines().collect();
             lines[lines.len().saturating_sub(30)..].join("\n")
         };
-        self.daemons().iter().map(|d| format!("--- {} ---\n{}", d.log_file().display(), tail(d))).collect::<Vec<_>>().join("\n")
+        self.daemons()
+            .iter()
+            .map(|d| format!("--- {} ---\n{}", d.log_file().display(), tail(d)))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// Fails if a process has exited.
@@ -352,11 +414,14 @@ impl Fleet {
             Fleet::Single(d) => d.port,
             Fleet::Cluster { insts, .. } => {
                 let view: Vec<&Instance> = insts.iter().collect();
-                let leader = wait_one_leader(&view, Duration::from_secs(60)).map_err(|e| anyhow::anyhow!("{e}\n{}", self.logs()))?;
+                let leader = wait_one_leader(&view, Duration::from_secs(60))
+                    .map_err(|e| anyhow::anyhow!("{e}\n{}", self.logs()))?;
                 insts[leader].daemon.port
             }
         };
-        let ready = wait_for(Duration::from_secs(120), "the first reconcile", || status(port)?["last_reconcile"].is_object().then_some(()));
+        let ready = wait_for(Duration::from_secs(120), "the first reconcile", || {
+            status(port)?["last_reconcile"].is_object().then_some(())
+        });
         self.check_alive()?;
         ready.map_err(|e| anyhow::anyhow!("{e}\n{}", self.logs()))
     }
@@ -372,7 +437,10 @@ impl Fleet {
     fn wait_all_healthy(&self) -> anyhow::Result<()> {
         let ports: Vec<u16> = self.daemons().iter().map(|d| d.port).collect();
         wait_for(Duration::from_secs(30), "every instance to see no failed host", || {
-            ports.iter().all(|&p| status(p).is_some_and(|s| s["failed_hosts"].as_array().is_some_and(Vec::is_empty))).then_some(())
+            ports
+                .iter()
+                .all(|&p| status(p).is_some_and(|s| s["failed_hosts"].as_array().is_some_and(Vec::is_empty)))
+                .then_some(())
         })
         .map_err(|e| anyhow::anyhow!("{e}\n{}", self.logs()))
     }
@@ -391,7 +459,14 @@ struct Trial {
 }
 
 /// Fails router `from` and waits until every route is on `to`.
-fn trial(w: &World, proxy: &FaultProxy, fleet: &mut Fleet, from: usize, to: usize, timeout: Duration) -> anyhow::Result<Trial> {
+fn trial(
+    w: &World,
+    proxy: &FaultProxy,
+    fleet: &mut Fleet,
+    from: usize,
+    to: usize,
+    timeout: Duration,
+) -> anyhow::Result<Trial> {
     let (failed, want) = (w.vpc.routers[from].ip, w.vpc.routers[to].ip);
     w.fail(&[failed])?;
     let t0 = Instant::now();
@@ -406,7 +481,11 @@ fn trial(w: &World, proxy: &FaultProxy, fleet: &mut Fleet, from: usize, to: usiz
         }
         if t0.elapsed() > timeout {
             fleet.check_alive()?;
-            anyhow::bail!("{failed} failed: after {timeout:?} the routes are {by:?} (want all {} on {want})\n{}", w.n, fleet.logs());
+            anyhow::bail!(
+                "{failed} failed: after {timeout:?} the routes are {by:?} (want all {} on {want})\n{}",
+                w.n,
+                fleet.logs()
+            );
         }
         std::thread::sleep(pd.clamp(Duration::from_millis(10), Duration::from_secs(1)));
     };
@@ -436,11 +515,18 @@ fn run_mode(w: &World, proxy: &FaultProxy, opts: &Opts, cluster: bool, trials: u
     let timeout = 3 * opts.model.write_bound(w.n as u64) + Duration::from_secs(30);
     let mut out: Vec<Trial> = Vec::new();
     for k in 0..trials {
-        let pause = out.last().map_or(Duration::ZERO, |t| refill_time(&opts.model, &t.tally)).max(Duration::from_secs(1));
+        let pause =
+            out.last().map_or(Duration::ZERO, |t| refill_time(&opts.model, &t.tally)).max(Duration::from_secs(1));
         std::thread::sleep(pause);
         let from = w.carrier()?.0.context("the routes are not all on one router")?;
         let t = trial(w, proxy, &mut fleet, from, 1 - from, timeout).with_context(|| format!("trial {}", k + 1))?;
-        eprintln!("  trial {}: {} ms, {} writes, {} throttled", k + 1, t.took.as_millis(), t.tally.writes, t.tally.throttled_writes + t.tally.throttled_reads);
+        eprintln!(
+            "  trial {}: {} ms, {} writes, {} throttled",
+            k + 1,
+            t.took.as_millis(),
+            t.tally.writes,
+            t.tally.throttled_writes + t.tally.throttled_reads
+        );
         out.push(t);
         w.fail(&[])?;
         fleet.wait_all_healthy()?;
@@ -460,7 +546,11 @@ fn ms(d: Duration) -> String {
 /// "a" when every value is a, else "min–max".
 fn spread(values: &[u64]) -> String {
     let (lo, hi) = (values.iter().min().copied().unwrap_or(0), values.iter().max().copied().unwrap_or(0));
-    if lo == hi { lo.to_string() } else { format!("{lo}–{hi}") }
+    if lo == hi {
+        lo.to_string()
+    } else {
+        format!("{lo}–{hi}")
+    }
 }
 
 /// Prints one table row.
@@ -546,7 +636,14 @@ fn run() -> anyhow::Result<()> {
     println!("|---|---|---|---|---|");
     for n in notes {
         let mean = n.poll_time.as_secs_f64() * 1e3 / f64::from(n.polls.max(1));
-        println!("| {} | {:.1} | {:.2} | {} | {:.1} |", n.case, n.build.as_secs_f64(), n.moto_write.as_secs_f64() * 1e3, n.polls, mean);
+        println!(
+            "| {} | {:.1} | {:.2} | {} | {:.1} |",
+            n.case,
+            n.build.as_secs_f64(),
+            n.moto_write.as_secs_f64() * 1e3,
+            n.polls,
+            mean
+        );
     }
     Ok(())
 }

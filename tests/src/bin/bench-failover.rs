@@ -45,8 +45,16 @@ impl Config {
             "icmpecho" => vec!["-H", "icmpecho", "--icmp_check_interval", &i],
             "tcp" => vec!["-H", "tcp", "--tcp_check_port", &p, "--tcp_check_interval", &i],
             _ => vec![
-                "-H", "multi", "--multi_plugins", "icmpecho:tcp", "--icmp_check_interval", &i,
-                "--tcp_check_port", &p, "--tcp_check_interval", &i,
+                "-H",
+                "multi",
+                "--multi_plugins",
+                "icmpecho:tcp",
+                "--icmp_check_interval",
+                &i,
+                "--tcp_check_port",
+                &p,
+                "--tcp_check_interval",
+                &i,
             ],
         };
         v.into_iter().map(String::from).collect()
@@ -61,7 +69,6 @@ impl Config {
         format!("{name}, {how}")
     }
 }
-
 
 /// A tiny xorshift generator for the random phase (no dependency needed).
 struct Rng(u64);
@@ -147,7 +154,10 @@ impl Bench {
     fn targets(&self) -> anyhow::Result<Vec<Option<String>>> {
         let ec2 = self.env.world.ec2.clone();
         let ids = self.tables.clone();
-        let out = self.env.world.block_on(async move { ec2.describe_route_tables().set_route_table_ids(Some(ids)).send().await })?;
+        let out = self
+            .env
+            .world
+            .block_on(async move { ec2.describe_route_tables().set_route_table_ids(Some(ids)).send().await })?;
         let mut by_table = BTreeMap::new();
         for t in out.route_tables() {
             let target = t
@@ -169,7 +179,13 @@ impl Bench {
     }
 }
 
-fn set_answering(c: &Config, ip: &str, on: bool, listeners: &mut BTreeMap<String, Listener>, port: u16) -> anyhow::Result<()> {
+fn set_answering(
+    c: &Config,
+    ip: &str,
+    on: bool,
+    listeners: &mut BTreeMap<String, Listener>,
+    port: u16,
+) -> anyhow::Result<()> {
     match c.silence {
         Silence::Drop if on => netns::unblock(ip),
         Silence::Drop => netns::block(ip),

@@ -37,8 +37,20 @@ fn main() -> anyhow::Result<()> {
     let spec_arg = spec.to_string_lossy().into_owned();
     let check = check_port.to_string();
     let d = env.daemon(&[
-        "-m", "configfile", "-f", &spec_arg, "-H", "tcp", "--tcp_check_port", &check, "--tcp_check_interval", "0.5",
-        "--route_recheck_interval", "10", "-p", port,
+        "-m",
+        "configfile",
+        "-f",
+        &spec_arg,
+        "-H",
+        "tcp",
+        "--tcp_check_port",
+        &check,
+        "--tcp_check_interval",
+        "0.5",
+        "--route_recheck_interval",
+        "10",
+        "-p",
+        port,
     ])?;
     println!(
         "== running: vpcrouter -r {} -v {} -m configfile -f {} -H tcp --tcp_check_port {check} --tcp_check_interval 0.5",
@@ -62,7 +74,10 @@ fn main() -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(10));
         (env.world.targets(&tables, "10.55.0.0/16").ok()? == want).then_some(())
     })?;
-    println!("== failover: 10.55.0.0/16 moved from {first} to {other} in every table in {} ms", started.elapsed().as_millis());
+    println!(
+        "== failover: 10.55.0.0/16 moved from {first} to {other} in every table in {} ms",
+        started.elapsed().as_millis()
+    );
     println!("== route tables after the failover:\n{}", env.world.dump());
     print_changes(&d, &mut seen);
     if once {
@@ -88,7 +103,9 @@ fn main() -> anyhow::Result<()> {
 fn print_changes(d: &Daemon, seen: &mut usize) {
     let log = d.log();
     let lines: Vec<&str> = log.lines().collect();
-    for line in lines.iter().skip(*seen).filter(|l| l.contains("route changed") || l.contains("WARN") || l.contains("ERROR")) {
+    for line in
+        lines.iter().skip(*seen).filter(|l| l.contains("route changed") || l.contains("WARN") || l.contains("ERROR"))
+    {
         println!("   log: {line}");
     }
     *seen = lines.len();
