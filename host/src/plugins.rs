@@ -12,7 +12,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use abi_stable::library::{lib_header_from_path, LibraryError};
+use abi_stable::library::LibraryError;
 use vpcrouter_plugin_api::{ArgSpec, PluginArgs, PluginKind, PluginMetadata, PluginModRef, PLUGIN_API_VERSION};
 
 use crate::sync::lock;
@@ -202,8 +202,7 @@ impl Loader {
             check_permissions(&path)?;
         }
         check_elf(&path).map_err(|reason| LoadError::NotAPlugin { path: path.clone(), reason })?;
-        let header = lib_header_from_path(&path).map_err(|e| library_error(&path, e))?;
-        let module = header.init_root_module::<PluginModRef>().map_err(|e| library_error(&path, e))?;
+        let module = vpcrouter_plugin_api::load::open(&path).map_err(|e| library_error(&path, e))?;
         let meta = (module.metadata())();
         let args = (module.arguments())().into_vec();
         let lib = PluginLibrary { path: path.clone(), module, meta, args };

@@ -27,6 +27,7 @@ pub mod args;
 pub mod context;
 pub mod export;
 pub mod health;
+pub mod load;
 pub mod net;
 pub mod plugin;
 pub mod spec;

@@ -158,9 +158,9 @@ pub struct PluginContext {
 /// The host calls, in order: `metadata`, `arguments` (to build its command line),
 /// `required_plugins`, `validate_dependencies`, `validate_config`, then `start`, and at
 /// shutdown the running object's `stop`. Fields added in later patch releases come after
-/// `start` and are read as `Option`s: a plugin built against such a release still loads in
-/// an older host of the same minor, but abi_stable refuses a plugin whose `PluginMod` has
-/// fewer fields than the host's (PLUGINS.md, "Evolving the ABI").
+/// `start` and are read as `Option`s: `None` from a plugin built before them. Plugins and
+/// hosts of different patch releases of one minor load each other when opened with
+/// [`crate::load::open`] (PLUGINS.md, "Evolving the ABI").
 #[repr(C)]
 #[derive(StableAbi)]
 #[sabi(kind(Prefix(prefix_ref = PluginModRef)))]
