@@ -621,12 +621,8 @@ mod tests {
             (20, 2.5, 40, 8.0, 4)
         );
         for bad in [
-            "--ec2-write-rate 0",
-            "--ec2-write-rate=-1",
-            "--ec2-read-rate nan",
-            "--ec2-write-rate x",
-            "--ec2-write-burst 0",
-            "--ec2-max-in-flight 0",
+            "--ec2-write-rate 0", "--ec2-write-rate=-1", "--ec2-read-rate nan", "--ec2-write-rate x",
+            "--ec2-write-burst 0", "--ec2-max-in-flight 0",
         ] {
             let err = base_command().try_get_matches_from(argv(&format!("-m http {bad}"))).expect_err(bad);
             assert!(err.render().to_string().contains("ec2-"), "{bad}: {}", err.render());

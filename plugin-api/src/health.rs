@@ -741,7 +741,11 @@ pub fn start<T: HealthPlugin>(
         shared: shared.clone(),
     };
     let workers = Workers::default();
-    workers.spawn(&format!("health-{}", T::NAME), move |stop| runner.run(hosts, reports, stop))?;
+    workers.spawn(&format!("health-{}", T::NAME), move |stop| {
+        let log = runner.log.clone();
+        runner.run(hosts, reports, stop);
+        log.info(format!("{} health monitor plugin: Stopped", T::NAME));
+    })?;
     let running = Running::<T> {
         schedule,
         shared,

@@ -263,6 +263,7 @@ impl<T: WatcherPlugin> Watcher for Running<T> {
         let stopped =
             guard(&format!("plugin '{}' stop", T::NAME), || self.workers.stop(Duration::from_millis(within_ms)));
         self.sink.close();
+        self.sink.inner.log.info(format!("{} watcher plugin: Stopped", T::NAME));
         stopped
     }
 }

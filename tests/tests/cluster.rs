@@ -287,40 +287,18 @@ fn sigterm_hands_leadership_over_at_once() -> anyhow::Result<()> {
 fn cluster_options_are_checked() {
     use vpcrouter_tests::daemon::run_once;
     let (code, _, err) = run_once(&[
-        "-m",
-        "fixedconf",
-        "--fixed_cidr",
-        "10.1.0.0/16",
-        "--fixed_hosts",
-        "10.0.0.1",
-        "--instance-id",
-        "x",
+        "-m", "fixedconf", "--fixed_cidr", "10.1.0.0/16", "--fixed_hosts", "10.0.0.1", "--instance-id", "x",
     ]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--cluster-etcd"), "{err}");
     let (code, _, err) = run_once(&[
-        "-m",
-        "fixedconf",
-        "--fixed_cidr",
-        "10.1.0.0/16",
-        "--fixed_hosts",
-        "10.0.0.1",
-        "--cluster-etcd",
-        "https://x:1",
+        "-m", "fixedconf", "--fixed_cidr", "10.1.0.0/16", "--fixed_hosts", "10.0.0.1", "--cluster-etcd", "https://x:1",
     ]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("only http://"), "{err}");
     let (code, _, err) = run_once(&[
-        "-m",
-        "fixedconf",
-        "--fixed_cidr",
-        "10.1.0.0/16",
-        "--fixed_hosts",
-        "10.0.0.1",
-        "--cluster-etcd",
-        "127.0.0.1:2379",
-        "--instance-id",
-        "a/b",
+        "-m", "fixedconf", "--fixed_cidr", "10.1.0.0/16", "--fixed_hosts", "10.0.0.1", "--cluster-etcd",
+        "127.0.0.1:2379", "--instance-id", "a/b",
     ]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--instance-id 'a/b'"), "{err}");

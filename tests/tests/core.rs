@@ -144,16 +144,8 @@ fn failed_router_moves_the_route_everywhere_and_recovery_does_not_fail_back() ->
 fn main_table_serves_subnets_without_explicit_association() -> anyhow::Result<()> {
     let env = Env::new()?;
     let main = env.world.main_table.clone();
-    let d = env.daemon(&[
-        "-m",
-        "fixedconf",
-        "--fixed_cidr",
-        "10.60.0.0/16",
-        "--fixed_hosts",
-        "127.0.4.10",
-        "-H",
-        "always",
-    ])?;
+    let d = env
+        .daemon(&["-m", "fixedconf", "--fixed_cidr", "10.60.0.0/16", "--fixed_hosts", "127.0.4.10", "-H", "always"])?;
     let routed = env.wait_routed(&[&main], "10.60.0.0/16", T).map_err(|e| anyhow::anyhow!("{e}\n{}", d.log()))?;
     assert_eq!(routed, "127.0.4.10");
     for t in tables(&env) {
@@ -220,16 +212,8 @@ fn command_line_errors_are_one_clear_line() {
     assert_ne!(code, 0);
     assert!(err.contains("1.1.1."), "{err}");
     let (code, _, err) = run_once(&[
-        "-m",
-        "fixedconf",
-        "--fixed_cidr",
-        "10.0.0.0/8",
-        "--fixed_hosts",
-        "10.0.0.1",
-        "-H",
-        "always",
-        "--route_recheck_interval",
-        "3",
+        "-m", "fixedconf", "--fixed_cidr", "10.0.0.0/8", "--fixed_hosts", "10.0.0.1", "-H", "always",
+        "--route_recheck_interval", "3",
     ]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("either 0 or at least 5"), "{err}");

@@ -131,16 +131,8 @@ fn multi_icmpecho_tcp_moves_the_route_when_a_router_goes_silent() -> anyhow::Res
     let port = listeners.port.to_string();
     let took = failover_scenario(
         &[
-            "-H",
-            "multi",
-            "--multi_plugins",
-            "icmpecho:tcp",
-            "--icmp_check_interval",
-            "0.2",
-            "--tcp_check_port",
-            &port,
-            "--tcp_check_interval",
-            "0.2",
+            "-H", "multi", "--multi_plugins", "icmpecho:tcp", "--icmp_check_interval", "0.2", "--tcp_check_port",
+            &port, "--tcp_check_interval", "0.2",
         ],
         firewall,
     )?;
@@ -153,16 +145,7 @@ fn multi_icmpecho_tcp_moves_the_route_when_a_router_goes_silent() -> anyhow::Res
 #[test]
 fn bad_health_options_are_one_clear_error() {
     let base = [
-        "-m",
-        "fixedconf",
-        "--fixed_cidr",
-        "10.0.0.0/8",
-        "--fixed_hosts",
-        "10.0.0.1",
-        "-r",
-        "us-east-1",
-        "-v",
-        "vpc-1",
+        "-m", "fixedconf", "--fixed_cidr", "10.0.0.0/8", "--fixed_hosts", "10.0.0.1", "-r", "us-east-1", "-v", "vpc-1",
     ];
     let run = |extra: &[&str]| {
         let args: Vec<&str> = base.iter().chain(extra).copied().collect();
@@ -193,13 +176,7 @@ fn bad_health_options_are_one_clear_error() {
         (&["-H", "multi", "--multi_plugins", "icmpecho:tcp"], "--tcp_check_port"),
         (
             &[
-                "-H",
-                "multi",
-                "--multi_plugins",
-                "icmpecho:tcp",
-                "--tcp_check_port",
-                "22",
-                "--icmp_check_interval",
+                "-H", "multi", "--multi_plugins", "icmpecho:tcp", "--tcp_check_port", "22", "--icmp_check_interval",
                 "0.05",
             ],
             "--icmp_check_interval must be between",
@@ -236,15 +213,7 @@ fn icmpecho_without_cap_net_raw_says_how_to_grant_it() {
         .arg("--plugin-dir")
         .arg(build_dir())
         .args([
-            "-m",
-            "fixedconf",
-            "--fixed_cidr",
-            "10.0.0.0/8",
-            "--fixed_hosts",
-            "10.0.0.1",
-            "-r",
-            "us-east-1",
-            "-v",
+            "-m", "fixedconf", "--fixed_cidr", "10.0.0.0/8", "--fixed_hosts", "10.0.0.1", "-r", "us-east-1", "-v",
             "vpc-1",
         ])
         .args(["-H", "icmpecho"])

@@ -296,18 +296,7 @@ fn a_port_in_use_fails_at_start_with_a_clear_error() -> anyhow::Result<()> {
     let port = taken.local_addr()?.port().to_string();
     let started = Instant::now();
     let (code, out, err) = run_once(&[
-        "-r",
-        "us-east-1",
-        "-v",
-        "vpc-12345678",
-        "-m",
-        "http",
-        "-H",
-        "always",
-        "-a",
-        "127.0.0.1",
-        "-p",
-        &port,
+        "-r", "us-east-1", "-v", "vpc-12345678", "-m", "http", "-H", "always", "-a", "127.0.0.1", "-p", &port,
     ]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(err.contains(&format!("cannot listen on 127.0.0.1:{port}")) && err.contains("-p/--port"), "{err}");

@@ -1,4 +1,5 @@
-//! Issue 6: the install layout, `make uninstall`, the Debian package and the systemd unit.
+//! Issue 6: the install layout, `make uninstall`, the Debian package and the systemd unit
+//! (and that PLUGINS.md shows the example plugins as they are).
 //! These run the Makefile's no-build targets on what `make build` produced.
 
 use std::path::Path;
@@ -127,5 +128,20 @@ fn systemd_unit_verifies_and_is_hardened() -> anyhow::Result<()> {
     let out = Command::new("systemd-analyze").args(["verify", "--man=no"]).arg(&check).output()?;
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success() && text.trim().is_empty(), "systemd-analyze verify:\n{text}");
+    Ok(())
+}
+
+#[test]
+fn plugins_md_shows_the_example_plugins_as_they_are() -> anyhow::Result<()> {
+    let root = vpcrouter_tests::repo_root();
+    let doc = std::fs::read_to_string(root.join("PLUGINS.md"))?;
+    for file in ["health-cmd/Cargo.toml", "health-cmd/src/lib.rs", "watcher-dir/Cargo.toml", "watcher-dir/src/lib.rs"] {
+        let source = std::fs::read_to_string(root.join("examples").join(file))?;
+        let lang = if file.ends_with(".toml") { "toml" } else { "rust" };
+        assert!(
+            doc.contains(&format!("```{lang}\n{source}```\n")),
+            "PLUGINS.md must show examples/{file} in full, as it is"
+        );
+    }
     Ok(())
 }

@@ -101,7 +101,6 @@ impl Prober for Checks {
 impl Drop for Checks {
     fn drop(&mut self) {
         self.stopped.store(true, Ordering::Relaxed);
-        self.log.info("Cmd health monitor plugin: Stopped");
     }
 }
 
@@ -218,7 +217,7 @@ mod tests {
         let params: Vec<(String, String)> = status.params.iter().map(|t| (t.0.to_string(), t.1.to_string())).collect();
         assert_eq!(params[1], ("cmd_interval".to_string(), "0.2".to_string()));
         h.stop().unwrap();
-        assert!(h.logs.contains(LogLevel::Info, "Cmd health monitor plugin: Stopped"), "{:?}", h.logs);
+        assert!(h.logs.contains(LogLevel::Info, "cmd health monitor plugin: Stopped"), "{:?}", h.logs);
     }
 
     #[test]

@@ -87,40 +87,20 @@ pub struct CallCount {
 
 /// Error codes EC2 uses when the account's request rate is exceeded.
 const THROTTLE_CODES: &[&str] = &[
-    "RequestLimitExceeded",
-    "Throttling",
-    "ThrottlingException",
-    "ThrottledException",
-    "RequestThrottled",
-    "RequestThrottledException",
-    "TooManyRequestsException",
-    "EC2ThrottledException",
+    "RequestLimitExceeded", "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottled",
+    "RequestThrottledException", "TooManyRequestsException", "EC2ThrottledException",
 ];
 
 /// Error codes EC2 uses for server-side trouble (worth retrying later), besides throttling.
 const TRANSIENT_CODES: &[&str] = &[
-    "BandwidthLimitExceeded",
-    "PriorRequestNotComplete",
-    "RequestTimeout",
-    "RequestTimeoutException",
-    "InternalError",
-    "InternalFailure",
-    "ServiceUnavailable",
-    "Unavailable",
+    "BandwidthLimitExceeded", "PriorRequestNotComplete", "RequestTimeout", "RequestTimeoutException", "InternalError",
+    "InternalFailure", "ServiceUnavailable", "Unavailable",
 ];
 
 /// Error codes meaning the credentials are wrong, expired or lack permission.
 const AUTH_CODES: &[&str] = &[
-    "AuthFailure",
-    "UnauthorizedOperation",
-    "AccessDenied",
-    "AccessDeniedException",
-    "InvalidClientTokenId",
-    "SignatureDoesNotMatch",
-    "OptInRequired",
-    "Blocked",
-    "ExpiredToken",
-    "RequestExpired",
+    "AuthFailure", "UnauthorizedOperation", "AccessDenied", "AccessDeniedException", "InvalidClientTokenId",
+    "SignatureDoesNotMatch", "OptInRequired", "Blocked", "ExpiredToken", "RequestExpired",
 ];
 
 /// What went wrong talking to EC2 or the instance metadata service.

@@ -108,10 +108,7 @@ fn run(reader: &Reader, mut watch: FileWatch, stop: &StopToken) {
                 reader.log.debug(format!("File event {:?} on {:?}", event.kind, event.paths));
             }
             Wake::Error(e) => reader.log.warn(format!("File watch error, re-reading the file: {e}")),
-            Wake::Stopped | Wake::Timeout => {
-                reader.log.info("Configfile watcher plugin: Stopped");
-                return;
-            }
+            Wake::Stopped | Wake::Timeout => return,
         }
     }
 }
@@ -228,7 +225,7 @@ mod tests {
         fs::write(dir.path().join("other.json"), SPEC_A).unwrap();
         assert!(nothing_within(&r.specs, QUIET));
         r.stop().unwrap();
-        assert!(r.logs.contains(LogLevel::Info, "Configfile watcher plugin: Stopped"));
+        assert!(r.logs.contains(LogLevel::Info, "configfile watcher plugin: Stopped"));
     }
 
     #[test]

@@ -147,9 +147,6 @@ impl WatcherPlugin for Etcd {
             // Connection tasks are dropped, not awaited: nothing may delay the stop.
             runtime.shutdown_background();
             lock(&thread_status).connected = false;
-            if stop.is_stopped() {
-                log.info("Etcd watcher plugin: Stopped");
-            }
         })?;
         Ok(Etcd { endpoints, status })
     }
@@ -255,18 +252,8 @@ mod tests {
             assert!(err.contains("http://10.0.0.1:2379,http://10.0.0.2:2379"), "{err}");
         }
         for bad in [
-            "127.0.0.1:2379",
-            "https://127.0.0.1:2379",
-            "http://",
-            "http://:2379",
-            "http://h:port",
-            "http://h:0",
-            "http://h:70000",
-            "http://h:2379/v3",
-            "http://u@h:2379",
-            "http://h 1:2379",
-            "HTTP://h:1",
-            "etcd",
+            "127.0.0.1:2379", "https://127.0.0.1:2379", "http://", "http://:2379", "http://h:port", "http://h:0",
+            "http://h:70000", "http://h:2379/v3", "http://u@h:2379", "http://h 1:2379", "HTTP://h:1", "etcd",
         ] {
             let err = check(&format!("http://ok:2379,{bad}"), None).unwrap_err();
             assert_eq!(
@@ -345,7 +332,7 @@ mod tests {
         assert!(stats["last_error"].as_str().unwrap().contains("not valid JSON"), "{info}");
         assert!(stats["last_route_spec_update"].as_str().unwrap().ends_with('Z'), "{info}");
         r.stop().unwrap();
-        r.wait_log(LogLevel::Info, "Etcd watcher plugin: Stopped");
+        r.wait_log(LogLevel::Info, "etcd watcher plugin: Stopped");
         assert_eq!(r.details()["connected"], false);
         assert_eq!(r.logs.count(LogLevel::Error, "etcd"), 2, "{:?}", r.logs);
     }

@@ -183,12 +183,6 @@ impl Prober for FileProber {
     }
 }
 
-impl Drop for FileProber {
-    fn drop(&mut self) {
-        self.log.info("File health monitor plugin: Stopped");
-    }
-}
-
 /// The health plugin.
 pub struct HealthFile;
 
@@ -397,7 +391,7 @@ mod tests {
         let started = Instant::now();
         h.stop().unwrap();
         assert!(started.elapsed() < Duration::from_secs(1));
-        assert!(h.logs.contains(LogLevel::Info, "File health monitor plugin: Stopped"));
+        assert!(h.logs.contains(LogLevel::Info, "file health monitor plugin: Stopped"));
     }
 
     #[cfg(unix)]

@@ -231,13 +231,6 @@ impl Prober for Pinger {
     }
 }
 
-impl Drop for Pinger {
-    /// The SDK drops the prober when the monitor stops.
-    fn drop(&mut self) {
-        self.log.info("ICMPecho health monitor plugin: Stopped");
-    }
-}
-
 /// The `icmpecho` health plugin.
 pub struct Icmpecho;
 
@@ -422,7 +415,7 @@ mod tests {
         r.stop().unwrap();
         assert!(t.elapsed() < Duration::from_secs(1));
         assert!(r.logs.contains(LogLevel::Info, "ICMPecho health monitor plugin: Starting to watch instances."));
-        assert!(r.logs.contains(LogLevel::Info, "ICMPecho health monitor plugin: Stopped"));
+        assert!(r.logs.contains(LogLevel::Info, "icmpecho health monitor plugin: Stopped"));
     }
 
     #[test]

@@ -193,7 +193,6 @@ impl Drop for MultiProber {
                 self.log.warn(format!("Multi-plugin health monitor: sub-plugin '{}': {e}", sub.name));
             }
         }
-        self.log.info("Multi-plugin health monitor: Stopped");
     }
 }
 
@@ -484,7 +483,7 @@ mod tests {
         m.monitor.stop(2000).into_result().unwrap();
         assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
         assert_eq!(m.stopped.try_iter().count(), 2, "both sub-plugins stopped");
-        assert!(m.logs.contains(LogLevel::Info, "Multi-plugin health monitor: Stopped"));
+        assert!(m.logs.contains(LogLevel::Info, "multi health monitor plugin: Stopped"));
     }
 
     #[test]

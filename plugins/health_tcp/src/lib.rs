@@ -229,13 +229,6 @@ impl Prober for Connector {
     }
 }
 
-impl Drop for Connector {
-    /// The SDK drops the prober when the monitor stops.
-    fn drop(&mut self) {
-        self.log.info("TCP health monitor plugin: Stopped");
-    }
-}
-
 /// The `tcp` health plugin.
 pub struct Tcp;
 
@@ -445,7 +438,7 @@ mod tests {
         r.stop().unwrap();
         assert!(t.elapsed() < Duration::from_secs(1));
         assert!(r.logs.contains(LogLevel::Info, "TCP health monitor plugin: Starting to watch instances."));
-        assert!(r.logs.contains(LogLevel::Info, "TCP health monitor plugin: Stopped"));
+        assert!(r.logs.contains(LogLevel::Info, "tcp health monitor plugin: Stopped"));
     }
 
     #[test]

@@ -45,16 +45,8 @@ impl Config {
             "icmpecho" => vec!["-H", "icmpecho", "--icmp_check_interval", &i],
             "tcp" => vec!["-H", "tcp", "--tcp_check_port", &p, "--tcp_check_interval", &i],
             _ => vec![
-                "-H",
-                "multi",
-                "--multi_plugins",
-                "icmpecho:tcp",
-                "--icmp_check_interval",
-                &i,
-                "--tcp_check_port",
-                &p,
-                "--tcp_check_interval",
-                &i,
+                "-H", "multi", "--multi_plugins", "icmpecho:tcp", "--icmp_check_interval", &i, "--tcp_check_port", &p,
+                "--tcp_check_interval", &i,
             ],
         };
         v.into_iter().map(String::from).collect()

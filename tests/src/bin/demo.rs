@@ -37,20 +37,8 @@ fn main() -> anyhow::Result<()> {
     let spec_arg = spec.to_string_lossy().into_owned();
     let check = check_port.to_string();
     let d = env.daemon(&[
-        "-m",
-        "configfile",
-        "-f",
-        &spec_arg,
-        "-H",
-        "tcp",
-        "--tcp_check_port",
-        &check,
-        "--tcp_check_interval",
-        "0.5",
-        "--route_recheck_interval",
-        "10",
-        "-p",
-        port,
+        "-m", "configfile", "-f", &spec_arg, "-H", "tcp", "--tcp_check_port", &check, "--tcp_check_interval", "0.5",
+        "--route_recheck_interval", "10", "-p", port,
     ])?;
     println!(
         "== running: vpcrouter -r {} -v {} -m configfile -f {} -H tcp --tcp_check_port {check} --tcp_check_interval 0.5",
