@@ -23,7 +23,7 @@ use crate::context::{HostLogger, HttpHandlerBox, HttpRegistry, HttpRegistry_TO, 
 use crate::health::HealthPlugin;
 use crate::net::Ipv4;
 use crate::plugin::{HealthBox, PluginContext, PluginLoader, PluginLoader_TO, WatcherBox};
-use crate::types::{HealthReport, HostList, RouteSpec};
+use crate::types::{HealthReport, HealthStats, HostList, PluginStats, RouteSpec};
 use crate::watcher::WatcherPlugin;
 use crate::{PluginArgs, RReceiver, RSender};
 
@@ -161,6 +161,19 @@ impl HealthHarness {
     pub fn stop(&self) -> Result<(), String> {
         self.monitor.stop(2000).into_result().map_err(|e| e.to_string())
     }
+    /// The monitor's status, split for assertions: typed counters, details as JSON, and the
+    /// declared options as `(name, value)` pairs.
+    pub fn status(&self) -> (HealthStats, serde_json::Value, Vec<(String, String)>) {
+        let status = self.monitor.status();
+        let PluginStats::Health(stats) = status.stats else { panic!("not health stats: {:?}", status.stats) };
+        let params = status.params.iter().map(|t| (t.0.to_string(), t.1.to_string())).collect();
+        (stats, serde_json::from_str(&status.details).unwrap_or_default(), params)
+    }
+}
+
+/// Addresses as text, for assertions: `texts(&report.failed)`.
+pub fn texts(ips: &[Ipv4]) -> Vec<String> {
+    ips.iter().map(|ip| ip.to_string()).collect()
 }
 
 /// Starts health plugin `T` with options `args` (checked by its `validate_config` first).

@@ -198,10 +198,14 @@ fn many_concurrent_connections_wait_in_parallel_and_reads_have_their_bucket() ->
     let tally = proxy.tally_since(t);
     assert_eq!((tally.reads, tally.throttled_reads, tally.writes), (50, 10, 0), "{tally:?}");
 
-    // Without a model: no latency, no throttling.
+    // Without a model: no latency, no throttling. (moto itself may drop one of 60 concurrent
+    // connections: this client retries transport errors, which a throttle never is.)
     proxy.set_model(None)?;
     assert_eq!(proxy.model(), None);
-    let more = create_routes(&s, &c, 1..=60, |_| None);
+    let t = Instant::now();
+    let retrying = s.rt.block_on(world::client(&proxy.endpoint));
+    let more = create_routes(&s, &retrying, 1..=60, |_| None);
     assert!(more.iter().all(|o| o.is_ok()), "{more:?}");
+    assert_eq!(proxy.tally_since(t).throttled_writes, 0);
     Ok(())
 }

@@ -285,25 +285,12 @@ vpcrouter_plugin_api::export_plugin!(health: Icmpecho);
 mod tests {
     use std::process::Command;
 
-    use vpcrouter_plugin_api::testkit::{nothing_within, start_health, HealthHarness};
-    use vpcrouter_plugin_api::{HealthStats, PluginStats};
+    use vpcrouter_plugin_api::testkit::{nothing_within, start_health, texts, HealthHarness};
 
     use super::*;
 
     fn start(interval: &str) -> HealthHarness {
         start_health::<Icmpecho>(&[(INTERVAL_ARG, interval)]).unwrap()
-    }
-
-    /// The typed counters, the details object and the params of the monitor's status.
-    fn status(r: &HealthHarness) -> (HealthStats, serde_json::Value, Vec<(String, String)>) {
-        let s = r.monitor.status();
-        let PluginStats::Health(stats) = s.stats else { panic!("not health stats: {:?}", s.stats) };
-        let params = s.params.iter().map(|t| (t.0.to_string(), t.1.to_string())).collect();
-        (stats, serde_json::from_str(&s.details).unwrap(), params)
-    }
-
-    fn failed(r: &HealthReport) -> Vec<String> {
-        r.failed.iter().map(|ip| ip.to_string()).collect()
     }
 
     /// Runs `ip ARGS`, panicking with its stderr on failure.
@@ -390,7 +377,7 @@ mod tests {
         assert_eq!(s(2.0).rounds_for(50_000), 1);
         let r = start_health::<Icmpecho>(&[]).unwrap();
         assert_eq!(r.monitor.interval_secs(), 2.0);
-        let (_, details, params) = status(&r);
+        let (_, details, params) = r.status();
         assert_eq!(details["timeout_secs"], 1.5);
         assert_eq!(details["hold_down_secs"], 20.0);
         assert!(params.is_empty(), "no option given: {params:?}");
@@ -405,7 +392,7 @@ mod tests {
         let first = r.next_report(Duration::from_secs(2)).expect("a first report");
         assert_eq!(first, HealthReport::default());
         assert!(nothing_within(&r.reports, Duration::from_millis(1500)), "{:?}", r.logs);
-        let (stats, details, params) = status(&r);
+        let (stats, details, params) = r.status();
         assert!(stats.checks >= 3 * 4 * 6, "{stats:?}");
         assert_eq!(stats.failures, 0, "{stats:?}");
         assert_eq!(stats.hosts, 3);
@@ -431,7 +418,7 @@ mod tests {
         let stopped = Instant::now();
         let report = r.next_report(Duration::from_secs(2)).expect("a failure report");
         let took = stopped.elapsed();
-        assert_eq!(failed(&report), vec![peer.clone()]);
+        assert_eq!(texts(&report.failed), vec![peer.clone()]);
         // One interval (0.2 s) at most, plus scheduling slack.
         assert!(took <= Duration::from_millis(200 + 100), "reported after {took:?}");
         assert!(r.logs.contains(LogLevel::Info, &format!("Currently failed IPs: {peer}")));
@@ -449,7 +436,7 @@ mod tests {
             "{held:?}"
         );
         assert!(r.logs.contains(LogLevel::Info, &format!("Host {peer} passes checks again")));
-        let (stats, _, _) = status(&r);
+        let (stats, _, _) = r.status();
         assert!(stats.failures >= 1, "{stats:?}");
         r.stop().unwrap();
     }
@@ -461,7 +448,7 @@ mod tests {
         assert_eq!(r.next_report(Duration::from_secs(2)), Some(HealthReport::default()));
         r.send_hosts(&["127.0.0.2"]);
         assert!(nothing_within(&r.reports, Duration::from_millis(500)));
-        let (stats, _, _) = status(&r);
+        let (stats, _, _) = r.status();
         assert_eq!(stats.hosts, 1);
         r.stop().unwrap();
     }
@@ -476,9 +463,9 @@ mod tests {
         if report.failed.is_empty() {
             report = r.next_report(Duration::from_secs(2)).expect("a failure report");
         }
-        assert_eq!(failed(&report), vec!["255.255.255.255".to_string()]);
+        assert_eq!(texts(&report.failed), vec!["255.255.255.255".to_string()]);
         assert!(t.elapsed() < Duration::from_millis(250), "before the 0.3 s timeout: {:?}", t.elapsed());
-        let (_, details, _) = status(&r);
+        let (_, details, _) = r.status();
         assert!(details["send_errors"].as_u64().unwrap() >= 1, "{details}");
         r.stop().unwrap();
     }

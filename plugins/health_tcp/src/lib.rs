@@ -283,26 +283,13 @@ mod tests {
     use std::thread::JoinHandle;
 
     use vpcrouter_plugin_api::health::Tracker;
-    use vpcrouter_plugin_api::testkit::{context, nothing_within, start_health, HealthHarness};
-    use vpcrouter_plugin_api::{HealthStats, PluginStats};
+    use vpcrouter_plugin_api::testkit::{context, nothing_within, start_health, texts, HealthHarness};
 
     use super::*;
 
     fn start(interval: &str, port: u16) -> HealthHarness {
         let port = port.to_string();
         start_health::<Tcp>(&[(INTERVAL_ARG, interval), (PORT_ARG, port.as_str())]).unwrap()
-    }
-
-    /// The typed counters, the details object and the params of the monitor's status.
-    fn status(r: &HealthHarness) -> (HealthStats, serde_json::Value, Vec<(String, String)>) {
-        let s = r.monitor.status();
-        let PluginStats::Health(stats) = s.stats else { panic!("not health stats: {:?}", s.stats) };
-        let params = s.params.iter().map(|t| (t.0.to_string(), t.1.to_string())).collect();
-        (stats, serde_json::from_str(&s.details).unwrap(), params)
-    }
-
-    fn failed(r: &HealthReport) -> Vec<String> {
-        r.failed.iter().map(|ip| ip.to_string()).collect()
     }
 
     /// A listener on `ip:port` that accepts and drops connections until dropped.
@@ -412,7 +399,7 @@ mod tests {
         let stopped = Instant::now();
         let report = r.next_report(Duration::from_secs(2)).expect("a failure report");
         let took = stopped.elapsed();
-        assert_eq!(failed(&report), vec![a.clone()]);
+        assert_eq!(texts(&report.failed), vec![a.clone()]);
         assert!(took <= Duration::from_millis(200 + 100), "refusal noticed after {took:?}");
         assert!(
             r.logs.contains(LogLevel::Info, &format!("Host {a} failed a check: TCP connect to port {port} failed")),
@@ -427,7 +414,7 @@ mod tests {
         assert_eq!(report, HealthReport::default());
         assert!(held >= Duration::from_millis(2000 - 250) && held <= Duration::from_millis(2000 + 300), "{held:?}");
         assert!(r.logs.contains(LogLevel::Info, &format!("Host {a} passes checks again")));
-        let (stats, details, params) = status(&r);
+        let (stats, details, params) = r.status();
         assert!(stats.checks >= 60, "{stats:?}");
         assert!(stats.failures >= 1, "{stats:?}");
         assert_eq!(details["probes_per_interval"], 4, "{details}");
@@ -453,7 +440,7 @@ mod tests {
         if report.failed.is_empty() {
             report = r.next_report(Duration::from_secs(2)).expect("a failure report");
         }
-        assert_eq!(failed(&report), vec![silent.clone()]);
+        assert_eq!(texts(&report.failed), vec![silent.clone()]);
         // The first round starts at once; its connects time out after 0.15 s.
         assert!(
             t.elapsed() >= Duration::from_millis(140) && t.elapsed() <= Duration::from_millis(450),
