@@ -1,6 +1,6 @@
 //! Issue 7: misbehaving plugins. The test-only watcher `tests/faulty-plugins` panics in
 //! `start` or in its own thread, hangs in `stop`, closes its queue or sends a spec that is
-//! not canonical; a copy of it is built against an older plugin-api. vpcrouter must say which plugin
+//! not canonical. (A plugin built against an older plugin-api: `abi_evolution.rs`.) vpcrouter must say which plugin
 //! failed in one line, exit 1 (not by a signal) when it cannot go on, and never abort.
 //! (Truncated and foreign `.so` files: `insecure_or_bogus_plugin_files_are_refused`.)
 
@@ -11,8 +11,8 @@ use std::process::ExitStatus;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use vpcrouter_tests::daemon::{run_once, Daemon};
-use vpcrouter_tests::{repo_root, world, Env};
+use vpcrouter_tests::daemon::Daemon;
+use vpcrouter_tests::{repo_root, Env};
 
 const T: Duration = Duration::from_secs(20);
 const SPEC: &str = r#"{"10.55.0.0/16": ["127.0.1.10"]}"#;
@@ -187,79 +187,6 @@ fn a_stop_that_never_returns_does_not_hold_up_the_exit() -> anyhow::Result<()> {
         d.log().contains("watcher plugin 'faulty' failed to stop") && d.log().contains("did not stop within 2000 ms"),
         "{}",
         d.log()
-    );
-    Ok(())
-}
-
-/// Copies plugin-api with version 0.0.1 and the faulty plugin (pointed at that copy) into
-/// `dir`; returns the plugin's manifest.
-fn old_api_copy(dir: &Path) -> anyhow::Result<PathBuf> {
-    let root = repo_root();
-    let ws = std::fs::read_to_string(root.join("Cargo.toml"))?;
-    let ws_dep = |name: &str| ws.lines().find(|l| l.starts_with(&format!("{name} = "))).map(str::to_string);
-    let mut manifest = String::new();
-    for line in std::fs::read_to_string(root.join("plugin-api/Cargo.toml"))?.lines() {
-        let line = match line.split_once(".workspace = true") {
-            _ if line.starts_with("version = ") => "version = \"0.0.1\"".to_string(),
-            Some(("version", _)) => "version = \"0.0.1\"".to_string(),
-            Some(("edition", _)) => "edition = \"2021\"".to_string(),
-            Some(("license" | "rust-version", _)) => continue,
-            Some((dep, _)) => ws_dep(dep).ok_or_else(|| anyhow::anyhow!("{dep} not in workspace dependencies"))?,
-            None => line.to_string(),
-        };
-        manifest.push_str(&line);
-        manifest.push('\n');
-    }
-    let api = dir.join("plugin-api");
-    copy_dir(&root.join("plugin-api/src"), &api.join("src"))?;
-    std::fs::write(api.join("Cargo.toml"), manifest)?;
-    let plugin = dir.join("faulty");
-    copy_dir(&root.join("tests/faulty-plugins/src"), &plugin.join("src"))?;
-    std::fs::copy(root.join("tests/faulty-plugins/Cargo.lock"), plugin.join("Cargo.lock"))?;
-    let toml = std::fs::read_to_string(root.join("tests/faulty-plugins/Cargo.toml"))?;
-    std::fs::write(plugin.join("Cargo.toml"), toml.replace("../../plugin-api", "../plugin-api"))?;
-    Ok(plugin.join("Cargo.toml"))
-}
-
-fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(to)?;
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        if entry.file_type()?.is_dir() {
-            copy_dir(&entry.path(), &to.join(entry.file_name()))?;
-        } else {
-            std::fs::copy(entry.path(), to.join(entry.file_name()))?;
-        }
-    }
-    Ok(())
-}
-
-#[test]
-fn a_plugin_built_against_an_older_plugin_api_is_refused_with_both_versions() -> anyhow::Result<()> {
-    let src = tempfile::tempdir()?;
-    let so = build(&old_api_copy(src.path())?, "faulty-oldapi")?;
-    let dir = plugin_dir(&so)?;
-    let args = [
-        "--plugin-dir",
-        dir.path().to_str().unwrap_or_default(),
-        "-m",
-        "faulty",
-        "--faulty_mode",
-        "good",
-        "-H",
-        "always",
-        "-r",
-        world::REGION,
-        "-v",
-        "vpc-00000000",
-    ];
-    let (code, _, err) = run_once(&args);
-    assert_eq!(code, 1, "{err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
-    assert!(err.contains("libvpcrouter_faulty.so") && err.contains("incompatible plugin-api"), "{err}");
-    assert!(
-        err.contains(&format!("host = {}", vpcrouter_plugin_api::PLUGIN_API_VERSION)) && err.contains("plugin = 0.0.1"),
-        "{err}"
     );
     Ok(())
 }
