@@ -630,8 +630,13 @@ impl<P: Prober> Runner<P> {
                 }
             }
             if let Some(list) = latest {
+                let first = !self.have_list;
                 if !self.set_hosts(list, &mut answers) {
                     return;
+                }
+                if first {
+                    // The first hosts are checked at once, not up to a period later.
+                    next_round = Instant::now();
                 }
             }
             let now = Instant::now();
@@ -949,6 +954,45 @@ mod tests {
         );
         thread.join().unwrap();
         assert!(lines.0.lock().unwrap().iter().any(|l| l == "the source is gone"));
+    }
+
+    /// Counts its rounds; every host answers.
+    struct Counting(Arc<std::sync::atomic::AtomicU64>);
+    impl Prober for Counting {
+        fn probe(&mut self, round: Round, hosts: &[Ipv4], answers: &mut Answers) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            hosts.iter().for_each(|h| answers.up(*h, round.number));
+        }
+    }
+    struct CountingPlugin;
+    impl PluginDescription for CountingPlugin {
+        const NAME: &'static str = "counting";
+        const DESCRIPTION: &'static str = "counts rounds";
+        const VERSION: &'static str = "0";
+    }
+    static ROUNDS: std::sync::OnceLock<Arc<std::sync::atomic::AtomicU64>> = std::sync::OnceLock::new();
+    impl HealthPlugin for CountingPlugin {
+        type Prober = Counting;
+        fn start(_args: &PluginArgs, _run: &HealthRun) -> Result<(Schedule, Counting), String> {
+            let rounds = ROUNDS.get_or_init(Arc::default).clone();
+            Ok((Schedule::every(Duration::from_secs(30)).probes_per_interval(1), Counting(rounds)))
+        }
+    }
+
+    #[test]
+    fn the_first_hosts_are_probed_at_once_even_with_a_long_interval() {
+        let h = crate::testkit::start_health::<CountingPlugin>(&[]).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let rounds = ROUNDS.get_or_init(Arc::default).clone();
+        assert_eq!(rounds.load(std::sync::atomic::Ordering::Relaxed), 0, "no round without hosts");
+        h.send_hosts(&["10.0.0.1"]);
+        let t = Instant::now();
+        while rounds.load(std::sync::atomic::Ordering::Relaxed) == 0 && t.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(t.elapsed() < Duration::from_millis(300), "first round {:?} after the first host list", t.elapsed());
+        assert_eq!(h.next_report(Duration::from_secs(2)).map(|r| r.failed.len()), Some(0));
+        h.stop().unwrap();
     }
 
     struct Slow;
