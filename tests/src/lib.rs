@@ -20,7 +20,7 @@ pub mod relay;
 pub mod thirdparty;
 pub mod world;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// The repository root.
@@ -114,4 +114,11 @@ impl Env {
         })
         .map_err(|e| anyhow::anyhow!("{e}\n{}", self.world.dump()))
     }
+}
+
+/// The options of a daemon driven by two files, as most tests run it: the `configfile`
+/// watcher on `spec` and the `file` health monitor on `health`.
+pub fn file_driven<'a>(spec: &'a Path, health: &'a Path) -> [&'a str; 8] {
+    let text = |p: &'a Path| p.to_str().unwrap_or_default();
+    ["-m", "configfile", "-f", text(spec), "-H", "file", "--health_file", text(health)]
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use vpcrouter_tests::cluster::{wait_new_leader, wait_one_leader, Instance};
 use vpcrouter_tests::etcd::Etcd;
+use vpcrouter_tests::file_driven;
 use vpcrouter_tests::relay::Relay;
 use vpcrouter_tests::{wait_for, Env};
 
@@ -31,16 +32,7 @@ fn instance_with(env: &Env, etcd: &str, id: &str, extra: &[&str]) -> anyhow::Res
     if !health.exists() {
         env.write(&format!("health-{id}.json"), r#"{"failed": []}"#);
     }
-    let mut args = vec![
-        "-m",
-        "configfile",
-        "-f",
-        spec.to_str().unwrap_or_default(),
-        "-H",
-        "file",
-        "--health_file",
-        health.to_str().unwrap_or_default(),
-    ];
+    let mut args = file_driven(&spec, &health).to_vec();
     args.extend_from_slice(extra);
     Instance::start(env, etcd, id, TTL, &args)
 }

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use vpcrouter_tests::daemon::run_once;
+use vpcrouter_tests::file_driven;
 use vpcrouter_tests::{wait_for, Env};
 
 const T: Duration = Duration::from_secs(20);
@@ -112,16 +113,7 @@ fn failed_router_moves_the_route_everywhere_and_recovery_does_not_fail_back() ->
     let (rt1, rt2) = (env.world.tables[0].clone(), env.world.tables[1].clone());
     let health = env.write("health.json", r#"{"failed": []}"#);
     let spec = env.write("spec.json", r#"{"10.55.0.0/16": ["127.0.1.10", "127.0.2.10"]}"#);
-    let d = env.daemon(&[
-        "-m",
-        "configfile",
-        "-f",
-        spec.to_str().unwrap(),
-        "-H",
-        "file",
-        "--health_file",
-        health.to_str().unwrap(),
-    ])?;
+    let d = env.daemon(&file_driven(&spec, &health))?;
     let first = env.wait_routed(&[&rt1, &rt2], "10.55.0.0/16", T)?;
     let other = if first == "127.0.1.10" { "127.0.2.10" } else { "127.0.1.10" };
     env.write("health.json", &format!(r#"{{"failed": ["{first}"]}}"#));
@@ -359,16 +351,7 @@ fn first_reconcile_waits_for_health_so_start_up_never_routes_to_a_dead_router() 
         "spec.json",
         r#"{"10.55.0.0/16": ["127.0.1.10", "127.0.2.10"], "10.56.0.0/16": ["127.0.2.10", "127.0.1.10"]}"#,
     );
-    let d = env.daemon(&[
-        "-m",
-        "configfile",
-        "-f",
-        spec.to_str().unwrap(),
-        "-H",
-        "file",
-        "--health_file",
-        health.to_str().unwrap(),
-    ])?;
+    let d = env.daemon(&file_driven(&spec, &health))?;
     assert_eq!(env.wait_routed(&[&rt1, &rt2], "10.55.0.0/16", T)?, "127.0.2.10");
     assert_eq!(env.wait_routed(&[&rt1, &rt2], "10.56.0.0/16", T)?, "127.0.2.10");
     let log = d.log();

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use vpcrouter_tests::daemon::Daemon;
 use vpcrouter_tests::faultproxy::{Fault, FaultProxy, Policy, Rule};
+use vpcrouter_tests::file_driven;
 use vpcrouter_tests::{wait_for, world, Env};
 
 const T: Duration = Duration::from_secs(20);
@@ -34,21 +35,11 @@ impl Setup {
         let health = env.write("health.json", r#"{"failed": []}"#);
         let spec = env.write("spec.json", r#"{"10.55.0.0/16": ["127.0.1.10", "127.0.2.10"]}"#);
         let args = [
-            "-r",
-            world::REGION,
-            "-v",
-            &env.world.vpc_id,
-            "-m",
-            "configfile",
-            "-f",
-            spec.to_str().unwrap_or_default(),
-            "-H",
-            "file",
-            "--health_file",
-            health.to_str().unwrap_or_default(),
-            "--route_recheck_interval",
-            "5",
-        ];
+            &["-r", world::REGION, "-v", &env.world.vpc_id][..],
+            &file_driven(&spec, &health),
+            &["--route_recheck_interval", "5"],
+        ]
+        .concat();
         let d = Daemon::start_via(&env.moto, &proxy.endpoint, &args)?;
         let tables = [env.world.tables[0].clone(), env.world.tables[1].clone()];
         let first = env

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use vpcrouter_tests::daemon::Daemon;
 use vpcrouter_tests::faultproxy::{Fault, FaultProxy, Rule};
+use vpcrouter_tests::file_driven;
 use vpcrouter_tests::{http_client, wait_for, world, Env};
 
 const T: Duration = Duration::from_secs(30);
@@ -39,22 +40,12 @@ impl Setup {
         let spec = env.write("spec.json", &format!("{{{}}}", spec.join(", ")));
         let health = env.write("health.json", &format!(r#"{{"failed": ["{B}"]}}"#));
         env.world.add_instance_route(&env.world.tables[2], UNMANAGED, "127.0.3.10")?;
-        let mut args = vec![
-            "-r",
-            world::REGION,
-            "-v",
-            &env.world.vpc_id,
-            "-m",
-            "configfile",
-            "-f",
-            spec.to_str().unwrap_or_default(),
-            "-H",
-            "file",
-            "--health_file",
-            health.to_str().unwrap_or_default(),
-            "--route_recheck_interval",
-            "30",
-        ];
+        let mut args = [
+            &["-r", world::REGION, "-v", &env.world.vpc_id][..],
+            &file_driven(&spec, &health),
+            &["--route_recheck_interval", "30"],
+        ]
+        .concat();
         args.extend_from_slice(extra);
         let d = Daemon::start_via(&env.moto, &proxy.endpoint, &args)?;
         let tables = [env.world.tables[0].clone(), env.world.tables[1].clone()];

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use vpcrouter_tests::daemon::Daemon;
 use vpcrouter_tests::faultproxy::FaultProxy;
+use vpcrouter_tests::file_driven;
 use vpcrouter_tests::moto::Moto;
 use vpcrouter_tests::{free_port, http_client, wait_for, world, Env};
 
@@ -106,24 +107,13 @@ fn small_world(t: &mut Table) -> anyhow::Result<()> {
         env.write("spec.json", r#"{"10.55.0.0/16": ["127.0.1.10", "127.0.2.10"], "10.66.0.0/24": ["127.0.1.11"]}"#);
     let health = env.write("health.json", r#"{"failed": []}"#);
     let port = free_port();
+    let port_text = port.to_string();
     let args = [
-        "-r",
-        world::REGION,
-        "-v",
-        &env.world.vpc_id,
-        "-m",
-        "configfile",
-        "-f",
-        spec.to_str().unwrap_or_default(),
-        "-H",
-        "file",
-        "--health_file",
-        health.to_str().unwrap_or_default(),
-        "--route_recheck_interval",
-        "5",
-        "-p",
-        &port.to_string(),
-    ];
+        &["-r", world::REGION, "-v", &env.world.vpc_id][..],
+        &file_driven(&spec, &health),
+        &["--route_recheck_interval", "5", "-p", &port_text],
+    ]
+    .concat();
     let (rt1, rt2) = (env.world.tables[0].clone(), env.world.tables[1].clone());
     let started = unix_now();
     let t0 = Instant::now();
@@ -179,6 +169,7 @@ fn idle(t: &mut Table, secs: u64) -> anyhow::Result<()> {
     let spec =
         env.write("spec.json", r#"{"10.55.0.0/16": ["127.0.1.10", "127.0.2.10"], "10.66.0.0/24": ["127.0.1.11"]}"#);
     let port = free_port();
+    let port_text = port.to_string();
     let args = [
         "-r",
         world::REGION,
@@ -191,7 +182,7 @@ fn idle(t: &mut Table, secs: u64) -> anyhow::Result<()> {
         "-H",
         "always",
         "-p",
-        &port.to_string(),
+        &port_text,
     ];
     let d = Daemon::start_via(&env.moto, &proxy.endpoint, &args)?;
     let pid = d.pid().context("no pid")?;
@@ -285,34 +276,19 @@ fn scale(t: &mut Table, cidrs: usize, tables: usize, instances: usize) -> anyhow
     std::fs::write(&health, r#"{"failed": []}"#)?;
     let proxy = FaultProxy::start(&moto.endpoint)?;
     let port = free_port();
+    let port_text = port.to_string();
     let args = [
-        "-r",
-        world::REGION,
-        "-v",
-        &vpc_id,
-        "-m",
-        "configfile",
-        "-f",
-        spec_path.to_str().unwrap_or_default(),
-        "-H",
-        "file",
-        "--health_file",
-        health.to_str().unwrap_or_default(),
-        "--route_recheck_interval",
-        "0",
-        "-p",
-        &port.to_string(),
-        // moto has no request limits: vpcrouter's own buckets are opened wide, so that this
-        // measures moto and vpcrouter, not EC2's refill rate (see bench-failover-ec2).
-        "--ec2-write-burst",
-        "100000",
-        "--ec2-write-rate",
-        "100000",
-        "--ec2-read-burst",
-        "100000",
-        "--ec2-read-rate",
-        "100000",
-    ];
+        &["-r", world::REGION, "-v", &vpc_id][..],
+        &file_driven(&spec_path, &health),
+        &[
+            "--route_recheck_interval", "0", "-p", &port_text,
+            // moto has no request limits: vpcrouter's own buckets are opened wide, so that this
+            // measures moto and vpcrouter, not EC2's refill rate (see bench-failover-ec2).
+            "--ec2-write-burst", "100000", "--ec2-write-rate", "100000", "--ec2-read-burst", "100000",
+            "--ec2-read-rate", "100000",
+        ],
+    ]
+    .concat();
     let d = Daemon::start_via(&moto, &proxy.endpoint, &args)?;
     let routes = (cidrs * tables) as u64;
     let first =

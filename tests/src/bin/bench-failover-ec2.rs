@@ -52,6 +52,7 @@ use vpcrouter_tests::daemon::{self, Daemon};
 use vpcrouter_tests::ec2model::{Bucket, Model};
 use vpcrouter_tests::etcd::Etcd;
 use vpcrouter_tests::faultproxy::{FaultProxy, Tally};
+use vpcrouter_tests::file_driven;
 use vpcrouter_tests::moto::Moto;
 use vpcrouter_tests::{http_client, wait_for, world};
 
@@ -317,23 +318,14 @@ impl World {
 
     fn daemon_args(&self, opts: &Opts) -> Vec<String> {
         let mut args: Vec<String> = [
-            "-r",
-            world::REGION,
-            "-v",
-            &self.vpc.id,
-            "-m",
-            "configfile",
-            "-f",
-            self.spec.to_str().unwrap_or_default(),
-            "-H",
-            "file",
-            "--health_file",
-            self.health.to_str().unwrap_or_default(),
-            "--route_recheck_interval",
-            "30",
+            &["-r", world::REGION, "-v", &self.vpc.id][..],
+            &file_driven(&self.spec, &self.health),
+            &["--route_recheck_interval", "30"],
         ]
+        .concat()
+        .into_iter()
         .map(String::from)
-        .to_vec();
+        .collect();
         if opts.client_limits {
             let (r, w) = (opts.model.read_bucket, opts.model.write_bucket);
             for (name, v) in [
