@@ -46,28 +46,17 @@ fn row(label: &str, mut l: Vec<Duration>) -> Duration {
     median
 }
 
+/// The options of every run: `spec.json` with the tcp plugin on `port` (its text).
+fn tcp_args<'a>(spec: &'a std::path::Path, port: &'a str) -> [&'a str; 10] {
+    let spec = spec.to_str().unwrap_or_default();
+    ["-m", "configfile", "-f", spec, "-H", "tcp", "--tcp_check_port", port, "--tcp_check_interval", INTERVAL]
+}
+
 /// Instances on `etcd` with the given ids, watching `spec` with the tcp plugin on `port`.
 fn start(env: &Env, etcd: &str, id: &str, ttl: u64, port: u16) -> anyhow::Result<Instance> {
     let spec = env.path("spec.json");
     let p = port.to_string();
-    Instance::start(
-        env,
-        etcd,
-        id,
-        ttl,
-        &[
-            "-m",
-            "configfile",
-            "-f",
-            spec.to_str().unwrap_or_default(),
-            "-H",
-            "tcp",
-            "--tcp_check_port",
-            &p,
-            "--tcp_check_interval",
-            INTERVAL,
-        ],
-    )
+    Instance::start(env, etcd, id, ttl, &tcp_args(&spec, &p))
 }
 
 fn takeover(trials: usize, ttl: u64) -> anyhow::Result<Vec<Duration>> {
@@ -115,18 +104,7 @@ fn failover(trials: usize, cluster_size: usize) -> anyhow::Result<Vec<Duration>>
     let mut insts = Vec::new();
     let mut single = None;
     if cluster_size == 0 {
-        single = Some(env.daemon(&[
-            "-m",
-            "configfile",
-            "-f",
-            spec.to_str().unwrap_or_default(),
-            "-H",
-            "tcp",
-            "--tcp_check_port",
-            &p,
-            "--tcp_check_interval",
-            INTERVAL,
-        ])?);
+        single = Some(env.daemon(&tcp_args(&spec, &p))?);
     } else {
         for id in ["a", "b", "c"].iter().take(cluster_size) {
             insts.push(start(&env, &etcd.endpoints(), id, 5, port)?);
