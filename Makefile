@@ -43,12 +43,16 @@ deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nftables >/dev/null; \
 	fi
 
-# moto (the EC2 emulator) in a virtualenv.
-venv: $(VENV)/bin/moto_server
+# moto (the EC2 emulator) in a virtualenv, with fixes where it differs from real EC2
+# (tests/moto/fixes.py says which).
+venv: $(VENV)/.vpcrouter-moto-fixes
 $(VENV)/bin/moto_server: | deps
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check 'moto[server]>=5,<6'
 	@test -x $@
+$(VENV)/.vpcrouter-moto-fixes: $(VENV)/bin/moto_server tests/moto/fixes.py
+	$(VENV)/bin/python tests/moto/fixes.py
+	@touch $@
 
 # The binary and every plugin library, in one directory: $(BUILD_DIR).
 build: deps

@@ -56,6 +56,13 @@ pub struct Options {
     pub cluster: Option<ClusterOptions>,
     /// `--ec2-*`: client-side token buckets and the cap on calls in flight.
     pub ec2_limits: LimitsConfig,
+    /// `--prefix-lists`: route groups of CIDRs through prefix lists vpcrouter owns.
+    pub prefix_lists: bool,
+    /// `--route-table-quota`: routes one route table may hold.
+    pub route_table_quota: u32,
+    /// `--cluster-name`, with or without a cluster: the name vpcrouter's prefix lists are
+    /// tagged with (`None`: the VPC id).
+    pub cluster_name: Option<String>,
 }
 
 /// `--cluster-*` and `--health-quorum`.
@@ -230,6 +237,11 @@ fn base_command() -> Command {
             .help("list the plugins found, with versions and descriptions, and exit"))
         .arg(Arg::new("dry_run").long("dry-run").action(ArgAction::SetTrue)
             .help("log the route changes that would be made, change nothing"))
+        .arg(Arg::new("prefix_lists").long("prefix-lists").action(ArgAction::SetTrue)
+            .help("route the CIDRs that share their routers through one prefix list per group: a failover is one route write per table per group"))
+        .arg(Arg::new("route_table_quota").long("route-table-quota").value_name("ROUTES").default_value("500")
+            .value_parser(clap::value_parser!(u32).range(1..=100_000))
+            .help("routes a route table may hold (a prefix-list route counts its list's max entries); vpcrouter warns before a table would exceed it"))
         .arg(Arg::new("ec2_write_burst").long("ec2-write-burst").value_name("CALLS").default_value("50")
             .value_parser(clap::value_parser!(u32).range(1..=100_000))
             .help_heading(EC2_HEADING)
@@ -253,9 +265,9 @@ fn base_command() -> Command {
         .arg(Arg::new("cluster_etcd").long("cluster-etcd").value_name("URL[,URL...]").env("VPCROUTER_CLUSTER_ETCD")
             .help_heading("Cluster mode (several instances, one leader)")
             .help("etcd client URLs: run as one of several vpcrouters; only the elected leader writes to EC2"))
-        .arg(Arg::new("cluster_name").long("cluster-name").value_name("NAME").requires("cluster_etcd")
+        .arg(Arg::new("cluster_name").long("cluster-name").value_name("NAME")
             .help_heading("Cluster mode (several instances, one leader)")
-            .help("instances with the same name form one cluster [default: the VPC id]"))
+            .help("instances with the same name form one cluster; vpcrouter's prefix lists are tagged with it [default: the VPC id]"))
         .arg(Arg::new("instance_id").long("instance-id").value_name("ID").requires("cluster_etcd")
             .help_heading("Cluster mode (several instances, one leader)")
             .help("this instance's id, unique in the cluster [default: the hostname]"))
@@ -436,17 +448,25 @@ pub fn parse(argv: &[String], loader: &Loader) -> Result<Invocation, CliError> {
         search,
         cluster: cluster_options(&m)?,
         ec2_limits: ec2_limits(&m),
+        prefix_lists: m.get_flag("prefix_lists"),
+        route_table_quota: m.get_one::<u32>("route_table_quota").copied().unwrap_or(500),
+        cluster_name: cluster_name(&m)?,
     };
     Ok(Invocation::Run(Box::new(options)))
+}
+
+/// `--cluster-name`, checked: it names the cluster, and the owner of vpcrouter's prefix
+/// lists (keep it when turning `--prefix-lists` off, so that the lists are retired).
+fn cluster_name(m: &ArgMatches) -> Result<Option<String>, CliError> {
+    let Some(name) = m.get_one::<String>("cluster_name").cloned() else { return Ok(None) };
+    crate::cluster::check_name("--cluster-name", &name).map_err(|e| CliError::usage(format!("error: {e}")))?;
+    Ok(Some(name))
 }
 
 fn cluster_options(m: &ArgMatches) -> Result<Option<ClusterOptions>, CliError> {
     let Some(raw) = m.get_one::<String>("cluster_etcd") else { return Ok(None) };
     let endpoints = parse_endpoints(raw).map_err(|e| CliError::usage(format!("error: --cluster-etcd: {e}")))?;
-    let name = m.get_one::<String>("cluster_name").cloned();
-    if let Some(n) = &name {
-        crate::cluster::check_name("--cluster-name", n).map_err(|e| CliError::usage(format!("error: {e}")))?;
-    }
+    let name = cluster_name(m)?;
     let instance_id = match m.get_one::<String>("instance_id") {
         Some(id) => id.clone(),
         None => hostname()
@@ -513,20 +533,30 @@ fn check_address(a: &str) -> Result<String, CliError> {
     }
 }
 
-/// Parses `--ignore_routes`: comma-separated CIDRs or IPs (an IP means `/32`, `0.0.0.0`
-/// means the default route `0.0.0.0/0`, as in vpc-router).
+/// Parses `--ignore_routes`: comma-separated IPv4 or IPv6 CIDRs or IPs (an IP means `/32`
+/// or `/128`; `0.0.0.0` means the default route `0.0.0.0/0`, as in vpc-router, and `::`
+/// the IPv6 default route `::/0`).
 pub fn parse_ignore_routes(raw: Option<&str>) -> Result<Vec<Cidr>, String> {
     let Some(raw) = raw else { return Ok(Vec::new()) };
     raw.split(',')
         .map(str::trim)
         .map(|item| {
             if item.contains('/') {
-                Cidr::parse(item).map_err(|e| format!("'{item}': {e}"))
-            } else {
-                let addr = vpcrouter_plugin_api::spec::parse_ipv4(item)
-                    .ok_or_else(|| format!("'{item}' is not a valid IP address or CIDR"))?;
-                Ok(if addr.is_unspecified() { Cidr { addr, len: 0 } } else { Cidr { addr, len: 32 } })
+                return Cidr::parse(item).map_err(|e| format!("'{item}': {e}"));
             }
+            let addr: IpAddr = match vpcrouter_plugin_api::spec::parse_ipv4(item) {
+                Some(v4) => IpAddr::V4(v4),
+                None if item.contains(':') => {
+                    item.parse().map_err(|_| format!("'{item}' is not a valid IP address or CIDR"))?
+                }
+                None => return Err(format!("'{item}' is not a valid IP address or CIDR")),
+            };
+            let len = match addr {
+                _ if addr.is_unspecified() => 0,
+                IpAddr::V4(_) => 32,
+                IpAddr::V6(_) => 128,
+            };
+            Cidr::new(addr, len).map_err(|e| format!("'{item}': {e}"))
         })
         .collect()
 }
@@ -551,10 +581,14 @@ mod tests {
 
     #[test]
     fn ignore_routes_as_in_the_original() {
+        let v6 = parse_ignore_routes(Some("::,2001:db8::/32,2001:db8::1")).unwrap();
+        let v6: Vec<String> = v6.iter().map(ToString::to_string).collect();
+        assert_eq!(v6, ["::/0", "2001:db8::/32", "2001:db8::1/128"]);
+        assert!(parse_ignore_routes(Some("2001:db8::1/64")).unwrap_err().contains("host bits are set"));
         let got = parse_ignore_routes(Some("10.1.1.1,10.1.2.0/24,0.0.0.0/0, 0.0.0.0")).unwrap();
         let text: Vec<String> = got.iter().map(|c| c.to_string()).collect();
         assert_eq!(text, ["10.1.1.1/32", "10.1.2.0/24", "0.0.0.0/0", "0.0.0.0/0"]);
-        for bad in ["10.1.1", "10.1.1.1/16", "101.2.3/64", "10.0.0.0/8,", "::1"] {
+        for bad in ["10.1.1", "10.1.1.1/16", "101.2.3/64", "10.0.0.0/8,", ":::1", "2001:db8::/129"] {
             assert!(parse_ignore_routes(Some(bad)).is_err(), "{bad}");
         }
     }

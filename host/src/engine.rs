@@ -17,14 +17,18 @@ use vpcrouter_plugin_api::{time, HealthReport, HostList, Ipv4, RSender, RouteSpe
 
 use crate::cluster::{quorum, ClusterEvent, ClusterHandle, Report};
 use crate::metrics::Metrics;
-use crate::state::{table_routes, FailoverSummary, Status};
+use crate::state::{list_views, table_routes, FailoverSummary, Status};
 use crate::sync::lock;
 use crate::vpc::executor::{Executor, Outcome};
-use crate::vpc::model::{Cidr, Notice, Plan, ReplaceReason, RouteAction, VpcState};
-use crate::vpc::plan::{plan, PlanInput};
+use crate::vpc::model::{Applied, Cidr, DeleteReason, Dest, Notice, Plan, ReplaceReason, RouteAction, VpcState};
+use crate::vpc::plan::{plan, ListMode, PlanInput};
 
 /// Read → plan → write passes of one reconcile when EC2 shows the state was stale.
 const MAX_PASSES: u32 = 3;
+/// Plans of one reconcile made from the state as written, when a plan's changes unlock
+/// further ones (a route to a list just created; a route deleted once another carries its
+/// CIDRs).
+const MAX_STAGES: u32 = 8;
 /// Logged when EC2 refuses a route change because the state it was planned from is stale.
 const STALE: &str = "EC2 showed the route tables changed behind vpcrouter's back: reading them again";
 /// Waves in a row that may start nothing (the lease too close to running out) before a
@@ -70,6 +74,10 @@ pub struct EngineConfig {
     /// How long the first reconcile waits for the health plugin's first report, so that
     /// start-up never routes to a router that is already down.
     pub first_health_wait: Duration,
+    /// `--prefix-lists`: route groups of CIDRs through prefix lists.
+    pub lists: Option<ListMode>,
+    /// `--route-table-quota`.
+    pub quota: u32,
 }
 
 /// Whether reconciles wait for the health plugin's first report.
@@ -97,8 +105,8 @@ struct FailoverRun {
 enum Executed {
     /// Every action was tried; these failed (rtb, CIDR, error).
     Finished {
-        /// (rtb, CIDR, error) of each action that failed.
-        failures: Vec<(String, Cidr, String)>,
+        /// (rtb, destination, error) of each action that failed.
+        failures: Vec<(String, Dest, String)>,
         /// Some failure showed that the state planned from was stale.
         stale: bool,
         /// Every failure was transient (EC2 unavailable after the retries).
@@ -132,8 +140,8 @@ pub struct Engine {
     /// The VPC as of the last read, with this instance's acknowledged writes applied
     /// since; `None` when it may be wrong (a write showed it stale, or another leader).
     known: Option<VpcState>,
-    /// The router last written for each CIDR (see [`PlanInput::preferred`]).
-    preferred: BTreeMap<Cidr, Ipv4Addr>,
+    /// The router last written for each destination (see [`PlanInput::preferred`]).
+    preferred: BTreeMap<Dest, Ipv4Addr>,
     failover: Option<FailoverRun>,
     /// Actions EC2 acknowledged in the reconcile under way.
     applied: Vec<RouteAction>,
@@ -395,19 +403,39 @@ impl Engine {
         if self.failover.is_some() && !self.cfg.dry_run && !self.fast_failover(&entries, started) {
             return;
         }
-        for pass in 1..=MAX_PASSES {
-            let Some(read) = self.abandonable(self.exec.read_state(&self.cfg.vpc_id)) else { return };
-            let state = match read {
-                Ok(s) => s,
-                Err(e) => return self.failed_reconcile(started, format!("cannot read VPC {}: {e}", self.cfg.vpc_id)),
+        let (mut pass, mut stage) = (1, 0);
+        loop {
+            // A later stage plans from the state as written, without reading it again.
+            let known = if stage > 0 { self.known.clone() } else { None };
+            let state = match known {
+                Some(state) => state,
+                None => {
+                    let Some(read) = self.abandonable(self.exec.read_state(&self.cfg.vpc_id)) else { return };
+                    match read {
+                        Ok(s) => {
+                            self.known = Some(s.clone());
+                            s
+                        }
+                        Err(e) => {
+                            let message = format!("cannot read VPC {}: {e}", self.cfg.vpc_id);
+                            return self.failed_reconcile(started, message);
+                        }
+                    }
+                }
             };
-            self.known = Some(state.clone());
             let plan = self.plan(&state, &entries);
             self.report_notices(&plan);
             let failures = if self.cfg.dry_run {
                 if plan.actions != self.last_dry_run {
                     for a in &plan.actions {
-                        log_action("dry run: would change route", a);
+                        log_action(
+                            if a.is_route() {
+                                "dry run: would change route"
+                            } else {
+                                "dry run: would change prefix list"
+                            },
+                            a,
+                        );
                     }
                     self.last_dry_run = plan.actions.clone();
                 }
@@ -418,18 +446,29 @@ impl Engine {
                     Executed::Finished { stale: true, failures, .. } if pass < MAX_PASSES => {
                         tracing::info!(failed = failures.len(), "{STALE}");
                         self.known = None;
+                        (pass, stage) = (pass + 1, 0);
                         continue;
                     }
                     Executed::Finished { failures, .. } => failures,
                 }
             };
             // Routes the fast path moved show as moved, not as found up to date.
-            let mut shown = plan;
+            let mut shown = plan.clone();
             shown.actions.extend(self.applied.iter().cloned());
-            self.lock_status().tables = table_routes(&state, &shown, &failures, self.cfg.dry_run);
+            let written = self.known.as_ref().unwrap_or(&state);
+            {
+                let mut st = self.lock_status();
+                st.tables = table_routes(written, &shown, &failures, self.cfg.dry_run);
+                st.lists = list_views(written, &plan);
+                st.weights = plan.weights.clone();
+            }
             if let Some((_, _, first)) = failures.first() {
-                return self
-                    .failed_reconcile(started, format!("{} route change(s) failed, first: {first}", failures.len()));
+                return self.failed_reconcile(started, format!("{} change(s) failed, first: {first}", failures.len()));
+            }
+            if plan.staged && !plan.actions.is_empty() && !self.cfg.dry_run && stage + 1 < MAX_STAGES {
+                stage += 1;
+                tracing::debug!(stage, "planning again from the state as written: these changes unlock more");
+                continue;
             }
             break;
         }
@@ -449,6 +488,8 @@ impl Engine {
             questionable: &self.questionable,
             ignore: &self.cfg.ignore,
             preferred: &self.preferred,
+            lists: self.cfg.lists.as_ref(),
+            quota: self.cfg.quota,
         };
         plan(&input, &mut self.rng)
     }
@@ -464,15 +505,17 @@ impl Engine {
         }
         let Some(known) = self.known.clone() else { return true };
         let plan = self.plan(&known, entries);
-        let moving: BTreeSet<Cidr> =
-            plan.actions.iter().filter(|a| moves_off_bad_router(a)).map(RouteAction::cidr).collect();
+        let moving: BTreeSet<Dest> =
+            plan.actions.iter().filter(|a| moves_off_bad_router(a)).map(RouteAction::dest).collect();
         if moving.is_empty() {
             return true;
         }
         let actions: Vec<RouteAction> = plan
             .actions
             .into_iter()
-            .filter(|a| moving.contains(&a.cidr()) && !matches!(a, RouteAction::Delete { .. }))
+            .filter(|a| {
+                moving.contains(&a.dest()) && matches!(a, RouteAction::Create { .. } | RouteAction::Replace { .. })
+            })
             .collect();
         tracing::debug!(
             routes = actions.len(),
@@ -521,17 +564,17 @@ impl Engine {
             for (&i, outcome) in pending.iter().zip(report.outcomes) {
                 let a = &actions[i];
                 match outcome {
-                    Outcome::Done => self.done(a),
+                    Outcome::Done(applied) => self.done(a, &applied),
                     Outcome::Failed(e) => {
-                        tracing::error!(cidr = %a.cidr(), rtb = a.rtb(), "route change failed: {e}");
+                        tracing::error!(cidr = %a.dest(), rtb = a.rtb(), "change failed: {e}");
                         stale |= e.shows_stale_state();
                         transient &= e.is_transient();
-                        failures.push((a.rtb().to_string(), a.cidr(), e.to_string()));
+                        failures.push((a.rtb().to_string(), a.dest(), e.to_string()));
                     }
                     Outcome::NotStarted => next.push(i),
                     Outcome::Abandoned => {
                         let message = "an EC2 write outlasted the leader's lease: abandoned; leadership is confirmed again before the retry";
-                        tracing::warn!(cidr = %a.cidr(), rtb = a.rtb(), "{message}");
+                        tracing::warn!(cidr = %a.dest(), rtb = a.rtb(), "{message}");
                         self.known = None;
                         self.failed_reconcile(started, message.to_string());
                         return Executed::Interrupted;
@@ -575,14 +618,14 @@ impl Engine {
     }
 
     /// Books an action EC2 acknowledged.
-    fn done(&mut self, a: &RouteAction) {
-        log_action("route changed", a);
+    fn done(&mut self, a: &RouteAction, applied: &Applied) {
+        log_action(if a.is_route() { "route changed" } else { "prefix list changed" }, a);
         self.applied.push(a.clone());
         if let Some(known) = &mut self.known {
-            known.apply(a);
+            known.apply(a, applied);
         }
         if let Some(router) = a.new_router() {
-            self.preferred.insert(a.cidr(), router);
+            self.preferred.insert(a.dest(), router);
         }
         if let (Some(run), RouteAction::Replace { old_router: Some(old), .. }) = (&mut self.failover, a) {
             if run.summary.routers.contains(old) {
@@ -594,6 +637,9 @@ impl Engine {
             RouteAction::Create { .. } => st.created += 1,
             RouteAction::Replace { .. } => st.replaced += 1,
             RouteAction::Delete { .. } => st.deleted += 1,
+            RouteAction::CreateList { .. } | RouteAction::ModifyList { .. } | RouteAction::DeleteList { .. } => {
+                st.list_changes += 1
+            }
         }
     }
 
@@ -664,15 +710,9 @@ fn moves_off_bad_router(a: &RouteAction) -> bool {
     matches!(a, RouteAction::Replace { reason: ReplaceReason::RouterFailed | ReplaceReason::RouterQuestionable, .. })
 }
 
-/// The spec as the planner wants it: typed values, checked (IPv4 only) by `on_spec`.
+/// The spec as the planner wants it: typed values, checked by `on_spec`.
 fn spec_entries(spec: &RouteSpec) -> Vec<(Cidr, Vec<Ipv4Addr>)> {
-    spec.routes
-        .iter()
-        .filter_map(|r| {
-            let cidr = Cidr { addr: r.cidr.ipv4()?, len: r.cidr.prefix() };
-            Some((cidr, addrs(&r.hosts).into_iter().collect()))
-        })
-        .collect()
+    spec.routes.iter().map(|r| (r.cidr, addrs(&r.hosts).into_iter().collect())).collect()
 }
 
 fn addrs(list: &[Ipv4]) -> BTreeSet<Ipv4Addr> {
@@ -691,19 +731,35 @@ fn ip_text(ip: &Option<Ipv4Addr>) -> String {
     ip.map_or_else(|| "(unknown)".to_string(), |i| i.to_string())
 }
 
-/// One info line per route change, with the fields operators grep for.
+/// One info line per change, with the fields operators grep for (`cidr` is the route's
+/// destination: a CIDR, or a prefix list id with its CIDRs in `members`).
 fn log_action(what: &str, action: &RouteAction) {
     match action {
-        RouteAction::Create { rtb, cidr, target } => tracing::info!(
+        RouteAction::Create { rtb, dest: cidr, target } => tracing::info!(
             %cidr, rtb, router = %target.ip, old_router = "(none)", reason = "route missing",
             instance = %target.instance_id, eni = %target.eni_id, "{what}: added"
         ),
-        RouteAction::Replace { rtb, cidr, target, old_router, reason } => tracing::info!(
+        RouteAction::Replace { rtb, dest: cidr, target, old_router, reason } => tracing::info!(
             %cidr, rtb, router = %target.ip, old_router = %ip_text(old_router), %reason,
             instance = %target.instance_id, eni = %target.eni_id, "{what}: replaced"
         ),
-        RouteAction::Delete { rtb, cidr, old_router } => tracing::info!(
-            %cidr, rtb, old_router = %ip_text(old_router), reason = "not in route spec", "{what}: deleted"
+        RouteAction::Delete { rtb, dest: cidr, old_router, reason } => tracing::info!(
+            %cidr, rtb, old_router = %ip_text(old_router), %reason, "{what}: deleted"
+        ),
+        RouteAction::CreateList { name, group, max_entries } => tracing::info!(
+            list = %name, group = %group.key, routers = %join_ips(&group.hosts.iter().copied().collect()),
+            members = %cidrs(&group.members), max_entries, "{what}: created for {} CIDR(s)", group.members.len()
+        ),
+        RouteAction::ModifyList { id, name, add, remove, .. } => tracing::info!(
+            list = %id, name = %name, added = %cidrs(add), removed = %cidrs(remove),
+            "{what}: {} entries added, {} removed", add.len(), remove.len()
+        ),
+        RouteAction::DeleteList { id, name } => tracing::info!(
+            list = %id, name = %name, reason = %DeleteReason::ListRetired, "{what}: deleted"
         ),
     }
+}
+
+fn cidrs(list: &[Cidr]) -> String {
+    list.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
 }

@@ -23,8 +23,11 @@ use crate::metrics::Metrics;
 use crate::plugins::Loader;
 use crate::vpc::ec2::{detect_region_and_vpc, Ec2};
 use crate::vpc::executor::Executor;
+use crate::vpc::plan::ListMode;
 
 /// How long a plugin's `stop` may take before vpcrouter exits without it.
+/// The most entries EC2 allows in one customer-managed prefix list.
+const MAX_LIST_ENTRIES: u32 = 1000;
 const STOP_TIMEOUT: Duration = Duration::from_secs(2);
 /// Beyond the plugin's own stop deadline, for it to report how the stop went.
 const STOP_GRACE: Duration = Duration::from_millis(500);
@@ -149,7 +152,10 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")?;
     let (region, vpc_id) = resolve_region_and_vpc(&rt, o.region.clone(), o.vpc.clone())?;
     let metrics = Arc::new(Metrics::default());
-    let ec2 = rt.block_on(Ec2::connect(&region, metrics.clone()));
+    // The name vpcrouter's prefix lists are tagged with: read in every mode, so that lists
+    // left by `--prefix-lists` are retired when it is turned off.
+    let list_owner = o.cluster_name.clone().unwrap_or_else(|| vpc_id.clone());
+    let ec2 = rt.block_on(Ec2::connect(&region, metrics.clone())).owning_lists_of(&list_owner);
     let exec = Executor::new(ec2, o.ec2_limits);
     let ec2_view = exec.clone();
     let tables = match rt.block_on(exec.read_state(&vpc_id)) {
@@ -216,6 +222,8 @@ pub fn run(o: Options) -> anyhow::Result<()> {
             dry_run: o.dry_run,
             watcher_name: o.watcher.lib.meta.name.to_string(),
             first_health_wait: first_health_wait(health.interval_secs()),
+            lists: o.prefix_lists.then(|| ListMode { cluster: list_owner.clone(), max_entries: MAX_LIST_ENTRIES }),
+            quota: o.route_table_quota,
         },
         exec,
         metrics.clone(),

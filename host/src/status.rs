@@ -16,6 +16,7 @@ use crate::state::{Status, TableRoute};
 use crate::vpc::ec2::CallCount;
 use crate::vpc::executor::Executor;
 use crate::vpc::limits::LimitsConfig;
+use crate::vpc::model::Family;
 
 /// The EC2 side as `/status` and `/metrics` show it.
 #[derive(Clone, Debug, Default)]
@@ -285,6 +286,17 @@ pub fn status_document(info: &ServerInfo, snap: &Snapshot) -> Value {
         "failed_hosts": ips(&st.failed),
         "questionable_hosts": ips(&st.questionable),
         "route_tables": tables,
+        "route_table_weights": st.weights,
+        "prefix_lists": st.lists.iter().map(|l| json!({
+            "group": l.group,
+            "family": match l.family { Family::V4 => "ipv4", Family::V6 => "ipv6" },
+            "routers": l.hosts.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "cidrs": l.members,
+            "id": l.list_id,
+            "name": l.name,
+            "max_entries": l.max_entries,
+            "version": l.version,
+        })).collect::<Vec<_>>(),
         "last_reconcile": last,
         "counters": {
             "reconciles": st.reconciles,
@@ -292,6 +304,7 @@ pub fn status_document(info: &ServerInfo, snap: &Snapshot) -> Value {
             "routes_created": st.created,
             "routes_replaced": st.replaced,
             "routes_deleted": st.deleted,
+            "prefix_list_changes": st.list_changes,
             "failovers": st.failovers,
             "ec2_throttled": snap.ec2.throttled(),
         },
@@ -409,6 +422,29 @@ pub fn metrics(snap: &Snapshot) -> String {
     let kinds = [("create", st.created), ("replace", st.replaced), ("delete", st.deleted)];
     let changes: Vec<_> = kinds.iter().map(|(k, n)| (format!("{{kind=\"{k}\"}}"), *n as f64)).collect();
     family("vpcrouter_route_changes_total", "counter", "Route changes made in EC2, by kind.", &changes);
+    family(
+        "vpcrouter_prefix_list_changes_total",
+        "counter",
+        "Prefix lists created, modified or deleted in EC2 (--prefix-lists).",
+        &one(st.list_changes as f64),
+    );
+    let weights: Vec<_> =
+        st.weights.iter().map(|(rtb, w)| (format!("{{route_table=\"{}\"}}", label(rtb)), f64::from(*w))).collect();
+    family(
+        "vpcrouter_route_table_weight",
+        "gauge",
+        "Routes a managed route table holds against its quota (a prefix-list route counts its list's max entries).",
+        &weights,
+    );
+    let entries: Vec<_> = st
+        .lists
+        .iter()
+        .filter_map(|l| {
+            let id = l.list_id.as_deref()?;
+            Some((format!("{{list=\"{}\",group=\"{}\"}}", label(id), label(&l.group)), l.members.len() as f64))
+        })
+        .collect();
+    family("vpcrouter_prefix_list_entries", "gauge", "CIDRs of each group's prefix list (--prefix-lists).", &entries);
     let by_op = |get: fn(&CallCount) -> u64| -> Vec<(String, f64)> {
         snap.ec2.calls.iter().map(|c| (format!("{{operation=\"{}\"}}", label(c.operation)), get(c) as f64)).collect()
     };
@@ -655,18 +691,32 @@ mod tests {
         assert_eq!(doc["last_reconcile"]["duration_seconds"], 0.25);
         assert_eq!(
             doc["counters"],
-            json!({"reconciles": 3, "reconcile_errors": 0, "routes_created": 2, "routes_replaced": 1, "routes_deleted": 0, "failovers": 0, "ec2_throttled": 1})
+            json!({"reconciles": 3, "reconcile_errors": 0, "routes_created": 2, "routes_replaced": 1, "routes_deleted": 0, "prefix_list_changes": 0, "failovers": 0, "ec2_throttled": 1})
         );
         assert_eq!(doc["ec2"]["write_bucket"], json!({"burst": 50, "configured_rate": 5.0, "rate": 5.0}));
         assert_eq!(doc["ec2"]["read_bucket"]["rate"], 10.0);
         assert_eq!(doc["ec2"]["calls"]["DescribeVpcs"], json!({"calls": 4, "errors": 1, "throttled": 1}));
         assert_eq!(doc["last_failover"], Value::Null);
+        assert_eq!(doc["prefix_lists"], json!([]));
         assert_eq!(doc["region"], "us-east-1");
     }
 
     #[test]
     fn metrics_are_prometheus_text() {
-        let text = metrics(&snapshot());
+        let mut snap = snapshot();
+        snap.status.weights.insert("rtb-1".into(), 31);
+        snap.status.list_changes = 3;
+        snap.status.lists.push(crate::state::ListView {
+            group: "ipv4-10.0.0.2".into(),
+            family: Family::V4,
+            hosts: vec![ip("10.0.0.2")],
+            members: vec!["10.55.0.0/16".into(), "10.56.0.0/16".into()],
+            list_id: Some("pl-1".into()),
+            name: "vpcrouter-x-ipv4-10.0.0.2".into(),
+            max_entries: 10,
+            version: 3,
+        });
+        let text = metrics(&snap);
         for line in [
             "# TYPE vpcrouter_reconciles_total counter",
             "vpcrouter_reconciles_total 3",
@@ -681,6 +731,9 @@ mod tests {
             "vpcrouter_health_check_failures_total{plugin=\"file\"} 2",
             "vpcrouter_failed_hosts 1",
             "vpcrouter_last_reconcile_duration_seconds 0.25",
+            "vpcrouter_prefix_list_changes_total 3",
+            "vpcrouter_route_table_weight{route_table=\"rtb-1\"} 31",
+            "vpcrouter_prefix_list_entries{list=\"pl-1\",group=\"ipv4-10.0.0.2\"} 2",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
         }

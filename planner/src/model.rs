@@ -7,45 +7,57 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::Ipv4Addr;
 
-/// An IPv4 network with canonical text, e.g. `10.55.0.0/16`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Cidr {
-    /// Network address (host bits zero).
-    pub addr: Ipv4Addr,
-    /// Prefix length, 0..=32.
-    pub len: u8,
-}
+pub use vpcrouter_plugin_api::net::{Cidr, Family};
 
-impl Cidr {
-    /// Parses a canonical CIDR (`10.0.0.0/8`); errors say what is wrong.
-    pub fn parse(s: &str) -> Result<Cidr, String> {
-        vpcrouter_plugin_api::spec::parse_cidr(s).map(|(addr, len)| Cidr { addr, len })
-    }
-
-    /// The network mask as a number.
-    fn mask(self) -> u32 {
-        if self.len == 0 {
-            0
-        } else {
-            u32::MAX << (32 - self.len)
-        }
-    }
-
-    /// True when `self` lies inside `other` (equal networks count).
+/// vpc-router's containment rule for `--ignore_routes`.
+pub trait Within {
+    /// True when `self` lies inside `other` (equal networks count; the families must match).
     ///
-    /// As in vpc-router, `0.0.0.0/0` only contains itself: ignoring the default route
-    /// protects the default route, not every route.
-    pub fn is_within(self, other: Cidr) -> bool {
-        if other.len == 0 {
-            return self.len == 0;
+    /// As in vpc-router, a default route (`0.0.0.0/0`, `::/0`) only contains itself:
+    /// ignoring the default route protects the default route, not every route.
+    fn is_within(&self, other: Cidr) -> bool;
+}
+
+impl Within for Cidr {
+    fn is_within(&self, other: Cidr) -> bool {
+        if other.prefix() == 0 {
+            return *self == other;
         }
-        self.len >= other.len && (u32::from(self.addr) & other.mask()) == u32::from(other.addr)
+        other.covers(self)
     }
 }
 
-impl fmt::Display for Cidr {
+/// A route's destination: a network, or a prefix list (`pl-...`) standing for its entries.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Dest {
+    /// `DestinationCidrBlock` or `DestinationIpv6CidrBlock`.
+    Cidr(Cidr),
+    /// `DestinationPrefixListId`.
+    List(String),
+}
+
+impl Dest {
+    /// The network, for a CIDR destination.
+    pub fn cidr(&self) -> Option<Cidr> {
+        match self {
+            Dest::Cidr(c) => Some(*c),
+            Dest::List(_) => None,
+        }
+    }
+}
+
+impl From<Cidr> for Dest {
+    fn from(c: Cidr) -> Dest {
+        Dest::Cidr(c)
+    }
+}
+
+impl fmt::Display for Dest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.len)
+        match self {
+            Dest::Cidr(c) => fmt::Display::fmt(c, f),
+            Dest::List(id) => f.write_str(id),
+        }
     }
 }
 
@@ -77,8 +89,8 @@ pub struct Instance {
 /// only; real AWS reports both for instance routes. Both shapes are handled.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Route {
-    /// IPv4 destination as reported (`None` for IPv6 or prefix-list routes).
-    pub destination: Option<String>,
+    /// Destination as reported (`None` when EC2 reported none vpcrouter can read).
+    pub dest: Option<Dest>,
     /// Target instance, if any.
     pub instance_id: Option<String>,
     /// Target network interface, if any.
@@ -107,6 +119,25 @@ pub struct RouteTable {
     pub routes: Vec<Route>,
 }
 
+/// A customer-managed prefix list vpcrouter owns (tagged with its cluster name).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PrefixList {
+    /// `pl-...`
+    pub id: String,
+    /// The list's name (see [`Group::list_name`]).
+    pub name: String,
+    /// The group key it was made for (tag `vpcrouter:group`).
+    pub group: String,
+    /// Address family of its entries.
+    pub family: Family,
+    /// Maximum entries: what it weighs against each route table's route quota.
+    pub max_entries: u32,
+    /// Version, checked by every modification.
+    pub version: i64,
+    /// Entries, sorted.
+    pub entries: Vec<Cidr>,
+}
+
 /// Everything the planner needs about one VPC.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct VpcState {
@@ -118,6 +149,18 @@ pub struct VpcState {
     pub route_tables: Vec<RouteTable>,
     /// Instances of the VPC.
     pub instances: Vec<Instance>,
+    /// The prefix lists this vpcrouter cluster owns (with their entries).
+    pub prefix_lists: Vec<PrefixList>,
+    /// Max entries of the other prefix lists EC2 reports (by id): what a route to one of
+    /// them weighs against the table's route quota. Their entries are not read.
+    pub other_lists: BTreeMap<String, u32>,
+}
+
+impl VpcState {
+    /// The owned prefix list with this id.
+    pub fn prefix_list(&self, id: &str) -> Option<&PrefixList> {
+        self.prefix_lists.iter().find(|l| l.id == id)
+    }
 }
 
 /// Where a route should point: a router host and the instance/ENI that own its IP.
@@ -155,7 +198,76 @@ impl fmt::Display for ReplaceReason {
     }
 }
 
-/// One change to make in EC2. Exactly one API call each.
+/// Why a route is being deleted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeleteReason {
+    /// Its destination is not in the route spec (or has no candidates).
+    NotInSpec,
+    /// Prefix-list mode: the CIDR is carried by its group's prefix-list route in this table.
+    CarriedByList,
+    /// The prefix list no longer serves a group, and every entry still in the spec is
+    /// carried by another route in this table.
+    ListRetired,
+}
+
+impl fmt::Display for DeleteReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DeleteReason::NotInSpec => "not in route spec",
+            DeleteReason::CarriedByList => "carried by its group's prefix list",
+            DeleteReason::ListRetired => "prefix list retired; its CIDRs are carried by other routes",
+        })
+    }
+}
+
+/// A group of spec CIDRs of one address family with equal candidate lists: in prefix-list
+/// mode they share one prefix list, one route per table, and one router.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Group {
+    /// The key: family and candidates, e.g. `ipv4-10.1.0.5-10.1.1.7` (hashed when long).
+    pub key: String,
+    /// Address family.
+    pub family: Family,
+    /// The candidate routers, sorted.
+    pub hosts: Vec<Ipv4Addr>,
+    /// The CIDRs, sorted.
+    pub members: Vec<Cidr>,
+}
+
+/// Longest group key spelled out in full; longer ones are hashed (tag values hold 256).
+const MAX_KEY: usize = 120;
+
+impl Group {
+    /// The key of a group with these candidates.
+    pub fn key_for(family: Family, hosts: &[Ipv4Addr]) -> String {
+        let family = match family {
+            Family::V4 => "ipv4",
+            Family::V6 => "ipv6",
+        };
+        let spelled: Vec<String> = hosts.iter().map(Ipv4Addr::to_string).collect();
+        let key = format!("{family}-{}", spelled.join("-"));
+        if key.len() <= MAX_KEY {
+            return key;
+        }
+        // FNV-1a: stable across builds and releases (the key is stored in EC2 tags).
+        let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        format!("{family}-{}routers-{hash:016x}", hosts.len())
+    }
+
+    /// The name of the prefix list for this group, owned by `cluster`.
+    pub fn list_name(&self, cluster: &str) -> String {
+        format!("vpcrouter-{cluster}-{}", self.key)
+    }
+
+    /// Max entries for a new list of this group: room to grow by half (at least 8), within
+    /// `limit`.
+    pub fn sized(&self, limit: u32) -> u32 {
+        let n = self.members.len() as u32;
+        (n + (n / 2).max(8)).min(limit)
+    }
+}
+
+/// One change to make in EC2.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RouteAction {
     /// `CreateRoute`.
@@ -163,7 +275,7 @@ pub enum RouteAction {
         /// Route table id.
         rtb: String,
         /// Destination.
-        cidr: Cidr,
+        dest: Dest,
         /// New target.
         target: RouterTarget,
     },
@@ -172,7 +284,7 @@ pub enum RouteAction {
         /// Route table id.
         rtb: String,
         /// Destination.
-        cidr: Cidr,
+        dest: Dest,
         /// New target.
         target: RouterTarget,
         /// The previous router's IP, when known.
@@ -185,38 +297,80 @@ pub enum RouteAction {
         /// Route table id.
         rtb: String,
         /// Destination as EC2 reported it.
-        cidr: Cidr,
+        dest: Dest,
         /// The router it pointed at, when known.
         old_router: Option<Ipv4Addr>,
+        /// Why.
+        reason: DeleteReason,
+    },
+    /// `CreateManagedPrefixList` for a group (and `ModifyManagedPrefixList` for entries
+    /// beyond what one call takes).
+    CreateList {
+        /// Name of the new list.
+        name: String,
+        /// The group it serves.
+        group: Group,
+        /// Max entries.
+        max_entries: u32,
+    },
+    /// `ModifyManagedPrefixList` (as many calls as the entries need; additions first).
+    ModifyList {
+        /// `pl-...`
+        id: String,
+        /// Name, for messages.
+        name: String,
+        /// The version the change was planned from.
+        version: i64,
+        /// Entries to add.
+        add: Vec<Cidr>,
+        /// Entries to remove.
+        remove: Vec<Cidr>,
+    },
+    /// `DeleteManagedPrefixList`.
+    DeleteList {
+        /// `pl-...`
+        id: String,
+        /// Name, for messages.
+        name: String,
     },
 }
 
 impl RouteAction {
-    /// The route table the action changes.
+    /// The route table the action changes; a list action changes the list (its name).
     pub fn rtb(&self) -> &str {
         match self {
             RouteAction::Create { rtb, .. } | RouteAction::Replace { rtb, .. } | RouteAction::Delete { rtb, .. } => rtb,
+            RouteAction::CreateList { name, .. }
+            | RouteAction::ModifyList { name, .. }
+            | RouteAction::DeleteList { name, .. } => name,
         }
     }
-    /// The destination the action changes.
-    pub fn cidr(&self) -> Cidr {
-        match self {
-            RouteAction::Create { cidr, .. } | RouteAction::Replace { cidr, .. } | RouteAction::Delete { cidr, .. } => {
-                *cidr
-            }
-        }
-    }
-}
 
-impl RouteAction {
+    /// The destination the action changes; a list action changes the list (its id, or its
+    /// name before it exists).
+    pub fn dest(&self) -> Dest {
+        match self {
+            RouteAction::Create { dest, .. } | RouteAction::Replace { dest, .. } | RouteAction::Delete { dest, .. } => {
+                dest.clone()
+            }
+            RouteAction::CreateList { name, .. } => Dest::List(name.clone()),
+            RouteAction::ModifyList { id, .. } | RouteAction::DeleteList { id, .. } => Dest::List(id.clone()),
+        }
+    }
+
+    /// True for a change of a route (not of a prefix list).
+    pub fn is_route(&self) -> bool {
+        matches!(self, RouteAction::Create { .. } | RouteAction::Replace { .. } | RouteAction::Delete { .. })
+    }
+
     /// Execution order within a plan: routes on failed routers first (they are outages),
-    /// then missing routes, then other replacements; deletes of stale routes last.
+    /// then list changes and missing routes, then other replacements; deletes last.
     pub fn priority(&self) -> u8 {
         match self {
             RouteAction::Replace { reason: ReplaceReason::RouterFailed, .. } => 0,
-            RouteAction::Create { .. } => 1,
+            RouteAction::CreateList { .. } | RouteAction::ModifyList { .. } | RouteAction::Create { .. } => 1,
             RouteAction::Replace { .. } => 2,
-            RouteAction::Delete { .. } => 3,
+            RouteAction::Delete { .. } | RouteAction::DeleteList { .. } => 3,
         }
     }
 
@@ -224,21 +378,58 @@ impl RouteAction {
     pub fn new_router(&self) -> Option<Ipv4Addr> {
         match self {
             RouteAction::Create { target, .. } | RouteAction::Replace { target, .. } => Some(target.ip),
-            RouteAction::Delete { .. } => None,
+            _ => None,
         }
     }
 }
 
+/// What EC2 answered to an action, as far as the state needs it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// A created or modified prefix list: its id and new version.
+    pub list: Option<(String, i64)>,
+}
+
 impl VpcState {
-    /// Records a route change that EC2 acknowledged, so that the state stays what EC2
-    /// holds without reading it again. The route is recorded as real EC2 reports it: the
-    /// interface and its instance (or the instance alone when no interface id is known).
-    pub fn apply(&mut self, action: &RouteAction) {
+    /// Records a change that EC2 acknowledged, so that the state stays what EC2 holds
+    /// without reading it again. A route is recorded as real EC2 reports it: the interface
+    /// and its instance (or the instance alone when no interface id is known).
+    pub fn apply(&mut self, action: &RouteAction, applied: &Applied) {
+        match action {
+            RouteAction::CreateList { name, group, max_entries } => {
+                let Some((id, version)) = applied.list.clone() else { return };
+                self.prefix_lists.push(PrefixList {
+                    id,
+                    name: name.clone(),
+                    group: group.key.clone(),
+                    family: group.family,
+                    max_entries: *max_entries,
+                    version,
+                    entries: group.members.clone(),
+                });
+                return;
+            }
+            RouteAction::ModifyList { id, add, remove, .. } => {
+                let Some(list) = self.prefix_lists.iter_mut().find(|l| l.id == *id) else { return };
+                list.entries.retain(|e| !remove.contains(e));
+                list.entries.extend(add.iter().copied().filter(|a| !list.entries.contains(a)).collect::<Vec<_>>());
+                list.entries.sort();
+                if let Some((_, version)) = &applied.list {
+                    list.version = *version;
+                }
+                return;
+            }
+            RouteAction::DeleteList { id, .. } => {
+                self.prefix_lists.retain(|l| l.id != *id);
+                return;
+            }
+            _ => {}
+        }
         let Some(table) = self.route_tables.iter_mut().find(|t| t.id == action.rtb()) else { return };
-        let dest = action.cidr().to_string();
-        let position = table.routes.iter().position(|r| r.destination.as_deref() == Some(dest.as_str()));
+        let dest = action.dest();
+        let position = table.routes.iter().position(|r| r.dest.as_ref() == Some(&dest));
         let routed = |target: &RouterTarget| Route {
-            destination: Some(dest.clone()),
+            dest: Some(dest.clone()),
             instance_id: Some(target.instance_id.clone()),
             eni_id: (!target.eni_id.is_empty()).then(|| target.eni_id.clone()),
             other_target: None,
@@ -253,7 +444,7 @@ impl VpcState {
             (RouteAction::Delete { .. }, Some(i)) => {
                 table.routes.remove(i);
             }
-            (RouteAction::Delete { .. }, None) => {}
+            _ => {}
         }
     }
 }
@@ -264,8 +455,8 @@ impl VpcState {
 pub enum Notice {
     /// No healthy (or questionable) candidate for a CIDR: its routes are left as they are.
     NoAvailableRouter {
-        /// The CIDR.
-        cidr: Cidr,
+        /// The CIDR (for a group: its list, or its first CIDR).
+        dest: Dest,
     },
     /// A spec host is not a private IP of any instance in the VPC; it is never chosen.
     HostNotInVpc {
@@ -284,13 +475,33 @@ pub enum Notice {
     },
     /// No route table of the VPC serves a subnet of any spec host: nothing is managed.
     NoManagedTables,
+    /// Prefix-list mode: a group has more CIDRs than a prefix list may hold; its CIDRs are
+    /// routed one route each.
+    GroupTooLarge {
+        /// The group key.
+        group: String,
+        /// Its CIDRs.
+        cidrs: usize,
+        /// The most a list holds.
+        limit: u32,
+    },
+    /// A route table's routes weigh more than its route quota (a prefix-list route weighs
+    /// its list's max entries): EC2 will refuse further routes.
+    OverQuota {
+        /// Route table.
+        rtb: String,
+        /// Its weight once the plan is done.
+        weight: u32,
+        /// `--route-table-quota`.
+        quota: u32,
+    },
 }
 
 impl fmt::Display for Notice {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Notice::NoAvailableRouter { cidr } => {
-                write!(f, "no healthy router for {cidr}: its routes are left as they are until a candidate recovers")
+            Notice::NoAvailableRouter { dest } => {
+                write!(f, "no healthy router for {dest}: its routes are left as they are until a candidate recovers")
             }
             Notice::HostNotInVpc { host } => write!(
                 f,
@@ -302,6 +513,14 @@ impl fmt::Display for Notice {
             Notice::NoManagedTables => {
                 f.write_str("no route table serves a subnet of any router in the spec; nothing is managed")
             }
+            Notice::GroupTooLarge { group, cidrs, limit } => write!(
+                f,
+                "group {group} has {cidrs} CIDRs, more than a prefix list holds ({limit}): they are routed one route each"
+            ),
+            Notice::OverQuota { rtb, weight, quota } => write!(
+                f,
+                "route table {rtb} would weigh {weight} routes (a prefix-list route weighs its list's max entries), over its quota of {quota} (--route-table-quota): EC2 refuses routes beyond the quota; ask AWS to raise it, or split the spec"
+            ),
         }
     }
 }
@@ -313,6 +532,15 @@ pub struct Plan {
     pub actions: Vec<RouteAction>,
     /// Conditions to report.
     pub notices: BTreeSet<Notice>,
-    /// Per (route table, CIDR): the router the route points at once the plan is executed.
-    pub routes: BTreeMap<(String, Cidr), Option<Ipv4Addr>>,
+    /// Per (route table, destination): the router the route points at once the plan is
+    /// executed.
+    pub routes: BTreeMap<(String, Dest), Option<Ipv4Addr>>,
+    /// Prefix-list mode: the groups, each with the list that carries it (`None` until it
+    /// exists).
+    pub groups: Vec<(Group, Option<String>)>,
+    /// Per route table: its weight against the route quota once the plan is executed.
+    pub weights: BTreeMap<String, u32>,
+    /// Some changes wait for these actions to be done (a route to a list being created, a
+    /// route deleted once another carries its CIDRs): plan again once they are.
+    pub staged: bool,
 }

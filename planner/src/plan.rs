@@ -6,14 +6,24 @@
 //! by secondary IPs are recognised, CIDRs compare by value, IPv6 routes and gateway routes
 //! are left alone without retrying a create, and "no router available" is never used as
 //! a target.
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
 
 use rand::seq::IndexedRandom;
 
 use crate::model::{
-    Cidr, Eni, Instance, Notice, Plan, ReplaceReason, Route, RouteAction, RouteTable, RouterTarget, VpcState,
+    Cidr, DeleteReason, Dest, Eni, Family, Group, Instance, Notice, Plan, PrefixList, ReplaceReason, Route,
+    RouteAction, RouteTable, RouterTarget, VpcState, Within,
 };
+
+/// Prefix-list mode (`--prefix-lists`): the settings that name and size the lists.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListMode {
+    /// The cluster name the lists are tagged and named with.
+    pub cluster: String,
+    /// The most entries one list may have (EC2: 1000); larger groups are routed per CIDR.
+    pub max_entries: u32,
+}
 
 /// Inputs of one reconcile decision.
 pub struct PlanInput<'a> {
@@ -27,15 +37,21 @@ pub struct PlanInput<'a> {
     pub questionable: &'a BTreeSet<Ipv4Addr>,
     /// `--ignore_routes`: routes inside these networks are never deleted or changed.
     pub ignore: &'a [Cidr],
-    /// The router vpcrouter last chose for each CIDR. When a route must move, this one is
-    /// taken if it is a healthy candidate, so that a plan made from a state that lags
-    /// behind vpcrouter's own writes (EC2 reads are eventually consistent) repeats the
-    /// earlier choice instead of moving the route again.
-    pub preferred: &'a BTreeMap<Cidr, Ipv4Addr>,
+    /// The router vpcrouter last chose for each destination. When a route must move, this
+    /// one is taken if it is a healthy candidate, so that a plan made from a state that
+    /// lags behind vpcrouter's own writes (EC2 reads are eventually consistent) repeats
+    /// the earlier choice instead of moving the route again.
+    pub preferred: &'a BTreeMap<Dest, Ipv4Addr>,
+    /// `Some`: route groups of CIDRs through prefix lists; `None`: one route per CIDR (and
+    /// the lists this cluster owns are retired).
+    pub lists: Option<&'a ListMode>,
+    /// `--route-table-quota`: routes a table may hold (a prefix-list route weighs its
+    /// list's max entries).
+    pub quota: u32,
 }
 
-/// Decides the route actions, in execution order (see [`RouteAction::priority`]). Pure: no
-/// I/O, randomness only from `rng`.
+/// Decides the actions, in execution order (see [`RouteAction::priority`]). Pure: no I/O,
+/// randomness only from `rng`.
 pub fn plan<R: rand::Rng + ?Sized>(input: &PlanInput<'_>, rng: &mut R) -> Plan {
     let mut planner = Planner::new(input);
     planner.run(rng);
@@ -76,21 +92,35 @@ pub fn choose_different_host<R: rand::Rng + ?Sized>(
     questionable_list.choose(rng).copied()
 }
 
-/// The router settled for a CIDR during one plan, shared by all managed tables.
+/// The router settled for a unit during one plan, shared by all managed tables.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Choice {
     /// Every table should point at this router.
     Router(RouterTarget),
-    /// No candidate is usable: routes for the CIDR are left as they are.
+    /// No candidate is usable: routes for the unit are left as they are.
     NoneAvailable,
 }
 
-/// What to do with one existing managed route whose CIDR is in the spec.
+/// What one router choice covers: a CIDR routed on its own, or a group (index into
+/// `Planner::groups`) whose CIDRs all use one router.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Unit {
+    Cidr(Cidr),
+    Group(usize),
+}
+
+/// What to do with one existing managed route whose destination is in the spec.
 enum Decision {
     /// The route stays on its current target.
     Keep,
     /// Point the route at a new router.
     Replace(RouterTarget, ReplaceReason),
+}
+
+/// A group routed through a prefix list, and the owned list that carries it, if any.
+struct Listed<'a> {
+    group: Group,
+    list: Option<&'a PrefixList>,
 }
 
 /// One planning pass: the immutable inputs plus what has been decided so far.
@@ -103,8 +133,15 @@ struct Planner<'a> {
     /// Every ENI by id and every instance by id (first in snapshot order wins).
     enis: HashMap<&'a str, (&'a Instance, &'a Eni)>,
     instances: HashMap<&'a str, &'a Instance>,
-    /// Router settled per CIDR so far (shared by all tables).
-    chosen: BTreeMap<Cidr, Choice>,
+    /// Prefix-list mode: the groups routed through lists, and each listed CIDR's group.
+    groups: Vec<Listed<'a>>,
+    group_of: BTreeMap<Cidr, usize>,
+    /// Router settled per unit so far (shared by all tables).
+    chosen: BTreeMap<Unit, Choice>,
+    /// The router of a route that is to be superseded (a retired list's route, a listed
+    /// CIDR's own route), per unit that takes over: taken, when healthy, for the unit's new
+    /// routes, so that a resize or a migration does not move traffic between healthy routers.
+    hints: BTreeMap<Unit, Ipv4Addr>,
     plan: Plan,
 }
 
@@ -128,7 +165,10 @@ impl<'a> Planner<'a> {
             owners,
             enis,
             instances,
+            groups: Vec::new(),
+            group_of: BTreeMap::new(),
             chosen: BTreeMap::new(),
+            hints: BTreeMap::new(),
             plan: Plan::default(),
         }
     }
@@ -140,12 +180,18 @@ impl<'a> Planner<'a> {
             self.plan.notices.insert(Notice::NoManagedTables);
             return;
         }
+        if let Some(mode) = self.input.lists {
+            self.form_groups(mode);
+        }
         for table in &tables {
             for route in &table.routes {
-                self.update_route(&table.id, route, rng);
+                self.update_route(table, route, rng);
             }
         }
         self.add_missing_routes(&tables, rng);
+        self.manage_lists();
+        self.weigh(&tables);
+        self.plan.groups = self.groups.iter().map(|g| (g.group.clone(), g.list.map(|l| l.id.clone()))).collect();
     }
 
     fn report_hosts_not_in_vpc(&mut self) {
@@ -158,61 +204,226 @@ impl<'a> Planner<'a> {
         }
     }
 
+    /// Groups the spec's CIDRs by family and candidates, and finds each group's list: an
+    /// owned list made for the group that is large enough (the one routed in most tables).
+    fn form_groups(&mut self, mode: &ListMode) {
+        let mut by_key: BTreeMap<(Family, &[Ipv4Addr]), Vec<Cidr>> = BTreeMap::new();
+        for (cidr, hosts) in self.spec.iter().filter(|(_, h)| !h.is_empty()) {
+            by_key.entry((cidr.family(), *hosts)).or_default().push(*cidr);
+        }
+        let state = self.input.state;
+        let routed_in = |list: &PrefixList| {
+            let dest = Dest::List(list.id.clone());
+            state.route_tables.iter().filter(|t| has_route(t, &dest)).count()
+        };
+        for ((family, hosts), members) in by_key {
+            let group = Group { key: Group::key_for(family, hosts), family, hosts: hosts.to_vec(), members };
+            if group.members.len() > mode.max_entries as usize {
+                let (group, cidrs, limit) = (group.key, group.members.len(), mode.max_entries);
+                self.plan.notices.insert(Notice::GroupTooLarge { group, cidrs, limit });
+                continue;
+            }
+            let list = state
+                .prefix_lists
+                .iter()
+                .filter(|l| l.group == group.key && l.family == family && l.max_entries as usize >= group.members.len())
+                .max_by_key(|l| (routed_in(l), std::cmp::Reverse(l.id.clone())));
+            for &cidr in &group.members {
+                self.group_of.insert(cidr, self.groups.len());
+            }
+            self.groups.push(Listed { group, list });
+        }
+    }
+
     fn is_protected(&self, cidr: Cidr) -> bool {
         self.input.ignore.iter().any(|&ignored| cidr.is_within(ignored))
     }
 
-    /// Visits one route of a managed table: delete, replace, or leave it.
-    fn update_route<R: rand::Rng + ?Sized>(&mut self, rtb: &str, route: &Route, rng: &mut R) {
-        let Some(cidr) = route_cidr(route) else {
-            return;
-        };
-        if self.is_protected(cidr) {
-            return;
+    fn unit_of(&self, cidr: Cidr) -> Unit {
+        self.group_of.get(&cidr).map_or(Unit::Cidr(cidr), |&g| Unit::Group(g))
+    }
+
+    /// The destination a unit's routes are known by (preference, notices).
+    fn unit_dest(&self, unit: Unit) -> Dest {
+        match unit {
+            Unit::Cidr(c) => Dest::Cidr(c),
+            Unit::Group(g) => match self.groups[g].list {
+                Some(l) => Dest::List(l.id.clone()),
+                None => Dest::Cidr(self.groups[g].group.members[0]),
+            },
         }
-        let hosts = self.spec.get(&cidr).copied();
-        if !route.targets_instance() {
-            if hosts.is_some() {
-                let target = route.other_target.clone().unwrap_or_else(|| "unknown target".into());
-                self.plan.notices.insert(Notice::HeldByOtherTarget { rtb: rtb.into(), cidr, target });
+    }
+
+    /// The group whose current list has this id.
+    fn group_with_list(&self, id: &str) -> Option<usize> {
+        self.groups.iter().position(|g| g.list.is_some_and(|l| l.id == id))
+    }
+
+    /// True when, in the state planned from, `table` already routes `cidr` the way the
+    /// plan wants it: through its group's list, or by a route of its own (to a router, or
+    /// to another target that vpcrouter leaves alone).
+    fn carried_as_wanted(&self, table: &RouteTable, cidr: Cidr) -> bool {
+        match self.group_of.get(&cidr).map(|&g| self.groups[g].list) {
+            Some(Some(list)) => list.entries.contains(&cidr) && has_route(table, &Dest::List(list.id.clone())),
+            Some(None) => false,
+            None => table.routes.iter().any(|r| r.dest == Some(Dest::Cidr(cidr))),
+        }
+    }
+
+    /// Records the router `route` points at as the hint of the units of `nets` it is a
+    /// candidate of (see `hints`).
+    fn hint(&mut self, route: &Route, nets: &[Cidr]) {
+        let Some((_, eni)) = self.route_target(route) else { return };
+        for &net in nets {
+            let Some(&hosts) = self.spec.get(&net) else { continue };
+            if let Some(ip) = hosts.iter().copied().find(|h| eni.private_ips.contains(h)) {
+                let unit = self.unit_of(net);
+                self.hints.entry(unit).or_insert(ip);
             }
-            return;
         }
+    }
+
+    /// True when `cidr` may stop being carried by a route or list entry it has now in
+    /// `tables`: it left the spec, or every one of them carries it as wanted already.
+    fn may_release<'t>(&self, cidr: Cidr, mut tables: impl Iterator<Item = &'t RouteTable>) -> bool {
+        let in_spec = self.spec.get(&cidr).is_some_and(|h| !h.is_empty());
+        !in_spec || tables.all(|t| self.carried_as_wanted(t, cidr))
+    }
+
+    /// Visits one route of a managed table: delete, replace, or leave it.
+    fn update_route<R: rand::Rng + ?Sized>(&mut self, table: &RouteTable, route: &Route, rng: &mut R) {
+        let rtb = table.id.as_str();
+        let (dest, unit, hosts) = match &route.dest {
+            Some(Dest::Cidr(cidr)) => {
+                let cidr = *cidr;
+                if self.is_protected(cidr) {
+                    return;
+                }
+                let hosts = self.spec.get(&cidr).copied();
+                if !route.targets_instance() {
+                    if hosts.is_some() {
+                        let target = route.other_target.clone().unwrap_or_else(|| "unknown target".into());
+                        self.plan.notices.insert(Notice::HeldByOtherTarget { rtb: rtb.into(), cidr, target });
+                    }
+                    return;
+                }
+                let Some(hosts) = hosts.filter(|h| !h.is_empty()) else {
+                    let old_router = self.primary_ip(route);
+                    let (dest, reason) = (Dest::Cidr(cidr), DeleteReason::NotInSpec);
+                    self.plan.actions.push(RouteAction::Delete { rtb: rtb.into(), dest, old_router, reason });
+                    return;
+                };
+                if let Unit::Group(g) = self.unit_of(cidr) {
+                    let carried = self.groups[g]
+                        .list
+                        .is_some_and(|l| l.entries.contains(&cidr) && has_route(table, &Dest::List(l.id.clone())));
+                    if carried {
+                        let old_router = self.primary_ip(route);
+                        let (dest, reason) = (Dest::Cidr(cidr), DeleteReason::CarriedByList);
+                        self.plan.actions.push(RouteAction::Delete { rtb: rtb.into(), dest, old_router, reason });
+                        return;
+                    }
+                }
+                // Until its list carries it, a listed CIDR's own route is decided on its
+                // own: it is not moved to the group's router only to be deleted later.
+                (Dest::Cidr(cidr), Unit::Cidr(cidr), hosts)
+            }
+            Some(Dest::List(id)) => {
+                let Some(list) = self.input.state.prefix_list(id) else { return };
+                if !route.targets_instance() {
+                    return;
+                }
+                let dest = Dest::List(id.clone());
+                let Some(g) = self.group_with_list(id) else {
+                    // A list that serves no group any more: its route goes once every
+                    // entry still in the spec is carried as wanted in this table.
+                    self.plan.staged = true;
+                    self.hint(route, &list.entries);
+                    if list.entries.iter().all(|&e| self.may_release(e, std::iter::once(table))) {
+                        let (old_router, reason) = (self.primary_ip(route), DeleteReason::ListRetired);
+                        self.plan.actions.push(RouteAction::Delete { rtb: rtb.into(), dest, old_router, reason });
+                    } else {
+                        self.keep_retired_route_up(table, route, list, rng);
+                    }
+                    return;
+                };
+                let hosts = self.spec.get(&self.groups[g].group.members[0]).copied().unwrap_or_default();
+                (dest, Unit::Group(g), hosts)
+            }
+            None => return,
+        };
         let pointed = self.route_target(route);
         let primary_ip = pointed.and_then(|(_, eni)| eni.private_ips.first().copied());
-        let Some(hosts) = hosts.filter(|h| !h.is_empty()) else {
-            self.plan.actions.push(RouteAction::Delete { rtb: rtb.into(), cidr, old_router: primary_ip });
-            return;
-        };
         let current = pointed.and_then(|(instance, eni)| {
             let ip = hosts.iter().copied().find(|h| eni.private_ips.contains(h))?;
             Some(target_of(ip, instance, eni))
         });
         let current_ip = current.as_ref().map(|t| t.ip);
-        let after = match self.decide(cidr, hosts, current, rng) {
+        let after = match self.decide(unit, hosts, current, rng) {
             Some(Decision::Keep) | None => current_ip,
             Some(Decision::Replace(target, reason)) => {
                 let router = Some(target.ip);
                 let old_router = current_ip.or(primary_ip);
                 let rtb = rtb.to_string();
-                self.plan.actions.push(RouteAction::Replace { rtb, cidr, target, old_router, reason });
+                self.plan.actions.push(RouteAction::Replace { rtb, dest: dest.clone(), target, old_router, reason });
                 router
             }
         };
-        self.plan.routes.insert((rtb.into(), cidr), after);
+        if let (Some(ip), Some(&g)) = (after, dest.cidr().and_then(|c| self.group_of.get(&c))) {
+            self.hints.entry(Unit::Group(g)).or_insert(ip);
+        }
+        self.plan.routes.insert((rtb.into(), dest), after);
+    }
+
+    /// A retired list's route that must stay a while (its CIDRs are not carried otherwise
+    /// yet) is moved off a failed or questionable router: to the router chosen for the
+    /// unit of its first CIDR still in the spec.
+    fn keep_retired_route_up<R: rand::Rng + ?Sized>(
+        &mut self,
+        table: &RouteTable,
+        route: &Route,
+        list: &PrefixList,
+        rng: &mut R,
+    ) {
+        let Some((net, hosts)) =
+            list.entries.iter().find_map(|e| self.spec.get(e).filter(|h| !h.is_empty()).map(|h| (*e, *h)))
+        else {
+            return;
+        };
+        let pointed = self.route_target(route);
+        let current = pointed.and_then(|(_, eni)| hosts.iter().copied().find(|h| eni.private_ips.contains(h)));
+        let reason = match current {
+            Some(ip) if self.input.failed.contains(&ip) => ReplaceReason::RouterFailed,
+            Some(ip) if self.input.questionable.contains(&ip) => ReplaceReason::RouterQuestionable,
+            Some(_) => return,
+            None => ReplaceReason::NotEligible,
+        };
+        let Some(target) = self.router_for(self.unit_of(net), hosts, rng) else { return };
+        if Some(target.ip) == current {
+            return;
+        }
+        let (rtb, dest) = (table.id.clone(), Dest::List(list.id.clone()));
+        let old_router = current.or_else(|| self.primary_ip(route));
+        self.plan.routes.insert((rtb.clone(), dest.clone()), Some(target.ip));
+        self.plan.actions.push(RouteAction::Replace { rtb, dest, target, old_router, reason });
+    }
+
+    /// The primary IP of the interface a route points at, when known.
+    fn primary_ip(&self, route: &Route) -> Option<Ipv4Addr> {
+        self.route_target(route).and_then(|(_, eni)| eni.private_ips.first().copied())
     }
 
     /// Keep or replace a route currently on `current` (`None`: not a candidate or
     /// unknown). `None` result: no router available, leave the route as it is.
     fn decide<R: rand::Rng + ?Sized>(
         &mut self,
-        cidr: Cidr,
+        unit: Unit,
         hosts: &[Ipv4Addr],
         current: Option<RouterTarget>,
         rng: &mut R,
     ) -> Option<Decision> {
         let current_ip = current.as_ref().map(|t| t.ip);
-        match self.chosen.get(&cidr) {
+        match self.chosen.get(&unit) {
             Some(Choice::NoneAvailable) => return None,
             Some(Choice::Router(chosen)) if Some(chosen.ip) == current_ip => {
                 return Some(Decision::Keep);
@@ -228,64 +439,177 @@ impl<'a> Planner<'a> {
             Some(t) if self.input.failed.contains(&t.ip) => ReplaceReason::RouterFailed,
             Some(t) if self.input.questionable.contains(&t.ip) => ReplaceReason::RouterQuestionable,
             Some(t) => {
-                self.chosen.insert(cidr, Choice::Router(t));
+                self.chosen.insert(unit, Choice::Router(t));
                 return Some(Decision::Keep);
             }
         };
-        let target = self.settle(cidr, current_ip, hosts, rng)?;
+        let target = self.settle(unit, current_ip, hosts, rng)?;
         Some(Decision::Replace(target, reason))
     }
 
-    /// Chooses a router for `cidr` and records the choice (or that there is none).
+    /// Chooses a router for `unit` and records the choice (or that there is none).
     fn settle<R: rand::Rng + ?Sized>(
         &mut self,
-        cidr: Cidr,
+        unit: Unit,
         old: Option<Ipv4Addr>,
         hosts: &[Ipv4Addr],
         rng: &mut R,
     ) -> Option<RouterTarget> {
         let candidates: Vec<Ipv4Addr> = hosts.iter().copied().filter(|h| self.owners.contains_key(h)).collect();
         let (failed, questionable) = (self.input.failed, self.input.questionable);
-        let preferred =
-            self.input.preferred.get(&cidr).copied().filter(|p| {
-                Some(*p) != old && candidates.contains(p) && !failed.contains(p) && !questionable.contains(p)
-            });
+        let dest = self.unit_dest(unit);
+        let usable = |p: &Ipv4Addr| {
+            Some(*p) != old && candidates.contains(p) && !failed.contains(p) && !questionable.contains(p)
+        };
+        let preferred = self.input.preferred.get(&dest).copied().filter(usable);
+        let preferred = preferred.or_else(|| self.hints.get(&unit).copied().filter(usable));
         let target = preferred
             .or_else(|| choose_different_host(old, &candidates, failed, questionable, rng))
             .and_then(|ip| self.owners.get(&ip).cloned());
         let choice = match &target {
             Some(t) => Choice::Router(t.clone()),
             None => {
-                self.plan.notices.insert(Notice::NoAvailableRouter { cidr });
+                self.plan.notices.insert(Notice::NoAvailableRouter { dest });
                 Choice::NoneAvailable
             }
         };
-        self.chosen.insert(cidr, choice);
+        self.chosen.insert(unit, choice);
         target
     }
 
-    /// Creates spec routes missing from managed tables, one router per CIDR.
+    /// The router for a unit's missing route: the one settled, or a new choice.
+    fn router_for<R: rand::Rng + ?Sized>(
+        &mut self,
+        unit: Unit,
+        hosts: &[Ipv4Addr],
+        rng: &mut R,
+    ) -> Option<RouterTarget> {
+        match self.chosen.get(&unit) {
+            Some(Choice::NoneAvailable) => None,
+            Some(Choice::Router(t)) => Some(t.clone()),
+            None => self.settle(unit, None, hosts, rng),
+        }
+    }
+
+    /// Creates routes missing from managed tables, one router per unit: a route per CIDR
+    /// routed on its own, and a route per table to each group's list once it exists.
     fn add_missing_routes<R: rand::Rng + ?Sized>(&mut self, tables: &[&RouteTable], rng: &mut R) {
         let spec: Vec<(Cidr, &[Ipv4Addr])> = self.spec.iter().map(|(c, h)| (*c, *h)).collect();
-        let present: Vec<BTreeSet<Cidr>> =
-            tables.iter().map(|t| t.routes.iter().filter_map(route_cidr).collect()).collect();
+        let retiring = self.input.state.prefix_lists.iter().any(|l| self.group_with_list(&l.id).is_none());
+        // Each table's destinations, once (not a scan of its routes per destination).
+        let present: Vec<HashSet<&Dest>> =
+            tables.iter().map(|t| t.routes.iter().filter_map(|r| r.dest.as_ref()).collect()).collect();
+        let missing = |dest: &Dest| {
+            let tables = tables.iter().zip(&present);
+            tables.filter(|(_, p)| !p.contains(dest)).map(|(t, _)| *t).collect::<Vec<&RouteTable>>()
+        };
         for (cidr, hosts) in spec.into_iter().filter(|(_, hosts)| !hosts.is_empty()) {
-            let missing = tables.iter().zip(&present).filter(|(_, p)| !p.contains(&cidr));
-            for (table, _) in missing {
-                let target = match self.chosen.get(&cidr) {
-                    Some(Choice::NoneAvailable) => break,
-                    Some(Choice::Router(t)) => t.clone(),
-                    None => match self.settle(cidr, None, hosts, rng) {
-                        Some(t) => t,
-                        None => break,
-                    },
-                };
-                self.plan.routes.insert((table.id.clone(), cidr), Some(target.ip));
+            if self.group_of.contains_key(&cidr) {
+                continue;
+            }
+            let dest = Dest::Cidr(cidr);
+            for table in missing(&dest) {
+                let Some(target) = self.router_for(Unit::Cidr(cidr), hosts, rng) else { break };
+                self.plan.routes.insert((table.id.clone(), dest.clone()), Some(target.ip));
                 let rtb = table.id.clone();
-                self.plan.actions.push(RouteAction::Create { rtb, cidr, target });
+                self.plan.actions.push(RouteAction::Create { rtb, dest: dest.clone(), target });
+                // A retired list's routes go once these routes exist.
+                self.plan.staged |= retiring;
+            }
+        }
+        for g in 0..self.groups.len() {
+            let Some(list) = self.groups[g].list else { continue };
+            let hosts = self.spec.get(&self.groups[g].group.members[0]).copied().unwrap_or_default();
+            let dest = Dest::List(list.id.clone());
+            for table in missing(&dest) {
+                let Some(target) = self.router_for(Unit::Group(g), hosts, rng) else { break };
+                self.plan.routes.insert((table.id.clone(), dest.clone()), Some(target.ip));
+                let rtb = table.id.clone();
+                self.plan.actions.push(RouteAction::Create { rtb, dest: dest.clone(), target });
+                // Per-CIDR routes of the group go once this route exists.
+                self.plan.staged = true;
             }
         }
     }
+
+    /// Creates each group's list, brings its entries to the group's CIDRs (an entry moving
+    /// to another carrier is removed once that carrier is in place), and deletes lists
+    /// that serve no group once no route uses them.
+    fn manage_lists(&mut self) {
+        let state = self.input.state;
+        let mut actions = Vec::new();
+        for listed in &self.groups {
+            let group = &listed.group;
+            let Some(list) = listed.list else {
+                let mode = self.input.lists.expect("groups exist only in prefix-list mode");
+                let name = group.list_name(&mode.cluster);
+                let max_entries = group.sized(mode.max_entries);
+                actions.push(RouteAction::CreateList { name, group: group.clone(), max_entries });
+                continue;
+            };
+            let mut add: Vec<Cidr> = group.members.iter().copied().filter(|c| !list.entries.contains(c)).collect();
+            // The adapter adds before it removes: the list must hold the additions first.
+            let room = (list.max_entries as usize).saturating_sub(list.entries.len());
+            self.plan.staged |= add.len() > room;
+            add.truncate(room);
+            let dest = Dest::List(list.id.clone());
+            let routing: Vec<&RouteTable> = state.route_tables.iter().filter(|t| has_route(t, &dest)).collect();
+            let leaving = list.entries.iter().copied().filter(|c| !group.members.contains(c));
+            let (remove, held): (Vec<Cidr>, Vec<Cidr>) =
+                leaving.partition(|&c| self.may_release(c, routing.iter().copied()));
+            self.plan.staged |= !held.is_empty() || !add.is_empty();
+            if !add.is_empty() || !remove.is_empty() {
+                let (id, name, version) = (list.id.clone(), list.name.clone(), list.version);
+                actions.push(RouteAction::ModifyList { id, name, version, add, remove });
+            }
+        }
+        for list in &state.prefix_lists {
+            if self.group_with_list(&list.id).is_some() {
+                continue;
+            }
+            let dest = Dest::List(list.id.clone());
+            if state.route_tables.iter().any(|t| t.routes.iter().any(|r| r.dest.as_ref() == Some(&dest))) {
+                continue;
+            }
+            actions.push(RouteAction::DeleteList { id: list.id.clone(), name: list.name.clone() });
+        }
+        self.plan.staged |= actions.iter().any(|a| matches!(a, RouteAction::CreateList { .. }));
+        self.plan.actions.extend(actions);
+    }
+
+    /// Each managed table's weight against the route quota once the plan is done; a
+    /// notice for each table over it.
+    fn weigh(&mut self, tables: &[&RouteTable]) {
+        let state = self.input.state;
+        let weight_of = |dest: &Dest| match dest {
+            Dest::List(id) => {
+                state.prefix_list(id).map(|l| l.max_entries).or_else(|| state.other_lists.get(id).copied()).unwrap_or(1)
+            }
+            Dest::Cidr(_) => 1,
+        };
+        for table in tables {
+            let mut weight: i64 =
+                table.routes.iter().map(|r| r.dest.as_ref().map_or(1, weight_of)).map(i64::from).sum();
+            for action in self.plan.actions.iter().filter(|a| a.is_route() && a.rtb() == table.id) {
+                match action {
+                    RouteAction::Create { dest, .. } => weight += i64::from(weight_of(dest)),
+                    RouteAction::Delete { dest, .. } => weight -= i64::from(weight_of(dest)),
+                    _ => {}
+                }
+            }
+            let weight = u32::try_from(weight.max(0)).unwrap_or(u32::MAX);
+            if weight > self.input.quota {
+                let (rtb, quota) = (table.id.clone(), self.input.quota);
+                self.plan.notices.insert(Notice::OverQuota { rtb, weight, quota });
+            }
+            self.plan.weights.insert(table.id.clone(), weight);
+        }
+    }
+}
+
+/// True when `table` has a route to `dest` that targets an instance or interface.
+fn has_route(table: &RouteTable, dest: &Dest) -> bool {
+    table.routes.iter().any(|r| r.dest.as_ref() == Some(dest) && r.targets_instance())
 }
 
 /// Every ENI of the VPC with its instance, in snapshot order.
@@ -295,11 +619,6 @@ fn all_enis(state: &VpcState) -> impl Iterator<Item = (&Instance, &Eni)> {
 
 fn target_of(ip: Ipv4Addr, instance: &Instance, eni: &Eni) -> RouterTarget {
     RouterTarget { ip, instance_id: instance.id.clone(), eni_id: eni.id.clone() }
-}
-
-/// The route's IPv4 destination, if it has a canonical one.
-fn route_cidr(route: &Route) -> Option<Cidr> {
-    route.destination.as_deref().and_then(|d| Cidr::parse(d).ok())
 }
 
 impl<'a> Planner<'a> {

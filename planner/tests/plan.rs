@@ -1,15 +1,17 @@
 //! The planner's tests, through its public API: vpc-router's `handle_spec` cases, the
-//! original's defects fixed, and invariants over generated states.
+//! original's defects fixed, both address families, prefix-list mode, and invariants over
+//! generated states.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use vpcrouter_planner::model::{
-    Cidr, Eni, Instance, Notice, Plan, ReplaceReason, Route, RouteAction, RouteTable, RouterTarget, VpcState,
+    Applied, Cidr, DeleteReason, Dest, Eni, Family, Instance, Notice, Plan, ReplaceReason, Route, RouteAction,
+    RouteTable, RouterTarget, VpcState, Within,
 };
-use vpcrouter_planner::plan::{choose_different_host, managed_tables, plan, PlanInput};
+use vpcrouter_planner::plan::{choose_different_host, managed_tables, plan, ListMode, PlanInput};
 
 // Fixture hosts (see `vpc()`).
 const H1: &str = "10.0.1.1"; // i-1 / eni-1, subnet sn-a
@@ -20,6 +22,8 @@ const OUTSIDE: &str = "10.0.3.4"; // i-4 / eni-4, subnet sn-c (main table, impli
 const NOT_IN_VPC: &str = "192.168.7.7";
 const NET: &str = "10.9.0.0/16";
 const NET8: &str = "10.8.0.0/16";
+const NET7: &str = "10.7.0.0/16";
+const NET6: &str = "2001:db8:9::/48";
 const SEEDS: std::ops::Range<u64> = 0..32;
 
 fn ip(s: &str) -> Ipv4Addr {
@@ -32,6 +36,15 @@ fn ips(hosts: &[&str]) -> BTreeSet<Ipv4Addr> {
 
 fn cidr(s: &str) -> Cidr {
     Cidr::parse(s).expect("test CIDR")
+}
+
+/// A destination: `pl-...` is a prefix list, anything else a network.
+fn dest(s: &str) -> Dest {
+    if s.starts_with("pl-") {
+        Dest::List(s.into())
+    } else {
+        Dest::Cidr(cidr(s))
+    }
 }
 
 fn eni(id: &str, subnet: &str, device_index: i32, private_ips: &[&str]) -> Eni {
@@ -47,9 +60,9 @@ fn instance(id: &str, enis: Vec<Eni>) -> Instance {
     Instance { id: id.into(), enis }
 }
 
-fn route(dest: Option<&str>, instance: Option<&str>, eni: Option<&str>) -> Route {
+fn route(to: Option<&str>, instance: Option<&str>, eni: Option<&str>) -> Route {
     Route {
-        destination: dest.map(String::from),
+        dest: to.map(dest),
         instance_id: instance.map(String::from),
         eni_id: eni.map(String::from),
         other_target: None,
@@ -100,6 +113,7 @@ fn vpc() -> VpcState {
             instance("i-3", vec![eni("eni-3", "sn-b", 0, &[H3, H3_SECONDARY])]),
             instance("i-4", vec![eni("eni-4", "sn-c", 0, &[OUTSIDE])]),
         ],
+        ..Default::default()
     }
 }
 
@@ -124,55 +138,88 @@ fn target(host: &str) -> RouterTarget {
     target_in(&vpc(), host)
 }
 
-fn create(rtb: &str, net: &str, target: RouterTarget) -> RouteAction {
-    RouteAction::Create { rtb: rtb.into(), cidr: cidr(net), target }
+fn create(rtb: &str, to: &str, target: RouterTarget) -> RouteAction {
+    RouteAction::Create { rtb: rtb.into(), dest: dest(to), target }
 }
 
-fn replace(rtb: &str, net: &str, target: RouterTarget, old: Option<&str>, reason: ReplaceReason) -> RouteAction {
+fn replace(rtb: &str, to: &str, target: RouterTarget, old: Option<&str>, reason: ReplaceReason) -> RouteAction {
     let old_router = old.map(ip);
-    RouteAction::Replace { rtb: rtb.into(), cidr: cidr(net), target, old_router, reason }
+    RouteAction::Replace { rtb: rtb.into(), dest: dest(to), target, old_router, reason }
 }
 
-fn delete(rtb: &str, net: &str, old: Option<&str>) -> RouteAction {
-    RouteAction::Delete { rtb: rtb.into(), cidr: cidr(net), old_router: old.map(ip) }
+fn delete(rtb: &str, to: &str, old: Option<&str>) -> RouteAction {
+    delete_as(rtb, to, old, DeleteReason::NotInSpec)
+}
+
+fn delete_as(rtb: &str, to: &str, old: Option<&str>, reason: DeleteReason) -> RouteAction {
+    RouteAction::Delete { rtb: rtb.into(), dest: dest(to), old_router: old.map(ip), reason }
 }
 
 fn notices(items: impl IntoIterator<Item = Notice>) -> BTreeSet<Notice> {
     items.into_iter().collect()
 }
 
-fn no_router(net: &str) -> Notice {
-    Notice::NoAvailableRouter { cidr: cidr(net) }
+fn no_router(to: &str) -> Notice {
+    Notice::NoAvailableRouter { dest: dest(to) }
 }
 
-fn routes(entries: &[(&str, &str, Option<&str>)]) -> BTreeMap<(String, Cidr), Option<Ipv4Addr>> {
-    entries.iter().map(|(rtb, net, host)| ((rtb.to_string(), cidr(net)), host.map(ip))).collect()
+fn routes(entries: &[(&str, &str, Option<&str>)]) -> BTreeMap<(String, Dest), Option<Ipv4Addr>> {
+    entries.iter().map(|(rtb, to, host)| ((rtb.to_string(), dest(to)), host.map(ip))).collect()
 }
 
-/// Executes a plan the way the EC2 adapter does (routes come back in AWS's shape).
-fn apply(state: &VpcState, plan: &Plan) -> VpcState {
+/// Executes actions the way the EC2 adapter does, through [`VpcState::apply`] (routes come
+/// back in AWS's shape; the `n`th list created is `pl-n`, at version 1, and each
+/// modification bumps its version), and refuses what EC2 refuses: a duplicate route, a
+/// missing one, a route to an unknown list, a stale list version, more entries than the
+/// list's max entries at any moment (the adapter adds before it removes), deleting a list
+/// a route still uses.
+fn apply(state: &VpcState, actions: &[RouteAction], lists_made: &mut u32) -> VpcState {
     let mut state = state.clone();
-    for action in &plan.actions {
-        let table = state.route_tables.iter_mut().find(|t| t.id == action.rtb()).expect("table");
-        let dest = action.cidr().to_string();
-        let same_dest = |r: &Route| r.destination.as_deref() == Some(dest.as_str());
+    for action in actions {
+        let mut applied = Applied::default();
         match action {
-            RouteAction::Create { target, .. } => {
-                assert!(!table.routes.iter().any(same_dest), "duplicate route {dest}");
-                table.routes.push(aws_route(&dest, &target.instance_id, &target.eni_id));
+            RouteAction::Create { rtb, dest, .. }
+            | RouteAction::Replace { rtb, dest, .. }
+            | RouteAction::Delete { rtb, dest, .. } => {
+                let table = state.route_tables.iter().find(|t| t.id == *rtb).expect("table");
+                let present = table.routes.iter().filter(|r| r.dest.as_ref() == Some(dest)).count();
+                let want = usize::from(!matches!(action, RouteAction::Create { .. }));
+                assert_eq!(present, want, "{action:?} on {:?}", table.routes);
+                if let (RouteAction::Create { .. }, Dest::List(id)) = (action, dest) {
+                    assert!(state.prefix_list(id).is_some(), "route to a list vpcrouter does not own: {action:?}");
+                }
             }
-            RouteAction::Replace { target, .. } => {
-                let r = table.routes.iter_mut().find(|r| same_dest(r)).expect("replaced route");
-                *r = aws_route(&dest, &target.instance_id, &target.eni_id);
+            RouteAction::CreateList { group, max_entries, .. } => {
+                assert!(group.members.len() <= *max_entries as usize, "{action:?}");
+                assert!(group.members.iter().all(|c| c.family() == group.family), "{action:?}");
+                *lists_made += 1;
+                applied.list = Some((format!("pl-{lists_made}"), 1));
             }
-            RouteAction::Delete { .. } => {
-                let before = table.routes.len();
-                table.routes.retain(|r| !same_dest(r));
-                assert_eq!(table.routes.len() + 1, before, "deleted route {dest}");
+            RouteAction::ModifyList { id, version, add, remove, .. } => {
+                let list = state.prefix_list(id).expect("modified list");
+                assert_eq!(*version, list.version, "stale version: {action:?}");
+                assert!(!add.is_empty() || !remove.is_empty(), "empty modification: {action:?}");
+                assert!(add.iter().all(|c| !list.entries.contains(c) && c.family() == list.family), "{action:?}");
+                assert!(remove.iter().all(|c| list.entries.contains(c) && !add.contains(c)), "{action:?}");
+                let most = list.entries.len() + add.len();
+                assert!(most <= list.max_entries as usize, "over max entries {}: {action:?}", list.max_entries);
+                applied.list = Some((id.clone(), list.version + 1));
+            }
+            RouteAction::DeleteList { id, .. } => {
+                assert!(state.prefix_list(id).is_some(), "{action:?}");
+                let to = Dest::List(id.clone());
+                let used = state.route_tables.iter().any(|t| t.routes.iter().any(|r| r.dest.as_ref() == Some(&to)));
+                assert!(!used, "list in use: {action:?}");
             }
         }
+        state.apply(action, &applied);
     }
     state
+}
+
+/// Prefix-list mode with the cluster name `test`.
+fn list_mode(max_entries: u32) -> ListMode {
+    ListMode { cluster: "test".into(), max_entries }
 }
 
 /// A reconcile's inputs, built fluently.
@@ -183,7 +230,11 @@ struct Case {
     failed: BTreeSet<Ipv4Addr>,
     questionable: BTreeSet<Ipv4Addr>,
     ignore: Vec<Cidr>,
-    preferred: BTreeMap<Cidr, Ipv4Addr>,
+    preferred: BTreeMap<Dest, Ipv4Addr>,
+    lists: Option<ListMode>,
+    quota: u32,
+    /// Lists created so far by `step` and `converge` (the next is `pl-{n + 1}`).
+    lists_made: u32,
 }
 
 impl Case {
@@ -195,16 +246,28 @@ impl Case {
             questionable: BTreeSet::new(),
             ignore: Vec::new(),
             preferred: BTreeMap::new(),
+            lists: None,
+            quota: 500,
+            lists_made: 0,
         }
     }
 
-    fn preferred(mut self, net: &str, host: &str) -> Self {
-        self.preferred.insert(cidr(net), ip(host));
+    fn preferred(mut self, to: &str, host: &str) -> Self {
+        self.preferred.insert(dest(to), ip(host));
         self
     }
 
+    /// Sets the candidates of `net` (replacing earlier ones); the spec stays canonical.
     fn spec(mut self, net: &str, hosts: &[&str]) -> Self {
+        self.spec.retain(|(c, _)| *c != cidr(net));
         self.spec.push((cidr(net), ips(hosts).into_iter().collect()));
+        self.spec.sort();
+        self
+    }
+
+    /// Takes `net` out of the spec.
+    fn unspec(mut self, net: &str) -> Self {
+        self.spec.retain(|(c, _)| *c != cidr(net));
         self
     }
 
@@ -223,6 +286,23 @@ impl Case {
         self
     }
 
+    /// Prefix-list mode on, lists of at most `max_entries`.
+    fn lists(mut self, max_entries: u32) -> Self {
+        self.lists = Some(list_mode(max_entries));
+        self
+    }
+
+    /// Prefix-list mode off.
+    fn no_lists(mut self) -> Self {
+        self.lists = None;
+        self
+    }
+
+    fn quota(mut self, quota: u32) -> Self {
+        self.quota = quota;
+        self
+    }
+
     fn plan_seeded(&self, seed: u64) -> Plan {
         let input = PlanInput {
             state: &self.state,
@@ -231,6 +311,8 @@ impl Case {
             questionable: &self.questionable,
             ignore: &self.ignore,
             preferred: &self.preferred,
+            lists: self.lists.as_ref(),
+            quota: self.quota,
         };
         plan(&input, &mut StdRng::seed_from_u64(seed))
     }
@@ -247,7 +329,7 @@ impl Case {
     /// Plans, then executes the plan on the state.
     fn step(&mut self, seed: u64) -> Plan {
         let plan = self.plan_seeded(seed);
-        self.state = apply(&self.state, &plan);
+        self.state = apply(&self.state, &plan.actions, &mut self.lists_made);
         plan
     }
 }
@@ -585,8 +667,8 @@ fn no_router_marker_is_never_a_target() {
     let state = with_routes(state, "rtb-b", vec![eni_route(NET, "eni-gone")]);
     let plan = Case::new(state).spec(NET, &[H1]).spec(NET8, &[H3]).failed(&[H1]).plan();
     assert_eq!(plan.actions, [create("rtb-a", NET8, target(H3)), create("rtb-b", NET8, target(H3))]);
-    assert_eq!(plan.routes[&("rtb-a".to_string(), cidr(NET))], Some(ip(H1)));
-    assert_eq!(plan.routes[&("rtb-b".to_string(), cidr(NET))], None);
+    assert_eq!(plan.routes[&("rtb-a".to_string(), dest(NET))], Some(ip(H1)));
+    assert_eq!(plan.routes[&("rtb-b".to_string(), dest(NET))], None);
 }
 
 #[test]
@@ -775,9 +857,10 @@ fn gateway_routes_not_in_the_spec_are_silent() {
     assert!(plan.notices.is_empty());
 }
 
+/// EC2 reported a destination vpcrouter cannot read (IPv6 routes were such before issue 14).
 #[test]
-fn ipv6_and_malformed_destinations_are_ignored() {
-    let odd = vec![route(None, Some("i-1"), None), instance_route("10.1.0.1/16", "i-1")];
+fn unreadable_destinations_are_ignored() {
+    let odd = vec![route(None, Some("i-1"), None), route(None, None, Some("eni-2"))];
     let state = with_routes(vpc(), "rtb-a", odd);
     let plan = Case::new(state).spec(NET, &[H1]).ignore(&["10.0.0.0/8"]).plan();
     assert_eq!(plan.actions, [create("rtb-a", NET, target(H1))]);
@@ -788,46 +871,54 @@ fn ipv6_and_malformed_destinations_are_ignored() {
 fn cidrs_compare_by_value() {
     let state = with_routes(vpc(), "rtb-a", vec![aws_route("10.1.0.0/16", "i-1", "eni-1")]);
     let mut case = Case::new(state);
-    case.spec = vec![(Cidr { addr: Ipv4Addr::new(10, 1, 0, 0), len: 16 }, vec![ip(H1)])];
+    case.spec = vec![(Cidr::new(IpAddr::V4(Ipv4Addr::new(10, 1, 0, 0)), 16).expect("network"), vec![ip(H1)])];
     let plan = case.plan();
     assert_eq!(plan.actions, []);
     assert_eq!(plan.routes, routes(&[("rtb-a", "10.1.0.0/16", Some(H1))]));
 }
 
 /// Generated states: every route of every table on a random target (a candidate, a
-/// non-candidate, an unknown instance, or absent), random health and preferences. The
-/// invariants that make a plan safe to execute as one parallel wave must hold.
+/// non-candidate, an unknown instance, or absent), of both address families, random
+/// health, preferences and ignored networks. The invariants that make a plan safe to
+/// execute as one parallel wave must hold.
 #[test]
 fn generated_plans_are_safe_to_run_as_one_parallel_wave() {
     use rand::Rng;
-    let nets = [NET, NET8, "10.7.0.0/16", "10.6.0.0/16"];
+    // The first four may be in the spec; IPv4 and IPv6 interleaved.
+    let nets = [NET, NET6, NET7, "2001:db8:7::/48", "10.6.0.0/16", "2001:db8:6::/48", "0.0.0.0/0", "::/0"];
+    let ignorable = ["::/0", "0.0.0.0/0", "2001:db8:6::/48", "10.6.0.0/16", "2001:db8::/32", "10.0.0.0/8"];
     let hosts = [H1, H2, H3, OUTSIDE];
     let instances = ["i-1", "i-2", "i-3", "i-4", "i-gone"];
     let mut rng = StdRng::seed_from_u64(7);
+    let mut seen = (0, 0, 0);
     for case_no in 0..3000u64 {
         let mut state = vpc();
         for t in 0..state.route_tables.len() {
             for net in nets {
+                let taken = state.route_tables[t].routes.iter().any(|r| r.dest == Some(dest(net)));
                 match rng.random_range(0..6) {
                     0 => {}
+                    _ if taken => {}
                     k => state.route_tables[t].routes.push(instance_route(net, instances[(k - 1) as usize])),
                 }
             }
         }
         let pick = |rng: &mut StdRng| hosts.iter().copied().filter(|_| rng.random_bool(0.3)).collect::<Vec<_>>();
         let mut case = Case::new(state);
-        for net in &nets[..3] {
+        for net in &nets[..4] {
             let list = pick(&mut rng);
             case = case.spec(net, &list);
         }
         let (failed, questionable) = (pick(&mut rng), pick(&mut rng));
         case = case.failed(&failed).questionable(&questionable);
         if rng.random_bool(0.5) {
-            case = case.preferred(nets[0], hosts[rng.random_range(0..hosts.len())]);
+            case = case.preferred(nets[rng.random_range(0..2)], hosts[rng.random_range(0..hosts.len())]);
         }
+        let ignore: Vec<&str> = ignorable.iter().copied().filter(|_| rng.random_bool(0.15)).collect();
+        case = case.ignore(&ignore);
         let plan = case.plan_seeded(case_no);
-        // One action per (table, CIDR): the wave's calls never race on one route.
-        let keys: BTreeSet<(String, Cidr)> = plan.actions.iter().map(|a| (a.rtb().to_string(), a.cidr())).collect();
+        // One action per (table, destination): the wave's calls never race on one route.
+        let keys: BTreeSet<(String, Dest)> = plan.actions.iter().map(|a| (a.rtb().to_string(), a.dest())).collect();
         assert_eq!(keys.len(), plan.actions.len(), "case {case_no}: {:?}", plan.actions);
         // Outages first, deletes last.
         assert!(
@@ -835,25 +926,47 @@ fn generated_plans_are_safe_to_run_as_one_parallel_wave() {
             "case {case_no}: {:?}",
             plan.actions
         );
-        // Never a move onto a failed router, nor onto one outside the CIDR's candidates.
+        let in_spec = |c: Cidr| case.spec.iter().find(|(s, _)| *s == c).map(|(_, h)| h).filter(|h| !h.is_empty());
         for a in &plan.actions {
+            let net = a.dest().cidr().expect("per-CIDR mode: network destinations only");
+            // Never a move onto a failed router, nor onto one outside the CIDR's candidates
+            // (of the CIDR itself: an IPv4 and an IPv6 network are never confused).
             if let Some(r) = a.new_router() {
                 assert!(!case.failed.contains(&r), "case {case_no}: {a:?}");
-                let candidates = &case.spec.iter().find(|(c, _)| *c == a.cidr()).expect("spec CIDR").1;
-                assert!(candidates.contains(&r), "case {case_no}: {a:?}");
+                assert!(in_spec(net).expect("spec CIDR").contains(&r), "case {case_no}: {a:?}");
             }
+            if let RouteAction::Delete { .. } = a {
+                assert!(in_spec(net).is_none(), "case {case_no}: {a:?}");
+                seen.0 += usize::from(net.family() == Family::V6);
+            }
+            // Routes inside an ignored network are never changed or deleted.
+            if !matches!(a, RouteAction::Create { .. }) {
+                assert!(!case.ignore.iter().any(|&i| net.is_within(i)), "case {case_no}: {a:?} ignoring {ignore:?}");
+            }
+        }
+        // Default routes not ignored and not in the spec go, whatever the other family's
+        // default route does.
+        for default in ["0.0.0.0/0", "::/0"] {
+            let protected = case.ignore.contains(&cidr(default));
+            let deleted = plan.actions.iter().any(|a| a.dest() == dest(default));
+            let routed = managed_tables(&case.state, &case.spec)
+                .iter()
+                .any(|t| t.routes.iter().any(|r| r.dest == Some(dest(default)) && r.targets_instance()));
+            assert_eq!(deleted, routed && !protected, "case {case_no}: {default} ignoring {ignore:?}");
+            seen.1 += usize::from(protected && routed);
         }
         // One router per CIDR across the tables once the wave is done, and a second plan
         // on the result has nothing left to do (with a preference, the same router).
         let mut after = case.clone();
-        after.state = apply(&case.state, &plan);
+        after.state = apply(&case.state, &plan.actions, &mut 0);
         for (cidr, _) in &case.spec {
             let routers: BTreeSet<Option<Ipv4Addr>> =
-                plan.routes.iter().filter(|((_, c), _)| c == cidr).map(|(_, r)| *r).collect();
+                plan.routes.iter().filter(|((_, d), _)| *d == Dest::Cidr(*cidr)).map(|(_, r)| *r).collect();
             assert!(
-                routers.len() <= 1 || plan.notices.contains(&Notice::NoAvailableRouter { cidr: *cidr }),
+                routers.len() <= 1 || plan.notices.contains(&Notice::NoAvailableRouter { dest: Dest::Cidr(*cidr) }),
                 "case {case_no}: {cidr} on {routers:?}"
             );
+            seen.2 += usize::from(cidr.family() == Family::V6 && routers.iter().any(Option::is_some));
         }
         let again = after.plan_seeded(case_no + 1);
         let moves: Vec<&RouteAction> = again
@@ -863,6 +976,7 @@ fn generated_plans_are_safe_to_run_as_one_parallel_wave() {
             .collect();
         assert!(moves.is_empty(), "case {case_no}: not converged after one wave: {moves:?}\nfirst: {:?}", plan.actions);
     }
+    assert!(seen.0 > 500 && seen.1 > 100 && seen.2 > 500, "IPv6 deletes, protected defaults, routed IPv6: {seen:?}");
 }
 
 #[test]
@@ -927,6 +1041,7 @@ fn moto_vpc() -> VpcState {
             instance("i-1", vec![eni("eni-1", "subnet-1", 0, &[I1, "10.9.9.9"])]),
             instance("i-2", vec![eni("eni-2", "subnet-2", 0, &[I2])]),
         ],
+        ..Default::default()
     }
 }
 
@@ -1014,4 +1129,879 @@ fn multi_address_secondary_ip_is_found() {
     let want = RouterTarget { ip: ip("10.9.9.9"), instance_id: "i-1".into(), eni_id: "eni-1".into() };
     assert_eq!(plan.actions, [create("rtb-1", NET, want)]);
     assert!(plan.notices.is_empty());
+}
+
+// ---- IPv6 destinations (issue 14)
+
+#[test]
+fn ipv6_routes_are_created_replaced_and_deleted_like_ipv4_ones() {
+    let stale = vec![
+        aws_route(NET6, "i-1", "eni-1"),
+        instance_route("2001:db8:dead::/48", "i-2"),
+        eni_route("2001:db8:beef::/64", "eni-3"),
+        gateway_route("::/0", "igw-1"),
+    ];
+    let state = with_routes(vpc(), "rtb-a", stale);
+    let mut case = Case::new(state).spec(NET6, &[H1, H2]).spec(NET, &[H1, H2]).preferred(NET, H1);
+    assert_eq!(case.managed(), ["rtb-a", "rtb-b"]);
+    let plan = case.step(0);
+    assert_eq!(
+        plan.actions,
+        [
+            create("rtb-a", NET, target(H1)),
+            create("rtb-b", NET, target(H1)),
+            create("rtb-b", NET6, target(H1)),
+            delete("rtb-a", "2001:db8:dead::/48", Some(H2)),
+            delete("rtb-a", "2001:db8:beef::/64", Some(H3)),
+        ]
+    );
+    assert!(plan.notices.is_empty(), "a gateway default route not in the spec is silent: {:?}", plan.notices);
+    let on = |h| Some(h);
+    assert_eq!(
+        plan.routes,
+        routes(&[("rtb-a", NET, on(H1)), ("rtb-b", NET, on(H1)), ("rtb-a", NET6, on(H1)), ("rtb-b", NET6, on(H1))])
+    );
+    assert_eq!(case.plan().actions, [], "steady");
+
+    case = case.failed(&[H1]);
+    let plan = case.step(1);
+    assert_eq!(
+        plan.actions,
+        [
+            replace("rtb-a", NET6, target(H2), Some(H1), ReplaceReason::RouterFailed),
+            replace("rtb-a", NET, target(H2), Some(H1), ReplaceReason::RouterFailed),
+            replace("rtb-b", NET, target(H2), Some(H1), ReplaceReason::OtherTableUsesDifferentRouter),
+            replace("rtb-b", NET6, target(H2), Some(H1), ReplaceReason::OtherTableUsesDifferentRouter),
+        ]
+    );
+    assert_eq!(case.plan().actions, []);
+    // The IPv6 CIDR leaves the spec: its routes go, the IPv4 ones stay.
+    case = case.unspec(NET6);
+    assert_eq!(case.plan().actions, [delete("rtb-a", NET6, Some(H2)), delete("rtb-b", NET6, Some(H2))]);
+}
+
+#[test]
+fn an_ipv6_spec_route_held_by_a_gateway_is_reported_and_left_alone() {
+    let state = with_routes(vpc(), "rtb-a", vec![gateway_route("::/0", "eigw-1")]);
+    let plan = Case::new(state).spec("::/0", &[H1]).plan();
+    assert_eq!(plan.actions, []);
+    let held = Notice::HeldByOtherTarget { rtb: "rtb-a".into(), cidr: cidr("::/0"), target: "eigw-1".into() };
+    assert_eq!(plan.notices, notices([held]));
+}
+
+/// 10.0.0.0/8 and a00::/8 have the same leading bits and length; ::a00:0/104 and
+/// ::ffff:10.0.0.0/104 embed 10.0.0.0 in IPv6. None of them is another.
+#[test]
+fn an_ipv4_and_an_ipv6_network_are_never_confused() {
+    let v4 = vec![aws_route("10.0.0.0/8", "i-1", "eni-1"), aws_route("10.0.0.0/24", "i-1", "eni-1")];
+    let plan = Case::new(with_routes(vpc(), "rtb-a", v4)).spec("a00::/8", &[H1]).spec("::a00:0/104", &[H1]).plan();
+    assert_eq!(
+        plan.actions,
+        [
+            create("rtb-a", "::a00:0/104", target(H1)),
+            create("rtb-a", "a00::/8", target(H1)),
+            delete("rtb-a", "10.0.0.0/8", Some(H1)),
+            delete("rtb-a", "10.0.0.0/24", Some(H1)),
+        ]
+    );
+    let v6 = vec![aws_route("a00::/8", "i-1", "eni-1"), aws_route("::ffff:10.0.0.0/104", "i-1", "eni-1")];
+    let plan = Case::new(with_routes(vpc(), "rtb-a", v6.clone())).spec("10.0.0.0/8", &[H1]).plan();
+    assert_eq!(
+        plan.actions,
+        [
+            create("rtb-a", "10.0.0.0/8", target(H1)),
+            delete("rtb-a", "a00::/8", Some(H1)),
+            delete("rtb-a", "::ffff:10.0.0.0/104", Some(H1)),
+        ]
+    );
+    // Both in the spec, both routed: two destinations, nothing to do; a failover moves
+    // each, and ignoring the IPv4 one does not protect the IPv6 one.
+    let both = with_routes(vpc(), "rtb-a", vec![aws_route("10.0.0.0/8", "i-1", "eni-1"), v6[0].clone()]);
+    let case = Case::new(both).spec("10.0.0.0/8", &[H1, OUTSIDE]).spec("a00::/8", &[H1, OUTSIDE]);
+    assert_eq!(case.managed(), ["rtb-a", "rtb-main"]);
+    let plan = case.plan();
+    assert_eq!(plan.actions, [create("rtb-main", "10.0.0.0/8", target(H1)), create("rtb-main", "a00::/8", target(H1))]);
+    assert_eq!(plan.routes.len(), 4);
+    let plan = case.clone().failed(&[H1]).ignore(&["10.0.0.0/8"]).plan();
+    assert_eq!(
+        plan.actions,
+        [
+            replace("rtb-a", "a00::/8", target(OUTSIDE), Some(H1), ReplaceReason::RouterFailed),
+            create("rtb-main", "10.0.0.0/8", target(OUTSIDE)),
+            create("rtb-main", "a00::/8", target(OUTSIDE)),
+        ]
+    );
+}
+
+fn defaults_and_more() -> VpcState {
+    let routes = vec![
+        instance_route("0.0.0.0/0", "i-2"),
+        instance_route("::/0", "i-2"),
+        instance_route("2001:db8:5::/48", "i-2"),
+        instance_route("10.5.0.0/16", "i-2"),
+    ];
+    with_routes(vpc(), "rtb-a", routes)
+}
+
+/// `--ignore_routes` by family: each default route protects only itself, an IPv6 network
+/// only the IPv6 routes inside it.
+#[test]
+fn ignored_networks_protect_only_routes_of_their_own_family() {
+    let stale = ["0.0.0.0/0", "::/0", "2001:db8:5::/48", "10.5.0.0/16"];
+    for (ignore, kept) in [
+        (&["::/0"][..], &["::/0"][..]),
+        (&["0.0.0.0/0"], &["0.0.0.0/0"]),
+        (&["0.0.0.0/0", "::/0"], &["0.0.0.0/0", "::/0"]),
+        (&["2001:db8::/32"], &["2001:db8:5::/48"]),
+    ] {
+        let plan = Case::new(defaults_and_more()).spec(NET, &[H1]).ignore(ignore).plan();
+        let mut want = vec![create("rtb-a", NET, target(H1))];
+        want.extend(stale.iter().filter(|d| !kept.contains(d)).map(|d| delete("rtb-a", d, Some(H2))));
+        assert_eq!(plan.actions, want, "ignoring {ignore:?}");
+    }
+    // A protected IPv6 spec route is neither changed nor duplicated, like an IPv4 one.
+    let state = with_routes(vpc(), "rtb-a", vec![aws_route(NET6, "i-1", "eni-1")]);
+    let plan = Case::new(state).spec(NET6, &[H1, H2]).failed(&[H1]).ignore(&["2001:db8::/32"]).plan();
+    assert_eq!(plan.actions, [create("rtb-b", NET6, target(H2))]);
+}
+
+// ---- Prefix-list mode (issue 14)
+
+const GA: &str = "ipv4-10.0.1.1-10.0.2.2"; // NET, NET8 on [H1, H2]
+const GB: &str = "ipv4-10.0.1.1-10.0.2.3"; // NET7 on [H1, H3]
+
+/// True when `table` carries `net`: by a route of its own (to a router, or to a gateway
+/// that vpcrouter leaves alone: a static route wins over a list route), or by a route to a
+/// router through an owned list that holds it.
+fn carried(state: &VpcState, table: &RouteTable, net: Cidr) -> bool {
+    table.routes.iter().any(|r| match &r.dest {
+        Some(Dest::Cidr(c)) => *c == net,
+        Some(Dest::List(id)) => r.targets_instance() && state.prefix_list(id).is_some_and(|l| l.entries.contains(&net)),
+        None => false,
+    })
+}
+
+/// Every (managed table, spec CIDR with candidates) that `state` carries.
+fn carried_pairs(case: &Case, state: &VpcState) -> BTreeSet<(String, Cidr)> {
+    let tables = managed_tables(state, &case.spec);
+    let mut pairs = BTreeSet::new();
+    for table in tables {
+        for (net, _) in case.spec.iter().filter(|(_, hosts)| !hosts.is_empty()) {
+            if carried(state, table, *net) {
+                pairs.insert((table.id.clone(), *net));
+            }
+        }
+    }
+    pairs
+}
+
+/// Every (managed table, spec CIDR with candidates) there is.
+fn all_pairs(case: &Case) -> BTreeSet<(String, Cidr)> {
+    let nets = case.spec.iter().filter(|(_, hosts)| !hosts.is_empty()).map(|(net, _)| *net);
+    nets.flat_map(|net| case.managed().into_iter().map(move |rtb| (rtb, net))).collect()
+}
+
+/// Short, exact descriptions of actions (routers included).
+fn summary(actions: &[RouteAction]) -> Vec<String> {
+    actions
+        .iter()
+        .map(|a| match a {
+            RouteAction::Create { rtb, dest, target } => format!("create {rtb} {dest} -> {}", target.ip),
+            RouteAction::Replace { rtb, dest, target, reason, .. } => {
+                format!("replace {rtb} {dest} -> {} {reason:?}", target.ip)
+            }
+            RouteAction::Delete { rtb, dest, reason, .. } => format!("delete {rtb} {dest} {reason:?}"),
+            RouteAction::CreateList { name, group, max_entries } => {
+                assert_eq!(*name, format!("vpcrouter-test-{}", group.key));
+                format!("create list {} {:?} max {max_entries}", group.key, group.members)
+            }
+            RouteAction::ModifyList { id, version, add, remove, .. } => {
+                format!("modify {id} v{version} add {add:?} remove {remove:?}")
+            }
+            RouteAction::DeleteList { id, .. } => format!("delete list {id}"),
+        })
+        .collect()
+}
+
+/// The invariants of any plan: one action per (table or list, destination), in priority
+/// order; new routes on a router that is no failed, a candidate of what it carries, and
+/// the same for a destination in every table.
+fn check_plan(case: &Case, plan: &Plan) {
+    let keys: BTreeSet<(String, Dest)> = plan.actions.iter().map(|a| (a.rtb().to_string(), a.dest())).collect();
+    assert_eq!(keys.len(), plan.actions.len(), "{:?}", summary(&plan.actions));
+    assert!(plan.actions.windows(2).all(|w| w[0].priority() <= w[1].priority()), "{:?}", summary(&plan.actions));
+    let candidates = |to: &Dest| -> Vec<Ipv4Addr> {
+        match to {
+            Dest::Cidr(c) => case.spec.iter().find(|(s, _)| s == c).expect("spec CIDR").1.clone(),
+            Dest::List(id) => match plan.groups.iter().find(|(_, l)| l.as_ref() == Some(id)) {
+                Some((group, _)) => group.hosts.clone(),
+                // A retired list's route moved off a failed router: a candidate of one
+                // of its CIDRs.
+                None => {
+                    let list = case.state.prefix_list(id).expect("an owned list");
+                    let of = |c: &Cidr| case.spec.iter().find(|(s, _)| s == c).map(|(_, h)| h.clone());
+                    list.entries.iter().filter_map(of).flatten().collect()
+                }
+            },
+        }
+    };
+    for a in &plan.actions {
+        if let Some(r) = a.new_router() {
+            assert!(!case.failed.contains(&r) && candidates(&a.dest()).contains(&r), "{a:?}");
+        }
+    }
+    let mut routers: BTreeMap<&Dest, BTreeSet<Option<Ipv4Addr>>> = BTreeMap::new();
+    for ((_, to), r) in &plan.routes {
+        routers.entry(to).or_default().insert(*r);
+    }
+    for (to, on) in routers {
+        let none = Notice::NoAvailableRouter { dest: to.clone() };
+        assert!(on.len() == 1 || plan.notices.contains(&none), "{to} on {on:?}");
+    }
+    // Groups: one family, sorted members, the spec's candidates.
+    for (group, _) in &plan.groups {
+        assert!(group.members.windows(2).all(|w| w[0] < w[1]) && !group.members.is_empty(), "{group:?}");
+        for net in &group.members {
+            assert_eq!(net.family(), group.family, "{group:?}");
+            assert_eq!(candidates(&Dest::Cidr(*net)), group.hosts, "{group:?}");
+        }
+    }
+}
+
+/// One applied plan and the state after it.
+struct Stage {
+    plan: Plan,
+    state: VpcState,
+}
+
+impl Stage {
+    fn actions(&self) -> Vec<String> {
+        summary(&self.plan.actions)
+    }
+}
+
+/// Plans and applies until a plan has nothing to do, and returns the stages (the last
+/// plan, empty and not staged, is not one). Checks every plan (`check_plan`); that a plan
+/// not `staged` is the last one; and that no spec CIDR a managed table carried before a
+/// stage is without a carrier after it, nor after only the stage's removals (deletes, list
+/// entries removed: a wave whose other calls failed). Panics after 8 stages.
+fn converge(case: &mut Case) -> Vec<Stage> {
+    let mut stages: Vec<Stage> = Vec::new();
+    for n in 0..=8u64 {
+        let plan = case.plan_seeded(100 + n);
+        check_plan(case, &plan);
+        let so_far: Vec<Vec<String>> = stages.iter().map(Stage::actions).collect();
+        if plan.actions.is_empty() {
+            assert!(!plan.staged, "nothing to do, yet staged; stages {so_far:#?}");
+            return stages;
+        }
+        if let Some(last) = stages.last() {
+            assert!(last.plan.staged, "more after a plan not staged: {:?}; stages {so_far:#?}", summary(&plan.actions));
+        }
+        let before = carried_pairs(case, &case.state);
+        let removals: Vec<RouteAction> = plan
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                RouteAction::Delete { .. } | RouteAction::DeleteList { .. } => Some(a.clone()),
+                RouteAction::ModifyList { id, name, version, remove, .. } if !remove.is_empty() => {
+                    let (id, name, version, remove) = (id.clone(), name.clone(), *version, remove.clone());
+                    Some(RouteAction::ModifyList { id, name, version, add: vec![], remove })
+                }
+                _ => None,
+            })
+            .collect();
+        let partial = apply(&case.state, &removals, &mut case.lists_made.clone());
+        let lost: Vec<_> = before.difference(&carried_pairs(case, &partial)).cloned().collect();
+        assert!(
+            lost.is_empty(),
+            "stage {n} removals alone leave {lost:?} without a route: {:?}",
+            summary(&plan.actions)
+        );
+        case.state = apply(&case.state, &plan.actions, &mut case.lists_made);
+        let lost: Vec<_> = before.difference(&carried_pairs(case, &case.state)).cloned().collect();
+        assert!(lost.is_empty(), "stage {n} leaves {lost:?} without a route: {:?}", summary(&plan.actions));
+        stages.push(Stage { plan, state: case.state.clone() });
+    }
+    let so_far: Vec<Vec<String>> = stages.iter().map(Stage::actions).collect();
+    panic!("no convergence in 8 stages: {so_far:#?}");
+}
+
+/// Asserts the stages' actions, exactly.
+fn assert_stages(stages: &[Stage], want: &[&[&str]]) {
+    let got: Vec<Vec<String>> = stages.iter().map(Stage::actions).collect();
+    let want: Vec<Vec<String>> = want.iter().map(|s| s.iter().map(|a| a.to_string()).collect()).collect();
+    assert_eq!(got, want);
+}
+
+/// Two groups in prefix-list mode, with their routers fixed by preference: GA (NET, NET8 on
+/// H1 or H2) on H1 as pl-1, GB (NET7 on H1 or H3) on H3 as pl-2.
+fn listed() -> Case {
+    Case::new(vpc())
+        .spec(NET, &[H1, H2])
+        .spec(NET8, &[H1, H2])
+        .spec(NET7, &[H1, H3])
+        .lists(1000)
+        .preferred("pl-1", H1)
+        .preferred("pl-2", H3)
+}
+
+/// `listed()` converged.
+fn listed_converged() -> Case {
+    let mut case = listed();
+    converge(&mut case);
+    case
+}
+
+fn list_route(list: &str, instance: &str, eni: &str) -> Route {
+    aws_route(list, instance, eni)
+}
+
+#[test]
+fn lists_group_cidrs_by_family_and_candidates() {
+    let case = listed().spec("10.6.0.0/16", &[H3, H1]).spec(NET6, &[H1, H2]).spec("2001:db8:8::/48", &[H2, H1]);
+    let plan = case.plan();
+    assert_eq!(
+        summary(&plan.actions),
+        [
+            format!("create list {GA} [10.8.0.0/16, 10.9.0.0/16] max 10"),
+            format!("create list {GB} [10.6.0.0/16, 10.7.0.0/16] max 10"),
+            "create list ipv6-10.0.1.1-10.0.2.2 [2001:db8:8::/48, 2001:db8:9::/48] max 10".to_string(),
+        ],
+        "two candidate sets make two groups; the same hosts for IPv6 make a third"
+    );
+    let groups: Vec<(&str, Family, Option<&String>)> =
+        plan.groups.iter().map(|(g, l)| (g.key.as_str(), g.family, l.as_ref())).collect();
+    assert_eq!(groups, [(GA, Family::V4, None), (GB, Family::V4, None), ("ipv6-10.0.1.1-10.0.2.2", Family::V6, None)]);
+    assert!(plan.staged, "routes follow once the lists exist");
+    assert!(plan.routes.is_empty() && plan.notices.is_empty());
+    // CIDRs without candidates are in no group.
+    let plan = Case::new(vpc()).spec(NET, &[H1]).spec(NET8, &[]).lists(1000).plan();
+    assert_eq!(summary(&plan.actions), ["create list ipv4-10.0.1.1 [10.9.0.0/16] max 9"]);
+}
+
+#[test]
+fn start_up_on_an_empty_vpc_creates_the_lists_then_one_route_per_table_per_group() {
+    let mut case = listed();
+    let stages = converge(&mut case);
+    assert_stages(
+        &stages,
+        &[
+            &[
+                &format!("create list {GA} [10.8.0.0/16, 10.9.0.0/16] max 10"),
+                &format!("create list {GB} [10.7.0.0/16] max 9"),
+            ],
+            &[
+                "create rtb-a pl-1 -> 10.0.1.1", "create rtb-b pl-1 -> 10.0.1.1", "create rtb-a pl-2 -> 10.0.2.3",
+                "create rtb-b pl-2 -> 10.0.2.3",
+            ],
+        ],
+    );
+    let last = &stages[1].plan;
+    assert_eq!(
+        last.routes,
+        routes(&[
+            ("rtb-a", "pl-1", Some(H1)),
+            ("rtb-b", "pl-1", Some(H1)),
+            ("rtb-a", "pl-2", Some(H3)),
+            ("rtb-b", "pl-2", Some(H3)),
+        ])
+    );
+    let groups: Vec<(&str, Option<&str>)> = last.groups.iter().map(|(g, l)| (g.key.as_str(), l.as_deref())).collect();
+    assert_eq!(groups, [(GA, Some("pl-1")), (GB, Some("pl-2"))]);
+    assert_eq!(carried_pairs(&case, &case.state), all_pairs(&case));
+    assert_eq!(case.state.prefix_lists.len(), 2);
+    // Without preferences: one router per group, shared by the tables, whatever the seed.
+    for seed in SEEDS {
+        let mut case = listed();
+        case.preferred.clear();
+        case.step(seed);
+        let plan = case.plan_seeded(seed);
+        check_plan(&case, &plan);
+        assert_eq!(plan.actions.len(), 4);
+    }
+}
+
+#[test]
+fn a_groups_failover_is_one_replace_per_table() {
+    let case = listed_converged();
+    let plan = case.clone().failed(&[H3]).plan();
+    assert_eq!(
+        summary(&plan.actions),
+        ["replace rtb-a pl-2 -> 10.0.1.1 RouterFailed", "replace rtb-b pl-2 -> 10.0.1.1 OtherTableUsesDifferentRouter"]
+    );
+    assert_eq!(plan.actions[0], replace("rtb-a", "pl-2", target(H1), Some(H3), ReplaceReason::RouterFailed));
+    // H1 carries GA only; failing it moves GA, not GB.
+    let plan = case.clone().failed(&[H1]).plan();
+    assert_eq!(
+        summary(&plan.actions),
+        ["replace rtb-a pl-1 -> 10.0.2.2 RouterFailed", "replace rtb-b pl-1 -> 10.0.2.2 OtherTableUsesDifferentRouter"]
+    );
+    assert!(!plan.staged);
+    // Per-CIDR mode moves each CIDR in each table.
+    let mut per_cidr = listed().no_lists().preferred(NET, H1).preferred(NET8, H1);
+    converge(&mut per_cidr);
+    assert_eq!(per_cidr.failed(&[H1]).plan().actions.len(), 4);
+    // A questionable router moves too; with no healthy candidate the group stays.
+    let plan = case.clone().questionable(&[H1]).plan();
+    assert_eq!(summary(&plan.actions)[0], "replace rtb-a pl-1 -> 10.0.2.2 RouterQuestionable");
+    let plan = case.clone().failed(&[H1, H2]).plan();
+    assert_eq!(plan.actions, []);
+    assert_eq!(plan.notices, notices([no_router("pl-1")]));
+    // Once applied, nothing more; the old router's recovery brings no fail-back.
+    let mut moved = case.failed(&[H1]);
+    converge(&mut moved);
+    assert_eq!(moved.failed(&[]).plan().actions, []);
+}
+
+#[test]
+fn spec_edits_change_list_entries_not_routes() {
+    // A CIDR joins a group: one modification.
+    let mut case = listed_converged().spec("10.6.0.0/16", &[H2, H1]);
+    let stages = converge(&mut case);
+    assert_stages(&stages, &[&["modify pl-1 v1 add [10.6.0.0/16] remove []"]]);
+    assert_eq!(case.state.prefix_list("pl-1").expect("list").entries, [cidr("10.6.0.0/16"), cidr(NET8), cidr(NET)]);
+    // One leaves the spec: removed at once.
+    let mut case = case.unspec(NET8);
+    let stages = converge(&mut case);
+    assert_stages(&stages, &[&["modify pl-1 v2 add [] remove [10.8.0.0/16]"]]);
+    // Its candidates go: the same.
+    let mut case = case.spec(NET, &[]);
+    assert_stages(&converge(&mut case), &[&["modify pl-1 v3 add [] remove [10.9.0.0/16]"]]);
+    assert_eq!(carried_pairs(&case, &case.state), all_pairs(&case));
+}
+
+#[test]
+fn a_cidr_moving_to_another_group_leaves_its_list_once_the_new_one_carries_it() {
+    let mut case = listed_converged().spec(NET, &[H1, H3]);
+    let stages = converge(&mut case);
+    assert_stages(
+        &stages,
+        &[&["modify pl-2 v1 add [10.9.0.0/16] remove []"], &["modify pl-1 v1 add [] remove [10.9.0.0/16]"]],
+    );
+    assert!(stages[0].plan.staged);
+    // The move is done: NET goes with GB's router.
+    assert_eq!(case.state.prefix_list("pl-2").expect("list").entries, [cidr(NET7), cidr(NET)]);
+    assert_eq!(case.state.prefix_list("pl-1").expect("list").entries, [cidr(NET8)]);
+}
+
+#[test]
+fn a_cidr_moving_to_a_new_group_leaves_its_list_once_the_new_list_is_routed_everywhere() {
+    let mut case = listed_converged().spec(NET, &[H2, H3]).preferred("pl-3", H2);
+    let stages = converge(&mut case);
+    assert_stages(
+        &stages,
+        &[
+            &["create list ipv4-10.0.2.2-10.0.2.3 [10.9.0.0/16] max 9"],
+            &["create rtb-a pl-3 -> 10.0.2.2", "create rtb-b pl-3 -> 10.0.2.2"],
+            &["modify pl-1 v1 add [] remove [10.9.0.0/16]"],
+        ],
+    );
+    // A whole group moving: the old list is retired, its routes go once the new list
+    // carries its CIDRs in the table, then the list.
+    let mut case = listed_converged().spec(NET7, &[H2, H3]).preferred("pl-3", H2);
+    let stages = converge(&mut case);
+    assert_stages(
+        &stages,
+        &[
+            &["create list ipv4-10.0.2.2-10.0.2.3 [10.7.0.0/16] max 9"],
+            &["create rtb-a pl-3 -> 10.0.2.2", "create rtb-b pl-3 -> 10.0.2.2"],
+            &["delete rtb-a pl-2 ListRetired", "delete rtb-b pl-2 ListRetired"],
+            &["delete list pl-2"],
+        ],
+    );
+    assert_eq!(case.state.prefix_lists.iter().map(|l| l.id.as_str()).collect::<Vec<_>>(), ["pl-1", "pl-3"]);
+}
+
+#[test]
+fn a_full_list_takes_new_entries_as_room_is_made() {
+    // Lists of at most 3 entries: pl-1 (GA: NET, NET8) and pl-2 (GB: NET7) have 3 each.
+    let mut case = listed().lists(3);
+    converge(&mut case);
+    assert_eq!(case.state.prefix_lists.iter().map(|l| l.max_entries).collect::<Vec<_>>(), [3, 3]);
+    // NET8 moves to GB, two CIDRs join GA: GA's list holds NET8 until pl-2 carries it, and
+    // never more than 3 entries (the adapter adds before it removes).
+    let mut case = case.spec(NET8, &[H1, H3]).spec("10.5.0.0/16", &[H1, H2]).spec("10.6.0.0/16", &[H1, H2]);
+    let stages = converge(&mut case);
+    assert_stages(
+        &stages,
+        &[
+            &["modify pl-1 v1 add [10.5.0.0/16] remove []", "modify pl-2 v1 add [10.8.0.0/16] remove []"],
+            &["modify pl-1 v2 add [] remove [10.8.0.0/16]"],
+            &["modify pl-1 v3 add [10.6.0.0/16] remove []"],
+        ],
+    );
+    assert_eq!(carried_pairs(&case, &case.state), all_pairs(&case));
+}
+
+#[test]
+fn a_group_outgrowing_its_list_moves_to_a_larger_one_without_a_gap() {
+    let mut case = listed_converged();
+    let more: Vec<String> = (100..109).map(|i| format!("10.{i}.0.0/16")).collect();
+    for net in &more {
+        case = case.spec(net, &[H1, H2]);
+    }
+    let stages = converge(&mut case);
+    let members: Vec<Cidr> = case.spec.iter().filter(|(_, h)| h == &[ip(H1), ip(H2)]).map(|(c, _)| *c).collect();
+    assert_eq!(members.len(), 11, "more than the 10 entries of pl-1");
+    assert_stages(
+        &stages,
+        &[
+            &[&format!("create list {GA} {members:?} max 19")],
+            &["create rtb-a pl-3 -> 10.0.1.1", "create rtb-b pl-3 -> 10.0.1.1"],
+            &["delete rtb-a pl-1 ListRetired", "delete rtb-b pl-1 ListRetired"],
+            &["delete list pl-1"],
+        ],
+    );
+    assert_eq!(carried_pairs(&case, &case.state), all_pairs(&case));
+}
+
+#[test]
+fn migration_from_per_cidr_routes_to_lists_never_leaves_a_cidr_without_a_route() {
+    let mut case = listed().no_lists().preferred(NET, H1).preferred(NET8, H1).preferred(NET7, H3);
+    converge(&mut case);
+    assert_eq!(carried_pairs(&case, &case.state), all_pairs(&case));
+    let mut case = case.lists(1000);
+    let stages = converge(&mut case);
+    assert_stages(
+        &stages,
+        &[
+            &[
+                &format!("create list {GA} [10.8.0.0/16, 10.9.0.0/16] max 10"),
+                &format!("create list {GB} [10.7.0.0/16] max 9"),
+            ],
+            &[
+                "create rtb-a pl-1 -> 10.0.1.1", "create rtb-b pl-1 -> 10.0.1.1", "create rtb-a pl-2 -> 10.0.2.3",
+                "create rtb-b pl-2 -> 10.0.2.3",
+            ],
+            &[
+                "delete rtb-a 10.7.0.0/16 CarriedByList", "delete rtb-a 10.8.0.0/16 CarriedByList",
+                "delete rtb-a 10.9.0.0/16 CarriedByList", "delete rtb-b 10.7.0.0/16 CarriedByList",
+                "delete rtb-b 10.8.0.0/16 CarriedByList", "delete rtb-b 10.9.0.0/16 CarriedByList",
+            ],
+        ],
+    );
+    for stage in &stages {
+        assert_eq!(carried_pairs(&case, &stage.state), all_pairs(&case), "{:?}", stage.actions());
+    }
+}
+
+#[test]
+fn migration_from_lists_to_per_cidr_routes_never_leaves_a_cidr_without_a_route() {
+    let mut case = listed_converged().no_lists().preferred(NET, H1).preferred(NET8, H1).preferred(NET7, H3);
+    let stages = converge(&mut case);
+    assert_stages(
+        &stages,
+        &[
+            &[
+                "create rtb-a 10.7.0.0/16 -> 10.0.2.3", "create rtb-b 10.7.0.0/16 -> 10.0.2.3",
+                "create rtb-a 10.8.0.0/16 -> 10.0.1.1", "create rtb-b 10.8.0.0/16 -> 10.0.1.1",
+                "create rtb-a 10.9.0.0/16 -> 10.0.1.1", "create rtb-b 10.9.0.0/16 -> 10.0.1.1",
+            ],
+            &[
+                "delete rtb-a pl-1 ListRetired", "delete rtb-a pl-2 ListRetired", "delete rtb-b pl-1 ListRetired",
+                "delete rtb-b pl-2 ListRetired",
+            ],
+            &["delete list pl-1", "delete list pl-2"],
+        ],
+    );
+    for stage in &stages {
+        assert_eq!(carried_pairs(&case, &stage.state), all_pairs(&case), "{:?}", stage.actions());
+    }
+    assert!(case.state.prefix_lists.is_empty());
+}
+
+#[test]
+fn lists_and_routes_vpcrouter_does_not_own_are_never_touched() {
+    let foreign = vec![
+        list_route("pl-foreign", "i-2", "eni-2"),
+        gateway_route("pl-foreign-tgw", "tgw-1"),
+        gateway_route(NET7, "pcx-1"),
+        gateway_route("2001:db8:7::/48", "pcx-1"),
+    ];
+    let state = with_routes(vpc(), "rtb-b", foreign.clone());
+    let mut case = listed().spec("2001:db8:7::/48", &[H1]).preferred("pl-3", H1);
+    case.state = state;
+    let touches = |stages: &[Stage]| {
+        stages.iter().flat_map(|s| s.plan.actions.iter()).any(|a| {
+            let d = a.dest();
+            d == dest("pl-foreign") || d == dest("pl-foreign-tgw") || (a.rtb() == "rtb-b" && d == dest(NET7))
+        })
+    };
+    let stages = converge(&mut case);
+    assert!(!touches(&stages), "{:?}", stages.iter().map(Stage::actions).collect::<Vec<_>>());
+    let rtb_b = |s: &VpcState| s.route_tables.iter().find(|t| t.id == "rtb-b").expect("rtb-b").routes.clone();
+    assert!(foreign.iter().all(|r| rtb_b(&case.state).contains(r)));
+    let last = &stages.last().expect("stages").plan;
+    assert!(last.routes.keys().all(|(_, d)| !matches!(d, Dest::List(id) if id.contains("foreign"))));
+    let held = |net: &str| Notice::HeldByOtherTarget { rtb: "rtb-b".into(), cidr: cidr(net), target: "pcx-1".into() };
+    assert_eq!(last.notices, notices([held(NET7), held("2001:db8:7::/48")]));
+    // Turning the lists off leaves them as they are too, and finishes.
+    let mut case = case.no_lists();
+    let stages = converge(&mut case);
+    assert!(!touches(&stages), "{:?}", stages.iter().map(Stage::actions).collect::<Vec<_>>());
+    assert!(foreign.iter().all(|r| rtb_b(&case.state).contains(r)));
+    assert!(case.state.prefix_lists.is_empty(), "the owned lists are gone");
+}
+
+#[test]
+fn a_group_larger_than_a_list_is_routed_per_cidr() {
+    // GB's list is the first made here: pl-1.
+    let mut case = listed().lists(1).preferred(NET, H1).preferred(NET8, H1).preferred("pl-1", H3);
+    let stages = converge(&mut case);
+    let too_large = Notice::GroupTooLarge { group: GA.into(), cidrs: 2, limit: 1 };
+    assert_eq!(stages[0].plan.notices, notices([too_large.clone()]));
+    assert_stages(
+        &stages,
+        &[
+            &[
+                "create rtb-a 10.8.0.0/16 -> 10.0.1.1",
+                "create rtb-b 10.8.0.0/16 -> 10.0.1.1",
+                "create rtb-a 10.9.0.0/16 -> 10.0.1.1",
+                "create rtb-b 10.9.0.0/16 -> 10.0.1.1",
+                &format!("create list {GB} [10.7.0.0/16] max 1"),
+            ],
+            &["create rtb-a pl-1 -> 10.0.2.3", "create rtb-b pl-1 -> 10.0.2.3"],
+        ],
+    );
+    let groups: Vec<&str> = stages[1].plan.groups.iter().map(|(g, _)| g.key.as_str()).collect();
+    assert_eq!(groups, [GB], "the large group is not listed");
+    assert_eq!(case.plan().notices, notices([too_large]), "reported while it lasts");
+
+    // A listed group growing past the limit: per-CIDR routes first, then its list goes.
+    let mut case = listed_converged().lists(2).spec("10.6.0.0/16", &[H1, H2]).preferred("10.6.0.0/16", H2);
+    let stages = converge(&mut case);
+    assert_eq!(stages[0].plan.notices, notices([Notice::GroupTooLarge { group: GA.into(), cidrs: 3, limit: 2 }]));
+    assert_stages(
+        &stages,
+        &[
+            &[
+                "create rtb-a 10.6.0.0/16 -> 10.0.2.2", "create rtb-b 10.6.0.0/16 -> 10.0.2.2",
+                "create rtb-a 10.8.0.0/16 -> 10.0.1.1", "create rtb-b 10.8.0.0/16 -> 10.0.1.1",
+                "create rtb-a 10.9.0.0/16 -> 10.0.1.1", "create rtb-b 10.9.0.0/16 -> 10.0.1.1",
+            ],
+            &["delete rtb-a pl-1 ListRetired", "delete rtb-b pl-1 ListRetired"],
+            &["delete list pl-1"],
+        ],
+    );
+}
+
+#[test]
+fn weights_count_a_list_route_as_its_max_entries() {
+    let mut case = listed();
+    let stages = converge(&mut case);
+    fn weights(s: &Stage) -> Vec<(&str, u32)> {
+        s.plan.weights.iter().map(|(t, w)| (t.as_str(), *w)).collect()
+    }
+    // rtb-a: local; rtb-b: local and the internet gateway. Then pl-1 (10) and pl-2 (9).
+    assert_eq!(weights(&stages[0]), [("rtb-a", 1), ("rtb-b", 2)]);
+    assert_eq!(weights(&stages[1]), [("rtb-a", 20), ("rtb-b", 21)]);
+    // A resize weighs both lists until the old route goes.
+    let mut grown = case.clone();
+    for i in 100..109 {
+        grown = grown.spec(&format!("10.{i}.0.0/16"), &[H1, H2]);
+    }
+    let stages = converge(&mut grown);
+    let per_stage: Vec<Vec<(&str, u32)>> = stages.iter().map(weights).collect();
+    assert_eq!(
+        per_stage,
+        [
+            vec![("rtb-a", 20), ("rtb-b", 21)],
+            vec![("rtb-a", 39), ("rtb-b", 40)],
+            vec![("rtb-a", 29), ("rtb-b", 30)],
+            vec![("rtb-a", 29), ("rtb-b", 30)],
+        ]
+    );
+    // Per-CIDR routes weigh one each; unmanaged tables are not weighed.
+    let plan = case.no_lists().preferred(NET, H1).preferred(NET8, H1).preferred(NET7, H1).plan();
+    assert_eq!(plan.weights, [("rtb-a".to_string(), 23), ("rtb-b".to_string(), 24)].into());
+    // A route to someone else's list weighs its max entries, as EC2 reports them; one of an
+    // unknown list weighs one.
+    let mut state = with_routes(vpc(), "rtb-a", vec![list_route("pl-other", "i-1", "eni-1")]);
+    state = with_routes(state, "rtb-b", vec![list_route("pl-unknown", "i-2", "eni-2")]);
+    state.other_lists.insert("pl-other".into(), 40);
+    let weights = Case::new(state).spec(NET, &[H1, H2]).preferred(NET, H1).plan().weights;
+    assert_eq!((weights["rtb-a"], weights["rtb-b"]), (1 + 40 + 1, 2 + 1 + 1), "{weights:?}");
+}
+
+#[test]
+fn a_table_over_its_route_quota_is_reported() {
+    let mut case = listed().quota(20);
+    let stages = converge(&mut case);
+    assert!(stages[0].plan.notices.is_empty());
+    let over = Notice::OverQuota { rtb: "rtb-b".into(), weight: 21, quota: 20 };
+    assert_eq!(stages[1].plan.notices, notices([over.clone()]), "before the routes are made");
+    assert_eq!(case.plan().notices, notices([over]), "and while it lasts");
+    assert_eq!(case.clone().quota(21).plan().notices, notices([]), "at the quota is not over it");
+    // Per-CIDR routes count too.
+    let plan = Case::new(vpc()).spec(NET, &[H1, H2]).spec(NET8, &[H1, H2]).quota(3).plan();
+    assert_eq!(plan.notices, notices([Notice::OverQuota { rtb: "rtb-b".into(), weight: 4, quota: 3 }]));
+}
+
+#[test]
+fn migration_to_lists_keeps_routers_and_does_not_move_routes_it_will_delete() {
+    // Per-CIDR mode put NET and NET8 (one group once listed) on different routers.
+    let mut case = Case::new(vpc())
+        .spec(NET, &[H1, H2])
+        .spec(NET8, &[H1, H2])
+        .preferred(NET, H1)
+        .preferred(NET8, H2)
+        .spec(NET6, &[H1, H2])
+        .preferred(NET6, H2);
+    converge(&mut case);
+    let mut case = case.lists(1000);
+    let stages = converge(&mut case);
+    assert_stages(
+        &stages,
+        &[
+            &[
+                &format!("create list {GA} [10.8.0.0/16, 10.9.0.0/16] max 10"),
+                "create list ipv6-10.0.1.1-10.0.2.2 [2001:db8:9::/48] max 9",
+            ],
+            // The group takes the router of the first of its routes (rtb-a's NET8).
+            &[
+                "create rtb-a pl-1 -> 10.0.2.2", "create rtb-b pl-1 -> 10.0.2.2", "create rtb-a pl-2 -> 10.0.2.2",
+                "create rtb-b pl-2 -> 10.0.2.2",
+            ],
+            &[
+                "delete rtb-a 10.8.0.0/16 CarriedByList",
+                "delete rtb-a 10.9.0.0/16 CarriedByList",
+                "delete rtb-a 2001:db8:9::/48 CarriedByList",
+                "delete rtb-b 10.8.0.0/16 CarriedByList",
+                "delete rtb-b 10.9.0.0/16 CarriedByList",
+                "delete rtb-b 2001:db8:9::/48 CarriedByList",
+            ],
+        ],
+    );
+    // A listed CIDR's own route on a failed router still moves while its list is not there.
+    let mut case = Case::new(vpc()).spec(NET, &[H1, H2]).preferred(NET, H1);
+    converge(&mut case);
+    let plan = case.lists(1000).failed(&[H1]).plan();
+    assert_eq!(
+        summary(&plan.actions),
+        [
+            "replace rtb-a 10.9.0.0/16 -> 10.0.2.2 RouterFailed",
+            "create list ipv4-10.0.1.1-10.0.2.2 [10.9.0.0/16] max 9",
+            "replace rtb-b 10.9.0.0/16 -> 10.0.2.2 OtherTableUsesDifferentRouter",
+        ]
+    );
+}
+
+/// Generated prefix-list cases: a spec over both families and three candidate sets,
+/// converged in a random mode, then a random change (mode on or off, CIDRs added, removed
+/// or moved between groups, a smaller list limit, a router failed) converged again. Every
+/// stage passes `converge`'s checks (no CIDR loses its route, staged is truthful, at most 8
+/// stages); at the end every spec CIDR is carried where a router is available.
+#[test]
+fn generated_list_mode_changes_converge_without_a_gap() {
+    use rand::Rng;
+    let pool = [NET, NET8, NET7, "10.6.0.0/16", "10.5.0.0/24", NET6, "2001:db8:8::/48", "2001:db8:7::/64", "::/0"];
+    let sets: [&[&str]; 4] = [&[H1, H2], &[H1, H3], &[H2, H3_SECONDARY], &[]];
+    let mut rng = StdRng::seed_from_u64(14);
+    let mut kinds = BTreeMap::<&str, usize>::new();
+    for case_no in 0..400u64 {
+        let mut case = Case::new(vpc());
+        for net in pool {
+            if rng.random_bool(0.6) {
+                case = case.spec(net, sets[rng.random_range(0..3)]);
+            }
+        }
+        if rng.random_bool(0.3) {
+            case.state = with_routes(case.state, "rtb-b", vec![gateway_route(NET7, "pcx-1")]);
+        }
+        if rng.random_bool(0.3) {
+            case.state = with_routes(case.state, "rtb-a", vec![list_route("pl-foreign", "i-2", "eni-2")]);
+        }
+        if rng.random_bool(0.6) {
+            case = case.lists([1000, 4, 2][rng.random_range(0..3)]);
+        }
+        converge(&mut case);
+        let start = case.state.clone();
+        let kind = match rng.random_range(0..6) {
+            0 => {
+                case.lists = if case.lists.is_some() { None } else { Some(list_mode(1000)) };
+                "toggle"
+            }
+            1 => {
+                for net in pool {
+                    if rng.random_bool(0.4) {
+                        case = case.spec(net, sets[rng.random_range(0..4)]);
+                    }
+                }
+                "move"
+            }
+            2 => {
+                for net in pool {
+                    if rng.random_bool(0.3) {
+                        case = case.unspec(net);
+                    }
+                }
+                "remove"
+            }
+            3 => {
+                case = case.lists([3, 2, 1][rng.random_range(0..3)]);
+                "limit"
+            }
+            4 => {
+                case = case.failed(&[[H1, H2, H3][rng.random_range(0..3)]]);
+                "fail"
+            }
+            _ => {
+                for i in 0..rng.random_range(1..12) {
+                    case = case.spec(&format!("10.{}.0.0/16", 100 + i), sets[rng.random_range(0..2)]);
+                }
+                "grow"
+            }
+        };
+        *kinds.entry(kind).or_default() += 1;
+        let stages = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| converge(&mut case)));
+        let Ok(stages) = stages else {
+            panic!("case {case_no} ({kind}): from {start:#?}\nspec {:?}, lists {:?}", case.spec, case.lists);
+        };
+        let last = stages.last().map_or_else(|| case.plan(), |s| s.plan.clone());
+        let stuck: BTreeSet<(String, Cidr)> =
+            all_pairs(&case).difference(&carried_pairs(&case, &case.state)).cloned().collect();
+        for (rtb, net) in &stuck {
+            let hosts = &case.spec.iter().find(|(c, _)| c == net).expect("spec").1;
+            assert!(
+                hosts.iter().all(|h| case.failed.contains(h)),
+                "case {case_no} ({kind}): {net} not carried in {rtb}"
+            );
+        }
+        if case.managed().is_empty() {
+            continue; // Nothing managed: nothing changed (`empty_spec_manages_nothing`).
+        }
+        // Owned lists left are exactly those serving a group.
+        let serving: BTreeSet<&String> = last.groups.iter().filter_map(|(_, l)| l.as_ref()).collect();
+        let owned: BTreeSet<&String> = case.state.prefix_lists.iter().map(|l| &l.id).collect();
+        assert_eq!(owned, serving, "case {case_no} ({kind})");
+        assert!(case.lists.is_some() || owned.is_empty(), "case {case_no} ({kind})");
+    }
+    assert!(kinds.values().all(|&n| n > 40), "{kinds:?}");
+}
+
+#[test]
+fn a_retired_lists_route_that_must_stay_is_moved_off_a_failed_router() {
+    // Lists turned off while pl-1's router H1 fails: the per-CIDR routes are created on
+    // H2, and pl-1's routes, which must stay until they exist, move to H2 at once.
+    let case = listed_converged().no_lists().failed(&[H1]);
+    let plan = case.plan();
+    let mut got = summary(&plan.actions);
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "create rtb-a 10.7.0.0/16 -> 10.0.2.3",
+            "create rtb-a 10.8.0.0/16 -> 10.0.2.2",
+            "create rtb-a 10.9.0.0/16 -> 10.0.2.2",
+            "create rtb-b 10.7.0.0/16 -> 10.0.2.3",
+            "create rtb-b 10.8.0.0/16 -> 10.0.2.2",
+            "create rtb-b 10.9.0.0/16 -> 10.0.2.2",
+            "replace rtb-a pl-1 -> 10.0.2.2 RouterFailed",
+            "replace rtb-b pl-1 -> 10.0.2.2 RouterFailed",
+        ]
+    );
+    // Without the failure the retired routes are left as they are.
+    let calm = listed_converged().no_lists().plan();
+    assert!(!summary(&calm.actions).iter().any(|a| a.starts_with("replace")), "{:?}", summary(&calm.actions));
 }

@@ -74,19 +74,18 @@ pub fn parse_ipv4(s: &str) -> Option<Ipv4Addr> {
     Ipv4::parse(s).map(Ipv4Addr::from)
 }
 
-/// Parses a route destination: a canonical IPv4 CIDR (host bits zero).
+/// Parses a route destination: a canonical IPv4 or IPv6 CIDR (host bits zero).
 pub fn parse_route_cidr(s: &str) -> Result<Cidr, String> {
-    let cidr = Cidr::parse(s)?;
-    match cidr.family() {
-        Family::V4 => Ok(cidr),
-        Family::V6 => Err("only IPv4 routes are supported".into()),
-    }
+    Cidr::parse(s)
 }
 
 /// Parses `a.b.c.d/len` strictly; host bits must be zero. Returns the network and length.
 pub fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8), String> {
     let cidr = parse_route_cidr(s)?;
-    Ok((cidr.ipv4().unwrap_or(Ipv4Addr::UNSPECIFIED), cidr.prefix()))
+    match cidr.family() {
+        Family::V4 => Ok((cidr.ipv4().unwrap_or(Ipv4Addr::UNSPECIFIED), cidr.prefix())),
+        Family::V6 => Err("an IPv4 network is needed here".into()),
+    }
 }
 
 impl RouteSpec {
@@ -124,14 +123,11 @@ impl RouteSpec {
         serde_json::Value::Object(map).to_string()
     }
 
-    /// Checks that a spec received across the ABI is canonical: IPv4 destinations, entries
-    /// sorted and unique, hosts sorted and unique. The SDK's constructors always are.
+    /// Checks that a spec received across the ABI is canonical: entries sorted and unique,
+    /// hosts sorted and unique. The SDK's constructors always are.
     pub fn check(&self) -> Result<(), SpecError> {
         for (i, r) in self.routes.iter().enumerate() {
             let key = r.cidr.to_string();
-            if r.cidr.family() != Family::V4 {
-                return Err(SpecError::Cidr { key, reason: "only IPv4 routes are supported".into() });
-            }
             if i > 0 && self.routes[i - 1].cidr >= r.cidr {
                 return Err(SpecError::NotCanonical(format!("entries are not sorted and unique at '{key}'")));
             }
@@ -305,7 +301,7 @@ mod tests {
         dup_hosts.routes[0].hosts.push(first);
         assert!(matches!(dup_hosts.check(), Err(SpecError::NotCanonical(_))));
         let v6 = RouteSpec::new([(Cidr::parse("2001:db8::/32").unwrap(), vec![])]).unwrap();
-        assert!(v6.check().unwrap_err().to_string().contains("only IPv4"));
+        assert_eq!(v6.check(), Ok(()), "IPv6 destinations are routed too");
         assert!(RouteSpec::new([(spec.routes[0].cidr, vec![]), (spec.routes[0].cidr, vec![])]).is_err());
     }
 }

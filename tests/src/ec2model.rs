@@ -82,10 +82,10 @@ pub enum Class {
     Write,
 }
 
-/// The class of an EC2 action: `Describe*` reads, everything else writes (including an
-/// unparsable `?`).
+/// The class of an EC2 action: EC2's non-mutating actions (`Describe*`, `Get*`, `List*`,
+/// `Search*`) read, everything else writes (including an unparsable `?`).
 pub fn classify(action: &str) -> Class {
-    if action.starts_with("Describe") {
+    if ["Describe", "Get", "List", "Search"].iter().any(|p| action.starts_with(p)) {
         Class::Read
     } else {
         Class::Write
@@ -170,7 +170,8 @@ mod tests {
     #[test]
     fn classes() {
         assert_eq!(classify("DescribeRouteTables"), Class::Read);
-        for a in ["CreateRoute", "ReplaceRoute", "DeleteRoute", "RunInstances", "?"] {
+        assert_eq!(classify("GetManagedPrefixListEntries"), Class::Read);
+        for a in ["CreateRoute", "ReplaceRoute", "DeleteRoute", "ModifyManagedPrefixList", "RunInstances", "?"] {
             assert_eq!(classify(a), Class::Write, "{a}");
         }
     }

@@ -9,7 +9,8 @@
 //! | s3     | 127.0.3.0/24 | rt3 (explicit)         | 127.0.3.10 (a "NAT" box)   |
 //! | s4     | 127.0.4.0/24 | main (implicit)        | 127.0.4.10                 |
 //!
-//! rt1 and rt2 have a default route to an internet gateway; every table has `local`.
+//! rt1 and rt2 have a default route to an internet gateway; every table has `local`. The
+//! VPC has an IPv6 block too (moto's `AmazonProvidedIpv6CidrBlock`).
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -23,6 +24,23 @@ use crate::moto::Moto;
 
 /// The region the tests use.
 pub const REGION: &str = "us-east-1";
+
+/// A customer-managed prefix list as [`World::prefix_lists`] reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PrefixListInfo {
+    /// `pl-...`
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Max entries.
+    pub max_entries: i32,
+    /// Version.
+    pub version: i64,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+    /// Entries, sorted.
+    pub entries: Vec<String>,
+}
 
 /// Router instances of the world: IP → (instance id, ENI id).
 pub type Routers = BTreeMap<Ipv4Addr, (String, String)>;
@@ -69,14 +87,20 @@ impl World {
         self.rt.block_on(f)
     }
 
-    /// Routes of a table: destination → target, where an instance/ENI target is shown as
-    /// the router's IP and any other target by its id (`local`, `igw-...`).
+    /// Routes of a table: destination (IPv4 or IPv6 CIDR, or prefix list id) → target,
+    /// where an instance/ENI target is shown as the router's IP and any other target by its
+    /// id (`local`, `igw-...`). The VPC's IPv6 `local` route is left out.
     pub fn routes(&self, rtb: &str) -> anyhow::Result<BTreeMap<String, String>> {
         let out = self.block_on(self.ec2.describe_route_tables().route_table_ids(rtb).send())?;
         let table = out.route_tables().first().context("route table not found")?;
         let mut routes = BTreeMap::new();
         for r in table.routes() {
-            let Some(dest) = r.destination_cidr_block() else { continue };
+            if r.destination_ipv6_cidr_block().is_some() && r.gateway_id() == Some("local") {
+                continue;
+            }
+            let dest =
+                r.destination_cidr_block().or(r.destination_ipv6_cidr_block()).or(r.destination_prefix_list_id());
+            let Some(dest) = dest else { continue };
             let target = if let Some(eni) = r.network_interface_id() {
                 self.ip_of(|(_, e)| e == eni).unwrap_or_else(|| eni.to_string())
             } else if let Some(inst) = r.instance_id() {
@@ -106,6 +130,59 @@ impl World {
             self.ec2.create_route().route_table_id(rtb).destination_cidr_block(cidr).instance_id(inst).send(),
         )?;
         Ok(())
+    }
+
+    /// Adds a route to `dest` (IPv4 or IPv6 CIDR, or a prefix list id) to the interface
+    /// owning `ip`.
+    pub fn add_eni_route(&self, rtb: &str, dest: &str, ip: &str) -> anyhow::Result<()> {
+        let ip: Ipv4Addr = ip.parse()?;
+        let (_, eni) = self.routers.get(&ip).context("no such router")?;
+        let req = self.ec2.create_route().route_table_id(rtb).network_interface_id(eni);
+        let req = if dest.starts_with("pl-") {
+            req.destination_prefix_list_id(dest)
+        } else if dest.contains(':') {
+            req.destination_ipv6_cidr_block(dest)
+        } else {
+            req.destination_cidr_block(dest)
+        };
+        self.block_on(req.send())?;
+        Ok(())
+    }
+
+    /// The customer-managed prefix lists (AWS-managed ones left out), with their entries.
+    pub fn prefix_lists(&self) -> anyhow::Result<Vec<PrefixListInfo>> {
+        let out = self.block_on(self.ec2.describe_managed_prefix_lists().send())?;
+        let mut lists = Vec::new();
+        for l in out.prefix_lists().iter().filter(|l| l.owner_id() != Some("AWS")) {
+            let id = l.prefix_list_id().context("list without id")?.to_string();
+            if matches!(l.state(), Some(aws_sdk_ec2::types::PrefixListState::DeleteComplete)) {
+                continue;
+            }
+            let entries = self.block_on(self.ec2.get_managed_prefix_list_entries().prefix_list_id(&id).send())?;
+            let mut entries: Vec<String> =
+                entries.entries().iter().filter_map(|e| e.cidr().map(str::to_string)).collect();
+            entries.sort();
+            lists.push(PrefixListInfo {
+                id,
+                name: l.prefix_list_name().unwrap_or_default().to_string(),
+                max_entries: l.max_entries().unwrap_or_default(),
+                version: l.version().unwrap_or_default(),
+                tags: l.tags().iter().filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string()))).collect(),
+                entries,
+            });
+        }
+        Ok(lists)
+    }
+
+    /// Creates a prefix list of someone else's (no vpcrouter tags) with `entries`.
+    pub fn create_foreign_list(&self, name: &str, entries: &[&str]) -> anyhow::Result<String> {
+        let mut req =
+            self.ec2.create_managed_prefix_list().prefix_list_name(name).address_family("IPv4").max_entries(10);
+        for e in entries {
+            req = req.entries(aws_sdk_ec2::types::AddPrefixListEntry::builder().cidr(*e).build());
+        }
+        let out = self.block_on(req.send())?;
+        Ok(out.prefix_list().and_then(|l| l.prefix_list_id()).context("no list id")?.to_string())
     }
 
     /// Adds a route to the internet gateway.
@@ -141,7 +218,7 @@ impl World {
 }
 
 async fn build(ec2: &Client) -> anyhow::Result<(String, Vec<String>, String, String, Routers)> {
-    let vpc = ec2.create_vpc().cidr_block("127.0.0.0/16").send().await?;
+    let vpc = ec2.create_vpc().cidr_block("127.0.0.0/16").amazon_provided_ipv6_cidr_block(true).send().await?;
     let vpc_id = vpc.vpc().and_then(|v| v.vpc_id()).context("no vpc id")?.to_string();
     let vpc_filter = Filter::builder().name("vpc-id").values(&vpc_id).build();
     let main_table = ec2

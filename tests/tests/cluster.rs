@@ -353,3 +353,52 @@ fn a_leader_that_loses_its_lease_in_the_middle_of_a_wave_stops_writing() -> anyh
     );
     Ok(())
 }
+
+#[test]
+fn only_the_leader_changes_prefix_lists_and_a_new_leader_adopts_them() -> anyhow::Result<()> {
+    let etcd = Etcd::start()?;
+    let env = Env::new()?;
+    let (rt1, rt2) = (env.world.tables[0].clone(), env.world.tables[1].clone());
+    let lists = || -> Vec<vpcrouter_tests::world::PrefixListInfo> {
+        env.world
+            .prefix_lists()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|l| l.tags.contains_key("vpcrouter:group"))
+            .collect()
+    };
+    let mut all: Vec<Option<Instance>> = ["a", "b"]
+        .iter()
+        .map(|id| instance_with(&env, &etcd.endpoints(), id, &["--prefix-lists"]).map(Some))
+        .collect::<anyhow::Result<_>>()?;
+    let view: Vec<&Instance> = all.iter().flatten().collect();
+    let leader = wait_one_leader(&view, T).map_err(|e| anyhow::anyhow!("{e}\n{}", logs(&view)))?;
+    let list = wait_for(T, "the group's list routed in rt1 and rt2", || {
+        let [list] = lists().try_into().ok()?;
+        let routed = [&rt1, &rt2].iter().all(|t| env.world.routes(t).is_ok_and(|r| r.contains_key(&list.id)));
+        routed.then_some(list)
+    })
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", logs(&view)))?;
+    assert_eq!(list.entries, [CIDR]);
+    let changes = |i: &Instance| i.metric("vpcrouter_prefix_list_changes_total").unwrap_or(-1.0);
+    assert!(changes(view[leader]) >= 1.0, "{}", logs(&view));
+    assert_eq!(changes(view[1 - leader]), 0.0, "the follower changes no list\n{}", logs(&view));
+    assert!(!view[1 - leader].daemon.log().contains("prefix list changed"));
+
+    // The leader goes; the other adopts the list (same cluster name) and edits it.
+    let gone = all[leader].take().expect("leader");
+    drop(gone);
+    let view: Vec<&Instance> = all.iter().flatten().collect();
+    wait_one_leader(&view, T)?;
+    env.write(
+        "spec.json",
+        r#"{"10.55.0.0/16": ["127.0.1.10", "127.0.2.10"], "10.56.0.0/16": ["127.0.1.10", "127.0.2.10"]}"#,
+    );
+    wait_for(T, "the new leader to add 10.56 to the same list", || {
+        let [l] = lists().try_into().ok()?;
+        (l.id == list.id && l.entries == [CIDR, "10.56.0.0/16"]).then_some(())
+    })
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", logs(&view)))?;
+    assert!(view[0].daemon.log().contains("prefix list changed: 1 entries added"), "{}", logs(&view));
+    Ok(())
+}

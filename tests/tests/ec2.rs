@@ -1,18 +1,25 @@
-//! The EC2 adapter against moto: reads, the three writes, error classification, call counts.
+//! The EC2 adapter against moto: reads, the route and prefix-list writes, error
+//! classification, call counts.
 //! (One test in this binary: it points the SDK's environment chain at its own moto.)
 
 use std::net::Ipv4Addr;
 
 use vpcrouter::vpc::ec2::{Ec2, Ec2Error};
 use vpcrouter::vpc::limits::Limits;
-use vpcrouter::vpc::model::{Cidr, ReplaceReason, Route, RouteAction, RouterTarget, VpcState};
+use vpcrouter::vpc::model::{
+    Cidr, DeleteReason, Dest, Family, Group, ReplaceReason, Route, RouteAction, RouterTarget, VpcState,
+};
 use vpcrouter_tests::Env;
 
 fn ip(s: &str) -> Ipv4Addr {
     s.parse().expect("ip")
 }
 
-fn cidr(s: &str) -> Cidr {
+fn cidr(s: &str) -> Dest {
+    Dest::Cidr(Cidr::parse(s).expect("cidr"))
+}
+
+fn cidr_of(s: &str) -> Cidr {
     Cidr::parse(s).expect("cidr")
 }
 
@@ -22,7 +29,7 @@ fn calls(ec2: &Ec2, op: &str) -> (u64, u64) {
 
 fn route<'a>(state: &'a VpcState, rtb: &str, dest: &str) -> Option<&'a Route> {
     let table = state.route_tables.iter().find(|t| t.id == rtb)?;
-    table.routes.iter().find(|r| r.destination.as_deref() == Some(dest))
+    table.routes.iter().find(|r| r.dest == Some(cidr(dest)))
 }
 
 #[test]
@@ -72,23 +79,32 @@ fn adapter_reads_and_writes_a_moto_vpc() -> anyhow::Result<()> {
         RouterTarget { ip: ip(addr), instance_id, eni_id }
     };
     let rtb = w.tables[0].clone();
-    rt.block_on(ec2.execute(&RouteAction::Create {
-        rtb: rtb.clone(),
-        cidr: cidr("10.55.0.0/16"),
-        target: target("127.0.1.10"),
-    }))?;
+    rt.block_on(ec2.execute(
+        &RouteAction::Create { rtb: rtb.clone(), dest: cidr("10.55.0.0/16"), target: target("127.0.1.10") },
+        &limits,
+        "t",
+    ))?;
     let state = rt.block_on(ec2.read_state(&w.vpc_id, &limits))?;
     assert_eq!(route(&state, &rtb, "10.55.0.0/16").and_then(|r| r.eni_id.clone()), Some(r1_eni.clone()));
     let replace = RouteAction::Replace {
         rtb: rtb.clone(),
-        cidr: cidr("10.55.0.0/16"),
+        dest: cidr("10.55.0.0/16"),
         target: target("127.0.1.11"),
         old_router: Some(ip("127.0.1.10")),
         reason: ReplaceReason::RouterFailed,
     };
-    rt.block_on(ec2.execute(&replace))?;
+    rt.block_on(ec2.execute(&replace, &limits, "t"))?;
     assert_eq!(w.routes(&rtb)?.get("10.55.0.0/16").map(String::as_str), Some("127.0.1.11"));
-    rt.block_on(ec2.execute(&RouteAction::Delete { rtb: rtb.clone(), cidr: cidr("10.55.0.0/16"), old_router: None }))?;
+    rt.block_on(ec2.execute(
+        &RouteAction::Delete {
+            rtb: rtb.clone(),
+            dest: cidr("10.55.0.0/16"),
+            old_router: None,
+            reason: DeleteReason::NotInSpec,
+        },
+        &limits,
+        "t",
+    ))?;
     assert!(!w.routes(&rtb)?.contains_key("10.55.0.0/16"));
     assert_eq!(w.routes(&rtb)?.get("0.0.0.0/0"), Some(&w.igw));
     for op in ["CreateRoute", "ReplaceRoute", "DeleteRoute"] {
@@ -97,16 +113,68 @@ fn adapter_reads_and_writes_a_moto_vpc() -> anyhow::Result<()> {
 
     // EC2 refusals are permanent and counted; a missing VPC says what to check.
     let err = rt
-        .block_on(ec2.execute(&RouteAction::Delete { rtb, cidr: cidr("10.99.0.0/16"), old_router: None }))
+        .block_on(ec2.execute(
+            &RouteAction::Delete { rtb, dest: cidr("10.99.0.0/16"), old_router: None, reason: DeleteReason::NotInSpec },
+            &limits,
+            "t",
+        ))
         .expect_err("deleting a missing route");
     assert!(matches!(err, Ec2Error::Rejected { operation: "DeleteRoute", .. }) && !err.is_transient(), "{err:?}");
     assert!(err.is_route_not_found() && err.shows_stale_state(), "{err:?}");
     assert_eq!(calls(&ec2, "DeleteRoute"), (2, 1));
     // A replace of a missing route and a create of an existing one show a stale state.
-    let err = rt.block_on(ec2.execute(&replace)).expect_err("replacing a missing route");
+    let err = rt.block_on(ec2.execute(&replace, &limits, "t")).expect_err("replacing a missing route");
     assert!(err.shows_stale_state() && !err.is_transient() && !err.is_throttle(), "{err:?}");
     // (moto accepts a second CreateRoute to an interface; EC2's RouteAlreadyExists is
     // covered by the adapter's unit test.)
+    // Prefix lists: created with 150 entries (one Create of 100, one Modify of 50), read
+    // back with entries by the owner only, edited from its version; an edit from an older
+    // version shows a stale state (EC2's PrefixListVersionMismatch).
+    let owner = rt.block_on(Ec2::connect(vpcrouter_tests::world::REGION, Default::default())).owning_lists_of("t1");
+    let members: Vec<Cidr> =
+        (0..150).map(|i| Cidr::parse(&format!("10.{}.{}.0/24", 100 + i / 100, i % 100)).expect("cidr")).collect();
+    let group = Group {
+        key: "ipv4-127.0.1.10".into(),
+        family: Family::V4,
+        hosts: vec![ip("127.0.1.10")],
+        members: members.clone(),
+    };
+    let create = RouteAction::CreateList { name: "vpcrouter-t1-ipv4-127.0.1.10".into(), group, max_entries: 200 };
+    let applied = rt.block_on(owner.execute(&create, &limits, "token-1"))?;
+    let (id, version) = applied.list.clone().expect("list id and version");
+    assert_eq!(version, 2, "created, then one more call for the last 50 entries");
+    assert_eq!(calls(&owner, "CreateManagedPrefixList"), (1, 0));
+    assert_eq!(calls(&owner, "ModifyManagedPrefixList"), (1, 0));
+    let read = rt.block_on(owner.read_state(&w.vpc_id, &limits))?;
+    let [list] = read.prefix_lists.as_slice() else { panic!("one owned list: {:?}", read.prefix_lists) };
+    assert_eq!((list.id.as_str(), list.version, list.max_entries, list.entries.len()), (id.as_str(), 2, 200, 150));
+    assert_eq!(list.group, "ipv4-127.0.1.10");
+    assert!(rt.block_on(ec2.read_state(&w.vpc_id, &limits))?.prefix_lists.is_empty(), "no owner, no lists read");
+    let entries_reads = calls(&owner, "GetManagedPrefixListEntries").0;
+    rt.block_on(owner.read_state(&w.vpc_id, &limits))?;
+    assert_eq!(
+        calls(&owner, "GetManagedPrefixListEntries").0,
+        entries_reads,
+        "unchanged version: entries not read again"
+    );
+    let modify = |version| RouteAction::ModifyList {
+        id: id.clone(),
+        name: "vpcrouter-t1-ipv4-127.0.1.10".into(),
+        version,
+        add: vec![cidr_of("10.99.0.0/16")],
+        remove: members[..2].to_vec(),
+    };
+    let applied = rt.block_on(owner.execute(&modify(2), &limits, "t"))?;
+    assert_eq!(applied.list, Some((id.clone(), 4)), "additions, then removals");
+    let err = rt.block_on(owner.execute(&modify(2), &limits, "t")).expect_err("an edit from an old version");
+    assert!(err.shows_stale_state() && !err.is_transient(), "{err:?}");
+    let read = rt.block_on(owner.read_state(&w.vpc_id, &limits))?;
+    assert_eq!(read.prefix_lists[0].entries.len(), 149);
+    assert!(read.prefix_lists[0].entries.contains(&cidr_of("10.99.0.0/16")));
+    let delete = RouteAction::DeleteList { id: id.clone(), name: String::new() };
+    rt.block_on(owner.execute(&delete, &limits, "t"))?;
+    assert!(rt.block_on(owner.read_state(&w.vpc_id, &limits))?.prefix_lists.is_empty());
+
     let err = rt.block_on(ec2.read_state("vpc-0123456789abcdef0", &limits)).expect_err("missing VPC");
     assert!(matches!(err, Ec2Error::VpcNotFound { .. }) && !err.is_transient(), "{err:?}");
     assert!(err.to_string().contains("check -v/--vpc and -r/--region"), "{err}");

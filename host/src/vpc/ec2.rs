@@ -5,6 +5,7 @@
 //! and the cap on calls in flight are the executor's ([`super::executor`]); the SDK's own
 //! retries are off. Timeouts are the SDK's, configured in [`Ec2::connect`].
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,7 +20,10 @@ use aws_sdk_ec2::types as ec2;
 use tracing::debug;
 
 use super::limits::Limits;
-use super::model::{Eni, Instance, Route, RouteAction, RouteTable, RouterTarget, VpcState};
+use super::model::{
+    Applied, Cidr, Dest, Eni, Family, Group, Instance, PrefixList, Route, RouteAction, RouteTable, RouterTarget,
+    VpcState,
+};
 use crate::metrics::Metrics;
 use crate::sync::lock;
 
@@ -30,20 +34,33 @@ enum Op {
     DescribeSubnets,
     DescribeRouteTables,
     DescribeInstances,
+    DescribeManagedPrefixLists,
+    GetManagedPrefixListEntries,
     CreateRoute,
     ReplaceRoute,
     DeleteRoute,
+    CreateManagedPrefixList,
+    ModifyManagedPrefixList,
+    DeleteManagedPrefixList,
 }
 
+/// How many operations [`Op`] has.
+const OPS: usize = 12;
+
 impl Op {
-    const ALL: [Op; 7] = [
+    const ALL: [Op; OPS] = [
         Op::DescribeVpcs,
         Op::DescribeSubnets,
         Op::DescribeRouteTables,
         Op::DescribeInstances,
+        Op::DescribeManagedPrefixLists,
+        Op::GetManagedPrefixListEntries,
         Op::CreateRoute,
         Op::ReplaceRoute,
         Op::DeleteRoute,
+        Op::CreateManagedPrefixList,
+        Op::ModifyManagedPrefixList,
+        Op::DeleteManagedPrefixList,
     ];
 
     fn name(self) -> &'static str {
@@ -52,12 +69,26 @@ impl Op {
             Op::DescribeSubnets => "DescribeSubnets",
             Op::DescribeRouteTables => "DescribeRouteTables",
             Op::DescribeInstances => "DescribeInstances",
+            Op::DescribeManagedPrefixLists => "DescribeManagedPrefixLists",
+            Op::GetManagedPrefixListEntries => "GetManagedPrefixListEntries",
             Op::CreateRoute => "CreateRoute",
             Op::ReplaceRoute => "ReplaceRoute",
             Op::DeleteRoute => "DeleteRoute",
+            Op::CreateManagedPrefixList => "CreateManagedPrefixList",
+            Op::ModifyManagedPrefixList => "ModifyManagedPrefixList",
+            Op::DeleteManagedPrefixList => "DeleteManagedPrefixList",
         }
     }
 }
+
+/// Tag naming the vpcrouter cluster that owns a prefix list.
+pub const CLUSTER_TAG: &str = "vpcrouter:cluster";
+/// Tag naming the group a prefix list carries.
+pub const GROUP_TAG: &str = "vpcrouter:group";
+/// Entries one CreateManagedPrefixList or ModifyManagedPrefixList call may carry.
+const ENTRIES_PER_CALL: usize = 100;
+/// Calls a list change waits through while EC2 finishes the previous one (`IncorrectState`).
+const LIST_BUSY_RETRIES: u32 = 12;
 
 /// Every EC2 API operation the adapter can call (the IAM policy must allow exactly these).
 pub fn operations() -> Vec<&'static str> {
@@ -67,9 +98,9 @@ pub fn operations() -> Vec<&'static str> {
 /// Calls, errors and throttled answers per operation (indexed like [`Op::ALL`]).
 #[derive(Debug, Default)]
 struct Counters {
-    calls: [AtomicU64; 7],
-    errors: [AtomicU64; 7],
-    throttled: [AtomicU64; 7],
+    calls: [AtomicU64; OPS],
+    errors: [AtomicU64; OPS],
+    throttled: [AtomicU64; OPS],
 }
 
 /// One operation's counters, as [`Ec2::call_counts`] reports them.
@@ -115,7 +146,7 @@ pub enum Ec2Error {
         message: String,
     },
     /// The credentials were rejected or lack permission.
-    #[error("{operation}: access denied ({code}): {message}; check the AWS credentials and that their IAM policy allows ec2:DescribeVpcs, ec2:DescribeSubnets, ec2:DescribeRouteTables, ec2:DescribeInstances, ec2:CreateRoute, ec2:ReplaceRoute and ec2:DeleteRoute")]
+    #[error("{operation}: access denied ({code}): {message}; check the AWS credentials and that their IAM policy allows the calls listed in packaging/iam-policy.json (ec2:{operation} among them)")]
     AccessDenied {
         /// EC2 operation.
         operation: &'static str,
@@ -197,6 +228,8 @@ impl Ec2Error {
             Ec2Error::Rejected { code, message, .. } => {
                 code.ends_with("NotFound")
                     || code.contains("AlreadyExists")
+                    // ModifyManagedPrefixList from an older version of the list.
+                    || code == "PrefixListVersionMismatch"
                     // ReplaceRoute of a route that is not there.
                     || (code == "InvalidParameterValue" && message.contains("no route defined"))
             }
@@ -204,9 +237,17 @@ impl Ec2Error {
         }
     }
 
-    /// True when a DeleteRoute found no route: what it was meant to achieve holds.
+    /// True when a DeleteRoute found no route (or a DeleteManagedPrefixList no list): what
+    /// it was meant to achieve holds.
     pub fn is_route_not_found(&self) -> bool {
-        matches!(self, Ec2Error::Rejected { code, .. } if code == "InvalidRoute.NotFound" || code == "InvalidRouteNotFound")
+        matches!(self, Ec2Error::Rejected { code, .. }
+            if code == "InvalidRoute.NotFound" || code == "InvalidRouteNotFound" || code == "InvalidPrefixListID.NotFound")
+    }
+
+    /// True when a prefix list is still busy with an earlier change (EC2 applies list
+    /// changes asynchronously): the call may be sent again shortly.
+    fn is_list_busy(&self) -> bool {
+        matches!(self, Ec2Error::Rejected { code, .. } if code == "IncorrectState")
     }
 
     /// Classifies an SDK error of `op`.
@@ -271,6 +312,9 @@ fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
+/// Entries of prefix lists by (id, version).
+type ListEntries = BTreeMap<(String, i64), Vec<Cidr>>;
+
 /// A client for one region; cheap to clone (clones share the connection pool and counters).
 #[derive(Clone, Debug)]
 pub struct Ec2 {
@@ -278,9 +322,13 @@ pub struct Ec2 {
     region: String,
     counters: Arc<Counters>,
     metrics: Arc<Metrics>,
-    /// The VPC DescribeVpcs last confirmed; later reads skip that call (3 reads per
+    /// The VPC DescribeVpcs last confirmed; later reads skip that call (4 reads per
     /// reconcile at steady state).
     confirmed_vpc: Arc<std::sync::Mutex<Option<String>>>,
+    /// The cluster name whose prefix lists are read (`None`: none are).
+    owner: Option<String>,
+    /// Entries of owned prefix lists by (id, version): read once per version.
+    entries: Arc<std::sync::Mutex<ListEntries>>,
 }
 
 /// The SDK configuration loader: standard chain, `region`, no retries (the executor's),
@@ -318,7 +366,15 @@ impl Ec2 {
             counters: Arc::new(Counters::default()),
             metrics,
             confirmed_vpc: Arc::default(),
+            owner: None,
+            entries: Arc::default(),
         }
+    }
+
+    /// Reads (and may change) the prefix lists tagged with this cluster name.
+    pub fn owning_lists_of(mut self, cluster: &str) -> Ec2 {
+        self.owner = Some(cluster.to_owned());
+        self
     }
 
     /// Counts one call of `op` sent at `sent`, records its duration, and classifies its
@@ -346,7 +402,7 @@ impl Ec2 {
             .iter()
             .map(|&op| {
                 let i = op as usize;
-                let get = |a: &[AtomicU64; 7]| a[i].load(Ordering::Relaxed);
+                let get = |a: &[AtomicU64; OPS]| a[i].load(Ordering::Relaxed);
                 CallCount {
                     operation: op.name(),
                     calls: get(&self.counters.calls),
@@ -357,12 +413,14 @@ impl Ec2 {
             .collect()
     }
 
-    /// Reads the VPC: its existence, subnets, route tables and instances (four Describe
-    /// calls, run concurrently, plus one per further page), each call within `limits`.
+    /// Reads the VPC: its existence, subnets, route tables, instances and the prefix lists
+    /// this cluster owns (five Describe calls, run concurrently, plus one per further page,
+    /// plus one GetManagedPrefixListEntries per list whose version changed), each call
+    /// within `limits`.
     pub async fn read_state(&self, vpc_id: &str, limits: &Limits) -> Result<VpcState, Ec2Error> {
         debug!(vpc = vpc_id, region = %self.region, "reading VPC");
         let confirmed = self.lock_confirmed().as_deref() == Some(vpc_id);
-        let (vpcs, subnets, tables, instances) = tokio::join!(
+        let (vpcs, subnets, tables, instances, lists) = tokio::join!(
             async {
                 if confirmed {
                     Ok(true)
@@ -373,13 +431,21 @@ impl Ec2 {
             self.subnets(vpc_id, limits),
             self.route_tables(vpc_id, limits),
             self.instances(vpc_id, limits),
+            self.prefix_lists(limits),
         );
         if !vpcs? {
             return Err(Ec2Error::VpcNotFound { vpc_id: vpc_id.to_owned(), region: self.region.clone() });
         }
         *self.lock_confirmed() = Some(vpc_id.to_owned());
-        let state =
-            VpcState { vpc_id: vpc_id.to_owned(), subnets: subnets?, route_tables: tables?, instances: instances? };
+        let (lists, other_lists) = lists?;
+        let state = VpcState {
+            vpc_id: vpc_id.to_owned(),
+            subnets: subnets?,
+            route_tables: tables?,
+            instances: instances?,
+            prefix_lists: lists,
+            other_lists,
+        };
         debug!(
             vpc = vpc_id,
             subnets = state.subnets.len(),
@@ -462,57 +528,310 @@ impl Ec2 {
         }
     }
 
-    /// Executes `action` with exactly one CreateRoute, ReplaceRoute or DeleteRoute call
-    /// (the caller holds a write token and an in-flight slot).
+    /// The prefix lists tagged with this cluster's name, with their entries (read again
+    /// only when a list's version changed), and the max entries of every other list (their
+    /// routes' weight). Nothing is read without an owner name.
+    async fn prefix_lists(&self, limits: &Limits) -> Result<(Vec<PrefixList>, BTreeMap<String, u32>), Ec2Error> {
+        let mut others = BTreeMap::new();
+        let Some(owner) = &self.owner else { return Ok((Vec::new(), others)) };
+        let mut found = Vec::new();
+        let mut token = None;
+        loop {
+            let _slot = limits.read_slot().await;
+            let sent = Instant::now();
+            let call = self.client.describe_managed_prefix_lists().set_next_token(token).send().await;
+            let page = self.record(Op::DescribeManagedPrefixLists, sent, call)?;
+            for l in page.prefix_lists() {
+                match owned_list(l, owner) {
+                    Some(list) => found.push(list),
+                    None => {
+                        let max = l.max_entries().and_then(|m| u32::try_from(m).ok());
+                        if let (Some(id), Some(max)) = (l.prefix_list_id(), max) {
+                            others.insert(id.to_owned(), max);
+                        }
+                    }
+                }
+            }
+            token = next_token(page.next_token());
+            if token.is_none() {
+                break;
+            }
+        }
+        let mut out = Vec::with_capacity(found.len());
+        for mut list in found {
+            let key = (list.id.clone(), list.version);
+            let cached = lock(&self.entries).get(&key).cloned();
+            list.entries = match cached {
+                Some(entries) => entries,
+                None => {
+                    let entries = self.list_entries(&list, limits).await?;
+                    lock(&self.entries).insert(key, entries.clone());
+                    entries
+                }
+            };
+            out.push(list);
+        }
+        let live: BTreeSet<(String, i64)> = out.iter().map(|l| (l.id.clone(), l.version)).collect();
+        lock(&self.entries).retain(|k, _| live.contains(k));
+        Ok((out, others))
+    }
+
+    async fn list_entries(&self, list: &PrefixList, limits: &Limits) -> Result<Vec<Cidr>, Ec2Error> {
+        let mut out = Vec::new();
+        let mut token = None;
+        loop {
+            let _slot = limits.read_slot().await;
+            let sent = Instant::now();
+            let call = self
+                .client
+                .get_managed_prefix_list_entries()
+                .prefix_list_id(&list.id)
+                .target_version(list.version)
+                .set_next_token(token)
+                .send()
+                .await;
+            let page = self.record(Op::GetManagedPrefixListEntries, sent, call)?;
+            out.extend(page.entries().iter().filter_map(|e| e.cidr().and_then(|c| Cidr::parse(c).ok())));
+            token = next_token(page.next_token());
+            if token.is_none() {
+                out.sort();
+                out.dedup();
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Executes `action`: a route change with exactly one CreateRoute, ReplaceRoute or
+    /// DeleteRoute call; a prefix-list change with as many calls as its entries need (the
+    /// caller holds a write token for the first; further ones are taken from `limits`).
+    /// `token` makes a CreateManagedPrefixList idempotent across the caller's retries.
     ///
     /// New targets are given as NetworkInterfaceId only (pinning the interface that owns
     /// the router's IP); only when the ENI id is unknown (`""`, emulators) as InstanceId.
-    pub async fn execute(&self, action: &RouteAction) -> Result<(), Ec2Error> {
+    pub async fn execute(&self, action: &RouteAction, limits: &Limits, token: &str) -> Result<Applied, Ec2Error> {
+        let route_dest = |dest: &Dest| match dest {
+            Dest::Cidr(c) if c.family() == Family::V4 => (Some(c.to_string()), None, None),
+            Dest::Cidr(c) => (None, Some(c.to_string()), None),
+            Dest::List(id) => (None, None, Some(id.clone())),
+        };
         match action {
-            RouteAction::Create { rtb, cidr, target } => {
-                debug!(rtb = %rtb, cidr = %cidr, router = %target.ip, eni = %target.eni_id, "CreateRoute");
+            RouteAction::Create { rtb, dest, target } => {
+                debug!(rtb = %rtb, cidr = %dest, router = %target.ip, eni = %target.eni_id, "CreateRoute");
                 let (eni, inst) = target_ids(target);
+                let (v4, v6, list) = route_dest(dest);
                 let sent = Instant::now();
                 let result = self
                     .client
                     .create_route()
                     .route_table_id(rtb)
-                    .destination_cidr_block(cidr.to_string())
+                    .set_destination_cidr_block(v4)
+                    .set_destination_ipv6_cidr_block(v6)
+                    .set_destination_prefix_list_id(list)
                     .set_network_interface_id(eni)
                     .set_instance_id(inst)
                     .send()
                     .await;
-                self.record(Op::CreateRoute, sent, result).map(drop)
+                self.record(Op::CreateRoute, sent, result).map(|_| Applied::default())
             }
-            RouteAction::Replace { rtb, cidr, target, .. } => {
-                debug!(rtb = %rtb, cidr = %cidr, router = %target.ip, eni = %target.eni_id, "ReplaceRoute");
+            RouteAction::Replace { rtb, dest, target, .. } => {
+                debug!(rtb = %rtb, cidr = %dest, router = %target.ip, eni = %target.eni_id, "ReplaceRoute");
                 let (eni, inst) = target_ids(target);
+                let (v4, v6, list) = route_dest(dest);
                 let sent = Instant::now();
                 let result = self
                     .client
                     .replace_route()
                     .route_table_id(rtb)
-                    .destination_cidr_block(cidr.to_string())
+                    .set_destination_cidr_block(v4)
+                    .set_destination_ipv6_cidr_block(v6)
+                    .set_destination_prefix_list_id(list)
                     .set_network_interface_id(eni)
                     .set_instance_id(inst)
                     .send()
                     .await;
-                self.record(Op::ReplaceRoute, sent, result).map(drop)
+                self.record(Op::ReplaceRoute, sent, result).map(|_| Applied::default())
             }
-            RouteAction::Delete { rtb, cidr, .. } => {
-                debug!(rtb = %rtb, cidr = %cidr, "DeleteRoute");
+            RouteAction::Delete { rtb, dest, .. } => {
+                debug!(rtb = %rtb, cidr = %dest, "DeleteRoute");
+                let (v4, v6, list) = route_dest(dest);
                 let sent = Instant::now();
                 let result = self
                     .client
                     .delete_route()
                     .route_table_id(rtb)
-                    .destination_cidr_block(cidr.to_string())
+                    .set_destination_cidr_block(v4)
+                    .set_destination_ipv6_cidr_block(v6)
+                    .set_destination_prefix_list_id(list)
                     .send()
                     .await;
-                self.record(Op::DeleteRoute, sent, result).map(drop)
+                self.record(Op::DeleteRoute, sent, result).map(|_| Applied::default())
+            }
+            RouteAction::CreateList { name, group, max_entries } => {
+                self.create_list(name, group, *max_entries, limits, token).await
+            }
+            RouteAction::ModifyList { id, name, version, add, remove } => {
+                let version = self.modify_list(id, name, *version, add, remove, limits, false).await?;
+                Ok(Applied { list: Some((id.clone(), version)) })
+            }
+            RouteAction::DeleteList { id, name } => {
+                debug!(list = %id, name = %name, "DeleteManagedPrefixList");
+                let sent = Instant::now();
+                let result = self.client.delete_managed_prefix_list().prefix_list_id(id).send().await;
+                self.record(Op::DeleteManagedPrefixList, sent, result).map(|_| Applied::default())
             }
         }
     }
+
+    /// Creates a group's list with its first entries, then adds the rest.
+    async fn create_list(
+        &self,
+        name: &str,
+        group: &Group,
+        max_entries: u32,
+        limits: &Limits,
+        token: &str,
+    ) -> Result<Applied, Ec2Error> {
+        let owner = self.owner.as_deref().unwrap_or_default();
+        debug!(name = %name, group = %group.key, entries = group.members.len(), max_entries, "CreateManagedPrefixList");
+        let (first, rest) = group.members.split_at(group.members.len().min(ENTRIES_PER_CALL));
+        let tag = |k: &str, v: &str| ec2::Tag::builder().key(k).value(v).build();
+        let tags = ec2::TagSpecification::builder()
+            .resource_type(ec2::ResourceType::PrefixList)
+            .tags(tag("Name", name))
+            .tags(tag(CLUSTER_TAG, owner))
+            .tags(tag(GROUP_TAG, &group.key))
+            .build();
+        let sent = Instant::now();
+        let result = self
+            .client
+            .create_managed_prefix_list()
+            .prefix_list_name(name)
+            .address_family(family_name(group.family))
+            .max_entries(i32::try_from(max_entries).unwrap_or(i32::MAX))
+            .set_entries(Some(entries(first)))
+            .tag_specifications(tags)
+            .client_token(token)
+            .send()
+            .await;
+        let created = self.record(Op::CreateManagedPrefixList, sent, result)?;
+        let list = created.prefix_list();
+        let (Some(id), Some(version)) = (list.and_then(|l| l.prefix_list_id()), list.and_then(|l| l.version())) else {
+            return Err(Ec2Error::Other {
+                operation: Op::CreateManagedPrefixList.name(),
+                message: "EC2 answered without the new list's id and version".into(),
+            });
+        };
+        let version = self.modify_list(id, name, version, rest, &[], limits, true).await?;
+        Ok(Applied { list: Some((id.to_owned(), version)) })
+    }
+
+    /// Adds, then removes, entries in calls of at most 100, each from the version the one
+    /// before left; waits while EC2 is still applying the previous change. Returns the
+    /// final version. `first_token_taken`: false when the first call's write token is the
+    /// caller's.
+    #[allow(clippy::too_many_arguments)]
+    async fn modify_list(
+        &self,
+        id: &str,
+        name: &str,
+        mut version: i64,
+        add: &[Cidr],
+        remove: &[Cidr],
+        limits: &Limits,
+        first_token_taken: bool,
+    ) -> Result<i64, Ec2Error> {
+        let chunks =
+            add.chunks(ENTRIES_PER_CALL).map(|c| (c, true)).chain(remove.chunks(ENTRIES_PER_CALL).map(|c| (c, false)));
+        let mut need_token = first_token_taken;
+        for (chunk, adding) in chunks {
+            let mut busy = 0;
+            loop {
+                if need_token {
+                    limits.write.take().await;
+                }
+                need_token = true;
+                debug!(list = %id, version, entries = chunk.len(), adding, "ModifyManagedPrefixList");
+                let request = self
+                    .client
+                    .modify_managed_prefix_list()
+                    .prefix_list_id(id)
+                    .prefix_list_name(name)
+                    .current_version(version);
+                let request = if adding {
+                    request.set_add_entries(Some(entries(chunk)))
+                } else {
+                    request.set_remove_entries(Some(removals(chunk)))
+                };
+                let sent = Instant::now();
+                let result = request.send().await;
+                match self.record(Op::ModifyManagedPrefixList, sent, result) {
+                    Ok(out) => {
+                        version = out.prefix_list().and_then(|l| l.version()).unwrap_or(version + 1);
+                        break;
+                    }
+                    Err(e) if e.is_list_busy() && busy < LIST_BUSY_RETRIES => {
+                        busy += 1;
+                        tokio::time::sleep(Duration::from_millis(250 * u64::from(busy.min(4)))).await;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(version)
+    }
+}
+
+/// EC2's name of an address family.
+fn family_name(family: Family) -> &'static str {
+    match family {
+        Family::V4 => "IPv4",
+        Family::V6 => "IPv6",
+    }
+}
+
+/// Prefix-list entries to add.
+fn entries(cidrs: &[Cidr]) -> Vec<ec2::AddPrefixListEntry> {
+    cidrs
+        .iter()
+        .map(|c| ec2::AddPrefixListEntry::builder().cidr(c.to_string()).description("vpcrouter").build())
+        .collect()
+}
+
+/// Prefix-list entries to remove.
+fn removals(cidrs: &[Cidr]) -> Vec<ec2::RemovePrefixListEntry> {
+    cidrs.iter().map(|c| ec2::RemovePrefixListEntry::builder().cidr(c.to_string()).build()).collect()
+}
+
+/// The list, without entries, when `owner` owns it (its cluster tag); `None` otherwise
+/// (AWS-managed lists, other clusters' and other tools' lists).
+fn owned_list(l: &ec2::ManagedPrefixList, owner: &str) -> Option<PrefixList> {
+    let tag = |key: &str| l.tags().iter().find(|t| t.key() == Some(key)).and_then(|t| t.value());
+    if tag(CLUSTER_TAG) != Some(owner) {
+        return None;
+    }
+    if matches!(
+        l.state(),
+        Some(
+            ec2::PrefixListState::DeleteComplete
+                | ec2::PrefixListState::DeleteInProgress
+                | ec2::PrefixListState::DeleteFailed
+        )
+    ) {
+        return None;
+    }
+    let family = match l.address_family() {
+        Some(f) if f.eq_ignore_ascii_case("IPv6") => Family::V6,
+        _ => Family::V4,
+    };
+    Some(PrefixList {
+        id: l.prefix_list_id()?.to_owned(),
+        name: l.prefix_list_name().unwrap_or_default().to_owned(),
+        group: tag(GROUP_TAG).unwrap_or_default().to_owned(),
+        family,
+        max_entries: l.max_entries().and_then(|m| u32::try_from(m).ok()).unwrap_or(0),
+        version: l.version().unwrap_or(0),
+        entries: Vec::new(),
+    })
 }
 
 /// The next page's token; EC2 ends a listing with none (some emulators with `""`).
@@ -552,7 +871,7 @@ fn route_table(rt: &ec2::RouteTable) -> Option<RouteTable> {
     for r in &table.routes {
         debug!(
             rtb = %table.id,
-            cidr = r.destination.as_deref().unwrap_or("-"),
+            cidr = %r.dest.as_ref().map_or_else(|| "-".to_string(), Dest::to_string),
             router = r.instance_id.as_deref().or(r.eni_id.as_deref()).or(r.other_target.as_deref()).unwrap_or("-"),
             "route"
         );
@@ -577,8 +896,15 @@ fn route(r: &ec2::Route) -> Route {
     .flatten()
     .next()
     .map(str::to_owned);
+    let dest = if let Some(v4) = r.destination_cidr_block() {
+        Cidr::parse(v4).ok().map(Dest::Cidr)
+    } else if let Some(v6) = r.destination_ipv6_cidr_block() {
+        Cidr::parse(v6).ok().map(Dest::Cidr)
+    } else {
+        r.destination_prefix_list_id().map(|id| Dest::List(id.to_owned()))
+    };
     Route {
-        destination: r.destination_cidr_block().map(str::to_owned),
+        dest,
         instance_id: r.instance_id().map(str::to_owned),
         eni_id: r.network_interface_id().map(str::to_owned),
         other_target,
@@ -692,6 +1018,9 @@ mod tests {
             .filter_map(|a| a.as_str().map(String::from))
             .collect();
         let mut called: Vec<String> = operations().iter().map(|op| format!("ec2:{op}")).collect();
+        // CreateManagedPrefixList tags the new list as it creates it: EC2 authorizes that as
+        // ec2:CreateTags.
+        called.push("ec2:CreateTags".into());
         allowed.sort();
         called.sort();
         assert_eq!(allowed, called, "packaging/iam-policy.json is out of step with the EC2 calls in ec2.rs");
@@ -768,6 +1097,11 @@ mod tests {
         }
         assert!(!rejected("InvalidParameterValue", "Value (x) for parameter cidr is invalid").shows_stale_state());
         assert!(!unavailable("RequestLimitExceeded").shows_stale_state());
+        assert!(rejected("PrefixListVersionMismatch", "The prefix list has the incorrect version number.")
+            .shows_stale_state());
+        assert!(rejected("IncorrectState", "modify-in-progress").is_list_busy());
+        assert!(!rejected("IncorrectState", "").shows_stale_state());
+        assert!(rejected("InvalidPrefixListID.NotFound", "").is_route_not_found());
         assert!(rejected("InvalidRoute.NotFound", "").is_route_not_found());
         assert!(!rejected("RouteAlreadyExists", "").is_route_not_found());
     }
@@ -808,8 +1142,18 @@ mod tests {
             ec2::Route::builder().destination_ipv6_cidr_block("::/0").egress_only_internet_gateway_id("eigw-1").build();
         assert_eq!(
             route(&v6),
-            Route { destination: None, instance_id: None, eni_id: None, other_target: Some("eigw-1".into()) }
+            Route {
+                dest: Some(Dest::Cidr(Cidr::parse("::/0").expect("cidr"))),
+                instance_id: None,
+                eni_id: None,
+                other_target: Some("eigw-1".into())
+            }
         );
+        let listed = ec2::Route::builder().destination_prefix_list_id("pl-1").network_interface_id("eni-1").build();
+        assert_eq!(route(&listed).dest, Some(Dest::List("pl-1".into())));
+        assert_eq!(route(&listed).eni_id.as_deref(), Some("eni-1"));
+        let v6 = ec2::Route::builder().destination_ipv6_cidr_block("2001:db8::/32").instance_id("i-1").build();
+        assert_eq!(route(&v6).dest, Some(Dest::Cidr(Cidr::parse("2001:db8::/32").expect("cidr"))));
         let nat = ec2::Route::builder().destination_cidr_block("0.0.0.0/0").nat_gateway_id("nat-1").build();
         assert_eq!(route(&nat).other_target.as_deref(), Some("nat-1"));
     }

@@ -22,7 +22,7 @@ use vpcrouter_plugin_api::time::backoff;
 
 use super::ec2::{Ec2, Ec2Error};
 use super::limits::{Limits, LimitsConfig};
-use super::model::{RouteAction, VpcState};
+use super::model::{Applied, RouteAction, VpcState};
 use crate::sync::lock;
 
 /// Attempts per call for transient errors other than throttling.
@@ -39,8 +39,8 @@ const INITIAL_WRITE_ESTIMATE: Duration = Duration::from_millis(250);
 /// How one action of a wave ended.
 #[derive(Debug)]
 pub enum Outcome {
-    /// EC2 acknowledged it.
-    Done,
+    /// EC2 acknowledged it, with what the state needs of the answer.
+    Done(Applied),
     /// EC2 refused it, or the retries ran out.
     Failed(Ec2Error),
     /// Not sent (or a retry not sent) because it would not be answered before the
@@ -179,12 +179,15 @@ impl Executor {
     async fn attempt(&self, index: usize, action: &RouteAction, deadline: Option<Instant>) -> Attempted {
         let mut done = Attempted { index, outcome: Outcome::NotStarted, calls: 0, throttled: 0, acked: None };
         let mut failures = 0;
+        // One idempotency token for every attempt of this action.
+        let token = format!("vpcrouter-{:016x}", lock(&self.rng).random::<u64>());
         loop {
             done.calls += 1;
             let sent = Instant::now();
+            let call = self.ec2.execute(action, &self.limits, &token);
             let result = match deadline {
-                None => self.ec2.execute(action).await,
-                Some(d) => match tokio::time::timeout_at(d.into(), self.ec2.execute(action)).await {
+                None => call.await,
+                Some(d) => match tokio::time::timeout_at(d.into(), call).await {
                     Ok(r) => r,
                     Err(_) => {
                         done.outcome = Outcome::Abandoned;
@@ -193,17 +196,22 @@ impl Executor {
                 },
             };
             match result {
-                Ok(()) => {
+                Ok(applied) => {
                     self.limits.write.succeeded();
-                    self.learn_latency(sent.elapsed());
+                    if action.is_route() {
+                        self.learn_latency(sent.elapsed());
+                    }
                     done.acked = Some(Instant::now());
-                    done.outcome = Outcome::Done;
+                    done.outcome = Outcome::Done(applied);
                     return done;
                 }
-                Err(e) if matches!(action, RouteAction::Delete { .. }) && e.is_route_not_found() => {
-                    tracing::info!(cidr = %action.cidr(), rtb = action.rtb(), "route to delete was already gone");
+                Err(e)
+                    if matches!(action, RouteAction::Delete { .. } | RouteAction::DeleteList { .. })
+                        && e.is_route_not_found() =>
+                {
+                    tracing::info!(cidr = %action.dest(), rtb = action.rtb(), "route or list to delete was already gone");
                     done.acked = Some(Instant::now());
-                    done.outcome = Outcome::Done;
+                    done.outcome = Outcome::Done(Applied::default());
                     return done;
                 }
                 Err(e) if e.is_throttle() && done.throttled < u64::from(THROTTLE_RETRIES) => {
@@ -213,7 +221,7 @@ impl Executor {
                 Err(e) if e.is_transient() && !e.is_throttle() && failures + 1 < ATTEMPTS => {
                     failures += 1;
                     let delay = backoff(FIRST_RETRY, MAX_RETRY, failures, self.jitter());
-                    tracing::debug!(cidr = %action.cidr(), rtb = action.rtb(), retry_in_ms = delay.as_millis() as u64, "route change failed, sending it again: {e}");
+                    tracing::debug!(cidr = %action.dest(), rtb = action.rtb(), retry_in_ms = delay.as_millis() as u64, "route change failed, sending it again: {e}");
                     tokio::time::sleep(delay).await;
                 }
                 Err(e) => {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use vpcrouter_planner::model::{Cidr, Eni, Instance, Route, RouteTable, VpcState};
+use vpcrouter_planner::model::{Cidr, Dest, Eni, Instance, Route, RouteTable, VpcState};
 use vpcrouter_planner::plan::{plan, PlanInput};
 
 /// The system allocator, counting allocations and bytes.
@@ -59,7 +59,8 @@ fn router_ip(i: usize) -> Ipv4Addr {
 }
 
 fn spec_cidr(c: usize) -> Cidr {
-    Cidr { addr: Ipv4Addr::from(u32::from(Ipv4Addr::new(172, 16, 0, 0)) + ((c as u32) << 8)), len: 24 }
+    let network = Ipv4Addr::from(u32::from(Ipv4Addr::new(172, 16, 0, 0)) + ((c as u32) << 8));
+    Cidr::new(network.into(), 24).expect("a /24 network")
 }
 
 /// The spec: CIDR `c` has routers `2c` and `2c + 1` (mod instances).
@@ -87,7 +88,7 @@ fn state(s: Scale, routed: bool) -> VpcState {
     let route_tables = (0..s.tables)
         .map(|t| {
             let mut routes = vec![Route {
-                destination: Some("10.0.0.0/8".into()),
+                dest: Some(Dest::Cidr(Cidr::parse("10.0.0.0/8").expect("local network"))),
                 instance_id: None,
                 eni_id: None,
                 other_target: Some("local".into()),
@@ -96,7 +97,7 @@ fn state(s: Scale, routed: bool) -> VpcState {
                 routes.extend((0..s.cidrs).map(|c| {
                     let i = 2 * c % s.instances;
                     Route {
-                        destination: Some(spec_cidr(c).to_string()),
+                        dest: Some(Dest::Cidr(spec_cidr(c))),
                         instance_id: Some(format!("i-{i:08}")),
                         eni_id: Some(format!("eni-{i:08}")),
                         other_target: None,
@@ -106,7 +107,7 @@ fn state(s: Scale, routed: bool) -> VpcState {
             RouteTable { id: format!("rtb-{t:04}"), main: t == 0, subnets: vec![subnets[t].clone()], routes }
         })
         .collect();
-    VpcState { vpc_id: "vpc-bench".into(), subnets, route_tables, instances }
+    VpcState { vpc_id: "vpc-bench".into(), subnets, route_tables, instances, ..Default::default() }
 }
 
 /// One measured situation.
@@ -176,6 +177,8 @@ fn main() {
         questionable: &none,
         ignore: &[],
         preferred: &preferred,
+        lists: None,
+        quota: 500,
     };
     let rows = [
         measure("initial (empty tables)", runs, &input(&empty, &none)),
