@@ -1,4 +1,5 @@
-//! Property tests of route spec parsing and validation (issue 7).
+//! Property tests of route spec parsing and validation (issue 7; both address families since
+//! issue 14).
 //!
 //! Generated JSON texts, JSON values and raw [`RouteSpec`]s, biased towards near-valid
 //! CIDRs and addresses, are checked against an independent reference predicate written
@@ -9,7 +10,7 @@
 //! each in release mode. Every property prints how many inputs it ran and how long it took.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Instant;
 
 use proptest::prelude::*;
@@ -37,27 +38,47 @@ fn ref_ip(s: &str) -> Option<u32> {
     parts.iter().try_fold(0u32, |acc, p| Some(acc << 8 | ref_octet(p)?))
 }
 
-/// `ip/len`: a strict dotted quad, a decimal prefix length 0..=32 (leading zeros allowed),
-/// no host bits set.
-fn ref_cidr(s: &str) -> Option<(u32, u8)> {
-    let (a, l) = s.split_once('/')?;
-    let ip = ref_ip(a)?;
+/// A network of either family: (0 for IPv4 or 1 for IPv6, address, prefix length), ordered
+/// as canonical specs are (IPv4 first).
+type Net = (u8, u128, u8);
+
+/// A decimal prefix length of at most `max` (leading zeros allowed).
+fn ref_len(l: &str, max: u8) -> Option<u8> {
     if l.is_empty() || !l.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     let digits = l.trim_start_matches('0');
     let len: u8 = if digits.is_empty() {
         0
-    } else if digits.len() > 2 {
+    } else if digits.len() > 3 {
         return None;
     } else {
         digits.parse().ok()?
     };
-    if len > 32 {
-        return None;
+    (len <= max).then_some(len)
+}
+
+/// `ip/len`: a strict dotted quad with a prefix length 0..=32, or an IPv6 address (any form
+/// the standard library reads) with 0..=128; no host bits set.
+fn ref_cidr(s: &str) -> Option<Net> {
+    let (a, l) = s.split_once('/')?;
+    let (family, ip, bits) = if a.contains(':') {
+        (1, u128::from(a.parse::<Ipv6Addr>().ok()?), 128u32)
+    } else {
+        (0, u128::from(ref_ip(a)?), 32)
+    };
+    let len = ref_len(l, bits as u8)?;
+    let host_mask = if u32::from(len) == bits { 0 } else { (u128::MAX >> (128 - bits)) >> len };
+    (ip & host_mask == 0).then_some((family, ip, len))
+}
+
+/// The canonical text of a network.
+fn net_text((family, ip, len): Net) -> String {
+    if family == 0 {
+        format!("{}/{len}", Ipv4Addr::from(ip as u32))
+    } else {
+        format!("{}/{len}", Ipv6Addr::from(ip))
     }
-    let host_mask = if len == 0 { u32::MAX } else { (1u64 << (32 - len)) as u32 - 1 };
-    (ip & host_mask == 0).then_some((ip, len))
 }
 
 /// Canonical routes: (network text, sorted unique hosts), ordered by (address, length).
@@ -65,7 +86,7 @@ type Canon = Vec<(String, Vec<String>)>;
 
 /// The reference verdict for `(key, hosts)` pairs, hosts `None` where not a string.
 fn ref_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, Vec<Option<&'a str>>)>) -> Option<Canon> {
-    let mut out: BTreeMap<(u32, u8), Vec<u32>> = BTreeMap::new();
+    let mut out: BTreeMap<Net, Vec<u32>> = BTreeMap::new();
     for (key, hosts) in pairs {
         let net = ref_cidr(key)?;
         let mut list = hosts.into_iter().map(|h| ref_ip(h?)).collect::<Option<Vec<u32>>>()?;
@@ -77,12 +98,7 @@ fn ref_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, Vec<Option<&'a str>>)
     }
     Some(
         out.into_iter()
-            .map(|((ip, len), hosts)| {
-                (
-                    format!("{}/{len}", Ipv4Addr::from(ip)),
-                    hosts.into_iter().map(|h| Ipv4Addr::from(h).to_string()).collect(),
-                )
-            })
+            .map(|(net, hosts)| (net_text(net), hosts.into_iter().map(|h| Ipv4Addr::from(h).to_string()).collect()))
             .collect(),
     )
 }
@@ -154,6 +170,12 @@ fn cidr_ish() -> impl Strategy<Value = String> {
         2 => (any::<u32>(), 0u8..=40).prop_map(|(ip, len)| format!("{}/{len}", dotted(ip))),
         1 => (0u8..4).prop_map(|n| format!("10.{n}.0.0/0{}", 16)),
         1 => (ip_ish(), "[0-9+ -]{0,4}").prop_map(|(ip, len)| format!("{ip}/{len}")),
+        6 => (any::<u128>(), 0u8..=128).prop_map(|(ip, len)| {
+            let mask = if len == 0 { 0 } else { u128::MAX << (128 - u32::from(len)) };
+            format!("{}/{len}", Ipv6Addr::from(ip & mask))
+        }),
+        1 => (any::<u128>(), 0u8..=140).prop_map(|(ip, len)| format!("{}/{len}", Ipv6Addr::from(ip))),
+        1 => (0u16..4, 0u8..=64).prop_map(|(n, len)| format!("2001:DB8:{n}::/{len:03}")),
         1 => "[0-9./:a-f]{0,22}",
         1 => any::<String>(),
     ]
