@@ -428,14 +428,12 @@ impl Engine {
             let failures = if self.cfg.dry_run {
                 if plan.actions != self.last_dry_run {
                     for a in &plan.actions {
-                        log_action(
-                            if a.is_route() {
-                                "dry run: would change route"
-                            } else {
-                                "dry run: would change prefix list"
-                            },
-                            a,
-                        );
+                        let what = if a.is_route() {
+                            "dry run: would change route"
+                        } else {
+                            "dry run: would change prefix list"
+                        };
+                        log_action(what, a, &state);
                     }
                     self.last_dry_run = plan.actions.clone();
                 }
@@ -619,7 +617,9 @@ impl Engine {
 
     /// Books an action EC2 acknowledged.
     fn done(&mut self, a: &RouteAction, applied: &Applied) {
-        log_action(if a.is_route() { "route changed" } else { "prefix list changed" }, a);
+        let empty = VpcState::default();
+        let known = self.known.as_ref().unwrap_or(&empty);
+        log_action(if a.is_route() { "route changed" } else { "prefix list changed" }, a, known);
         self.applied.push(a.clone());
         if let Some(known) = &mut self.known {
             known.apply(a, applied);
@@ -731,20 +731,32 @@ fn ip_text(ip: &Option<Ipv4Addr>) -> String {
     ip.map_or_else(|| "(unknown)".to_string(), |i| i.to_string())
 }
 
+/// What a prefix list's route carries, for its log line: ` (prefix list of 3 CIDRs: …)`
+/// with the first few; empty for a CIDR's own route.
+fn carried(dest: &Dest, state: &VpcState) -> String {
+    const SHOWN: usize = 8;
+    let Dest::List(id) = dest else { return String::new() };
+    let Some(list) = state.prefix_list(id) else { return String::new() };
+    let more = if list.entries.len() > SHOWN { ",…" } else { "" };
+    let first = cidrs(&list.entries[..list.entries.len().min(SHOWN)]);
+    format!(" (prefix list {} of {} CIDR(s): {first}{more})", list.name, list.entries.len())
+}
+
 /// One info line per change, with the fields operators grep for (`cidr` is the route's
-/// destination: a CIDR, or a prefix list id with its CIDRs in `members`).
-fn log_action(what: &str, action: &RouteAction) {
+/// destination: a CIDR, or a prefix list id, whose name and CIDRs end the message).
+/// `state` is the VPC the change was planned from.
+fn log_action(what: &str, action: &RouteAction, state: &VpcState) {
     match action {
         RouteAction::Create { rtb, dest: cidr, target } => tracing::info!(
             %cidr, rtb, router = %target.ip, old_router = "(none)", reason = "route missing",
-            instance = %target.instance_id, eni = %target.eni_id, "{what}: added"
+            instance = %target.instance_id, eni = %target.eni_id, "{what}: added{}", carried(cidr, state)
         ),
         RouteAction::Replace { rtb, dest: cidr, target, old_router, reason } => tracing::info!(
             %cidr, rtb, router = %target.ip, old_router = %ip_text(old_router), %reason,
-            instance = %target.instance_id, eni = %target.eni_id, "{what}: replaced"
+            instance = %target.instance_id, eni = %target.eni_id, "{what}: replaced{}", carried(cidr, state)
         ),
         RouteAction::Delete { rtb, dest: cidr, old_router, reason } => tracing::info!(
-            %cidr, rtb, old_router = %ip_text(old_router), %reason, "{what}: deleted"
+            %cidr, rtb, old_router = %ip_text(old_router), %reason, "{what}: deleted{}", carried(cidr, state)
         ),
         RouteAction::CreateList { name, group, max_entries } => tracing::info!(
             list = %name, group = %group.key, routers = %join_ips(&group.hosts.iter().copied().collect()),

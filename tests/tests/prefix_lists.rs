@@ -208,6 +208,11 @@ fn prefix_lists_carry_groups_fail_over_per_table_follow_edits_resize_and_migrate
     d.wait_log(&format!("route table {rt1} would weigh 41 routes"), T)?;
     assert!(d.log().contains("over its quota of 35 (--route-table-quota)"), "{}", d.log());
     assert!(!d.log().contains(&format!("route table {rt2} would weigh")), "{}", d.log());
+    // Route lines of list routes name the list and what it carries.
+    let added =
+        format!("route changed: added (prefix list vpcrouter-pl-test-{G1} of 2 CIDR(s): 10.1.0.0/16,10.2.0.0/16)");
+    assert!(d.log().contains(&added), "{}", d.log());
+    assert!(d.log().contains("reason=carried by its group's prefix list"), "{}", d.log());
     let route_info = http_client::get(port, "/route_info", None)?.json()?;
     assert!(route_info["routes"]["10.2.0.0/16"][0].is_string(), "members are shown: {route_info}");
 
