@@ -26,8 +26,6 @@ use crate::vpc::executor::Executor;
 use crate::vpc::plan::ListMode;
 
 /// How long a plugin's `stop` may take before vpcrouter exits without it.
-/// The most entries EC2 allows in one customer-managed prefix list.
-const MAX_LIST_ENTRIES: u32 = 1000;
 const STOP_TIMEOUT: Duration = Duration::from_secs(2);
 /// Beyond the plugin's own stop deadline, for it to report how the stop went.
 const STOP_GRACE: Duration = Duration::from_millis(500);
@@ -222,7 +220,7 @@ pub fn run(o: Options) -> anyhow::Result<()> {
             dry_run: o.dry_run,
             watcher_name: o.watcher.lib.meta.name.to_string(),
             first_health_wait: first_health_wait(health.interval_secs()),
-            lists: o.prefix_lists.then(|| ListMode { cluster: list_owner.clone(), max_entries: MAX_LIST_ENTRIES }),
+            lists: o.prefix_lists.then(|| ListMode::new(&list_owner)),
             quota: o.route_table_quota,
         },
         exec,

@@ -259,12 +259,23 @@ impl Group {
         format!("vpcrouter-{cluster}-{}", self.key)
     }
 
-    /// Max entries for a new list of this group: room to grow by half (at least 8), within
-    /// `limit`.
+    /// Max entries for a new list of this group: room to grow by a quarter (at least 8),
+    /// within `limit`. A list weighs its max entries against every table's route quota, so
+    /// the headroom is kept small; a group that outgrows it moves to a larger list.
     pub fn sized(&self, limit: u32) -> u32 {
-        let n = self.members.len() as u32;
-        (n + (n / 2).max(8)).min(limit)
+        list_size(self.members.len(), limit)
     }
+}
+
+/// Tag naming the vpcrouter cluster that owns a prefix list.
+pub const CLUSTER_TAG: &str = "vpcrouter:cluster";
+/// Tag naming the group a prefix list carries ([`Group::key`]).
+pub const GROUP_TAG: &str = "vpcrouter:group";
+
+/// Max entries of a new list for `members` CIDRs (see [`Group::sized`]).
+pub fn list_size(members: usize, limit: u32) -> u32 {
+    let n = u32::try_from(members).unwrap_or(u32::MAX);
+    n.saturating_add((n / 4).max(8)).min(limit)
 }
 
 /// One change to make in EC2.

@@ -23,6 +23,22 @@ pub struct ListMode {
     pub cluster: String,
     /// The most entries one list may have (EC2: 1000); larger groups are routed per CIDR.
     pub max_entries: u32,
+    /// The fewest CIDRs a group needs to get a list; smaller groups are routed per CIDR (a
+    /// list of one CIDR saves no write and weighs more against the route quota).
+    pub min_members: usize,
+}
+
+impl ListMode {
+    /// The most entries EC2 allows in one customer-managed prefix list.
+    pub const EC2_MAX_ENTRIES: u32 = 1000;
+    /// Groups of fewer CIDRs are routed one route per CIDR.
+    pub const MIN_MEMBERS: usize = 2;
+
+    /// The mode vpcrouter runs with `--prefix-lists`: lists tagged with `cluster`, EC2's
+    /// size limit, no lists of a single CIDR.
+    pub fn new(cluster: &str) -> ListMode {
+        ListMode { cluster: cluster.to_owned(), max_entries: Self::EC2_MAX_ENTRIES, min_members: Self::MIN_MEMBERS }
+    }
 }
 
 /// Inputs of one reconcile decision.
@@ -218,6 +234,9 @@ impl<'a> Planner<'a> {
         };
         for ((family, hosts), members) in by_key {
             let group = Group { key: Group::key_for(family, hosts), family, hosts: hosts.to_vec(), members };
+            if group.members.len() < mode.min_members {
+                continue;
+            }
             if group.members.len() > mode.max_entries as usize {
                 let (group, cidrs, limit) = (group.key, group.members.len(), mode.max_entries);
                 self.plan.notices.insert(Notice::GroupTooLarge { group, cidrs, limit });
@@ -429,7 +448,14 @@ impl<'a> Planner<'a> {
                 return Some(Decision::Keep);
             }
             Some(Choice::Router(chosen)) => {
-                let reason = ReplaceReason::OtherTableUsesDifferentRouter;
+                // A route on a failed (or questionable) router says so in every table, not
+                // only in the first one (vpc-router logged "other route table used
+                // different router" for the rest, and ran them after the outages).
+                let reason = match current_ip {
+                    Some(ip) if self.input.failed.contains(&ip) => ReplaceReason::RouterFailed,
+                    Some(ip) if self.input.questionable.contains(&ip) => ReplaceReason::RouterQuestionable,
+                    _ => ReplaceReason::OtherTableUsesDifferentRouter,
+                };
                 return Some(Decision::Replace(chosen.clone(), reason));
             }
             None => {}

@@ -307,6 +307,7 @@ fn new_lists_have_room_to_grow() {
             .collect(),
     };
     let sized: Vec<u32> = [0, 1, 10, 16, 17, 100, 900].iter().map(|&n| group(n).sized(1000)).collect();
-    assert_eq!(sized, [8, 9, 18, 24, 25, 150, 1000]);
+    assert_eq!(sized, [8, 9, 18, 24, 25, 125, 1000]);
+    assert_eq!(group(500).sized(1000), 625, "a quarter more");
     assert_eq!(group(10).sized(12), 12, "within the limit");
 }

@@ -219,7 +219,7 @@ fn apply(state: &VpcState, actions: &[RouteAction], lists_made: &mut u32) -> Vpc
 
 /// Prefix-list mode with the cluster name `test`.
 fn list_mode(max_entries: u32) -> ListMode {
-    ListMode { cluster: "test".into(), max_entries }
+    ListMode { cluster: "test".into(), max_entries, min_members: 1 }
 }
 
 /// A reconcile's inputs, built fluently.
@@ -553,7 +553,7 @@ fn failed_router_is_replaced_in_every_table_with_the_same_router() {
             plan.actions,
             [
                 replace("rtb-a", NET, new.clone(), Some(H1), ReplaceReason::RouterFailed),
-                replace("rtb-b", NET, new.clone(), Some(H1), ReplaceReason::OtherTableUsesDifferentRouter),
+                replace("rtb-b", NET, new.clone(), Some(H1), ReplaceReason::RouterFailed),
             ]
         );
         let n = new.ip.to_string();
@@ -571,7 +571,7 @@ fn questionable_router_is_replaced_by_a_healthy_one() {
         plan.actions,
         [
             replace("rtb-a", NET, target(H3), Some(H1), ReplaceReason::RouterQuestionable),
-            replace("rtb-b", NET, target(H3), Some(H1), ReplaceReason::OtherTableUsesDifferentRouter),
+            replace("rtb-b", NET, target(H3), Some(H1), ReplaceReason::RouterQuestionable),
         ]
     );
     for seed in SEEDS {
@@ -1170,8 +1170,8 @@ fn ipv6_routes_are_created_replaced_and_deleted_like_ipv4_ones() {
         [
             replace("rtb-a", NET6, target(H2), Some(H1), ReplaceReason::RouterFailed),
             replace("rtb-a", NET, target(H2), Some(H1), ReplaceReason::RouterFailed),
-            replace("rtb-b", NET, target(H2), Some(H1), ReplaceReason::OtherTableUsesDifferentRouter),
-            replace("rtb-b", NET6, target(H2), Some(H1), ReplaceReason::OtherTableUsesDifferentRouter),
+            replace("rtb-b", NET, target(H2), Some(H1), ReplaceReason::RouterFailed),
+            replace("rtb-b", NET6, target(H2), Some(H1), ReplaceReason::RouterFailed),
         ]
     );
     assert_eq!(case.plan().actions, []);
@@ -1528,14 +1528,14 @@ fn a_groups_failover_is_one_replace_per_table() {
     let plan = case.clone().failed(&[H3]).plan();
     assert_eq!(
         summary(&plan.actions),
-        ["replace rtb-a pl-2 -> 10.0.1.1 RouterFailed", "replace rtb-b pl-2 -> 10.0.1.1 OtherTableUsesDifferentRouter"]
+        ["replace rtb-a pl-2 -> 10.0.1.1 RouterFailed", "replace rtb-b pl-2 -> 10.0.1.1 RouterFailed"]
     );
     assert_eq!(plan.actions[0], replace("rtb-a", "pl-2", target(H1), Some(H3), ReplaceReason::RouterFailed));
     // H1 carries GA only; failing it moves GA, not GB.
     let plan = case.clone().failed(&[H1]).plan();
     assert_eq!(
         summary(&plan.actions),
-        ["replace rtb-a pl-1 -> 10.0.2.2 RouterFailed", "replace rtb-b pl-1 -> 10.0.2.2 OtherTableUsesDifferentRouter"]
+        ["replace rtb-a pl-1 -> 10.0.2.2 RouterFailed", "replace rtb-b pl-1 -> 10.0.2.2 RouterFailed"]
     );
     assert!(!plan.staged);
     // Per-CIDR mode moves each CIDR in each table.
@@ -1881,8 +1881,8 @@ fn migration_to_lists_keeps_routers_and_does_not_move_routes_it_will_delete() {
         summary(&plan.actions),
         [
             "replace rtb-a 10.9.0.0/16 -> 10.0.2.2 RouterFailed",
+            "replace rtb-b 10.9.0.0/16 -> 10.0.2.2 RouterFailed",
             "create list ipv4-10.0.1.1-10.0.2.2 [10.9.0.0/16] max 9",
-            "replace rtb-b 10.9.0.0/16 -> 10.0.2.2 OtherTableUsesDifferentRouter",
         ]
     );
 }
@@ -2004,4 +2004,24 @@ fn a_retired_lists_route_that_must_stay_is_moved_off_a_failed_router() {
     // Without the failure the retired routes are left as they are.
     let calm = listed_converged().no_lists().plan();
     assert!(!summary(&calm.actions).iter().any(|a| a.starts_with("replace")), "{:?}", summary(&calm.actions));
+}
+
+#[test]
+fn groups_smaller_than_min_members_are_routed_per_cidr() {
+    // NET and NET8 share [H1, H2]: a list; NET7 alone on [H1, H3]: its own routes.
+    let mut case = listed().preferred(NET7, H1);
+    case.lists = Some(ListMode { min_members: 2, ..list_mode(1000) });
+    let stages = converge(&mut case);
+    assert_stages(
+        &stages,
+        &[
+            &[
+                "create rtb-a 10.7.0.0/16 -> 10.0.1.1",
+                "create rtb-b 10.7.0.0/16 -> 10.0.1.1",
+                &format!("create list {GA} [10.8.0.0/16, 10.9.0.0/16] max 10"),
+            ],
+            &["create rtb-a pl-1 -> 10.0.1.1", "create rtb-b pl-1 -> 10.0.1.1"],
+        ],
+    );
+    assert_eq!(case.plan().groups.len(), 1);
 }

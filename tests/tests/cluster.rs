@@ -358,6 +358,10 @@ fn a_leader_that_loses_its_lease_in_the_middle_of_a_wave_stops_writing() -> anyh
 fn only_the_leader_changes_prefix_lists_and_a_new_leader_adopts_them() -> anyhow::Result<()> {
     let etcd = Etcd::start()?;
     let env = Env::new()?;
+    env.write(
+        "spec.json",
+        r#"{"10.55.0.0/16": ["127.0.1.10", "127.0.2.10"], "10.57.0.0/16": ["127.0.1.10", "127.0.2.10"]}"#,
+    );
     let (rt1, rt2) = (env.world.tables[0].clone(), env.world.tables[1].clone());
     let lists = || -> Vec<vpcrouter_tests::world::PrefixListInfo> {
         env.world
@@ -379,7 +383,7 @@ fn only_the_leader_changes_prefix_lists_and_a_new_leader_adopts_them() -> anyhow
         routed.then_some(list)
     })
     .map_err(|e| anyhow::anyhow!("{e}\n{}", logs(&view)))?;
-    assert_eq!(list.entries, [CIDR]);
+    assert_eq!(list.entries, [CIDR, "10.57.0.0/16"]);
     let changes = |i: &Instance| i.metric("vpcrouter_prefix_list_changes_total").unwrap_or(-1.0);
     assert!(changes(view[leader]) >= 1.0, "{}", logs(&view));
     assert_eq!(changes(view[1 - leader]), 0.0, "the follower changes no list\n{}", logs(&view));
@@ -392,11 +396,11 @@ fn only_the_leader_changes_prefix_lists_and_a_new_leader_adopts_them() -> anyhow
     wait_one_leader(&view, T)?;
     env.write(
         "spec.json",
-        r#"{"10.55.0.0/16": ["127.0.1.10", "127.0.2.10"], "10.56.0.0/16": ["127.0.1.10", "127.0.2.10"]}"#,
+        r#"{"10.55.0.0/16": ["127.0.1.10", "127.0.2.10"], "10.56.0.0/16": ["127.0.1.10", "127.0.2.10"], "10.57.0.0/16": ["127.0.1.10", "127.0.2.10"]}"#,
     );
     wait_for(T, "the new leader to add 10.56 to the same list", || {
         let [l] = lists().try_into().ok()?;
-        (l.id == list.id && l.entries == [CIDR, "10.56.0.0/16"]).then_some(())
+        (l.id == list.id && l.entries == [CIDR, "10.56.0.0/16", "10.57.0.0/16"]).then_some(())
     })
     .map_err(|e| anyhow::anyhow!("{e}\n{}", logs(&view)))?;
     assert!(view[0].daemon.log().contains("prefix list changed: 1 entries added"), "{}", logs(&view));

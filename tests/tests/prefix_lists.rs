@@ -81,18 +81,18 @@ fn ipv6_and_ipv4_routes_are_created_failed_over_cleaned_up_and_ignored_by_family
 
 /// Where each CIDR is carried in a table: by a route of its own (to a router), or by a
 /// route to a prefix list holding it.
-fn carriers(w: &world::World, rtb: &str, lists: &[PrefixListInfo]) -> anyhow::Result<BTreeMap<String, String>> {
+fn carriers(routes: &BTreeMap<String, String>, lists: &[PrefixListInfo]) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    for (dest, target) in w.routes(rtb)? {
-        if let Some(list) = lists.iter().find(|l| l.id == dest) {
+    for (dest, target) in routes {
+        if let Some(list) = lists.iter().find(|l| l.id == *dest) {
             for e in &list.entries {
                 out.entry(e.clone()).or_insert_with(|| format!("{target} via {}", list.id));
             }
         } else if target.starts_with("127.") {
-            out.insert(dest, target);
+            out.insert(dest.clone(), target.clone());
         }
     }
-    Ok(out)
+    out
 }
 
 /// Checks, on every poll, that each of `cidrs` is carried in rt1 and rt2, until `done`.
@@ -106,9 +106,24 @@ fn no_gap_until(
     let end = Instant::now() + T;
     let mut polls = 0;
     loop {
+        // Lists are read before and after the route tables (a poll is not one snapshot of
+        // EC2): a list created or deleted meanwhile, and an entry added or removed
+        // meanwhile, count as they were when the tables were read.
+        let before = w.prefix_lists()?;
+        let tables: Vec<_> = w.tables[..2].iter().map(|t| Ok((t, w.routes(t)?))).collect::<anyhow::Result<_>>()?;
         let lists = w.prefix_lists()?;
-        for rtb in &w.tables[..2] {
-            let carried = carriers(w, rtb, &lists)?;
+        let mut known: Vec<PrefixListInfo> = lists.clone();
+        for b in before {
+            match known.iter_mut().find(|l| l.id == b.id) {
+                Some(l) => {
+                    let gone: Vec<String> = b.entries.into_iter().filter(|e| !l.entries.contains(e)).collect();
+                    l.entries.extend(gone);
+                }
+                None => known.push(b),
+            }
+        }
+        for (rtb, routes) in &tables {
+            let carried = carriers(routes, &known);
             for cidr in cidrs {
                 anyhow::ensure!(
                     carried.contains_key(*cidr),
@@ -152,8 +167,14 @@ fn prefix_lists_carry_groups_fail_over_per_table_follow_edits_resize_and_migrate
     let env = Env::new()?;
     let w = &env.world;
     let (rt1, rt2) = (w.tables[0].clone(), w.tables[1].clone());
-    let first =
-        [("10.1.0.0/16", &[A, B][..]), ("10.2.0.0/16", &[A, B]), ("2001:db8:1::/48", &[A, B]), ("10.3.0.0/16", &[C])];
+    // Two groups of two (one per family) get lists; 10.3 alone on C is routed on its own.
+    let first = [
+        ("10.1.0.0/16", &[A, B][..]),
+        ("10.2.0.0/16", &[A, B]),
+        ("2001:db8:1::/48", &[A, B]),
+        ("2001:db8:2::/48", &[A, B]),
+        ("10.3.0.0/16", &[C]),
+    ];
     let cidrs: Vec<&str> = first.iter().map(|(c, _)| *c).collect();
     let spec = env.write("spec.json", &spec_json(&first));
     let health = env.write("health.json", r#"{"failed": []}"#);
@@ -178,18 +199,17 @@ fn prefix_lists_carry_groups_fail_over_per_table_follow_edits_resize_and_migrate
     assert!(owned(&w.prefix_lists()?).is_empty(), "a dry run makes no list");
 
     // Turned on: lists, then their routes, then the per-CIDR routes go; never a gap.
-    let on: Vec<&str> = [&base[..], &["--prefix-lists", "--route-table-quota", "35"]].concat();
-    // (rt2 weighs 31: under the quota, no warning for it.)
+    let on: Vec<&str> = [&base[..], &["--prefix-lists", "--route-table-quota", "30"]].concat();
     let d = env.daemon(&on)?;
     let converged = |lists: &[PrefixListInfo]| {
         let own = owned(lists);
-        own.len() == 3
+        own.len() == 2
             && own.get(G1).is_some_and(|l| l.entries == ["10.1.0.0/16", "10.2.0.0/16"])
-            && own.get(G1V6).is_some_and(|l| l.entries == ["2001:db8:1::/48"])
-            && own.get(G2).is_some_and(|l| l.entries == ["10.3.0.0/16"])
+            && own.get(G1V6).is_some_and(|l| l.entries == ["2001:db8:1::/48", "2001:db8:2::/48"])
             && [&rt1, &rt2].iter().all(|t| {
                 w.routes(t).is_ok_and(|r| {
-                    own.values().all(|l| r.contains_key(&l.id)) && cidrs.iter().all(|c| !r.contains_key(*c))
+                    own.values().all(|l| r.contains_key(&l.id))
+                        && cidrs.iter().all(|c| (*c == "10.3.0.0/16") == r.contains_key(*c))
                 })
             })
     };
@@ -202,11 +222,12 @@ fn prefix_lists_carry_groups_fail_over_per_table_follow_edits_resize_and_migrate
     let foreign_list = w.prefix_lists()?.into_iter().find(|l| l.id == foreign).expect("foreign list");
     assert_eq!(foreign_list.entries, ["10.1.0.0/16", "10.8.0.0/16"]);
     let st = status(port)?;
-    assert_eq!(st["prefix_lists"].as_array().map(Vec::len), Some(3), "{st}");
-    // Both local routes, the gateway, the foreign list (max 10), the three lists (10 + 9 + 9).
-    assert_eq!(st["route_table_weights"][&rt1], 41, "{st}");
-    d.wait_log(&format!("route table {rt1} would weigh 41 routes"), T)?;
-    assert!(d.log().contains("over its quota of 35 (--route-table-quota)"), "{}", d.log());
+    assert_eq!(st["prefix_lists"].as_array().map(Vec::len), Some(2), "{st}");
+    // Both local routes, the gateway, the foreign list (max 10), the two lists (10 + 10),
+    // 10.3's own route. (rt2, without the foreign list, weighs 24: under the quota.)
+    assert_eq!(st["route_table_weights"][&rt1], 34, "{st}");
+    d.wait_log(&format!("route table {rt1} would weigh 34 routes"), T)?;
+    assert!(d.log().contains("over its quota of 30 (--route-table-quota)"), "{}", d.log());
     assert!(!d.log().contains(&format!("route table {rt2} would weigh")), "{}", d.log());
     // Route lines of list routes name the list and what it carries.
     let added =
@@ -236,20 +257,24 @@ fn prefix_lists_carry_groups_fail_over_per_table_follow_edits_resize_and_migrate
     assert_eq!(replaced, 2 * on_a.len() as u64, "one write per table per group moved ({on_a:?})");
     env.write("health.json", r#"{"failed": []}"#);
 
-    // Spec edits: 10.2 moves to C's group, 10.4 joins the first group.
+    // Spec edits: 10.2 moves to C's group, which now has two CIDRs and gets a list of its
+    // own; 10.4 joins the first group.
     let second = [
         ("10.1.0.0/16", &[A, B][..]),
         ("10.4.0.0/16", &[A, B]),
         ("2001:db8:1::/48", &[A, B]),
+        ("2001:db8:2::/48", &[A, B]),
         ("10.2.0.0/16", &[C]),
         ("10.3.0.0/16", &[C]),
     ];
     env.write("spec.json", &spec_json(&second));
-    let kept = ["10.1.0.0/16", "10.2.0.0/16", "10.3.0.0/16", "2001:db8:1::/48"];
+    let kept = ["10.1.0.0/16", "10.2.0.0/16", "10.3.0.0/16", "2001:db8:1::/48", "2001:db8:2::/48"];
     no_gap_until(&env, &kept, "moving 10.2 between groups", |lists| {
         let own = owned(lists);
         own.get(G1).is_some_and(|l| l.entries == ["10.1.0.0/16", "10.4.0.0/16"])
             && own.get(G2).is_some_and(|l| l.entries == ["10.2.0.0/16", "10.3.0.0/16"])
+            && routed_lists(&env).is_ok_and(|r| own.get(G2).is_some_and(|l| r.contains(&l.id)))
+            && [&rt1, &rt2].iter().all(|t| w.routes(t).is_ok_and(|r| !r.contains_key("10.3.0.0/16")))
     })?;
 
     // The first group outgrows its list (10 entries): a new one, routes switched, old deleted.

@@ -81,10 +81,7 @@ impl Op {
     }
 }
 
-/// Tag naming the vpcrouter cluster that owns a prefix list.
-pub const CLUSTER_TAG: &str = "vpcrouter:cluster";
-/// Tag naming the group a prefix list carries.
-pub const GROUP_TAG: &str = "vpcrouter:group";
+pub use super::model::{CLUSTER_TAG, GROUP_TAG};
 /// Entries one CreateManagedPrefixList or ModifyManagedPrefixList call may carry.
 const ENTRIES_PER_CALL: usize = 100;
 /// Calls a list change waits through while EC2 finishes the previous one (`IncorrectState`).
