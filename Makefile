@@ -70,7 +70,8 @@ test: build venv
 # plugins against moto, then ICMP at 1,000, 2,500 and 10,000 hosts, the planner (bench-planner,
 # of the vpcrouter-planner crate, which has no AWS SDK), EC2 calls,
 # cluster mode (takeover, failover vs single mode, idle etcd load), and failover through a
-# model of EC2's latency and throttling (bench-failover-ec2). BENCH_ARGS go to
+# model of EC2's latency and throttling (bench-failover-ec2), and prefix-list routes against
+# one route per CIDR through the same model (bench-prefix-lists). BENCH_ARGS go to
 # bench-failover, e.g. `make bench BENCH_ARGS='--trials 5 --only tcp'`.
 BENCH_BUILD_DIR ?= $(CURDIR)/target/plugins-release
 # `make build` builds every binary of the workspace, the bench programs included (those of
@@ -84,6 +85,7 @@ bench: venv deps
 	VPCROUTER_BUILD_DIR=$(BENCH_BUILD_DIR) $(CARGO_TARGET_DIR)/release/bench-ec2
 	VPCROUTER_BUILD_DIR=$(BENCH_BUILD_DIR) $(CARGO_TARGET_DIR)/release/bench-cluster
 	VPCROUTER_BUILD_DIR=$(BENCH_BUILD_DIR) $(CARGO_TARGET_DIR)/release/bench-failover-ec2
+	VPCROUTER_BUILD_DIR=$(BENCH_BUILD_DIR) $(CARGO_TARGET_DIR)/release/bench-prefix-lists
 
 # Property tests of route spec parsing and validation, 1,000,000 generated inputs per
 # property (release build); prints inputs and time per property.

@@ -7,6 +7,7 @@
 //! `target/plugins`).
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod cluster;
 pub mod daemon;
 pub mod ec2model;

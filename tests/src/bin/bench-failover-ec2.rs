@@ -40,21 +40,23 @@
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use aws_sdk_ec2::types::{Filter, InstanceType};
+use aws_sdk_ec2::types::Filter;
 use aws_sdk_ec2::Client;
+use vpcrouter_tests::bench::{
+    build_vpc, daemon_args, ms, quantile, refill_time, spread, status, value, write_failed, Vpc,
+};
 use vpcrouter_tests::cluster::{wait_one_leader, Instance};
 use vpcrouter_tests::daemon::{self, Daemon};
 use vpcrouter_tests::ec2model::{Bucket, Model};
 use vpcrouter_tests::etcd::Etcd;
 use vpcrouter_tests::faultproxy::{FaultProxy, Tally};
-use vpcrouter_tests::file_driven;
 use vpcrouter_tests::moto::Moto;
-use vpcrouter_tests::{http_client, wait_for, world};
+use vpcrouter_tests::{wait_for, world};
 
 /// The default cases, C × T.
 const CASES: [(usize, usize); 4] = [(1, 2), (4, 10), (20, 10), (100, 20)];
@@ -70,12 +72,6 @@ struct Opts {
     model: Model,
     cluster: bool,
     client_limits: bool,
-}
-
-fn value<T: std::str::FromStr>(args: &[String], name: &str) -> anyhow::Result<Option<T>> {
-    let Some(i) = args.iter().position(|a| a == name) else { return Ok(None) };
-    let text = args.get(i + 1).with_context(|| format!("{name} needs a value"))?;
-    text.parse().map(Some).map_err(|_| anyhow::anyhow!("{name}: bad value '{text}'"))
 }
 
 /// `CxT` (e.g. `4x10`).
@@ -119,80 +115,6 @@ fn default_trials(n: usize) -> usize {
         51..=500 => 5,
         _ => 1,
     }
-}
-
-/// An instance of the world.
-#[derive(Clone, Debug)]
-struct Host {
-    ip: Ipv4Addr,
-    instance: String,
-}
-
-/// The VPC of one case.
-struct Vpc {
-    id: String,
-    tables: Vec<String>,
-    routers: [Host; 2],
-    members: Vec<Host>,
-    /// Instance and ENI ids → private IP.
-    owners: HashMap<String, Ipv4Addr>,
-}
-
-/// Runs one instance at `ip` in `subnet`; records its ids in `owners`.
-async fn run_instance(
-    ec2: &Client,
-    ami: &str,
-    subnet: &str,
-    ip: Ipv4Addr,
-    owners: &mut HashMap<String, Ipv4Addr>,
-) -> anyhow::Result<Host> {
-    let out = ec2
-        .run_instances()
-        .image_id(ami)
-        .instance_type(InstanceType::T3Micro)
-        .min_count(1)
-        .max_count(1)
-        .subnet_id(subnet)
-        .private_ip_address(ip.to_string())
-        .send()
-        .await?;
-    let inst = out.instances().first().context("no instance")?;
-    let id = inst.instance_id().context("no instance id")?.to_string();
-    for eni in inst.network_interfaces().iter().filter_map(|e| e.network_interface_id()) {
-        owners.insert(eni.to_string(), ip);
-    }
-    owners.insert(id.clone(), ip);
-    Ok(Host { ip, instance: id })
-}
-
-/// T subnets, each with its own route table and a member; A in subnet 1, B in subnet 2.
-async fn build_vpc(ec2: &Client, tables: usize) -> anyhow::Result<Vpc> {
-    let vpc = ec2.create_vpc().cidr_block("127.0.0.0/16").send().await?;
-    let id = vpc.vpc().and_then(|v| v.vpc_id()).context("no vpc id")?.to_string();
-    let images = ec2.describe_images().send().await?;
-    let ami = images.images().first().and_then(|i| i.image_id()).context("moto has no AMI")?.to_string();
-    let (mut rtbs, mut members, mut routers, mut owners) = (Vec::new(), Vec::new(), Vec::new(), HashMap::new());
-    for i in 1..=tables {
-        let octet = u8::try_from(i).context("too many tables")?;
-        let subnet = ec2
-            .create_subnet()
-            .vpc_id(&id)
-            .cidr_block(format!("127.0.{i}.0/24"))
-            .availability_zone(format!("{}a", world::REGION))
-            .send()
-            .await?;
-        let subnet = subnet.subnet().and_then(|s| s.subnet_id()).context("no subnet id")?.to_string();
-        let rt = ec2.create_route_table().vpc_id(&id).send().await?;
-        let rtb = rt.route_table().and_then(|t| t.route_table_id()).context("no rtb id")?.to_string();
-        ec2.associate_route_table().route_table_id(&rtb).subnet_id(&subnet).send().await?;
-        rtbs.push(rtb);
-        if i <= 2 {
-            routers.push(run_instance(ec2, &ami, &subnet, Ipv4Addr::new(127, 0, octet, 10), &mut owners).await?);
-        }
-        members.push(run_instance(ec2, &ami, &subnet, Ipv4Addr::new(127, 0, octet, 20), &mut owners).await?);
-    }
-    let routers: [Host; 2] = routers.try_into().map_err(|_| anyhow::anyhow!("need at least two tables"))?;
-    Ok(Vpc { id, tables: rtbs, routers, members, owners })
 }
 
 /// The measured CIDRs `10.1.0.0/16` .. `10.C.0.0/16`.
@@ -265,14 +187,6 @@ async fn placement(ec2: &Client, vpc: &Vpc, c: usize) -> anyhow::Result<HashMap<
     Ok(by_router)
 }
 
-/// Writes `content` to `path` through a temporary file renamed over it.
-fn write_atomic(path: &Path, content: &str) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, content)?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
-}
-
 /// One case's world: moto, the VPC, the spec and health files.
 struct World {
     c: usize,
@@ -292,7 +206,7 @@ impl World {
         let moto = Moto::start()?;
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let ec2 = rt.block_on(world::client(&moto.endpoint));
-        let vpc = rt.block_on(build_vpc(&ec2, t))?;
+        let vpc = rt.block_on(build_vpc(&ec2, t, 2))?;
         rt.block_on(precreate(&ec2, &vpc, c))?;
         let moto_write = rt.block_on(moto_write_time(&ec2, &vpc))?;
         let dir = tempfile::tempdir()?;
@@ -312,32 +226,11 @@ impl World {
     }
 
     fn fail(&self, failed: &[Ipv4Addr]) -> anyhow::Result<()> {
-        let ips: Vec<String> = failed.iter().map(Ipv4Addr::to_string).collect();
-        write_atomic(&self.health, &serde_json::json!({ "failed": ips }).to_string())
+        write_failed(&self.health, failed)
     }
 
     fn daemon_args(&self, opts: &Opts) -> Vec<String> {
-        let mut args: Vec<String> = [
-            &["-r", world::REGION, "-v", &self.vpc.id][..],
-            &file_driven(&self.spec, &self.health),
-            &["--route_recheck_interval", "30"],
-        ]
-        .concat()
-        .into_iter()
-        .map(String::from)
-        .collect();
-        if opts.client_limits {
-            let (r, w) = (opts.model.read_bucket, opts.model.write_bucket);
-            for (name, v) in [
-                ("--ec2-write-burst", w.burst.to_string()),
-                ("--ec2-write-rate", w.rate.to_string()),
-                ("--ec2-read-burst", r.burst.to_string()),
-                ("--ec2-read-rate", r.rate.to_string()),
-            ] {
-                args.extend([name.to_string(), v]);
-            }
-        }
-        args
+        daemon_args(&self.vpc.id, &self.spec, &self.health, opts.client_limits.then_some(&opts.model))
     }
 }
 
@@ -346,10 +239,6 @@ enum Fleet {
     Single(Daemon),
     // Instances before etcd: dropped first.
     Cluster { insts: Vec<Instance>, _etcd: Etcd },
-}
-
-fn status(port: u16) -> Option<serde_json::Value> {
-    http_client::get(port, "/status", None).ok()?.json().ok()
 }
 
 impl Fleet {
@@ -486,13 +375,6 @@ fn trial(
     Ok(Trial { took, engine, tally: proxy.tally_since(t0), polls, poll_time })
 }
 
-/// How long until the model's buckets are full again after `tally`'s calls: each call
-/// took a token, so the deficit is at most min(calls, burst).
-fn refill_time(model: &Model, tally: &Tally) -> Duration {
-    let wait = |used: u64, b: Bucket| Duration::from_secs_f64(used.min(b.burst) as f64 / b.rate);
-    wait(tally.writes, model.write_bucket).max(wait(tally.reads, model.read_bucket))
-}
-
 /// Runs `trials` failovers in one mode; the routes start on one router.
 fn run_mode(w: &World, proxy: &FaultProxy, opts: &Opts, cluster: bool, trials: usize) -> anyhow::Result<Vec<Trial>> {
     proxy.set_model(Some(opts.model))?; // full buckets
@@ -524,25 +406,6 @@ fn run_mode(w: &World, proxy: &FaultProxy, opts: &Opts, cluster: bool, trials: u
         fleet.wait_all_healthy()?;
     }
     Ok(out)
-}
-
-fn quantile(sorted: &[Duration], q: f64) -> Duration {
-    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.0}", d.as_secs_f64() * 1000.0)
-}
-
-/// "a" when every value is a, else "min–max".
-fn spread(values: &[u64]) -> String {
-    let (lo, hi) = (values.iter().min().copied().unwrap_or(0), values.iter().max().copied().unwrap_or(0));
-    if lo == hi {
-        lo.to_string()
-    } else {
-        format!("{lo}–{hi}")
-    }
 }
 
 /// Prints one table row.
