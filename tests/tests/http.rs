@@ -186,7 +186,10 @@ fn status_and_metrics_reflect_a_failover() -> anyhow::Result<()> {
     // The engine records its state after the route changes: wait for the document to settle.
     let st = wait_for(T, "/status to show the failover", || {
         let st = status(&d).ok()?;
-        (st["counters"]["routes_replaced"].as_u64()? >= 2 && st["last_reconcile"]["result"] == "ok").then_some(st)
+        // The counters move with each write; the tables once the verifying read is planned.
+        let tables_moved = [&rt1, &rt2].iter().all(|t| st["route_tables"][t.as_str()][0]["router"] == other);
+        (st["counters"]["routes_replaced"].as_u64()? >= 2 && st["last_reconcile"]["result"] == "ok" && tables_moved)
+            .then_some(st)
     })?;
     assert_eq!(st["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(st["failed_hosts"], json!([first]));
