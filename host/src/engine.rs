@@ -450,20 +450,21 @@ impl Engine {
                     Executed::Finished { failures, .. } => failures,
                 }
             };
-            // Routes the fast path moved show as moved, not as found up to date.
-            let mut shown = plan.clone();
-            shown.actions.extend(self.applied.iter().cloned());
+            let more = plan.staged && !plan.actions.is_empty();
             let written = self.known.as_ref().unwrap_or(&state);
+            let lists = list_views(written, &plan);
+            // Routes the fast path moved show as moved, not as found up to date.
+            let mut shown = plan;
+            shown.actions.extend(self.applied.iter().cloned());
+            let tables = table_routes(written, &shown, &failures, self.cfg.dry_run);
             {
                 let mut st = self.lock_status();
-                st.tables = table_routes(written, &shown, &failures, self.cfg.dry_run);
-                st.lists = list_views(written, &plan);
-                st.weights = plan.weights.clone();
+                (st.tables, st.lists, st.weights) = (tables, lists, shown.weights);
             }
             if let Some((_, _, first)) = failures.first() {
                 return self.failed_reconcile(started, format!("{} change(s) failed, first: {first}", failures.len()));
             }
-            if plan.staged && !plan.actions.is_empty() && !self.cfg.dry_run && stage + 1 < MAX_STAGES {
+            if more && !self.cfg.dry_run && stage + 1 < MAX_STAGES {
                 stage += 1;
                 tracing::debug!(stage, "planning again from the state as written: these changes unlock more");
                 continue;

@@ -529,31 +529,26 @@ impl<'a> Planner<'a> {
             let tables = tables.iter().zip(&present);
             tables.filter(|(_, p)| !p.contains(dest)).map(|(t, _)| *t).collect::<Vec<&RouteTable>>()
         };
-        for (cidr, hosts) in spec.into_iter().filter(|(_, hosts)| !hosts.is_empty()) {
-            if self.group_of.contains_key(&cidr) {
-                continue;
-            }
-            let dest = Dest::Cidr(cidr);
-            for table in missing(&dest) {
-                let Some(target) = self.router_for(Unit::Cidr(cidr), hosts, rng) else { break };
-                self.plan.routes.insert((table.id.clone(), dest.clone()), Some(target.ip));
-                let rtb = table.id.clone();
-                self.plan.actions.push(RouteAction::Create { rtb, dest: dest.clone(), target });
-                // A retired list's routes go once these routes exist.
-                self.plan.staged |= retiring;
-            }
+        // Each unit with its destination, candidates, and whether a new route of it unlocks
+        // more (a retired list's routes go once the CIDRs' own routes exist; a group's
+        // per-CIDR routes once its list route exists).
+        let mut units: Vec<(Unit, Dest, &[Ipv4Addr], bool)> = spec
+            .into_iter()
+            .filter(|(cidr, hosts)| !hosts.is_empty() && !self.group_of.contains_key(cidr))
+            .map(|(cidr, hosts)| (Unit::Cidr(cidr), Dest::Cidr(cidr), hosts, retiring))
+            .collect();
+        for (g, listed) in self.groups.iter().enumerate() {
+            let Some(list) = listed.list else { continue };
+            let hosts = self.spec.get(&listed.group.members[0]).copied().unwrap_or_default();
+            units.push((Unit::Group(g), Dest::List(list.id.clone()), hosts, true));
         }
-        for g in 0..self.groups.len() {
-            let Some(list) = self.groups[g].list else { continue };
-            let hosts = self.spec.get(&self.groups[g].group.members[0]).copied().unwrap_or_default();
-            let dest = Dest::List(list.id.clone());
+        for (unit, dest, hosts, unlocks) in units {
             for table in missing(&dest) {
-                let Some(target) = self.router_for(Unit::Group(g), hosts, rng) else { break };
+                let Some(target) = self.router_for(unit, hosts, rng) else { break };
                 self.plan.routes.insert((table.id.clone(), dest.clone()), Some(target.ip));
                 let rtb = table.id.clone();
                 self.plan.actions.push(RouteAction::Create { rtb, dest: dest.clone(), target });
-                // Per-CIDR routes of the group go once this route exists.
-                self.plan.staged = true;
+                self.plan.staged |= unlocks;
             }
         }
     }

@@ -724,8 +724,8 @@ impl Ec2 {
 
     /// Adds, then removes, entries in calls of at most 100, each from the version the one
     /// before left; waits while EC2 is still applying the previous change. Returns the
-    /// final version. `first_token_taken`: false when the first call's write token is the
-    /// caller's.
+    /// final version. `caller_token_spent`: the caller's write token already paid for an
+    /// earlier call (the create), so every call here takes its own.
     #[allow(clippy::too_many_arguments)]
     async fn modify_list(
         &self,
@@ -735,11 +735,11 @@ impl Ec2 {
         add: &[Cidr],
         remove: &[Cidr],
         limits: &Limits,
-        first_token_taken: bool,
+        caller_token_spent: bool,
     ) -> Result<i64, Ec2Error> {
         let chunks =
             add.chunks(ENTRIES_PER_CALL).map(|c| (c, true)).chain(remove.chunks(ENTRIES_PER_CALL).map(|c| (c, false)));
-        let mut need_token = first_token_taken;
+        let mut need_token = caller_token_spent;
         for (chunk, adding) in chunks {
             let mut busy = 0;
             loop {
