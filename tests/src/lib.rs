@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod certs;
 pub mod cluster;
 pub mod daemon;
 pub mod ec2model;
