@@ -232,7 +232,7 @@ fn base_command() -> Command {
             .value_parser(clap::value_parser!(PathBuf))
             .help("directory to search for plugins first (repeatable)"))
         .arg(Arg::new("allow_insecure_plugins").long("allow-insecure-plugins").action(ArgAction::SetTrue)
-            .help("load plugin files even if group or others may write them"))
+            .help("load plugin files even if group or others may write them or another user than root or vpcrouter's owns them"))
         .arg(Arg::new("list_plugins").long("list-plugins").action(ArgAction::SetTrue)
             .help("list the plugins found, with versions and descriptions, and exit"))
         .arg(Arg::new("dry_run").long("dry-run").action(ArgAction::SetTrue)

@@ -49,6 +49,21 @@ pub enum LoadError {
         /// Its permission bits.
         mode: u32,
     },
+    /// The file or its directory belongs to another user than root or the one vpcrouter
+    /// runs as (as ssh's StrictModes refuses): that user could replace the code.
+    #[error("refusing to load '{path}': {what} is owned by uid {owner}, not by root or the user vpcrouter runs as (uid {me}); fix with 'chown root {target}' or pass --allow-insecure-plugins")]
+    NotOwned {
+        /// The plugin file.
+        path: PathBuf,
+        /// "the file" or "its directory".
+        what: &'static str,
+        /// The offending path.
+        target: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// The effective uid of this process.
+        me: u32,
+    },
     /// The file could not be opened or is not a vpcrouter plugin.
     #[error("'{path}' is not a usable vpcrouter plugin: {reason}")]
     NotAPlugin {
@@ -211,7 +226,14 @@ impl Loader {
     }
 }
 
+/// The checks `--allow-insecure-plugins` skips, on the (canonical) file and its directory:
+/// nobody but the owner may write them, and the owner is root or the user vpcrouter runs as.
 fn check_permissions(path: &Path) -> Result<(), LoadError> {
+    check_ownership(path, rustix::process::geteuid().as_raw())
+}
+
+fn check_ownership(path: &Path, me: u32) -> Result<(), LoadError> {
+    use std::os::unix::fs::MetadataExt;
     let dir = path.parent().unwrap_or(Path::new("/"));
     for (what, target) in [("the file", path), ("its directory", dir)] {
         let meta = std::fs::metadata(target)
@@ -219,6 +241,10 @@ fn check_permissions(path: &Path) -> Result<(), LoadError> {
         let mode = meta.permissions().mode() & 0o7777;
         if mode & 0o022 != 0 {
             return Err(LoadError::Insecure { path: path.into(), what, target: target.into(), mode });
+        }
+        let owner = meta.uid();
+        if owner != 0 && owner != me {
+            return Err(LoadError::NotOwned { path: path.into(), what, target: target.into(), owner, me });
         }
     }
     Ok(())
@@ -502,5 +528,48 @@ mod tests {
         let err = Loader::default().load(&search, PluginKind::Watcher, "junk").unwrap_err();
         assert!(matches!(err, LoadError::NotAPlugin { .. }), "{err}");
         assert!(err.to_string().contains("not a shared library for this machine"), "{err}");
+    }
+
+    /// Changes the owner of `path` (the tests run as root; elsewhere they skip the chown cases).
+    fn chown(path: &Path, uid: u32) -> bool {
+        std::os::unix::fs::chown(path, Some(uid), None).is_ok()
+    }
+
+    #[test]
+    fn files_and_directories_of_other_users_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("libvpcrouter_junk.so");
+        std::fs::write(&path, b"not an ELF file").unwrap();
+        let me = rustix::process::geteuid().as_raw();
+        // Owned by this user (or root): passes the check.
+        assert!(check_ownership(&path, me).is_ok());
+        if !chown(&path, 65534) {
+            eprintln!("not root: the ownership cases are skipped");
+            return;
+        }
+        let err = check_ownership(&path, me).unwrap_err();
+        assert!(matches!(err, LoadError::NotOwned { what: "the file", owner: 65534, .. }), "{err}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "refusing to load '{p}': the file is owned by uid 65534, not by root or the user vpcrouter runs as \
+                 (uid {me}); fix with 'chown root {p}' or pass --allow-insecure-plugins",
+                p = path.display()
+            )
+        );
+        // The user vpcrouter runs as may own it.
+        assert!(check_ownership(&path, 65534).is_ok());
+        assert!(chown(&path, 0));
+        assert!(chown(dir.path(), 4242));
+        let err = check_ownership(&path, me).unwrap_err();
+        assert!(matches!(err, LoadError::NotOwned { what: "its directory", owner: 4242, .. }), "{err}");
+        // Through the loader: refused before the file is opened, unless insecure plugins are allowed.
+        let search = SearchPath { dirs: vec![dir.path().into()], allow_insecure: false };
+        let err = Loader::default().load(&search, PluginKind::Watcher, "junk").unwrap_err();
+        assert!(matches!(err, LoadError::NotOwned { .. }), "{err}");
+        let search = SearchPath { dirs: vec![dir.path().into()], allow_insecure: true };
+        let err = Loader::default().load(&search, PluginKind::Watcher, "junk").unwrap_err();
+        assert!(matches!(err, LoadError::NotAPlugin { .. }), "{err}");
+        assert!(chown(dir.path(), me));
     }
 }
