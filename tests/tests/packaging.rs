@@ -60,6 +60,7 @@ fn make_install_lays_out_everything_and_uninstall_removes_exactly_that() -> anyh
         "usr/local/lib/systemd/system/vpcrouter.service",
         "usr/local/share/doc/vpcrouter/route_spec.example.json",
         "usr/local/share/doc/vpcrouter/iam-policy.json",
+        "usr/local/share/doc/vpcrouter/iam-policy-scoped.json",
     ] {
         assert!(files.iter().any(|f| f == want), "{want} missing from {files:#?}");
     }

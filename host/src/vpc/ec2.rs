@@ -1002,25 +1002,43 @@ async fn detect_with(client: &aws_config::imds::Client) -> Result<(String, Strin
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn iam_policy_allows_exactly_the_operations_called() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/iam-policy.json");
+    /// The statements of `packaging/<file>`.
+    fn policy_statements(file: &str) -> Vec<serde_json::Value> {
+        let path = format!("{}/../packaging/{file}", env!("CARGO_MANIFEST_DIR"));
         let policy: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(path).expect("policy file")).expect("policy JSON");
-        let mut allowed: Vec<String> = policy["Statement"]
-            .as_array()
-            .expect("statements")
-            .iter()
-            .flat_map(|st| st["Action"].as_array().cloned().unwrap_or_default())
-            .filter_map(|a| a.as_str().map(String::from))
-            .collect();
+            serde_json::from_str(&std::fs::read_to_string(&path).expect("policy file")).expect("policy JSON");
+        policy["Statement"].as_array().expect("statements").clone()
+    }
+
+    fn actions(statement: &serde_json::Value) -> Vec<String> {
+        statement["Action"].as_array().into_iter().flatten().filter_map(|a| a.as_str().map(String::from)).collect()
+    }
+
+    #[test]
+    fn iam_policies_allow_exactly_the_operations_called() {
         let mut called: Vec<String> = operations().iter().map(|op| format!("ec2:{op}")).collect();
         // CreateManagedPrefixList tags the new list as it creates it: EC2 authorizes that as
         // ec2:CreateTags.
         called.push("ec2:CreateTags".into());
-        allowed.sort();
         called.sort();
-        assert_eq!(allowed, called, "packaging/iam-policy.json is out of step with the EC2 calls in ec2.rs");
+        for file in ["iam-policy.json", "iam-policy-scoped.json"] {
+            let mut allowed: Vec<String> = policy_statements(file).iter().flat_map(actions).collect();
+            allowed.sort();
+            assert_eq!(allowed, called, "packaging/{file} is out of step with the EC2 calls in ec2.rs");
+        }
+    }
+
+    #[test]
+    fn the_scoped_policy_allows_writes_only_on_named_resources_under_conditions() {
+        for st in policy_statements("iam-policy-scoped.json") {
+            let writes = actions(&st).iter().any(|a| !a.starts_with("ec2:Describe") && !a.starts_with("ec2:Get"));
+            if !writes {
+                continue;
+            }
+            let resource = st["Resource"].as_str().unwrap_or("*");
+            assert!(resource.starts_with("arn:aws:ec2:REGION:ACCOUNT_ID:"), "{st}");
+            assert!(st["Condition"].as_object().is_some_and(|c| !c.is_empty()), "a write without a condition: {st}");
+        }
     }
 
     use super::*;
