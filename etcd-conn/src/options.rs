@@ -290,7 +290,7 @@ impl EtcdSecurity {
     }
 
     /// The password, read now.
-    fn password(&self) -> Result<Option<Secret>, EtcdConfigError> {
+    pub(crate) fn password(&self) -> Result<Option<Secret>, EtcdConfigError> {
         match &self.password {
             None => Ok(None),
             Some(Password::Env(s)) => Ok(Some(s.clone())),
@@ -311,7 +311,7 @@ impl EtcdSecurity {
     }
 
     /// The TLS options, the files read and checked now (`None` without TLS files).
-    fn tls_options(&self) -> Result<Option<TlsOptions>, EtcdConfigError> {
+    pub(crate) fn tls_options(&self) -> Result<Option<TlsOptions>, EtcdConfigError> {
         let mut tls = TlsOptions::new();
         match &self.cacert {
             Some(path) => {
@@ -359,9 +359,46 @@ impl EtcdSecurity {
     }
 }
 
+/// Where etcd is and how to reach it: the endpoints and the `--etcd-*` options, checked
+/// together (TLS files need https:// endpoints).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdConn {
+    /// The endpoints, all of one scheme.
+    pub endpoints: Vec<Endpoint>,
+    /// TLS and authentication.
+    pub security: EtcdSecurity,
+}
+
+impl EtcdConn {
+    /// Parses `raw` (comma-separated endpoints) for `security` ([`EtcdSecurity::endpoints`]).
+    pub fn new(raw: &str, security: EtcdSecurity) -> Result<EtcdConn, EtcdConfigError> {
+        Ok(EtcdConn { endpoints: security.endpoints(raw)?, security })
+    }
+
+    /// The endpoint URLs, as the etcd client takes them.
+    pub fn urls(&self) -> Vec<String> {
+        self.endpoints.iter().map(Endpoint::url).collect()
+    }
+
+    /// Whether the endpoints are https://.
+    pub fn https(&self) -> bool {
+        self.endpoints.iter().any(|e| e.scheme == Scheme::Https)
+    }
+
+    /// [`EtcdSecurity::check`]: every file read once, as at start-up; warnings to log.
+    pub fn check(&self) -> Result<Vec<String>, EtcdConfigError> {
+        self.security.check()
+    }
+
+    /// [`EtcdSecurity::connect_options`] for these endpoints; the files are read now.
+    pub fn connect_options(&self) -> Result<ConnectOptions, EtcdConfigError> {
+        self.security.connect_options(&self.endpoints)
+    }
+}
+
 impl Password {
     /// Where it comes from, for messages.
-    fn source(&self) -> String {
+    pub(crate) fn source(&self) -> String {
         match self {
             Password::File(p) => format!("--{PASSWORD_FILE} {}", p.display()),
             Password::Env(_) => format!("environment variable {PASSWORD_ENV}"),
