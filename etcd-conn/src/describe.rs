@@ -103,6 +103,15 @@ impl EtcdConn {
     pub fn describe(&self, e: &etcd_client::Error, call: Call) -> String {
         self.security.describe_with(self.https(), e, call)
     }
+
+    /// The reason etcd gave for cancelling a watch, a permission error described as such.
+    pub fn describe_watch_cancel(&self, reason: &str, call: Call) -> String {
+        if reason.contains("permission denied") {
+            let e = etcd_client::Error::GRpcStatus(tonic::Status::permission_denied(reason));
+            return self.describe(&e, call);
+        }
+        reason.to_string()
+    }
 }
 
 impl EtcdSecurity {
