@@ -23,7 +23,9 @@ use std::time::SystemTime;
 use rustls::pki_types::ServerName;
 use rustls::CertificateError;
 
-use crate::options::{first_certificate, EtcdConn, EtcdSecurity, Password, CACERT, CERT, KEY, PASSWORD_ENV, PASSWORD_FILE, USER};
+use crate::options::{
+    first_certificate, EtcdConn, EtcdSecurity, Password, CACERT, CERT, KEY, PASSWORD_ENV, PASSWORD_FILE, USER,
+};
 
 /// What a call was doing, for a permission error: the operation, the key, and the
 /// permission a role of the user needs, on a key or a prefix.
@@ -183,10 +185,9 @@ impl EtcdSecurity {
                     )
                 }
                 CertificateError::Expired => "etcd's server certificate has expired: renew etcd's --cert-file".into(),
-                CertificateError::ExpiredContext { not_after, .. } => format!(
-                    "etcd's server certificate expired at {}: renew etcd's --cert-file",
-                    date(unix(*not_after))
-                ),
+                CertificateError::ExpiredContext { not_after, .. } => {
+                    format!("etcd's server certificate expired at {}: renew etcd's --cert-file", date(unix(*not_after)))
+                }
                 CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
                     "etcd's server certificate is not valid yet: check the clocks, or etcd's --cert-file".into()
                 }
@@ -215,7 +216,8 @@ impl EtcdSecurity {
             return format!("{how}: it demands a client certificate (--client-cert-auth): pass --{CERT} and --{KEY}");
         };
         let path = cert.display();
-        let expired = first_certificate(cert).and_then(|c| crate::der::not_after(&c)).filter(|t| *t < SystemTime::now());
+        let expired =
+            first_certificate(cert).and_then(|c| crate::der::not_after(&c)).filter(|t| *t < SystemTime::now());
         match expired {
             Some(at) => format!("{how}: the client certificate --{CERT} {path} expired at {}: renew it", date(at)),
             None if alert == Some("CertificateExpired") => {
@@ -384,7 +386,12 @@ mod tests {
              VPCROUTER_ETCD_PASSWORD)"
         );
         let denied = status(tonic::Code::PermissionDenied, "etcdserver: permission denied");
-        let access = Access { action: "write", key: "/vpcrouter/c1/leader", permission: "readwrite", grant_on: "/vpcrouter/c1/" };
+        let access = Access {
+            action: "write",
+            key: "/vpcrouter/c1/leader",
+            permission: "readwrite",
+            grant_on: "/vpcrouter/c1/",
+        };
         assert_eq!(
             s.describe_with(false, &denied, Call { fresh: false, access: Some(access) }),
             "user 'vr' may not write /vpcrouter/c1/leader: grant the role readwrite on prefix /vpcrouter/c1/ to a \
@@ -397,7 +404,9 @@ mod tests {
              grant-permission ROLE read /k)"
         );
         let off = status(tonic::Code::FailedPrecondition, "etcdserver: authentication is not enabled");
-        assert!(s.describe_with(false, &off, FRESH).starts_with("--etcd-user 'vr' is given but etcd has authentication disabled"));
+        assert!(s
+            .describe_with(false, &off, FRESH)
+            .starts_with("--etcd-user 'vr' is given but etcd has authentication disabled"));
         for e in [failed, denied, off] {
             assert!(!s.describe_with(true, &e, FRESH).contains("pw-never-shown"));
         }

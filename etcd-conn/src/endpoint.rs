@@ -106,8 +106,12 @@ pub enum EndpointError {
 /// bare `host:port`, which gets `bare` (https when TLS files are given, else http). IPv6
 /// addresses go in brackets. Blanks around items and empty items are ignored.
 pub fn parse_endpoints(raw: &str, bare: Scheme) -> Result<Vec<Endpoint>, EndpointError> {
-    let list: Vec<Endpoint> =
-        raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| parse_one(s, bare)).collect::<Result<_, _>>()?;
+    let list: Vec<Endpoint> = raw
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| parse_one(s, bare))
+        .collect::<Result<_, _>>()?;
     if list.is_empty() {
         return Err(EndpointError::NoEndpoints);
     }
@@ -188,7 +192,11 @@ mod tests {
     fn good_lists() {
         let cases: &[(&str, Scheme, &[&str])] = &[
             ("http://127.0.0.1:2379", Scheme::Http, &["http://127.0.0.1:2379"]),
-            (" http://10.0.0.1:2379/ , http://etcd-2:2379,", Scheme::Http, &["http://10.0.0.1:2379", "http://etcd-2:2379"]),
+            (
+                " http://10.0.0.1:2379/ , http://etcd-2:2379,",
+                Scheme::Http,
+                &["http://10.0.0.1:2379", "http://etcd-2:2379"],
+            ),
             ("https://a:1,https://b", Scheme::Http, &["https://a:1", "https://b:2379"]),
             ("10.0.0.2:2379", Scheme::Http, &["http://10.0.0.2:2379"]),
             ("10.0.0.2:2379, https://h:2", Scheme::Https, &["https://10.0.0.2:2379", "https://h:2"]),
@@ -229,7 +237,7 @@ mod tests {
             ("http://a:1,https://b:2", "the endpoints mix http:// and https:// ('http://a:1' and 'https://b:2'); use one scheme for all"),
         ];
         for (raw, want) in cases {
-            let got = parse_endpoints(&format!("{raw}"), Scheme::Http).unwrap_err().to_string();
+            let got = parse_endpoints(raw, Scheme::Http).unwrap_err().to_string();
             assert_eq!(got, *want, "{raw}");
             // The same inside a list of good ones.
             if !raw.trim_matches([' ', ',']).is_empty() && !raw.contains(",") {

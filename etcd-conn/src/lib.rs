@@ -15,6 +15,6 @@ mod options;
 pub use describe::{describe, Access, Call};
 pub use endpoint::{parse_endpoints, Endpoint, EndpointError, Scheme, DEFAULT_PORT};
 pub use options::{
-    arg_specs, is_shared, EtcdConfigError, EtcdConn, EtcdSecurity, Password, Secret, SharedOption, CACERT, CERT, HEADING, KEY,
-    OPTIONS, PASSWORD_ENV, PASSWORD_FILE, USER,
+    arg_specs, is_shared, EtcdConfigError, EtcdConn, EtcdSecurity, Password, Secret, SharedOption, CACERT, CERT,
+    HEADING, KEY, OPTIONS, PASSWORD_ENV, PASSWORD_FILE, USER,
 };

@@ -310,8 +310,8 @@ impl EtcdSecurity {
         }
     }
 
-    /// The TLS options, the files read and checked now (`None` without TLS files).
-    pub(crate) fn tls_options(&self) -> Result<Option<TlsOptions>, EtcdConfigError> {
+    /// The TLS options, the files read and checked now (the system roots without a CA file).
+    fn tls_options(&self) -> Result<TlsOptions, EtcdConfigError> {
         let mut tls = TlsOptions::new();
         match &self.cacert {
             Some(path) => {
@@ -329,13 +329,12 @@ impl EtcdSecurity {
                 return Err(EtcdConfigError::Pem {
                     flag: KEY,
                     path: key.display().to_string(),
-                    what: "no PEM private key in it (expected -----BEGIN PRIVATE KEY-----, or an RSA or EC one)"
-                        .into(),
+                    what: "no PEM private key in it (expected -----BEGIN PRIVATE KEY-----, or an RSA or EC one)".into(),
                 });
             }
             tls = tls.identity(Identity::from_pem(cert_pem, key_pem));
         }
-        Ok(Some(tls))
+        Ok(tls)
     }
 
     /// The etcd client's options for `endpoints`: TLS for https:// endpoints (the server
@@ -345,9 +344,7 @@ impl EtcdSecurity {
     pub fn connect_options(&self, endpoints: &[Endpoint]) -> Result<ConnectOptions, EtcdConfigError> {
         let mut options = ConnectOptions::new();
         if endpoints.iter().any(|e| e.scheme == Scheme::Https) {
-            if let Some(tls) = self.tls_options()? {
-                options = options.with_tls(tls);
-            }
+            options = options.with_tls(self.tls_options()?);
         } else if let Some(flag) = self.tls_flag() {
             let endpoint = endpoints.first().map(Endpoint::url).unwrap_or_default();
             return Err(EtcdConfigError::TlsOverHttp { flag, endpoint });
@@ -465,7 +462,8 @@ mod tests {
     #[test]
     fn option_rules() {
         assert_eq!(from(&[], None).unwrap(), EtcdSecurity::default());
-        let cases: &[(&[(&str, &str)], Option<&str>, &str)] = &[
+        type Case<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>, &'a str);
+        let cases: &[Case] = &[
             (&[("etcd-cert", "/c")], None, "--etcd-cert is given without --etcd-key; pass both: the client certificate and its private key"),
             (&[("etcd-key", "/k")], None, "--etcd-key is given without --etcd-cert; pass both: the client certificate and its private key"),
             (&[("etcd-user", "vr")], None, "--etcd-user 'vr' is given without a password; put the password in a file named by --etcd-password-file, or in the environment variable VPCROUTER_ETCD_PASSWORD"),

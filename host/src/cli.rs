@@ -459,6 +459,7 @@ pub fn parse(argv: &[String], loader: &Loader) -> Result<Invocation, CliError> {
     for p in [&watcher, &health].into_iter().chain(sub_plugins.values()) {
         plugins::validate_config(&p.lib, &p.args)?;
     }
+    check_etcd_options_used(&m, [&watcher, &health].into_iter().chain(sub_plugins.values()))?;
     let options = Options {
         verbose: m.get_flag("verbose"),
         logfile: m.get_one::<String>("logfile").cloned().unwrap_or_else(|| "-".into()),
@@ -494,6 +495,26 @@ fn cluster_name(m: &ArgMatches) -> Result<Option<String>, CliError> {
     let Some(name) = m.get_one::<String>("cluster_name").cloned() else { return Ok(None) };
     crate::cluster::check_name("--cluster-name", &name).map_err(|e| CliError::usage(format!("error: {e}")))?;
     Ok(Some(name))
+}
+
+/// Refuses `--etcd-*` options that nothing would use: no `--cluster-etcd`, and no loaded
+/// plugin declares them (a typo such as `-m etcdd` would otherwise drop TLS silently).
+fn check_etcd_options_used<'a>(
+    m: &ArgMatches,
+    mut plugins: impl Iterator<Item = &'a LoadedPlugin>,
+) -> Result<(), CliError> {
+    let Some(given) = vpcrouter_etcd_conn::OPTIONS.iter().find(|o| m.get_one::<String>(o.long).is_some()) else {
+        return Ok(());
+    };
+    let used = m.get_one::<String>("cluster_etcd").is_some()
+        || plugins.any(|p| p.lib.args.iter().any(|a| vpcrouter_etcd_conn::is_shared(a.long.as_str())));
+    if used {
+        return Ok(());
+    }
+    Err(CliError::usage(format!(
+        "error: --{} is given, but neither --cluster-etcd nor the plugins loaded (e.g. -m etcd) connect to etcd",
+        given.long
+    )))
 }
 
 /// `--etcd-*`, checked by their rules (the files are read when connecting).
@@ -651,7 +672,8 @@ mod tests {
     #[test]
     fn a_plugin_may_declare_the_shared_etcd_options_and_gets_the_hosts_values() {
         let cmd = base_command();
-        let etcd: Vec<&str> = cmd.get_arguments().filter_map(|a| a.get_long()).filter(|l| l.starts_with("etcd-")).collect();
+        let etcd: Vec<&str> =
+            cmd.get_arguments().filter_map(|a| a.get_long()).filter(|l| l.starts_with("etcd-")).collect();
         assert_eq!(etcd, ["etcd-cacert", "etcd-cert", "etcd-key", "etcd-user", "etcd-password-file"]);
         let help = base_command().render_help().to_string();
         assert!(help.contains("etcd connection (cluster mode and the etcd watcher):"), "{help}");

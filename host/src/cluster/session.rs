@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use etcd_client::{
     Client, Compare, CompareOp, EventType, GetOptions, KeyValue, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
 };
-use vpcrouter_etcd_conn::{Access, Call};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use vpcrouter_etcd_conn::{Access, Call};
 
 use super::{ClusterEvent, PeerView, Report, Role, Shared};
 use crate::sync::lock;
@@ -239,7 +239,8 @@ impl Session {
             let _ = call(&shared, "lease revoke", opening(p, "", None), client.lease_revoke(old)).await;
         }
         let sent = Instant::now();
-        let grant = call(&shared, "lease grant", opening(p, "", None), client.lease_grant(cfg.lease_ttl as i64, None)).await?;
+        let grant =
+            call(&shared, "lease grant", opening(p, "", None), client.lease_grant(cfg.lease_ttl as i64, None)).await?;
         let (lease, ttl) = (grant.id(), Duration::from_secs(grant.ttl().max(1) as u64));
         *stale_lease = Some(lease);
         {
@@ -247,7 +248,8 @@ impl Session {
             *l =
                 super::LeaseState { client: Some(client.clone()), lease, valid_until: Some(sent + ttl), leader: false };
         }
-        let (mut keeper, mut acks) = call(&shared, "lease keep-alive", opening(p, "", None), client.lease_keep_alive(lease)).await?;
+        let (mut keeper, mut acks) =
+            call(&shared, "lease keep-alive", opening(p, "", None), client.lease_keep_alive(lease)).await?;
         let lease_opt = || Some(PutOptions::new().with_lease(lease));
         let member = serde_json::json!({
             "instance_id": cfg.instance_id, "version": crate::VERSION,

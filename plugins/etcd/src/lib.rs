@@ -47,7 +47,8 @@ pub struct EmptyKey;
 /// the parser cluster mode uses too ([`vpcrouter_etcd_conn::parse_endpoints`]).
 fn options(args: &PluginArgs) -> Result<(EtcdConn, String), String> {
     let security = EtcdSecurity::from_values(|name| args.get(name).map(String::from)).map_err(|e| e.to_string())?;
-    let conn = EtcdConn::new(args.require("etcd_endpoints")?, security).map_err(|e| format!("--etcd_endpoints: {e}"))?;
+    let conn =
+        EtcdConn::new(args.require("etcd_endpoints")?, security).map_err(|e| format!("--etcd_endpoints: {e}"))?;
     let key = args.get("etcd_key").unwrap_or(DEFAULT_KEY);
     if key.is_empty() {
         return Err(EmptyKey.to_string());

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use etcd_client::{Client, EventType, WatchOptions};
-use vpcrouter_etcd_conn::{Access, Call, EtcdConn};
 use rand::{Rng, SeedableRng};
+use vpcrouter_etcd_conn::{Access, Call, EtcdConn};
 use vpcrouter_plugin_api::prelude::{Logger, SpecSink};
 
 use crate::track::{backoff, Tracker, Verdict, BACKOFF_MAX};
