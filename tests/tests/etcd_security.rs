@@ -104,11 +104,11 @@ fn lines_with(log: &str, needle: &str) -> Vec<String> {
 }
 
 /// Checks that a failed instance logged `want` once as the reason it cannot open a session,
-/// does not lead, and wrote nothing to EC2. Returns the line.
+/// does not lead, and wrote nothing to EC2. Returns the line. Call it [`SETTLE`] after the
+/// start at the earliest, so that an instance that could lead would have.
 fn refused(i: &Instance, want: &str) -> anyhow::Result<String> {
     let needle = "cluster: cannot open an etcd session yet";
     i.daemon.wait_log(want, T)?;
-    std::thread::sleep(SETTLE);
     let log = i.daemon.log();
     let lines = lines_with(&log, needle);
     anyhow::ensure!(lines.len() == 1, "{}: one warning per outage, got {lines:?}\n{log}", i.id);
@@ -163,6 +163,7 @@ fn tls_failures_are_one_clear_line_and_the_instance_neither_leads_nor_writes() -
     let mut args = vec!["-m", "etcd", "--etcd_endpoints", url.as_str(), "--etcd_key", KEY, "-H", "always"];
     args.extend(tls.iter().map(String::as_str));
     let watcher = env.daemon(&args)?;
+    std::thread::sleep(SETTLE);
 
     let mut lines = Vec::new();
     let want_ca = format!(
@@ -223,23 +224,13 @@ fn with_etcd_auth_a_role_on_the_prefix_works_and_failures_name_the_cause_never_t
         .map_err(|e| anyhow::anyhow!("{e}\n{}", good.daemon.log()))?;
     env.wait_routed(&tables, CIDR, T).map_err(|e| anyhow::anyhow!("{e}\n{}", good.daemon.log()))?;
 
-    // A user without the role.
+    // A user without the role (cluster mode, and the etcd watcher), and a wrong password from
+    // the environment: started together, checked once they had the time to lead.
     let nobody = file_instance(&env, &url, "b", &login("nobody"))?;
-    let want = "user 'nobody' may not read /vpcrouter/c1/members/b: grant the role readwrite on prefix \
-                /vpcrouter/c1/ to a role of the user (etcdctl role grant-permission ROLE --prefix=true readwrite \
-                /vpcrouter/c1/)";
-    let nobody_line = refused(&nobody, want)?;
     let mut args = vec!["-m", "etcd", "--etcd_endpoints", url.as_str(), "--etcd_key", KEY, "-H", "always"];
     let watcher_login = login("nobody");
     args.extend(watcher_login.iter().map(String::as_str));
     let watcher = env.daemon(&args)?;
-    let want_watch = format!(
-        "Cannot read key '{KEY}' from etcd ({url}): read: user 'nobody' may not read {KEY}: grant the role read on \
-         key {KEY} to a role of the user (etcdctl role grant-permission ROLE read {KEY})"
-    );
-    watcher.wait_log(&want_watch, T)?;
-
-    // A wrong password, from the environment.
     let mut wrong = tls_args(Some(&p.ca.cert), Some(&p.client));
     wrong.extend(["--etcd-user".into(), "vr".into()]);
     let spec = env.write("spec.json", SPEC);
@@ -251,6 +242,17 @@ fn with_etcd_auth_a_role_on_the_prefix_works_and_failures_name_the_cause_never_t
         id: "c".into(),
         daemon: env.daemon_env(&args, &[("VPCROUTER_ETCD_PASSWORD", "not-the-password-9Zk")])?,
     };
+    std::thread::sleep(SETTLE);
+
+    let want = "user 'nobody' may not read /vpcrouter/c1/members/b: grant the role readwrite on prefix \
+                /vpcrouter/c1/ to a role of the user (etcdctl role grant-permission ROLE --prefix=true readwrite \
+                /vpcrouter/c1/)";
+    let nobody_line = refused(&nobody, want)?;
+    let want_watch = format!(
+        "Cannot read key '{KEY}' from etcd ({url}): read: user 'nobody' may not read {KEY}: grant the role read on \
+         key {KEY} to a role of the user (etcdctl role grant-permission ROLE read {KEY})"
+    );
+    watcher.wait_log(&want_watch, T)?;
     let wrong_line = refused(
         &wrong_pw,
         "etcd refused user 'vr': wrong user name or password (check --etcd-user and the password from \
