@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use vpcrouter_tests::certs::{Ca, Pem, Usage};
 use vpcrouter_tests::cluster::Instance;
-use vpcrouter_tests::daemon::{run_once, Daemon};
+use vpcrouter_tests::daemon::{command, run_once, Daemon};
 use vpcrouter_tests::etcd::{Etcd, Permission, Tls};
 use vpcrouter_tests::http_client::get;
 use vpcrouter_tests::{wait_for, Env};
@@ -266,9 +266,17 @@ fn with_etcd_auth_a_role_on_the_prefix_works_and_failures_name_the_cause_never_t
     let key_pem = std::fs::read_to_string(&p.client.key)?;
     let key_line = key_pem.lines().nth(1).unwrap_or_default().to_string();
     assert!(key_line.len() > 40, "{key_pem}");
-    let (_, help, _) = run_once(&["-m", "etcd", "--help"]);
-    assert!(help.contains("--etcd-password-file"), "{help}");
-    let mut seen = vec![help, nobody_line, wrong_line];
+    // --help and a usage error with the password in the environment (clap would print an
+    // `.env()` option's value).
+    let with_pw = |args: &[&str]| -> anyhow::Result<String> {
+        let out = command(None, args).env("VPCROUTER_ETCD_PASSWORD", PASSWORD).output()?;
+        Ok(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    };
+    let help = with_pw(&["-m", "etcd", "--help"])?;
+    assert!(help.contains("--etcd-password-file") && help.contains("VPCROUTER_ETCD_PASSWORD"), "{help}");
+    let usage = with_pw(&["-m", "etcd", "--etcd_endpoints", "h:1", "--etcd-user", "vr", "--etcd-cert", "/c"])?;
+    assert!(usage.contains("--etcd-cert is given without --etcd-key"), "{usage}");
+    let mut seen = vec![help, usage, nobody_line, wrong_line];
     for i in [&good, &nobody, &wrong_pw] {
         seen.push(i.daemon.log());
         seen.push(get(i.daemon.port, "/status", None)?.body);
