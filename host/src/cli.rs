@@ -10,6 +10,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
+use vpcrouter_etcd_conn::{EtcdConn, EtcdSecurity};
 use vpcrouter_plugin_api::{ArgSpec, PluginArgs, PluginKind};
 
 use crate::plugins::{self, LoadError, Loader, PluginError, PluginLibrary, SearchPath};
@@ -68,8 +69,10 @@ pub struct Options {
 /// `--cluster-*` and `--health-quorum`.
 #[derive(Debug, Clone)]
 pub struct ClusterOptions {
-    /// etcd client URLs.
-    pub endpoints: Vec<String>,
+    /// `--cluster-etcd` with the `--etcd-*` options (TLS, user and password).
+    pub conn: EtcdConn,
+    /// Warnings about the `--etcd-*` options (a password file others may read), to log.
+    pub warnings: Vec<String>,
     /// `--cluster-name`; `None`: the VPC id.
     pub name: Option<String>,
     /// `--instance-id` (default: the hostname).
@@ -199,8 +202,34 @@ fn ec2_limits(m: &ArgMatches) -> LimitsConfig {
     }
 }
 
+/// Main options a plugin may declare too (by the same long name): the host adds them once,
+/// and the plugin gets the host's value. The `--etcd-*` options are shared by cluster mode
+/// and the etcd watcher, so that one set of TLS and login options serves both.
+fn shared_host_option(long: &str) -> bool {
+    vpcrouter_etcd_conn::is_shared(long)
+}
+
+/// The `--etcd-*` options, from the table the etcd watcher declares its options from.
+fn add_etcd_args(mut cmd: Command) -> Command {
+    for o in vpcrouter_etcd_conn::OPTIONS {
+        cmd = cmd.arg(
+            Arg::new(o.long)
+                .long(o.long)
+                .value_name(o.value_name)
+                .help(o.help)
+                .help_heading(vpcrouter_etcd_conn::HEADING),
+        );
+    }
+    cmd
+}
+
 /// The main options, without plugin options.
 fn base_command() -> Command {
+    add_etcd_args(base_command_without_etcd())
+}
+
+/// The main options but the `--etcd-*` ones.
+fn base_command_without_etcd() -> Command {
     Command::new("vpcrouter")
         .version(crate::VERSION)
         .about("VPC router: Manage routes in VPC route table")
@@ -286,6 +315,10 @@ fn add_plugin_args(mut cmd: Command, lib: &PluginLibrary) -> Result<Command, Cli
     let heading = format!("Options of {} plugin '{}'", lib.meta.kind.as_str(), lib.meta.name);
     for spec in &lib.args {
         let long = spec.long.to_string();
+        if shared_host_option(&long) && !spec.flag {
+            // The host's option: added once, its value handed to the plugin.
+            continue;
+        }
         if cmd.get_arguments().any(|a| a.get_long() == Some(long.as_str()) || a.get_id() == long.as_str()) {
             return Err(CliError {
                 message: format!(
@@ -426,6 +459,7 @@ pub fn parse(argv: &[String], loader: &Loader) -> Result<Invocation, CliError> {
     for p in [&watcher, &health].into_iter().chain(sub_plugins.values()) {
         plugins::validate_config(&p.lib, &p.args)?;
     }
+    check_etcd_options_used(&m, [&watcher, &health].into_iter().chain(sub_plugins.values()))?;
     let options = Options {
         verbose: m.get_flag("verbose"),
         logfile: m.get_one::<String>("logfile").cloned().unwrap_or_else(|| "-".into()),
@@ -463,9 +497,38 @@ fn cluster_name(m: &ArgMatches) -> Result<Option<String>, CliError> {
     Ok(Some(name))
 }
 
+/// Refuses `--etcd-*` options that nothing would use: no `--cluster-etcd`, and no loaded
+/// plugin declares them (a typo such as `-m etcdd` would otherwise drop TLS silently).
+fn check_etcd_options_used<'a>(
+    m: &ArgMatches,
+    mut plugins: impl Iterator<Item = &'a LoadedPlugin>,
+) -> Result<(), CliError> {
+    let Some(given) = vpcrouter_etcd_conn::OPTIONS.iter().find(|o| m.get_one::<String>(o.long).is_some()) else {
+        return Ok(());
+    };
+    let used = m.get_one::<String>("cluster_etcd").is_some()
+        || plugins.any(|p| p.lib.args.iter().any(|a| vpcrouter_etcd_conn::is_shared(a.long.as_str())));
+    if used {
+        return Ok(());
+    }
+    Err(CliError::usage(format!(
+        "error: --{} is given, but neither --cluster-etcd nor the plugins loaded (e.g. -m etcd) connect to etcd",
+        given.long
+    )))
+}
+
+/// `--etcd-*`, checked by their rules (the files are read when connecting).
+fn etcd_security(m: &ArgMatches) -> Result<EtcdSecurity, CliError> {
+    EtcdSecurity::from_values(|name| m.get_one::<String>(name).cloned())
+        .map_err(|e| CliError::usage(format!("error: {e}")))
+}
+
 fn cluster_options(m: &ArgMatches) -> Result<Option<ClusterOptions>, CliError> {
     let Some(raw) = m.get_one::<String>("cluster_etcd") else { return Ok(None) };
-    let endpoints = parse_endpoints(raw).map_err(|e| CliError::usage(format!("error: --cluster-etcd: {e}")))?;
+    let conn =
+        EtcdConn::new(raw, etcd_security(m)?).map_err(|e| CliError::usage(format!("error: --cluster-etcd: {e}")))?;
+    // The files are read once now, so that a missing or invalid one stops the start.
+    let warnings = conn.check().map_err(|e| CliError { message: format!("error: {e}"), status: 1 })?;
     let name = cluster_name(m)?;
     let instance_id = match m.get_one::<String>("instance_id") {
         Some(id) => id.clone(),
@@ -474,7 +537,8 @@ fn cluster_options(m: &ArgMatches) -> Result<Option<ClusterOptions>, CliError> {
     };
     crate::cluster::check_name("--instance-id", &instance_id).map_err(|e| CliError::usage(format!("error: {e}")))?;
     Ok(Some(ClusterOptions {
-        endpoints,
+        conn,
+        warnings,
         name,
         instance_id,
         lease_ttl: m.get_one::<u64>("cluster_lease_ttl").copied().unwrap_or(5),
@@ -483,30 +547,6 @@ fn cluster_options(m: &ArgMatches) -> Result<Option<ClusterOptions>, CliError> {
             .and_then(|q| crate::cluster::Quorum::parse(q))
             .unwrap_or(crate::cluster::Quorum::Majority),
     }))
-}
-
-/// Parses comma-separated etcd URLs (`http://host:port`; a bare `host:port` gets `http://`).
-pub fn parse_endpoints(raw: &str) -> Result<Vec<String>, String> {
-    let list: Vec<String> = raw
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| if s.contains("://") { s.to_string() } else { format!("http://{s}") })
-        .collect();
-    if list.is_empty() {
-        return Err("no etcd URL given; pass e.g. http://10.0.0.5:2379,http://10.0.0.6:2379".into());
-    }
-    for url in &list {
-        let rest = url.strip_prefix("http://").ok_or_else(|| format!("'{url}': only http:// URLs are supported"))?;
-        let (host, port) = rest
-            .trim_end_matches('/')
-            .rsplit_once(':')
-            .ok_or_else(|| format!("'{url}': the port is missing (etcd listens on 2379)"))?;
-        if host.is_empty() || port.parse::<u16>().is_err() {
-            return Err(format!("'{url}' is not host:port"));
-        }
-    }
-    Ok(list)
 }
 
 /// The host name, from the kernel.
@@ -604,19 +644,40 @@ mod tests {
     }
 
     #[test]
-    fn etcd_endpoints_are_checked() {
+    fn etcd_endpoints_and_options_are_checked() {
+        let opts = |args: &str| cluster_options(&base_command().try_get_matches_from(argv(args)).unwrap());
+        let c = opts("-m x --cluster-etcd http://127.0.0.1:2379,10.0.0.2:2379 --instance-id a").unwrap().unwrap();
+        assert_eq!(c.conn.urls(), ["http://127.0.0.1:2379", "http://10.0.0.2:2379"]);
+        let err = |args: &str| opts(args).unwrap_err().message;
         assert_eq!(
-            parse_endpoints("http://127.0.0.1:2379, 10.0.0.2:2379").unwrap(),
-            ["http://127.0.0.1:2379", "http://10.0.0.2:2379"]
+            err("-m x --cluster-etcd , --instance-id a"),
+            "error: --cluster-etcd: no etcd endpoint given; pass the etcd client URLs, comma-separated, e.g. \
+             https://10.0.0.1:2379,https://10.0.0.2:2379"
         );
-        assert!(parse_endpoints(" , ").unwrap_err().contains("no etcd URL"));
-        assert!(parse_endpoints("https://a:1").unwrap_err().contains("only http://"));
-        assert!(parse_endpoints("http://a").unwrap_err().contains("port is missing"));
-        assert!(parse_endpoints("http://a:x").unwrap_err().contains("not host:port"));
+        assert!(err("-m x --cluster-etcd http://a:x --instance-id a").contains("'x' is not a port"));
+        assert_eq!(
+            err("-m x --cluster-etcd a:1 --etcd-cert /c --instance-id a"),
+            "error: --etcd-cert is given without --etcd-key; pass both: the client certificate and its private key"
+        );
+        assert_eq!(
+            err("-m x --cluster-etcd a:1 --etcd-cacert /nonexistent/ca.pem --instance-id a"),
+            "error: --etcd-cacert /nonexistent/ca.pem: cannot read it: No such file or directory (os error 2)"
+        );
         assert!(crate::cluster::check_name("--instance-id", "i-0abc.eu_1:2").is_ok());
         for bad in ["", "a/b", "a b", &"x".repeat(129)] {
             assert!(crate::cluster::check_name("--instance-id", bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_plugin_may_declare_the_shared_etcd_options_and_gets_the_hosts_values() {
+        let cmd = base_command();
+        let etcd: Vec<&str> =
+            cmd.get_arguments().filter_map(|a| a.get_long()).filter(|l| l.starts_with("etcd-")).collect();
+        assert_eq!(etcd, ["etcd-cacert", "etcd-cert", "etcd-key", "etcd-user", "etcd-password-file"]);
+        let help = base_command().render_help().to_string();
+        assert!(help.contains("etcd connection (cluster mode and the etcd watcher):"), "{help}");
+        assert!(shared_host_option("etcd-cacert") && !shared_host_option("etcd_key") && !shared_host_option("port"));
     }
 
     #[test]
@@ -632,6 +693,7 @@ mod tests {
             (c.instance_id.as_str(), c.lease_ttl, c.quorum, c.name),
             ("a", 5, crate::cluster::Quorum::All, None)
         );
+        assert_eq!(c.conn.urls(), ["http://127.0.0.1:2379"]);
     }
 
     #[test]

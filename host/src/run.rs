@@ -297,15 +297,19 @@ fn start_cluster(
 ) -> anyhow::Result<ClusterHandle> {
     let name = c.name.clone().unwrap_or_else(|| vpc_id.to_string());
     crate::cluster::check_name("the cluster name (the VPC id)", &name).map_err(anyhow::Error::msg)?;
+    for w in &c.warnings {
+        tracing::warn!("cluster: {w}");
+    }
     let cfg = ClusterConfig {
-        endpoints: c.endpoints.clone(),
+        conn: c.conn.clone(),
         name,
         instance_id: c.instance_id.clone(),
         lease_ttl: c.lease_ttl,
         quorum: c.quorum,
     };
     tracing::info!(
-        cluster = %cfg.name, instance = %cfg.instance_id, etcd = %cfg.endpoints.join(","),
+        cluster = %cfg.name, instance = %cfg.instance_id, etcd = %cfg.conn.urls().join(","),
+        etcd_user = cfg.conn.security.user.as_deref().unwrap_or("(none)"),
         lease_ttl_s = cfg.lease_ttl, health_quorum = cfg.quorum.as_str(),
         "cluster mode: only the elected leader writes to EC2"
     );

@@ -63,6 +63,11 @@ impl Daemon {
     /// Like [`Daemon::start`], with the EC2 endpoint set to `endpoint` (e.g. a fault proxy
     /// in front of `moto`).
     pub fn start_via(moto: &Moto, endpoint: &str, args: &[&str]) -> anyhow::Result<Daemon> {
+        Daemon::start_via_env(moto, endpoint, args, &[])
+    }
+
+    /// Like [`Daemon::start_via`], with further environment variables for the process.
+    pub fn start_via_env(moto: &Moto, endpoint: &str, args: &[&str], envs: &[(&str, &str)]) -> anyhow::Result<Daemon> {
         let dir = tempfile::tempdir()?;
         let log_path = dir.path().join("vpcrouter.log");
         let log = std::fs::File::create(&log_path)?;
@@ -72,8 +77,12 @@ impl Daemon {
         if port_arg(args).is_none() {
             all.extend(["-p", port_text.as_str()]);
         }
-        let child =
-            command(Some(moto), &all).env("AWS_ENDPOINT_URL", endpoint).stdout(log.try_clone()?).stderr(log).spawn()?;
+        let child = command(Some(moto), &all)
+            .env("AWS_ENDPOINT_URL", endpoint)
+            .envs(envs.iter().copied())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
         Ok(Daemon { child: Some(child), log_path, port, _dir: dir })
     }
 

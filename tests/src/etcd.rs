@@ -4,12 +4,17 @@
 //!
 //! The executable is `$VPCROUTER_ETCD` or `etcd` on the PATH (Debian's `etcd-server`,
 //! which `make deps` installs); keys are read and written with `etcdctl` (v3 API).
+//!
+//! [`Etcd::start_tls`] serves clients on https:// with certificates from
+//! [`crate::certs`] (optionally demanding client certificates), and [`Etcd::enable_auth`]
+//! turns on etcd's authentication with users and roles made through `etcdctl`.
 
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crate::certs::Pem;
 use crate::wait_for;
 
 /// One etcd member.
@@ -25,6 +30,35 @@ pub struct Etcd {
     nodes: Vec<Node>,
     initial_cluster: String,
     dir: tempfile::TempDir,
+    tls: Option<Tls>,
+    /// `etcdctl --user` once authentication is on (`root:password`).
+    ctl_user: Option<String>,
+}
+
+/// TLS on etcd's client URLs.
+#[derive(Debug, Clone)]
+pub struct Tls {
+    /// The CA etcd trusts for client certificates (`--trusted-ca-file`), and that signed
+    /// its server certificate.
+    pub ca: PathBuf,
+    /// etcd's server certificate and key (`--cert-file`, `--key-file`).
+    pub server: Pem,
+    /// Demand client certificates (`--client-cert-auth`).
+    pub client_cert_auth: bool,
+    /// The client certificate etcdctl uses (needed with `client_cert_auth`).
+    pub ctl_client: Option<Pem>,
+}
+
+/// One permission of a role: `read`, `write` or `readwrite` on a key or, with `prefix`,
+/// on every key under it.
+#[derive(Debug, Clone)]
+pub struct Permission<'a> {
+    /// `read`, `write` or `readwrite`.
+    pub kind: &'a str,
+    /// The key or prefix.
+    pub key: &'a str,
+    /// `--prefix=true`.
+    pub prefix: bool,
 }
 
 /// `n` distinct free loopback ports. The listeners are held until all are chosen: ports
@@ -50,6 +84,15 @@ impl Etcd {
 
     /// Starts an `n`-member cluster (static bootstrap) and waits until every member serves.
     pub fn start_cluster(n: usize) -> anyhow::Result<Etcd> {
+        Etcd::start_with(n, None)
+    }
+
+    /// Starts a single-node etcd serving clients on `https://127.0.0.1:PORT` with `tls`.
+    pub fn start_tls(tls: Tls) -> anyhow::Result<Etcd> {
+        Etcd::start_with(1, Some(tls))
+    }
+
+    fn start_with(n: usize, tls: Option<Tls>) -> anyhow::Result<Etcd> {
         let ports = free_ports(2 * n);
         let nodes: Vec<Node> = (0..n)
             .map(|i| Node {
@@ -61,7 +104,7 @@ impl Etcd {
             .collect();
         let initial_cluster =
             nodes.iter().map(|n| format!("{}=http://127.0.0.1:{}", n.name, n.peer_port)).collect::<Vec<_>>().join(",");
-        let mut etcd = Etcd { nodes, initial_cluster, dir: tempfile::tempdir()? };
+        let mut etcd = Etcd { nodes, initial_cluster, dir: tempfile::tempdir()?, tls, ctl_user: None };
         for i in 0..n {
             etcd.spawn(i)?;
         }
@@ -78,9 +121,17 @@ impl Etcd {
             .create(true)
             .append(true)
             .open(self.dir.path().join(format!("{}.log", node.name)))?;
-        let client = format!("http://127.0.0.1:{}", node.client_port);
+        let client = self.endpoint(i);
         let peer = format!("http://127.0.0.1:{}", node.peer_port);
-        let child = Command::new(etcd_binary())
+        let mut cmd = Command::new(etcd_binary());
+        if let Some(tls) = &self.tls {
+            cmd.arg("--cert-file").arg(&tls.server.cert).arg("--key-file").arg(&tls.server.key);
+            cmd.arg("--trusted-ca-file").arg(&tls.ca);
+            if tls.client_cert_auth {
+                cmd.arg("--client-cert-auth");
+            }
+        }
+        let child = cmd
             .args(["--name", &node.name])
             .arg("--data-dir")
             .arg(&data)
@@ -106,7 +157,7 @@ impl Etcd {
         let port = self.nodes[i].client_port;
         wait_for(Duration::from_secs(30), &format!("etcd member {i} to serve"), || {
             TcpStream::connect(("127.0.0.1", port)).ok()?;
-            let out = etcdctl(&self.endpoint(i), &["endpoint", "health"]).ok()?;
+            let out = self.etcdctl(&self.endpoint(i), &["endpoint", "health"]).ok()?;
             out.status.success().then_some(())
         })
         .map_err(|e| anyhow::anyhow!("{e}\n--- etcd log ---\n{}", self.log(i)))
@@ -119,7 +170,13 @@ impl Etcd {
 
     /// The client URL of member `i`.
     pub fn endpoint(&self, i: usize) -> String {
-        format!("http://127.0.0.1:{}", self.nodes[i].client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.nodes[i].client_port)
+    }
+
+    /// The client port of member `i`.
+    pub fn port(&self, i: usize) -> u16 {
+        self.nodes[i].client_port
     }
 
     /// The log of member `i`.
@@ -166,7 +223,7 @@ impl Etcd {
     pub fn ctl(&self, args: &[&str]) -> anyhow::Result<String> {
         let running: Vec<String> =
             (0..self.nodes.len()).filter(|&i| self.nodes[i].child.is_some()).map(|i| self.endpoint(i)).collect();
-        let out = etcdctl(&running.join(","), args)?;
+        let out = self.etcdctl(&running.join(","), args)?;
         anyhow::ensure!(
             out.status.success(),
             "etcdctl {args:?} failed: {}",
@@ -199,6 +256,55 @@ impl Etcd {
         self.ctl(&["del", "--", key]).map(drop)
     }
 
+    /// Adds role `role` with `permissions`.
+    pub fn add_role(&self, role: &str, permissions: &[Permission]) -> anyhow::Result<()> {
+        self.ctl(&["role", "add", role])?;
+        for p in permissions {
+            let mut args = vec!["role", "grant-permission"];
+            if p.prefix {
+                args.push("--prefix=true");
+            }
+            args.extend([role, p.kind, p.key]);
+            self.ctl(&args)?;
+        }
+        Ok(())
+    }
+
+    /// Adds user `name` with `password` and `roles`.
+    pub fn add_user(&self, name: &str, password: &str, roles: &[&str]) -> anyhow::Result<()> {
+        let spec = format!("{name}:{password}");
+        self.ctl(&["user", "add", "--interactive=false", &spec])?;
+        for role in roles {
+            self.ctl(&["user", "grant-role", name, role])?;
+        }
+        Ok(())
+    }
+
+    /// Turns authentication on: adds `root` with `root_password` (etcdctl logs in as it
+    /// from then on) and runs `etcdctl auth enable`.
+    pub fn enable_auth(&mut self, root_password: &str) -> anyhow::Result<()> {
+        self.add_user("root", root_password, &["root"])?;
+        self.ctl(&["auth", "enable"])?;
+        self.ctl_user = Some(format!("root:{root_password}"));
+        Ok(())
+    }
+
+    /// `etcdctl` (v3 API) against `endpoints` (comma-separated), with short timeouts, the TLS
+    /// files and the user set for it.
+    fn etcdctl(&self, endpoints: &str, args: &[&str]) -> anyhow::Result<std::process::Output> {
+        let mut extra: Vec<std::ffi::OsString> = Vec::new();
+        if let Some(tls) = &self.tls {
+            extra.extend(["--cacert".into(), tls.ca.clone().into()]);
+            if let Some(c) = &tls.ctl_client {
+                extra.extend(["--cert".into(), c.cert.clone().into(), "--key".into(), c.key.clone().into()]);
+            }
+        }
+        if let Some(user) = &self.ctl_user {
+            extra.extend(["--user".into(), user.into()]);
+        }
+        etcdctl(endpoints, &extra, args)
+    }
+
     /// The Prometheus text of member `i`'s `/metrics`.
     pub fn metrics(&self, i: usize) -> anyhow::Result<String> {
         let resp = crate::http_client::get(self.nodes[i].client_port, "/metrics", None)?;
@@ -207,10 +313,11 @@ impl Etcd {
 }
 
 /// `etcdctl` (v3 API) against `endpoints` (comma-separated), with short timeouts.
-fn etcdctl(endpoints: &str, args: &[&str]) -> anyhow::Result<std::process::Output> {
+fn etcdctl(endpoints: &str, extra: &[std::ffi::OsString], args: &[&str]) -> anyhow::Result<std::process::Output> {
     Ok(Command::new("etcdctl")
         .env("ETCDCTL_API", "3")
         .args(["--endpoints", endpoints, "--command-timeout", "5s", "--dial-timeout", "2s"])
+        .args(extra)
         .args(args)
         .stdin(Stdio::null())
         .output()?)

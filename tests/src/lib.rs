@@ -107,6 +107,13 @@ impl Env {
         daemon::Daemon::start(&self.moto, &all)
     }
 
+    /// [`Env::daemon`] with further environment variables for the process.
+    pub fn daemon_env(&self, args: &[&str], envs: &[(&str, &str)]) -> anyhow::Result<daemon::Daemon> {
+        let mut all = vec!["-r", world::REGION, "-v", self.world.vpc_id.as_str()];
+        all.extend_from_slice(args);
+        daemon::Daemon::start_via_env(&self.moto, &self.moto.endpoint, &all, envs)
+    }
+
     /// Waits until `cidr` points at one router in every table of `tables` and returns it.
     pub fn wait_routed(&self, tables: &[&str], cidr: &str, timeout: Duration) -> anyhow::Result<String> {
         wait_for(timeout, &format!("{cidr} to be routed in {tables:?}"), || {

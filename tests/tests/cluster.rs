@@ -284,10 +284,23 @@ fn cluster_options_are_checked() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--cluster-etcd"), "{err}");
     let (code, _, err) = run_once(&[
-        "-m", "fixedconf", "--fixed_cidr", "10.1.0.0/16", "--fixed_hosts", "10.0.0.1", "--cluster-etcd", "https://x:1",
+        "-m", "fixedconf", "--fixed_cidr", "10.1.0.0/16", "--fixed_hosts", "10.0.0.1", "--cluster-etcd",
+        "http://x:1,https://y:2",
     ]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("only http://"), "{err}");
+    assert!(err.contains("--cluster-etcd: the endpoints mix http:// and https://"), "{err}");
+    let (code, _, err) = run_once(&[
+        "-m", "fixedconf", "--fixed_cidr", "10.1.0.0/16", "--fixed_hosts", "10.0.0.1", "--cluster-etcd", "http://x:1",
+        "--etcd-cacert", "/ca.pem",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--etcd-cacert is given but etcd endpoint 'http://x:1' is http://"), "{err}");
+    // Nothing would use them: refused rather than ignored.
+    let (code, _, err) = run_once(&[
+        "-m", "fixedconf", "--fixed_cidr", "10.1.0.0/16", "--fixed_hosts", "10.0.0.1", "--etcd-cacert", "/ca.pem",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--etcd-cacert is given, but neither --cluster-etcd nor the plugins loaded"), "{err}");
     let (code, _, err) = run_once(&[
         "-m", "fixedconf", "--fixed_cidr", "10.1.0.0/16", "--fixed_hosts", "10.0.0.1", "--cluster-etcd",
         "127.0.0.1:2379", "--instance-id", "a/b",

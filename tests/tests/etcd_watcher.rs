@@ -189,15 +189,22 @@ fn bad_etcd_options_are_one_clear_line() {
     let (code, _, err) = run_once(&["-m", "etcd", "-H", "always"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--etcd_endpoints"), "{err}");
-    let (code, _, err) = run_once(&["-m", "etcd", "--etcd_endpoints", "127.0.0.1:2379", "-H", "always"]);
+    // A bare host:port is fine now (http://, or https:// with TLS files); a path is not.
+    let (code, _, err) = run_once(&["-m", "etcd", "--etcd_endpoints", "127.0.0.1:2379/v3", "-H", "always"]);
     assert_ne!(code, 0);
     assert!(
-        err.contains("'127.0.0.1:2379' is not an http:// URL") && err.contains("like http://127.0.0.1:2379"),
+        err.contains(
+            "--etcd_endpoints: '127.0.0.1:2379/v3' has a path, query or fragment; pass only \
+             scheme://host:port"
+        ),
         "{err}"
     );
     let (code, _, err) = run_once(&["-m", "etcd", "--etcd_endpoints", ",", "-H", "always"]);
     assert_ne!(code, 0);
-    assert!(err.contains("--etcd_endpoints names no endpoint"), "{err}");
+    assert!(err.contains("--etcd_endpoints: no etcd endpoint given"), "{err}");
+    let (code, _, err) = run_once(&["-m", "etcd", "--etcd_endpoints", "h:1", "--etcd-key", "/k.pem", "-H", "always"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--etcd-key is given without --etcd-cert"), "{err}");
     let (code, out, _) = run_once(&["-m", "etcd", "-H", "always", "--help"]);
     assert_eq!(code, 0);
     assert!(out.contains("--etcd_endpoints") && out.contains("--etcd_key") && out.contains(KEY), "{out}");

@@ -38,8 +38,8 @@ const CONFIRM_TIMEOUT: Duration = Duration::from_secs(1);
 /// `--cluster-*` options.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
-    /// etcd client URLs.
-    pub endpoints: Vec<String>,
+    /// etcd: the endpoints, TLS and the user.
+    pub conn: vpcrouter_etcd_conn::EtcdConn,
     /// Instances with the same name form one cluster (default: the VPC id).
     pub name: String,
     /// This instance's id, unique in the cluster (default: the hostname).
@@ -207,7 +207,8 @@ impl ClusterHandle {
             .build()
             .context("cannot start the cluster runtime")?;
         // Instances start on different endpoints, to spread the load over etcd's members.
-        let first = shared.cfg.instance_id.bytes().map(usize::from).sum::<usize>() % shared.cfg.endpoints.len().max(1);
+        let first =
+            shared.cfg.instance_id.bytes().map(usize::from).sum::<usize>() % shared.cfg.conn.endpoints.len().max(1);
         let session = session::Session {
             shared: shared.clone(),
             reports: reports_rx,
@@ -268,7 +269,12 @@ impl ClusterHandle {
         let limit = (left - WRITE_MARGIN).min(CONFIRM_TIMEOUT);
         match tokio::time::timeout(limit, client.kv_client().get(key.as_str(), None)).await {
             Err(_) => Err(format!("etcd did not confirm the leader key within {} ms", limit.as_millis())),
-            Ok(Err(e)) => Err(format!("etcd did not confirm the leader key: {e}")),
+            Ok(Err(e)) => {
+                let prefix = self.shared.cfg.prefix();
+                let access = session::access(&prefix, "read", &key);
+                let call = vpcrouter_etcd_conn::Call { fresh: false, access: Some(access) };
+                Err(format!("etcd did not confirm the leader key: {}", self.shared.cfg.conn.describe(&e, call)))
+            }
             Ok(Ok(resp)) => match resp.kvs().first() {
                 Some(kv) if kv.lease() == lease => Ok(until - WRITE_MARGIN),
                 Some(kv) => Err(format!("the leader key is held by '{}'", String::from_utf8_lossy(kv.value()))),

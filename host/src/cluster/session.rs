@@ -6,11 +6,11 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, KeyValue, PutOptions, Txn, TxnOp, TxnOpResponse,
-    WatchOptions,
+    Client, Compare, CompareOp, EventType, GetOptions, KeyValue, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use vpcrouter_etcd_conn::{Access, Call};
 
 use super::{ClusterEvent, PeerView, Report, Role, Shared};
 use crate::sync::lock;
@@ -24,8 +24,12 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Why a session ended.
 #[derive(Debug, thiserror::Error)]
 enum SessionError {
+    /// An etcd error, described ([`vpcrouter_etcd_conn::EtcdConn::describe`]).
     #[error("etcd: {0}")]
-    Etcd(#[from] etcd_client::Error),
+    Etcd(String),
+    /// The `--etcd-*` files cannot be used (read at each connect).
+    #[error("{0}")]
+    Config(String),
     #[error("etcd did not answer within {limit} s ({0})", limit = CALL_TIMEOUT.as_secs())]
     Timeout(&'static str),
     #[error("{0}")]
@@ -34,15 +38,36 @@ enum SessionError {
 
 type Result<T> = std::result::Result<T, SessionError>;
 
-/// Runs one etcd call with [`CALL_TIMEOUT`], counting it.
+/// What a call on the cluster's keys needs: read and write on the cluster's `prefix`.
+pub(super) fn access<'a>(prefix: &'a str, action: &'a str, key: &'a str) -> Access<'a> {
+    Access { action, key, permission: "readwrite", grant_on: prefix }
+}
+
+/// A call of a session being opened (a fresh connection), on `key` if any.
+fn opening<'a>(prefix: &'a str, action: &'a str, key: Option<&'a str>) -> Call<'a> {
+    Call { fresh: true, access: key.map(|k| access(prefix, action, k)) }
+}
+
+/// A call of a session that is up.
+fn up<'a>(prefix: &'a str, action: &'a str, key: &'a str) -> Call<'a> {
+    Call { fresh: false, access: Some(access(prefix, action, key)) }
+}
+
+/// An etcd error of this session, described.
+fn etcd_error(shared: &Shared, e: &etcd_client::Error, call: Call) -> SessionError {
+    SessionError::Etcd(shared.cfg.conn.describe(e, call))
+}
+
+/// Runs one etcd call with [`CALL_TIMEOUT`], counting it; an error is described with `ctx`.
 async fn call<T>(
     shared: &Shared,
     what: &'static str,
+    ctx: Call<'_>,
     f: impl std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
 ) -> Result<T> {
     shared.count(1);
     match tokio::time::timeout(CALL_TIMEOUT, f).await {
-        Ok(r) => Ok(r?),
+        Ok(r) => r.map_err(|e| etcd_error(shared, &e, ctx)),
         Err(_) => Err(SessionError::Timeout(what)),
     }
 }
@@ -190,24 +215,32 @@ impl Session {
         let shared = self.shared.clone();
         let cfg = &shared.cfg;
         let (prefix, leader_key) = (cfg.prefix(), cfg.leader_key());
-        let options = ConnectOptions::new()
+        // The --etcd-* files are read now: a rotated certificate is used from this session on.
+        let options = cfg
+            .conn
+            .connect_options()
+            .map_err(|e| SessionError::Config(e.to_string()))?
             .with_connect_timeout(CALL_TIMEOUT)
             // etcd closes connections that ping more often than every 5 s; a dead connection
             // is noticed sooner anyway, by the lease keep-alives (every TTL / 3).
             .with_keep_alive(Duration::from_secs(6), Duration::from_secs(3))
             .with_require_leader(true);
-        let endpoint = cfg.endpoints[self.endpoint % cfg.endpoints.len()].clone();
+        let endpoints = cfg.conn.urls();
+        let endpoint = endpoints[self.endpoint % endpoints.len()].clone();
         // Until this session is up, a failure moves on to the next endpoint.
-        self.endpoint = (self.endpoint + 1) % cfg.endpoints.len();
-        let mut client = call(&shared, "connect", Client::connect([endpoint.as_str()], Some(options))).await?;
+        self.endpoint = (self.endpoint + 1) % endpoints.len();
+        let p = prefix.as_str();
+        let mut client =
+            call(&shared, "connect", opening(p, "", None), Client::connect([endpoint.as_str()], Some(options))).await?;
         let previous = stale_lease.take();
         if let Some(old) = previous {
             // The previous session's lease may still hold the leader key: free it now
             // rather than after its TTL.
-            let _ = call(&shared, "lease revoke", client.lease_revoke(old)).await;
+            let _ = call(&shared, "lease revoke", opening(p, "", None), client.lease_revoke(old)).await;
         }
         let sent = Instant::now();
-        let grant = call(&shared, "lease grant", client.lease_grant(cfg.lease_ttl as i64, None)).await?;
+        let grant =
+            call(&shared, "lease grant", opening(p, "", None), client.lease_grant(cfg.lease_ttl as i64, None)).await?;
         let (lease, ttl) = (grant.id(), Duration::from_secs(grant.ttl().max(1) as u64));
         *stale_lease = Some(lease);
         {
@@ -215,48 +248,51 @@ impl Session {
             *l =
                 super::LeaseState { client: Some(client.clone()), lease, valid_until: Some(sent + ttl), leader: false };
         }
-        let (mut keeper, mut acks) = call(&shared, "lease keep-alive", client.lease_keep_alive(lease)).await?;
+        let (mut keeper, mut acks) =
+            call(&shared, "lease keep-alive", opening(p, "", None), client.lease_keep_alive(lease)).await?;
         let lease_opt = || Some(PutOptions::new().with_lease(lease));
         let member = serde_json::json!({
             "instance_id": cfg.instance_id, "version": crate::VERSION,
             "since": vpcrouter_plugin_api::time::rfc3339(std::time::SystemTime::now()),
         });
         let member_key = format!("{prefix}members/{}", cfg.instance_id);
-        let existing = call(&shared, "get", client.get(member_key.as_str(), None)).await?;
+        let existing =
+            call(&shared, "get", opening(p, "read", Some(&member_key)), client.get(member_key.as_str(), None)).await?;
         if existing.kvs().first().is_some_and(|kv| kv.lease() != 0 && Some(kv.lease()) != previous) {
             tracing::warn!(instance = %cfg.instance_id, "cluster: a member with this instance id is already registered \
                 (a restart within the lease TTL, or another instance with the same --instance-id: ids must be unique)");
         }
-        call(&shared, "put member", client.put(member_key.as_str(), member.to_string(), lease_opt())).await?;
+        let put = client.put(member_key.as_str(), member.to_string(), lease_opt());
+        call(&shared, "put member", opening(p, "write", Some(&member_key)), put).await?;
         let health_key = format!("{prefix}health/{}", cfg.instance_id);
         let current = self.reports.borrow_and_update().clone();
         if let Some(r) = current {
-            call(&shared, "put health", client.put(health_key.as_str(), report_json(&r), lease_opt())).await?;
+            let put = client.put(health_key.as_str(), report_json(&r), lease_opt());
+            call(&shared, "put health", opening(p, "write", Some(&health_key)), put).await?;
         }
 
-        let snapshot = call(&shared, "get", client.get(prefix.as_str(), Some(GetOptions::new().with_prefix()))).await?;
+        let get = client.get(prefix.as_str(), Some(GetOptions::new().with_prefix()));
+        let snapshot = call(&shared, "get", opening(p, "read", Some(p)), get).await?;
         let revision = snapshot.header().map_or(0, |h| h.revision());
         let mut view = View::default();
         for kv in snapshot.kvs() {
             view.apply(&prefix, kv.key(), Some(kv));
         }
-        let mut watch = call(
-            &shared,
-            "watch",
-            client.watch(prefix.as_str(), Some(WatchOptions::new().with_prefix().with_start_revision(revision + 1))),
-        )
-        .await?;
+        let watch_opts = WatchOptions::new().with_prefix().with_start_revision(revision + 1);
+        let mut watch =
+            call(&shared, "watch", opening(p, "watch", Some(p)), client.watch(prefix.as_str(), Some(watch_opts)))
+                .await?;
         if !*healthy {
             tracing::info!("cluster: etcd session restored");
             *healthy = true;
         }
         // Up: stay with this endpoint next time too.
-        self.endpoint = (self.endpoint + cfg.endpoints.len() - 1) % cfg.endpoints.len();
+        self.endpoint = (self.endpoint + endpoints.len() - 1) % endpoints.len();
         tracing::info!(instance = %cfg.instance_id, cluster = %cfg.name, etcd = %endpoint, lease_ttl_s = ttl.as_secs(), "cluster: joined");
         self.joined = true;
         lock(&shared.status).lease_ttl_secs = ttl.as_secs();
         lock(&shared.status).last_error = None;
-        self.campaign(&mut client, &leader_key, lease, &mut view).await?;
+        self.campaign(&mut client, &leader_key, lease, &mut view, true).await?;
         self.publish(&view, lease);
 
         let mut tick = tokio::time::interval(ttl / 3);
@@ -276,7 +312,7 @@ impl Session {
                 }
                 () = std::future::ready(()), if stopping => {
                     // Leave at once: a follower takes over without waiting for the TTL.
-                    let _ = call(&shared, "lease revoke", client.lease_revoke(lease)).await;
+                    let _ = call(&shared, "lease revoke", Call::default(), client.lease_revoke(lease)).await;
                     *stale_lease = None;
                     tracing::info!("cluster: left (lease revoked)");
                     return Ok(());
@@ -289,9 +325,9 @@ impl Session {
                 _ = tick.tick() => {
                     shared.count(1);
                     pending.push_back(Instant::now());
-                    keeper.keep_alive().await?;
+                    keeper.keep_alive().await.map_err(|e| etcd_error(&shared, &e, Call::default()))?;
                 }
-                ack = acks.message() => match ack? {
+                ack = acks.message() => match ack.map_err(|e| etcd_error(&shared, &e, Call::default()))? {
                     Some(r) if r.ttl() > 0 => {
                         if let Some(sent) = pending.pop_front() {
                             lock(&shared.lease).valid_until = Some(sent + ttl);
@@ -304,9 +340,11 @@ impl Session {
                     return Err(SessionError::Lost(format!("the lease was not renewed within its TTL ({} s)", ttl.as_secs())));
                 }
                 msg = watch.message() => {
-                    let Some(resp) = msg? else { return Err(SessionError::Lost("the watch stream closed".into())) };
+                    let msg = msg.map_err(|e| etcd_error(&shared, &e, up(p, "watch", p)))?;
+                    let Some(resp) = msg else { return Err(SessionError::Lost("the watch stream closed".into())) };
                     if resp.canceled() {
-                        return Err(SessionError::Lost(format!("etcd cancelled the watch: {}", resp.cancel_reason())));
+                        let line = shared.cfg.conn.describe_watch_cancel(resp.cancel_reason(), up(p, "watch", p));
+                        return Err(SessionError::Lost(format!("etcd cancelled the watch: {line}")));
                     }
                     for ev in resp.events() {
                         let Some(kv) = ev.kv() else { continue };
@@ -316,7 +354,7 @@ impl Session {
                         }
                         view.apply(&prefix, kv.key(), value);
                     }
-                    self.campaign(&mut client, &leader_key, lease, &mut view).await?;
+                    self.campaign(&mut client, &leader_key, lease, &mut view, false).await?;
                     self.publish(&view, lease);
                 }
                 changed = self.reports.changed() => {
@@ -325,7 +363,8 @@ impl Session {
                     }
                     let report = self.reports.borrow_and_update().clone();
                     if let Some(r) = report {
-                        call(&shared, "put health", client.put(health_key.as_str(), report_json(&r), lease_opt())).await?;
+                        let put = client.put(health_key.as_str(), report_json(&r), lease_opt());
+                        call(&shared, "put health", up(p, "write", &health_key), put).await?;
                     }
                 }
             }
@@ -333,7 +372,15 @@ impl Session {
     }
 
     /// Creates the leader key with this instance's lease if no one holds it.
-    async fn campaign(&self, client: &mut Client, leader_key: &str, lease: i64, view: &mut View) -> Result<()> {
+    /// `fresh`: during the session's opening.
+    async fn campaign(
+        &self,
+        client: &mut Client,
+        leader_key: &str,
+        lease: i64,
+        view: &mut View,
+        fresh: bool,
+    ) -> Result<()> {
         if view.leader.is_some() {
             return Ok(());
         }
@@ -342,7 +389,9 @@ impl Session {
             .when([Compare::create_revision(leader_key, CompareOp::Equal, 0)])
             .and_then([TxnOp::put(leader_key, id.as_str(), Some(PutOptions::new().with_lease(lease)))])
             .or_else([TxnOp::get(leader_key, None)]);
-        let resp = call(&self.shared, "campaign", client.txn(txn)).await?;
+        let prefix = self.shared.cfg.prefix();
+        let ctx = Call { fresh, access: Some(access(&prefix, "write", leader_key)) };
+        let resp = call(&self.shared, "campaign", ctx, client.txn(txn)).await?;
         if resp.succeeded() {
             tracing::info!(instance = %id, "cluster: elected leader");
             view.leader = Some((id, lease));

@@ -6,6 +6,12 @@
 //! sent). The value is the same JSON as the `configfile` plugin's, checked with the shared
 //! [`spec`](vpcrouter_plugin_api::spec) validation.
 //!
+//! TLS and authentication: the `--etcd-*` options (`--etcd-cacert`, `--etcd-cert`,
+//! `--etcd-key`, `--etcd-user`, `--etcd-password-file`, or the password in
+//! `VPCROUTER_ETCD_PASSWORD`), declared from the table cluster mode's options are built from
+//! ([`vpcrouter_etcd_conn::OPTIONS`]): the host adds them once and hands their values to the
+//! plugin. The files are read at each connection.
+//!
 //! Nothing that happens to etcd removes routes: an invalid value is logged (key, revision,
 //! reason) and ignored; a deleted or absent key is logged as a warning and the last spec
 //! stays in force; a lost connection is logged once per outage and retried with capped,
@@ -27,67 +33,27 @@ use std::sync::{Arc, Mutex};
 use vpcrouter_plugin_api::prelude::*;
 
 use session::{lock, Session, Status};
+use vpcrouter_etcd_conn::{EtcdConn, EtcdSecurity};
 
 /// The key read when `--etcd_key` is not given.
 pub const DEFAULT_KEY: &str = "/vpcrouter/route_spec";
 
-/// Why the options cannot be used; shown to the user as is.
+/// `--etcd_key` is empty.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum OptionError {
-    /// `--etcd_endpoints` holds no URL.
-    #[error(
-        "--etcd_endpoints names no endpoint; pass the etcd client URLs, comma-separated, e.g. \
-         --etcd_endpoints http://10.0.0.1:2379,http://10.0.0.2:2379"
-    )]
-    NoEndpoints,
-    /// One endpoint is not a plain `http://host[:port]` URL.
-    #[error(
-        "--etcd_endpoints: '{0}' is not an http:// URL; pass the etcd client URLs, \
-         comma-separated, like http://127.0.0.1:2379 (TLS is not supported)"
-    )]
-    BadEndpoint(String),
-    /// `--etcd_key` is empty.
-    #[error("--etcd_key is empty; pass the key that holds the route spec, e.g. --etcd_key {DEFAULT_KEY}")]
-    EmptyKey,
-}
+#[error("--etcd_key is empty; pass the key that holds the route spec, e.g. --etcd_key {DEFAULT_KEY}")]
+pub struct EmptyKey;
 
-/// Splits `--etcd_endpoints` at commas and checks every URL.
-pub fn parse_endpoints(raw: &str) -> Result<Vec<String>, OptionError> {
-    let list: Vec<String> = raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
-    if list.is_empty() {
-        return Err(OptionError::NoEndpoints);
-    }
-    match list.iter().find(|url| !is_http_url(url)) {
-        Some(bad) => Err(OptionError::BadEndpoint(bad.clone())),
-        None => Ok(list),
-    }
-}
-
-/// True for `http://host[:port][/]`, the form the etcd client accepts.
-fn is_http_url(url: &str) -> bool {
-    let Some(rest) = url.strip_prefix("http://") else {
-        return false;
-    };
-    let authority = rest.strip_suffix('/').unwrap_or(rest);
-    if authority.is_empty() || authority.contains(['/', '@', '?', '#']) || authority.contains(char::is_whitespace) {
-        return false;
-    }
-    // `[v6]:port`, `host:port` or `host`.
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if !h.starts_with('[') || h.ends_with(']') => (h, Some(p)),
-        _ => (authority, None),
-    };
-    !host.is_empty() && port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0))
-}
-
-/// The checked options.
-fn options(args: &PluginArgs) -> Result<(Vec<String>, String), String> {
-    let endpoints = parse_endpoints(args.require("etcd_endpoints")?).map_err(|e| e.to_string())?;
+/// The checked options: etcd (endpoints, TLS, user) and the key. The endpoints go through
+/// the parser cluster mode uses too ([`vpcrouter_etcd_conn::parse_endpoints`]).
+fn options(args: &PluginArgs) -> Result<(EtcdConn, String), String> {
+    let security = EtcdSecurity::from_values(|name| args.get(name).map(String::from)).map_err(|e| e.to_string())?;
+    let conn =
+        EtcdConn::new(args.require("etcd_endpoints")?, security).map_err(|e| format!("--etcd_endpoints: {e}"))?;
     let key = args.get("etcd_key").unwrap_or(DEFAULT_KEY);
     if key.is_empty() {
-        return Err(OptionError::EmptyKey.to_string());
+        return Err(EmptyKey.to_string());
     }
-    Ok((endpoints, key.to_string()))
+    Ok((conn, key.to_string()))
 }
 
 /// The watcher plugin.
@@ -102,34 +68,44 @@ impl PluginDescription for Etcd {
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
 
     fn arguments() -> Vec<ArgSpec> {
-        vec![
+        let mut args = vec![
             ArgSpec::value(
                 "etcd_endpoints",
                 "URL[,URL...]",
-                "etcd client URLs, comma-separated, e.g. http://127.0.0.1:2379 (only in etcd mode)",
+                "etcd client URLs, comma-separated: http(s)://host[:port] or host:port (https with the --etcd-* \
+                 TLS files), e.g. https://10.0.0.1:2379 (only in etcd mode)",
             )
             .required(),
             ArgSpec::value("etcd_key", "KEY", "etcd key holding the route spec JSON (only in etcd mode)")
                 .default(DEFAULT_KEY),
-        ]
+        ];
+        // TLS and login: the options cluster mode uses too.
+        args.extend(vpcrouter_etcd_conn::arg_specs());
+        args
     }
 
     fn validate_config(args: &PluginArgs) -> Result<(), String> {
-        options(args).map(drop)
+        // The files are read once now, so that a missing or invalid one stops the start.
+        let (conn, _) = options(args)?;
+        conn.check().map(drop).map_err(|e| e.to_string())
     }
 }
 
 impl WatcherPlugin for Etcd {
     fn start(args: &PluginArgs, run: &WatcherRun) -> Result<Self, String> {
-        let (endpoints, key) = options(args)?;
+        let (conn, key) = options(args)?;
         let log = run.log().clone();
+        for warning in conn.check().map_err(|e| e.to_string())? {
+            log.warn(warning);
+        }
+        let endpoints = conn.urls();
         log.info(format!("Etcd watcher plugin: Starting to watch key '{key}' on {}", endpoints.join(",")));
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| format!("etcd watcher: cannot create its async runtime: {e}"))?;
         let status = Arc::<Mutex<Status>>::default();
-        let mut session = Session::new(endpoints.clone(), key, log.clone(), run.sink(), status.clone());
+        let mut session = Session::new(conn, key, log.clone(), run.sink(), status.clone());
         let thread_status = status.clone();
         run.spawn("EtcdWatch", move |stop| {
             // The stop signal, as a future: a blocking task waits for it.
@@ -242,27 +218,30 @@ mod tests {
     fn options_are_checked_and_errors_say_what_to_pass() {
         assert_eq!(check("http://127.0.0.1:2379", None), Ok(()));
         assert_eq!(check(" http://10.0.0.1:2379/ , http://etcd-2:2379,http://[::1]:2379,", Some("/k")), Ok(()));
-        assert_eq!(
-            parse_endpoints("http://a:1, http://b").unwrap(),
-            ["http://a:1".to_string(), "http://b".to_string()]
-        );
+        // https and bare host:port are accepted now (the shared parser).
+        assert_eq!(check("https://127.0.0.1:2379", None), Ok(()));
+        assert_eq!(check("127.0.0.1:2379,etcd-2:2379", None), Ok(()));
+        let urls = |raw: &str| options(&PluginArgs::from_pairs([("etcd_endpoints", raw)])).unwrap().0.urls();
+        assert_eq!(urls("http://a:1, http://b"), ["http://a:1", "http://b:2379"]);
+        assert_eq!(urls("a:1"), ["http://a:1"]);
         for empty in ["", " ", ",", " , "] {
-            let err = check(empty, None).unwrap_err();
-            assert!(err.starts_with("--etcd_endpoints names no endpoint; pass the etcd client URLs"), "{err}");
-            assert!(err.contains("http://10.0.0.1:2379,http://10.0.0.2:2379"), "{err}");
+            assert_eq!(
+                check(empty, None).unwrap_err(),
+                "--etcd_endpoints: no etcd endpoint given; pass the etcd client URLs, comma-separated, e.g. \
+                 https://10.0.0.1:2379,https://10.0.0.2:2379"
+            );
         }
-        for bad in [
-            "127.0.0.1:2379", "https://127.0.0.1:2379", "http://", "http://:2379", "http://h:port", "http://h:0",
-            "http://h:70000", "http://h:2379/v3", "http://u@h:2379", "http://h 1:2379", "HTTP://h:1", "etcd",
+        for (bad, why) in [
+            ("http://", "'http://' names no usable host"),
+            ("http://h:0", "'http://h:0': '0' is not a port"),
+            ("http://h:2379/v3", "'http://h:2379/v3' has a path, query or fragment"),
+            ("http://u:pw@h:2379", "'http://…@h:2379' holds user info"),
+            ("HTTP://h:1", "'HTTP://h:1': unknown scheme"),
+            ("etcd", "'etcd' has no port"),
+            ("https://h:1", "the endpoints mix http:// and https://"),
         ] {
             let err = check(&format!("http://ok:2379,{bad}"), None).unwrap_err();
-            assert_eq!(
-                err,
-                format!(
-                    "--etcd_endpoints: '{bad}' is not an http:// URL; pass the etcd client URLs, \
-                    comma-separated, like http://127.0.0.1:2379 (TLS is not supported)"
-                ),
-            );
+            assert!(err.starts_with(&format!("--etcd_endpoints: {why}")), "{bad}: {err}");
         }
         assert_eq!(
             check("http://h:1", Some("")).unwrap_err(),
@@ -270,6 +249,21 @@ mod tests {
         );
         assert_eq!(Etcd::validate_config(&PluginArgs::default()).unwrap_err(), "--etcd_endpoints is required");
         assert!(start_watcher::<Etcd>(&[("etcd_endpoints", "x")]).is_err());
+        // The shared TLS and login options, with their rules; the files are read at validation.
+        let with = |pairs: &[(&str, &str)]| {
+            let mut all = vec![("etcd_endpoints", "127.0.0.1:2379")];
+            all.extend_from_slice(pairs);
+            Etcd::validate_config(&PluginArgs::from_pairs(all))
+        };
+        assert_eq!(
+            with(&[("etcd-cert", "/c.pem")]).unwrap_err(),
+            "--etcd-cert is given without --etcd-key; pass both: the client certificate and its private key"
+        );
+        assert_eq!(
+            with(&[("etcd-cacert", "/nonexistent/ca.pem")]).unwrap_err(),
+            "--etcd-cacert /nonexistent/ca.pem: cannot read it: No such file or directory (os error 2)"
+        );
+        assert!(with(&[("etcd-user", "u")]).unwrap_err().starts_with("--etcd-user 'u' is given without a password"));
     }
 
     #[test]
@@ -278,6 +272,9 @@ mod tests {
         let by = |n: &str| args.iter().find(|a| a.long == n).unwrap().clone();
         assert!(by("etcd_endpoints").required);
         assert_eq!(by("etcd_key").default.into_option().unwrap(), DEFAULT_KEY);
+        for shared in vpcrouter_etcd_conn::OPTIONS {
+            assert_eq!(by(shared.long).help.as_str(), shared.help, "declared from the shared table");
+        }
         // Nothing listens on port 1 of 127.0.0.1.
         let r = Running(
             start_watcher::<Etcd>(&[("etcd_endpoints", "http://127.0.0.1:1"), ("etcd_key", DEFAULT_KEY)]).unwrap(),

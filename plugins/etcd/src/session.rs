@@ -10,8 +10,9 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use etcd_client::{Client, ConnectOptions, EventType, WatchOptions};
+use etcd_client::{Client, EventType, WatchOptions};
 use rand::{Rng, SeedableRng};
+use vpcrouter_etcd_conn::{Access, Call, EtcdConn};
 use vpcrouter_plugin_api::prelude::{Logger, SpecSink};
 
 use crate::track::{backoff, Tracker, Verdict, BACKOFF_MAX};
@@ -61,44 +62,28 @@ enum End {
     QueueClosed,
 }
 
-impl From<etcd_client::Error> for End {
-    fn from(e: etcd_client::Error) -> Self {
-        End::Lost(describe(&e))
-    }
-}
-
-/// A one-line description of a client error: for a gRPC status its message and innermost
-/// cause (e.g. `tcp connect error: Connection refused (os error 111)`), not the whole chain
-/// of wrappers.
-fn describe(e: &etcd_client::Error) -> String {
-    let etcd_client::Error::GRpcStatus(status) = e else {
-        return e.to_string();
-    };
-    let mut text = status.message().to_string();
-    let mut cause = std::error::Error::source(status);
-    let mut innermost = None;
-    while let Some(c) = cause {
-        innermost = Some(c.to_string());
-        cause = c.source();
-    }
-    match innermost {
-        Some(c) if text.is_empty() => c,
-        Some(c) if !text.contains(&c) => format!("{text}: {c}"),
-        _ if text.is_empty() => format!("{:?}", status.code()),
-        _ => std::mem::take(&mut text),
-    }
-}
-
-/// Runs `call` with [`CALL_TIMEOUT`]; `what` names it in the error.
-async fn within<T>(what: &str, call: impl Future<Output = Result<T, etcd_client::Error>>) -> Result<T, End> {
+/// Runs `call` with [`CALL_TIMEOUT`]; `what` names it in the error, which is described
+/// with `ctx` (the shared describer: TLS, login and permission errors as one clear line).
+async fn within<T>(
+    conn: &EtcdConn,
+    what: &str,
+    ctx: Call<'_>,
+    call: impl Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, End> {
     match tokio::time::timeout(CALL_TIMEOUT, call).await {
-        Ok(result) => result.map_err(|e| End::Lost(format!("{what}: {}", describe(&e)))),
+        Ok(result) => result.map_err(|e| End::Lost(format!("{what}: {}", conn.describe(&e, ctx)))),
         Err(_) => Err(End::Lost(format!("{what}: no answer within {} s", CALL_TIMEOUT.as_secs()))),
     }
 }
 
+/// What reading `key` needs: read permission on it.
+fn read_access<'a>(action: &'a str, key: &'a str) -> Access<'a> {
+    Access { action, key, permission: "read", grant_on: key }
+}
+
 /// The etcd side of the watcher plugin.
 pub struct Session {
+    conn: EtcdConn,
     endpoints: Vec<String>,
     key: String,
     log: Logger,
@@ -118,15 +103,10 @@ pub struct Session {
 
 impl Session {
     /// A session for `key` on `endpoints`; nothing happens until [`Session::run`].
-    pub fn new(
-        endpoints: Vec<String>,
-        key: String,
-        log: Logger,
-        sink: SpecSink,
-        status: Arc<Mutex<Status>>,
-    ) -> Session {
+    pub fn new(conn: EtcdConn, key: String, log: Logger, sink: SpecSink, status: Arc<Mutex<Status>>) -> Session {
         Session {
-            endpoints,
+            endpoints: conn.urls(),
+            conn,
             key,
             log,
             sink,
@@ -207,7 +187,11 @@ impl Session {
         &mut self,
         watching_since: &mut Option<Instant>,
     ) -> Result<std::convert::Infallible, End> {
-        let options = ConnectOptions::new()
+        // The --etcd-* files are read now: a rotated certificate is used from this connection on.
+        let options = self
+            .conn
+            .connect_options()
+            .map_err(|e| End::Lost(e.to_string()))?
             .with_connect_timeout(CONNECT_TIMEOUT)
             .with_timeout(REQUEST_TIMEOUT)
             .with_keep_alive(KEEP_ALIVE.0, KEEP_ALIVE.1)
@@ -215,11 +199,13 @@ impl Session {
             // A member cut off from the quorum ends the watch instead of serving a stale one.
             .with_require_leader(true);
         let endpoint = self.endpoints[self.next_endpoint % self.endpoints.len()].clone();
-        let mut client = within("connect", Client::connect([endpoint], Some(options))).await?;
+        let fresh = Call { fresh: true, access: None };
+        let mut client = within(&self.conn, "connect", fresh, Client::connect([endpoint], Some(options))).await?;
 
         // The value is used at once; the watch then starts right after the revision read, so
         // no change in between is missed.
-        let read = within("read", client.get(self.key.as_str(), None)).await?;
+        let ctx = Call { fresh: true, access: Some(read_access("read", &self.key)) };
+        let read = within(&self.conn, "read", ctx, client.get(self.key.as_str(), None)).await?;
         let store_revision = read.header().map_or(0, |h| h.revision());
         let first_read = !std::mem::replace(&mut self.ever_read, true);
         match read.kvs().first() {
@@ -229,23 +215,27 @@ impl Session {
 
         let from = store_revision + 1;
         let watch = WatchOptions::new().with_start_revision(from);
-        let mut stream = within("watch", client.watch(self.key.as_str(), Some(watch))).await?;
+        let key = self.key.clone();
+        let ctx = Call { fresh: true, access: Some(read_access("watch", &key)) };
+        let mut stream = within(&self.conn, "watch", ctx, client.watch(self.key.as_str(), Some(watch))).await?;
         // Connected once the watch is confirmed: a member that answers reads but cannot
         // watch is still part of the outage.
-        let mut next = Some(within("watch", stream.message()).await?);
+        let mut next = Some(within(&self.conn, "watch", ctx, stream.message()).await?);
         self.connected(store_revision, first_read);
         *watching_since = Some(Instant::now());
         loop {
             let message = match next.take() {
                 Some(first) => first,
-                None => stream.message().await?,
+                None => stream.message().await.map_err(|e| {
+                    End::Lost(self.conn.describe(&e, Call { fresh: false, access: Some(read_access("watch", &key)) }))
+                })?,
             };
             let Some(resp) = message else {
                 return Err(End::Lost("the watch stream ended".into()));
             };
             if resp.canceled() {
                 let reason = match resp.compact_revision() {
-                    0 => resp.cancel_reason().to_string(),
+                    0 => self.conn.describe_watch_cancel(resp.cancel_reason(), ctx),
                     rev => format!("revision {from} is compacted (oldest kept: {rev})"),
                 };
                 return Err(End::Lost(format!("etcd canceled the watch: {reason}")));
