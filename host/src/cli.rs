@@ -710,7 +710,11 @@ mod tests {
         assert!(ok("--http-token-file t --http-auth-all") && ok("--tls-cert c --tls-key k --tls-client-ca ca"));
         assert!(ok("--http-allow-unauthenticated") && ok("--tls-cert c --tls-key k"));
         for bad in [
-            "--http-auth-all", "--tls-cert c", "--tls-key k", "--tls-client-ca ca", "--tls-key k --tls-client-ca ca",
+            "--http-auth-all",
+            "--tls-cert c",
+            "--tls-key k",
+            "--tls-client-ca ca",
+            "--tls-key k --tls-client-ca ca",
             "--http-token-file t --http-allow-unauthenticated",
         ] {
             assert!(!ok(bad), "{bad}");

@@ -141,7 +141,9 @@ pub fn bind(address: &str, port: u16) -> Result<Listener, ServerError> {
 /// (`RLIMIT_NOFILE`) would not leave [`FD_RESERVE`] descriptors beside them (at least 16).
 pub fn max_connections() -> usize {
     match open_files_limit() {
-        Some(limit) => MAX_CONNECTIONS.min(usize::try_from(limit).unwrap_or(usize::MAX).saturating_sub(FD_RESERVE)).max(16),
+        Some(limit) => {
+            MAX_CONNECTIONS.min(usize::try_from(limit).unwrap_or(usize::MAX).saturating_sub(FD_RESERVE)).max(16)
+        }
         None => MAX_CONNECTIONS,
     }
 }
@@ -270,8 +272,12 @@ impl Listener {
         self.addr
     }
 
-    /// Starts serving on the server's own thread and runtime.
+    /// Starts serving on the server's own thread and runtime, with [`max_connections`] slots.
     pub fn serve(self, ctx: ServerContext) -> Result<Server, ServerError> {
+        self.serve_with_slots(ctx, max_connections())
+    }
+
+    fn serve_with_slots(self, ctx: ServerContext, capacity: usize) -> Result<Server, ServerError> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .max_blocking_threads(8)
@@ -284,7 +290,6 @@ impl Listener {
         };
         let (tx, rx) = oneshot::channel();
         let security = ctx.security.clone();
-        let capacity = max_connections();
         let shared = Arc::new(Shared { app: router(Arc::new(ctx)), slots: Slots::new(capacity), security });
         let addr = self.addr;
         let thread = std::thread::Builder::new()
@@ -717,14 +722,23 @@ mod tests {
     impl HttpHandler for Echo {
         fn handle(&self, request: HttpRequest) -> HttpResponse {
             let ct = request.header("content-type").unwrap_or("").to_string();
+            let auth = request.header("authorization").is_some();
             HttpResponse::json(
                 201,
-                json!({"len": request.body.len(), "ct": ct, "q": request.query.as_str()}).to_string(),
+                json!({"len": request.body.len(), "ct": ct, "q": request.query.as_str(), "auth": auth}).to_string(),
             )
         }
     }
 
     fn start() -> (Server, Endpoints) {
+        start_with(Security::default())
+    }
+
+    fn start_with(security: Security) -> (Server, Endpoints) {
+        start_with_slots(security, MAX_CONNECTIONS)
+    }
+
+    fn start_with_slots(security: Security, slots: usize) -> (Server, Endpoints) {
         let endpoints = Endpoints::default();
         let reg = endpoints.registry_for("echo");
         assert!(reg.register("POST".into(), "/echo".into(), HttpHandlerBox::from_value(Echo, TD_Opaque)).is_ok());
@@ -752,9 +766,9 @@ mod tests {
             ec2: Arc::new(crate::status::Ec2View::default),
             metrics: Arc::default(),
             cluster: None,
-            security: Security::default(),
+            security,
         };
-        (bind("127.0.0.1", 0).unwrap().serve(ctx).unwrap(), endpoints)
+        (bind("127.0.0.1", 0).unwrap().serve_with_slots(ctx, slots).unwrap(), endpoints)
     }
 
     /// One request on its own connection; returns (status, head, body).
@@ -778,7 +792,7 @@ mod tests {
         assert!(head.contains("content-type: application/json"), "{head}");
         assert_eq!(
             serde_json::from_str::<serde_json::Value>(&body).unwrap(),
-            json!({"len": 2, "ct": "application/json", "q": "a=1"})
+            json!({"len": 2, "ct": "application/json", "q": "a=1", "auth": false})
         );
         let (status, head, _) = call(&server, b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
         assert_eq!(status, 405);
@@ -819,6 +833,87 @@ mod tests {
             head.contains("text/plain; version=0.0.4") && body.contains("vpcrouter_reconciles_total 0"),
             "{head}{body}"
         );
+        server.stop();
+    }
+
+    #[test]
+    fn the_token_guards_writes_and_stays_with_the_host() {
+        let security = Security { token: Some(Arc::new(TokenFile::from_token("t0k"))), ..Security::default() };
+        let (server, endpoints) = start_with(security.clone());
+        let post = |auth: &str| {
+            call(
+                &server,
+                format!("POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}Content-Length: 2\r\n\r\n{{}}")
+                    .as_bytes(),
+            )
+        };
+        let (status, head, body) = post("");
+        assert_eq!(status, 401, "{head}{body}");
+        assert!(
+            head.contains(r#"www-authenticate: bearer realm="vpcrouter""#) && !head.contains("invalid_token"),
+            "{head}"
+        );
+        assert!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["error"].is_string(), "{body}");
+        let (status, head, _) = post("Authorization: Bearer nope\r\n");
+        assert_eq!(status, 401);
+        assert!(head.contains(r#"www-authenticate: bearer realm="vpcrouter", error="invalid_token""#), "{head}");
+        // Refused before routing: a path nobody serves gets 401 too, not 404.
+        assert_eq!(call(&server, b"DELETE /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").0, 401);
+        let (status, _, body) = post("Authorization: Bearer t0k\r\n");
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&body).unwrap()["auth"],
+            false,
+            "not passed to the plugin"
+        );
+        assert_eq!(call(&server, b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").0, 200);
+        server.stop();
+
+        // Off loopback, a write endpoint needs authentication, or the explicit opt-out.
+        let any: SocketAddr = "0.0.0.0:33289".parse().unwrap();
+        let open = Security::default();
+        let err = check_exposure(any, &endpoints, &open, false).unwrap_err();
+        assert_eq!(err, "refusing to serve POST /echo on 0.0.0.0:33289 without authentication: add --http-token-file FILE, or listen on a loopback address (-a 127.0.0.1), or pass --http-allow-unauthenticated to accept this risk");
+        assert!(check_exposure(any, &endpoints, &open, true).unwrap().unwrap().contains("POST /echo on 0.0.0.0:33289"));
+        assert_eq!(check_exposure(any, &endpoints, &security, false), Ok(None));
+        for local in ["127.0.0.1:1", "127.1.2.3:1", "[::1]:1", "[::ffff:127.0.0.1]:1"] {
+            assert_eq!(check_exposure(local.parse().unwrap(), &endpoints, &open, false), Ok(None), "{local}");
+        }
+        assert_eq!(check_exposure(any, &Endpoints::default(), &open, false), Ok(None), "nothing to change");
+    }
+
+    #[test]
+    fn a_silent_connection_loses_its_slot_after_the_head_timeout() {
+        let (server, _endpoints) = start();
+        let started = Instant::now();
+        let mut idle = std::net::TcpStream::connect(server.local_addr()).unwrap();
+        idle.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut out = Vec::new();
+        let _ = idle.read_to_end(&mut out);
+        let after = started.elapsed();
+        assert!(after >= HEAD_TIMEOUT && after < HEAD_TIMEOUT * 3, "{after:?}");
+        server.stop();
+    }
+
+    #[test]
+    fn a_new_client_takes_the_slot_of_the_oldest_idle_connection() {
+        let (server, _endpoints) = start_with_slots(Security::default(), 3);
+        let connect = || {
+            let s = std::net::TcpStream::connect(server.local_addr()).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+            s
+        };
+        let mut silent: Vec<_> = (0..3).map(|_| connect()).collect();
+        let _ = silent[1].write_all(b"GET /status HT");
+        let started = Instant::now();
+        let (status, _, _) = call(&server, b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        assert_eq!(status, 200);
+        assert!(started.elapsed() < Duration::from_millis(500), "answered after {:?}", started.elapsed());
+        // The oldest silent one was closed for it (well before its head timeout).
+        let mut buf = [0u8; 16];
+        assert_eq!(silent[0].read(&mut buf).unwrap_or(0), 0);
+        assert!(started.elapsed() < HEAD_TIMEOUT - Duration::from_millis(200), "{:?}", started.elapsed());
         server.stop();
     }
 

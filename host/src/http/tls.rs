@@ -93,9 +93,9 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, String> {
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let mut config = builder.with_single_cert(certs, key).map_err(|e| {
-        format!("--tls-cert {} with --tls-key {}: {e}", files.cert.display(), files.key.display())
-    })?;
+    let mut config = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("--tls-cert {} with --tls-key {}: {e}", files.cert.display(), files.key.display()))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
