@@ -336,6 +336,19 @@ fn https_serves_with_the_ca_and_refuses_plain_http_cleanly() -> anyhow::Result<(
     let _ = idle.read(&mut buf);
     assert!(started.elapsed() < Duration::from_secs(3), "closed after {:?}", started.elapsed());
     assert_eq!(tls_client::get(&client, d.port, "/status")?.status, 200);
+
+    // SIGHUP re-reads certificate and key: now signed by the other CA.
+    stranger.issue("server", "vpcrouter", &["localhost", "127.0.0.1"], Usage::Server)?;
+    d.signal(libc::SIGHUP);
+    d.wait_log("TLS certificate and key re-read", T)?;
+    let renewed = tls_client::config(&stranger.cert, None)?;
+    assert_eq!(tls_client::get(&renewed, d.port, "/status")?.status, 200);
+    assert!(tls_client::get(&client, d.port, "/status").is_err(), "the old certificate is gone");
+    // A broken file on SIGHUP: the certificate in force stays.
+    std::fs::write(&server.cert, "not a certificate\n")?;
+    d.signal(libc::SIGHUP);
+    d.wait_log("the previous certificate and key stay in force", T)?;
+    assert_eq!(tls_client::get(&renewed, d.port, "/status")?.status, 200);
     Ok(())
 }
 
