@@ -158,15 +158,17 @@ fn sighup_rereads_the_token_and_a_bad_file_keeps_it() -> anyhow::Result<()> {
     wait_serving(&d)?;
     assert_eq!(post_spec(&d, Some(&format!("Bearer {old}")))?.status, 200);
 
-    token_file(&env, "token", &new);
+    // Rewritten the plain way (umask 022): readable by others, which gets a warning.
+    env.write("token", &format!("{new}\n"));
     d.signal(libc::SIGHUP);
     d.wait_log("token re-read from", T)?;
+    d.wait_log("can be read by group or others (mode 644): chmod 600 it", T)?;
     let refused = post_spec(&d, Some(&format!("Bearer {old}")))?;
     assert_eq!(refused.status, 401, "the old token is refused after SIGHUP");
     assert_eq!(refused.header("www-authenticate"), Some(r#"Bearer realm="vpcrouter", error="invalid_token""#));
     assert_eq!(post_spec(&d, Some(&format!("Bearer {new}")))?.status, 200);
 
-    // Emptied (and readable by others, as a plain write leaves it): the new token stays.
+    // Emptied: the new token stays.
     env.write("token", "\n");
     d.signal(libc::SIGHUP);
     d.wait_log("the previous token stays in force", T)?;
