@@ -71,7 +71,8 @@ test: build venv
 # of the vpcrouter-planner crate, which has no AWS SDK), EC2 calls,
 # cluster mode (takeover, failover vs single mode, idle etcd load), and failover through a
 # model of EC2's latency and throttling (bench-failover-ec2), and prefix-list routes against
-# one route per CIDR through the same model (bench-prefix-lists). BENCH_ARGS go to
+# one route per CIDR through the same model (bench-prefix-lists), and new clients of the status
+# server while 100 and 500 slow clients hold connections (bench-slow-clients). BENCH_ARGS go to
 # bench-failover, e.g. `make bench BENCH_ARGS='--trials 5 --only tcp'`.
 BENCH_BUILD_DIR ?= $(CURDIR)/target/plugins-release
 # `make build` builds every binary of the workspace, the bench programs included (those of
@@ -86,6 +87,7 @@ bench: venv deps
 	VPCROUTER_BUILD_DIR=$(BENCH_BUILD_DIR) $(CARGO_TARGET_DIR)/release/bench-cluster
 	VPCROUTER_BUILD_DIR=$(BENCH_BUILD_DIR) $(CARGO_TARGET_DIR)/release/bench-failover-ec2
 	VPCROUTER_BUILD_DIR=$(BENCH_BUILD_DIR) $(CARGO_TARGET_DIR)/release/bench-prefix-lists
+	VPCROUTER_BUILD_DIR=$(BENCH_BUILD_DIR) $(CARGO_TARGET_DIR)/release/bench-slow-clients
 
 # Property tests of route spec parsing and validation, 1,000,000 generated inputs per
 # property (release build); prints inputs and time per property.

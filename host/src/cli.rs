@@ -64,6 +64,15 @@ pub struct Options {
     /// `--cluster-name`, with or without a cluster: the name vpcrouter's prefix lists are
     /// tagged with (`None`: the VPC id).
     pub cluster_name: Option<String>,
+    /// `--http-token-file`: the status server's bearer token is this file's content.
+    pub http_token_file: Option<PathBuf>,
+    /// `--http-auth-all`: every request needs the token, read-only ones included.
+    pub http_auth_all: bool,
+    /// `--http-allow-unauthenticated`: serve state-changing endpoints off loopback without
+    /// authentication.
+    pub http_allow_unauthenticated: bool,
+    /// `--tls-cert`, `--tls-key`, `--tls-client-ca`: HTTPS.
+    pub tls: Option<crate::http::tls::TlsFiles>,
 }
 
 /// `--cluster-*` and `--health-quorum`.
@@ -180,6 +189,9 @@ fn prescan(argv: &[String]) -> PreScan {
 /// Help heading of the `--ec2-*` options.
 const EC2_HEADING: &str = "EC2 call limits (client side, modelled on EC2's per-account token buckets)";
 
+/// Help heading of the status server's security options.
+const SECURITY_HEADING: &str = "Status server security";
+
 /// A refill rate: calls per second, above 0 and at most 100,000.
 fn parse_rate(raw: &str) -> Result<f64, String> {
     let rate: f64 = raw.trim().parse().map_err(|_| format!("'{raw}' is not a number of calls per second"))?;
@@ -253,6 +265,24 @@ fn base_command_without_etcd() -> Command {
         .arg(Arg::new("port").short('p').long("port").value_name("PORT").default_value("33289")
             .value_parser(clap::value_parser!(u16).range(1..))
             .help("port to listen on for HTTP requests"))
+        .arg(Arg::new("http_token_file").long("http-token-file").value_name("FILE")
+            .value_parser(clap::value_parser!(PathBuf)).help_heading(SECURITY_HEADING)
+            .help("require 'Authorization: Bearer <token>' for requests that change state (all but GET and HEAD); the token is this file's content, re-read on SIGHUP"))
+        .arg(Arg::new("http_auth_all").long("http-auth-all").action(ArgAction::SetTrue).requires("http_token_file")
+            .help_heading(SECURITY_HEADING)
+            .help("require the token for every request, read-only ones (/status, /metrics) included"))
+        .arg(Arg::new("http_allow_unauthenticated").long("http-allow-unauthenticated").action(ArgAction::SetTrue)
+            .conflicts_with("http_token_file").help_heading(SECURITY_HEADING)
+            .help("serve state-changing endpoints (POST /route_spec) on a non-loopback address without authentication, as vpc-router did"))
+        .arg(Arg::new("tls_cert").long("tls-cert").value_name("FILE").requires("tls_key")
+            .value_parser(clap::value_parser!(PathBuf)).help_heading(SECURITY_HEADING)
+            .help("serve HTTPS with this PEM certificate chain (with --tls-key); re-read on SIGHUP"))
+        .arg(Arg::new("tls_key").long("tls-key").value_name("FILE").requires("tls_cert")
+            .value_parser(clap::value_parser!(PathBuf)).help_heading(SECURITY_HEADING)
+            .help("the PEM private key of --tls-cert"))
+        .arg(Arg::new("tls_client_ca").long("tls-client-ca").value_name("FILE").requires("tls_cert")
+            .value_parser(clap::value_parser!(PathBuf)).help_heading(SECURITY_HEADING)
+            .help("require client certificates signed by this PEM CA (needs --tls-cert)"))
         .arg(Arg::new("mode").short('m').long("mode").value_name("NAME").required(true)
             .help("name of the watcher plugin (configfile, http, fixedconf, ...)"))
         .arg(Arg::new("health").short('H').long("health").value_name("NAME").default_value(DEFAULT_HEALTH)
@@ -485,6 +515,16 @@ pub fn parse(argv: &[String], loader: &Loader) -> Result<Invocation, CliError> {
         prefix_lists: m.get_flag("prefix_lists"),
         route_table_quota: m.get_one::<u32>("route_table_quota").copied().unwrap_or(500),
         cluster_name: cluster_name(&m)?,
+        http_token_file: m.get_one::<PathBuf>("http_token_file").cloned(),
+        http_auth_all: m.get_flag("http_auth_all"),
+        http_allow_unauthenticated: m.get_flag("http_allow_unauthenticated"),
+        tls: m.get_one::<PathBuf>("tls_cert").zip(m.get_one::<PathBuf>("tls_key")).map(|(cert, key)| {
+            crate::http::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: m.get_one::<PathBuf>("tls_client_ca").cloned(),
+            }
+        }),
     };
     Ok(Invocation::Run(Box::new(options)))
 }
@@ -724,6 +764,23 @@ mod tests {
             assert!(err.render().to_string().contains("ec2-"), "{bad}: {}", err.render());
         }
         assert!(parse_rate("1e9").unwrap_err().contains("out of range"));
+    }
+
+    #[test]
+    fn security_options_come_in_the_right_combinations() {
+        let ok = |s: &str| base_command().try_get_matches_from(argv(&format!("-m http {s}"))).is_ok();
+        assert!(ok("--http-token-file t --http-auth-all") && ok("--tls-cert c --tls-key k --tls-client-ca ca"));
+        assert!(ok("--http-allow-unauthenticated") && ok("--tls-cert c --tls-key k"));
+        for bad in [
+            "--http-auth-all",
+            "--tls-cert c",
+            "--tls-key k",
+            "--tls-client-ca ca",
+            "--tls-key k --tls-client-ca ca",
+            "--http-token-file t --http-allow-unauthenticated",
+        ] {
+            assert!(!ok(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -16,7 +16,9 @@ use vpcrouter_plugin_api::{
 use crate::cli::{self, Invocation, LoadedPlugin, Options};
 use crate::cluster::{ClusterConfig, ClusterHandle};
 use crate::engine::{Engine, EngineConfig, Event};
-use crate::http::server::{self, PluginSource, ServerContext};
+use crate::http::auth::TokenFile;
+use crate::http::server::{self, PluginSource, Security, ServerContext};
+use crate::http::tls::TlsStore;
 use crate::http::Endpoints;
 use crate::logging::PluginLog;
 use crate::metrics::Metrics;
@@ -48,14 +50,20 @@ pub fn main(argv: Vec<String>) -> i32 {
             }
             e.status
         }
-        Ok(Invocation::Run(options)) => match run(*options) {
-            Ok(()) => 0,
-            Err(e) => {
-                tracing::error!("{e:#}");
-                eprintln!("error: {e:#}");
-                1
+        Ok(Invocation::Run(options)) => {
+            // A log on stdout would show the error a second time next to stderr's line.
+            let logs_to_stdout = options.logfile == "-";
+            match run(*options) {
+                Ok(()) => 0,
+                Err(e) => {
+                    if !logs_to_stdout {
+                        tracing::error!("{e:#}");
+                    }
+                    eprintln!("error: {e:#}");
+                    1
+                }
             }
-        },
+        }
     }
 }
 
@@ -143,6 +151,12 @@ pub fn run(o: Options) -> anyhow::Result<()> {
             bail!("{} plugin '{}' cannot run here: {e}", p.lib.meta.kind.as_str(), p.lib.meta.name);
         }
     }
+    // The token and TLS files first: a bad one fails the start before anything runs.
+    let security = Security {
+        token: o.http_token_file.as_deref().map(TokenFile::load).transpose().map_err(anyhow::Error::msg)?.map(Arc::new),
+        auth_all: o.http_auth_all,
+        tls: o.tls.clone().map(TlsStore::load).transpose().map_err(anyhow::Error::msg)?.map(Arc::new),
+    };
     // Bound before anything else starts, so a taken port fails fast.
     tracing::info!(address = %o.address, port = o.port, "HTTP server: Starting to listen for requests");
     let listener = server::bind(&o.address, o.port)?;
@@ -211,6 +225,12 @@ pub fn run(o: Options) -> anyhow::Result<()> {
             }
         };
     running.watcher = Some((watcher.clone(), o.watcher.lib.meta.name.to_string()));
+    // The plugins registered their endpoints: refuse unauthenticated writes off loopback.
+    match server::check_exposure(listener.local_addr(), &endpoints, &security, o.http_allow_unauthenticated) {
+        Ok(Some(warning)) => tracing::warn!("{warning}"),
+        Ok(None) => {}
+        Err(line) => return Err(anyhow::Error::msg(line)),
+    }
 
     let engine = Engine::new(
         EngineConfig {
@@ -237,6 +257,7 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         log_handle,
         watcher.clone(),
         o.watcher.lib.meta.name.to_string(),
+        security.clone(),
     )?;
     let info = status_info(&o, &region, &vpc_id);
     let plugins = vec![
@@ -257,6 +278,7 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         ec2: Arc::new(move || crate::status::Ec2View::of(&ec2_view)),
         metrics,
         cluster: cluster.clone(),
+        security,
     })?;
     tracing::info!(
         version = crate::VERSION,
@@ -394,14 +416,15 @@ fn bridge<T: Send + 'static>(
         .unwrap_or_else(|e| tracing::error!("cannot start a queue thread: {e}"));
 }
 
-/// SIGTERM/SIGINT stop the engine (abandoning an EC2 call in flight); SIGHUP reopens the log file and asks the watcher to
-/// re-read its configuration.
+/// SIGTERM/SIGINT stop the engine (abandoning an EC2 call in flight); SIGHUP reopens the log file, re-reads the status
+/// server's token and TLS files, and asks the watcher to re-read its configuration.
 fn spawn_signal_thread(
     tx: crossbeam_channel::Sender<Event>,
     stop: Arc<tokio::sync::Notify>,
     log: crate::logging::LogHandle,
     watcher: Arc<WatcherBox>,
     watcher_name: String,
+    security: Security,
 ) -> anyhow::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals =
@@ -413,6 +436,7 @@ fn spawn_signal_thread(
                     tracing::error!("SIGHUP: cannot reopen the log file, still writing to the old one: {e}");
                 }
                 tracing::info!(signal = sig, "reload requested: log file reopened, watcher re-reads its configuration");
+                security.reload();
                 // On its own thread: a hung reload must not keep SIGTERM waiting.
                 let (w, what) = (watcher.clone(), format!("watcher plugin '{watcher_name}'"));
                 let _ = thread::Builder::new()

@@ -77,7 +77,8 @@ pub fn read_response(stream: &mut TcpStream) -> anyhow::Result<Response> {
     parse(&raw)
 }
 
-fn parse(raw: &[u8]) -> anyhow::Result<Response> {
+/// Parses a whole response (head and body).
+pub fn parse(raw: &[u8]) -> anyhow::Result<Response> {
     let end = raw.windows(4).position(|w| w == b"\r\n\r\n").context("no complete response head")?;
     let head = String::from_utf8_lossy(&raw[..end]).into_owned();
     let mut lines = head.split("\r\n");

@@ -19,7 +19,9 @@ pub mod listener;
 pub mod moto;
 pub mod netns;
 pub mod relay;
+pub mod slowclients;
 pub mod thirdparty;
+pub mod tls_client;
 pub mod world;
 
 use std::path::{Path, PathBuf};

@@ -1,11 +1,16 @@
-//! The status server ([`server`]) and the endpoints plugins add to it.
+//! The status server ([`server`]) and the endpoints plugins add to it; its bearer token
+//! ([`auth`]), TLS ([`tls`]) and connection table ([`conns`]).
 //!
 //! Plugins register `(method, path) -> handler` through [`PluginContext::http`]; the status
-//! server routes matching requests to them.
+//! server routes matching requests to them. Endpoints whose method is not GET or HEAD count
+//! as state-changing ([`auth::is_state_changing`]): they need the token when one is set.
 //!
 //! [`PluginContext::http`]: vpcrouter_plugin_api::PluginContext
 
+pub mod auth;
+pub mod conns;
 pub mod server;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};

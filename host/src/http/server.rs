@@ -9,10 +9,25 @@
 //! handlers) are synchronous FFI calls; they run on the server runtime's blocking pool
 //! with a deadline, so a slow plugin cannot stall the server either.
 //!
-//! Limits: request bodies above [`BODY_LIMIT`] get 413; a client must send its request
-//! head within [`HEADER_TIMEOUT`] (this also closes idle keep-alive connections) and the
-//! whole request within [`REQUEST_TIMEOUT`] (408); at most [`MAX_CONNECTIONS`] connections
-//! are served at once, further ones wait in the listen backlog.
+//! Security ([`Security`]): with `--http-token-file`, requests that may change state (the
+//! rule is [`super::auth::needs_token`]) need `Authorization: Bearer <token>`, else 401;
+//! with `--tls-cert`/`--tls-key` the server speaks HTTPS only (rustls), and with
+//! `--tls-client-ca` it requires client certificates. [`check_exposure`] refuses to start
+//! a server that would take unauthenticated writes off loopback.
+//!
+//! Connections and hostile clients: the accept loop only accepts and hands each connection
+//! a slot of the connection table ([`super::conns`]); it never waits for a client. There
+//! are [`max_connections`] slots (up to [`MAX_CONNECTIONS`], kept below the open-files
+//! limit) and a listen backlog of [`LISTEN_BACKLOG`]. A new connection must complete its
+//! TLS handshake and first request head within [`HEAD_TIMEOUT`] (1 s), so a client that
+//! connects and sends nothing, or dribbles its head, loses its slot quickly; between
+//! keep-alive requests a connection may stay idle for [`IDLE_TIMEOUT`]. When every slot is
+//! taken, the connection idle the longest (no request in progress) is closed to admit the
+//! new client, so new clients are answered at once even when hundreds of slow ones hold
+//! connections; a connection serving a request is never closed for another (when all
+//! slots serve requests, the new client gets 503). Request bodies above [`BODY_LIMIT`] get
+//! 413, a request must arrive whole within [`REQUEST_TIMEOUT`] (408), and a connection
+//! lives at most [`CONNECTION_TIMEOUT`].
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -31,10 +46,14 @@ use axum::Router;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::json;
-use tokio::sync::{oneshot, Semaphore};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::oneshot;
 use tower::ServiceExt;
 use vpcrouter_plugin_api::HttpRequest;
 
+use super::auth::{self, Denied, TokenFile};
+use super::conns::{Slot, Slots};
+use super::tls::TlsStore;
 use super::Endpoints;
 use crate::state::Status;
 use crate::status::{self, PluginView, ServerInfo, Snapshot};
@@ -42,14 +61,20 @@ use crate::sync::lock;
 
 /// Largest request body accepted (1 MiB); larger ones get 413.
 pub const BODY_LIMIT: usize = 1 << 20;
-/// Time a client has to send a request head once connected or between requests.
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time a new connection has for its TLS handshake and its first request head.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(1);
+/// Time a connection may wait for (and read) its next request head after a response.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Time a client has to send a whole request, body included (then 408).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest life of one connection.
 pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(120);
-/// Connections served at once.
-pub const MAX_CONNECTIONS: usize = 64;
+/// Connections served at once, at most (see [`max_connections`]).
+pub const MAX_CONNECTIONS: usize = 1024;
+/// File descriptors left to the rest of vpcrouter when the open-files limit caps the slots.
+const FD_RESERVE: usize = 256;
+/// Connections the kernel queues before vpcrouter accepts them.
+pub const LISTEN_BACKLOG: i32 = 1024;
 /// Time a plugin has to answer `status()` or a request.
 const PLUGIN_CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -79,7 +104,8 @@ pub struct Listener {
     addr: SocketAddr,
 }
 
-/// Binds `address` (`localhost` or an IP literal) and `port` (0 = any free port).
+/// Binds `address` (`localhost` or an IP literal) and `port` (0 = any free port), with a
+/// listen backlog of [`LISTEN_BACKLOG`].
 pub fn bind(address: &str, port: u16) -> Result<Listener, ServerError> {
     let err = |source: std::io::Error| {
         let hint = match source.kind() {
@@ -99,10 +125,101 @@ pub fn bind(address: &str, port: u16) -> Result<Listener, ServerError> {
             .parse()
             .map_err(|_| err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not an IP address")))?,
     };
-    let listener = std::net::TcpListener::bind(SocketAddr::new(ip, port)).map_err(err)?;
-    listener.set_nonblocking(true).map_err(err)?;
+    let sa = SocketAddr::new(ip, port);
+    let socket = socket2::Socket::new(socket2::Domain::for_address(sa), socket2::Type::STREAM, None).map_err(err)?;
+    // As std's bind: a restarted vpcrouter can bind while old connections linger in TIME_WAIT.
+    socket.set_reuse_address(true).map_err(err)?;
+    socket.bind(&sa.into()).map_err(err)?;
+    socket.listen(LISTEN_BACKLOG).map_err(err)?;
+    socket.set_nonblocking(true).map_err(err)?;
+    let listener: std::net::TcpListener = socket.into();
     let addr = listener.local_addr().map_err(err)?;
     Ok(Listener { listener, addr })
+}
+
+/// Connection slots: [`MAX_CONNECTIONS`], or fewer when the open-files limit
+/// (`RLIMIT_NOFILE`) would not leave [`FD_RESERVE`] descriptors beside them (at least 16).
+pub fn max_connections() -> usize {
+    match open_files_limit() {
+        Some(limit) => {
+            MAX_CONNECTIONS.min(usize::try_from(limit).unwrap_or(usize::MAX).saturating_sub(FD_RESERVE)).max(16)
+        }
+        None => MAX_CONNECTIONS,
+    }
+}
+
+/// The soft open-files limit, from `/proc/self/limits` (`None`: unlimited or unknown).
+fn open_files_limit() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = text.lines().find_map(|l| l.strip_prefix("Max open files"))?;
+    line.split_whitespace().next()?.parse().ok()
+}
+
+/// Who may use the server: the bearer token, `--http-auth-all`, TLS.
+#[derive(Clone, Default)]
+pub struct Security {
+    /// `--http-token-file`.
+    pub token: Option<Arc<TokenFile>>,
+    /// `--http-auth-all`: read-only requests need the token too.
+    pub auth_all: bool,
+    /// `--tls-*`.
+    pub tls: Option<Arc<TlsStore>>,
+}
+
+impl Security {
+    /// True when a client must prove who it is before it can change state: a token, or
+    /// client certificates.
+    pub fn authenticates_clients(&self) -> bool {
+        self.token.is_some() || self.tls.as_ref().is_some_and(|t| t.requires_client_certificates())
+    }
+
+    /// Re-reads the token and TLS files (SIGHUP); what fails to load stays as it was.
+    pub fn reload(&self) {
+        if let Some(t) = &self.token {
+            match t.reload() {
+                Ok(()) => tracing::info!("HTTP server: token re-read from {}", t.path().display()),
+                Err(e) => tracing::error!("HTTP server: {e}; the previous token stays in force"),
+            }
+        }
+        if let Some(t) = &self.tls {
+            match t.reload() {
+                Ok(()) => tracing::info!("HTTP server: TLS certificate and key re-read"),
+                Err(e) => tracing::error!("HTTP server: {e}; the previous certificate and key stay in force"),
+            }
+        }
+    }
+}
+
+/// Refuses a server that would take unauthenticated state-changing requests off loopback:
+/// `Err` is the one line to print. With `allow_unauthenticated` (`--http-allow-unauthenticated`)
+/// it is allowed, and `Ok(Some)` is the warning to log.
+pub fn check_exposure(
+    addr: SocketAddr,
+    endpoints: &Endpoints,
+    security: &Security,
+    allow_unauthenticated: bool,
+) -> Result<Option<String>, String> {
+    if addr.ip().to_canonical().is_loopback() || security.authenticates_clients() {
+        return Ok(None);
+    }
+    let writes: Vec<String> = endpoints
+        .list()
+        .into_iter()
+        .filter(|(method, _, _)| auth::is_state_changing(method))
+        .map(|(method, path, _)| format!("{method} {path}"))
+        .collect();
+    if writes.is_empty() {
+        return Ok(None);
+    }
+    let what = writes.join(", ");
+    if allow_unauthenticated {
+        return Ok(Some(format!(
+            "--http-allow-unauthenticated: serving {what} on {addr} without authentication; anyone who can reach it can change the routes"
+        )));
+    }
+    Err(format!(
+        "refusing to serve {what} on {addr} without authentication: add --http-token-file FILE, or listen on a loopback address (-a 127.0.0.1), or pass --http-allow-unauthenticated to accept this risk"
+    ))
 }
 
 /// Asks a running plugin for its status.
@@ -138,6 +255,8 @@ pub struct ServerContext {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Cluster mode's membership, if on.
     pub cluster: Option<crate::cluster::ClusterHandle>,
+    /// Token and TLS.
+    pub security: Security,
 }
 
 /// The running server; [`Server::stop`] (or drop) ends it.
@@ -153,8 +272,12 @@ impl Listener {
         self.addr
     }
 
-    /// Starts serving on the server's own thread and runtime.
+    /// Starts serving on the server's own thread and runtime, with [`max_connections`] slots.
     pub fn serve(self, ctx: ServerContext) -> Result<Server, ServerError> {
+        self.serve_with_slots(ctx, max_connections())
+    }
+
+    fn serve_with_slots(self, ctx: ServerContext, capacity: usize) -> Result<Server, ServerError> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .max_blocking_threads(8)
@@ -166,13 +289,17 @@ impl Listener {
             tokio::net::TcpListener::from_std(self.listener).map_err(ServerError::Start)?
         };
         let (tx, rx) = oneshot::channel();
-        let app = router(Arc::new(ctx));
+        let security = ctx.security.clone();
+        let shared = Arc::new(Shared { app: router(Arc::new(ctx)), slots: Slots::new(capacity), security });
         let addr = self.addr;
         let thread = std::thread::Builder::new()
             .name("http".into())
             .spawn(move || {
-                tracing::info!(%addr, "HTTP server: Started to listen for requests");
-                rt.block_on(accept_loop(listener, app, rx));
+                tracing::info!(
+                    %addr, https = shared.security.tls.is_some(), token = shared.security.token.is_some(),
+                    max_connections = capacity, "HTTP server: Started to listen for requests"
+                );
+                rt.block_on(accept_loop(listener, shared, rx));
                 rt.shutdown_timeout(Duration::from_secs(1));
                 tracing::info!("HTTP server: Stopped");
             })
@@ -215,13 +342,16 @@ impl Drop for Server {
     }
 }
 
-async fn accept_loop(listener: tokio::net::TcpListener, app: Router, mut shutdown: oneshot::Receiver<()>) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+/// What the accept loop and the connections share.
+struct Shared {
+    app: Router,
+    slots: Arc<Slots>,
+    security: Security,
+}
+
+/// Accepts connections and gives each a slot and a task; waits for no client.
+async fn accept_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>, mut shutdown: oneshot::Receiver<()>) {
     loop {
-        let permit = tokio::select! {
-            _ = &mut shutdown => return,
-            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-        };
         let (stream, peer) = tokio::select! {
             _ = &mut shutdown => return,
             r = listener.accept() => match r {
@@ -234,31 +364,166 @@ async fn accept_loop(listener: tokio::net::TcpListener, app: Router, mut shutdow
                 }
             },
         };
-        let app = app.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let service = hyper::service::service_fn(move |req| handle(app.clone(), peer, req));
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service);
-            match tokio::time::timeout(CONNECTION_TIMEOUT, conn).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::debug!(%peer, "HTTP connection closed: {e}"),
-                Err(_) => tracing::debug!(%peer, "HTTP connection closed after {} s", CONNECTION_TIMEOUT.as_secs()),
-            }
-        });
+        let accepted = Instant::now();
+        let Some(slot) = shared.slots.admit(accepted) else {
+            tracing::warn!(%peer, "HTTP server: every connection serves a request; answering 503");
+            refuse_busy(stream);
+            continue;
+        };
+        tokio::spawn(serve_connection(shared.clone(), stream, peer, Arc::new(slot), accepted));
     }
 }
 
-/// Serves one request with the request deadline, and logs it.
+/// 503 to a client no slot is free for, without waiting for it: what the socket takes now.
+fn refuse_busy(stream: tokio::net::TcpStream) {
+    let body = r#"{"error": "the server is busy: every connection serves a request; retry"}"#;
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.try_write(answer.as_bytes());
+}
+
+/// One connection, from its slot to its close: TLS if on, then HTTP/1.1; closed early when
+/// its slot goes to a new client, or when it has no request head within [`HEAD_TIMEOUT`].
+async fn serve_connection(
+    shared: Arc<Shared>,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    slot: Arc<Slot>,
+    accepted: Instant,
+) {
+    let head_deadline = tokio::time::Instant::from_std(accepted + HEAD_TIMEOUT);
+    let serve = async {
+        match shared.security.tls.clone() {
+            None => serve_http(&shared, stream, peer, &slot, head_deadline).await,
+            Some(tls) => {
+                let Some(stream) = tls_handshake(&tls, stream, peer, head_deadline).await else { return };
+                serve_http(&shared, stream, peer, &slot, head_deadline).await
+            }
+        }
+    };
+    tokio::select! {
+        _ = slot.evicted() => tracing::debug!(%peer, "HTTP connection closed to admit a new client"),
+        r = tokio::time::timeout(CONNECTION_TIMEOUT, serve) => if r.is_err() {
+            tracing::debug!(%peer, "HTTP connection closed after {} s", CONNECTION_TIMEOUT.as_secs());
+        },
+    }
+}
+
+/// The TLS handshake, within the head deadline. A client speaking plain HTTP gets a plain
+/// 400 saying so.
+async fn tls_handshake(
+    tls: &TlsStore,
+    mut stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    deadline: tokio::time::Instant,
+) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
+        Ok(Ok(1..)) if first[0] != 0x16 => {
+            // Not a TLS handshake record: most likely http:// to an https:// server.
+            let _ = tokio::time::timeout_at(deadline, refuse_plain_http(&mut stream)).await;
+            tracing::debug!(%peer, "HTTP connection closed: plain HTTP to the HTTPS server");
+            return None;
+        }
+        Ok(Ok(1..)) => {}
+        Ok(_) => return None,
+        Err(_) => {
+            tracing::debug!(%peer, "HTTP connection closed: no TLS handshake within {} s", HEAD_TIMEOUT.as_secs());
+            return None;
+        }
+    }
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
+    match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(e)) => {
+            tracing::info!(remote = %peer, "HTTPS: TLS handshake failed: {e}");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "HTTP connection closed: TLS handshake not done within {} s", HEAD_TIMEOUT.as_secs());
+            None
+        }
+    }
+}
+
+async fn refuse_plain_http(stream: &mut tokio::net::TcpStream) {
+    // Read the request head first, so that closing does not reset the answer away.
+    let mut buf = [0u8; 4096];
+    let _ = stream.read(&mut buf).await;
+    let body = r#"{"error": "this server speaks HTTPS only: use https://"}"#;
+    let answer = format!(
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(answer.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+/// HTTP/1.1 on a connection; returns when it closes, or when no request head came within
+/// the head deadline.
+async fn serve_http<I>(shared: &Arc<Shared>, io: I, peer: SocketAddr, slot: &Arc<Slot>, head: tokio::time::Instant)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (shared_svc, slot_svc) = (shared.clone(), slot.clone());
+    let service = hyper::service::service_fn(move |req| {
+        let (shared, busy) = (shared_svc.clone(), slot_svc.request());
+        async move {
+            let response = handle(&shared, peer, req).await;
+            drop(busy);
+            response
+        }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(IDLE_TIMEOUT)
+        .serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let head_timer = tokio::time::sleep_until(head);
+    tokio::pin!(head_timer);
+    let mut head_due = true;
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(%peer, "HTTP connection closed: {e}");
+                }
+                return;
+            }
+            _ = &mut head_timer, if head_due => {
+                if !slot.has_started() {
+                    tracing::debug!(%peer, "HTTP connection closed: no request head within {} s", HEAD_TIMEOUT.as_secs());
+                    return;
+                }
+                head_due = false;
+            }
+        }
+    }
+}
+
+/// Checks the token where the rule asks for it, then serves one request with the request
+/// deadline, and logs it.
 async fn handle(
-    app: Router,
+    shared: &Shared,
     peer: SocketAddr,
     req: hyper::Request<hyper::body::Incoming>,
 ) -> Result<Response, Infallible> {
     let (method, uri) = (req.method().clone(), req.uri().clone());
-    let response = match tokio::time::timeout(REQUEST_TIMEOUT, app.oneshot(req)).await {
+    if let Some(token) = &shared.security.token {
+        if auth::needs_token(method.as_str(), shared.security.auth_all) {
+            if let Err(denied) = token.check(req.headers().get(header::AUTHORIZATION)) {
+                let reason = match denied {
+                    Denied::Missing => "no bearer token",
+                    Denied::Invalid => "wrong bearer token",
+                };
+                tracing::warn!(remote = %peer, method = %method, path = uri.path(), status = 401, "HTTP request refused: {reason}");
+                return Ok(unauthorized(denied));
+            }
+        }
+    }
+    let response = match tokio::time::timeout(REQUEST_TIMEOUT, shared.app.clone().oneshot(req)).await {
         Ok(Ok(r)) => r,
         Ok(Err(never)) => match never {},
         Err(_) => error(
@@ -268,6 +533,20 @@ async fn handle(
     };
     tracing::info!(remote = %peer, method = %method, uri = %uri, status = response.status().as_u16(), "HTTP request");
     Ok(response)
+}
+
+/// 401 with the bearer challenge (RFC 6750) and a JSON error.
+fn unauthorized(denied: Denied) -> Response {
+    let (challenge, message) = match denied {
+        Denied::Missing => (
+            r#"Bearer realm="vpcrouter""#,
+            "authentication required: send the token of --http-token-file as Authorization: Bearer <token>",
+        ),
+        Denied::Invalid => (r#"Bearer realm="vpcrouter", error="invalid_token""#, "invalid bearer token"),
+    };
+    let mut response = error(StatusCode::UNAUTHORIZED, message);
+    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+    response
 }
 
 fn router(ctx: Arc<ServerContext>) -> Router {
@@ -388,9 +667,12 @@ async fn plugin_endpoint(State(ctx): State<Arc<ServerContext>>, method: Method, 
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => return too_large(),
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("cannot read the request body: {e}")),
     };
+    // The token the host checked is not the plugin's business (nor its log's).
+    let host_checks_token = ctx.security.token.is_some();
     let headers: RVec<Tuple2<RString, RString>> = parts
         .headers
         .iter()
+        .filter(|(name, _)| !(host_checks_token && *name == header::AUTHORIZATION))
         .map(|(name, value)| {
             Tuple2(
                 name.as_str().to_ascii_lowercase().into(),
@@ -440,14 +722,23 @@ mod tests {
     impl HttpHandler for Echo {
         fn handle(&self, request: HttpRequest) -> HttpResponse {
             let ct = request.header("content-type").unwrap_or("").to_string();
+            let auth = request.header("authorization").is_some();
             HttpResponse::json(
                 201,
-                json!({"len": request.body.len(), "ct": ct, "q": request.query.as_str()}).to_string(),
+                json!({"len": request.body.len(), "ct": ct, "q": request.query.as_str(), "auth": auth}).to_string(),
             )
         }
     }
 
     fn start() -> (Server, Endpoints) {
+        start_with(Security::default())
+    }
+
+    fn start_with(security: Security) -> (Server, Endpoints) {
+        start_with_slots(security, MAX_CONNECTIONS)
+    }
+
+    fn start_with_slots(security: Security, slots: usize) -> (Server, Endpoints) {
         let endpoints = Endpoints::default();
         let reg = endpoints.registry_for("echo");
         assert!(reg.register("POST".into(), "/echo".into(), HttpHandlerBox::from_value(Echo, TD_Opaque)).is_ok());
@@ -475,8 +766,9 @@ mod tests {
             ec2: Arc::new(crate::status::Ec2View::default),
             metrics: Arc::default(),
             cluster: None,
+            security,
         };
-        (bind("127.0.0.1", 0).unwrap().serve(ctx).unwrap(), endpoints)
+        (bind("127.0.0.1", 0).unwrap().serve_with_slots(ctx, slots).unwrap(), endpoints)
     }
 
     /// One request on its own connection; returns (status, head, body).
@@ -500,7 +792,7 @@ mod tests {
         assert!(head.contains("content-type: application/json"), "{head}");
         assert_eq!(
             serde_json::from_str::<serde_json::Value>(&body).unwrap(),
-            json!({"len": 2, "ct": "application/json", "q": "a=1"})
+            json!({"len": 2, "ct": "application/json", "q": "a=1", "auth": false})
         );
         let (status, head, _) = call(&server, b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
         assert_eq!(status, 405);
@@ -541,6 +833,87 @@ mod tests {
             head.contains("text/plain; version=0.0.4") && body.contains("vpcrouter_reconciles_total 0"),
             "{head}{body}"
         );
+        server.stop();
+    }
+
+    #[test]
+    fn the_token_guards_writes_and_stays_with_the_host() {
+        let security = Security { token: Some(Arc::new(TokenFile::from_token("t0k"))), ..Security::default() };
+        let (server, endpoints) = start_with(security.clone());
+        let post = |auth: &str| {
+            call(
+                &server,
+                format!("POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}Content-Length: 2\r\n\r\n{{}}")
+                    .as_bytes(),
+            )
+        };
+        let (status, head, body) = post("");
+        assert_eq!(status, 401, "{head}{body}");
+        assert!(
+            head.contains(r#"www-authenticate: bearer realm="vpcrouter""#) && !head.contains("invalid_token"),
+            "{head}"
+        );
+        assert!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["error"].is_string(), "{body}");
+        let (status, head, _) = post("Authorization: Bearer nope\r\n");
+        assert_eq!(status, 401);
+        assert!(head.contains(r#"www-authenticate: bearer realm="vpcrouter", error="invalid_token""#), "{head}");
+        // Refused before routing: a path nobody serves gets 401 too, not 404.
+        assert_eq!(call(&server, b"DELETE /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").0, 401);
+        let (status, _, body) = post("Authorization: Bearer t0k\r\n");
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&body).unwrap()["auth"],
+            false,
+            "not passed to the plugin"
+        );
+        assert_eq!(call(&server, b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").0, 200);
+        server.stop();
+
+        // Off loopback, a write endpoint needs authentication, or the explicit opt-out.
+        let any: SocketAddr = "0.0.0.0:33289".parse().unwrap();
+        let open = Security::default();
+        let err = check_exposure(any, &endpoints, &open, false).unwrap_err();
+        assert_eq!(err, "refusing to serve POST /echo on 0.0.0.0:33289 without authentication: add --http-token-file FILE, or listen on a loopback address (-a 127.0.0.1), or pass --http-allow-unauthenticated to accept this risk");
+        assert!(check_exposure(any, &endpoints, &open, true).unwrap().unwrap().contains("POST /echo on 0.0.0.0:33289"));
+        assert_eq!(check_exposure(any, &endpoints, &security, false), Ok(None));
+        for local in ["127.0.0.1:1", "127.1.2.3:1", "[::1]:1", "[::ffff:127.0.0.1]:1"] {
+            assert_eq!(check_exposure(local.parse().unwrap(), &endpoints, &open, false), Ok(None), "{local}");
+        }
+        assert_eq!(check_exposure(any, &Endpoints::default(), &open, false), Ok(None), "nothing to change");
+    }
+
+    #[test]
+    fn a_silent_connection_loses_its_slot_after_the_head_timeout() {
+        let (server, _endpoints) = start();
+        let started = Instant::now();
+        let mut idle = std::net::TcpStream::connect(server.local_addr()).unwrap();
+        idle.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut out = Vec::new();
+        let _ = idle.read_to_end(&mut out);
+        let after = started.elapsed();
+        assert!(after >= HEAD_TIMEOUT && after < HEAD_TIMEOUT * 3, "{after:?}");
+        server.stop();
+    }
+
+    #[test]
+    fn a_new_client_takes_the_slot_of_the_oldest_idle_connection() {
+        let (server, _endpoints) = start_with_slots(Security::default(), 3);
+        let connect = || {
+            let s = std::net::TcpStream::connect(server.local_addr()).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+            s
+        };
+        let mut silent: Vec<_> = (0..3).map(|_| connect()).collect();
+        let _ = silent[1].write_all(b"GET /status HT");
+        let started = Instant::now();
+        let (status, _, _) = call(&server, b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        assert_eq!(status, 200);
+        assert!(started.elapsed() < Duration::from_millis(500), "answered after {:?}", started.elapsed());
+        // The oldest silent one was closed for it (well before its head timeout).
+        let mut buf = [0u8; 16];
+        assert_eq!(silent[0].read(&mut buf).unwrap_or(0), 0);
+        assert!(started.elapsed() < HEAD_TIMEOUT - Duration::from_millis(200), "{:?}", started.elapsed());
         server.stop();
     }
 

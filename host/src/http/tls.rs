@@ -1,0 +1,101 @@
+//! HTTPS for the status server (`--tls-cert`, `--tls-key`, `--tls-client-ca`): rustls with
+//! the aws-lc-rs provider, TLS 1.2 and 1.3. With `--tls-client-ca`, clients must present a
+//! certificate signed by that CA. The files are re-read on SIGHUP; a failed re-read keeps
+//! the configuration in force.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::sync::{read, write};
+
+/// The PEM files of the TLS options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// `--tls-cert`: the server certificate chain.
+    pub cert: PathBuf,
+    /// `--tls-key`: its private key.
+    pub key: PathBuf,
+    /// `--tls-client-ca`: clients need a certificate signed by this CA.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// The TLS configuration in force; new connections use the latest one.
+pub struct TlsStore {
+    files: TlsFiles,
+    config: RwLock<Arc<ServerConfig>>,
+}
+
+impl TlsStore {
+    /// Loads the files; errors name the flag and the path.
+    pub fn load(files: TlsFiles) -> Result<TlsStore, String> {
+        let config = server_config(&files)?;
+        Ok(TlsStore { files, config: RwLock::new(config) })
+    }
+
+    /// Re-reads the files; on failure the old configuration stays.
+    pub fn reload(&self) -> Result<(), String> {
+        let config = server_config(&self.files)?;
+        *write(&self.config) = config;
+        Ok(())
+    }
+
+    /// The configuration for a new connection.
+    pub fn config(&self) -> Arc<ServerConfig> {
+        read(&self.config).clone()
+    }
+
+    /// True when clients must present a certificate.
+    pub fn requires_client_certificates(&self) -> bool {
+        self.files.client_ca.is_some()
+    }
+}
+
+fn read_file(flag: &str, path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("{flag} {}: cannot read it: {e}", path.display()))
+}
+
+fn certificates(flag: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let pem = read_file(flag, path)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{flag} {}: not a PEM certificate file: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{flag} {}: no PEM certificate (-----BEGIN CERTIFICATE-----) in it", path.display()));
+    }
+    Ok(certs)
+}
+
+/// A rustls server configuration from the files.
+pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, String> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let certs = certificates("--tls-cert", &files.cert)?;
+    let key_pem = read_file("--tls-key", &files.key)?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem)
+        .map_err(|e| format!("--tls-key {}: no PEM private key in it ({e})", files.key.display()))?;
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| format!("TLS: {e}"))?;
+    let builder = match &files.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            for cert in certificates("--tls-client-ca", ca)? {
+                roots.add(cert).map_err(|e| format!("--tls-client-ca {}: {e}", ca.display()))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| format!("--tls-client-ca {}: {e}", ca.display()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("--tls-cert {} with --tls-key {}: {e}", files.cert.display(), files.key.display()))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
