@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use vpcrouter_tests::certs::{Ca, Usage};
+use vpcrouter_tests::certs::{Ca, Pem, Usage};
 use vpcrouter_tests::daemon::{command, Daemon};
 use vpcrouter_tests::http_client::{self, get, request, Response};
 use vpcrouter_tests::slowclients::SlowClients;
@@ -58,6 +58,14 @@ fn run_to_end(env: &Env, args: &[&str]) -> anyhow::Result<(i32, String, String)>
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     ))
+}
+
+/// A scratch directory with a CA and the status server's certificate (localhost, 127.0.0.1).
+fn server_pki() -> anyhow::Result<(tempfile::TempDir, Ca, Pem)> {
+    let dir = tempfile::tempdir()?;
+    let ca = Ca::new(dir.path(), "vpcr")?;
+    let server = ca.issue("server", "vpcrouter", &["localhost", "127.0.0.1"], Usage::Server)?;
+    Ok((dir, ca, server))
 }
 
 #[test]
@@ -233,9 +241,7 @@ fn allow_unauthenticated_keeps_the_old_behaviour_with_a_warning() -> anyhow::Res
 #[test]
 fn bad_security_files_are_clear_start_up_errors_without_the_token() -> anyhow::Result<()> {
     let env = Env::new()?;
-    let dir = tempfile::tempdir()?;
-    let ca = Ca::new(dir.path(), "vpcr")?;
-    let server = ca.issue("server", "vpcrouter", &["localhost", "127.0.0.1"], Usage::Server)?;
+    let (_dir, ca, server) = server_pki()?;
     let other = ca.issue("other", "vpcrouter", &["localhost"], Usage::Server)?;
     let garbage = env.write("garbage.pem", "not a PEM file\n");
     let token = unique_token();
@@ -302,9 +308,7 @@ fn bad_security_files_are_clear_start_up_errors_without_the_token() -> anyhow::R
 #[test]
 fn https_serves_with_the_ca_and_refuses_plain_http_cleanly() -> anyhow::Result<()> {
     let env = Env::new()?;
-    let dir = tempfile::tempdir()?;
-    let ca = Ca::new(dir.path(), "vpcr")?;
-    let server = ca.issue("server", "vpcrouter", &["localhost", "127.0.0.1"], Usage::Server)?;
+    let (dir, ca, server) = server_pki()?;
     let d = env.daemon(&[
         "-m",
         "http",
@@ -357,9 +361,7 @@ fn https_serves_with_the_ca_and_refuses_plain_http_cleanly() -> anyhow::Result<(
 #[test]
 fn client_certificates_from_the_ca_are_required_with_tls_client_ca() -> anyhow::Result<()> {
     let env = Env::new()?;
-    let dir = tempfile::tempdir()?;
-    let ca = Ca::new(dir.path(), "vpcr")?;
-    let server = ca.issue("server", "vpcrouter", &["localhost", "127.0.0.1"], Usage::Server)?;
+    let (dir, ca, server) = server_pki()?;
     let good = ca.issue("client", "monitoring", &[], Usage::Client)?;
     let stranger = Ca::new(dir.path(), "stranger")?;
     let bad = stranger.issue("intruder", "monitoring", &[], Usage::Client)?;

@@ -71,7 +71,10 @@ fn make_install_lays_out_everything_and_uninstall_removes_exactly_that() -> anyh
     );
     let man = std::fs::read_to_string(root.path().join("usr/local/share/man/man1/vpcrouter.1"))?;
     assert!(man.contains("ignore_routes"), "man page covers the options");
-    for flag in ["http\\-token\\-file", "http\\-auth\\-all", "http\\-allow\\-unauthenticated", "tls\\-client\\-ca", "etcd\\-cacert", "etcd\\-password\\-file"] {
+    for flag in [
+        "http\\-token\\-file", "http\\-auth\\-all", "http\\-allow\\-unauthenticated", "tls\\-client\\-ca",
+        "etcd\\-cacert", "etcd\\-password\\-file",
+    ] {
         assert!(man.contains(flag), "the man page lacks --{flag}");
     }
     let unit = std::fs::read_to_string(root.path().join("usr/local/lib/systemd/system/vpcrouter.service"))?;
