@@ -46,15 +46,7 @@ pub fn connect(port: u16) -> anyhow::Result<TcpStream> {
 /// Sends one request and reads the whole response.
 pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> anyhow::Result<Response> {
     let mut stream = connect(port)?;
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes())?;
+    stream.write_all(request_head(method, path, &format!("127.0.0.1:{port}"), headers, body.len()).as_bytes())?;
     // The server may answer (e.g. 413) and close before reading a large body: a failed
     // write is then not an error as long as the response can be read.
     let _ = stream.write_all(body);
@@ -63,18 +55,35 @@ pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], bo
 
 /// Reads a response until the server closes the connection.
 pub fn read_response(stream: &mut TcpStream) -> anyhow::Result<Response> {
+    // A reset after the response was sent (body not read by the server) ends it too.
+    parse(&read_until_closed(stream, std::io::ErrorKind::ConnectionReset)?)
+}
+
+/// The head of a `Connection: close` request with a `Content-Length` and `headers`.
+pub fn request_head(method: &str, path: &str, host: &str, headers: &[(&str, &str)], body_len: usize) -> String {
+    let mut head =
+        format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {body_len}\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    head
+}
+
+/// Reads until the peer closes; an error of kind `ends_it` once some bytes arrived counts
+/// as the close.
+pub fn read_until_closed(stream: &mut impl Read, ends_it: std::io::ErrorKind) -> anyhow::Result<Vec<u8>> {
     let mut raw = Vec::new();
     let mut buf = [0u8; 16 * 1024];
     loop {
         match stream.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => raw.extend_from_slice(&buf[..n]),
-            // A reset after the response was sent (body not read by the server).
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset && !raw.is_empty() => break,
+            Err(e) if e.kind() == ends_it && !raw.is_empty() => break,
             Err(e) => return Err(e).context("reading the response"),
         }
     }
-    parse(&raw)
+    Ok(raw)
 }
 
 /// Parses a whole response (head and body).

@@ -1,8 +1,7 @@
 //! A blocking HTTPS client (rustls, aws-lc-rs) for the status server's TLS tests: trusts one
 //! CA, optionally presents a client certificate; one request per connection.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -12,7 +11,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
 use crate::certs::Pem;
-use crate::http_client::{self, Response, IO_TIMEOUT};
+use crate::http_client::{self, Response};
 
 /// A client configuration trusting `ca`, presenting `client` if given.
 pub fn config(ca: &Path, client: Option<&Pem>) -> anyhow::Result<Arc<ClientConfig>> {
@@ -42,34 +41,15 @@ pub fn request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> anyhow::Result<Response> {
-    let tcp = TcpStream::connect(("127.0.0.1", port)).with_context(|| format!("cannot connect to port {port}"))?;
-    tcp.set_read_timeout(Some(IO_TIMEOUT))?;
-    tcp.set_write_timeout(Some(IO_TIMEOUT))?;
+    let tcp = http_client::connect(port)?;
     let conn = ClientConnection::new(config.clone(), ServerName::try_from("localhost")?.to_owned())?;
     let mut tls = StreamOwned::new(conn, tcp);
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("\r\n");
+    let head = http_client::request_head(method, path, &format!("localhost:{port}"), headers, body.len());
     tls.write_all(head.as_bytes()).context("TLS write")?;
     tls.write_all(body).context("TLS write")?;
     tls.flush()?;
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        match tls.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => raw.extend_from_slice(&buf[..n]),
-            // Closed without close_notify after a complete answer.
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => break,
-            Err(e) => return Err(e).context("TLS read"),
-        }
-    }
-    http_client::parse(&raw)
+    // A close without close_notify after a complete answer ends it too.
+    http_client::parse(&http_client::read_until_closed(&mut tls, std::io::ErrorKind::UnexpectedEof)?)
 }
 
 /// `GET path` over HTTPS.

@@ -148,11 +148,9 @@ pub fn max_connections() -> usize {
     }
 }
 
-/// The soft open-files limit, from `/proc/self/limits` (`None`: unlimited or unknown).
+/// The soft open-files limit (`None`: unlimited).
 fn open_files_limit() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = text.lines().find_map(|l| l.strip_prefix("Max open files"))?;
-    line.split_whitespace().next()?.parse().ok()
+    rustix::process::getrlimit(rustix::process::Resource::Nofile).current
 }
 
 /// Who may use the server: the bearer token, `--http-auth-all`, TLS.
