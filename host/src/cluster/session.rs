@@ -72,6 +72,31 @@ async fn call<T>(
     }
 }
 
+/// Why a session ends when the engine could not confirm its leadership.
+const SUSPECTED: &str = "leadership could not be confirmed before an EC2 write";
+
+/// An etcd call inside the session loop, given up (the session is lost) as soon as the
+/// engine suspects this session's lease: a call that hangs on a partitioned connection
+/// (for up to [`CALL_TIMEOUT`]) must not keep the instance reporting itself as the leader.
+async fn unless_suspected<T>(
+    suspect: &mut tokio::sync::mpsc::UnboundedReceiver<i64>,
+    lease: i64,
+    f: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    tokio::pin!(f);
+    let mut open = true;
+    loop {
+        tokio::select! {
+            r = &mut f => return r,
+            s = suspect.recv(), if open => match s {
+                Some(s) if s == lease => return Err(SessionError::Lost(SUSPECTED.into())),
+                Some(_) => {}
+                None => open = false,
+            },
+        }
+    }
+}
+
 /// The session loop's inputs.
 pub(super) struct Session {
     pub shared: std::sync::Arc<Shared>,
@@ -319,7 +344,7 @@ impl Session {
                 }
                 Some(suspected) = self.suspect.recv() => {
                     if suspected == lease {
-                        return Err(SessionError::Lost("leadership could not be confirmed before an EC2 write".into()));
+                        return Err(SessionError::Lost(SUSPECTED.into()));
                     }
                 }
                 _ = tick.tick() => {
@@ -364,7 +389,8 @@ impl Session {
                     let report = self.reports.borrow_and_update().clone();
                     if let Some(r) = report {
                         let put = client.put(health_key.as_str(), report_json(&r), lease_opt());
-                        call(&shared, "put health", up(p, "write", &health_key), put).await?;
+                        let put = call(&shared, "put health", up(p, "write", &health_key), put);
+                        unless_suspected(&mut self.suspect, lease, put).await?;
                     }
                 }
             }
