@@ -55,8 +55,12 @@ $(VENV)/.vpcrouter-moto-fixes: $(VENV)/bin/moto_server tests/moto/fixes.py
 	@touch $@
 
 # The binary and every plugin library, in one directory: $(BUILD_DIR).
+# Always `--workspace`: features are resolved over the whole workspace, so this build, the
+# demo's narrower one (BUILD_TARGETS) and `cargo test --workspace` share every compiled
+# crate; `cargo run -p vpcrouter-tests` would resolve other features and compile the SDK again.
+BUILD_TARGETS ?= --bins --lib
 build: deps
-	$(CARGO) build --workspace --bins --lib $(CARGO_PROFILE_FLAG)
+	$(CARGO) build --workspace $(BUILD_TARGETS) $(CARGO_PROFILE_FLAG)
 	@mkdir -p $(BUILD_DIR) && chmod 755 $(BUILD_DIR)
 	@rm -f $(BUILD_DIR)/libvpcrouter_*.so
 	install -m 755 $(CARGO_TARGET_DIR)/$(PROFILE)/vpcrouter $(BUILD_DIR)/vpcrouter
@@ -95,8 +99,13 @@ FUZZ_CASES ?= 1000000
 fuzz:
 	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test --release -p vpcrouter-plugin-api --test spec_props -- --nocapture --test-threads=2
 
-demo: build venv
-	$(CARGO) run -q -p vpcrouter-tests --bin vpcrouter-demo $(CARGO_PROFILE_FLAG)
+# The demo needs the binary, the plugins and the demo program only: the benches and test
+# programs are left to `make test` (which reuses all of this build). moto's venv is made
+# while cargo compiles.
+DEMO_TARGETS := --lib --bin vpcrouter --bin vpcrouter-demo
+demo:
+	$(MAKE) -j2 build venv BUILD_TARGETS='$(DEMO_TARGETS)'
+	$(CARGO_TARGET_DIR)/$(PROFILE)/vpcrouter-demo $(DEMO_ARGS)
 
 # Install layout (PREFIX and DESTDIR respected). `install-files` installs what
 # `make build` produced without building (used by the packaging tests).

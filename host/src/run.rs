@@ -167,7 +167,10 @@ pub fn run(o: Options) -> anyhow::Result<()> {
     // The name vpcrouter's prefix lists are tagged with: read in every mode, so that lists
     // left by `--prefix-lists` are retired when it is turned off.
     let list_owner = o.cluster_name.clone().unwrap_or_else(|| vpc_id.clone());
-    let ec2 = rt.block_on(Ec2::connect(&region, metrics.clone())).owning_lists_of(&list_owner);
+    let ec2 = rt
+        .block_on(Ec2::connect(&region, metrics.clone()))
+        .owning_lists_of(&list_owner)
+        .routing_through_lists(o.prefix_lists);
     let exec = Executor::new(ec2, o.ec2_limits);
     let ec2_view = exec.clone();
     let tables = match rt.block_on(exec.read_state(&vpc_id)) {

@@ -175,6 +175,27 @@ fn adapter_reads_and_writes_a_moto_vpc() -> anyhow::Result<()> {
     rt.block_on(owner.execute(&delete, &limits, "t"))?;
     assert!(rt.block_on(owner.read_state(&w.vpc_id, &limits))?.prefix_lists.is_empty());
 
+    // Without --prefix-lists, the lists are read on the first read, then only while the
+    // cluster owns some or a table routes to a prefix list: 3 reads per steady reconcile.
+    let connect = || rt.block_on(Ec2::connect(vpcrouter_tests::world::REGION, Default::default()));
+    let plain = connect().owning_lists_of("t1");
+    for _ in 0..3 {
+        rt.block_on(plain.read_state(&w.vpc_id, &limits))?;
+    }
+    assert_eq!(calls(&plain, "DescribeManagedPrefixLists"), (1, 0), "lists read once: none owned, none routed to");
+    assert_eq!(calls(&plain, "DescribeRouteTables"), (3, 0));
+    let foreign = w.create_foreign_list("someone-elses", &["10.1.0.0/16"])?;
+    w.add_eni_route(&w.tables[0], &foreign, "127.0.1.10")?;
+    let read = rt.block_on(plain.read_state(&w.vpc_id, &limits))?;
+    assert_eq!(calls(&plain, "DescribeManagedPrefixLists"), (2, 0), "a route to a list: its weight is read");
+    assert_eq!(read.other_lists.get(&foreign), Some(&10), "{:?}", read.other_lists);
+    let listed = connect().owning_lists_of("t1").routing_through_lists(true);
+    w.block_on(w.ec2.delete_route().route_table_id(&w.tables[0]).destination_prefix_list_id(&foreign).send())?;
+    for _ in 0..2 {
+        rt.block_on(listed.read_state(&w.vpc_id, &limits))?;
+    }
+    assert_eq!(calls(&listed, "DescribeManagedPrefixLists"), (2, 0), "--prefix-lists: read with every state");
+
     let err = rt.block_on(ec2.read_state("vpc-0123456789abcdef0", &limits)).expect_err("missing VPC");
     assert!(matches!(err, Ec2Error::VpcNotFound { .. }) && !err.is_transient(), "{err:?}");
     assert!(err.to_string().contains("check -v/--vpc and -r/--region"), "{err}");

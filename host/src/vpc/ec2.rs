@@ -319,11 +319,16 @@ pub struct Ec2 {
     region: String,
     counters: Arc<Counters>,
     metrics: Arc<Metrics>,
-    /// The VPC DescribeVpcs last confirmed; later reads skip that call (4 reads per
-    /// reconcile at steady state).
+    /// The VPC DescribeVpcs last confirmed; later reads skip that call.
     confirmed_vpc: Arc<std::sync::Mutex<Option<String>>>,
     /// The cluster name whose prefix lists are read (`None`: none are).
     owner: Option<String>,
+    /// `--prefix-lists`: the lists are read with every state.
+    list_mode: bool,
+    /// Whether the last read found lists this cluster owns (true before the first read).
+    /// Without list mode, the lists are read only then, or when a route table has a route
+    /// to a prefix list: 3 reads per steady reconcile instead of 4.
+    lists_seen: Arc<std::sync::atomic::AtomicBool>,
     /// Entries of owned prefix lists by (id, version): read once per version.
     entries: Arc<std::sync::Mutex<ListEntries>>,
 }
@@ -364,6 +369,8 @@ impl Ec2 {
             metrics,
             confirmed_vpc: Arc::default(),
             owner: None,
+            list_mode: false,
+            lists_seen: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             entries: Arc::default(),
         }
     }
@@ -371,6 +378,14 @@ impl Ec2 {
     /// Reads (and may change) the prefix lists tagged with this cluster name.
     pub fn owning_lists_of(mut self, cluster: &str) -> Ec2 {
         self.owner = Some(cluster.to_owned());
+        self
+    }
+
+    /// `--prefix-lists`: read the lists with every state. Without it they are read only
+    /// while this cluster owns some (to retire them) or a table routes to a prefix list
+    /// (its weight in the table's quota).
+    pub fn routing_through_lists(mut self, on: bool) -> Ec2 {
+        self.list_mode = on;
         self
     }
 
@@ -411,12 +426,14 @@ impl Ec2 {
     }
 
     /// Reads the VPC: its existence, subnets, route tables, instances and the prefix lists
-    /// this cluster owns (five Describe calls, run concurrently, plus one per further page,
-    /// plus one GetManagedPrefixListEntries per list whose version changed), each call
-    /// within `limits`.
+    /// this cluster owns (up to five Describe calls, run concurrently, plus one per further
+    /// page, plus one GetManagedPrefixListEntries per list whose version changed), each call
+    /// within `limits`. At steady state without `--prefix-lists`: DescribeSubnets,
+    /// -RouteTables and -Instances only (see [`Ec2::routing_through_lists`]).
     pub async fn read_state(&self, vpc_id: &str, limits: &Limits) -> Result<VpcState, Ec2Error> {
         debug!(vpc = vpc_id, region = %self.region, "reading VPC");
         let confirmed = self.lock_confirmed().as_deref() == Some(vpc_id);
+        let eager = self.list_mode || self.lists_seen.load(std::sync::atomic::Ordering::Relaxed);
         let (vpcs, subnets, tables, instances, lists) = tokio::join!(
             async {
                 if confirmed {
@@ -428,17 +445,30 @@ impl Ec2 {
             self.subnets(vpc_id, limits),
             self.route_tables(vpc_id, limits),
             self.instances(vpc_id, limits),
-            self.prefix_lists(limits),
+            async {
+                if eager {
+                    Some(self.prefix_lists(limits).await)
+                } else {
+                    None
+                }
+            },
         );
         if !vpcs? {
             return Err(Ec2Error::VpcNotFound { vpc_id: vpc_id.to_owned(), region: self.region.clone() });
         }
         *self.lock_confirmed() = Some(vpc_id.to_owned());
-        let (lists, other_lists) = lists?;
+        let tables = tables?;
+        let routes_to_lists = || tables.iter().flat_map(|t| &t.routes).any(|r| matches!(r.dest, Some(Dest::List(_))));
+        let (lists, other_lists) = match lists {
+            Some(read) => read?,
+            None if routes_to_lists() => self.prefix_lists(limits).await?,
+            None => Default::default(),
+        };
+        self.lists_seen.store(!lists.is_empty(), std::sync::atomic::Ordering::Relaxed);
         let state = VpcState {
             vpc_id: vpc_id.to_owned(),
             subnets: subnets?,
-            route_tables: tables?,
+            route_tables: tables,
             instances: instances?,
             prefix_lists: lists,
             other_lists,
