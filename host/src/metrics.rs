@@ -10,7 +10,7 @@
 //!   `prometheus_client::collector::Collector`.
 //!
 //! Adding a family derived from the state: put what it needs in the [`Snapshot`] (or the
-//! engine's [`crate::state::Status`]), then add one call in [`Scrape::families`]:
+//! engine's [`crate::state::Status`]), then add one call in `Scrape::families`:
 //! `f.counter(name, help, value)` / `f.gauge(...)` for one sample, `f.counters(name, help,
 //! samples)` / `f.gauges(...)` with `([("label", value), ...], number)` pairs, or `f.info`.
 //! Counter names are written with their `_total` suffix (the library adds it on output,
