@@ -25,7 +25,8 @@ export VPCROUTER_MOTO_SERVER := $(VENV)/bin/moto_server
 all: build
 
 # Tools from Debian when missing: a C compiler (aws-lc), python3-venv (moto),
-# systemd-analyze and dpkg-deb (packaging tests), protoc (etcd client), etcd (cluster tests).
+# systemd-analyze and dpkg-deb (packaging tests), protoc (etcd client), etcd (cluster tests),
+# prometheus (promtool and the server of the metrics tests).
 deps:
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust (rustup or Debian's cargo >= 1.85)"; exit 1; }
 	@if ! command -v cc >/dev/null || ! python3 -c 'import venv, ensurepip' 2>/dev/null \
@@ -37,6 +38,11 @@ deps:
 	@if ! command -v protoc >/dev/null || ! command -v etcd >/dev/null || ! command -v etcdctl >/dev/null; then \
 	  echo "installing protobuf-compiler (builds the etcd client) and etcd with apt-get (cluster mode and the etcd watcher)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq protobuf-compiler etcd-server etcd-client >/dev/null; \
+	fi
+	@if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then \
+	  echo "installing prometheus with apt-get (promtool and a server for the metrics tests; the packaged service is left stopped)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	  if [ -d /run/systemd/system ]; then systemctl disable --now prometheus >/dev/null 2>&1 || true; fi; \
 	fi
 	@if ! command -v nft >/dev/null; then \
 	  echo "installing nftables with apt-get (health tests silence routers inside their own network namespaces)"; \
@@ -117,11 +123,13 @@ PLUGINDIR := $(PREFIX)/lib/vpcrouter
 UNITDIR := $(PREFIX)/lib/systemd/system
 MANDIR := $(PREFIX)/share/man/man1
 DOCDIR := $(PREFIX)/share/doc/vpcrouter
+# Alert rules, their promtool unit tests and the Grafana dashboard (packaging/prometheus/).
+PROMETHEUS_FILES := vpcrouter-alerts.yml vpcrouter-alerts.test.yml grafana-dashboard.json
 INSTALLED := $(BINDIR)/vpcrouter $(addprefix $(PLUGINDIR)/,$(PLUGIN_LIBS)) $(MANDIR)/vpcrouter.1 \
   $(PREFIX)/share/bash-completion/completions/vpcrouter $(PREFIX)/share/zsh/site-functions/_vpcrouter \
   $(PREFIX)/share/fish/vendor_completions.d/vpcrouter.fish $(UNITDIR)/vpcrouter.service \
   $(DOCDIR)/route_spec.example.json $(DOCDIR)/vpcrouter.default $(DOCDIR)/iam-policy.json \
-  $(DOCDIR)/iam-policy-scoped.json
+  $(DOCDIR)/iam-policy-scoped.json $(addprefix $(DOCDIR)/prometheus/,$(PROMETHEUS_FILES))
 SUBST := sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g'
 
 install: build install-files
@@ -132,7 +140,7 @@ install-files:
 	install -m 644 $(addprefix $(BUILD_DIR)/,$(PLUGIN_LIBS)) $(DESTDIR)$(PLUGINDIR)/
 	install -d -m 755 $(DESTDIR)$(MANDIR) $(DESTDIR)$(PREFIX)/share/bash-completion/completions \
 	  $(DESTDIR)$(PREFIX)/share/zsh/site-functions $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d \
-	  $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR)
+	  $(DESTDIR)$(UNITDIR) $(DESTDIR)$(DOCDIR) $(DESTDIR)$(DOCDIR)/prometheus
 	$(BUILD_DIR)/vpcrouter --generate man > $(DESTDIR)$(MANDIR)/vpcrouter.1
 	$(BUILD_DIR)/vpcrouter --generate bash > $(DESTDIR)$(PREFIX)/share/bash-completion/completions/vpcrouter
 	$(BUILD_DIR)/vpcrouter --generate zsh > $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_vpcrouter
@@ -140,13 +148,14 @@ install-files:
 	$(SUBST) packaging/vpcrouter.service > $(DESTDIR)$(UNITDIR)/vpcrouter.service
 	$(SUBST) packaging/vpcrouter.default > $(DESTDIR)$(DOCDIR)/vpcrouter.default
 	install -m 644 packaging/route_spec.example.json packaging/iam-policy.json packaging/iam-policy-scoped.json $(DESTDIR)$(DOCDIR)/
+	install -m 644 $(addprefix packaging/prometheus/,$(PROMETHEUS_FILES)) $(DESTDIR)$(DOCDIR)/prometheus/
 	cd $(DESTDIR)$(PREFIX) && chmod 644 share/man/man1/vpcrouter.1 share/bash-completion/completions/vpcrouter \
 	  share/zsh/site-functions/_vpcrouter share/fish/vendor_completions.d/vpcrouter.fish lib/systemd/system/vpcrouter.service \
 	  share/doc/vpcrouter/vpcrouter.default
 
 uninstall:
 	rm -f $(addprefix $(DESTDIR),$(INSTALLED))
-	-rmdir $(DESTDIR)$(PLUGINDIR) $(DESTDIR)$(DOCDIR) 2>/dev/null
+	-rmdir $(DESTDIR)$(PLUGINDIR) $(DESTDIR)$(DOCDIR)/prometheus $(DESTDIR)$(DOCDIR) 2>/dev/null
 
 # A Debian package with the same layout under /usr (config in /etc).
 DEB_VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)

@@ -473,8 +473,10 @@ impl Engine {
         }
         self.finish_failover();
         self.retry = None;
+        let took = started.elapsed();
+        self.metrics.reconcile_seconds.observe(took.as_secs_f64());
         let mut st = self.lock_status();
-        st.last_reconcile = Some((SystemTime::now(), started.elapsed()));
+        st.last_reconcile = Some((SystemTime::now(), took));
         st.last_result = "ok".into();
     }
 
@@ -688,9 +690,11 @@ impl Engine {
         let delay = time::backoff(Duration::from_secs(1), Duration::from_secs(30), attempt + 1, self.rng.random());
         tracing::warn!(retry_in_ms = delay.as_millis() as u64, "reconcile failed, will retry: {message}");
         self.retry = Some((Instant::now() + delay, attempt));
+        let took = started.elapsed();
+        self.metrics.reconcile_seconds.observe(took.as_secs_f64());
         let mut st = self.lock_status();
         st.errors += 1;
-        st.last_reconcile = Some((SystemTime::now(), started.elapsed()));
+        st.last_reconcile = Some((SystemTime::now(), took));
         st.last_result = message;
     }
 

@@ -14,7 +14,8 @@
 //!   written by the engine, read by the status documents;
 //! * [`status`]: what the status server shows, rendered from a snapshot of that state;
 //! * [`logging`]: log setup and the bridge for plugin log lines;
-//! * [`metrics`]: the histograms of `/metrics` (Prometheus client library);
+//! * [`metrics`]: `/metrics`, encoded with the Prometheus client library: the histograms,
+//!   the families derived from the status snapshot, and the process metrics;
 //! * [`sync`]: the poison-tolerant lock helpers every module uses.
 #![forbid(unsafe_code)]
 

@@ -1,12 +1,13 @@
 //! What the status server shows, and how: pure functions from a [`Snapshot`] of the
 //! daemon's state to the JSON documents of vpc-router 1.8 (`/`, `/ips`, `/plugins`,
-//! `/route_info`, `/vpc`, with their HTML view), the `/status` document and the
-//! Prometheus text of `/metrics`. The server (`http::server`) only gathers and serves.
+//! `/route_info`, `/vpc`, with their HTML view) and the `/status` document (`/metrics` is
+//! encoded from the same snapshot by [`crate::metrics`]). The server (`http::server`)
+//! only gathers and serves.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use serde_json::{json, Map, Value};
 use vpcrouter_plugin_api::{HealthStats, PluginStats, PluginStatus};
@@ -91,8 +92,6 @@ pub struct Snapshot {
     pub plugins: Vec<PluginView>,
     /// The EC2 adapter's counters and limits.
     pub ec2: Ec2View,
-    /// The histograms (Prometheus text), appended to `/metrics`.
-    pub histograms: String,
     /// Cluster mode's state, if on.
     pub cluster: Option<ClusterStatus>,
     /// When the snapshot was taken.
@@ -364,11 +363,6 @@ fn cluster_json(c: &ClusterStatus, st: &Status) -> Value {
     })
 }
 
-/// A health plugin's checks and failures (0 when it did not answer).
-fn health_stats(p: &PluginView) -> (u64, u64) {
-    p.health.as_ref().map_or((0, 0), |h| (h.checks, h.failures))
-}
-
 /// A plugin's status as `/status` and `/plugins` show it: `version`, `params` (numbers and
 /// booleans as such, like vpc-router), `stats`, and the plugin's details at the top level.
 pub fn plugin_info(status: &PluginStatus) -> Value {
@@ -397,158 +391,15 @@ pub fn plugin_info(status: &PluginStatus) -> Value {
     Value::Object(doc)
 }
 
-fn label(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
-}
-
-/// `/metrics` in the Prometheus text exposition format (version 0.0.4).
-pub fn metrics(snap: &Snapshot) -> String {
-    let st = &snap.status;
-    let mut out = String::new();
-    let mut family = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (labels, value) in samples {
-            let _ = writeln!(out, "{name}{labels} {value}");
-        }
-    };
-    let one = |v: f64| vec![(String::new(), v)];
-    family("vpcrouter_reconciles_total", "counter", "Reconciles started.", &one(st.reconciles as f64));
-    family(
-        "vpcrouter_reconcile_errors_total",
-        "counter",
-        "Reconciles that failed (EC2 read or route change errors).",
-        &one(st.errors as f64),
-    );
-    let kinds = [("create", st.created), ("replace", st.replaced), ("delete", st.deleted)];
-    let changes: Vec<_> = kinds.iter().map(|(k, n)| (format!("{{kind=\"{k}\"}}"), *n as f64)).collect();
-    family("vpcrouter_route_changes_total", "counter", "Route changes made in EC2, by kind.", &changes);
-    family(
-        "vpcrouter_prefix_list_changes_total",
-        "counter",
-        "Prefix lists created, modified or deleted in EC2 (--prefix-lists).",
-        &one(st.list_changes as f64),
-    );
-    let weights: Vec<_> =
-        st.weights.iter().map(|(rtb, w)| (format!("{{route_table=\"{}\"}}", label(rtb)), f64::from(*w))).collect();
-    family(
-        "vpcrouter_route_table_weight",
-        "gauge",
-        "Routes a managed route table holds against its quota (a prefix-list route counts its list's max entries).",
-        &weights,
-    );
-    let entries: Vec<_> = st
-        .lists
-        .iter()
-        .filter_map(|l| {
-            let id = l.list_id.as_deref()?;
-            Some((format!("{{list=\"{}\",group=\"{}\"}}", label(id), label(&l.group)), l.members.len() as f64))
-        })
-        .collect();
-    family("vpcrouter_prefix_list_entries", "gauge", "CIDRs of each group's prefix list (--prefix-lists).", &entries);
-    let by_op = |get: fn(&CallCount) -> u64| -> Vec<(String, f64)> {
-        snap.ec2.calls.iter().map(|c| (format!("{{operation=\"{}\"}}", label(c.operation)), get(c) as f64)).collect()
-    };
-    family("vpcrouter_ec2_calls_total", "counter", "EC2 API calls, by operation.", &by_op(|c| c.calls));
-    family("vpcrouter_ec2_errors_total", "counter", "EC2 API calls that failed, by operation.", &by_op(|c| c.errors));
-    family(
-        "vpcrouter_ec2_throttled_total",
-        "counter",
-        "EC2 API calls answered RequestLimitExceeded (throttled), by operation.",
-        &by_op(|c| c.throttled),
-    );
-    let rates = vec![
-        ("{kind=\"read\"}".to_string(), snap.ec2.read_rate),
-        ("{kind=\"write\"}".to_string(), snap.ec2.write_rate),
-    ];
-    family(
-        "vpcrouter_ec2_call_rate_limit",
-        "gauge",
-        "Refill rate in force of vpcrouter's EC2 token buckets, calls per second (lowered after throttled answers).",
-        &rates,
-    );
-    family("vpcrouter_ec2_calls_in_flight", "gauge", "EC2 calls in flight now.", &one(snap.ec2.in_flight as f64));
-    family(
-        "vpcrouter_failovers_total",
-        "counter",
-        "Failovers: route moves off failed or questionable routers after a health change.",
-        &one(st.failovers as f64),
-    );
-    let health: Vec<_> =
-        snap.plugins.iter().filter(|p| p.kind == "health").map(|p| (p.name.as_str(), health_stats(p))).collect();
-    let checks: Vec<_> = health.iter().map(|(n, (c, _))| (format!("{{plugin=\"{}\"}}", label(n)), *c as f64)).collect();
-    family("vpcrouter_health_checks_total", "counter", "Health checks made, by health plugin.", &checks);
-    let failures: Vec<_> =
-        health.iter().map(|(n, (_, f))| (format!("{{plugin=\"{}\"}}", label(n)), *f as f64)).collect();
-    family(
-        "vpcrouter_health_check_failures_total",
-        "counter",
-        "Health checks that failed, by health plugin.",
-        &failures,
-    );
-    family("vpcrouter_failed_hosts", "gauge", "Hosts currently reported failed.", &one(st.failed.len() as f64));
-    family(
-        "vpcrouter_questionable_hosts",
-        "gauge",
-        "Hosts currently reported questionable.",
-        &one(st.questionable.len() as f64),
-    );
-    let (took, at) = st.last_reconcile.map_or((0.0, 0.0), |(t, d)| (d.as_secs_f64(), unix_seconds(t)));
-    family(
-        "vpcrouter_last_reconcile_duration_seconds",
-        "gauge",
-        "How long the last reconcile took (0 before the first).",
-        &one(took),
-    );
-    family(
-        "vpcrouter_last_reconcile_timestamp_seconds",
-        "gauge",
-        "When the last reconcile ended, Unix time (0 before the first).",
-        &one(at),
-    );
-    if let Some(c) = &snap.cluster {
-        let role = |r: crate::cluster::Role| (format!("{{role=\"{}\"}}", r.as_str()), f64::from(u8::from(c.role == r)));
-        let roles = [crate::cluster::Role::Leader, crate::cluster::Role::Follower, crate::cluster::Role::Disconnected]
-            .map(role);
-        family("vpcrouter_cluster_role", "gauge", "This instance's cluster role (1 for the current one).", &roles);
-        let leader =
-            c.leader.as_deref().map(|l| vec![(format!("{{leader=\"{}\"}}", label(l)), 1.0)]).unwrap_or_default();
-        family("vpcrouter_cluster_leader_info", "gauge", "The current leader's instance id, as a label.", &leader);
-        family("vpcrouter_cluster_members", "gauge", "Live members of the cluster.", &one(c.members.len() as f64));
-        family(
-            "vpcrouter_cluster_health_reports",
-            "gauge",
-            "Live health reports the quorum is taken over.",
-            &one(c.reports.len() as f64),
-        );
-        family(
-            "vpcrouter_cluster_leader_changes_total",
-            "counter",
-            "New leaders seen since start.",
-            &one(c.leader_changes as f64),
-        );
-        family(
-            "vpcrouter_etcd_requests_total",
-            "counter",
-            "Requests sent to etcd (calls and lease keep-alives).",
-            &one(c.etcd_requests as f64),
-        );
-    }
-    out.push_str(&snap.histograms);
-    out
-}
-
-fn unix_seconds(t: SystemTime) -> f64 {
-    t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs_f64()
-}
-
 /// RFC 3339 UTC time with milliseconds, e.g. `2026-11-23T14:05:09.123Z`.
 pub use vpcrouter_plugin_api::time::rfc3339 as iso_time;
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
 
-    fn ip(s: &str) -> Ipv4Addr {
+    pub(crate) fn ip(s: &str) -> Ipv4Addr {
         s.parse().unwrap()
     }
 
@@ -564,7 +415,7 @@ mod tests {
         }
     }
 
-    fn snapshot() -> Snapshot {
+    pub(crate) fn snapshot() -> Snapshot {
         let mut status = Status {
             spec: vpcrouter_plugin_api::spec::parse_json(r#"{"10.55.0.0/16": ["10.0.0.1", "10.0.0.2"]}"#).unwrap(),
             failed: [ip("10.0.0.1")].into(),
@@ -614,7 +465,6 @@ mod tests {
                 write_rate: 5.0,
                 in_flight: 0,
             },
-            histograms: String::new(),
             cluster: None,
             now: UNIX_EPOCH + Duration::from_secs(1_795_000_100),
         }
@@ -701,59 +551,11 @@ mod tests {
         assert_eq!(doc["region"], "us-east-1");
     }
 
-    #[test]
-    fn metrics_are_prometheus_text() {
-        let mut snap = snapshot();
-        snap.status.weights.insert("rtb-1".into(), 31);
-        snap.status.list_changes = 3;
-        snap.status.lists.push(crate::state::ListView {
-            group: "ipv4-10.0.0.2".into(),
-            family: Family::V4,
-            hosts: vec![ip("10.0.0.2")],
-            members: vec!["10.55.0.0/16".into(), "10.56.0.0/16".into()],
-            list_id: Some("pl-1".into()),
-            name: "vpcrouter-x-ipv4-10.0.0.2".into(),
-            max_entries: 10,
-            version: 3,
-        });
-        let text = metrics(&snap);
-        for line in [
-            "# TYPE vpcrouter_reconciles_total counter",
-            "vpcrouter_reconciles_total 3",
-            "vpcrouter_route_changes_total{kind=\"create\"} 2",
-            "vpcrouter_route_changes_total{kind=\"replace\"} 1",
-            "vpcrouter_ec2_calls_total{operation=\"DescribeVpcs\"} 4",
-            "vpcrouter_ec2_errors_total{operation=\"DescribeVpcs\"} 1",
-            "vpcrouter_ec2_throttled_total{operation=\"DescribeVpcs\"} 1",
-            "vpcrouter_ec2_call_rate_limit{kind=\"read\"} 10",
-            "vpcrouter_ec2_call_rate_limit{kind=\"write\"} 5",
-            "vpcrouter_health_checks_total{plugin=\"file\"} 7",
-            "vpcrouter_health_check_failures_total{plugin=\"file\"} 2",
-            "vpcrouter_failed_hosts 1",
-            "vpcrouter_last_reconcile_duration_seconds 0.25",
-            "vpcrouter_prefix_list_changes_total 3",
-            "vpcrouter_route_table_weight{route_table=\"rtb-1\"} 31",
-            "vpcrouter_prefix_list_entries{list=\"pl-1\",group=\"ipv4-10.0.0.2\"} 2",
-        ] {
-            assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
-        }
-        assert!(!text.contains("plugin=\"http\""), "{text}");
-        // Every sample line: name, optional labels, a number.
-        for l in text.lines().filter(|l| !l.starts_with('#')) {
-            let value = l.rsplit(' ').next().unwrap();
-            assert!(value.parse::<f64>().is_ok(), "{l}");
-        }
-    }
-
-    #[test]
-    fn cluster_state_is_in_status_and_metrics() {
+    /// Cluster mode's state as a follower of `a`, with `a`'s report that 10.0.0.1 failed.
+    pub(crate) fn cluster_status() -> crate::cluster::ClusterStatus {
         use crate::cluster::{ClusterStatus, PeerView, Report, Role};
-        let mut snap = snapshot();
-        assert_eq!(status_document(&info(), &snap)["cluster"], Value::Null);
-        assert!(!metrics(&snap).contains("vpcrouter_cluster"), "no cluster families without cluster mode");
         let report = Report { failed: [ip("10.0.0.1")].into(), questionable: Default::default() };
-        snap.status.local_health = report.clone();
-        snap.cluster = Some(ClusterStatus {
+        ClusterStatus {
             name: "vpc-1".into(),
             instance_id: "b".into(),
             quorum: "majority",
@@ -765,7 +567,15 @@ mod tests {
             reports: [("a".to_string(), PeerView { report, at: "2026-11-23T14:00:00.000Z".into() })].into(),
             etcd_requests: 40,
             last_error: None,
-        });
+        }
+    }
+
+    #[test]
+    fn cluster_state_is_in_status() {
+        let mut snap = snapshot();
+        assert_eq!(status_document(&info(), &snap)["cluster"], Value::Null);
+        snap.cluster = Some(cluster_status());
+        snap.status.local_health = snap.cluster.as_ref().unwrap().reports["a"].report.clone();
         let doc = status_document(&info(), &snap);
         let c = &doc["cluster"];
         assert_eq!(
@@ -775,18 +585,6 @@ mod tests {
         assert_eq!(c["members"], json!(["a", "b", "c"]));
         assert_eq!(c["health_reports"]["a"]["failed"], json!(["10.0.0.1"]));
         assert_eq!(c["local_failed_hosts"], json!(["10.0.0.1"]));
-        let text = metrics(&snap);
-        for line in [
-            "vpcrouter_cluster_role{role=\"leader\"} 0",
-            "vpcrouter_cluster_role{role=\"follower\"} 1",
-            "vpcrouter_cluster_leader_info{leader=\"a\"} 1",
-            "vpcrouter_cluster_members 3",
-            "vpcrouter_cluster_health_reports 1",
-            "vpcrouter_cluster_leader_changes_total 2",
-            "vpcrouter_etcd_requests_total 40",
-        ] {
-            assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
-        }
     }
 
     #[test]

@@ -61,6 +61,9 @@ fn make_install_lays_out_everything_and_uninstall_removes_exactly_that() -> anyh
         "usr/local/share/doc/vpcrouter/route_spec.example.json",
         "usr/local/share/doc/vpcrouter/iam-policy.json",
         "usr/local/share/doc/vpcrouter/iam-policy-scoped.json",
+        "usr/local/share/doc/vpcrouter/prometheus/vpcrouter-alerts.yml",
+        "usr/local/share/doc/vpcrouter/prometheus/vpcrouter-alerts.test.yml",
+        "usr/local/share/doc/vpcrouter/prometheus/grafana-dashboard.json",
     ] {
         assert!(files.iter().any(|f| f == want), "{want} missing from {files:#?}");
     }
@@ -108,6 +111,10 @@ fn debian_package_installs_into_a_scratch_root_and_finds_its_plugins() -> anyhow
     assert!(String::from_utf8_lossy(&conffiles.stdout).contains("/etc/default/vpcrouter"));
     let default = std::fs::read_to_string(root.path().join("etc/default/vpcrouter"))?;
     assert!(default.contains("-f /etc/vpcrouter/route_spec.json"), "{default}");
+    // The alert rules' unit tests run where the package put them.
+    let tests = root.path().join("usr/share/doc/vpcrouter/prometheus/vpcrouter-alerts.test.yml");
+    let out = Command::new("promtool").args(["test", "rules"]).arg(&tests).output()?;
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     Ok(())
 }
 

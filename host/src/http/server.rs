@@ -249,7 +249,7 @@ pub struct ServerContext {
     pub plugins: Vec<PluginSource>,
     /// The EC2 adapter's counters and limits.
     pub ec2: Arc<dyn Fn() -> crate::status::Ec2View + Send + Sync>,
-    /// The histograms of `/metrics`.
+    /// The instruments of `/metrics` (histograms).
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Cluster mode's membership, if on.
     pub cluster: Option<crate::cluster::ClusterHandle>,
@@ -598,7 +598,6 @@ async fn snapshot(ctx: &ServerContext, with_plugins: bool) -> Snapshot {
         status: lock_status(ctx),
         plugins,
         ec2: (ctx.ec2)(),
-        histograms: ctx.metrics.encode(),
         cluster: ctx.cluster.as_ref().map(|c| c.status()),
         now: SystemTime::now(),
     }
@@ -631,10 +630,15 @@ async fn status_document(State(ctx): State<Arc<ServerContext>>) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], status::indented(&doc)).into_response()
 }
 
-/// `/metrics`: Prometheus text format.
-async fn metrics(State(ctx): State<Arc<ServerContext>>) -> Response {
-    let text = status::metrics(&snapshot(&ctx, true).await);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+/// `/metrics`: the Prometheus text format 0.0.4, or OpenMetrics when `Accept` asks for it.
+async fn metrics(State(ctx): State<Arc<ServerContext>>, headers: HeaderMap) -> Response {
+    let format = crate::metrics::Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    let snap = snapshot(&ctx, true).await;
+    let process = crate::metrics::process::ProcessStats::read()
+        .inspect_err(|e| tracing::debug!(error = %e, "no process metrics"))
+        .ok();
+    let text = crate::metrics::encode(snap, &ctx.metrics, process, format);
+    ([(header::CONTENT_TYPE, format.content_type())], text).into_response()
 }
 
 /// Everything else: a plugin endpoint, or 404/405.
