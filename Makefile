@@ -129,7 +129,8 @@ INSTALLED := $(BINDIR)/vpcrouter $(addprefix $(PLUGINDIR)/,$(PLUGIN_LIBS)) $(MAN
   $(PREFIX)/share/bash-completion/completions/vpcrouter $(PREFIX)/share/zsh/site-functions/_vpcrouter \
   $(PREFIX)/share/fish/vendor_completions.d/vpcrouter.fish $(UNITDIR)/vpcrouter.service \
   $(DOCDIR)/route_spec.example.json $(DOCDIR)/vpcrouter.default $(DOCDIR)/iam-policy.json \
-  $(DOCDIR)/iam-policy-scoped.json $(addprefix $(DOCDIR)/prometheus/,$(PROMETHEUS_FILES))
+  $(DOCDIR)/iam-policy-scoped.json $(DOCDIR)/iam-policy-assume-role.json $(DOCDIR)/iam-role-trust-policy.json \
+  $(addprefix $(DOCDIR)/prometheus/,$(PROMETHEUS_FILES))
 SUBST := sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g'
 
 install: build install-files
@@ -147,7 +148,8 @@ install-files:
 	$(BUILD_DIR)/vpcrouter --generate fish > $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/vpcrouter.fish
 	$(SUBST) packaging/vpcrouter.service > $(DESTDIR)$(UNITDIR)/vpcrouter.service
 	$(SUBST) packaging/vpcrouter.default > $(DESTDIR)$(DOCDIR)/vpcrouter.default
-	install -m 644 packaging/route_spec.example.json packaging/iam-policy.json packaging/iam-policy-scoped.json $(DESTDIR)$(DOCDIR)/
+	install -m 644 packaging/route_spec.example.json packaging/iam-policy.json packaging/iam-policy-scoped.json \
+	  packaging/iam-policy-assume-role.json packaging/iam-role-trust-policy.json $(DESTDIR)$(DOCDIR)/
 	install -m 644 $(addprefix packaging/prometheus/,$(PROMETHEUS_FILES)) $(DESTDIR)$(DOCDIR)/prometheus/
 	cd $(DESTDIR)$(PREFIX) && chmod 644 share/man/man1/vpcrouter.1 share/bash-completion/completions/vpcrouter \
 	  share/zsh/site-functions/_vpcrouter share/fish/vendor_completions.d/vpcrouter.fish lib/systemd/system/vpcrouter.service \

@@ -16,6 +16,7 @@ use vpcrouter_plugin_api::{ArgSpec, PluginArgs, PluginKind};
 use crate::plugins::{self, LoadError, Loader, PluginError, PluginLibrary, SearchPath};
 use crate::vpc::limits::{BucketConfig, LimitsConfig};
 use crate::vpc::model::Cidr;
+use crate::vpc::role::{self, RoleArn, RoleConfig};
 
 /// The default health plugin, as in vpc-router.
 pub const DEFAULT_HEALTH: &str = "icmpecho";
@@ -73,6 +74,9 @@ pub struct Options {
     pub http_allow_unauthenticated: bool,
     /// `--tls-cert`, `--tls-key`, `--tls-client-ca`: HTTPS.
     pub tls: Option<crate::http::tls::TlsFiles>,
+    /// `--role-arn`, `--role-session-name`, `--role-external-id`: EC2 calls made as a role
+    /// (of another account).
+    pub role: Option<RoleConfig>,
 }
 
 /// `--cluster-*` and `--health-quorum`.
@@ -188,6 +192,9 @@ fn prescan(argv: &[String]) -> PreScan {
 
 /// Help heading of the `--ec2-*` options.
 const EC2_HEADING: &str = "EC2 call limits (client side, modelled on EC2's per-account token buckets)";
+
+/// Help heading of the `--role-*` options.
+const ROLE_HEADING: &str = "Shared VPCs and other accounts (EC2 calls made as an assumed IAM role)";
 
 /// Help heading of the status server's security options.
 const SECURITY_HEADING: &str = "Status server security";
@@ -321,6 +328,14 @@ fn base_command_without_etcd() -> Command {
             .value_parser(clap::value_parser!(u32).range(1..=1000))
             .help_heading(EC2_HEADING)
             .help("EC2 calls in flight at once, at most (a full write burst goes out together)"))
+        .arg(Arg::new("role_arn").long("role-arn").value_name("ARN").help_heading(ROLE_HEADING)
+            .help("make the EC2 calls with the credentials of this IAM role (e.g. the VPC owner's, arn:aws:iam::<account>:role/<name>), assumed through STS with the usual credentials (env, profile, instance role); renewed before they expire"))
+        .arg(Arg::new("role_session_name").long("role-session-name").value_name("NAME").requires("role_arn")
+            .help_heading(ROLE_HEADING)
+            .help("the role session name, shown in the role account's CloudTrail [default: vpcrouter-<instance id or hostname>]"))
+        .arg(Arg::new("role_external_id").long("role-external-id").value_name("ID").requires("role_arn")
+            .help_heading(ROLE_HEADING)
+            .help("the external id the role's trust policy requires (sts:ExternalId), if any"))
         .arg(Arg::new("cluster_etcd").long("cluster-etcd").value_name("URL[,URL...]").env("VPCROUTER_CLUSTER_ETCD")
             .help_heading("Cluster mode (several instances, one leader)")
             .help("etcd client URLs: run as one of several vpcrouters; only the elected leader writes to EC2"))
@@ -525,8 +540,26 @@ pub fn parse(argv: &[String], loader: &Loader) -> Result<Invocation, CliError> {
                 client_ca: m.get_one::<PathBuf>("tls_client_ca").cloned(),
             }
         }),
+        role: role_options(&m)?,
     };
     Ok(Invocation::Run(Box::new(options)))
+}
+
+/// `--role-*`, checked (one-line usage errors). The default session name is
+/// `vpcrouter-<--instance-id or hostname>`.
+fn role_options(m: &ArgMatches) -> Result<Option<RoleConfig>, CliError> {
+    let Some(raw) = m.get_one::<String>("role_arn") else { return Ok(None) };
+    let usage = |flag: &str, e: String| CliError::usage(format!("error: --{flag}: {e}"));
+    let arn = RoleArn::parse(raw).map_err(|e| usage("role-arn", e))?;
+    let session_name = match m.get_one::<String>("role_session_name") {
+        Some(name) => role::check_session_name(name).map_err(|e| usage("role-session-name", e))?,
+        None => role::default_session_name(m.get_one::<String>("instance_id").cloned().or_else(hostname).as_deref()),
+    };
+    let external_id = m
+        .get_one::<String>("role_external_id")
+        .map(|id| role::check_external_id(id).map_err(|e| usage("role-external-id", e)))
+        .transpose()?;
+    Ok(Some(RoleConfig { arn, session_name, external_id, session_length: None }))
 }
 
 /// `--cluster-name`, checked: it names the cluster, and the owner of vpcrouter's prefix
@@ -764,6 +797,38 @@ mod tests {
             assert!(err.render().to_string().contains("ec2-"), "{bad}: {}", err.render());
         }
         assert!(parse_rate("1e9").unwrap_err().contains("out of range"));
+    }
+
+    #[test]
+    fn role_options_are_checked_at_the_edge() {
+        let opts = |args: &str| role_options(&base_command().try_get_matches_from(argv(args)).unwrap());
+        assert!(opts("-m x").unwrap().is_none());
+        let r =
+            opts("-m x --role-arn arn:aws:iam::222222222222:role/rt --role-session-name s-1 --role-external-id ab-12")
+                .unwrap()
+                .unwrap();
+        assert_eq!(
+            (r.arn.as_str(), r.session_name.as_str(), r.external_id.as_deref(), r.session_length),
+            ("arn:aws:iam::222222222222:role/rt", "s-1", Some("ab-12"), None)
+        );
+        let r = opts("-m x --role-arn arn:aws:iam::222222222222:role/rt --cluster-etcd e:1 --instance-id node/1")
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.session_name, "vpcrouter-node-1");
+        let err = |args: &str| opts(args).unwrap_err();
+        let e = err("-m x --role-arn arn:aws:iam::2222:role/rt");
+        assert_eq!(e.status, 2);
+        assert!(e.message.starts_with("error: --role-arn: 'arn:aws:iam::2222:role/rt' is not an IAM role ARN"));
+        assert!(!e.message.trim_end().contains('\n'), "{}", e.message);
+        assert!(err("-m x --role-arn arn:aws:iam::222222222222:role/rt --role-session-name a/b")
+            .message
+            .starts_with("error: --role-session-name: 'a/b' is not a role session name"));
+        assert!(err("-m x --role-arn arn:aws:iam::222222222222:role/rt --role-external-id x")
+            .message
+            .starts_with("error: --role-external-id: the external id is not usable"));
+        for needs_arn in ["--role-session-name s-1", "--role-external-id ab-12"] {
+            assert!(base_command().try_get_matches_from(argv(&format!("-m x {needs_arn}"))).is_err(), "{needs_arn}");
+        }
     }
 
     #[test]

@@ -57,9 +57,11 @@ fn open_append(path: &std::path::Path) -> std::io::Result<File> {
 }
 
 /// Sets up logging to stdout (`-`) or to a file (appended). `--verbose` selects debug.
-/// `VPCROUTER_LOG` (tracing's filter syntax) overrides the levels.
+/// `VPCROUTER_LOG` (tracing's filter syntax) overrides the levels. Without `--verbose`,
+/// aws-config's warning about a refused AssumeRole (a dump of the SDK's error) is left out:
+/// vpcrouter reports that failure itself, on one line.
 pub fn init(verbose: bool, logfile: &str, format: LogFormat) -> anyhow::Result<LogHandle> {
-    let default = if verbose { "info,vpcrouter=debug" } else { "warn,vpcrouter=info" };
+    let default = if verbose { "info,vpcrouter=debug" } else { "warn,vpcrouter=info,aws_config::sts=error" };
     let filter = EnvFilter::try_from_env("VPCROUTER_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let (writer, ansi, handle) = if logfile == "-" {
         (BoxMakeWriter::new(std::io::stdout), std::io::stdout().is_terminal(), LogHandle { file: None })

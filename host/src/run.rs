@@ -23,7 +23,7 @@ use crate::http::Endpoints;
 use crate::logging::PluginLog;
 use crate::metrics::Metrics;
 use crate::plugins::Loader;
-use crate::vpc::ec2::{detect_region_and_vpc, Ec2};
+use crate::vpc::ec2::{detect_region_and_vpc, Ec2, Ec2Error};
 use crate::vpc::executor::Executor;
 use crate::vpc::plan::ListMode;
 
@@ -167,8 +167,14 @@ pub fn run(o: Options) -> anyhow::Result<()> {
     // The name vpcrouter's prefix lists are tagged with: read in every mode, so that lists
     // left by `--prefix-lists` are retired when it is turned off.
     let list_owner = o.cluster_name.clone().unwrap_or_else(|| vpc_id.clone());
+    if let Some(role) = &o.role {
+        tracing::info!(
+            role = %role.arn, account = role.arn.account(), session = %role.session_name,
+            external_id = role.external_id.is_some(), "EC2 calls are made as an assumed role"
+        );
+    }
     let ec2 = rt
-        .block_on(Ec2::connect(&region, metrics.clone()))
+        .block_on(Ec2::connect_as(&region, o.role.as_ref(), metrics.clone()))
         .owning_lists_of(&list_owner)
         .routing_through_lists(o.prefix_lists);
     let exec = Executor::new(ec2, o.ec2_limits);
@@ -179,6 +185,8 @@ pub fn run(o: Options) -> anyhow::Result<()> {
             tracing::warn!("EC2 not reachable yet, will retry: {e}");
             "unknown".into()
         }
+        // Says which role and what to check: one line, without the VPC's preamble.
+        Err(e @ Ec2Error::AssumeRole { .. }) => bail!("{e}"),
         Err(e) => bail!("cannot read VPC {vpc_id} in region {region}: {e}"),
     };
 
@@ -290,6 +298,7 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         region = %region, vpc = %vpc_id, route_tables = %tables, dry_run = o.dry_run,
         ec2_write_burst = o.ec2_limits.write.burst, ec2_write_rate = o.ec2_limits.write.rate,
         ec2_max_in_flight = o.ec2_limits.max_in_flight,
+        role = o.role.as_ref().map_or("(none)", |r| r.arn.as_str()),
         "*** Starting vpcrouter ***"
     );
     let result = engine.run(events_rx);
@@ -361,6 +370,10 @@ fn status_info(o: &Options, region: &str, vpc_id: &str) -> crate::status::Server
         "route_recheck_interval": o.route_recheck_interval, "verbose": o.verbose,
         "addr": o.address, "port": o.port, "mode": w.name.as_str(), "health": h.name.as_str(),
         "ignore_routes": o.ignore_routes_raw, "dry_run": o.dry_run,
+        // The role in use; of the external id only whether one is given.
+        "role_arn": o.role.as_ref().map(|r| r.arn.as_str()),
+        "role_session_name": o.role.as_ref().map(|r| r.session_name.as_str()),
+        "role_external_id_set": o.role.as_ref().map(|r| r.external_id.is_some()),
     });
     crate::status::ServerInfo {
         version_line: format!(

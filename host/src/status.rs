@@ -280,6 +280,9 @@ pub fn status_document(info: &ServerInfo, snap: &Snapshot) -> Value {
         "current_time": iso_time(snap.now),
         "region": info.params.get("region_name"),
         "vpc_id": info.params.get("vpc_id"),
+        // `--role-arn`: the role the EC2 calls are made as (null: the usual credentials).
+        "role_arn": info.params.get("role_arn"),
+        "role_session_name": info.params.get("role_session_name"),
         "plugins": plugins,
         "route_spec": spec_json(st),
         "failed_hosts": ips(&st.failed),

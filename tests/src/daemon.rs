@@ -68,6 +68,18 @@ impl Daemon {
 
     /// Like [`Daemon::start_via`], with further environment variables for the process.
     pub fn start_via_env(moto: &Moto, endpoint: &str, args: &[&str], envs: &[(&str, &str)]) -> anyhow::Result<Daemon> {
+        Daemon::start_custom(moto, endpoint, args, envs, &[])
+    }
+
+    /// Like [`Daemon::start_via_env`], with the variables named in `remove` taken out of
+    /// the process's environment.
+    pub fn start_custom(
+        moto: &Moto,
+        endpoint: &str,
+        args: &[&str],
+        envs: &[(&str, &str)],
+        remove: &[&str],
+    ) -> anyhow::Result<Daemon> {
         let dir = tempfile::tempdir()?;
         let log_path = dir.path().join("vpcrouter.log");
         let log = std::fs::File::create(&log_path)?;
@@ -77,12 +89,12 @@ impl Daemon {
         if port_arg(args).is_none() {
             all.extend(["-p", port_text.as_str()]);
         }
-        let child = command(Some(moto), &all)
-            .env("AWS_ENDPOINT_URL", endpoint)
-            .envs(envs.iter().copied())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()?;
+        let mut cmd = command(Some(moto), &all);
+        cmd.env("AWS_ENDPOINT_URL", endpoint).envs(envs.iter().copied());
+        for name in remove {
+            cmd.env_remove(name);
+        }
+        let child = cmd.stdout(log.try_clone()?).stderr(log).spawn()?;
         Ok(Daemon { child: Some(child), log_path, port, _dir: dir })
     }
 

@@ -87,6 +87,13 @@ impl Env {
         Ok(Env { world, moto, dir: tempfile::tempdir()? })
     }
 
+    /// Starts moto and builds the standard world in the account of `role_arn`.
+    pub fn new_in_account_of(role_arn: &str) -> anyhow::Result<Env> {
+        let moto = moto::Moto::start()?;
+        let world = world::World::build_as(&moto, role_arn)?;
+        Ok(Env { world, moto, dir: tempfile::tempdir()? })
+    }
+
     /// A path in the scratch directory.
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
@@ -114,6 +121,19 @@ impl Env {
         let mut all = vec!["-r", world::REGION, "-v", self.world.vpc_id.as_str()];
         all.extend_from_slice(args);
         daemon::Daemon::start_via_env(&self.moto, &self.moto.endpoint, &all, envs)
+    }
+
+    /// [`Env::daemon_env`] without the variables named in `remove` (e.g. moto's dummy keys,
+    /// to have the credentials come from a profile).
+    pub fn daemon_env_without(
+        &self,
+        args: &[&str],
+        envs: &[(&str, &str)],
+        remove: &[&str],
+    ) -> anyhow::Result<daemon::Daemon> {
+        let mut all = vec!["-r", world::REGION, "-v", self.world.vpc_id.as_str()];
+        all.extend_from_slice(args);
+        daemon::Daemon::start_custom(&self.moto, &self.moto.endpoint, &all, envs, remove)
     }
 
     /// Waits until `cidr` points at one router in every table of `tables` and returns it.

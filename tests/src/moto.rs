@@ -38,6 +38,38 @@ impl Moto {
         Ok(moto)
     }
 
+    /// Its port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.endpoint.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or_default()
+    }
+
+    /// moto's model instances (`/moto-api/data.json`): service → model → instances.
+    pub fn model_data(&self) -> anyhow::Result<serde_json::Value> {
+        crate::http_client::get(self.port(), "/moto-api/data.json", None)?.json()
+    }
+
+    /// The roles assumed through moto's STS so far (`AssumedRole` models: `role_arn`,
+    /// `session_name`, `external_id`, `account_id`, `access_key_id`, ...).
+    pub fn assumed_roles(&self) -> anyhow::Result<Vec<serde_json::Value>> {
+        let data = self.model_data()?;
+        Ok(data["sts"]["AssumedRole"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// Turns on moto's IAM authentication after `after` more requests: from then on only
+    /// keys moto issued (IAM users', assumed roles') are accepted, and only for what their
+    /// policies allow.
+    pub fn enforce_auth(&self, after: u32) -> anyhow::Result<()> {
+        let r = crate::http_client::request(
+            self.port(),
+            "POST",
+            "/moto-api/reset-auth",
+            &[],
+            after.to_string().as_bytes(),
+        )?;
+        anyhow::ensure!(r.status == 200, "moto refused reset-auth: {} {}", r.status, r.body);
+        Ok(())
+    }
+
     /// Environment for an SDK client (ours or vpcrouter's) to talk to this moto.
     pub fn env(&self) -> Vec<(String, String)> {
         [

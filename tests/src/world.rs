@@ -73,11 +73,42 @@ pub async fn client(endpoint: &str) -> Client {
     Client::new(&conf)
 }
 
+/// An SDK client for `endpoint` with the credentials of `role_arn`, assumed through moto's
+/// STS with dummy credentials: moto puts what it creates into the role's account.
+pub async fn client_as(endpoint: &str, role_arn: &str) -> Client {
+    let base = aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new(REGION))
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "vpcrouter-tests"))
+        .load()
+        .await;
+    let role = aws_config::sts::AssumeRoleProvider::builder(role_arn)
+        .configure(&base)
+        .session_name("vpcrouter-tests-world")
+        .build()
+        .await;
+    let conf =
+        base.into_builder().credentials_provider(aws_sdk_ec2::config::SharedCredentialsProvider::new(role)).build();
+    Client::new(&conf)
+}
+
 impl World {
     /// Builds the world in `moto`.
     pub fn build(moto: &Moto) -> anyhow::Result<World> {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let ec2 = rt.block_on(client(&moto.endpoint));
+        World::build_with(rt, ec2)
+    }
+
+    /// Builds the world in `moto`, in the account of `role_arn` (see [`client_as`]); moto's
+    /// default account (123456789012, that of the dummy keys) does not see it.
+    pub fn build_as(moto: &Moto, role_arn: &str) -> anyhow::Result<World> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let ec2 = rt.block_on(client_as(&moto.endpoint, role_arn));
+        World::build_with(rt, ec2)
+    }
+
+    fn build_with(rt: tokio::runtime::Runtime, ec2: Client) -> anyhow::Result<World> {
         let (vpc_id, tables, main_table, igw, routers) = rt.block_on(build(&ec2))?;
         Ok(World { rt, ec2, vpc_id, tables, main_table, igw, routers })
     }

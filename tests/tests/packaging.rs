@@ -64,6 +64,8 @@ fn make_install_lays_out_everything_and_uninstall_removes_exactly_that() -> anyh
         "usr/local/share/doc/vpcrouter/prometheus/vpcrouter-alerts.yml",
         "usr/local/share/doc/vpcrouter/prometheus/vpcrouter-alerts.test.yml",
         "usr/local/share/doc/vpcrouter/prometheus/grafana-dashboard.json",
+        "usr/local/share/doc/vpcrouter/iam-policy-assume-role.json",
+        "usr/local/share/doc/vpcrouter/iam-role-trust-policy.json",
     ] {
         assert!(files.iter().any(|f| f == want), "{want} missing from {files:#?}");
     }
@@ -76,7 +78,7 @@ fn make_install_lays_out_everything_and_uninstall_removes_exactly_that() -> anyh
     assert!(man.contains("ignore_routes"), "man page covers the options");
     for flag in [
         "http\\-token\\-file", "http\\-auth\\-all", "http\\-allow\\-unauthenticated", "tls\\-client\\-ca",
-        "etcd\\-cacert", "etcd\\-password\\-file",
+        "etcd\\-cacert", "etcd\\-password\\-file", "role\\-arn", "role\\-external\\-id", "role\\-session\\-name",
     ] {
         assert!(man.contains(flag), "the man page lacks --{flag}");
     }

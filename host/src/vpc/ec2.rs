@@ -17,6 +17,7 @@ use aws_sdk_ec2::config::timeout::TimeoutConfig;
 use aws_sdk_ec2::config::{BehaviorVersion, Region};
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::types as ec2;
+use aws_sdk_sts::operation::assume_role::AssumeRoleError;
 use tracing::debug;
 
 use super::limits::Limits;
@@ -24,6 +25,7 @@ use super::model::{
     Applied, Cidr, Dest, Eni, Family, Group, Instance, PrefixList, Route, RouteAction, RouteTable, RouterTarget,
     VpcState,
 };
+use super::role::RoleConfig;
 use crate::metrics::Metrics;
 use crate::sync::lock;
 
@@ -190,6 +192,19 @@ pub enum Ec2Error {
         /// Details.
         message: String,
     },
+    /// The role of `--role-arn` could not be assumed (STS refused, or was not reachable, or
+    /// there were no source credentials to ask it with).
+    #[error("cannot assume role {role}: {reason}: check the trust policy of the role and the source credentials")]
+    AssumeRole {
+        /// EC2 operation whose credentials were wanted.
+        operation: &'static str,
+        /// The role's ARN.
+        role: String,
+        /// What STS said, or why it could not be asked.
+        reason: String,
+        /// True when STS was unreachable or failed on its side (worth trying again).
+        transient: bool,
+    },
     /// The instance metadata service did not give region and VPC.
     #[error("cannot read region and VPC from the EC2 instance metadata service ({message}); when not running on EC2, pass -r/--region and -v/--vpc")]
     NoMetadata {
@@ -210,7 +225,10 @@ impl Ec2Error {
     /// True for errors that may go away by themselves (throttling, 5xx, timeouts, network);
     /// false for those needing the operator (VPC not found, credentials, validation).
     pub fn is_transient(&self) -> bool {
-        matches!(self, Ec2Error::Unavailable { .. } | Ec2Error::Transport { .. })
+        matches!(
+            self,
+            Ec2Error::Unavailable { .. } | Ec2Error::Transport { .. } | Ec2Error::AssumeRole { transient: true, .. }
+        )
     }
 
     /// True when EC2 throttled the call: the account's bucket is empty.
@@ -295,6 +313,82 @@ fn credentials_missing(err: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// Why the assumed role's credentials could not be had, and whether that may pass by
+/// itself, when `err` (an EC2 call's) failed for want of credentials; `None` otherwise.
+fn assume_role_failure(err: &(dyn std::error::Error + 'static)) -> Option<(String, bool)> {
+    let mut next = Some(err);
+    let creds = loop {
+        let e = next?;
+        if let Some(c) = e.downcast_ref::<CredentialsError>() {
+            break c;
+        }
+        next = e.source();
+    };
+    if let CredentialsError::ProviderTimedOut(_) = creds {
+        return Some(("STS did not answer in time".to_owned(), true));
+    }
+    let mut next = std::error::Error::source(creds);
+    while let Some(e) = next {
+        if let Some(sts) = e.downcast_ref::<aws_sdk_sts::error::SdkError<AssumeRoleError>>() {
+            return Some(match sts {
+                SdkError::ServiceError(ctx) => {
+                    let status = ctx.raw().status().as_u16();
+                    let code = ctx.err().code().map_or_else(|| format!("HTTP {status}"), str::to_owned);
+                    let message = ctx.err().message().unwrap_or_default().trim();
+                    let transient = status >= 500 || status == 429 || THROTTLE_CODES.contains(&code.as_str());
+                    let message = one_line(message.trim_end_matches('.'));
+                    let text = if message.is_empty() {
+                        format!("STS refused AssumeRole ({code})")
+                    } else {
+                        format!("STS refused AssumeRole ({code}): {message}")
+                    };
+                    (text, transient)
+                }
+                SdkError::DispatchFailure(_) if credentials_missing(sts) => (
+                    format!(
+                        "no source credentials to call STS with: set AWS credentials (env, profile or instance role) ({})",
+                        one_line(&credentials_error_text(sts))
+                    ),
+                    false,
+                ),
+                SdkError::DispatchFailure(d) if d.is_user() => (one_line(&error_chain(sts)), false),
+                SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
+                    (format!("could not talk to STS: {}", one_line(&error_chain(sts))), true)
+                }
+                _ => (one_line(&error_chain(sts)), false),
+            });
+        }
+        next = e.source();
+    }
+    Some((one_line(&error_chain(creds)), false))
+}
+
+/// The text of the first credentials provider error among `err`'s sources (with its own
+/// sources), or of `err` when there is none.
+fn credentials_error_text(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if e.downcast_ref::<CredentialsError>().is_some() {
+            return error_chain(e);
+        }
+        next = e.source();
+    }
+    error_chain(err)
+}
+
+/// `text` on one line: lines trimmed and joined by `; ` (by a space after a colon), as the
+/// SDK lists the providers of its chain one a line.
+fn one_line(text: &str) -> String {
+    let mut out = String::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if !out.is_empty() {
+            out.push_str(if out.ends_with(':') { " " } else { "; " });
+        }
+        out.push_str(line);
+    }
+    out
+}
+
 /// An error and its sources, joined by `: ` (repeated texts dropped).
 fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
@@ -331,6 +425,8 @@ pub struct Ec2 {
     lists_seen: Arc<std::sync::atomic::AtomicBool>,
     /// Entries of owned prefix lists by (id, version): read once per version.
     entries: Arc<std::sync::Mutex<ListEntries>>,
+    /// The ARN of the role whose credentials the calls are made with (`--role-arn`).
+    role: Option<Arc<str>>,
 }
 
 /// The SDK configuration loader: standard chain, `region`, no retries (the executor's),
@@ -357,11 +453,29 @@ impl Ec2 {
     /// Builds a client from the standard SDK chain (env, profile, `AWS_ENDPOINT_URL`), with `region`.
     /// Call durations go to `metrics`.
     pub async fn connect(region: &str, metrics: Arc<Metrics>) -> Ec2 {
-        Ec2::from_loader(region, loader(region), metrics).await
+        Ec2::from_loader(region, loader(region), None, metrics).await
     }
 
-    async fn from_loader(region: &str, loader: aws_config::ConfigLoader, metrics: Arc<Metrics>) -> Ec2 {
-        let conf = loader.load().await;
+    /// [`Ec2::connect`], with the calls made as `role`: the standard chain's credentials
+    /// only sign STS's AssumeRole (in `region`), and the assumed credentials are cached
+    /// and renewed before they expire by the client's identity cache (see
+    /// [`super::role`]). Nothing is called yet: a role that cannot be assumed shows as
+    /// [`Ec2Error::AssumeRole`] on the first call.
+    pub async fn connect_as(region: &str, role: Option<&RoleConfig>, metrics: Arc<Metrics>) -> Ec2 {
+        Ec2::from_loader(region, loader(region), role, metrics).await
+    }
+
+    async fn from_loader(
+        region: &str,
+        loader: aws_config::ConfigLoader,
+        role: Option<&RoleConfig>,
+        metrics: Arc<Metrics>,
+    ) -> Ec2 {
+        let mut conf = loader.load().await;
+        if let Some(role) = role {
+            let assumed = role.provider(&conf).await;
+            conf = conf.into_builder().credentials_provider(assumed).build();
+        }
         Ec2 {
             client: aws_sdk_ec2::Client::new(&conf),
             region: region.to_owned(),
@@ -372,6 +486,7 @@ impl Ec2 {
             list_mode: false,
             lists_seen: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             entries: Arc::default(),
+            role: role.map(|r| Arc::from(r.arn.as_str())),
         }
     }
 
@@ -400,7 +515,13 @@ impl Ec2 {
         self.metrics.observe_call(op.name(), sent.elapsed().as_secs_f64());
         result.map_err(|err| {
             self.counters.errors[i].fetch_add(1, Ordering::Relaxed);
-            let err = Ec2Error::classify(op, &self.region, err);
+            let assume_failed = self.role.as_ref().and_then(|role| Some((role, assume_role_failure(&err)?)));
+            let err = match assume_failed {
+                Some((role, (reason, transient))) => {
+                    Ec2Error::AssumeRole { operation: op.name(), role: role.to_string(), reason, transient }
+                }
+                None => Ec2Error::classify(op, &self.region, err),
+            };
             if err.is_throttle() {
                 self.counters.throttled[i].fetch_add(1, Ordering::Relaxed);
             }
@@ -1084,13 +1205,23 @@ mod tests {
         ec2.call_counts().into_iter().find(|c| c.operation == op).map(|c| (c.calls, c.errors)).expect("op")
     }
 
+    #[test]
+    fn multi_line_sdk_texts_become_one_line() {
+        let chain = "no credentials found in chain. Attempted:\n  Environment: not set\n  Profile: not enabled\n";
+        assert_eq!(
+            one_line(chain),
+            "no credentials found in chain. Attempted: Environment: not set; Profile: not enabled"
+        );
+        assert_eq!(one_line("one"), "one");
+    }
+
     #[tokio::test]
     async fn unreachable_endpoint_is_transient() {
         let url = format!("http://127.0.0.1:{}", free_port());
         let creds = Credentials::new("testing", "testing", None, None, "test");
         let loader =
             loader("us-east-1").endpoint_url(url).credentials_provider(creds).retry_config(RetryConfig::disabled());
-        let ec2 = Ec2::from_loader("us-east-1", loader, Arc::default()).await;
+        let ec2 = Ec2::from_loader("us-east-1", loader, None, Arc::default()).await;
         let err = ec2.read_state("vpc-1", &Limits::new(Default::default())).await.expect_err("no server");
         eprintln!("unreachable: {err}");
         assert!(matches!(err, Ec2Error::Transport { .. }), "{err:?}");
@@ -1106,7 +1237,7 @@ mod tests {
             .build();
         let loader =
             loader("us-east-1").endpoint_url(url).credentials_provider(creds).retry_config(RetryConfig::disabled());
-        let ec2 = Ec2::from_loader("us-east-1", loader, Arc::default()).await;
+        let ec2 = Ec2::from_loader("us-east-1", loader, None, Arc::default()).await;
         let err = ec2.read_state("vpc-1", &Limits::new(Default::default())).await.expect_err("no credentials");
         eprintln!("no credentials: {err}");
         assert!(matches!(err, Ec2Error::NoCredentials { .. }), "{err:?}");

@@ -5,4 +5,5 @@
 pub mod ec2;
 pub mod executor;
 pub mod limits;
+pub mod role;
 pub use vpcrouter_planner::{model, plan};
