@@ -704,12 +704,17 @@ mod tests {
     #[test]
     fn status_shows_the_failback_policy_and_each_cidrs_preferred_router() {
         let mut snap = snapshot();
-        snap.status.failback_policy =
-            crate::vpc::plan::FailbackPolicy::Preferred { after: Duration::from_secs(300) };
+        snap.status.failback_policy = crate::vpc::plan::FailbackPolicy::Preferred { after: Duration::from_secs(300) };
         let at = UNIX_EPOCH + Duration::from_secs(1_795_000_300);
         snap.status.failback = [
-            ("10.55.0.0/16".to_string(), crate::state::FailbackEntry { preferred: ip("10.0.0.1"), state: "waiting", possible_at: Some(at) }),
-            ("10.66.0.0/16".to_string(), crate::state::FailbackEntry { preferred: ip("10.0.0.2"), state: "on_preferred", possible_at: None }),
+            (
+                "10.55.0.0/16".to_string(),
+                crate::state::FailbackEntry { preferred: ip("10.0.0.1"), state: "waiting", possible_at: Some(at) },
+            ),
+            (
+                "10.66.0.0/16".to_string(),
+                crate::state::FailbackEntry { preferred: ip("10.0.0.2"), state: "on_preferred", possible_at: None },
+            ),
         ]
         .into();
         snap.status.failed_back = 2;

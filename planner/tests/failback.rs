@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use vpcrouter_planner::model::{
-    Applied, Cidr, Dest, Eni, FailbackState, FailbackView, Instance, Notice, Plan, ReplaceReason, Route,
-    RouteAction, RouteTable, RouterTarget, VpcState,
+    Applied, Cidr, Dest, Eni, FailbackState, FailbackView, Instance, Notice, Plan, ReplaceReason, Route, RouteAction,
+    RouteTable, RouterTarget, VpcState,
 };
 use vpcrouter_planner::plan::{plan, Failback, FailbackPolicy, ListMode, PlanInput};
 
@@ -474,15 +474,22 @@ fn possible_at_is_the_later_of_the_healthy_period_and_the_hold_down() {
             .possible_at(ip(A), &dest)
     };
     assert_eq!(fb(&last_failback, 300), Some(t0 + secs(400)));
-    assert_eq!(Failback { after: AFTER, now: t0, healthy_since: &healthy_since, last_failback: &last_failback }
-        .possible_at(ip(B), &dest), None, "B is not healthy");
+    assert_eq!(
+        Failback { after: AFTER, now: t0, healthy_since: &healthy_since, last_failback: &last_failback }
+            .possible_at(ip(B), &dest),
+        None,
+        "B is not healthy"
+    );
     last_failback.insert(dest.clone(), t0 + secs(50));
     assert_eq!(fb(&last_failback, 300), Some(t0 + secs(400)), "the healthy period ends later");
     last_failback.insert(dest.clone(), t0 + secs(150));
     assert_eq!(fb(&last_failback, 300), Some(t0 + secs(450)), "the hold-down ends later");
     assert_eq!(FailbackPolicy::Never.after(), None);
     assert_eq!(FailbackPolicy::Preferred { after: AFTER }.after(), Some(AFTER));
-    assert_eq!((FailbackPolicy::Never.name(), FailbackPolicy::Preferred { after: AFTER }.name()), ("never", "preferred"));
+    assert_eq!(
+        (FailbackPolicy::Never.name(), FailbackPolicy::Preferred { after: AFTER }.name()),
+        ("never", "preferred")
+    );
 }
 
 // ---- hysteresis over time
@@ -498,7 +505,10 @@ fn a_flapping_preferred_router_never_gets_the_route_back_until_it_is_stable() {
         case.routed(NET, A);
         case.fail(A);
         let failover = case.step(seed);
-        assert!(failover.actions.iter().all(|a| matches!(a, RouteAction::Replace { reason: ReplaceReason::RouterFailed, .. })));
+        assert!(failover
+            .actions
+            .iter()
+            .all(|a| matches!(a, RouteAction::Replace { reason: ReplaceReason::RouterFailed, .. })));
         let away = case.routers(NET)[0];
         assert!(away.is_some() && away != Some(ip(A)), "{away:?}");
         let mut t = 1000;

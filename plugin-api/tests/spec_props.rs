@@ -16,8 +16,8 @@ use std::time::Instant;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::{Map, Value};
-use vpcrouter_plugin_api::spec::{self, SpecError};
 use vpcrouter_plugin_api::net::{Cidr, Ipv4};
+use vpcrouter_plugin_api::spec::{self, SpecError};
 use vpcrouter_plugin_api::{RouteEntry, RouteSpec};
 
 // ---- reference predicate (independent of the implementation) ----
