@@ -62,6 +62,8 @@ pub struct Options {
     pub prefix_lists: bool,
     /// `--route-table-quota`: routes one route table may hold.
     pub route_table_quota: u32,
+    /// `--failback` with `--failback-after`: whether routes move back to their preferred router.
+    pub failback: crate::vpc::plan::FailbackPolicy,
     /// `--cluster-name`, with or without a cluster: the name vpcrouter's prefix lists are
     /// tagged with (`None`: the VPC id).
     pub cluster_name: Option<String>,
@@ -308,6 +310,12 @@ fn base_command_without_etcd() -> Command {
         .arg(Arg::new("route_table_quota").long("route-table-quota").value_name("ROUTES").default_value("500")
             .value_parser(clap::value_parser!(u32).range(1..=100_000))
             .help("routes a route table may hold (a prefix-list route counts its list's max entries); vpcrouter warns before a table would exceed it"))
+        .arg(Arg::new("failback").long("failback").value_name("POLICY").default_value("never")
+            .value_parser(["never", "preferred"])
+            .help("never: a route stays where a failover put it, as in vpc-router; preferred: it moves back to its CIDR's first router (in the spec's order) once that one has been healthy for --failback-after seconds"))
+        .arg(Arg::new("failback_after").long("failback-after").value_name("SECONDS").default_value("300")
+            .value_parser(clap::value_parser!(u64).range(1..=MAX_FAILBACK_AFTER))
+            .help("with --failback preferred: how long the preferred router must be healthy without a single failure before routes move back to it, and the least time between two failbacks of a CIDR"))
         .arg(Arg::new("ec2_write_burst").long("ec2-write-burst").value_name("CALLS").default_value("50")
             .value_parser(clap::value_parser!(u32).range(1..=100_000))
             .help_heading(EC2_HEADING)
@@ -529,6 +537,7 @@ pub fn parse(argv: &[String], loader: &Loader) -> Result<Invocation, CliError> {
         ec2_limits: ec2_limits(&m),
         prefix_lists: m.get_flag("prefix_lists"),
         route_table_quota: m.get_one::<u32>("route_table_quota").copied().unwrap_or(500),
+        failback: failback_policy(&m)?,
         cluster_name: cluster_name(&m)?,
         http_token_file: m.get_one::<PathBuf>("http_token_file").cloned(),
         http_auth_all: m.get_flag("http_auth_all"),
@@ -627,6 +636,25 @@ fn hostname() -> Option<String> {
     let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
     let name = name.trim();
     (!name.is_empty()).then(|| name.to_string())
+}
+
+/// The longest `--failback-after`: a week.
+const MAX_FAILBACK_AFTER: u64 = 7 * 24 * 3600;
+
+/// `--failback` and `--failback-after`. The hold-down given without `--failback preferred`
+/// is refused: it would do nothing, and the operator most likely meant to turn failback on.
+fn failback_policy(m: &ArgMatches) -> Result<crate::vpc::plan::FailbackPolicy, CliError> {
+    use crate::vpc::plan::FailbackPolicy;
+    let after = m.get_one::<u64>("failback_after").copied().unwrap_or(300);
+    match m.get_one::<String>("failback").map(String::as_str) {
+        Some("preferred") => Ok(FailbackPolicy::Preferred { after: std::time::Duration::from_secs(after) }),
+        _ if m.value_source("failback_after") == Some(clap::parser::ValueSource::CommandLine) => {
+            Err(CliError::usage(
+                "error: --failback-after only applies with --failback preferred (by default routes never move back): add --failback preferred, or drop --failback-after",
+            ))
+        }
+        _ => Ok(FailbackPolicy::Never),
+    }
 }
 
 fn check_recheck(v: u64) -> Result<u64, CliError> {
@@ -846,6 +874,30 @@ mod tests {
         ] {
             assert!(!ok(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn failback_is_never_by_default_and_its_hold_down_needs_preferred() {
+        use crate::vpc::plan::FailbackPolicy;
+        use std::time::Duration;
+        let policy = |s: &str| {
+            let m = base_command().try_get_matches_from(argv(&format!("-m http {s}"))).map_err(|e| e.to_string())?;
+            failback_policy(&m).map_err(|e| e.message)
+        };
+        assert_eq!(policy(""), Ok(FailbackPolicy::Never));
+        assert_eq!(policy("--failback never"), Ok(FailbackPolicy::Never));
+        assert_eq!(policy("--failback preferred"), Ok(FailbackPolicy::Preferred { after: Duration::from_secs(300) }));
+        assert_eq!(
+            policy("--failback preferred --failback-after 2"),
+            Ok(FailbackPolicy::Preferred { after: Duration::from_secs(2) })
+        );
+        let err = policy("--failback-after 60").unwrap_err();
+        assert!(err.contains("--failback-after only applies with --failback preferred"), "{err}");
+        assert!(policy("--failback never --failback-after 60").is_err());
+        for bad in ["--failback sometimes", "--failback preferred --failback-after 0", "--failback-after x"] {
+            assert!(policy(bad).is_err(), "{bad}");
+        }
+        assert!(policy(&format!("--failback preferred --failback-after {}", MAX_FAILBACK_AFTER + 1)).is_err());
     }
 
     #[test]

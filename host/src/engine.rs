@@ -17,11 +17,13 @@ use vpcrouter_plugin_api::{time, HealthReport, HostList, Ipv4, RSender, RouteSpe
 
 use crate::cluster::{quorum, ClusterEvent, ClusterHandle, Report};
 use crate::metrics::Metrics;
-use crate::state::{list_views, table_routes, FailoverSummary, Status};
+use crate::state::{list_views, table_routes, FailbackEntry, FailoverSummary, Status};
 use crate::sync::lock;
 use crate::vpc::executor::{Executor, Outcome};
-use crate::vpc::model::{Applied, Cidr, DeleteReason, Dest, Notice, Plan, ReplaceReason, RouteAction, VpcState};
-use crate::vpc::plan::{plan, ListMode, PlanInput};
+use crate::vpc::model::{
+    Applied, Cidr, DeleteReason, Dest, FailbackState, Notice, Plan, ReplaceReason, RouteAction, VpcState,
+};
+use crate::vpc::plan::{plan, Failback, FailbackPolicy, ListMode, PlanInput};
 
 /// Read → plan → write passes of one reconcile when EC2 shows the state was stale.
 const MAX_PASSES: u32 = 3;
@@ -31,6 +33,9 @@ const MAX_PASSES: u32 = 3;
 const MAX_STAGES: u32 = 8;
 /// Logged when EC2 refuses a route change because the state it was planned from is stale.
 const STALE: &str = "EC2 showed the route tables changed behind vpcrouter's back: reading them again";
+/// The least time between two reconciles woken by failback timers (a failback that is due
+/// but not planned, e.g. in a dry run, does not spin the loop).
+const FAILBACK_WAKE_MIN: Duration = Duration::from_secs(1);
 /// Waves in a row that may start nothing (the lease too close to running out) before a
 /// reconcile gives up; each waits a little for the lease to be renewed.
 const MAX_EMPTY_WAVES: u32 = 10;
@@ -78,6 +83,8 @@ pub struct EngineConfig {
     pub lists: Option<ListMode>,
     /// `--route-table-quota`.
     pub quota: u32,
+    /// `--failback`, `--failback-after`.
+    pub failback: FailbackPolicy,
 }
 
 /// Whether reconciles wait for the health plugin's first report.
@@ -143,6 +150,15 @@ pub struct Engine {
     /// The router last written for each destination (see [`PlanInput::preferred`]).
     preferred: BTreeMap<Dest, Ipv4Addr>,
     failover: Option<FailoverRun>,
+    /// Since when each router of the spec has been healthy without a break: the end of its
+    /// last failed or questionable verdict in force, or when it joined the spec. A router
+    /// that is failed or questionable now has no entry.
+    healthy_since: BTreeMap<Ipv4Addr, Instant>,
+    /// When each destination's routes last moved back to their preferred router.
+    last_failback: BTreeMap<Dest, Instant>,
+    /// `--failback preferred`: the next time a failback becomes possible (a reconcile is
+    /// due then, whatever `--route_recheck_interval` says).
+    next_failback: Option<Instant>,
     /// Actions EC2 acknowledged in the reconcile under way.
     applied: Vec<RouteAction>,
     next_recheck: Option<Instant>,
@@ -165,7 +181,6 @@ impl Engine {
         cluster: Option<ClusterHandle>,
     ) -> Engine {
         Engine {
-            cfg,
             exec,
             metrics,
             rt,
@@ -184,12 +199,16 @@ impl Engine {
             known: None,
             preferred: BTreeMap::new(),
             failover: None,
+            healthy_since: BTreeMap::new(),
+            last_failback: BTreeMap::new(),
+            next_failback: None,
             applied: Vec::new(),
             next_recheck: None,
             retry: None,
             health_gate: HealthGate::Closed,
             stop: Arc::default(),
-            status: Arc::default(),
+            status: Arc::new(Mutex::new(Status { failback_policy: cfg.failback, ..Status::default() })),
+            cfg,
         }
     }
 
@@ -219,7 +238,10 @@ impl Engine {
                 },
             };
             let mut changed = false;
-            let mut reason = "periodic recheck";
+            let mut reason = match self.next_failback {
+                Some(at) if at <= Instant::now() => "a failback became possible",
+                _ => "periodic recheck",
+            };
             for event in event.into_iter().chain(std::iter::from_fn(|| events.try_recv().ok())) {
                 match event {
                     Event::Stop => return Ok(()),
@@ -283,7 +305,7 @@ impl Engine {
             HealthGate::Waiting(until) => Some(until),
             _ => None,
         };
-        [self.next_recheck, self.retry.map(|(at, _)| at), gate].into_iter().flatten().min()
+        [self.next_recheck, self.retry.map(|(at, _)| at), gate, self.next_failback].into_iter().flatten().min()
     }
 
     /// Applies a new spec; true when it differs from the one in force.
@@ -312,6 +334,7 @@ impl Engine {
             }
             self.lock_status().working_set = hosts.hosts.iter().map(|h| h.to_string()).collect();
             self.hosts_sent = Some(hosts);
+            self.track_healthy();
             if self.health_gate == HealthGate::Closed {
                 self.health_gate = HealthGate::Waiting(Instant::now() + self.cfg.first_health_wait);
             }
@@ -375,7 +398,25 @@ impl Engine {
         }
         self.failed = view.failed;
         self.questionable = view.questionable;
+        self.track_healthy();
         self.spec.is_some()
+    }
+
+    /// Keeps `healthy_since` in step with the hosts watched and the health in force: a
+    /// failed or questionable host loses its entry, a host healthy without one (it just
+    /// recovered, or joined the spec) gets one from now.
+    fn track_healthy(&mut self) {
+        let now = Instant::now();
+        let watched: BTreeSet<Ipv4Addr> =
+            self.hosts_sent.iter().flat_map(|l| l.hosts.iter().map(|h| h.addr())).collect();
+        self.healthy_since.retain(|h, _| watched.contains(h));
+        for h in watched {
+            if self.failed.contains(&h) || self.questionable.contains(&h) {
+                self.healthy_since.remove(&h);
+            } else {
+                self.healthy_since.entry(h).or_insert(now);
+            }
+        }
     }
 
     fn lock_status(&self) -> std::sync::MutexGuard<'_, Status> {
@@ -388,6 +429,7 @@ impl Engine {
     /// (a route or table gone, a route already there), it reads and plans again at once.
     fn reconcile(&mut self, reason: &str) {
         self.next_recheck = self.cfg.recheck.map(|d| Instant::now() + d);
+        self.next_failback = None;
         let Some(spec) = self.spec.clone() else { return };
         if !self.leading {
             tracing::debug!(reason, "not the cluster leader: no reconcile");
@@ -425,6 +467,7 @@ impl Engine {
             };
             let plan = self.plan(&state, &entries);
             self.report_notices(&plan);
+            self.note_failback(&plan);
             let failures = if self.cfg.dry_run {
                 if plan.actions != self.last_dry_run {
                     for a in &plan.actions {
@@ -482,6 +525,12 @@ impl Engine {
 
     /// Plans from `state` with the health and spec in force.
     fn plan(&mut self, state: &VpcState, entries: &[(Cidr, Vec<Ipv4Addr>)]) -> Plan {
+        let failback = self.cfg.failback.after().map(|after| Failback {
+            after,
+            now: Instant::now(),
+            healthy_since: &self.healthy_since,
+            last_failback: &self.last_failback,
+        });
         let input = PlanInput {
             state,
             spec: entries,
@@ -491,8 +540,35 @@ impl Engine {
             preferred: &self.preferred,
             lists: self.cfg.lists.as_ref(),
             quota: self.cfg.quota,
+            failback: failback.as_ref(),
         };
         plan(&input, &mut self.rng)
+    }
+
+    /// `--failback preferred`: shows where each CIDR stands with its preferred router, and
+    /// sets the timer of the next failback that becomes possible.
+    fn note_failback(&mut self, plan: &Plan) {
+        if self.cfg.failback.after().is_none() {
+            return;
+        }
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        let waits = plan.failback.values().filter_map(|v| match v.state {
+            FailbackState::Waiting { at } => Some(at),
+            _ => None,
+        });
+        self.next_failback = waits.min().map(|at| at.max(now + FAILBACK_WAKE_MIN));
+        let entries = plan
+            .failback
+            .iter()
+            .map(|(cidr, v)| {
+                let possible_at = match v.state {
+                    FailbackState::Waiting { at } => Some(wall + at.saturating_duration_since(now)),
+                    _ => None,
+                };
+                (cidr.to_string(), FailbackEntry { preferred: v.preferred, state: v.state.name(), possible_at })
+            })
+            .collect();
+        self.lock_status().failback = entries;
     }
 
     /// The fast path of a failover: plans from the known state and moves, at once, every
@@ -630,6 +706,10 @@ impl Engine {
         if let Some(router) = a.new_router() {
             self.preferred.insert(a.dest(), router);
         }
+        let failback = matches!(a, RouteAction::Replace { reason: ReplaceReason::Failback, .. });
+        if failback {
+            self.last_failback.insert(a.dest(), Instant::now());
+        }
         if let (Some(run), RouteAction::Replace { old_router: Some(old), .. }) = (&mut self.failover, a) {
             if run.summary.routers.contains(old) {
                 run.summary.routes_moved += 1;
@@ -638,7 +718,10 @@ impl Engine {
         let mut st = self.lock_status();
         match a {
             RouteAction::Create { .. } => st.created += 1,
-            RouteAction::Replace { .. } => st.replaced += 1,
+            RouteAction::Replace { .. } => {
+                st.replaced += 1;
+                st.failed_back += u64::from(failback);
+            }
             RouteAction::Delete { .. } => st.deleted += 1,
             RouteAction::CreateList { .. } | RouteAction::ModifyList { .. } | RouteAction::DeleteList { .. } => {
                 st.list_changes += 1
@@ -715,9 +798,10 @@ fn moves_off_bad_router(a: &RouteAction) -> bool {
     matches!(a, RouteAction::Replace { reason: ReplaceReason::RouterFailed | ReplaceReason::RouterQuestionable, .. })
 }
 
-/// The spec as the planner wants it: typed values, checked by `on_spec`.
+/// The spec as the planner wants it: typed values, checked by `on_spec`; each CIDR's
+/// routers in the spec's order (the first is the preferred one of `--failback preferred`).
 fn spec_entries(spec: &RouteSpec) -> Vec<(Cidr, Vec<Ipv4Addr>)> {
-    spec.routes.iter().map(|r| (r.cidr, addrs(&r.hosts).into_iter().collect())).collect()
+    spec.routes.iter().map(|r| (r.cidr, r.hosts.iter().map(|h| h.addr()).collect())).collect()
 }
 
 fn addrs(list: &[Ipv4]) -> BTreeSet<Ipv4Addr> {

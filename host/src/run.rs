@@ -253,6 +253,7 @@ pub fn run(o: Options) -> anyhow::Result<()> {
             first_health_wait: first_health_wait(health.interval_secs()),
             lists: o.prefix_lists.then(|| ListMode::new(&list_owner)),
             quota: o.route_table_quota,
+            failback: o.failback,
         },
         exec,
         metrics.clone(),

@@ -11,6 +11,7 @@ use vpcrouter_plugin_api::RouteSpec;
 
 use crate::cluster::Report;
 use crate::vpc::model::{Dest, Family, Plan, RouteAction, VpcState};
+use crate::vpc::plan::FailbackPolicy;
 
 /// Counters and state the status server shows.
 #[derive(Debug, Clone, Default)]
@@ -37,6 +38,13 @@ pub struct Status {
     pub failovers: u64,
     /// The last failover, as logged.
     pub last_failover: Option<FailoverSummary>,
+    /// `--failback`, `--failback-after`.
+    pub failback_policy: FailbackPolicy,
+    /// `--failback preferred`: per CIDR, its preferred router and where failback stands
+    /// after the last reconcile.
+    pub failback: BTreeMap<String, FailbackEntry>,
+    /// Routes moved back to their preferred router (one per route table).
+    pub failed_back: u64,
     /// When the last reconcile ended, and how long it took.
     pub last_reconcile: Option<(SystemTime, Duration)>,
     /// `ok` or the last error.
@@ -52,6 +60,17 @@ pub struct Status {
     /// This instance's own health view (in cluster mode `failed`/`questionable` are the
     /// quorum of all instances' views).
     pub local_health: Report,
+}
+
+/// One CIDR's preferred router and where failback stands (`/status`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailbackEntry {
+    /// The CIDR's first candidate.
+    pub preferred: Ipv4Addr,
+    /// `on_preferred`, `failing_back`, `waiting` or `preferred_unavailable`.
+    pub state: &'static str,
+    /// `waiting`: when the routes may move back (if the preferred router stays healthy).
+    pub possible_at: Option<SystemTime>,
 }
 
 /// One failover as the log line and `/status` report it.

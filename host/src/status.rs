@@ -308,8 +308,10 @@ pub fn status_document(info: &ServerInfo, snap: &Snapshot) -> Value {
             "routes_deleted": st.deleted,
             "prefix_list_changes": st.list_changes,
             "failovers": st.failovers,
+            "routes_failed_back": st.failed_back,
             "ec2_throttled": snap.ec2.throttled(),
         },
+        "failback": failback_json(st),
         "last_failover": st.last_failover.as_ref().map(|f| json!({
             "routers": ips(&f.routers),
             "routes_moved": f.routes_moved,
@@ -319,6 +321,28 @@ pub fn status_document(info: &ServerInfo, snap: &Snapshot) -> Value {
         })),
         "ec2": ec2_json(&snap.ec2),
         "cluster": snap.cluster.as_ref().map(|c| cluster_json(c, st)),
+    })
+}
+
+/// The `failback` part of `/status`: the policy and, with `preferred`, each CIDR's preferred
+/// router and when its routes may move back.
+fn failback_json(st: &Status) -> Value {
+    let cidrs: Map<String, Value> = st
+        .failback
+        .iter()
+        .map(|(cidr, e)| {
+            let entry = json!({
+                "preferred_router": e.preferred.to_string(),
+                "state": e.state,
+                "possible_at": e.possible_at.map(iso_time),
+            });
+            (cidr.clone(), entry)
+        })
+        .collect();
+    json!({
+        "policy": st.failback_policy.name(),
+        "after_seconds": st.failback_policy.after().map(|d| d.as_secs()),
+        "cidrs": cidrs,
     })
 }
 
@@ -531,6 +555,34 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn status_shows_the_failback_policy_and_each_cidrs_preferred_router() {
+        let mut snap = snapshot();
+        snap.status.failback_policy = crate::vpc::plan::FailbackPolicy::Preferred { after: Duration::from_secs(300) };
+        let at = UNIX_EPOCH + Duration::from_secs(1_795_000_300);
+        snap.status.failback = [
+            (
+                "10.55.0.0/16".to_string(),
+                crate::state::FailbackEntry { preferred: ip("10.0.0.1"), state: "waiting", possible_at: Some(at) },
+            ),
+            (
+                "10.66.0.0/16".to_string(),
+                crate::state::FailbackEntry { preferred: ip("10.0.0.2"), state: "on_preferred", possible_at: None },
+            ),
+        ]
+        .into();
+        snap.status.failed_back = 2;
+        let doc = status_document(&info(), &snap);
+        assert_eq!(
+            doc["failback"],
+            json!({"policy": "preferred", "after_seconds": 300, "cidrs": {
+                "10.55.0.0/16": {"preferred_router": "10.0.0.1", "state": "waiting", "possible_at": iso_time(at)},
+                "10.66.0.0/16": {"preferred_router": "10.0.0.2", "state": "on_preferred", "possible_at": null},
+            }})
+        );
+        assert_eq!(doc["counters"]["routes_failed_back"], 2);
+    }
+
+    #[test]
     fn status_document_has_every_part() {
         let doc = status_document(&info(), &snapshot());
         assert_eq!(doc["version"], crate::VERSION);
@@ -544,8 +596,9 @@ pub(crate) mod tests {
         assert_eq!(doc["last_reconcile"]["duration_seconds"], 0.25);
         assert_eq!(
             doc["counters"],
-            json!({"reconciles": 3, "reconcile_errors": 0, "routes_created": 2, "routes_replaced": 1, "routes_deleted": 0, "prefix_list_changes": 0, "failovers": 0, "ec2_throttled": 1})
+            json!({"reconciles": 3, "reconcile_errors": 0, "routes_created": 2, "routes_replaced": 1, "routes_deleted": 0, "prefix_list_changes": 0, "failovers": 0, "routes_failed_back": 0, "ec2_throttled": 1})
         );
+        assert_eq!(doc["failback"], json!({"policy": "never", "after_seconds": null, "cidrs": {}}));
         assert_eq!(doc["ec2"]["write_bucket"], json!({"burst": 50, "configured_rate": 5.0, "rate": 5.0}));
         assert_eq!(doc["ec2"]["read_bucket"]["rate"], 10.0);
         assert_eq!(doc["ec2"]["calls"]["DescribeVpcs"], json!({"calls": 4, "errors": 1, "throttled": 1}));

@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::Ipv4Addr;
+use std::time::Instant;
 
 pub use vpcrouter_plugin_api::net::{Cidr, Family};
 
@@ -185,6 +186,10 @@ pub enum ReplaceReason {
     NotEligible,
     /// Another route table already uses a different router for this CIDR.
     OtherTableUsesDifferentRouter,
+    /// `--failback preferred`: the CIDR's preferred router (its first candidate) has been
+    /// healthy for the whole `--failback-after`, and so has the hold-down since the last
+    /// failback of the destination: the route moves back to it.
+    Failback,
 }
 
 impl fmt::Display for ReplaceReason {
@@ -194,6 +199,7 @@ impl fmt::Display for ReplaceReason {
             ReplaceReason::RouterQuestionable => "router questionable",
             ReplaceReason::NotEligible => "old target not eligible anymore",
             ReplaceReason::OtherTableUsesDifferentRouter => "other route table used different router",
+            ReplaceReason::Failback => "failback to preferred router",
         })
     }
 }
@@ -228,7 +234,9 @@ pub struct Group {
     pub key: String,
     /// Address family.
     pub family: Family,
-    /// The candidate routers, sorted.
+    /// The candidate routers, sorted; with `--failback preferred`, the preferred router
+    /// (the members' first candidate) first, then the others sorted, so that CIDRs with
+    /// different preferred routers are in different groups.
     pub hosts: Vec<Ipv4Addr>,
     /// The CIDRs, sorted.
     pub members: Vec<Cidr>,
@@ -554,4 +562,48 @@ pub struct Plan {
     /// Some changes wait for these actions to be done (a route to a list being created, a
     /// route deleted once another carries its CIDRs): plan again once they are.
     pub staged: bool,
+    /// `--failback preferred`: per spec CIDR with routes, its preferred router and where
+    /// failback stands once the plan is executed (empty without failback).
+    pub failback: BTreeMap<Cidr, FailbackView>,
+}
+
+/// `--failback preferred`: one CIDR's preferred router and where failback stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FailbackView {
+    /// The CIDR's first candidate in the spec's order.
+    pub preferred: Ipv4Addr,
+    /// Where its routes stand.
+    pub state: FailbackState,
+}
+
+/// Where a CIDR's routes stand with respect to its preferred router.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailbackState {
+    /// The routes are on the preferred router (or go there with this plan for another
+    /// reason than a failback: a failover, a new route).
+    OnPreferred,
+    /// This plan moves the routes back to the preferred router.
+    FailingBack,
+    /// The routes are on another router and the preferred one is healthy: they move back
+    /// at this time, if it stays healthy until then (it must have been healthy for
+    /// `--failback-after`, and the last failback be that long ago).
+    Waiting {
+        /// When failback becomes possible.
+        at: Instant,
+    },
+    /// The routes are on another router and the preferred one cannot take them (failed,
+    /// questionable, or not in the VPC): no failback until it is healthy again.
+    Unavailable,
+}
+
+impl FailbackState {
+    /// The state's name in `/status`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            FailbackState::OnPreferred => "on_preferred",
+            FailbackState::FailingBack => "failing_back",
+            FailbackState::Waiting { .. } => "waiting",
+            FailbackState::Unavailable => "preferred_unavailable",
+        }
+    }
 }

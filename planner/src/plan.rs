@@ -1,19 +1,21 @@
 //! The reconcile planner: VPC state + route spec + health → route actions.
 //!
 //! A port of vpc-router's `handle_spec` decision logic (update existing routes, then add
-//! missing ones; one router per CIDR across all managed tables; no fail-back), with the
+//! missing ones; one router per CIDR across all managed tables; no fail-back unless
+//! `--failback preferred` asks for it, see [`Failback`]), with the
 //! original's defects fixed: the main table's implicit associations count, routers named
 //! by secondary IPs are recognised, CIDRs compare by value, IPv6 routes and gateway routes
 //! are left alone without retrying a create, and "no router available" is never used as
 //! a target.
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
 
 use rand::seq::IndexedRandom;
 
 use crate::model::{
-    Cidr, DeleteReason, Dest, Eni, Family, Group, Instance, Notice, Plan, PrefixList, ReplaceReason, Route,
-    RouteAction, RouteTable, RouterTarget, VpcState, Within,
+    Cidr, DeleteReason, Dest, Eni, FailbackState, FailbackView, Family, Group, Instance, Notice, Plan, PrefixList,
+    ReplaceReason, Route, RouteAction, RouteTable, RouterTarget, VpcState, Within,
 };
 
 /// Prefix-list mode (`--prefix-lists`): the settings that name and size the lists.
@@ -41,11 +43,86 @@ impl ListMode {
     }
 }
 
+/// `--failback`: whether routes move back to their CIDR's preferred router.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FailbackPolicy {
+    /// A route stays where a failover put it (vpc-router's behaviour, the default).
+    #[default]
+    Never,
+    /// A route moves back to its CIDR's first candidate once that one has been healthy for
+    /// `after` without a single failure, at most once per `after` (see [`Failback`]).
+    Preferred {
+        /// `--failback-after`.
+        after: Duration,
+    },
+}
+
+impl FailbackPolicy {
+    /// The policy's name, as `--failback` takes it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            FailbackPolicy::Never => "never",
+            FailbackPolicy::Preferred { .. } => "preferred",
+        }
+    }
+
+    /// The hold-down, with `preferred`.
+    pub fn after(&self) -> Option<Duration> {
+        match self {
+            FailbackPolicy::Never => None,
+            FailbackPolicy::Preferred { after } => Some(*after),
+        }
+    }
+}
+
+/// What `--failback preferred` decides with. Time enters as values: the planner never
+/// reads the clock.
+///
+/// A CIDR's preferred router is the first of its candidates in the spec's order. A route
+/// on another (healthy) candidate moves back to it, in every managed table at once, when
+/// the preferred router is healthy now (neither failed nor questionable, and in the VPC),
+/// has been healthy for at least `after` without a break, and the destination's last
+/// failback is at least `after` ago: a router that flaps never has the time to qualify,
+/// and no destination moves back more than once per `after`.
+///
+/// The policy also picks the router of a route that must be placed or moved anyway: a
+/// new route (or one on a target that is no longer a candidate) goes to the preferred
+/// router whenever it is healthy, and a route leaving a failed or questionable router
+/// goes to it when it qualifies for a failback; otherwise the choice is vpc-router's.
+#[derive(Clone, Debug)]
+pub struct Failback<'a> {
+    /// `--failback-after`: how long the preferred router must have been healthy, and the
+    /// hold-down between two failbacks of one destination.
+    pub after: Duration,
+    /// The time the plan is made for.
+    pub now: Instant,
+    /// Since when each router has been healthy without a break (the end of its last
+    /// failed or questionable report, or when vpcrouter started watching it). A router
+    /// that is not in the map is not healthy.
+    pub healthy_since: &'a BTreeMap<Ipv4Addr, Instant>,
+    /// When each destination's routes last moved back to their preferred router.
+    pub last_failback: &'a BTreeMap<Dest, Instant>,
+}
+
+impl Failback<'_> {
+    /// When routes of `dest` may move back to `router`: once it has been healthy for
+    /// `after`, and `after` after the last failback of `dest`. `None` while `router` is
+    /// not healthy (or the time is beyond what the clock holds).
+    pub fn possible_at(&self, router: Ipv4Addr, dest: &Dest) -> Option<Instant> {
+        let healthy = self.healthy_since.get(&router)?.checked_add(self.after)?;
+        match self.last_failback.get(dest) {
+            None => Some(healthy),
+            Some(last) => Some(last.checked_add(self.after)?.max(healthy)),
+        }
+    }
+}
+
 /// Inputs of one reconcile decision.
 pub struct PlanInput<'a> {
     /// The VPC as read from EC2.
     pub state: &'a VpcState,
-    /// The route spec, canonical: CIDR -> candidate routers (sorted, unique).
+    /// The route spec, canonical: CIDR -> candidate routers (unique, in the spec's order:
+    /// the first is the preferred router of [`Failback`]; the order matters nowhere else).
     pub spec: &'a [(Cidr, Vec<Ipv4Addr>)],
     /// Hosts reported failed.
     pub failed: &'a BTreeSet<Ipv4Addr>,
@@ -64,6 +141,8 @@ pub struct PlanInput<'a> {
     /// `--route-table-quota`: routes a table may hold (a prefix-list route weighs its
     /// list's max entries).
     pub quota: u32,
+    /// `Some`: `--failback preferred`; `None`: routes never move back.
+    pub failback: Option<&'a Failback<'a>>,
 }
 
 /// Decides the actions, in execution order (see [`RouteAction::priority`]). Pure: no I/O,
@@ -158,6 +237,8 @@ struct Planner<'a> {
     /// CIDR's own route), per unit that takes over: taken, when healthy, for the unit's new
     /// routes, so that a resize or a migration does not move traffic between healthy routers.
     hints: BTreeMap<Unit, Ipv4Addr>,
+    /// Units whose choice is a failback to their preferred router.
+    failing_back: BTreeSet<Unit>,
     plan: Plan,
 }
 
@@ -185,6 +266,7 @@ impl<'a> Planner<'a> {
             group_of: BTreeMap::new(),
             chosen: BTreeMap::new(),
             hints: BTreeMap::new(),
+            failing_back: BTreeSet::new(),
             plan: Plan::default(),
         }
     }
@@ -207,6 +289,7 @@ impl<'a> Planner<'a> {
         self.add_missing_routes(&tables, rng);
         self.manage_lists();
         self.weigh(&tables);
+        self.report_failback();
         self.plan.groups = self.groups.iter().map(|g| (g.group.clone(), g.list.map(|l| l.id.clone()))).collect();
     }
 
@@ -223,9 +306,9 @@ impl<'a> Planner<'a> {
     /// Groups the spec's CIDRs by family and candidates, and finds each group's list: an
     /// owned list made for the group that is large enough (the one routed in most tables).
     fn form_groups(&mut self, mode: &ListMode) {
-        let mut by_key: BTreeMap<(Family, &[Ipv4Addr]), Vec<Cidr>> = BTreeMap::new();
+        let mut by_key: BTreeMap<(Family, Vec<Ipv4Addr>), Vec<Cidr>> = BTreeMap::new();
         for (cidr, hosts) in self.spec.iter().filter(|(_, h)| !h.is_empty()) {
-            by_key.entry((cidr.family(), *hosts)).or_default().push(*cidr);
+            by_key.entry((cidr.family(), self.group_hosts(hosts))).or_default().push(*cidr);
         }
         let state = self.input.state;
         let routed_in = |list: &PrefixList| {
@@ -233,7 +316,7 @@ impl<'a> Planner<'a> {
             state.route_tables.iter().filter(|t| has_route(t, &dest)).count()
         };
         for ((family, hosts), members) in by_key {
-            let group = Group { key: Group::key_for(family, hosts), family, hosts: hosts.to_vec(), members };
+            let group = Group { key: Group::key_for(family, &hosts), family, hosts, members };
             if group.members.len() < mode.min_members {
                 continue;
             }
@@ -252,6 +335,15 @@ impl<'a> Planner<'a> {
             }
             self.groups.push(Listed { group, list });
         }
+    }
+
+    /// A group's candidates (see [`Group::hosts`]): the order of a CIDR's candidates
+    /// matters only for its preferred router.
+    fn group_hosts(&self, hosts: &[Ipv4Addr]) -> Vec<Ipv4Addr> {
+        let keep = usize::from(self.input.failback.is_some()).min(hosts.len());
+        let mut out = hosts.to_vec();
+        out[keep..].sort_unstable();
+        out
     }
 
     fn is_protected(&self, cidr: Cidr) -> bool {
@@ -454,6 +546,7 @@ impl<'a> Planner<'a> {
                 let reason = match current_ip {
                     Some(ip) if self.input.failed.contains(&ip) => ReplaceReason::RouterFailed,
                     Some(ip) if self.input.questionable.contains(&ip) => ReplaceReason::RouterQuestionable,
+                    _ if self.failing_back.contains(&unit) => ReplaceReason::Failback,
                     _ => ReplaceReason::OtherTableUsesDifferentRouter,
                 };
                 return Some(Decision::Replace(chosen.clone(), reason));
@@ -465,6 +558,11 @@ impl<'a> Planner<'a> {
             Some(t) if self.input.failed.contains(&t.ip) => ReplaceReason::RouterFailed,
             Some(t) if self.input.questionable.contains(&t.ip) => ReplaceReason::RouterQuestionable,
             Some(t) => {
+                if let Some(back) = self.failback_ready(unit, hosts).filter(|b| b.ip != t.ip) {
+                    self.chosen.insert(unit, Choice::Router(back.clone()));
+                    self.failing_back.insert(unit);
+                    return Some(Decision::Replace(back, ReplaceReason::Failback));
+                }
                 self.chosen.insert(unit, Choice::Router(t));
                 return Some(Decision::Keep);
             }
@@ -489,6 +587,13 @@ impl<'a> Planner<'a> {
         };
         let preferred = self.input.preferred.get(&dest).copied().filter(usable);
         let preferred = preferred.or_else(|| self.hints.get(&unit).copied().filter(usable));
+        // `--failback preferred`: a route placed anew goes to the preferred router when it is
+        // healthy; one leaving a bad router, when it qualifies for a failback.
+        let preferred = preferred.or_else(|| match old {
+            None => self.failback_preferred(hosts).filter(|&p| self.usable_now(p)),
+            Some(_) => self.failback_ready(unit, hosts).map(|t| t.ip),
+        });
+        let preferred = preferred.filter(usable);
         let target = preferred
             .or_else(|| choose_different_host(old, &candidates, failed, questionable, rng))
             .and_then(|ip| self.owners.get(&ip).cloned());
@@ -501,6 +606,62 @@ impl<'a> Planner<'a> {
         };
         self.chosen.insert(unit, choice);
         target
+    }
+
+    /// `--failback preferred`: a unit's preferred router, the first of its candidates.
+    fn failback_preferred(&self, hosts: &[Ipv4Addr]) -> Option<Ipv4Addr> {
+        self.input.failback.and(hosts.first().copied())
+    }
+
+    /// True when `ip` may take routes now: in the VPC, neither failed nor questionable.
+    // Drain (issue 16, part 1): a drained router may not take routes either; once
+    // `PlanInput` carries the drained set, test it here (failback and placement both ask).
+    fn usable_now(&self, ip: Ipv4Addr) -> bool {
+        self.owners.contains_key(&ip) && !self.input.failed.contains(&ip) && !self.input.questionable.contains(&ip)
+    }
+
+    /// The unit's preferred router when its routes may move back to it now (see
+    /// [`Failback`]).
+    fn failback_ready(&self, unit: Unit, hosts: &[Ipv4Addr]) -> Option<RouterTarget> {
+        let failback = self.input.failback?;
+        let preferred = self.failback_preferred(hosts).filter(|&p| self.usable_now(p))?;
+        let at = failback.possible_at(preferred, &self.unit_dest(unit))?;
+        (at <= failback.now).then(|| self.owners.get(&preferred).cloned())?
+    }
+
+    /// `--failback preferred`: records, for each CIDR of a unit the plan settled, its
+    /// preferred router and where failback stands.
+    fn report_failback(&mut self) {
+        let Some(failback) = self.input.failback else { return };
+        let mut views = BTreeMap::new();
+        for (&unit, choice) in &self.chosen {
+            let cidrs: &[Cidr] = match unit {
+                Unit::Cidr(ref c) => std::slice::from_ref(c),
+                Unit::Group(g) => &self.groups[g].group.members,
+            };
+            let hosts = cidrs.first().and_then(|c| self.spec.get(c)).copied().unwrap_or_default();
+            let Some(preferred) = self.failback_preferred(hosts) else { continue };
+            let on = match choice {
+                Choice::Router(t) => t.ip == preferred,
+                Choice::NoneAvailable => false,
+            };
+            let state = if on && self.failing_back.contains(&unit) {
+                FailbackState::FailingBack
+            } else if on {
+                FailbackState::OnPreferred
+            } else if !self.usable_now(preferred) {
+                FailbackState::Unavailable
+            } else {
+                match failback.possible_at(preferred, &self.unit_dest(unit)) {
+                    Some(at) => FailbackState::Waiting { at },
+                    None => FailbackState::Unavailable,
+                }
+            };
+            for &cidr in cidrs {
+                views.insert(cidr, FailbackView { preferred, state });
+            }
+        }
+        self.plan.failback = views;
     }
 
     /// The router for a unit's missing route: the one settled, or a new choice.

@@ -313,6 +313,7 @@ impl Case {
             preferred: &self.preferred,
             lists: self.lists.as_ref(),
             quota: self.quota,
+            failback: None,
         };
         plan(&input, &mut StdRng::seed_from_u64(seed))
     }

@@ -1,7 +1,9 @@
 //! Route spec validation, shared by every watcher and by the host.
 //!
 //! A valid spec is a JSON object whose keys are IPv4 CIDRs in canonical form (no host bits
-//! set) and whose values are lists of IPv4 addresses. Hosts are de-duplicated and sorted.
+//! set) and whose values are lists of IPv4 addresses. Entries are sorted by CIDR; each
+//! CIDR's hosts keep the order the spec gives them, de-duplicated (the first occurrence
+//! wins): the order matters to `--failback preferred`, whose preferred router is the first.
 //! Errors name the offending key or value and say what is expected.
 
 use std::collections::BTreeMap;
@@ -89,14 +91,13 @@ pub fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8), String> {
 }
 
 impl RouteSpec {
-    /// A canonical spec from typed entries: sorted by CIDR, hosts sorted and unique; two
-    /// entries for one network are refused.
+    /// A canonical spec from typed entries: sorted by CIDR, each CIDR's hosts in the given
+    /// order without repeats (the first occurrence of a host wins); two entries for one
+    /// network are refused.
     pub fn new(entries: impl IntoIterator<Item = (Cidr, Vec<Ipv4>)>) -> Result<RouteSpec, SpecError> {
         let mut out: BTreeMap<Cidr, Vec<Ipv4>> = BTreeMap::new();
-        for (cidr, mut hosts) in entries {
-            hosts.sort_unstable();
-            hosts.dedup();
-            if out.insert(cidr, hosts).is_some() {
+        for (cidr, hosts) in entries {
+            if out.insert(cidr, first_occurrences(hosts)).is_some() {
                 return Err(SpecError::DuplicateCidr { key: cidr.to_string(), other: cidr.to_string() });
             }
         }
@@ -124,22 +125,31 @@ impl RouteSpec {
     }
 
     /// Checks that a spec received across the ABI is canonical: entries sorted and unique,
-    /// hosts sorted and unique. The SDK's constructors always are.
+    /// each CIDR's hosts unique, in any order (sorted lists, which plugins built before
+    /// the order was kept send, are canonical too). The SDK's constructors always are.
     pub fn check(&self) -> Result<(), SpecError> {
         for (i, r) in self.routes.iter().enumerate() {
             let key = r.cidr.to_string();
             if i > 0 && self.routes[i - 1].cidr >= r.cidr {
                 return Err(SpecError::NotCanonical(format!("entries are not sorted and unique at '{key}'")));
             }
-            if r.hosts.windows(2).any(|w| w[0] >= w[1]) {
-                return Err(SpecError::NotCanonical(format!("the routers of '{key}' are not sorted and unique")));
+            let mut seen = std::collections::BTreeSet::new();
+            if let Some(h) = r.hosts.iter().find(|h| !seen.insert(**h)) {
+                return Err(SpecError::NotCanonical(format!("router {h} is listed twice for '{key}'")));
             }
         }
         Ok(())
     }
 }
 
-/// Builds a canonical spec from `(cidr, hosts)` text pairs, validating everything.
+/// `hosts` without repeats, in their order: the first occurrence of each stays.
+fn first_occurrences(hosts: Vec<Ipv4>) -> Vec<Ipv4> {
+    let mut seen = std::collections::BTreeSet::new();
+    hosts.into_iter().filter(|h| seen.insert(*h)).collect()
+}
+
+/// Builds a canonical spec from `(cidr, hosts)` text pairs, validating everything (each
+/// CIDR's hosts keep their order, see [`RouteSpec::new`]).
 pub fn from_pairs<K, H, I>(pairs: I) -> Result<RouteSpec, SpecError>
 where
     K: AsRef<str>,
@@ -218,11 +228,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(spec.routes.len(), 2);
-        assert_eq!(hosts(&spec, "10.66.17.0/24"), ["10.33.20.93", "10.33.30.22"]);
+        // The written order stays; a repeat goes (the first occurrence wins).
+        assert_eq!(hosts(&spec, "10.66.17.0/24"), ["10.33.30.22", "10.33.20.93"]);
         assert_eq!(
             spec.to_json(),
-            r#"{"10.55.16.0/24":["10.33.20.142"],"10.66.17.0/24":["10.33.20.93","10.33.30.22"]}"#
+            r#"{"10.55.16.0/24":["10.33.20.142"],"10.66.17.0/24":["10.33.30.22","10.33.20.93"]}"#
         );
+        assert_eq!(parse_json(&spec.to_json()), Ok(spec));
     }
 
     #[test]
@@ -296,10 +308,17 @@ mod tests {
         let mut unsorted = spec.clone();
         unsorted.routes.swap(0, 1);
         assert!(matches!(unsorted.check(), Err(SpecError::NotCanonical(_))));
+        assert_eq!(hosts(&spec, "10.2.0.0/16"), ["10.0.0.10", "10.0.0.9"], "written order");
         let mut dup_hosts = spec.clone();
-        let first = dup_hosts.routes[0].hosts[0];
-        dup_hosts.routes[0].hosts.push(first);
-        assert!(matches!(dup_hosts.check(), Err(SpecError::NotCanonical(_))));
+        let first = dup_hosts.routes[1].hosts[0];
+        dup_hosts.routes[1].hosts.push(first);
+        let err = dup_hosts.check().unwrap_err();
+        assert!(matches!(err, SpecError::NotCanonical(_)), "{err}");
+        assert!(err.to_string().contains("router 10.0.0.10 is listed twice for '10.2.0.0/16'"), "{err}");
+        // A plugin that sorts its lists (as every plugin did before the order was kept).
+        let mut sorted = spec.clone();
+        sorted.routes[1].hosts.sort();
+        assert_eq!(sorted.check(), Ok(()));
         let v6 = RouteSpec::new([(Cidr::parse("2001:db8::/32").unwrap(), vec![])]).unwrap();
         assert_eq!(v6.check(), Ok(()), "IPv6 destinations are routed too");
         assert!(RouteSpec::new([(spec.routes[0].cidr, vec![]), (spec.routes[0].cidr, vec![])]).is_err());

@@ -11,7 +11,10 @@ use crate::net::{Cidr, Ipv4};
 pub struct RouteEntry {
     /// Destination network.
     pub cidr: Cidr,
-    /// Candidate routers (private IPv4 addresses of EC2 instances), sorted, unique.
+    /// Candidate routers (private IPv4 addresses of EC2 instances), unique, in the order
+    /// the spec gives them: with `--failback preferred` the first one is the CIDR's
+    /// preferred router. Sorted lists are valid too (plugins built before the order was
+    /// kept sort them); the host treats the list as a set otherwise.
     pub hosts: RVec<Ipv4>,
 }
 
@@ -19,7 +22,8 @@ pub struct RouteEntry {
 ///
 /// Watchers always send the whole spec, never a delta. Build one with
 /// [`RouteSpec::new`] or [`RouteSpec::from_json`](crate::spec): entries sorted by CIDR,
-/// one per CIDR, hosts sorted and unique.
+/// one per CIDR, each CIDR's hosts unique and in the written order (see
+/// [`RouteEntry::hosts`]).
 #[repr(C)]
 #[derive(StableAbi, Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct RouteSpec {

@@ -16,8 +16,9 @@ use std::time::Instant;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::{Map, Value};
+use vpcrouter_plugin_api::net::{Cidr, Ipv4};
 use vpcrouter_plugin_api::spec::{self, SpecError};
-use vpcrouter_plugin_api::RouteSpec;
+use vpcrouter_plugin_api::{RouteEntry, RouteSpec};
 
 // ---- reference predicate (independent of the implementation) ----
 
@@ -81,7 +82,8 @@ fn net_text((family, ip, len): Net) -> String {
     }
 }
 
-/// Canonical routes: (network text, sorted unique hosts), ordered by (address, length).
+/// Canonical routes: (network text, unique hosts in the written order, the first occurrence
+/// of a repeated host kept), ordered by (address, length).
 type Canon = Vec<(String, Vec<String>)>;
 
 /// The reference verdict for `(key, hosts)` pairs, hosts `None` where not a string.
@@ -89,9 +91,13 @@ fn ref_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, Vec<Option<&'a str>>)
     let mut out: BTreeMap<Net, Vec<u32>> = BTreeMap::new();
     for (key, hosts) in pairs {
         let net = ref_cidr(key)?;
-        let mut list = hosts.into_iter().map(|h| ref_ip(h?)).collect::<Option<Vec<u32>>>()?;
-        list.sort_unstable();
-        list.dedup();
+        let all = hosts.into_iter().map(|h| ref_ip(h?)).collect::<Option<Vec<u32>>>()?;
+        let mut list: Vec<u32> = Vec::new();
+        for h in all {
+            if !list.contains(&h) {
+                list.push(h);
+            }
+        }
         if out.insert(net, list).is_some() {
             return None;
         }
@@ -343,6 +349,38 @@ fn raw_pairs_are_accepted_exactly_when_valid_and_canonical() {
                 let raw_host =
                     |key: &str, value: &str| pairs.iter().any(|(k, hs)| *k == key && hs.contains(&Some(value)));
                 prop_assert!(justified(&e, &pairs, raw_host), "error does not name what is wrong in {:?}: {}", raw, e);
+            }
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn check_accepts_unique_hosts_in_any_order_and_refuses_repeats() {
+    // Specs as a plugin could build them without the SDK's constructors: sorted, unique
+    // CIDRs; each CIDR's hosts in any order (sorted ones included), repeats possible.
+    let lists = prop::collection::vec(prop::collection::vec(0u32..6, 0..5), 0..5);
+    run("RouteSpec::check(hosts in any order)", lists, |lists| {
+        let routes: Vec<RouteEntry> = lists
+            .iter()
+            .enumerate()
+            .map(|(i, hosts)| RouteEntry {
+                cidr: Cidr::parse(&format!("10.{i}.0.0/16")).expect("a valid CIDR"),
+                hosts: hosts.iter().map(|&h| Ipv4::from(Ipv4Addr::from(0x0a00_0000 + h))).collect::<Vec<_>>().into(),
+            })
+            .collect();
+        let spec = RouteSpec { routes: routes.into() };
+        let repeats = lists.iter().any(|hosts| hosts.iter().enumerate().any(|(i, h)| hosts[..i].contains(h)));
+        match spec.check() {
+            Ok(()) => {
+                accepted();
+                prop_assert!(!repeats, "accepted repeated hosts: {}", spec.to_json());
+                // The order survives the JSON form.
+                prop_assert_eq!(spec::parse_json(&spec.to_json()), Ok(spec.clone()));
+            }
+            Err(e) => {
+                prop_assert!(repeats, "refused unique hosts {}: {}", spec.to_json(), e);
+                prop_assert!(matches!(e, SpecError::NotCanonical(_)), "{}", e);
             }
         }
         Ok(())

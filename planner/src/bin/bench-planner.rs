@@ -179,6 +179,7 @@ fn main() {
         preferred: &preferred,
         lists: None,
         quota: 500,
+        failback: None,
     };
     let rows = [
         measure("initial (empty tables)", runs, &input(&empty, &none)),

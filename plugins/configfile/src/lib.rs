@@ -217,9 +217,12 @@ mod tests {
         let event_line = format!("Detected file change event for {}", file.display());
         assert!(r.logs.contains(LogLevel::Info, &event_line), "{:?}", r.logs);
 
-        // The same spec, written differently: nothing to send.
-        fs::write(&file, r#"{"10.1.0.0/16": ["4.4.4.4", "2.2.2.2", "2.2.2.2"]}"#).unwrap();
+        // The same spec, written differently (a repeated router): nothing to send.
+        fs::write(&file, r#"{"10.1.0.0/16": ["2.2.2.2", "4.4.4.4", "2.2.2.2"]}"#).unwrap();
         assert!(nothing_within(&r.specs, QUIET));
+        // The same routers in another order: another preferred router, a new spec.
+        fs::write(&file, r#"{"10.1.0.0/16": ["4.4.4.4", "2.2.2.2"]}"#).unwrap();
+        assert_eq!(next_json(&r), r#"{"10.1.0.0/16":["4.4.4.4","2.2.2.2"]}"#);
 
         // Other files in the directory are ignored.
         fs::write(dir.path().join("other.json"), SPEC_A).unwrap();

@@ -103,7 +103,7 @@ mod tests {
     use super::*;
 
     const A: &[u8] = br#"{"10.1.0.0/16": ["10.0.0.2", "10.0.0.1"]}"#;
-    const A_REWRITTEN: &[u8] = br#"{"10.1.0.0/16": ["10.0.0.1", "10.0.0.2", "10.0.0.1"]}"#;
+    const A_REWRITTEN: &[u8] = br#"{"10.1.0.0/16": ["10.0.0.2", "10.0.0.1", "10.0.0.2"]}"#;
     const B: &[u8] = br#"{"10.2.0.0/16": ["10.0.0.3"]}"#;
 
     fn sent(v: Verdict) -> String {
@@ -116,10 +116,10 @@ mod tests {
     #[test]
     fn valid_values_are_sent_once_each() {
         let mut t = Tracker::default();
-        assert_eq!(sent(t.observe(Some(A), 5)), r#"{"10.1.0.0/16":["10.0.0.1","10.0.0.2"]}"#);
+        assert_eq!(sent(t.observe(Some(A), 5)), r#"{"10.1.0.0/16":["10.0.0.2","10.0.0.1"]}"#);
         assert_eq!(t.observe(Some(A_REWRITTEN), 6), Verdict::Unchanged);
         assert_eq!(sent(t.observe(Some(B), 7)), r#"{"10.2.0.0/16":["10.0.0.3"]}"#);
-        assert_eq!(sent(t.observe(Some(A), 8)), r#"{"10.1.0.0/16":["10.0.0.1","10.0.0.2"]}"#);
+        assert_eq!(sent(t.observe(Some(A), 8)), r#"{"10.1.0.0/16":["10.0.0.2","10.0.0.1"]}"#);
         assert_eq!(t.present(), Some(true));
     }
 

@@ -70,7 +70,7 @@ mod tests {
     fn accepts_valid_options_and_canonicalises_hosts() {
         assert_eq!(Fixedconf::validate_config(&args("192.168.0.0/16", "10.0.0.2:10.0.0.1")), Ok(()));
         let spec = build_spec("192.168.0.0/16", "10.0.0.2:10.0.0.1:10.0.0.2").unwrap();
-        assert_eq!(spec.to_json(), r#"{"192.168.0.0/16":["10.0.0.1","10.0.0.2"]}"#);
+        assert_eq!(spec.to_json(), r#"{"192.168.0.0/16":["10.0.0.2","10.0.0.1"]}"#);
         assert!(Fixedconf::validate_config(&args("192.168.0.0/32", "10.0.0.1")).is_ok());
         assert!(Fixedconf::validate_config(&args("0.0.0.0/0", "10.0.0.1")).is_ok());
     }
@@ -104,7 +104,8 @@ mod tests {
         let pairs = [("fixed_cidr", "10.55.0.0/16"), ("fixed_hosts", "10.1.1.7:10.1.0.5")];
         let r = start_watcher::<Fixedconf>(&pairs).unwrap();
         let spec = r.next_spec(Duration::from_secs(1)).expect("a spec");
-        assert_eq!(spec.to_json(), r#"{"10.55.0.0/16":["10.1.0.5","10.1.1.7"]}"#);
+        // The order given stays (the first is the preferred router of --failback preferred).
+        assert_eq!(spec.to_json(), r#"{"10.55.0.0/16":["10.1.1.7","10.1.0.5"]}"#);
         assert!(nothing_within(&r.specs, Duration::from_millis(50)), "once, and the queue stays open");
         assert!(r.logs.contains(LogLevel::Info, "Fixedconf watcher plugin: Started"));
         let status = r.watcher.status();

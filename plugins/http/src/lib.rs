@@ -213,15 +213,20 @@ mod tests {
         );
         assert_eq!((status, body["status"].as_str(), body["cidrs"].as_u64()), (200, Some("ok"), Some(1)));
         let sent = recv_within(&r.rx, Duration::from_secs(1)).expect("a spec");
-        assert_eq!(sent.to_json(), r#"{"10.55.0.0/16":["10.0.0.1","10.0.0.2"]}"#);
+        // Repeats go, the written order stays (the first router is the preferred one).
+        assert_eq!(sent.to_json(), r#"{"10.55.0.0/16":["10.0.0.2","10.0.0.1"]}"#);
         let (status, body) = r.registry.call("GET", None, "");
         assert_eq!(status, 200);
-        assert_eq!(body, serde_json::json!({"10.55.0.0/16": ["10.0.0.1", "10.0.0.2"]}));
+        assert_eq!(body, serde_json::json!({"10.55.0.0/16": ["10.0.0.2", "10.0.0.1"]}));
         assert!(r.logs.contains(LogLevel::Info, "New route spec posted: 1 CIDR(s)"));
         // The same spec again is accepted, but not sent twice.
-        assert_eq!(r.registry.call("POST", JSON, r#"{"10.55.0.0/16": ["10.0.0.1", "10.0.0.2"]}"#).0, 200);
+        assert_eq!(r.registry.call("POST", JSON, r#"{"10.55.0.0/16": ["10.0.0.2", "10.0.0.1"]}"#).0, 200);
         assert!(nothing_within(&r.rx, Duration::from_millis(50)));
         assert_eq!(r.stats().specs_sent, 1);
+        // The same routers in another order are another spec (another preferred router).
+        assert_eq!(r.registry.call("POST", JSON, r#"{"10.55.0.0/16": ["10.0.0.1", "10.0.0.2"]}"#).0, 200);
+        let sent = recv_within(&r.rx, Duration::from_secs(1)).expect("the reordered spec");
+        assert_eq!(sent.to_json(), r#"{"10.55.0.0/16":["10.0.0.1","10.0.0.2"]}"#);
         assert_eq!(r.watcher.status().details, r#"{"path":"/route_spec"}"#);
     }
 
