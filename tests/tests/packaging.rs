@@ -78,8 +78,8 @@ fn make_install_lays_out_everything_and_uninstall_removes_exactly_that() -> anyh
     assert!(man.contains("ignore_routes"), "man page covers the options");
     for flag in [
         "http\\-token\\-file", "http\\-auth\\-all", "http\\-allow\\-unauthenticated", "tls\\-client\\-ca",
-        "etcd\-cacert", "etcd\-password\-file", "role\-arn", "role\-external\-id", "role\-session\-name",
-        "failback", "failback\-after",
+        "etcd\\-cacert", "etcd\\-password\\-file", "role\\-arn", "role\\-external\\-id", "role\\-session\\-name",
+        "failback", "failback\\-after",
     ] {
         assert!(man.contains(flag), "the man page lacks --{flag}");
     }
