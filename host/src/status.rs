@@ -12,6 +12,7 @@ use serde_json::{json, Map, Value};
 use vpcrouter_plugin_api::{HealthStats, PluginStats, PluginStatus};
 
 use crate::cluster::ClusterStatus;
+use crate::drain::Drain;
 use crate::state::{Status, TableRoute};
 use crate::vpc::ec2::CallCount;
 use crate::vpc::executor::Executor;
@@ -95,6 +96,8 @@ pub struct Snapshot {
     pub histograms: String,
     /// Cluster mode's state, if on.
     pub cluster: Option<ClusterStatus>,
+    /// The drains in force.
+    pub drains: Vec<Drain>,
     /// When the snapshot was taken.
     pub now: SystemTime,
 }
@@ -147,6 +150,7 @@ pub fn state_document(path: &str, info: &ServerInfo, snap: &Snapshot) -> Option<
             "failed_ips": ips(&st.failed),
             "questionable_ips": ips(&st.questionable),
             "working_set": st.working_set,
+            "drained_ips": snap.drains.iter().map(|d| d.ip.to_string()).collect::<Vec<_>>(),
         }),
         "/plugins" => Value::Object(snap.plugins.iter().map(|p| (p.name.clone(), p.info.clone())).collect()),
         "/route_info" => {
@@ -192,6 +196,14 @@ fn vpc_line(r: &TableRoute) -> String {
 
 fn ips(set: &std::collections::BTreeSet<Ipv4Addr>) -> Vec<String> {
     set.iter().map(Ipv4Addr::to_string).collect()
+}
+
+/// One drain as `GET /drain` and the subcommands show it: the router, since when, why,
+/// where it is kept (`local` or `cluster`), and the CIDRs of `spec` it is a candidate of.
+pub fn drain_json(d: &Drain, scope: &str, spec: &vpcrouter_plugin_api::RouteSpec) -> Value {
+    let cidrs: Vec<String> =
+        spec.routes.iter().filter(|r| r.hosts.iter().any(|h| h.addr() == d.ip)).map(|r| r.cidr.to_string()).collect();
+    json!({"ip": d.ip.to_string(), "since": d.since, "reason": d.reason, "scope": scope, "cidrs": cidrs})
 }
 
 fn spec_json(st: &Status) -> Value {
@@ -285,6 +297,7 @@ pub fn status_document(info: &ServerInfo, snap: &Snapshot) -> Value {
         "route_spec": spec_json(st),
         "failed_hosts": ips(&st.failed),
         "questionable_hosts": ips(&st.questionable),
+        "drains": snap.drains.iter().map(|d| json!({"ip": d.ip.to_string(), "since": d.since, "reason": d.reason})).collect::<Vec<_>>(),
         "route_tables": tables,
         "route_table_weights": st.weights,
         "prefix_lists": st.lists.iter().map(|l| json!({
@@ -486,6 +499,9 @@ pub fn metrics(snap: &Snapshot) -> String {
         &failures,
     );
     family("vpcrouter_failed_hosts", "gauge", "Hosts currently reported failed.", &one(st.failed.len() as f64));
+    let drained: Vec<_> = snap.drains.iter().map(|d| (format!("{{router=\"{}\"}}", d.ip), 1.0)).collect();
+    family("vpcrouter_router_drained", "gauge", "1 for each drained router (maintenance mode).", &drained);
+    family("vpcrouter_drained_routers", "gauge", "Routers drained now.", &one(snap.drains.len() as f64));
     family(
         "vpcrouter_questionable_hosts",
         "gauge",
@@ -616,6 +632,7 @@ mod tests {
             },
             histograms: String::new(),
             cluster: None,
+            drains: Vec::new(),
             now: UNIX_EPOCH + Duration::from_secs(1_795_000_100),
         }
     }
@@ -640,7 +657,7 @@ mod tests {
         let ips = state_document("/ips", &info, &snap).unwrap();
         assert_eq!(
             ips,
-            json!({"failed_ips": ["10.0.0.1"], "questionable_ips": ["10.0.0.3"], "working_set": ["10.0.0.1", "10.0.0.2"]})
+            json!({"failed_ips": ["10.0.0.1"], "questionable_ips": ["10.0.0.3"], "working_set": ["10.0.0.1", "10.0.0.2"], "drained_ips": []})
         );
         let plugins = state_document("/plugins", &info, &snap).unwrap();
         assert_eq!(plugins["http"], json!({"version": "0.1.0", "params": {}}));
@@ -699,6 +716,29 @@ mod tests {
         assert_eq!(doc["last_failover"], Value::Null);
         assert_eq!(doc["prefix_lists"], json!([]));
         assert_eq!(doc["region"], "us-east-1");
+        assert_eq!(doc["drains"], json!([]));
+    }
+
+    #[test]
+    fn drains_are_in_status_ips_and_metrics() {
+        let mut snap = snapshot();
+        let drain = Drain { ip: ip("10.0.0.2"), since: "2026-12-01T20:00:00.000Z".into(), reason: "kernel".into() };
+        snap.drains = vec![drain.clone()];
+        let doc = status_document(&info(), &snap);
+        assert_eq!(doc["drains"], json!([{"ip": "10.0.0.2", "since": "2026-12-01T20:00:00.000Z", "reason": "kernel"}]));
+        let ips = state_document("/ips", &info(), &snap).unwrap();
+        assert_eq!(ips["drained_ips"], json!(["10.0.0.2"]));
+        assert_eq!(ips["failed_ips"], json!(["10.0.0.1"]), "vpc-router's fields stay");
+        let text = metrics(&snap);
+        for line in ["vpcrouter_router_drained{router=\"10.0.0.2\"} 1", "vpcrouter_drained_routers 1"] {
+            assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
+        }
+        assert_eq!(
+            drain_json(&drain, "local", &snap.status.spec),
+            json!({"ip": "10.0.0.2", "since": "2026-12-01T20:00:00.000Z", "reason": "kernel", "scope": "local", "cidrs": ["10.55.0.0/16"]})
+        );
+        let other = Drain { ip: ip("10.9.9.9"), ..drain };
+        assert_eq!(drain_json(&other, "cluster", &snap.status.spec)["cidrs"], json!([]));
     }
 
     #[test]
