@@ -73,11 +73,15 @@ fn make_install_lays_out_everything_and_uninstall_removes_exactly_that() -> anyh
     assert!(man.contains("ignore_routes"), "man page covers the options");
     for flag in [
         "http\\-token\\-file", "http\\-auth\\-all", "http\\-allow\\-unauthenticated", "tls\\-client\\-ca",
-        "etcd\\-cacert", "etcd\\-password\\-file",
+        "etcd\\-cacert", "etcd\\-password\\-file", "state\\-dir",
     ] {
         assert!(man.contains(flag), "the man page lacks --{flag}");
     }
+    for sub in ["drain", "undrain", "drains"] {
+        assert!(man.contains(&format!("vpcrouter\\-{sub}")) || man.contains(sub), "the man page lacks {sub}");
+    }
     let unit = std::fs::read_to_string(root.path().join("usr/local/lib/systemd/system/vpcrouter.service"))?;
+    assert!(unit.contains("StateDirectory=vpcrouter"), "drains.json lives in /var/lib/vpcrouter: {unit}");
     assert!(
         unit.contains("ExecStart=/usr/local/bin/vpcrouter $VPCROUTER_ARGS")
             && unit.contains("/usr/local/etc/default/vpcrouter"),
