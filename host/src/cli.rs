@@ -205,18 +205,44 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/vpcrouter";
 
 /// The options every client subcommand takes: how to reach the daemon.
 fn client_target_args(cmd: Command) -> Command {
-    cmd.arg(Arg::new("url").long("url").value_name("URL").conflicts_with_all(["address", "port"])
-            .help("the daemon's status server, http://HOST:PORT or https://HOST:PORT"))
-        .arg(Arg::new("address").short('a').long("address").value_name("ADDR").default_value("localhost")
-            .help("address of the daemon's status server (its -a/--address)"))
-        .arg(Arg::new("port").short('p').long("port").value_name("PORT").default_value("33289")
+    cmd.arg(
+        Arg::new("url")
+            .long("url")
+            .value_name("URL")
+            .conflicts_with_all(["address", "port"])
+            .help("the daemon's status server, http://HOST:PORT or https://HOST:PORT"),
+    )
+    .arg(
+        Arg::new("address")
+            .short('a')
+            .long("address")
+            .value_name("ADDR")
+            .default_value("localhost")
+            .help("address of the daemon's status server (its -a/--address)"),
+    )
+    .arg(
+        Arg::new("port")
+            .short('p')
+            .long("port")
+            .value_name("PORT")
+            .default_value("33289")
             .value_parser(clap::value_parser!(u16).range(1..))
-            .help("port of the daemon's status server (its -p/--port)"))
-        .arg(Arg::new("http_token_file").long("http-token-file").value_name("FILE")
+            .help("port of the daemon's status server (its -p/--port)"),
+    )
+    .arg(
+        Arg::new("http_token_file")
+            .long("http-token-file")
+            .value_name("FILE")
             .value_parser(clap::value_parser!(PathBuf))
-            .help("send the token in this file as 'Authorization: Bearer <token>' (the daemon's --http-token-file)"))
-        .arg(Arg::new("tls_ca").long("tls-ca").value_name("FILE").value_parser(clap::value_parser!(PathBuf))
-            .help("with an https:// URL: trust this PEM CA instead of the system's roots"))
+            .help("send the token in this file as 'Authorization: Bearer <token>' (the daemon's --http-token-file)"),
+    )
+    .arg(
+        Arg::new("tls_ca")
+            .long("tls-ca")
+            .value_name("FILE")
+            .value_parser(clap::value_parser!(PathBuf))
+            .help("with an https:// URL: trust this PEM CA instead of the system's roots"),
+    )
 }
 
 /// `drain`, `undrain` and `drains`, as clap commands (for parsing, help, the man page and
@@ -239,10 +265,8 @@ fn client_commands() -> [Command; 3] {
 
 /// Parses a client subcommand (`argv[1]` is one of [`CLIENT_SUBCOMMANDS`]).
 fn parse_client(argv: &[String]) -> Result<Invocation, CliError> {
-    let cmd = Command::new("vpcrouter")
-        .version(crate::VERSION)
-        .subcommand_required(true)
-        .subcommands(client_commands());
+    let cmd =
+        Command::new("vpcrouter").version(crate::VERSION).subcommand_required(true).subcommands(client_commands());
     let m = cmd.try_get_matches_from(argv).map_err(|e| match e.kind() {
         clap::error::ErrorKind::DisplayVersion | clap::error::ErrorKind::DisplayHelp => {
             CliError { message: e.to_string(), status: 0 }
@@ -261,13 +285,18 @@ fn parse_client(argv: &[String]) -> Result<Invocation, CliError> {
     target.tls_ca = sub.get_one::<PathBuf>("tls_ca").cloned();
     let ip = || {
         let raw = sub.get_one::<String>("ip").map(String::as_str).unwrap_or_default();
-        vpcrouter_plugin_api::spec::parse_ipv4(raw)
-            .ok_or_else(|| CliError::usage(format!("error: '{raw}' is not an IPv4 address (name the router by its IP in the route spec)")))
+        vpcrouter_plugin_api::spec::parse_ipv4(raw).ok_or_else(|| {
+            CliError::usage(format!(
+                "error: '{raw}' is not an IPv4 address (name the router by its IP in the route spec)"
+            ))
+        })
     };
     let action = match name {
         "drain" => {
             let reason = match sub.get_one::<String>("reason") {
-                Some(r) => Some(crate::drain::check_reason(r).map_err(|e| CliError::usage(format!("error: --reason: {e}")))?),
+                Some(r) => {
+                    Some(crate::drain::check_reason(r).map_err(|e| CliError::usage(format!("error: --reason: {e}")))?)
+                }
                 None => None,
             };
             crate::client::Action::Drain { ip: ip()?, reason }
@@ -487,7 +516,8 @@ fn plugin_values(lib: &PluginLibrary, m: &ArgMatches) -> PluginArgs {
 /// `vpcrouter --generate man|bash|zsh|fish`.
 pub fn generate(what: &str) -> Result<String, CliError> {
     use clap_complete::{generate as complete, Shell};
-    let mut cmd = base_command().arg(generate_arg()).subcommands(client_commands()).args_conflicts_with_subcommands(true);
+    let mut cmd =
+        base_command().arg(generate_arg()).subcommands(client_commands()).args_conflicts_with_subcommands(true);
     let mut out: Vec<u8> = Vec::new();
     let shell = match what {
         "man" => {
@@ -787,13 +817,19 @@ mod tests {
         };
         let c = parsed("drain 10.0.0.1 --reason patching -p 1234 --http-token-file /t").unwrap();
         assert_eq!(c.action, Action::Drain { ip: "10.0.0.1".parse().unwrap(), reason: Some("patching".into()) });
-        assert_eq!((c.target.base(), c.target.token_file), ("http://127.0.0.1:1234".to_string(), Some(PathBuf::from("/t"))));
+        assert_eq!(
+            (c.target.base(), c.target.token_file),
+            ("http://127.0.0.1:1234".to_string(), Some(PathBuf::from("/t")))
+        );
         let c = parsed("undrain 10.0.0.2 --url https://r:8443 --tls-ca /ca.pem").unwrap();
         assert_eq!(c.action, Action::Undrain { ip: "10.0.0.2".parse().unwrap() });
         assert_eq!(c.target, Target { tls_ca: Some("/ca.pem".into()), ..Target::from_url("https://r:8443").unwrap() });
         assert_eq!(parsed("drains --json -a 0.0.0.0").unwrap().action, Action::List { json: true });
         let e = parsed("drain 10.0.0.300").unwrap_err();
-        assert_eq!((e.status, e.message.as_str()), (2, "error: '10.0.0.300' is not an IPv4 address (name the router by its IP in the route spec)"));
+        assert_eq!(
+            (e.status, e.message.as_str()),
+            (2, "error: '10.0.0.300' is not an IPv4 address (name the router by its IP in the route spec)")
+        );
         assert_eq!(parsed("drains --url 127.0.0.1:1").unwrap_err().status, 2);
         assert_eq!(parsed("drains --url http://a:1 -p 2").unwrap_err().status, 2, "--url or -a/-p");
         assert_eq!(parsed("drain").unwrap_err().status, 2);

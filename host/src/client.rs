@@ -79,7 +79,9 @@ impl Target {
             (host.to_string(), port)
         } else {
             match authority.rsplit_once(':') {
-                Some((h, p)) => (h.to_string(), p.parse::<u16>().map_err(|_| bad("the port is not a number from 1 to 65535"))?),
+                Some((h, p)) => {
+                    (h.to_string(), p.parse::<u16>().map_err(|_| bad("the port is not a number from 1 to 65535"))?)
+                }
                 None => (authority.to_string(), default_port),
             }
         };
@@ -163,7 +165,12 @@ fn execute(cmd: &ClientCommand) -> Result<(String, Option<String>), String> {
     };
     let answer = request(&cmd.target, method, &path, body)?;
     let doc: Value = serde_json::from_str(&answer.body).map_err(|_| {
-        format!("{} answered HTTP {} with a body that is not JSON: {}", cmd.target.base(), answer.status, one_line(&answer.body))
+        format!(
+            "{} answered HTTP {} with a body that is not JSON: {}",
+            cmd.target.base(),
+            answer.status,
+            one_line(&answer.body)
+        )
     })?;
     if !(200..300).contains(&answer.status) {
         let msg = doc["error"].as_str().map_or_else(|| one_line(&answer.body), str::to_string);
@@ -175,7 +182,11 @@ fn execute(cmd: &ClientCommand) -> Result<(String, Option<String>), String> {
             let how = if doc["changed"] == true { "drained" } else { "already drained" };
             let reason = text("reason");
             let reason = if reason.is_empty() { String::new() } else { format!(" ({reason})") };
-            let line = format!("{ip}: {how} since {}{reason}, {}; its routes move to other healthy candidates\n", text("since"), scope_text(&text("scope")));
+            let line = format!(
+                "{ip}: {how} since {}{reason}, {}; its routes move to other healthy candidates\n",
+                text("since"),
+                scope_text(&text("scope"))
+            );
             (line, doc["warning"].as_str().map(str::to_string))
         }
         Action::Undrain { ip } => {
@@ -204,7 +215,8 @@ fn table(doc: &Value) -> String {
     let mut rows = vec![["ROUTER".to_string(), "SINCE".into(), "SCOPE".into(), "CIDRS".into(), "REASON".into()]];
     for d in list {
         let s = |k: &str| d[k].as_str().unwrap_or_default().to_string();
-        let cidrs: Vec<&str> = d["cidrs"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+        let cidrs: Vec<&str> =
+            d["cidrs"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
         let cidrs = if cidrs.is_empty() { "(none in the spec)".to_string() } else { cidrs.join(",") };
         rows.push([s("ip"), s("since"), s("scope"), cidrs, s("reason")]);
     }
@@ -236,7 +248,8 @@ fn request(target: &Target, method: &str, path: &str, body: Option<String>) -> R
     let token = match &target.token_file {
         None => None,
         Some(f) => {
-            let t = std::fs::read_to_string(f).map_err(|e| format!("--http-token-file {}: cannot read it: {e}", f.display()))?;
+            let t = std::fs::read_to_string(f)
+                .map_err(|e| format!("--http-token-file {}: cannot read it: {e}", f.display()))?;
             let t = t.trim().to_string();
             if t.is_empty() {
                 return Err(format!("--http-token-file {}: the file is empty", f.display()));
@@ -355,7 +368,9 @@ mod tests {
         assert_eq!((t.host.as_str(), t.port, t.base()), ("::1", 33289, "http://[::1]:33289".to_string()));
         assert_eq!(Target::from_url("http://10.0.0.1").unwrap().port, 80);
         assert_eq!(Target::from_url("https://10.0.0.1").unwrap().port, 443);
-        for bad in ["10.0.0.1:33289", "ftp://x", "http://", "http://x:0", "http://x:99999", "http://u:p@x:1", "http://x/?a"] {
+        for bad in
+            ["10.0.0.1:33289", "ftp://x", "http://", "http://x:0", "http://x:99999", "http://u:p@x:1", "http://x/?a"]
+        {
             assert!(Target::from_url(bad).is_err(), "{bad}");
         }
         assert_eq!(Target::from_address("0.0.0.0", 1).host, "127.0.0.1");
@@ -381,7 +396,8 @@ mod tests {
     #[test]
     fn an_unreachable_daemon_is_one_line() {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let cmd = ClientCommand { target: Target::from_address("127.0.0.1", port), action: Action::List { json: false } };
+        let cmd =
+            ClientCommand { target: Target::from_address("127.0.0.1", port), action: Action::List { json: false } };
         let e = execute(&cmd).unwrap_err();
         assert!(e.starts_with(&format!("cannot reach vpcrouter at http://127.0.0.1:{port}: ")), "{e}");
         assert!(!e.contains('\n'), "{e}");

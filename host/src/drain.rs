@@ -136,7 +136,10 @@ impl Drains {
     /// Drains kept in `dir`/[`STATE_FILE`]: loads the file (none yet: nothing drained). The
     /// directory is created if missing; when it cannot be, the start goes on (a later drain
     /// request fails and says why). `on_change` gets the drained routers after each change.
-    pub fn open(dir: &Path, on_change: impl Fn(BTreeSet<Ipv4Addr>) + Send + Sync + 'static) -> Result<Drains, DrainError> {
+    pub fn open(
+        dir: &Path,
+        on_change: impl Fn(BTreeSet<Ipv4Addr>) + Send + Sync + 'static,
+    ) -> Result<Drains, DrainError> {
         if let Err(e) = std::fs::create_dir_all(dir) {
             tracing::warn!(
                 state_dir = %dir.display(),
@@ -362,8 +365,10 @@ mod tests {
         tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
     }
 
-    fn recorder() -> (Arc<Mutex<Vec<BTreeSet<Ipv4Addr>>>>, impl Fn(BTreeSet<Ipv4Addr>) + Send + Sync + 'static) {
-        let seen: Arc<Mutex<Vec<BTreeSet<Ipv4Addr>>>> = Arc::default();
+    type Seen = Arc<Mutex<Vec<BTreeSet<Ipv4Addr>>>>;
+
+    fn recorder() -> (Seen, impl Fn(BTreeSet<Ipv4Addr>) + Send + Sync + 'static) {
+        let seen: Seen = Arc::default();
         let s = seen.clone();
         (seen, move |set| lock(&s).push(set))
     }
@@ -381,13 +386,20 @@ mod tests {
         let again = rt.block_on(drains.drain(ip("10.0.0.1"), "")).unwrap();
         assert_eq!((again.changed, again.drain.as_ref()), (false, first.drain.as_ref()), "idempotent");
         let reworded = rt.block_on(drains.drain(ip("10.0.0.1"), "kernel update")).unwrap();
-        assert_eq!(reworded.drain.as_ref().map(|d| (&d.since, d.reason.as_str())), Some((&first.drain.unwrap().since, "kernel update")));
+        assert_eq!(
+            reworded.drain.as_ref().map(|d| (&d.since, d.reason.as_str())),
+            Some((&first.drain.unwrap().since, "kernel update"))
+        );
         rt.block_on(drains.drain(ip("10.0.0.2"), "")).unwrap();
-        assert_eq!(*lock(&seen), vec![[ip("10.0.0.1")].into(), [ip("10.0.0.1")].into(), [ip("10.0.0.1"), ip("10.0.0.2")].into()]);
+        assert_eq!(
+            *lock(&seen),
+            vec![[ip("10.0.0.1")].into(), [ip("10.0.0.1")].into(), [ip("10.0.0.1"), ip("10.0.0.2")].into()]
+        );
         let names: Vec<String> =
             std::fs::read_dir(&state).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         assert_eq!(names, [STATE_FILE], "no temporary file left");
-        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(state.join(STATE_FILE)).unwrap().permissions());
+        let mode =
+            std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(state.join(STATE_FILE)).unwrap().permissions());
         assert_eq!(mode & 0o777, 0o644);
 
         let reopened = Drains::open(&state, |_| {}).unwrap();
@@ -402,13 +414,22 @@ mod tests {
     fn a_corrupt_state_file_is_one_line_naming_it() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(STATE_FILE);
-        for bad in ["{", r#"{"version": 1, "drains": [{"ip": "10.0.0.300", "since": "x"}]}"#, r#"{"version": 2, "drains": []}"#, r#"{"version": 1, "drains": [], "x": 1}"#] {
+        for bad in [
+            "{",
+            r#"{"version": 1, "drains": [{"ip": "10.0.0.300", "since": "x"}]}"#,
+            r#"{"version": 2, "drains": []}"#,
+            r#"{"version": 1, "drains": [], "x": 1}"#,
+        ] {
             std::fs::write(&path, bad).unwrap();
             let e = Drains::open(dir.path(), |_| {}).unwrap_err().to_string();
             assert!(e.starts_with(&format!("{}: not a drain state file (", path.display())), "{e}");
             assert!(!e.contains('\n') && e.ends_with("remove it to start with no router drained"), "{e}");
         }
-        std::fs::write(&path, r#"{"version": 1, "drains": [{"ip": "10.0.0.1", "since": "a"}, {"ip": "10.0.0.1", "since": "b"}]}"#).unwrap();
+        std::fs::write(
+            &path,
+            r#"{"version": 1, "drains": [{"ip": "10.0.0.1", "since": "a"}, {"ip": "10.0.0.1", "since": "b"}]}"#,
+        )
+        .unwrap();
         assert!(Drains::open(dir.path(), |_| {}).unwrap_err().to_string().contains("10.0.0.1 is listed twice"));
     }
 

@@ -92,7 +92,10 @@ fn a_drain_moves_every_route_nothing_goes_back_and_an_undrain_moves_nothing() ->
     assert_eq!(drain_request(d.port, "POST", &format!("/drain/{first}"), None, "").0, 401);
     let (code, out, err) = vpcrouter(&["drain", &first, "-p", &port])?;
     assert_eq!(code, 1, "{out}{err}");
-    assert!(err.starts_with("error: POST /drain/") && err.contains("HTTP 401") && err.trim().lines().count() == 1, "{err}");
+    assert!(
+        err.starts_with("error: POST /drain/") && err.contains("HTTP 401") && err.trim().lines().count() == 1,
+        "{err}"
+    );
     // A bad IP: 400 from the endpoint, a usage error from the subcommand.
     assert_eq!(drain_request(d.port, "POST", "/drain/127.0.1.999", Some(TOKEN), "").0, 400);
     let (code, _, err) = client(&["drain", "127.0.1.999"])?;
@@ -105,7 +108,8 @@ fn a_drain_moves_every_route_nothing_goes_back_and_an_undrain_moves_nothing() ->
     routed_to(&env, &tables, second, || d.log())?;
     d.wait_log("reason=drained", T)?;
     d.wait_log(&format!("drain: 2 route(s) moved off drained router(s) {first}"), T)?;
-    let moved = d.log().lines().filter(|l| l.contains("route changed: replaced") && l.contains("reason=drained")).count();
+    let moved =
+        d.log().lines().filter(|l| l.contains("route changed: replaced") && l.contains("reason=drained")).count();
     assert_eq!(moved, 2, "one move per table\n{}", d.log());
     // Idempotent.
     let (code, out, _) = client(&["drain", &first])?;
@@ -160,7 +164,10 @@ fn a_drain_moves_every_route_nothing_goes_back_and_an_undrain_moves_nothing() ->
     // A daemon that is not there: one line, exit 1.
     let (code, _, err) = vpcrouter(&["drains", "-p", &free_port().to_string()])?;
     assert_eq!(code, 1);
-    assert!(err.starts_with("error: cannot reach vpcrouter at http://127.0.0.1:") && err.trim().lines().count() == 1, "{err}");
+    assert!(
+        err.starts_with("error: cannot reach vpcrouter at http://127.0.0.1:") && err.trim().lines().count() == 1,
+        "{err}"
+    );
     Ok(())
 }
 
@@ -195,7 +202,8 @@ fn drains_survive_a_restart_through_the_state_file() -> anyhow::Result<()> {
     let d = env.daemon(&args)?;
     d.wait_log("drained routers (from the state file)", T)?;
     let (_, list) = drain_request(d.port, "GET", "/drain", None, "");
-    let listed: Vec<&str> = list.as_array().map(|l| l.iter().filter_map(|d| d["ip"].as_str()).collect()).unwrap_or_default();
+    let listed: Vec<&str> =
+        list.as_array().map(|l| l.iter().filter_map(|d| d["ip"].as_str()).collect()).unwrap_or_default();
     assert!(listed.contains(&first.as_str()) && listed.contains(&"127.0.3.10"), "{list}");
     let entry = list.as_array().and_then(|l| l.iter().find(|d| d["ip"] == first.as_str()).cloned()).unwrap_or_default();
     assert_eq!(entry["reason"], "reboot");
@@ -261,7 +269,8 @@ fn in_cluster_mode_drains_live_in_etcd_and_every_leader_honours_them() -> anyhow
 
     // Drained through the follower's status server: stored in etcd, the leader moves the route.
     let port = view[follower].daemon.port.to_string();
-    let (code, out, err) = vpcrouter(&["drain", &first, "--reason", "patch", "--url", &format!("http://127.0.0.1:{port}")])?;
+    let (code, out, err) =
+        vpcrouter(&["drain", &first, "--reason", "patch", "--url", &format!("http://127.0.0.1:{port}")])?;
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("in the whole cluster (etcd)"), "{out}");
     let record = etcd.get(&format!("/vpcrouter/{}/drains/{first}", env.world.vpc_id))?;
@@ -285,7 +294,8 @@ fn in_cluster_mode_drains_live_in_etcd_and_every_leader_honours_them() -> anyhow
     let killed_at = std::time::Instant::now();
     drop(all[leader].take());
     let rest: Vec<&Instance> = all.iter().flatten().collect();
-    wait_new_leader(&rest, killed_at, T, Duration::from_millis(100)).map_err(|e| anyhow::anyhow!("{e}\n{}", logs(&rest)))?;
+    wait_new_leader(&rest, killed_at, T, Duration::from_millis(100))
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", logs(&rest)))?;
     assert_ne!(rest[0].id, leader_id);
     set_failed(&env, &format!("health-{}.json", rest[0].id), &[second]);
     rest[0].daemon.wait_log(&format!("no healthy router for {CIDR}"), T).map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -313,8 +313,7 @@ impl ClusterHandle {
         let key = format!("{}{ip}", self.shared.cfg.drain_prefix());
         let client = self.client()?;
         let k = key.clone();
-        self.drain_call("write", &key, async move { client.kv_client().delete(k.as_str(), None).await.map(drop) })
-            .await
+        self.drain_call("write", &key, async move { client.kv_client().delete(k.as_str(), None).await.map(drop) }).await
     }
 
     /// The session's etcd client, while connected.

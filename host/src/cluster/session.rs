@@ -128,7 +128,11 @@ impl View {
                         Ok(d) if d.ip == addr => d,
                         _ => {
                             tracing::warn!(router = %addr, "a drain record in etcd is unreadable; the router stays drained");
-                            crate::drain::Drain { ip: addr, since: String::new(), reason: "(unreadable record in etcd)".into() }
+                            crate::drain::Drain {
+                                ip: addr,
+                                since: String::new(),
+                                reason: "(unreadable record in etcd)".into(),
+                            }
                         }
                     };
                     self.drains.insert(addr, drain);

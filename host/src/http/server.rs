@@ -628,12 +628,15 @@ async fn list_drains(State(ctx): State<Arc<ServerContext>>) -> Response {
 }
 
 /// The router of a drain path, or the 400 (or 403) answer.
-fn drain_target(ctx: &ServerContext, raw: &str) -> Result<Ipv4Addr, Response> {
+fn drain_target(ctx: &ServerContext, raw: &str) -> Result<Ipv4Addr, Box<Response>> {
     if let Some(why) = &ctx.drain_refusal {
-        return Err(error(StatusCode::FORBIDDEN, why));
+        return Err(Box::new(error(StatusCode::FORBIDDEN, why)));
     }
     vpcrouter_plugin_api::spec::parse_ipv4(raw).ok_or_else(|| {
-        error(StatusCode::BAD_REQUEST, format!("'{raw}' is not an IPv4 address: name the router by its IP in the route spec"))
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            format!("'{raw}' is not an IPv4 address: name the router by its IP in the route spec"),
+        ))
     })
 }
 
@@ -645,7 +648,7 @@ async fn drain(
 ) -> Response {
     let ip = match drain_target(&ctx, &raw) {
         Ok(ip) => ip,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -659,7 +662,10 @@ async fn drain(
         match serde_json::from_slice::<Body>(&body) {
             Ok(b) => b.reason,
             Err(e) => {
-                return error(StatusCode::BAD_REQUEST, format!(r#"the body must be JSON {{"reason": "..."}} (or empty): {e}"#))
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!(r#"the body must be JSON {{"reason": "..."}} (or empty): {e}"#),
+                )
             }
         }
     };
@@ -685,10 +691,13 @@ async fn drain(
 }
 
 /// `DELETE /drain/IP`: undrains the router (routes are not moved back).
-async fn undrain(State(ctx): State<Arc<ServerContext>>, axum::extract::Path(raw): axum::extract::Path<String>) -> Response {
+async fn undrain(
+    State(ctx): State<Arc<ServerContext>>,
+    axum::extract::Path(raw): axum::extract::Path<String>,
+) -> Response {
     let ip = match drain_target(&ctx, &raw) {
         Ok(ip) => ip,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match ctx.drains.undrain(ip).await {
         Ok(changed) => json_response(
@@ -1008,18 +1017,28 @@ mod tests {
         assert_eq!(req("POST", "/drain/10.0.0.1", false, "").0, 401, "protected like POST /route_spec");
         assert_eq!(req("DELETE", "/drain/10.0.0.1", false, "").0, 401);
         let (status, doc) = req("POST", "/drain/10.0.0.300", true, "");
-        assert_eq!((status, doc["error"].as_str().is_some_and(|e| e.contains("not an IPv4 address"))), (400, true), "{doc}");
+        assert_eq!(
+            (status, doc["error"].as_str().is_some_and(|e| e.contains("not an IPv4 address"))),
+            (400, true),
+            "{doc}"
+        );
         assert_eq!(req("POST", "/drain/10.0.0.1", true, "{\"reason\": 5}").0, 400);
         assert_eq!(req("POST", "/drain/10.0.0.1", true, "{\"reson\": \"x\"}").0, 400, "unknown field");
         let (status, doc) = req("POST", "/drain/10.0.0.1", true, "{\"reason\": \"patching\"}");
         assert_eq!(status, 200, "{doc}");
-        assert_eq!((doc["drained"].as_bool(), doc["changed"].as_bool(), doc["reason"].as_str()), (Some(true), Some(true), Some("patching")));
+        assert_eq!(
+            (doc["drained"].as_bool(), doc["changed"].as_bool(), doc["reason"].as_str()),
+            (Some(true), Some(true), Some("patching"))
+        );
         assert!(doc["warning"].as_str().is_some_and(|w| w.contains("not a candidate router")), "no spec: {doc}");
         let (status, again) = req("POST", "/drain/10.0.0.1", true, "");
         assert_eq!((status, again["changed"].as_bool(), &again["since"]), (200, Some(false), &doc["since"]));
         let (status, list) = req("GET", "/drain", false, "");
         assert_eq!(status, 200);
-        assert_eq!(list.as_array().map(|l| l.iter().map(|d| d["ip"].clone()).collect::<Vec<_>>()), Some(vec![json!("10.0.0.1")]));
+        assert_eq!(
+            list.as_array().map(|l| l.iter().map(|d| d["ip"].clone()).collect::<Vec<_>>()),
+            Some(vec![json!("10.0.0.1")])
+        );
         assert_eq!(list[0]["scope"], "local");
         let (_, metrics) = (0, call(&server, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").2);
         assert!(metrics.contains("vpcrouter_router_drained{router=\"10.0.0.1\"} 1"), "{metrics}");
@@ -1033,7 +1052,10 @@ mod tests {
         // Off loopback without authentication: refused, with the reason.
         let drains = crate::drain::Drains::open(dir.path(), |_| {}).unwrap();
         let (server, _) = start_full(Security::default(), MAX_CONNECTIONS, drains, Some("needs a token".into()));
-        let (status, _, body) = call(&server, b"POST /drain/10.0.0.1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+        let (status, _, body) = call(
+            &server,
+            b"POST /drain/10.0.0.1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+        );
         assert_eq!((status, body.contains("needs a token")), (403, true), "{body}");
         server.stop();
     }
