@@ -79,6 +79,8 @@ pub struct Options {
     /// `--role-arn`, `--role-session-name`, `--role-external-id`: EC2 calls made as a role
     /// (of another account).
     pub role: Option<RoleConfig>,
+    /// `--state-dir`: where the drains are kept (not used in cluster mode: etcd keeps them).
+    pub state_dir: PathBuf,
 }
 
 /// `--cluster-*` and `--health-quorum`.
@@ -113,6 +115,8 @@ pub enum Invocation {
     Run(Box<Options>),
     /// Print this text to stdout and exit 0 (help, version, plugin list).
     Print(String),
+    /// A client subcommand (`drain`, `undrain`, `drains`): one request to a running daemon.
+    Client(crate::client::ClientCommand),
 }
 
 /// A command-line error: the message and the exit status.
@@ -201,6 +205,117 @@ const ROLE_HEADING: &str = "Shared VPCs and other accounts (EC2 calls made as an
 /// Help heading of the status server's security options.
 const SECURITY_HEADING: &str = "Status server security";
 
+/// The client subcommands: `vpcrouter drain|undrain|drains ...` (only as the first word,
+/// so that the daemon's command line is parsed exactly as before).
+pub const CLIENT_SUBCOMMANDS: [&str; 3] = ["drain", "undrain", "drains"];
+
+/// The default `--state-dir` (systemd's `StateDirectory=vpcrouter`).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/vpcrouter";
+
+/// The options every client subcommand takes: how to reach the daemon.
+fn client_target_args(cmd: Command) -> Command {
+    cmd.arg(
+        Arg::new("url")
+            .long("url")
+            .value_name("URL")
+            .conflicts_with_all(["address", "port"])
+            .help("the daemon's status server, http://HOST:PORT or https://HOST:PORT"),
+    )
+    .arg(
+        Arg::new("address")
+            .short('a')
+            .long("address")
+            .value_name("ADDR")
+            .default_value("localhost")
+            .help("address of the daemon's status server (its -a/--address)"),
+    )
+    .arg(
+        Arg::new("port")
+            .short('p')
+            .long("port")
+            .value_name("PORT")
+            .default_value("33289")
+            .value_parser(clap::value_parser!(u16).range(1..))
+            .help("port of the daemon's status server (its -p/--port)"),
+    )
+    .arg(
+        Arg::new("http_token_file")
+            .long("http-token-file")
+            .value_name("FILE")
+            .value_parser(clap::value_parser!(PathBuf))
+            .help("send the token in this file as 'Authorization: Bearer <token>' (the daemon's --http-token-file)"),
+    )
+    .arg(
+        Arg::new("tls_ca")
+            .long("tls-ca")
+            .value_name("FILE")
+            .value_parser(clap::value_parser!(PathBuf))
+            .help("with an https:// URL: trust this PEM CA instead of the system's roots"),
+    )
+}
+
+/// `drain`, `undrain` and `drains`, as clap commands (for parsing, help, the man page and
+/// the completions).
+fn client_commands() -> [Command; 3] {
+    let ip = || Arg::new("ip").value_name("IP").required(true).help("the router, by its IP in the route spec");
+    [
+        client_target_args(Command::new("drain")
+            .about("Drain a router (maintenance mode): its routes move to other healthy candidates now, and nothing is routed to it until it is undrained; kept over restarts (--state-dir, or etcd in cluster mode)")
+            .arg(ip())
+            .arg(Arg::new("reason").long("reason").value_name("TEXT").help("why (shown by 'vpcrouter drains' and /status)"))),
+        client_target_args(Command::new("undrain")
+            .about("Undrain a router: it is a candidate again (routes are not moved back to it)")
+            .arg(ip())),
+        client_target_args(Command::new("drains")
+            .about("List the drained routers: IP, since, scope (this vpcrouter or the cluster), CIDRs, reason")
+            .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("print the daemon's JSON (GET /drain)"))),
+    ]
+}
+
+/// Parses a client subcommand (`argv[1]` is one of [`CLIENT_SUBCOMMANDS`]).
+fn parse_client(argv: &[String]) -> Result<Invocation, CliError> {
+    let cmd =
+        Command::new("vpcrouter").version(crate::VERSION).subcommand_required(true).subcommands(client_commands());
+    let m = cmd.try_get_matches_from(argv).map_err(|e| match e.kind() {
+        clap::error::ErrorKind::DisplayVersion | clap::error::ErrorKind::DisplayHelp => {
+            CliError { message: e.to_string(), status: 0 }
+        }
+        _ => CliError::usage(e.render().to_string()),
+    })?;
+    let Some((name, sub)) = m.subcommand() else { return Err(CliError::usage("error: no subcommand")) };
+    let mut target = match sub.get_one::<String>("url") {
+        Some(url) => crate::client::Target::from_url(url).map_err(|e| CliError::usage(format!("error: {e}")))?,
+        None => crate::client::Target::from_address(
+            &check_address(sub.get_one::<String>("address").map(String::as_str).unwrap_or("localhost"))?,
+            sub.get_one::<u16>("port").copied().unwrap_or(33289),
+        ),
+    };
+    target.token_file = sub.get_one::<PathBuf>("http_token_file").cloned();
+    target.tls_ca = sub.get_one::<PathBuf>("tls_ca").cloned();
+    let ip = || {
+        let raw = sub.get_one::<String>("ip").map(String::as_str).unwrap_or_default();
+        vpcrouter_plugin_api::spec::parse_ipv4(raw).ok_or_else(|| {
+            CliError::usage(format!(
+                "error: '{raw}' is not an IPv4 address (name the router by its IP in the route spec)"
+            ))
+        })
+    };
+    let action = match name {
+        "drain" => {
+            let reason = match sub.get_one::<String>("reason") {
+                Some(r) => {
+                    Some(crate::drain::check_reason(r).map_err(|e| CliError::usage(format!("error: --reason: {e}")))?)
+                }
+                None => None,
+            };
+            crate::client::Action::Drain { ip: ip()?, reason }
+        }
+        "undrain" => crate::client::Action::Undrain { ip: ip()? },
+        _ => crate::client::Action::List { json: sub.get_flag("json") },
+    };
+    Ok(Invocation::Client(crate::client::ClientCommand { target, action }))
+}
+
 /// A refill rate: calls per second, above 0 and at most 100,000.
 fn parse_rate(raw: &str) -> Result<f64, String> {
     let rate: f64 = raw.trim().parse().map_err(|_| format!("'{raw}' is not a number of calls per second"))?;
@@ -254,7 +369,7 @@ fn base_command_without_etcd() -> Command {
     Command::new("vpcrouter")
         .version(crate::VERSION)
         .about("VPC router: Manage routes in VPC route table")
-        .after_help("Plugin options are listed when the plugin is named: vpcrouter -m configfile --help, vpcrouter -H tcp --help.\nvpcrouter --list-plugins shows the plugins found.")
+        .after_help("Plugin options are listed when the plugin is named: vpcrouter -m configfile --help, vpcrouter -H tcp --help.\nvpcrouter --list-plugins shows the plugins found.\nMaintenance mode: vpcrouter drain IP, vpcrouter undrain IP, vpcrouter drains (see vpcrouter drain --help).")
         .arg(Arg::new("verbose").long("verbose").action(ArgAction::SetTrue).help("produces more output"))
         .arg(Arg::new("logfile").short('l').long("logfile").value_name("FILE").default_value("-")
             .help("full path name for the logfile, or '-' for logging to stdout"))
@@ -303,6 +418,9 @@ fn base_command_without_etcd() -> Command {
             .help("load plugin files even if group or others may write them or another user than root or vpcrouter's owns them"))
         .arg(Arg::new("list_plugins").long("list-plugins").action(ArgAction::SetTrue)
             .help("list the plugins found, with versions and descriptions, and exit"))
+        .arg(Arg::new("state_dir").long("state-dir").value_name("DIR").default_value(DEFAULT_STATE_DIR)
+            .env("VPCROUTER_STATE_DIR").value_parser(clap::value_parser!(PathBuf))
+            .help("directory for state kept over restarts: the drained routers (drains.json); not used in cluster mode, where etcd keeps them"))
         .arg(Arg::new("dry_run").long("dry-run").action(ArgAction::SetTrue)
             .help("log the route changes that would be made, change nothing"))
         .arg(Arg::new("prefix_lists").long("prefix-lists").action(ArgAction::SetTrue)
@@ -421,7 +539,8 @@ fn plugin_values(lib: &PluginLibrary, m: &ArgMatches) -> PluginArgs {
 /// `vpcrouter --generate man|bash|zsh|fish`.
 pub fn generate(what: &str) -> Result<String, CliError> {
     use clap_complete::{generate as complete, Shell};
-    let mut cmd = base_command().arg(generate_arg());
+    let mut cmd =
+        base_command().arg(generate_arg()).subcommands(client_commands()).args_conflicts_with_subcommands(true);
     let mut out: Vec<u8> = Vec::new();
     let shell = match what {
         "man" => {
@@ -451,6 +570,9 @@ fn generate_arg() -> Arg {
 
 /// Parses the command line. Plugins named by it are loaded through `loader`.
 pub fn parse(argv: &[String], loader: &Loader) -> Result<Invocation, CliError> {
+    if argv.get(1).is_some_and(|a| CLIENT_SUBCOMMANDS.contains(&a.as_str())) {
+        return parse_client(argv);
+    }
     if let Some(i) = argv.iter().position(|a| a == "--generate") {
         let what = argv.get(i + 1).map(String::as_str).unwrap_or("");
         return generate(what).map(Invocation::Print);
@@ -550,6 +672,7 @@ pub fn parse(argv: &[String], loader: &Loader) -> Result<Invocation, CliError> {
             }
         }),
         role: role_options(&m)?,
+        state_dir: m.get_one::<PathBuf>("state_dir").cloned().unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
     };
     Ok(Invocation::Run(Box::new(options)))
 }
@@ -742,6 +865,49 @@ mod tests {
             assert!(generate(shell).unwrap().contains("ignore_routes"), "{shell}");
         }
         assert_eq!(generate("tcsh").unwrap_err().status, 2);
+    }
+
+    #[test]
+    fn drain_subcommands_parse_only_as_the_first_word() {
+        use crate::client::{Action, Target};
+        let loader = Loader::default();
+        let parsed = |s: &str| match parse(&argv(s), &loader) {
+            Ok(Invocation::Client(c)) => Ok(c),
+            Ok(_) => panic!("{s}: not a client subcommand"),
+            Err(e) => Err(e),
+        };
+        let c = parsed("drain 10.0.0.1 --reason patching -p 1234 --http-token-file /t").unwrap();
+        assert_eq!(c.action, Action::Drain { ip: "10.0.0.1".parse().unwrap(), reason: Some("patching".into()) });
+        assert_eq!(
+            (c.target.base(), c.target.token_file),
+            ("http://127.0.0.1:1234".to_string(), Some(PathBuf::from("/t")))
+        );
+        let c = parsed("undrain 10.0.0.2 --url https://r:8443 --tls-ca /ca.pem").unwrap();
+        assert_eq!(c.action, Action::Undrain { ip: "10.0.0.2".parse().unwrap() });
+        assert_eq!(c.target, Target { tls_ca: Some("/ca.pem".into()), ..Target::from_url("https://r:8443").unwrap() });
+        assert_eq!(parsed("drains --json -a 0.0.0.0").unwrap().action, Action::List { json: true });
+        let e = parsed("drain 10.0.0.300").unwrap_err();
+        assert_eq!(
+            (e.status, e.message.as_str()),
+            (2, "error: '10.0.0.300' is not an IPv4 address (name the router by its IP in the route spec)")
+        );
+        assert_eq!(parsed("drains --url 127.0.0.1:1").unwrap_err().status, 2);
+        assert_eq!(parsed("drains --url http://a:1 -p 2").unwrap_err().status, 2, "--url or -a/-p");
+        assert_eq!(parsed("drain").unwrap_err().status, 2);
+        assert_eq!(parsed("drain --help").unwrap_err().status, 0);
+        // The daemon's command line is unchanged: `drain` elsewhere is not a subcommand.
+        assert!(base_command().try_get_matches_from(argv("-m x drain")).is_err());
+        let m = base_command().try_get_matches_from(argv("-m x --state-dir /s")).unwrap();
+        assert_eq!(m.get_one::<PathBuf>("state_dir"), Some(&PathBuf::from("/s")));
+    }
+
+    #[test]
+    fn the_man_page_covers_the_drain_subcommands_and_the_state_dir() {
+        let man = generate("man").unwrap();
+        for word in ["drain", "undrain", "drains", "state\\-dir"] {
+            assert!(man.contains(word), "{word}: {man}");
+        }
+        assert!(generate("bash").unwrap().contains("undrain"));
     }
 
     #[test]

@@ -47,8 +47,10 @@ pub enum Event {
     Spec(RouteSpec),
     /// A full health report from the health plugin.
     Health(HealthReport),
-    /// News from the cluster (leader election, other instances' health reports).
+    /// News from the cluster (leader election, other instances' health reports, drains).
     Cluster(ClusterEvent),
+    /// The drained routers now (see [`crate::drain`]).
+    Drains(BTreeSet<Ipv4Addr>),
     /// A plugin dropped its queue: it can no longer do its job.
     QueueClosed(String),
     /// SIGTERM/SIGINT: stop.
@@ -136,6 +138,10 @@ pub struct Engine {
     hosts_sent: Option<HostList>,
     failed: BTreeSet<Ipv4Addr>,
     questionable: BTreeSet<Ipv4Addr>,
+    /// Drained routers: never chosen; their routes move to healthy candidates.
+    drained: BTreeSet<Ipv4Addr>,
+    /// Routes moved off drained routers in the reconcile under way, by router.
+    drain_moves: BTreeMap<Ipv4Addr, u64>,
     /// Cluster mode: the membership, whether this instance leads, its own health view
     /// (once its health plugin reported) and the other instances' views.
     cluster: Option<ClusterHandle>,
@@ -190,6 +196,8 @@ impl Engine {
             hosts_sent: None,
             failed: BTreeSet::new(),
             questionable: BTreeSet::new(),
+            drained: BTreeSet::new(),
+            drain_moves: BTreeMap::new(),
             leading: cluster.is_none(),
             cluster,
             local: None,
@@ -263,6 +271,18 @@ impl Engine {
                         if self.apply_health() {
                             changed = true;
                             reason = "health change";
+                        }
+                    }
+                    Event::Drains(set) => {
+                        if self.on_drains(set) {
+                            changed = true;
+                            reason = "drain changed";
+                        }
+                    }
+                    Event::Cluster(ClusterEvent::Drains(set)) => {
+                        if self.on_drains(set.into_keys().collect()) {
+                            changed = true;
+                            reason = "drain changed";
                         }
                     }
                     Event::Cluster(ClusterEvent::Role { leader, leader_id }) => {
@@ -419,6 +439,25 @@ impl Engine {
         }
     }
 
+    /// Applies the drained routers in force; true when they changed (a reconcile is due at
+    /// once, as for a health change). An undrain moves nothing back by itself.
+    fn on_drains(&mut self, drained: BTreeSet<Ipv4Addr>) -> bool {
+        if drained == self.drained {
+            return false;
+        }
+        tracing::info!(drained = %join_ips(&drained), "drained routers changed");
+        // `--failback preferred`: an undrained router's hold-down starts now; the time it
+        // spent drained does not count as time it was fit to take routes back.
+        let now = Instant::now();
+        for ip in self.drained.difference(&drained) {
+            if let Some(since) = self.healthy_since.get_mut(ip) {
+                *since = now;
+            }
+        }
+        self.drained = drained;
+        self.spec.is_some()
+    }
+
     fn lock_status(&self) -> std::sync::MutexGuard<'_, Status> {
         lock(&self.status)
     }
@@ -441,6 +480,7 @@ impl Engine {
         tracing::debug!(reason, "reconcile");
         self.lock_status().reconciles += 1;
         self.applied.clear();
+        self.drain_moves.clear();
         let entries = spec_entries(&spec);
         if self.failover.is_some() && !self.cfg.dry_run && !self.fast_failover(&entries, started) {
             return;
@@ -515,6 +555,7 @@ impl Engine {
             break;
         }
         self.finish_failover();
+        self.finish_drain_moves();
         self.retry = None;
         let took = started.elapsed();
         self.metrics.reconcile_seconds.observe(took.as_secs_f64());
@@ -536,6 +577,7 @@ impl Engine {
             spec: entries,
             failed: &self.failed,
             questionable: &self.questionable,
+            drained: &self.drained,
             ignore: &self.cfg.ignore,
             preferred: &self.preferred,
             lists: self.cfg.lists.as_ref(),
@@ -706,6 +748,9 @@ impl Engine {
         if let Some(router) = a.new_router() {
             self.preferred.insert(a.dest(), router);
         }
+        if let RouteAction::Replace { old_router: Some(old), reason: ReplaceReason::Drained, .. } = a {
+            *self.drain_moves.entry(*old).or_default() += 1;
+        }
         let failback = matches!(a, RouteAction::Replace { reason: ReplaceReason::Failback, .. });
         if failback {
             self.last_failback.insert(a.dest(), Instant::now());
@@ -749,6 +794,20 @@ impl Engine {
         let mut st = self.lock_status();
         st.failovers += 1;
         st.last_failover = Some(summary);
+    }
+
+    /// Logs the routes this reconcile moved off drained routers, one line.
+    fn finish_drain_moves(&mut self) {
+        if self.drain_moves.is_empty() {
+            return;
+        }
+        let moved: u64 = self.drain_moves.values().sum();
+        let routers: BTreeSet<Ipv4Addr> = self.drain_moves.keys().copied().collect();
+        tracing::info!(
+            routers = %join_ips(&routers), routes_moved = moved,
+            "drain: {moved} route(s) moved off drained router(s) {}", join_ips(&routers)
+        );
+        self.drain_moves.clear();
     }
 
     /// Runs one EC2 call; `None` when a stop was requested meanwhile (the call is dropped:

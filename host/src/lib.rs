@@ -9,6 +9,8 @@
 //!   client-side token buckets; the VPC model and the pure planner are the
 //!   `vpcrouter-planner` crate (`planner/`), re-exported as `vpc::model` and `vpc::plan`;
 //! * [`cluster`]: cluster mode: leader election and quorum health through etcd;
+//! * [`drain`]: drained routers (maintenance mode), kept in `--state-dir` or etcd;
+//! * [`client`]: the `drain`, `undrain` and `drains` subcommands (a request to the daemon);
 //! * [`http`]: the status server and the endpoint registry plugins use;
 //! * [`state`]: the engine's state the status server shows (counters, health, routes),
 //!   written by the engine, read by the status documents;
@@ -20,7 +22,9 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod client;
 pub mod cluster;
+pub mod drain;
 pub mod engine;
 pub mod http;
 pub mod logging;

@@ -248,17 +248,26 @@ impl Scrape {
             "Each router of the route spec: 1 when healthy, 0 when reported failed or questionable.",
             names.iter().map(|(ip, up)| ([("router", ip.as_str())], *up)),
         )?;
+        let drained: BTreeSet<Ipv4Addr> = snap.drains.iter().map(|d| d.ip).collect();
+        let usable = |ip: &Ipv4Addr| healthy(ip) && !drained.contains(ip);
         let cidrs: Vec<(String, u64)> = st
             .spec
             .routes
             .iter()
-            .map(|r| (r.cidr.to_string(), r.hosts.iter().filter(|h| healthy(&h.addr())).count() as u64))
+            .map(|r| (r.cidr.to_string(), r.hosts.iter().filter(|h| usable(&h.addr())).count() as u64))
             .collect();
         f.gauges(
             "vpcrouter_cidr_healthy_candidates",
-            "Each CIDR of the route spec: its candidate routers neither failed nor questionable.",
+            "Each CIDR of the route spec: its candidate routers neither failed, questionable nor drained.",
             cidrs.iter().map(|(cidr, n)| ([("cidr", cidr.as_str())], *n)),
         )?;
+        let drained: Vec<String> = drained.iter().map(Ipv4Addr::to_string).collect();
+        f.gauges(
+            "vpcrouter_router_drained",
+            "1 for each drained router (maintenance mode: not a candidate until undrained).",
+            drained.iter().map(|ip| ([("router", ip.as_str())], 1u64)),
+        )?;
+        f.gauge("vpcrouter_drained_routers", "Routers drained now.", drained.len() as u64)?;
         let (took, at) = st.last_reconcile.map_or((0.0, 0.0), |(t, d)| (d.as_secs_f64(), unix_seconds(t)));
         f.histogram(
             "vpcrouter_reconcile_duration_seconds",

@@ -14,7 +14,8 @@ use vpcrouter_plugin_api::{
 };
 
 use crate::cli::{self, Invocation, LoadedPlugin, Options};
-use crate::cluster::{ClusterConfig, ClusterHandle};
+use crate::cluster::{ClusterConfig, ClusterEvent, ClusterHandle};
+use crate::drain::Drains;
 use crate::engine::{Engine, EngineConfig, Event};
 use crate::http::auth::TokenFile;
 use crate::http::server::{self, PluginSource, Security, ServerContext};
@@ -42,6 +43,7 @@ pub fn main(argv: Vec<String>) -> i32 {
             print!("{text}");
             0
         }
+        Ok(Invocation::Client(cmd)) => crate::client::run(cmd),
         Err(e) => {
             if e.status == 0 {
                 print!("{}", e.message);
@@ -157,6 +159,24 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         auth_all: o.http_auth_all,
         tls: o.tls.clone().map(TlsStore::load).transpose().map_err(anyhow::Error::msg)?.map(Arc::new),
     };
+    let (events_tx, events_rx) = crossbeam_channel::unbounded::<Event>();
+    // The drains next: a corrupt state file fails the start too.
+    let drains = {
+        let tx = events_tx.clone();
+        let notify = move |set| {
+            let _ = tx.send(Event::Drains(set));
+        };
+        match &o.cluster {
+            None => Drains::open(&o.state_dir, notify)?,
+            Some(_) => Drains::in_cluster(notify),
+        }
+    };
+    let drained = drains.ips();
+    if !drained.is_empty() {
+        let list = drained.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+        tracing::info!(drained = %list, state = %drains.location(), "drained routers (from the state file): they are not used");
+        let _ = events_tx.send(Event::Drains(drained));
+    }
     // Bound before anything else starts, so a taken port fails fast.
     tracing::info!(address = %o.address, port = o.port, "HTTP server: Starting to listen for requests");
     let listener = server::bind(&o.address, o.port)?;
@@ -192,7 +212,6 @@ pub fn run(o: Options) -> anyhow::Result<()> {
 
     let endpoints = Endpoints::default();
     let loader = HostPluginLoader { subs: Arc::new(o.sub_plugins.clone()), endpoints: endpoints.clone() };
-    let (events_tx, events_rx) = crossbeam_channel::unbounded::<Event>();
     let (spec_tx, spec_rx) = rchannel::unbounded();
     let (hosts_tx, hosts_rx) = rchannel::unbounded();
     let (report_tx, report_rx) = rchannel::unbounded();
@@ -210,7 +229,11 @@ pub fn run(o: Options) -> anyhow::Result<()> {
     );
     let cluster = match &o.cluster {
         None => None,
-        Some(c) => Some(start_cluster(c, &vpc_id, events_tx.clone())?),
+        Some(c) => {
+            let handle = start_cluster(c, &vpc_id, events_tx.clone(), drains.clone())?;
+            drains.attach(handle.clone());
+            Some(handle)
+        }
     };
     let leave_cluster = LeaveCluster(cluster.clone());
 
@@ -241,6 +264,18 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         Ok(Some(warning)) => tracing::warn!("{warning}"),
         Ok(None) => {}
         Err(line) => return Err(anyhow::Error::msg(line)),
+    }
+    let local = listener.local_addr();
+    let drain_refusal = (!local.ip().to_canonical().is_loopback()
+        && !security.authenticates_clients()
+        && !o.http_allow_unauthenticated)
+        .then(|| {
+            format!(
+                "drain requests on {local} need authentication: start vpcrouter with --http-token-file FILE, or listen on a loopback address, or pass --http-allow-unauthenticated"
+            )
+        });
+    if let Some(why) = &drain_refusal {
+        tracing::warn!("{why}; POST/DELETE /drain are refused until then");
     }
 
     let engine = Engine::new(
@@ -291,6 +326,8 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         metrics,
         cluster: cluster.clone(),
         security,
+        drains,
+        drain_refusal,
     })?;
     tracing::info!(
         version = crate::VERSION,
@@ -329,6 +366,7 @@ fn start_cluster(
     c: &cli::ClusterOptions,
     vpc_id: &str,
     events: crossbeam_channel::Sender<Event>,
+    drains: Drains,
 ) -> anyhow::Result<ClusterHandle> {
     let name = c.name.clone().unwrap_or_else(|| vpc_id.to_string());
     crate::cluster::check_name("the cluster name (the VPC id)", &name).map_err(anyhow::Error::msg)?;
@@ -348,8 +386,12 @@ fn start_cluster(
         lease_ttl_s = cfg.lease_ttl, health_quorum = cfg.quorum.as_str(),
         "cluster mode: only the elected leader writes to EC2"
     );
-    ClusterHandle::start(cfg, move |ev| {
-        let _ = events.send(Event::Cluster(ev));
+    ClusterHandle::start(cfg, move |ev| match ev {
+        // The drains etcd holds: in force at once (the engine hears of them through `drains`).
+        ClusterEvent::Drains(set) => drains.set_from_cluster(set),
+        other => {
+            let _ = events.send(Event::Cluster(other));
+        }
     })
 }
 

@@ -13,6 +13,7 @@ use serde_json::{json, Map, Value};
 use vpcrouter_plugin_api::{HealthStats, PluginStats, PluginStatus};
 
 use crate::cluster::ClusterStatus;
+use crate::drain::Drain;
 use crate::state::{Status, TableRoute};
 use crate::vpc::ec2::CallCount;
 use crate::vpc::executor::Executor;
@@ -94,6 +95,8 @@ pub struct Snapshot {
     pub ec2: Ec2View,
     /// Cluster mode's state, if on.
     pub cluster: Option<ClusterStatus>,
+    /// The drains in force.
+    pub drains: Vec<Drain>,
     /// When the snapshot was taken.
     pub now: SystemTime,
 }
@@ -146,6 +149,7 @@ pub fn state_document(path: &str, info: &ServerInfo, snap: &Snapshot) -> Option<
             "failed_ips": ips(&st.failed),
             "questionable_ips": ips(&st.questionable),
             "working_set": st.working_set,
+            "drained_ips": snap.drains.iter().map(|d| d.ip.to_string()).collect::<Vec<_>>(),
         }),
         "/plugins" => Value::Object(snap.plugins.iter().map(|p| (p.name.clone(), p.info.clone())).collect()),
         "/route_info" => {
@@ -191,6 +195,14 @@ fn vpc_line(r: &TableRoute) -> String {
 
 fn ips(set: &std::collections::BTreeSet<Ipv4Addr>) -> Vec<String> {
     set.iter().map(Ipv4Addr::to_string).collect()
+}
+
+/// One drain as `GET /drain` and the subcommands show it: the router, since when, why,
+/// where it is kept (`local` or `cluster`), and the CIDRs of `spec` it is a candidate of.
+pub fn drain_json(d: &Drain, scope: &str, spec: &vpcrouter_plugin_api::RouteSpec) -> Value {
+    let cidrs: Vec<String> =
+        spec.routes.iter().filter(|r| r.hosts.iter().any(|h| h.addr() == d.ip)).map(|r| r.cidr.to_string()).collect();
+    json!({"ip": d.ip.to_string(), "since": d.since, "reason": d.reason, "scope": scope, "cidrs": cidrs})
 }
 
 fn spec_json(st: &Status) -> Value {
@@ -287,6 +299,7 @@ pub fn status_document(info: &ServerInfo, snap: &Snapshot) -> Value {
         "route_spec": spec_json(st),
         "failed_hosts": ips(&st.failed),
         "questionable_hosts": ips(&st.questionable),
+        "drains": snap.drains.iter().map(|d| json!({"ip": d.ip.to_string(), "since": d.since, "reason": d.reason})).collect::<Vec<_>>(),
         "route_tables": tables,
         "route_table_weights": st.weights,
         "prefix_lists": st.lists.iter().map(|l| json!({
@@ -493,6 +506,7 @@ pub(crate) mod tests {
                 in_flight: 0,
             },
             cluster: None,
+            drains: Vec::new(),
             now: UNIX_EPOCH + Duration::from_secs(1_795_000_100),
         }
     }
@@ -517,7 +531,7 @@ pub(crate) mod tests {
         let ips = state_document("/ips", &info, &snap).unwrap();
         assert_eq!(
             ips,
-            json!({"failed_ips": ["10.0.0.1"], "questionable_ips": ["10.0.0.3"], "working_set": ["10.0.0.1", "10.0.0.2"]})
+            json!({"failed_ips": ["10.0.0.1"], "questionable_ips": ["10.0.0.3"], "working_set": ["10.0.0.1", "10.0.0.2"], "drained_ips": []})
         );
         let plugins = state_document("/plugins", &info, &snap).unwrap();
         assert_eq!(plugins["http"], json!({"version": "0.1.0", "params": {}}));
@@ -605,6 +619,34 @@ pub(crate) mod tests {
         assert_eq!(doc["last_failover"], Value::Null);
         assert_eq!(doc["prefix_lists"], json!([]));
         assert_eq!(doc["region"], "us-east-1");
+        assert_eq!(doc["drains"], json!([]));
+    }
+
+    #[test]
+    fn drains_are_in_status_ips_and_metrics() {
+        let mut snap = snapshot();
+        let drain = Drain { ip: ip("10.0.0.2"), since: "2026-12-01T20:00:00.000Z".into(), reason: "kernel".into() };
+        snap.drains = vec![drain.clone()];
+        let doc = status_document(&info(), &snap);
+        assert_eq!(doc["drains"], json!([{"ip": "10.0.0.2", "since": "2026-12-01T20:00:00.000Z", "reason": "kernel"}]));
+        let ips = state_document("/ips", &info(), &snap).unwrap();
+        assert_eq!(ips["drained_ips"], json!(["10.0.0.2"]));
+        assert_eq!(ips["failed_ips"], json!(["10.0.0.1"]), "vpc-router's fields stay");
+        let text = crate::metrics::encode(snap.clone(), &Default::default(), None, crate::metrics::Format::Text);
+        for line in [
+            "vpcrouter_router_drained{router=\"10.0.0.2\"} 1",
+            "vpcrouter_drained_routers 1",
+            "vpcrouter_router_up{router=\"10.0.0.2\"} 1",
+            "vpcrouter_cidr_healthy_candidates{cidr=\"10.55.0.0/16\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
+        }
+        assert_eq!(
+            drain_json(&drain, "local", &snap.status.spec),
+            json!({"ip": "10.0.0.2", "since": "2026-12-01T20:00:00.000Z", "reason": "kernel", "scope": "local", "cidrs": ["10.55.0.0/16"]})
+        );
+        let other = Drain { ip: ip("10.9.9.9"), ..drain };
+        assert_eq!(drain_json(&other, "cluster", &snap.status.spec)["cidrs"], json!([]));
     }
 
     /// Cluster mode's state as a follower of `a`, with `a`'s report that 10.0.0.1 failed.

@@ -190,6 +190,8 @@ pub enum ReplaceReason {
     /// healthy for the whole `--failback-after`, and so has the hold-down since the last
     /// failback of the destination: the route moves back to it.
     Failback,
+    /// The current router is drained (maintenance mode) and another candidate is healthy.
+    Drained,
 }
 
 impl fmt::Display for ReplaceReason {
@@ -200,6 +202,7 @@ impl fmt::Display for ReplaceReason {
             ReplaceReason::NotEligible => "old target not eligible anymore",
             ReplaceReason::OtherTableUsesDifferentRouter => "other route table used different router",
             ReplaceReason::Failback => "failback to preferred router",
+            ReplaceReason::Drained => "drained",
         })
     }
 }
@@ -494,6 +497,14 @@ pub enum Notice {
     },
     /// No route table of the VPC serves a subnet of any spec host: nothing is managed.
     NoManagedTables,
+    /// A route is on a drained router and no other candidate is healthy (nor drained): it
+    /// stays there, as a drain never blackholes a CIDR.
+    StaysOnDrained {
+        /// The CIDR (for a group: its list, or its first CIDR).
+        dest: Dest,
+        /// The drained router.
+        router: Ipv4Addr,
+    },
     /// Prefix-list mode: a group has more CIDRs than a prefix list may hold; its CIDRs are
     /// routed one route each.
     GroupTooLarge {
@@ -532,6 +543,10 @@ impl fmt::Display for Notice {
             Notice::NoManagedTables => {
                 f.write_str("no route table serves a subnet of any router in the spec; nothing is managed")
             }
+            Notice::StaysOnDrained { dest, router } => write!(
+                f,
+                "CIDR {dest} stays on drained router {router}: no other healthy candidate (a drain never blackholes a CIDR; it moves once one is healthy)"
+            ),
             Notice::GroupTooLarge { group, cidrs, limit } => write!(
                 f,
                 "group {group} has {cidrs} CIDRs, more than a prefix list holds ({limit}): they are routed one route each"

@@ -128,6 +128,9 @@ pub struct PlanInput<'a> {
     pub failed: &'a BTreeSet<Ipv4Addr>,
     /// Hosts reported questionable.
     pub questionable: &'a BTreeSet<Ipv4Addr>,
+    /// Drained hosts (maintenance mode): never chosen; a route on one moves to another
+    /// healthy candidate, and stays (with a notice) when there is none.
+    pub drained: &'a BTreeSet<Ipv4Addr>,
     /// `--ignore_routes`: routes inside these networks are never deleted or changed.
     pub ignore: &'a [Cidr],
     /// The router vpcrouter last chose for each destination. When a route must move, this
@@ -289,6 +292,17 @@ impl<'a> Planner<'a> {
         self.add_missing_routes(&tables, rng);
         self.manage_lists();
         self.weigh(&tables);
+        // A route kept on a drained router says why in its own words, once.
+        let staying: BTreeSet<Dest> = self
+            .plan
+            .notices
+            .iter()
+            .filter_map(|n| match n {
+                Notice::StaysOnDrained { dest, .. } => Some(dest.clone()),
+                _ => None,
+            })
+            .collect();
+        self.plan.notices.retain(|n| !matches!(n, Notice::NoAvailableRouter { dest } if staying.contains(dest)));
         self.report_failback();
         self.plan.groups = self.groups.iter().map(|g| (g.group.clone(), g.list.map(|l| l.id.clone()))).collect();
     }
@@ -504,12 +518,17 @@ impl<'a> Planner<'a> {
         let pointed = self.route_target(route);
         let current = pointed.and_then(|(_, eni)| hosts.iter().copied().find(|h| eni.private_ips.contains(h)));
         let reason = match current {
-            Some(ip) if self.input.failed.contains(&ip) => ReplaceReason::RouterFailed,
-            Some(ip) if self.input.questionable.contains(&ip) => ReplaceReason::RouterQuestionable,
-            Some(_) => return,
+            Some(ip) => match self.bad_router_reason(ip) {
+                Some(reason) => reason,
+                None => return,
+            },
             None => ReplaceReason::NotEligible,
         };
-        let Some(target) = self.router_for(self.unit_of(net), hosts, rng) else { return };
+        let unit = self.unit_of(net);
+        let Some(target) = self.router_for(unit, hosts, rng) else {
+            self.note_staying_on_drained(unit, current);
+            return;
+        };
         if Some(target.ip) == current {
             return;
         }
@@ -535,19 +554,21 @@ impl<'a> Planner<'a> {
     ) -> Option<Decision> {
         let current_ip = current.as_ref().map(|t| t.ip);
         match self.chosen.get(&unit) {
-            Some(Choice::NoneAvailable) => return None,
+            Some(Choice::NoneAvailable) => {
+                self.note_staying_on_drained(unit, current_ip);
+                return None;
+            }
             Some(Choice::Router(chosen)) if Some(chosen.ip) == current_ip => {
                 return Some(Decision::Keep);
             }
             Some(Choice::Router(chosen)) => {
-                // A route on a failed (or questionable) router says so in every table, not
-                // only in the first one (vpc-router logged "other route table used
-                // different router" for the rest, and ran them after the outages).
-                let reason = match current_ip {
-                    Some(ip) if self.input.failed.contains(&ip) => ReplaceReason::RouterFailed,
-                    Some(ip) if self.input.questionable.contains(&ip) => ReplaceReason::RouterQuestionable,
-                    _ if self.failing_back.contains(&unit) => ReplaceReason::Failback,
-                    _ => ReplaceReason::OtherTableUsesDifferentRouter,
+                // A route on a failed (or questionable, or drained) router says so in every
+                // table, not only in the first one (vpc-router logged "other route table
+                // used different router" for the rest, and ran them after the outages).
+                let reason = match current_ip.and_then(|ip| self.bad_router_reason(ip)) {
+                    Some(reason) => reason,
+                    None if self.failing_back.contains(&unit) => ReplaceReason::Failback,
+                    None => ReplaceReason::OtherTableUsesDifferentRouter,
                 };
                 return Some(Decision::Replace(chosen.clone(), reason));
             }
@@ -555,20 +576,53 @@ impl<'a> Planner<'a> {
         }
         let reason = match current {
             None => ReplaceReason::NotEligible,
-            Some(t) if self.input.failed.contains(&t.ip) => ReplaceReason::RouterFailed,
-            Some(t) if self.input.questionable.contains(&t.ip) => ReplaceReason::RouterQuestionable,
-            Some(t) => {
-                if let Some(back) = self.failback_ready(unit, hosts).filter(|b| b.ip != t.ip) {
-                    self.chosen.insert(unit, Choice::Router(back.clone()));
-                    self.failing_back.insert(unit);
-                    return Some(Decision::Replace(back, ReplaceReason::Failback));
+            Some(t) => match self.bad_router_reason(t.ip) {
+                Some(reason) => reason,
+                None => {
+                    if let Some(back) = self.failback_ready(unit, hosts).filter(|b| b.ip != t.ip) {
+                        self.chosen.insert(unit, Choice::Router(back.clone()));
+                        self.failing_back.insert(unit);
+                        return Some(Decision::Replace(back, ReplaceReason::Failback));
+                    }
+                    self.chosen.insert(unit, Choice::Router(t));
+                    return Some(Decision::Keep);
                 }
-                self.chosen.insert(unit, Choice::Router(t));
-                return Some(Decision::Keep);
-            }
+            },
         };
-        let target = self.settle(unit, current_ip, hosts, rng)?;
+        let Some(target) = self.settle(unit, current_ip, hosts, rng) else {
+            self.note_staying_on_drained(unit, current_ip);
+            return None;
+        };
         Some(Decision::Replace(target, reason))
+    }
+
+    /// Why a route on `ip` must move, if it must: the router failed, is drained, or is
+    /// questionable (in that order: a failure is an outage, a drain the operator's word).
+    fn bad_router_reason(&self, ip: Ipv4Addr) -> Option<ReplaceReason> {
+        if self.input.failed.contains(&ip) {
+            Some(ReplaceReason::RouterFailed)
+        } else if self.input.drained.contains(&ip) {
+            Some(ReplaceReason::Drained)
+        } else if self.input.questionable.contains(&ip) {
+            Some(ReplaceReason::RouterQuestionable)
+        } else {
+            None
+        }
+    }
+
+    /// True for a router that is drained and not failed: its routes stay when no other
+    /// candidate is healthy.
+    fn drained_only(&self, ip: Ipv4Addr) -> bool {
+        self.input.drained.contains(&ip) && !self.input.failed.contains(&ip)
+    }
+
+    /// Reports a route of `unit` left on the drained router `current` (no other healthy
+    /// candidate).
+    fn note_staying_on_drained(&mut self, unit: Unit, current: Option<Ipv4Addr>) {
+        if let Some(router) = current.filter(|&ip| self.drained_only(ip)) {
+            let dest = self.unit_dest(unit);
+            self.plan.notices.insert(Notice::StaysOnDrained { dest, router });
+        }
     }
 
     /// Chooses a router for `unit` and records the choice (or that there is none).
@@ -579,8 +633,10 @@ impl<'a> Planner<'a> {
         hosts: &[Ipv4Addr],
         rng: &mut R,
     ) -> Option<RouterTarget> {
-        let candidates: Vec<Ipv4Addr> = hosts.iter().copied().filter(|h| self.owners.contains_key(h)).collect();
-        let (failed, questionable) = (self.input.failed, self.input.questionable);
+        // Drained hosts are never chosen.
+        let (failed, questionable, drained) = (self.input.failed, self.input.questionable, self.input.drained);
+        let candidates: Vec<Ipv4Addr> =
+            hosts.iter().copied().filter(|h| self.owners.contains_key(h) && !drained.contains(h)).collect();
         let dest = self.unit_dest(unit);
         let usable = |p: &Ipv4Addr| {
             Some(*p) != old && candidates.contains(p) && !failed.contains(p) && !questionable.contains(p)
@@ -594,9 +650,18 @@ impl<'a> Planner<'a> {
             Some(_) => self.failback_ready(unit, hosts).map(|t| t.ip),
         });
         let preferred = preferred.filter(usable);
-        let target = preferred
-            .or_else(|| choose_different_host(old, &candidates, failed, questionable, rng))
-            .and_then(|ip| self.owners.get(&ip).cloned());
+        // A drain moves a route to a healthy router only, never to a questionable one.
+        let healthy_only = old.is_some_and(|o| self.drained_only(o));
+        let chosen = match preferred {
+            Some(p) => Some(p),
+            None if healthy_only => {
+                let healthy: Vec<Ipv4Addr> =
+                    candidates.iter().copied().filter(|h| !failed.contains(h) && !questionable.contains(h)).collect();
+                healthy.choose(rng).copied()
+            }
+            None => choose_different_host(old, &candidates, failed, questionable, rng),
+        };
+        let target = chosen.and_then(|ip| self.owners.get(&ip).cloned());
         let choice = match &target {
             Some(t) => Choice::Router(t.clone()),
             None => {
@@ -613,11 +678,14 @@ impl<'a> Planner<'a> {
         self.input.failback.and(hosts.first().copied())
     }
 
-    /// True when `ip` may take routes now: in the VPC, neither failed nor questionable.
-    // Drain (issue 16, part 1): a drained router may not take routes either; once
-    // `PlanInput` carries the drained set, test it here (failback and placement both ask).
+    /// True when `ip` may take routes now: in the VPC, neither failed, questionable nor
+    /// drained (failback and placement both ask).
     fn usable_now(&self, ip: Ipv4Addr) -> bool {
-        self.owners.contains_key(&ip) && !self.input.failed.contains(&ip) && !self.input.questionable.contains(&ip)
+        let i = self.input;
+        self.owners.contains_key(&ip)
+            && !i.failed.contains(&ip)
+            && !i.questionable.contains(&ip)
+            && !i.drained.contains(&ip)
     }
 
     /// The unit's preferred router when its routes may move back to it now (see

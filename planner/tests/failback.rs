@@ -108,6 +108,7 @@ struct Case {
     spec: Vec<(Cidr, Vec<Ipv4Addr>)>,
     failed: BTreeSet<Ipv4Addr>,
     questionable: BTreeSet<Ipv4Addr>,
+    drained: BTreeSet<Ipv4Addr>,
     lists: Option<ListMode>,
     policy: FailbackPolicy,
     t0: Instant,
@@ -126,6 +127,7 @@ impl Case {
             spec: Vec::new(),
             failed: BTreeSet::new(),
             questionable: BTreeSet::new(),
+            drained: BTreeSet::new(),
             lists: None,
             policy: FailbackPolicy::Preferred { after: AFTER },
             t0,
@@ -204,6 +206,7 @@ impl Case {
             spec: &self.spec,
             failed: &self.failed,
             questionable: &self.questionable,
+            drained: &self.drained,
             ignore: &[],
             preferred: &self.last_written,
             lists: self.lists.as_ref(),
@@ -297,7 +300,7 @@ fn the_preferred_router_must_have_been_healthy_for_the_whole_hold_down() {
 #[test]
 fn a_preferred_router_that_is_not_healthy_gets_nothing_back() {
     type Break = fn(&mut Case);
-    let cases: [(&str, Break); 4] = [
+    let cases: [(&str, Break); 5] = [
         ("failed", |c| {
             c.fail(A);
         }),
@@ -309,6 +312,9 @@ fn a_preferred_router_that_is_not_healthy_gets_nothing_back() {
         }),
         ("never reported healthy", |c| {
             c.healthy_since.remove(&ip(A));
+        }),
+        ("drained", |c| {
+            c.drained.insert(ip(A));
         }),
     ];
     for (what, make) in cases {

@@ -229,6 +229,7 @@ struct Case {
     spec: Vec<(Cidr, Vec<Ipv4Addr>)>,
     failed: BTreeSet<Ipv4Addr>,
     questionable: BTreeSet<Ipv4Addr>,
+    drained: BTreeSet<Ipv4Addr>,
     ignore: Vec<Cidr>,
     preferred: BTreeMap<Dest, Ipv4Addr>,
     lists: Option<ListMode>,
@@ -244,6 +245,7 @@ impl Case {
             spec: Vec::new(),
             failed: BTreeSet::new(),
             questionable: BTreeSet::new(),
+            drained: BTreeSet::new(),
             ignore: Vec::new(),
             preferred: BTreeMap::new(),
             lists: None,
@@ -281,6 +283,11 @@ impl Case {
         self
     }
 
+    fn drained(mut self, hosts: &[&str]) -> Self {
+        self.drained = ips(hosts);
+        self
+    }
+
     fn ignore(mut self, nets: &[&str]) -> Self {
         self.ignore = nets.iter().map(|n| cidr(n)).collect();
         self
@@ -309,6 +316,7 @@ impl Case {
             spec: &self.spec,
             failed: &self.failed,
             questionable: &self.questionable,
+            drained: &self.drained,
             ignore: &self.ignore,
             preferred: &self.preferred,
             lists: self.lists.as_ref(),
@@ -2025,4 +2033,296 @@ fn groups_smaller_than_min_members_are_routed_per_cidr() {
         ],
     );
     assert_eq!(case.plan().groups.len(), 1);
+}
+
+// ---- Drains (maintenance mode): a drained router is not a candidate; its routes move to a
+// healthy candidate, or stay (with a notice) when there is none. Nothing is ever deleted.
+
+fn stays(to: &str, router: &str) -> Notice {
+    Notice::StaysOnDrained { dest: dest(to), router: ip(router) }
+}
+
+#[test]
+fn a_drained_routers_routes_move_to_a_healthy_candidate_in_every_table() {
+    let case = Case::new(both_tables_on("i-1", "eni-1")).spec(NET, &[H1, H2, H3]).drained(&[H1]);
+    let mut seen = BTreeSet::new();
+    for seed in SEEDS {
+        let plan = case.plan_seeded(seed);
+        let Some(RouteAction::Replace { target: new, .. }) = plan.actions.first() else {
+            panic!("expected a replace, got {:?}", plan.actions)
+        };
+        assert!(new.ip == ip(H2) || new.ip == ip(H3), "{new:?}");
+        assert_eq!(
+            plan.actions,
+            [
+                replace("rtb-a", NET, new.clone(), Some(H1), ReplaceReason::Drained),
+                replace("rtb-b", NET, new.clone(), Some(H1), ReplaceReason::Drained),
+            ]
+        );
+        assert_eq!(plan.notices, notices([]));
+        seen.insert(new.ip);
+    }
+    assert_eq!(seen, ips(&[H2, H3]), "uniform over the healthy candidates");
+    assert_eq!(ReplaceReason::Drained.to_string(), "drained");
+}
+
+#[test]
+fn a_drained_router_is_never_chosen_not_even_when_preferred() {
+    for seed in SEEDS {
+        let plan = Case::new(vpc()).spec(NET, &[H1, H2]).drained(&[H1]).preferred(NET, H1).plan_seeded(seed);
+        assert_eq!(plan.actions, [create("rtb-a", NET, target(H2)), create("rtb-b", NET, target(H2))]);
+        // A failover off H2 does not pick the drained H1 either.
+        let state = with_routes(vpc(), "rtb-a", vec![instance_route(NET, "i-2")]);
+        let plan = Case::new(state).spec(NET, &[H1, H2, H3]).drained(&[H1]).failed(&[H2]).plan_seeded(seed);
+        assert_eq!(
+            plan.actions,
+            [
+                replace("rtb-a", NET, target(H3), Some(H2), ReplaceReason::RouterFailed),
+                create("rtb-b", NET, target(H3)),
+            ]
+        );
+    }
+}
+
+#[test]
+fn a_drain_without_another_healthy_candidate_keeps_the_route_and_warns() {
+    // The other candidate failed, is questionable, is drained too, or there is none.
+    let cases = [
+        Case::new(both_tables_on("i-1", "eni-1")).spec(NET, &[H1, H2]).drained(&[H1]).failed(&[H2]),
+        Case::new(both_tables_on("i-1", "eni-1")).spec(NET, &[H1, H2]).drained(&[H1]).questionable(&[H2]),
+        Case::new(both_tables_on("i-1", "eni-1")).spec(NET, &[H1, H2]).drained(&[H1, H2]),
+        Case::new(both_tables_on("i-1", "eni-1")).spec(NET, &[H1]).drained(&[H1]),
+        Case::new(both_tables_on("i-1", "eni-1")).spec(NET, &[H1, NOT_IN_VPC]).drained(&[H1]),
+    ];
+    for (n, case) in cases.into_iter().enumerate() {
+        for seed in SEEDS {
+            let plan = case.plan_seeded(seed);
+            assert_eq!(plan.actions, [], "case {n}: never deleted, never moved");
+            // With H1 the only candidate in the VPC, only rtb-a (its subnet's) is managed.
+            let managed: &[(&str, &str, Option<&str>)] = if n >= 3 {
+                &[("rtb-a", NET, Some(H1))]
+            } else {
+                &[("rtb-a", NET, Some(H1)), ("rtb-b", NET, Some(H1))]
+            };
+            assert_eq!(plan.routes, routes(managed), "case {n}");
+            let mut want = notices([stays(NET, H1)]);
+            if n == 4 {
+                want.insert(Notice::HostNotInVpc { host: ip(NOT_IN_VPC) });
+            }
+            assert_eq!(plan.notices, want, "case {n}: one warning, not also 'no healthy router'");
+        }
+    }
+    assert_eq!(
+        stays(NET, H1).to_string(),
+        "CIDR 10.9.0.0/16 stays on drained router 10.0.1.1: no other healthy candidate (a drain never blackholes a CIDR; it moves once one is healthy)"
+    );
+}
+
+#[test]
+fn a_route_staying_on_a_drained_router_moves_once_another_candidate_recovers() {
+    let mut case = Case::new(both_tables_on("i-1", "eni-1")).spec(NET, &[H1, H2]).drained(&[H1]).failed(&[H2]);
+    assert_eq!(case.step(0).actions, []);
+    case = case.failed(&[]);
+    let plan = case.step(0);
+    assert_eq!(
+        summary(&plan.actions),
+        ["replace rtb-a 10.9.0.0/16 -> 10.0.2.2 Drained", "replace rtb-b 10.9.0.0/16 -> 10.0.2.2 Drained"]
+    );
+    assert_eq!(plan.notices, notices([]));
+    // Undrained, H1 is a candidate again, but nothing moves back to it (no fail-back).
+    case = case.drained(&[]);
+    assert_eq!(case.plan().actions, []);
+    // ... until H2 fails: then H1 may take the routes again.
+    case = case.failed(&[H2]);
+    assert_eq!(
+        summary(&case.plan().actions),
+        ["replace rtb-a 10.9.0.0/16 -> 10.0.1.1 RouterFailed", "replace rtb-b 10.9.0.0/16 -> 10.0.1.1 RouterFailed"]
+    );
+}
+
+#[test]
+fn nothing_goes_to_a_drained_router_even_when_the_route_is_on_a_failed_one() {
+    // H1 drained, the route moved to H2, then H2 fails: the route stays on H2 (the outage is
+    // reported); it does not go back to the drained router.
+    let state = both_tables_on("i-2", "eni-2");
+    let plan = Case::new(state).spec(NET, &[H1, H2]).drained(&[H1]).failed(&[H2]).plan();
+    assert_eq!(plan.actions, []);
+    assert_eq!(plan.notices, notices([no_router(NET)]));
+    // A missing route is not created on a drained router either.
+    let plan = Case::new(vpc()).spec(NET, &[H1, H2]).drained(&[H1, H2]).plan();
+    assert_eq!(plan.actions, []);
+    assert_eq!(plan.notices, notices([no_router(NET)]));
+}
+
+#[test]
+fn a_failed_drained_router_fails_over_like_a_failed_one() {
+    let state = both_tables_on("i-1", "eni-1");
+    let plan = Case::new(state.clone()).spec(NET, &[H1, H2]).drained(&[H1]).failed(&[H1]).plan();
+    assert_eq!(
+        summary(&plan.actions),
+        ["replace rtb-a 10.9.0.0/16 -> 10.0.2.2 RouterFailed", "replace rtb-b 10.9.0.0/16 -> 10.0.2.2 RouterFailed"]
+    );
+    // As for any failed router, a questionable candidate is better than none.
+    let plan = Case::new(state.clone()).spec(NET, &[H1, H2]).drained(&[H1]).failed(&[H1]).questionable(&[H2]).plan();
+    assert_eq!(summary(&plan.actions)[0], "replace rtb-a 10.9.0.0/16 -> 10.0.2.2 RouterFailed");
+    // No candidate: the outage is reported as such.
+    let plan = Case::new(state).spec(NET, &[H1, H2]).drained(&[H1, H2]).failed(&[H1]).plan();
+    assert_eq!(plan.actions, []);
+    assert_eq!(plan.notices, notices([no_router(NET)]));
+}
+
+#[test]
+fn a_drained_questionable_router_moves_only_to_a_healthy_one() {
+    let state = both_tables_on("i-1", "eni-1");
+    let plan = Case::new(state.clone()).spec(NET, &[H1, H2]).drained(&[H1]).questionable(&[H1]).plan();
+    assert_eq!(
+        summary(&plan.actions),
+        ["replace rtb-a 10.9.0.0/16 -> 10.0.2.2 Drained", "replace rtb-b 10.9.0.0/16 -> 10.0.2.2 Drained"]
+    );
+    let plan = Case::new(state).spec(NET, &[H1, H2]).drained(&[H1]).questionable(&[H1, H2]).plan();
+    assert_eq!(plan.actions, []);
+    assert_eq!(plan.notices, notices([stays(NET, H1)]));
+}
+
+#[test]
+fn draining_a_host_outside_the_spec_changes_nothing() {
+    let routed = both_tables_on("i-1", "eni-1");
+    for (state, base) in [(vpc(), Case::new(vpc())), (routed.clone(), Case::new(routed))] {
+        let base = base.spec(NET, &[H1, H2]);
+        for other in [OUTSIDE, NOT_IN_VPC, H3, H3_SECONDARY] {
+            for seed in SEEDS {
+                let drained = Case { state: state.clone(), ..base.clone() }.drained(&[other]);
+                assert_eq!(drained.plan_seeded(seed), base.plan_seeded(seed), "{other}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_route_on_a_drained_router_in_one_table_follows_the_router_of_another() {
+    // rtb-a on the drained H1, rtb-b on H2: rtb-b's router is kept, rtb-a moves to it.
+    let state = with_routes(vpc(), "rtb-a", vec![instance_route(NET, "i-1")]);
+    let state = with_routes(state, "rtb-b", vec![instance_route(NET, "i-2")]);
+    let mut case = Case::new(state).spec(NET, &[H1, H2]).drained(&[H1]);
+    let plan = case.step(0);
+    assert_eq!(summary(&plan.actions), ["replace rtb-a 10.9.0.0/16 -> 10.0.2.2 Drained"]);
+    assert_eq!(case.plan().actions, []);
+    // rtb-b on a failed H2 and no other candidate: both stay; the drain says so.
+    let state = with_routes(vpc(), "rtb-a", vec![instance_route(NET, "i-1")]);
+    let state = with_routes(state, "rtb-b", vec![instance_route(NET, "i-2")]);
+    let plan = Case::new(state).spec(NET, &[H1, H2]).drained(&[H1]).failed(&[H2]).plan();
+    assert_eq!(plan.actions, []);
+    assert_eq!(plan.notices, notices([stays(NET, H1)]));
+}
+
+#[test]
+fn drain_moves_run_after_failovers_and_missing_routes() {
+    let state = with_routes(vpc(), "rtb-a", vec![instance_route(NET, "i-1"), instance_route(NET8, "i-2")]);
+    let plan = Case::new(state).spec(NET, &[H1, H3]).spec(NET8, &[H2, H3]).drained(&[H1]).failed(&[H2]).plan();
+    assert_eq!(
+        summary(&plan.actions),
+        [
+            "replace rtb-a 10.8.0.0/16 -> 10.0.2.3 RouterFailed",
+            "create rtb-b 10.8.0.0/16 -> 10.0.2.3",
+            "create rtb-b 10.9.0.0/16 -> 10.0.2.3",
+            "replace rtb-a 10.9.0.0/16 -> 10.0.2.3 Drained",
+        ]
+    );
+}
+
+#[test]
+fn every_combination_of_drained_failed_and_questionable_routers() {
+    // Both tables on H1; three candidates, each healthy, failed, questionable, drained, or
+    // drained and failed.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum S {
+        Healthy,
+        Failed,
+        Questionable,
+        Drained,
+        DrainedFailed,
+    }
+    let all = [S::Healthy, S::Failed, S::Questionable, S::Drained, S::DrainedFailed];
+    let hosts = [H1, H2, H3];
+    for s1 in all {
+        for s2 in all {
+            for s3 in all {
+                let states = [s1, s2, s3];
+                let with = |pick: &[S]| -> Vec<&str> {
+                    hosts.iter().zip(states).filter(|(_, s)| pick.contains(s)).map(|(h, _)| *h).collect()
+                };
+                let case = Case::new(both_tables_on("i-1", "eni-1"))
+                    .spec(NET, &hosts)
+                    .failed(&with(&[S::Failed, S::DrainedFailed]))
+                    .questionable(&with(&[S::Questionable]))
+                    .drained(&with(&[S::Drained, S::DrainedFailed]));
+                let healthy = with(&[S::Healthy]);
+                let questionable = with(&[S::Questionable]);
+                for seed in 0..4 {
+                    let plan = case.plan_seeded(seed);
+                    let what = format!("{states:?} seed {seed}: {:?} {:?}", summary(&plan.actions), plan.notices);
+                    check_plan(&case, &plan);
+                    assert!(plan.actions.iter().all(|a| a.is_route() && !matches!(a, RouteAction::Delete { .. })));
+                    let targets: BTreeSet<String> =
+                        plan.actions.iter().filter_map(|a| a.new_router()).map(|t| t.to_string()).collect();
+                    assert!(targets.len() <= 1, "one router for both tables: {what}");
+                    let target = targets.iter().next().map(String::as_str);
+                    for t in &targets {
+                        let drained = with(&[S::Drained, S::DrainedFailed]);
+                        assert!(!drained.contains(&t.as_str()), "routed to a drained router: {what}");
+                    }
+                    let (moved, reason) = match plan.actions.first() {
+                        Some(RouteAction::Replace { reason, .. }) => (true, Some(*reason)),
+                        _ => (false, None),
+                    };
+                    match s1 {
+                        S::Healthy => assert!(!moved, "{what}"),
+                        S::Drained => {
+                            if healthy.is_empty() {
+                                assert!(!moved && plan.notices.contains(&stays(NET, H1)), "{what}");
+                                assert!(!plan.notices.contains(&no_router(NET)), "{what}");
+                            } else {
+                                assert_eq!(reason, Some(ReplaceReason::Drained), "{what}");
+                                assert!(healthy.contains(&target.unwrap_or_default()), "{what}");
+                                assert_eq!(plan.actions.len(), 2, "{what}");
+                            }
+                        }
+                        S::Failed | S::DrainedFailed => {
+                            if healthy.is_empty() && questionable.is_empty() {
+                                assert!(!moved && plan.notices.contains(&no_router(NET)), "{what}");
+                            } else {
+                                assert_eq!(reason, Some(ReplaceReason::RouterFailed), "{what}");
+                                let pool = if healthy.is_empty() { &questionable } else { &healthy };
+                                assert!(pool.contains(&target.unwrap_or_default()), "{what}");
+                            }
+                            assert!(!plan.notices.iter().any(|n| matches!(n, Notice::StaysOnDrained { .. })));
+                        }
+                        S::Questionable => {
+                            assert_eq!(moved, !healthy.is_empty(), "{what}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_drained_router_of_a_prefix_list_group_moves_the_groups_route() {
+    let mut case = listed_converged();
+    // GA (pl-1) is on H1, GB (pl-2) on H3. Drain H1: only pl-1 moves, to H2.
+    case = case.drained(&[H1]);
+    let plan = case.step(0);
+    check_plan(&case, &plan);
+    assert_eq!(
+        summary(&plan.actions),
+        ["replace rtb-a pl-1 -> 10.0.2.2 Drained", "replace rtb-b pl-1 -> 10.0.2.2 Drained"]
+    );
+    assert_eq!(plan.notices, notices([]));
+    assert_eq!(case.plan().actions, [], "settled");
+    // Drain H3 too: GB's other candidate (H1) is drained: pl-2 stays on H3, with a notice.
+    case = case.drained(&[H1, H3]);
+    let plan = case.plan();
+    assert_eq!(plan.actions, []);
+    assert_eq!(plan.notices, notices([stays("pl-2", H3)]));
 }

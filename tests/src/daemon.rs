@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::moto::Moto;
@@ -28,12 +29,22 @@ fn port_arg(args: &[&str]) -> Option<u16> {
     args.get(pos + 1)?.parse().ok()
 }
 
+/// The `--state-dir` of vpcrouters started by [`command`] (through `VPCROUTER_STATE_DIR`),
+/// one per test process, so that tests never touch `/var/lib/vpcrouter`. [`Daemon`]s get
+/// one of their own.
+fn shared_state_dir() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| tempfile::Builder::new().prefix("vpcrouter-state-").tempdir().expect("state dir")).path()
+}
+
 /// A `Command` for vpcrouter with moto's environment and the build dir as plugin dir.
 /// Without `-p` in `args` the status server gets a free port, so that concurrent tests
-/// (and a vpcrouter running on this machine) do not collide on the default port.
+/// (and a vpcrouter running on this machine) do not collide on the default port. The
+/// state dir is a temporary one (`VPCROUTER_STATE_DIR`) unless `args` name `--state-dir`.
 pub fn command(moto: Option<&Moto>, args: &[&str]) -> Command {
     let mut cmd = Command::new(binary());
     cmd.arg("--plugin-dir").arg(build_dir()).args(args).stdin(Stdio::null());
+    cmd.env("VPCROUTER_STATE_DIR", shared_state_dir());
     if port_arg(args).is_none() {
         cmd.arg("-p").arg(free_port().to_string());
     }
@@ -90,7 +101,9 @@ impl Daemon {
             all.extend(["-p", port_text.as_str()]);
         }
         let mut cmd = command(Some(moto), &all);
-        cmd.env("AWS_ENDPOINT_URL", endpoint).envs(envs.iter().copied());
+        cmd.env("VPCROUTER_STATE_DIR", dir.path().join("state"))
+            .env("AWS_ENDPOINT_URL", endpoint)
+            .envs(envs.iter().copied());
         for name in remove {
             cmd.env_remove(name);
         }

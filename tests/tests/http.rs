@@ -229,7 +229,7 @@ fn status_and_metrics_reflect_a_failover() -> anyhow::Result<()> {
     let ips = get(d.port, "/ips", Some("application/json"))?.json()?;
     assert_eq!(
         ips,
-        json!({"failed_ips": [first], "questionable_ips": [other], "working_set": ["127.0.1.10", "127.0.2.10"]})
+        json!({"failed_ips": [first], "questionable_ips": [other], "working_set": ["127.0.1.10", "127.0.2.10"], "drained_ips": []})
     );
     let vpc = get(d.port, "/vpc", Some("application/json"))?.json()?;
     let line = vpc["route_tables"][rt1.as_str()]["10.55.0.0/16"].as_str().unwrap_or_default().to_string();

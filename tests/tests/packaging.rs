@@ -79,11 +79,15 @@ fn make_install_lays_out_everything_and_uninstall_removes_exactly_that() -> anyh
     for flag in [
         "http\\-token\\-file", "http\\-auth\\-all", "http\\-allow\\-unauthenticated", "tls\\-client\\-ca",
         "etcd\\-cacert", "etcd\\-password\\-file", "role\\-arn", "role\\-external\\-id", "role\\-session\\-name",
-        "failback", "failback\\-after",
+        "failback", "failback\\-after", "state\\-dir",
     ] {
         assert!(man.contains(flag), "the man page lacks --{flag}");
     }
+    for sub in ["drain", "undrain", "drains"] {
+        assert!(man.contains(&format!("vpcrouter\\-{sub}")) || man.contains(sub), "the man page lacks {sub}");
+    }
     let unit = std::fs::read_to_string(root.path().join("usr/local/lib/systemd/system/vpcrouter.service"))?;
+    assert!(unit.contains("StateDirectory=vpcrouter"), "drains.json lives in /var/lib/vpcrouter: {unit}");
     assert!(
         unit.contains("ExecStart=/usr/local/bin/vpcrouter $VPCROUTER_ARGS")
             && unit.contains("/usr/local/etc/default/vpcrouter"),

@@ -10,7 +10,9 @@
 //!   `--health-quorum` ([`quorum`]).
 //!
 //! Keys, under `/vpcrouter/<cluster-name>/`: `leader` (value: the leader's instance id),
-//! `members/<instance-id>` and `health/<instance-id>` (JSON), all tied to the writer's lease.
+//! `members/<instance-id>` and `health/<instance-id>` (JSON), all tied to the writer's lease;
+//! `drains/<ip>` (JSON, see [`crate::drain`]) with no lease: a drain outlives every instance.
+//! Every instance watches them all, so each leader honours the drains in force.
 //!
 //! The etcd session runs on its own thread and runtime ([`session`]); the engine hears of
 //! it through [`ClusterEvent`]s, and the status server reads [`ClusterStatus`].
@@ -60,6 +62,11 @@ impl ClusterConfig {
     pub fn leader_key(&self) -> String {
         format!("{}leader", self.prefix())
     }
+
+    /// The prefix of the drain keys, ending in `/`.
+    pub fn drain_prefix(&self) -> String {
+        format!("{}drains/", self.prefix())
+    }
 }
 
 /// Checks a cluster name or instance id: it becomes part of etcd keys.
@@ -87,6 +94,8 @@ pub enum ClusterEvent {
     },
     /// The live health reports of the other instances, by instance id.
     Reports(BTreeMap<String, Report>),
+    /// The drains etcd holds (sent before the role, so a new leader knows them).
+    Drains(crate::drain::DrainSet),
 }
 
 /// This instance's role.
@@ -217,6 +226,7 @@ impl ClusterHandle {
             on_event: Box::new(on_event),
             last_role: None,
             last_peers: None,
+            last_drains: None,
             endpoint: first,
             joined: false,
         };
@@ -280,6 +290,56 @@ impl ClusterHandle {
                 Some(kv) => Err(format!("the leader key is held by '{}'", String::from_utf8_lossy(kv.value()))),
                 None => Err("the leader key is gone".into()),
             },
+        }
+    }
+
+    /// The prefix of the drain keys in etcd.
+    pub fn drain_prefix(&self) -> String {
+        self.shared.cfg.drain_prefix()
+    }
+
+    /// Stores a drain in etcd (no lease); the watch brings it to every instance.
+    pub async fn put_drain(&self, drain: &crate::drain::Drain) -> Result<(), String> {
+        let key = format!("{}{}", self.shared.cfg.drain_prefix(), drain.ip);
+        let value = serde_json::to_string(drain).map_err(|e| e.to_string())?;
+        let client = self.client()?;
+        let k = key.clone();
+        self.drain_call("write", &key, async move { client.kv_client().put(k.as_str(), value, None).await.map(drop) })
+            .await
+    }
+
+    /// Removes a drain from etcd.
+    pub async fn delete_drain(&self, ip: std::net::Ipv4Addr) -> Result<(), String> {
+        let key = format!("{}{ip}", self.shared.cfg.drain_prefix());
+        let client = self.client()?;
+        let k = key.clone();
+        self.drain_call("write", &key, async move { client.kv_client().delete(k.as_str(), None).await.map(drop) }).await
+    }
+
+    /// The session's etcd client, while connected.
+    fn client(&self) -> Result<etcd_client::Client, String> {
+        lock(&self.shared.lease).client.clone().ok_or_else(|| {
+            "this instance is not connected to etcd now (see /status cluster.last_error); retry once it is".to_string()
+        })
+    }
+
+    /// One etcd call on a drain key, with the session's timeout, described on failure.
+    async fn drain_call(
+        &self,
+        action: &str,
+        key: &str,
+        call: impl std::future::Future<Output = Result<(), etcd_client::Error>>,
+    ) -> Result<(), String> {
+        self.shared.count(1);
+        match tokio::time::timeout(session::CALL_TIMEOUT, call).await {
+            Err(_) => Err(format!("etcd did not answer within {} s", session::CALL_TIMEOUT.as_secs())),
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                let prefix = self.shared.cfg.prefix();
+                let access = session::access(&prefix, action, key);
+                let call = vpcrouter_etcd_conn::Call { fresh: false, access: Some(access) };
+                Err(format!("etcd refused: {}", self.shared.cfg.conn.describe(&e, call)))
+            }
         }
     }
 

@@ -16,7 +16,7 @@ use super::{ClusterEvent, PeerView, Report, Role, Shared};
 use crate::sync::lock;
 
 /// Limit for one unary etcd call.
-const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+pub(super) const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// First and longest pause between sessions.
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -113,6 +113,8 @@ pub(super) struct Session {
     pub endpoint: usize,
     /// Whether a session was ever up (for the wording of the first failure).
     pub joined: bool,
+    /// The drains last sent to the engine.
+    pub last_drains: Option<crate::drain::DrainSet>,
 }
 
 /// What this instance knows of the cluster's keys.
@@ -122,6 +124,7 @@ struct View {
     leader: Option<(String, i64)>,
     members: BTreeSet<String>,
     reports: BTreeMap<String, PeerView>,
+    drains: crate::drain::DrainSet,
 }
 
 impl View {
@@ -135,6 +138,31 @@ impl View {
                 Some(_) => self.members.insert(id.to_string()),
                 None => self.members.remove(id),
             };
+        } else if let Some(ip) = rest.strip_prefix("drains/") {
+            let Some(addr) = vpcrouter_plugin_api::spec::parse_ipv4(ip) else {
+                tracing::warn!(key = %String::from_utf8_lossy(key), "ignoring a drain key in etcd that names no IPv4 address");
+                return;
+            };
+            match value {
+                None => {
+                    self.drains.remove(&addr);
+                }
+                Some(kv) => {
+                    // The key is the drain; a value vpcrouter cannot read still drains the router.
+                    let drain = match serde_json::from_slice::<crate::drain::Drain>(kv.value()) {
+                        Ok(d) if d.ip == addr => d,
+                        _ => {
+                            tracing::warn!(router = %addr, "a drain record in etcd is unreadable; the router stays drained");
+                            crate::drain::Drain {
+                                ip: addr,
+                                since: String::new(),
+                                reason: "(unreadable record in etcd)".into(),
+                            }
+                        }
+                    };
+                    self.drains.insert(addr, drain);
+                }
+            }
         } else if let Some(id) = rest.strip_prefix("health/") {
             match value.map(|kv| parse_report(kv.value())) {
                 Some(Ok(view)) => {
@@ -451,6 +479,11 @@ impl Session {
         if self.last_peers.as_ref() != Some(&peers) {
             (self.on_event)(ClusterEvent::Reports(peers.clone()));
             self.last_peers = Some(peers);
+        }
+        // Before the role: a new leader plans with the drains in force.
+        if self.last_drains.as_ref() != Some(&view.drains) {
+            (self.on_event)(ClusterEvent::Drains(view.drains.clone()));
+            self.last_drains = Some(view.drains.clone());
         }
         self.send_role(leader, leader_id);
     }

@@ -20,8 +20,8 @@ use vpcrouter_plugin_api::{HttpHandlerBox, HttpRegistry, HttpRegistryBox, HttpRe
 
 use crate::sync::{read, write};
 
-/// Paths the host serves itself; plugins cannot take them.
-pub const RESERVED_PATHS: &[&str] = &["/", "/ips", "/plugins", "/route_info", "/vpc", "/status", "/metrics"];
+/// Paths the host serves itself; plugins cannot take them (nor any under `/drain/`).
+pub const RESERVED_PATHS: &[&str] = &["/", "/ips", "/plugins", "/route_info", "/vpc", "/status", "/metrics", "/drain"];
 
 /// `(method, path)` → `(plugin, handler)`.
 type Routes = BTreeMap<(String, String), (String, Arc<HttpHandlerBox>)>;
@@ -69,7 +69,7 @@ struct PluginRegistry {
 impl HttpRegistry for PluginRegistry {
     fn register(&self, method: RStr<'_>, path: RStr<'_>, handler: HttpHandlerBox) -> RResult<(), RString> {
         let (method, path) = (method.as_str().to_ascii_uppercase(), path.as_str().to_string());
-        if !path.starts_with('/') || RESERVED_PATHS.contains(&path.as_str()) {
+        if !path.starts_with('/') || RESERVED_PATHS.contains(&path.as_str()) || path.starts_with("/drain/") {
             return RResult::RErr(
                 format!("plugin '{}' cannot register {method} {path}: the path is reserved or invalid", self.plugin)
                     .into(),

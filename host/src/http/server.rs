@@ -41,7 +41,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -255,6 +255,10 @@ pub struct ServerContext {
     pub cluster: Option<crate::cluster::ClusterHandle>,
     /// Token and TLS.
     pub security: Security,
+    /// The drains in force, and the way to change them.
+    pub drains: crate::drain::Drains,
+    /// `Some(why)`: drain requests are refused (an unauthenticated server off loopback).
+    pub drain_refusal: Option<String>,
 }
 
 /// The running server; [`Server::stop`] (or drop) ends it.
@@ -552,7 +556,12 @@ fn router(ctx: Arc<ServerContext>) -> Router {
     for path in status::STATE_PATHS {
         app = app.route(path, get(state_document));
     }
-    app.route("/status", get(status_document)).route("/metrics", get(metrics)).fallback(plugin_endpoint).with_state(ctx)
+    app.route("/status", get(status_document))
+        .route("/metrics", get(metrics))
+        .route("/drain", get(list_drains))
+        .route("/drain/{ip}", post(drain).delete(undrain))
+        .fallback(plugin_endpoint)
+        .with_state(ctx)
 }
 
 /// A JSON error answer: `{"error": "..."}`.
@@ -599,7 +608,102 @@ async fn snapshot(ctx: &ServerContext, with_plugins: bool) -> Snapshot {
         plugins,
         ec2: (ctx.ec2)(),
         cluster: ctx.cluster.as_ref().map(|c| c.status()),
+        drains: ctx.drains.list(),
         now: SystemTime::now(),
+    }
+}
+
+/// A JSON answer.
+fn json_response(status: StatusCode, value: &serde_json::Value) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], status::indented(value)).into_response()
+}
+
+/// `GET /drain`: the drains in force, a JSON list.
+async fn list_drains(State(ctx): State<Arc<ServerContext>>) -> Response {
+    let spec = lock(&ctx.status).spec.clone();
+    let list: Vec<serde_json::Value> =
+        ctx.drains.list().iter().map(|d| status::drain_json(d, ctx.drains.scope(), &spec)).collect();
+    json_response(StatusCode::OK, &serde_json::Value::Array(list))
+}
+
+/// The router of a drain path, or the 400 (or 403) answer.
+fn drain_target(ctx: &ServerContext, raw: &str) -> Result<Ipv4Addr, Box<Response>> {
+    if let Some(why) = &ctx.drain_refusal {
+        return Err(Box::new(error(StatusCode::FORBIDDEN, why)));
+    }
+    vpcrouter_plugin_api::spec::parse_ipv4(raw).ok_or_else(|| {
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            format!("'{raw}' is not an IPv4 address: name the router by its IP in the route spec"),
+        ))
+    })
+}
+
+/// `POST /drain/IP`, with an optional JSON body `{"reason": "..."}`: drains the router.
+async fn drain(
+    State(ctx): State<Arc<ServerContext>>,
+    axum::extract::Path(raw): axum::extract::Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let ip = match drain_target(&ctx, &raw) {
+        Ok(ip) => ip,
+        Err(r) => return *r,
+    };
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        #[serde(default)]
+        reason: String,
+    }
+    let reason = if body.trim_ascii().is_empty() {
+        String::new()
+    } else {
+        match serde_json::from_slice::<Body>(&body) {
+            Ok(b) => b.reason,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!(r#"the body must be JSON {{"reason": "..."}} (or empty): {e}"#),
+                )
+            }
+        }
+    };
+    let reason = match crate::drain::check_reason(&reason) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    match ctx.drains.drain(ip, &reason).await {
+        Ok(changed) => {
+            let spec = lock(&ctx.status).spec.clone();
+            let Some(d) = changed.drain else { return error(StatusCode::INTERNAL_SERVER_ERROR, "drain not recorded") };
+            let mut doc = status::drain_json(&d, ctx.drains.scope(), &spec);
+            doc["drained"] = true.into();
+            doc["changed"] = changed.changed.into();
+            if doc["cidrs"].as_array().is_some_and(Vec::is_empty) {
+                doc["warning"] =
+                    format!("{ip} is not a candidate router of any CIDR in the route spec in force: the drain changes no route now").into();
+            }
+            json_response(StatusCode::OK, &doc)
+        }
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+    }
+}
+
+/// `DELETE /drain/IP`: undrains the router (routes are not moved back).
+async fn undrain(
+    State(ctx): State<Arc<ServerContext>>,
+    axum::extract::Path(raw): axum::extract::Path<String>,
+) -> Response {
+    let ip = match drain_target(&ctx, &raw) {
+        Ok(ip) => ip,
+        Err(r) => return *r,
+    };
+    match ctx.drains.undrain(ip).await {
+        Ok(changed) => json_response(
+            StatusCode::OK,
+            &json!({"ip": ip.to_string(), "drained": false, "changed": changed.changed, "scope": ctx.drains.scope()}),
+        ),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
     }
 }
 
@@ -741,6 +845,17 @@ mod tests {
     }
 
     fn start_with_slots(security: Security, slots: usize) -> (Server, Endpoints) {
+        let dir = std::env::temp_dir().join(format!("vpcrouter-http-test-{}", std::process::id()));
+        let drains = crate::drain::Drains::open(&dir, |_| {}).unwrap();
+        start_full(security, slots, drains, None)
+    }
+
+    fn start_full(
+        security: Security,
+        slots: usize,
+        drains: crate::drain::Drains,
+        drain_refusal: Option<String>,
+    ) -> (Server, Endpoints) {
         let endpoints = Endpoints::default();
         let reg = endpoints.registry_for("echo");
         assert!(reg.register("POST".into(), "/echo".into(), HttpHandlerBox::from_value(Echo, TD_Opaque)).is_ok());
@@ -769,6 +884,8 @@ mod tests {
             metrics: Arc::default(),
             cluster: None,
             security,
+            drains,
+            drain_refusal,
         };
         (bind("127.0.0.1", 0).unwrap().serve_with_slots(ctx, slots).unwrap(), endpoints)
     }
@@ -882,6 +999,73 @@ mod tests {
             assert_eq!(check_exposure(local.parse().unwrap(), &endpoints, &open, false), Ok(None), "{local}");
         }
         assert_eq!(check_exposure(any, &Endpoints::default(), &open, false), Ok(None), "nothing to change");
+    }
+
+    #[test]
+    fn drain_endpoints_need_the_token_check_the_ip_and_are_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let seen: Arc<Mutex<Vec<std::collections::BTreeSet<Ipv4Addr>>>> = Arc::default();
+        let s = seen.clone();
+        let drains = crate::drain::Drains::open(dir.path(), move |set| lock(&s).push(set)).unwrap();
+        let security = Security { token: Some(Arc::new(TokenFile::from_token("t0k"))), ..Security::default() };
+        let (server, _) = start_full(security, MAX_CONNECTIONS, drains, None);
+        let req = |method: &str, path: &str, auth: bool, body: &str| {
+            let auth = if auth { "Authorization: Bearer t0k\r\n" } else { "" };
+            let raw = format!(
+                "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}Content-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            let (status, _, body) = call(&server, raw.as_bytes());
+            (status, serde_json::from_str::<serde_json::Value>(&body).unwrap_or_default())
+        };
+        assert_eq!(req("POST", "/drain/10.0.0.1", false, "").0, 401, "protected like POST /route_spec");
+        assert_eq!(req("DELETE", "/drain/10.0.0.1", false, "").0, 401);
+        let (status, doc) = req("POST", "/drain/10.0.0.300", true, "");
+        assert_eq!(
+            (status, doc["error"].as_str().is_some_and(|e| e.contains("not an IPv4 address"))),
+            (400, true),
+            "{doc}"
+        );
+        assert_eq!(req("POST", "/drain/10.0.0.1", true, "{\"reason\": 5}").0, 400);
+        assert_eq!(req("POST", "/drain/10.0.0.1", true, "{\"reson\": \"x\"}").0, 400, "unknown field");
+        let (status, doc) = req("POST", "/drain/10.0.0.1", true, "{\"reason\": \"patching\"}");
+        assert_eq!(status, 200, "{doc}");
+        assert_eq!(
+            (doc["drained"].as_bool(), doc["changed"].as_bool(), doc["reason"].as_str()),
+            (Some(true), Some(true), Some("patching"))
+        );
+        assert!(doc["warning"].as_str().is_some_and(|w| w.contains("not a candidate router")), "no spec: {doc}");
+        let (status, again) = req("POST", "/drain/10.0.0.1", true, "");
+        assert_eq!((status, again["changed"].as_bool(), &again["since"]), (200, Some(false), &doc["since"]));
+        let (status, list) = req("GET", "/drain", false, "");
+        assert_eq!(status, 200);
+        assert_eq!(
+            list.as_array().map(|l| l.iter().map(|d| d["ip"].clone()).collect::<Vec<_>>()),
+            Some(vec![json!("10.0.0.1")])
+        );
+        assert_eq!(list[0]["scope"], "local");
+        let (_, metrics) = (0, call(&server, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").2);
+        assert!(metrics.contains("vpcrouter_router_drained{router=\"10.0.0.1\"} 1"), "{metrics}");
+        assert_eq!(req("GET", "/drain/10.0.0.1", false, "").0, 405);
+        let (status, doc) = req("DELETE", "/drain/10.0.0.1", true, "");
+        assert_eq!((status, doc["changed"].as_bool()), (200, Some(true)));
+        assert_eq!(req("DELETE", "/drain/10.0.0.1", true, "").1["changed"], false);
+        assert_eq!(*lock(&seen), vec![[ip4("10.0.0.1")].into(), Default::default()]);
+        server.stop();
+
+        // Off loopback without authentication: refused, with the reason.
+        let drains = crate::drain::Drains::open(dir.path(), |_| {}).unwrap();
+        let (server, _) = start_full(Security::default(), MAX_CONNECTIONS, drains, Some("needs a token".into()));
+        let (status, _, body) = call(
+            &server,
+            b"POST /drain/10.0.0.1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+        );
+        assert_eq!((status, body.contains("needs a token")), (403, true), "{body}");
+        server.stop();
+    }
+
+    fn ip4(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
     }
 
     #[test]

@@ -175,6 +175,7 @@ fn main() {
         spec: &spec,
         failed,
         questionable: &none,
+        drained: &none,
         ignore: &[],
         preferred: &preferred,
         lists: None,

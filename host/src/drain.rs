@@ -1,0 +1,457 @@
+//! Drains (maintenance mode): routers an operator takes out of service before patching
+//! them (`vpcrouter drain IP`, `POST /drain/IP`).
+//!
+//! A drained router is no candidate: the planner moves its routes to another healthy
+//! candidate (reason `drained`) and routes nothing to it until it is undrained; when no
+//! other candidate is healthy the route stays, with a warning. Undraining moves nothing
+//! back by itself (vpc-router never fails back): the router is a candidate again.
+//!
+//! Where drains live:
+//! * alone: in `drains.json` of `--state-dir` (default `/var/lib/vpcrouter`), written
+//!   atomically (temporary file, fsync, rename, fsync of the directory) before a request is
+//!   answered, so that drains survive a restart. A drain that cannot be stored is refused
+//!   (the request fails) rather than kept in memory only; a corrupt file stops the start.
+//! * in cluster mode: in etcd, `/vpcrouter/<cluster>/drains/<ip>` (no lease), so that every
+//!   leader honours them; any instance takes requests, and every instance learns of them
+//!   through its watch of the cluster's keys. The state file is not used then: etcd is the
+//!   one truth, and a file per instance could only disagree with it.
+//!
+//! [`Drains`] is the handle the status server and the start-up share; the engine hears of
+//! each change through the callback it was made with.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write as _;
+use std::net::Ipv4Addr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::SystemTime;
+
+use crate::cluster::ClusterHandle;
+use crate::sync::lock;
+
+/// The state file's name in `--state-dir`.
+pub const STATE_FILE: &str = "drains.json";
+/// The longest reason kept, in characters.
+pub const MAX_REASON: usize = 256;
+
+/// One drained router.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Drain {
+    /// The router, as the route spec names it.
+    pub ip: Ipv4Addr,
+    /// When it was drained (RFC 3339, UTC).
+    pub since: String,
+    /// Why, as the operator said (may be empty).
+    #[serde(default)]
+    pub reason: String,
+}
+
+impl Drain {
+    /// A drain of `ip` starting now.
+    pub fn now(ip: Ipv4Addr, reason: &str) -> Drain {
+        Drain { ip, since: vpcrouter_plugin_api::time::rfc3339(SystemTime::now()), reason: reason.to_string() }
+    }
+}
+
+/// The drains in force, by router.
+pub type DrainSet = BTreeMap<Ipv4Addr, Drain>;
+
+/// The state file's content.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateFile {
+    version: u32,
+    drains: Vec<Drain>,
+}
+
+/// Why drains could not be loaded or changed.
+#[derive(Debug, thiserror::Error)]
+pub enum DrainError {
+    /// The state file exists but cannot be read.
+    #[error("{}: cannot read the drain state file: {error}; fix its permissions (it lists the drained routers)", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        error: std::io::Error,
+    },
+    /// The state file is not what vpcrouter wrote.
+    #[error("{}: not a drain state file ({error}); fix it, or remove it to start with no router drained", path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        error: String,
+    },
+    /// The drain could not be stored: it is not in force.
+    #[error("cannot store the drain state in {}: {error}; the change is not made: give vpcrouter a writable --state-dir", path.display())]
+    Write {
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        error: std::io::Error,
+    },
+    /// Cluster mode: etcd did not take the change.
+    #[error("cluster mode: the drain state is kept in etcd, and {0}; the change is not made")]
+    Cluster(String),
+}
+
+/// What a drain request did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Changed {
+    /// The drain in force for the router (`None` once undrained).
+    pub drain: Option<Drain>,
+    /// False when the request changed nothing (the router was drained, or not, already).
+    pub changed: bool,
+}
+
+/// Where the drains are kept.
+enum Store {
+    /// `drains.json` in this directory.
+    File(PathBuf),
+    /// etcd, through the cluster session (set once the cluster is joined).
+    Cluster(OnceLock<ClusterHandle>),
+}
+
+struct Inner {
+    store: Store,
+    current: Mutex<DrainSet>,
+    on_change: Box<dyn Fn(BTreeSet<Ipv4Addr>) + Send + Sync>,
+}
+
+/// The drains in force and the way to change them; cheap to clone.
+#[derive(Clone)]
+pub struct Drains {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Drains {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Drains").field("scope", &self.scope()).field("drains", &self.list()).finish()
+    }
+}
+
+impl Drains {
+    /// Drains kept in `dir`/[`STATE_FILE`]: loads the file (none yet: nothing drained). The
+    /// directory is created if missing; when it cannot be, the start goes on (a later drain
+    /// request fails and says why). `on_change` gets the drained routers after each change.
+    pub fn open(
+        dir: &Path,
+        on_change: impl Fn(BTreeSet<Ipv4Addr>) + Send + Sync + 'static,
+    ) -> Result<Drains, DrainError> {
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            tracing::warn!(
+                state_dir = %dir.display(),
+                "cannot create the state directory ({e}): drain requests will fail until it can be written"
+            );
+        }
+        let current = load(&dir.join(STATE_FILE))?;
+        Ok(Drains::with(Store::File(dir.to_path_buf()), current, on_change))
+    }
+
+    /// Drains kept in etcd (cluster mode); [`Drains::attach`] hands over the cluster.
+    pub fn in_cluster(on_change: impl Fn(BTreeSet<Ipv4Addr>) + Send + Sync + 'static) -> Drains {
+        Drains::with(Store::Cluster(OnceLock::new()), DrainSet::new(), on_change)
+    }
+
+    fn with(store: Store, current: DrainSet, on_change: impl Fn(BTreeSet<Ipv4Addr>) + Send + Sync + 'static) -> Drains {
+        Drains { inner: Arc::new(Inner { store, current: Mutex::new(current), on_change: Box::new(on_change) }) }
+    }
+
+    /// Cluster mode: the session that stores the drains.
+    pub fn attach(&self, cluster: ClusterHandle) {
+        if let Store::Cluster(c) = &self.inner.store {
+            let _ = c.set(cluster);
+        }
+    }
+
+    /// `local` (the state file) or `cluster` (etcd).
+    pub fn scope(&self) -> &'static str {
+        match self.inner.store {
+            Store::File(_) => "local",
+            Store::Cluster(_) => "cluster",
+        }
+    }
+
+    /// Where the drains are kept, for messages: the state file, or the etcd keys.
+    pub fn location(&self) -> String {
+        match &self.inner.store {
+            Store::File(dir) => dir.join(STATE_FILE).display().to_string(),
+            Store::Cluster(c) => c.get().map_or_else(|| "etcd".to_string(), |c| format!("etcd {}", c.drain_prefix())),
+        }
+    }
+
+    /// The drains in force, by router.
+    pub fn list(&self) -> Vec<Drain> {
+        lock(&self.inner.current).values().cloned().collect()
+    }
+
+    /// The drained routers.
+    pub fn ips(&self) -> BTreeSet<Ipv4Addr> {
+        lock(&self.inner.current).keys().copied().collect()
+    }
+
+    /// Drains `ip` (idempotent: a drained router keeps its `since`; a new non-empty reason
+    /// replaces the old one). Stored before it is in force.
+    pub async fn drain(&self, ip: Ipv4Addr, reason: &str) -> Result<Changed, DrainError> {
+        let existing = lock(&self.inner.current).get(&ip).cloned();
+        let wanted = match existing {
+            Some(d) if reason.is_empty() || d.reason == reason => {
+                return Ok(Changed { drain: Some(d), changed: false });
+            }
+            Some(d) => Drain { reason: reason.to_string(), ..d },
+            None => Drain::now(ip, reason),
+        };
+        match &self.inner.store {
+            Store::File(_) => {
+                let inner = self.inner.clone();
+                let stored = wanted.clone();
+                run_blocking(move || inner.change_file(ip, Some(stored))).await?;
+            }
+            Store::Cluster(c) => {
+                let cluster = c.get().ok_or_else(|| DrainError::Cluster("the cluster is not joined yet".into()))?;
+                cluster.put_drain(&wanted).await.map_err(DrainError::Cluster)?;
+                self.inner.update(|set| {
+                    set.insert(ip, wanted.clone());
+                });
+            }
+        }
+        tracing::info!(router = %ip, reason = %wanted.reason, scope = self.scope(), "router drained: its routes move to other healthy candidates");
+        Ok(Changed { drain: Some(wanted), changed: true })
+    }
+
+    /// Undrains `ip` (idempotent). Nothing moves back by itself: the router is a candidate
+    /// again.
+    pub async fn undrain(&self, ip: Ipv4Addr) -> Result<Changed, DrainError> {
+        if !lock(&self.inner.current).contains_key(&ip) {
+            return Ok(Changed { drain: None, changed: false });
+        }
+        match &self.inner.store {
+            Store::File(_) => {
+                let inner = self.inner.clone();
+                run_blocking(move || inner.change_file(ip, None)).await?;
+            }
+            Store::Cluster(c) => {
+                let cluster = c.get().ok_or_else(|| DrainError::Cluster("the cluster is not joined yet".into()))?;
+                cluster.delete_drain(ip).await.map_err(DrainError::Cluster)?;
+                self.inner.update(|set| {
+                    set.remove(&ip);
+                });
+            }
+        }
+        tracing::info!(router = %ip, scope = self.scope(), "router undrained: it is a candidate again (routes are not moved back)");
+        Ok(Changed { drain: None, changed: true })
+    }
+
+    /// Cluster mode: the drains etcd holds now (from the session's watch).
+    pub fn set_from_cluster(&self, drains: DrainSet) {
+        self.inner.update(|set| *set = drains.clone());
+    }
+}
+
+impl Inner {
+    /// Applies `change` to the drains in force; tells the engine if the routers changed.
+    fn update(&self, change: impl FnOnce(&mut DrainSet)) {
+        let (before, after) = {
+            let mut set = lock(&self.current);
+            let before: BTreeSet<Ipv4Addr> = set.keys().copied().collect();
+            change(&mut set);
+            (before, set.keys().copied().collect::<BTreeSet<_>>())
+        };
+        if before != after {
+            (self.on_change)(after);
+        }
+    }
+
+    /// File mode: sets (or with `None` removes) the drain of `ip`, writing the file first.
+    fn change_file(&self, ip: Ipv4Addr, drain: Option<Drain>) -> Result<(), DrainError> {
+        let Store::File(dir) = &self.store else { return Ok(()) };
+        let after = {
+            let mut set = lock(&self.current);
+            let mut next = set.clone();
+            match drain {
+                Some(d) => next.insert(ip, d),
+                None => next.remove(&ip),
+            };
+            save(dir, &next)?;
+            let after: BTreeSet<Ipv4Addr> = next.keys().copied().collect();
+            *set = next;
+            after
+        };
+        (self.on_change)(after);
+        Ok(())
+    }
+}
+
+/// Runs file I/O off the server's event loop.
+async fn run_blocking(f: impl FnOnce() -> Result<(), DrainError> + Send + 'static) -> Result<(), DrainError> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(DrainError::Write { path: PathBuf::from("(state file)"), error: std::io::Error::other(e.to_string()) })
+    })
+}
+
+/// Reads a state file; a missing one means nothing is drained.
+pub fn load(path: &Path) -> Result<DrainSet, DrainError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        // No file (or no directory to hold one): nothing is drained.
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) => {
+            return Ok(DrainSet::new())
+        }
+        Err(error) => return Err(DrainError::Read { path: path.to_path_buf(), error }),
+    };
+    let corrupt = |error: String| DrainError::Corrupt { path: path.to_path_buf(), error };
+    let file: StateFile = serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
+    if file.version != 1 {
+        return Err(corrupt(format!("version {} is not known to this vpcrouter (it writes version 1)", file.version)));
+    }
+    let mut set = DrainSet::new();
+    for d in file.drains {
+        if set.insert(d.ip, d.clone()).is_some() {
+            return Err(corrupt(format!("{} is listed twice", d.ip)));
+        }
+    }
+    Ok(set)
+}
+
+/// Writes `drains` to `dir`/[`STATE_FILE`] atomically: a temporary file in the same
+/// directory, fsync, rename over the file, fsync of the directory. Mode 0644.
+pub fn save(dir: &Path, drains: &DrainSet) -> Result<(), DrainError> {
+    let path = dir.join(STATE_FILE);
+    let err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |error| DrainError::Write { path, error }
+    };
+    std::fs::create_dir_all(dir).map_err(err(dir))?;
+    let file = StateFile { version: 1, drains: drains.values().cloned().collect() };
+    let mut text = serde_json::to_string_pretty(&file).map_err(|e| err(&path)(std::io::Error::other(e)))?;
+    text.push('\n');
+    let tmp = dir.join(format!(".{STATE_FILE}.{}.tmp", std::process::id()));
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o644).open(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.map_err(err(&path))
+}
+
+/// Checks a drain reason: at most [`MAX_REASON`] characters, no control characters.
+pub fn check_reason(reason: &str) -> Result<String, String> {
+    let reason = reason.trim();
+    if reason.chars().count() > MAX_REASON {
+        return Err(format!("the reason is longer than {MAX_REASON} characters"));
+    }
+    if reason.chars().any(char::is_control) {
+        return Err("the reason contains control characters (newlines, tabs, ...)".into());
+    }
+    Ok(reason.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    }
+
+    type Seen = Arc<Mutex<Vec<BTreeSet<Ipv4Addr>>>>;
+
+    fn recorder() -> (Seen, impl Fn(BTreeSet<Ipv4Addr>) + Send + Sync + 'static) {
+        let seen: Seen = Arc::default();
+        let s = seen.clone();
+        (seen, move |set| lock(&s).push(set))
+    }
+
+    #[test]
+    fn drains_are_stored_atomically_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let (seen, notify) = recorder();
+        let drains = Drains::open(&state, notify).unwrap();
+        assert!(state.is_dir(), "created");
+        let rt = runtime();
+        let first = rt.block_on(drains.drain(ip("10.0.0.1"), "patching")).unwrap();
+        assert!(first.changed);
+        let again = rt.block_on(drains.drain(ip("10.0.0.1"), "")).unwrap();
+        assert_eq!((again.changed, again.drain.as_ref()), (false, first.drain.as_ref()), "idempotent");
+        let reworded = rt.block_on(drains.drain(ip("10.0.0.1"), "kernel update")).unwrap();
+        assert_eq!(
+            reworded.drain.as_ref().map(|d| (&d.since, d.reason.as_str())),
+            Some((&first.drain.unwrap().since, "kernel update"))
+        );
+        rt.block_on(drains.drain(ip("10.0.0.2"), "")).unwrap();
+        assert_eq!(
+            *lock(&seen),
+            vec![[ip("10.0.0.1")].into(), [ip("10.0.0.1")].into(), [ip("10.0.0.1"), ip("10.0.0.2")].into()]
+        );
+        let names: Vec<String> =
+            std::fs::read_dir(&state).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        assert_eq!(names, [STATE_FILE], "no temporary file left");
+        let mode =
+            std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(state.join(STATE_FILE)).unwrap().permissions());
+        assert_eq!(mode & 0o777, 0o644);
+
+        let reopened = Drains::open(&state, |_| {}).unwrap();
+        assert_eq!(reopened.list(), drains.list());
+        assert_eq!(reopened.ips(), [ip("10.0.0.1"), ip("10.0.0.2")].into());
+        assert!(!rt.block_on(reopened.undrain(ip("10.0.0.9"))).unwrap().changed);
+        assert!(rt.block_on(reopened.undrain(ip("10.0.0.1"))).unwrap().changed);
+        assert_eq!(Drains::open(&state, |_| {}).unwrap().ips(), [ip("10.0.0.2")].into());
+    }
+
+    #[test]
+    fn a_corrupt_state_file_is_one_line_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STATE_FILE);
+        for bad in [
+            "{",
+            r#"{"version": 1, "drains": [{"ip": "10.0.0.300", "since": "x"}]}"#,
+            r#"{"version": 2, "drains": []}"#,
+            r#"{"version": 1, "drains": [], "x": 1}"#,
+        ] {
+            std::fs::write(&path, bad).unwrap();
+            let e = Drains::open(dir.path(), |_| {}).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("{}: not a drain state file (", path.display())), "{e}");
+            assert!(!e.contains('\n') && e.ends_with("remove it to start with no router drained"), "{e}");
+        }
+        std::fs::write(
+            &path,
+            r#"{"version": 1, "drains": [{"ip": "10.0.0.1", "since": "a"}, {"ip": "10.0.0.1", "since": "b"}]}"#,
+        )
+        .unwrap();
+        assert!(Drains::open(dir.path(), |_| {}).unwrap_err().to_string().contains("10.0.0.1 is listed twice"));
+    }
+
+    #[test]
+    fn an_unwritable_state_dir_refuses_the_drain() {
+        let dir = tempfile::tempdir().unwrap();
+        // A regular file where the directory should be: not creatable, even for root.
+        let blocker = dir.path().join("file");
+        std::fs::write(&blocker, "").unwrap();
+        let (seen, notify) = recorder();
+        let drains = Drains::open(&blocker.join("state"), notify).unwrap();
+        let e = runtime().block_on(drains.drain(ip("10.0.0.1"), "")).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("cannot store the drain state in {}", blocker.join("state").display())), "{e}");
+        assert!(e.ends_with("give vpcrouter a writable --state-dir"), "{e}");
+        assert!(drains.ips().is_empty() && lock(&seen).is_empty(), "not in force");
+    }
+
+    #[test]
+    fn reasons_are_short_single_lines() {
+        assert_eq!(check_reason("  patching  ").unwrap(), "patching");
+        assert!(check_reason("a\nb").is_err());
+        assert!(check_reason(&"x".repeat(MAX_REASON + 1)).is_err());
+        assert!(check_reason(&"é".repeat(MAX_REASON)).is_ok());
+    }
+}
