@@ -416,6 +416,10 @@ fn only_the_leader_changes_prefix_lists_and_a_new_leader_adopts_them() -> anyhow
         (l.id == list.id && l.entries == [CIDR, "10.56.0.0/16", "10.57.0.0/16"]).then_some(())
     })
     .map_err(|e| anyhow::anyhow!("{e}\n{}", logs(&view)))?;
-    assert!(view[0].daemon.log().contains("prefix list changed: 1 entries added"), "{}", logs(&view));
+    // The line is logged once EC2 acknowledged the change, which may be after moto shows it.
+    view[0]
+        .daemon
+        .wait_log("prefix list changed: 1 entries added", T)
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", logs(&view)))?;
     Ok(())
 }
