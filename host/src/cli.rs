@@ -252,6 +252,22 @@ fn client_target_args(cmd: Command) -> Command {
             .value_parser(clap::value_parser!(PathBuf))
             .help("with an https:// URL: trust this PEM CA instead of the system's roots"),
     )
+    .arg(
+        Arg::new("tls_cert")
+            .long("tls-cert")
+            .value_name("FILE")
+            .value_parser(clap::value_parser!(PathBuf))
+            .requires("tls_key")
+            .help("with an https:// URL: present this PEM client certificate (for a daemon with --tls-client-ca)"),
+    )
+    .arg(
+        Arg::new("tls_key")
+            .long("tls-key")
+            .value_name("FILE")
+            .value_parser(clap::value_parser!(PathBuf))
+            .requires("tls_cert")
+            .help("the PEM private key of --tls-cert"),
+    )
 }
 
 /// `drain`, `undrain` and `drains`, as clap commands (for parsing, help, the man page and
@@ -292,6 +308,7 @@ fn parse_client(argv: &[String]) -> Result<Invocation, CliError> {
     };
     target.token_file = sub.get_one::<PathBuf>("http_token_file").cloned();
     target.tls_ca = sub.get_one::<PathBuf>("tls_ca").cloned();
+    target.client_cert = sub.get_one::<PathBuf>("tls_cert").cloned().zip(sub.get_one::<PathBuf>("tls_key").cloned());
     let ip = || {
         let raw = sub.get_one::<String>("ip").map(String::as_str).unwrap_or_default();
         vpcrouter_plugin_api::spec::parse_ipv4(raw).ok_or_else(|| {
@@ -886,6 +903,9 @@ mod tests {
         assert_eq!(c.action, Action::Undrain { ip: "10.0.0.2".parse().unwrap() });
         assert_eq!(c.target, Target { tls_ca: Some("/ca.pem".into()), ..Target::from_url("https://r:8443").unwrap() });
         assert_eq!(parsed("drains --json -a 0.0.0.0").unwrap().action, Action::List { json: true });
+        let c = parsed("drains --url https://r:8443 --tls-cert /c.pem --tls-key /k.pem").unwrap();
+        assert_eq!(c.target.client_cert, Some(("/c.pem".into(), "/k.pem".into())));
+        assert_eq!(parsed("drains --tls-cert /c.pem").unwrap_err().status, 2, "--tls-cert needs --tls-key");
         let e = parsed("drain 10.0.0.300").unwrap_err();
         assert_eq!(
             (e.status, e.message.as_str()),

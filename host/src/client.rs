@@ -15,8 +15,7 @@ use std::time::Duration;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::ServerName;
 use serde_json::Value;
 
 /// The longest a request may take, connection and TLS included.
@@ -37,6 +36,9 @@ pub struct Target {
     pub token_file: Option<PathBuf>,
     /// `--tls-ca`.
     pub tls_ca: Option<PathBuf>,
+    /// `--tls-cert` and `--tls-key`: the client certificate a daemon started with
+    /// `--tls-client-ca` demands.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
 }
 
 impl Target {
@@ -48,7 +50,7 @@ impl Target {
             "::" => "::1".to_string(),
             other => other.to_string(),
         };
-        Target { https: false, host, port, prefix: String::new(), token_file: None, tls_ca: None }
+        Target { https: false, host, port, prefix: String::new(), token_file: None, tls_ca: None, client_cert: None }
     }
 
     /// Parses `--url`: `http://HOST[:PORT][/PREFIX]` or `https://...`.
@@ -88,7 +90,7 @@ impl Target {
         if host.is_empty() || port == 0 || authority.contains('@') {
             return Err(bad("no host, port 0, or credentials in the URL (use --http-token-file)"));
         }
-        Ok(Target { https, host, port, prefix: prefix.to_string(), token_file: None, tls_ca: None })
+        Ok(Target { https, host, port, prefix: prefix.to_string(), token_file: None, tls_ca: None, client_cert: None })
     }
 
     /// `http://host:port` as the messages show it.
@@ -265,6 +267,11 @@ fn request(target: &Target, method: &str, path: &str, body: Option<String>) -> R
     let full_path = format!("{}{path}", target.prefix);
     rt.block_on(async {
         match tokio::time::timeout(TIMEOUT, send(target, tls, method, &full_path, token, body)).await {
+            // A daemon with --tls-client-ca ends the connection of a client without a
+            // certificate (with TLS 1.3, after the handshake).
+            Ok(Err(e)) if target.https && target.client_cert.is_none() && !e.starts_with("--") => {
+                Err(format!("{e} (if the daemon runs with --tls-client-ca, pass --tls-cert FILE --tls-key FILE)"))
+            }
             Ok(r) => r,
             Err(_) => Err(format!("{} did not answer within {} s", target.base(), TIMEOUT.as_secs())),
         }
@@ -275,14 +282,7 @@ fn tls_connector(target: &Target) -> Result<tokio_rustls::TlsConnector, String> 
     let mut roots = rustls::RootCertStore::empty();
     match &target.tls_ca {
         Some(ca) => {
-            let pem = std::fs::read(ca).map_err(|e| format!("--tls-ca {}: cannot read it: {e}", ca.display()))?;
-            let certs = CertificateDer::pem_slice_iter(&pem)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("--tls-ca {}: not a PEM certificate file: {e}", ca.display()))?;
-            if certs.is_empty() {
-                return Err(format!("--tls-ca {}: no PEM certificate in it", ca.display()));
-            }
-            for c in certs {
+            for c in crate::http::tls::certificates("--tls-ca", ca)? {
                 roots.add(c).map_err(|e| format!("--tls-ca {}: {e}", ca.display()))?;
             }
         }
@@ -293,11 +293,20 @@ fn tls_connector(target: &Target) -> Result<tokio_rustls::TlsConnector, String> 
         }
     }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| format!("TLS: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let mut config = match &target.client_cert {
+        None => builder.with_no_client_auth(),
+        Some((cert_file, key_file)) => {
+            let certs = crate::http::tls::certificates("--tls-cert", cert_file)?;
+            let key = crate::http::tls::private_key("--tls-key", key_file)?;
+            builder
+                .with_client_auth_cert(certs, key)
+                .map_err(|e| format!("--tls-cert {} with --tls-key {}: {e}", cert_file.display(), key_file.display()))?
+        }
+    };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }

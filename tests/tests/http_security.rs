@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use vpcrouter_tests::certs::{Ca, Pem, Usage};
-use vpcrouter_tests::daemon::{command, Daemon};
+use vpcrouter_tests::daemon::{binary, command, Daemon};
 use vpcrouter_tests::http_client::{self, get, request, Response};
 use vpcrouter_tests::slowclients::SlowClients;
 use vpcrouter_tests::{free_port, tls_client, wait_for, world, Env};
@@ -393,6 +393,22 @@ fn client_certificates_from_the_ca_are_required_with_tls_client_ca() -> anyhow::
     d.wait_log("TLS handshake failed", T)?;
     let r = tls_client::request(&with_cert, d.port, "POST", "/route_spec", &[JSON], SPEC.as_bytes())?;
     assert_eq!(r.status, 200, "{}", r.body);
+
+    // The client subcommands present a certificate with --tls-cert and --tls-key.
+    let url = format!("https://localhost:{}", d.port);
+    let ca_file = ca.cert.to_str().unwrap_or_default();
+    let client = |extra: &[&str]| -> anyhow::Result<(i32, String)> {
+        let mut args = vec!["drains", "--url", url.as_str(), "--tls-ca", ca_file];
+        args.extend_from_slice(extra);
+        let out = std::process::Command::new(binary()).args(&args).output()?;
+        Ok((out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned()))
+    };
+    let (status, stderr) = client(&[])?;
+    assert_eq!((status, stderr.lines().count()), (1, 1), "without a certificate: one line, exit 1: {stderr}");
+    assert!(stderr.contains("pass --tls-cert FILE --tls-key FILE"), "{stderr}");
+    let (cert, key) = (good.cert.to_str().unwrap_or_default(), good.key.to_str().unwrap_or_default());
+    let (status, stderr) = client(&["--tls-cert", cert, "--tls-key", key])?;
+    assert_eq!(status, 0, "with the client certificate: {stderr}");
     Ok(())
 }
 

@@ -59,7 +59,8 @@ fn read_file(flag: &str, path: &Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("{flag} {}: cannot read it: {e}", path.display()))
 }
 
-fn certificates(flag: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+/// The PEM certificates in `path` (the file of option `flag`, for messages).
+pub(crate) fn certificates(flag: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let pem = read_file(flag, path)?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
@@ -70,13 +71,18 @@ fn certificates(flag: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>,
     Ok(certs)
 }
 
+/// The PEM private key in `path` (the file of option `flag`, for messages).
+pub(crate) fn private_key(flag: &str, path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    let pem = read_file(flag, path)?;
+    PrivateKeyDer::from_pem_slice(&pem)
+        .map_err(|e| format!("{flag} {}: no PEM private key in it ({e})", path.display()))
+}
+
 /// A rustls server configuration from the files.
 pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, String> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let certs = certificates("--tls-cert", &files.cert)?;
-    let key_pem = read_file("--tls-key", &files.key)?;
-    let key = PrivateKeyDer::from_pem_slice(&key_pem)
-        .map_err(|e| format!("--tls-key {}: no PEM private key in it ({e})", files.key.display()))?;
+    let key = private_key("--tls-key", &files.key)?;
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| format!("TLS: {e}"))?;
