@@ -217,3 +217,30 @@ fn failback_options_are_checked() {
     assert_eq!(code, 0);
     assert!(out.contains("--failback <POLICY>") && out.contains("--failback-after <SECONDS>"), "{out}");
 }
+
+#[test]
+fn a_drained_preferred_router_gets_no_failback_and_its_wait_starts_at_the_undrain() -> anyhow::Result<()> {
+    let s = Setup::start(&["--failback", "preferred", "--failback-after", "2"])?;
+    s.wait_router(PREFERRED, "the route on the preferred router")?;
+    let drain = |method: &str| -> anyhow::Result<()> {
+        let r = vpcrouter_tests::http_client::request(s.d.port, method, &format!("/drain/{PREFERRED}"), &[], b"")?;
+        anyhow::ensure!(r.status == 200, "{method} /drain answered {}: {}", r.status, r.body);
+        Ok(())
+    };
+    drain("POST")?;
+    s.wait_router(OTHER, "the drain move")?;
+    // Healthy all along, and longer than the hold-down: drained, it gets nothing back.
+    std::thread::sleep(HOLD_DOWN + Duration::from_millis(500));
+    let st = s.wait_state("preferred_unavailable")?;
+    assert_eq!(s.router().as_deref(), Some(OTHER), "{st}\n{}", s.d.log());
+    assert_eq!(s.failback_lines(), 0, "{}", s.d.log());
+
+    // Undrained: the hold-down starts now, not at the last health change.
+    let undrained = Instant::now();
+    drain("DELETE")?;
+    s.wait_state("waiting")?;
+    assert_eq!(s.router().as_deref(), Some(OTHER), "not at once after the undrain");
+    s.wait_router(PREFERRED, "the failback after the undrain")?;
+    assert!(undrained.elapsed() >= HOLD_DOWN, "moved back {:?} after the undrain", undrained.elapsed());
+    Ok(())
+}
