@@ -361,15 +361,8 @@ impl Families<'_> {
         help: &str,
         samples: impl IntoIterator<Item = (L, V)>,
     ) -> fmt::Result {
-        let samples: Vec<_> = samples.into_iter().collect();
-        if samples.is_empty() {
-            return Ok(());
-        }
-        let mut m = self.descriptor(name, help, MetricType::Counter)?;
-        for (labels, value) in samples {
-            ConstCounter::new(value).encode(m.encode_family(&labels)?)?;
-        }
-        Ok(())
+        let samples = samples.into_iter().map(|(l, v)| (l, ConstCounter::new(v)));
+        self.labelled(name, help, MetricType::Counter, samples)
     }
 
     /// A labelled gauge family; left out without samples.
@@ -379,13 +372,25 @@ impl Families<'_> {
         help: &str,
         samples: impl IntoIterator<Item = (L, V)>,
     ) -> fmt::Result {
+        let samples = samples.into_iter().map(|(l, v)| (l, ConstGauge::new(v)));
+        self.labelled(name, help, MetricType::Gauge, samples)
+    }
+
+    /// A labelled family of `kind`; left out without samples.
+    fn labelled<L: EncodeLabelSet, M: EncodeMetric>(
+        &mut self,
+        name: &'static str,
+        help: &str,
+        kind: MetricType,
+        samples: impl IntoIterator<Item = (L, M)>,
+    ) -> fmt::Result {
         let samples: Vec<_> = samples.into_iter().collect();
         if samples.is_empty() {
             return Ok(());
         }
-        let mut m = self.descriptor(name, help, MetricType::Gauge)?;
-        for (labels, value) in samples {
-            ConstGauge::new(value).encode(m.encode_family(&labels)?)?;
+        let mut m = self.descriptor(name, help, kind)?;
+        for (labels, metric) in samples {
+            metric.encode(m.encode_family(&labels)?)?;
         }
         Ok(())
     }

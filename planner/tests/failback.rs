@@ -4,6 +4,8 @@
 //! between two failbacks, the reasons logged, the state `/status` shows, and how the
 //! policy places new routes and routes leaving a bad router.
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -71,15 +73,7 @@ fn vpc() -> VpcState {
 }
 
 fn target(host: &str) -> RouterTarget {
-    let ip = ip(host);
-    let state = vpc();
-    let (i, e) = state
-        .instances
-        .iter()
-        .flat_map(|i| i.enis.iter().map(move |e| (i, e)))
-        .find(|(_, e)| e.private_ips.contains(&ip))
-        .expect("fixture host");
-    RouterTarget { ip, instance_id: i.id.clone(), eni_id: e.id.clone() }
+    support::target_in(&vpc(), ip(host))
 }
 
 /// The route of `dest` in `rtb`, on `host`'s interface (as EC2 reports it).

@@ -2,6 +2,8 @@
 //! original's defects fixed, both address families, prefix-list mode, and invariants over
 //! generated states.
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -124,14 +126,7 @@ fn with_routes(mut state: VpcState, rtb: &str, routes: Vec<Route>) -> VpcState {
 }
 
 fn target_in(state: &VpcState, host: &str) -> RouterTarget {
-    let ip = ip(host);
-    let (instance, eni) = state
-        .instances
-        .iter()
-        .flat_map(|i| i.enis.iter().map(move |e| (i, e)))
-        .find(|(_, e)| e.private_ips.contains(&ip))
-        .expect("fixture host");
-    RouterTarget { ip, instance_id: instance.id.clone(), eni_id: eni.id.clone() }
+    support::target_in(state, ip(host))
 }
 
 fn target(host: &str) -> RouterTarget {
