@@ -60,6 +60,14 @@ fn run_to_end(env: &Env, args: &[&str]) -> anyhow::Result<(i32, String, String)>
     ))
 }
 
+/// A daemon serving HTTPS with `server`'s certificate (`-m http -H always`), plus `extra`.
+fn https_daemon(env: &Env, server: &Pem, extra: &[&str]) -> anyhow::Result<Daemon> {
+    let (cert, key) = (server.cert.to_str().unwrap_or_default(), server.key.to_str().unwrap_or_default());
+    let mut args = vec!["-m", "http", "-H", "always", "--tls-cert", cert, "--tls-key", key];
+    args.extend_from_slice(extra);
+    env.daemon(&args)
+}
+
 /// A scratch directory with a CA and the status server's certificate (localhost, 127.0.0.1).
 fn server_pki() -> anyhow::Result<(tempfile::TempDir, Ca, Pem)> {
     let dir = tempfile::tempdir()?;
@@ -309,16 +317,7 @@ fn bad_security_files_are_clear_start_up_errors_without_the_token() -> anyhow::R
 fn https_serves_with_the_ca_and_refuses_plain_http_cleanly() -> anyhow::Result<()> {
     let env = Env::new()?;
     let (dir, ca, server) = server_pki()?;
-    let d = env.daemon(&[
-        "-m",
-        "http",
-        "-H",
-        "always",
-        "--tls-cert",
-        server.cert.to_str().unwrap_or_default(),
-        "--tls-key",
-        server.key.to_str().unwrap_or_default(),
-    ])?;
+    let d = https_daemon(&env, &server, &[])?;
     let client = tls_client::config(&ca.cert, None)?;
     let st = wait_for(T, "the HTTPS server", || tls_client::get(&client, d.port, "/status").ok())
         .map_err(|e| anyhow::anyhow!("{e}\n{}", d.log()))?;
@@ -366,18 +365,7 @@ fn client_certificates_from_the_ca_are_required_with_tls_client_ca() -> anyhow::
     let stranger = Ca::new(dir.path(), "stranger")?;
     let bad = stranger.issue("intruder", "monitoring", &[], Usage::Client)?;
     let expired = ca.issue_expired("old", "monitoring", &[], Usage::Client)?;
-    let d = env.daemon(&[
-        "-m",
-        "http",
-        "-H",
-        "always",
-        "--tls-cert",
-        server.cert.to_str().unwrap_or_default(),
-        "--tls-key",
-        server.key.to_str().unwrap_or_default(),
-        "--tls-client-ca",
-        ca.cert.to_str().unwrap_or_default(),
-    ])?;
+    let d = https_daemon(&env, &server, &["--tls-client-ca", ca.cert.to_str().unwrap_or_default()])?;
     let with_cert = tls_client::config(&ca.cert, Some(&good))?;
     let st = wait_for(T, "the HTTPS server", || tls_client::get(&with_cert, d.port, "/status").ok())
         .map_err(|e| anyhow::anyhow!("{e}\n{}", d.log()))?;
