@@ -203,20 +203,7 @@ impl Drains {
             Some(d) => Drain { reason: reason.to_string(), ..d },
             None => Drain::now(ip, reason),
         };
-        match &self.inner.store {
-            Store::File(_) => {
-                let inner = self.inner.clone();
-                let stored = wanted.clone();
-                run_blocking(move || inner.change_file(ip, Some(stored))).await?;
-            }
-            Store::Cluster(c) => {
-                let cluster = c.get().ok_or_else(|| DrainError::Cluster("the cluster is not joined yet".into()))?;
-                cluster.put_drain(&wanted).await.map_err(DrainError::Cluster)?;
-                self.inner.update(|set| {
-                    set.insert(ip, wanted.clone());
-                });
-            }
-        }
+        self.store(ip, Some(wanted.clone())).await?;
         tracing::info!(router = %ip, reason = %wanted.reason, scope = self.scope(), "router drained: its routes move to other healthy candidates");
         Ok(Changed { drain: Some(wanted), changed: true })
     }
@@ -227,21 +214,36 @@ impl Drains {
         if !lock(&self.inner.current).contains_key(&ip) {
             return Ok(Changed { drain: None, changed: false });
         }
+        self.store(ip, None).await?;
+        tracing::info!(router = %ip, scope = self.scope(), "router undrained: it is a candidate again (routes are not moved back)");
+        Ok(Changed { drain: None, changed: true })
+    }
+
+    /// Stores `ip`'s drain (`None`: its undrain), then puts it in force.
+    async fn store(&self, ip: Ipv4Addr, drain: Option<Drain>) -> Result<(), DrainError> {
         match &self.inner.store {
             Store::File(_) => {
                 let inner = self.inner.clone();
-                run_blocking(move || inner.change_file(ip, None)).await?;
+                run_blocking(move || inner.change_file(ip, drain)).await
             }
             Store::Cluster(c) => {
                 let cluster = c.get().ok_or_else(|| DrainError::Cluster("the cluster is not joined yet".into()))?;
-                cluster.delete_drain(ip).await.map_err(DrainError::Cluster)?;
-                self.inner.update(|set| {
-                    set.remove(&ip);
+                match &drain {
+                    Some(d) => cluster.put_drain(d).await,
+                    None => cluster.delete_drain(ip).await,
+                }
+                .map_err(DrainError::Cluster)?;
+                self.inner.update(|set| match drain {
+                    Some(d) => {
+                        set.insert(ip, d);
+                    }
+                    None => {
+                        set.remove(&ip);
+                    }
                 });
+                Ok(())
             }
         }
-        tracing::info!(router = %ip, scope = self.scope(), "router undrained: it is a candidate again (routes are not moved back)");
-        Ok(Changed { drain: None, changed: true })
     }
 
     /// Cluster mode: the drains etcd holds now (from the session's watch).
