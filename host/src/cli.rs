@@ -5,7 +5,7 @@
 //! then the full clap command (main options + plugin options) parses the arguments; the
 //! loaded plugins then check their option values (also through [`crate::plugins`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::PathBuf;
 
@@ -15,7 +15,7 @@ use vpcrouter_plugin_api::{ArgSpec, PluginArgs, PluginKind};
 
 use crate::plugins::{self, LoadError, Loader, PluginError, PluginLibrary, SearchPath};
 use crate::vpc::limits::{BucketConfig, LimitsConfig};
-use crate::vpc::model::Cidr;
+use crate::vpc::model::{Cidr, TableSelection};
 use crate::vpc::role::{self, RoleArn, RoleConfig};
 
 /// The default health plugin, as in vpc-router.
@@ -81,6 +81,12 @@ pub struct Options {
     pub role: Option<RoleConfig>,
     /// `--state-dir`: where the drains are kept (not used in cluster mode: etcd keeps them).
     pub state_dir: PathBuf,
+    /// `--route-tables` / `--route-table-tag`: the route tables managed (by default those
+    /// serving the subnets of the spec's routers, as in vpc-router).
+    pub route_tables: TableSelection,
+    /// `--zone-affinity`: each zone's tables use a router of their own zone when one is
+    /// healthy.
+    pub zone_affinity: bool,
 }
 
 /// `--cluster-*` and `--health-quorum`.
@@ -204,6 +210,9 @@ const ROLE_HEADING: &str = "Shared VPCs and other accounts (EC2 calls made as an
 
 /// Help heading of the status server's security options.
 const SECURITY_HEADING: &str = "Status server security";
+
+/// Help heading of the route-table options.
+const TABLES_HEADING: &str = "Route tables (which tables vpcrouter manages, and which router each uses)";
 
 /// The client subcommands: `vpcrouter drain|undrain|drains ...` (only as the first word,
 /// so that the daemon's command line is parsed exactly as before).
@@ -333,6 +342,44 @@ fn parse_client(argv: &[String]) -> Result<Invocation, CliError> {
     Ok(Invocation::Client(crate::client::ClientCommand { target, action }))
 }
 
+/// `--route-tables`: comma-separated route table ids (`rtb-` and hex digits).
+fn parse_table_ids(raw: &str) -> Result<BTreeSet<String>, String> {
+    let ids: BTreeSet<String> = raw.split(',').map(|id| id.trim().to_owned()).collect();
+    for id in &ids {
+        let hex = id.strip_prefix("rtb-").unwrap_or_default();
+        if hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!("'{id}' is not a route table id: give ids such as rtb-0abc1234, separated by commas"));
+        }
+    }
+    Ok(ids)
+}
+
+/// `--route-table-tag`: `KEY=VALUE`, as EC2 takes tags (key 1–128 characters, value at
+/// most 256; the value may be empty).
+fn parse_table_tag(raw: &str) -> Result<(String, String), String> {
+    let Some((key, value)) = raw.split_once('=') else {
+        return Err(format!("'{raw}' has no '=': give KEY=VALUE, e.g. vpcrouter:managed=true"));
+    };
+    if key.is_empty() || key.chars().count() > 128 {
+        return Err(format!("'{raw}': the tag key must have 1 to 128 characters"));
+    }
+    if value.chars().count() > 256 {
+        return Err(format!("'{raw}': the tag value must have at most 256 characters"));
+    }
+    Ok((key.to_owned(), value.to_owned()))
+}
+
+/// `--route-tables` or `--route-table-tag` (clap refuses both), or vpc-router's rule.
+fn table_selection(m: &ArgMatches) -> TableSelection {
+    if let Some(ids) = m.get_one::<BTreeSet<String>>("route_tables") {
+        return TableSelection::Ids(ids.clone());
+    }
+    match m.get_many::<(String, String)>("route_table_tag") {
+        Some(tags) => TableSelection::Tagged(tags.cloned().collect()),
+        None => TableSelection::Serving,
+    }
+}
+
 /// A refill rate: calls per second, above 0 and at most 100,000.
 fn parse_rate(raw: &str) -> Result<f64, String> {
     let rate: f64 = raw.trim().parse().map_err(|_| format!("'{raw}' is not a number of calls per second"))?;
@@ -442,6 +489,14 @@ fn base_command_without_etcd() -> Command {
             .help("log the route changes that would be made, change nothing"))
         .arg(Arg::new("prefix_lists").long("prefix-lists").action(ArgAction::SetTrue)
             .help("route the CIDRs that share their routers through one prefix list per group: a failover is one route write per table per group"))
+        .arg(Arg::new("route_tables").long("route-tables").value_name("RTB[,RTB...]")
+            .value_parser(parse_table_ids).conflicts_with("route_table_tag").help_heading(TABLES_HEADING)
+            .help("manage exactly these route tables (e.g. the private subnets' tables of a NAT deployment, or a gateway route table) instead of those serving the routers' subnets"))
+        .arg(Arg::new("route_table_tag").long("route-table-tag").value_name("KEY=VALUE").action(ArgAction::Append)
+            .value_parser(parse_table_tag).help_heading(TABLES_HEADING)
+            .help("manage every route table of the VPC carrying this tag (repeatable: all must match), re-evaluated at every read; e.g. vpcrouter:managed=true"))
+        .arg(Arg::new("zone_affinity").long("zone-affinity").action(ArgAction::SetTrue).help_heading(TABLES_HEADING)
+            .help("a table whose subnets are in one availability zone uses a healthy router of its own zone (the first in the spec's order), so traffic stays in its zone; other tables share one router per CIDR"))
         .arg(Arg::new("route_table_quota").long("route-table-quota").value_name("ROUTES").default_value("500")
             .value_parser(clap::value_parser!(u32).range(1..=100_000))
             .help("routes a route table may hold (a prefix-list route counts its list's max entries); vpcrouter warns before a table would exceed it"))
@@ -690,6 +745,8 @@ pub fn parse(argv: &[String], loader: &Loader) -> Result<Invocation, CliError> {
         }),
         role: role_options(&m)?,
         state_dir: m.get_one::<PathBuf>("state_dir").cloned().unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+        route_tables: table_selection(&m),
+        zone_affinity: m.get_flag("zone_affinity"),
     };
     Ok(Invocation::Run(Box::new(options)))
 }
@@ -872,6 +929,37 @@ mod tests {
         for bad in ["10.1.1", "10.1.1.1/16", "101.2.3/64", "10.0.0.0/8,", ":::1", "2001:db8::/129"] {
             assert!(parse_ignore_routes(Some(bad)).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn route_tables_by_id_or_by_tags_but_not_both() {
+        let matches = |args: &str| base_command().try_get_matches_from(argv(args));
+        let selection = |args: &str| table_selection(&matches(args).unwrap());
+        assert_eq!(selection("-m x"), TableSelection::Serving);
+        assert_eq!(
+            selection("-m x --route-tables rtb-0a1,rtb-2b --zone-affinity"),
+            TableSelection::Ids(["rtb-0a1".to_string(), "rtb-2b".to_string()].into())
+        );
+        assert_eq!(
+            selection(
+                "-m x --route-table-tag vpcrouter:managed=true --route-table-tag team=net=a --route-table-tag k="
+            ),
+            TableSelection::Tagged(vec![
+                ("vpcrouter:managed".into(), "true".into()),
+                ("team".into(), "net=a".into()),
+                ("k".into(), String::new()),
+            ])
+        );
+        assert!(matches("-m x --zone-affinity").unwrap().get_flag("zone_affinity"));
+        let refused = |args: &str| matches(args).unwrap_err().render().to_string();
+        let e = refused("-m x --route-table-tag vpcrouter:managed");
+        assert!(e.contains("'vpcrouter:managed' has no '=': give KEY=VALUE"), "{e}");
+        assert!(refused("-m x --route-table-tag =true").contains("the tag key must have 1 to 128 characters"));
+        let e = refused("-m x --route-tables rtb-1,subnet-2");
+        assert!(e.contains("'subnet-2' is not a route table id"), "{e}");
+        assert!(refused("-m x --route-tables rtb-").contains("'rtb-' is not a route table id"));
+        let e = refused("-m x --route-tables rtb-1 --route-table-tag a=b");
+        assert!(e.contains("cannot be used with"), "{e}");
     }
 
     #[test]

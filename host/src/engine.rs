@@ -21,7 +21,8 @@ use crate::state::{list_views, table_routes, FailbackEntry, FailoverSummary, Sta
 use crate::sync::lock;
 use crate::vpc::executor::{Executor, Outcome};
 use crate::vpc::model::{
-    Applied, Cidr, DeleteReason, Dest, FailbackState, Notice, Plan, ReplaceReason, RouteAction, VpcState,
+    Applied, Cidr, DeleteReason, Dest, FailbackState, FailbackView, ManagedTable, Notice, Plan, ReplaceReason,
+    RouteAction, TableSelection, VpcState,
 };
 use crate::vpc::plan::{plan, Failback, FailbackPolicy, ListMode, PlanInput};
 
@@ -87,6 +88,12 @@ pub struct EngineConfig {
     pub quota: u32,
     /// `--failback`, `--failback-after`.
     pub failback: FailbackPolicy,
+    /// `--route-tables` / `--route-table-tag`: the tables managed (by default, those serving
+    /// the subnets of the spec's routers).
+    pub tables: TableSelection,
+    /// `--zone-affinity`: each zone's tables use a router of their own zone when one is
+    /// healthy.
+    pub zone_affinity: bool,
 }
 
 /// Whether reconciles wait for the health plugin's first report.
@@ -153,15 +160,20 @@ pub struct Engine {
     /// The VPC as of the last read, with this instance's acknowledged writes applied
     /// since; `None` when it may be wrong (a write showed it stale, or another leader).
     known: Option<VpcState>,
-    /// The router last written for each destination (see [`PlanInput::preferred`]).
-    preferred: BTreeMap<Dest, Ipv4Addr>,
+    /// The router last written for each destination in each table (see
+    /// [`PlanInput::last_written`]).
+    last_written: BTreeMap<(String, Dest), Ipv4Addr>,
     failover: Option<FailoverRun>,
     /// Since when each router of the spec has been healthy without a break: the end of its
     /// last failed or questionable verdict in force, or when it joined the spec. A router
     /// that is failed or questionable now has no entry.
     healthy_since: BTreeMap<Ipv4Addr, Instant>,
-    /// When each destination's routes last moved back to their preferred router.
-    last_failback: BTreeMap<Dest, Instant>,
+    /// When each destination's routes last moved back to a preferred router, per router
+    /// (with `--zone-affinity` each zone has its own).
+    last_failback: BTreeMap<(Dest, Ipv4Addr), Instant>,
+    /// The ids of the tables the last plan managed: a change is logged (a table tagged or
+    /// untagged, a new router's subnet).
+    managed: Vec<String>,
     /// `--failback preferred`: the next time a failback becomes possible (a reconcile is
     /// due then, whatever `--route_recheck_interval` says).
     next_failback: Option<Instant>,
@@ -205,17 +217,23 @@ impl Engine {
             notices: BTreeSet::new(),
             last_dry_run: Vec::new(),
             known: None,
-            preferred: BTreeMap::new(),
+            last_written: BTreeMap::new(),
             failover: None,
             healthy_since: BTreeMap::new(),
             last_failback: BTreeMap::new(),
+            managed: Vec::new(),
             next_failback: None,
             applied: Vec::new(),
             next_recheck: None,
             retry: None,
             health_gate: HealthGate::Closed,
             stop: Arc::default(),
-            status: Arc::new(Mutex::new(Status { failback_policy: cfg.failback, ..Status::default() })),
+            status: Arc::new(Mutex::new(Status {
+                failback_policy: cfg.failback,
+                table_selection: cfg.tables.clone(),
+                zone_affinity: cfg.zone_affinity,
+                ..Status::default()
+            })),
             cfg,
         }
     }
@@ -507,6 +525,7 @@ impl Engine {
             };
             let plan = self.plan(&state, &entries);
             self.report_notices(&plan);
+            self.report_tables(&plan);
             self.note_failback(&plan);
             let failures = if self.cfg.dry_run {
                 if plan.actions != self.last_dry_run {
@@ -579,10 +598,12 @@ impl Engine {
             questionable: &self.questionable,
             drained: &self.drained,
             ignore: &self.cfg.ignore,
-            preferred: &self.preferred,
+            last_written: &self.last_written,
             lists: self.cfg.lists.as_ref(),
             quota: self.cfg.quota,
             failback: failback.as_ref(),
+            tables: &self.cfg.tables,
+            zone_affinity: self.cfg.zone_affinity,
         };
         plan(&input, &mut self.rng)
     }
@@ -594,23 +615,41 @@ impl Engine {
             return;
         }
         let (now, wall) = (Instant::now(), SystemTime::now());
-        let waits = plan.failback.values().filter_map(|v| match v.state {
+        let views = plan.failback.values().chain(plan.zone_failback.values());
+        let waits = views.filter_map(|v| match v.state {
             FailbackState::Waiting { at } => Some(at),
             _ => None,
         });
         self.next_failback = waits.min().map(|at| at.max(now + FAILBACK_WAKE_MIN));
-        let entries = plan
-            .failback
-            .iter()
-            .map(|(cidr, v)| {
-                let possible_at = match v.state {
-                    FailbackState::Waiting { at } => Some(wall + at.saturating_duration_since(now)),
-                    _ => None,
-                };
-                (cidr.to_string(), FailbackEntry { preferred: v.preferred, state: v.state.name(), possible_at })
-            })
-            .collect();
-        self.lock_status().failback = entries;
+        let entry = |v: &FailbackView| {
+            let possible_at = match v.state {
+                FailbackState::Waiting { at } => Some(wall + at.saturating_duration_since(now)),
+                _ => None,
+            };
+            FailbackEntry { preferred: v.preferred, state: v.state.name(), possible_at }
+        };
+        let entries = plan.failback.iter().map(|(cidr, v)| (cidr.to_string(), entry(v))).collect();
+        let zones = plan.zone_failback.iter().map(|((cidr, zone), v)| ((cidr.to_string(), zone.clone()), entry(v)));
+        let mut st = self.lock_status();
+        st.failback = entries;
+        st.zone_failback = zones.collect();
+    }
+
+    /// Shows the tables the plan manages, and logs when they change (a table tagged or
+    /// untagged, a router's subnet joining the spec).
+    fn report_tables(&mut self, plan: &Plan) {
+        let ids: Vec<String> = plan.managed.iter().map(|t| t.id.clone()).collect();
+        if ids != self.managed {
+            let described: Vec<String> = plan.managed.iter().map(describe_table).collect();
+            tracing::info!(
+                rule = %self.cfg.tables, zone_affinity = self.cfg.zone_affinity, tables = ids.len(),
+                "managed route tables: {}", if described.is_empty() { "none".to_string() } else { described.join(", ") }
+            );
+            self.managed = ids;
+        }
+        let mut st = self.lock_status();
+        st.managed.clone_from(&plan.managed);
+        st.notices = plan.notices.iter().cloned().collect();
     }
 
     /// The fast path of a failover: plans from the known state and moves, at once, every
@@ -745,15 +784,17 @@ impl Engine {
         if let Some(known) = &mut self.known {
             known.apply(a, applied);
         }
-        if let Some(router) = a.new_router() {
-            self.preferred.insert(a.dest(), router);
-        }
+        let key = (a.rtb().to_string(), a.dest());
+        match a.new_router() {
+            Some(router) => self.last_written.insert(key, router),
+            None => self.last_written.remove(&key),
+        };
         if let RouteAction::Replace { old_router: Some(old), reason: ReplaceReason::Drained, .. } = a {
             *self.drain_moves.entry(*old).or_default() += 1;
         }
         let failback = matches!(a, RouteAction::Replace { reason: ReplaceReason::Failback, .. });
-        if failback {
-            self.last_failback.insert(a.dest(), Instant::now());
+        if let (true, Some(router)) = (failback, a.new_router()) {
+            self.last_failback.insert((a.dest(), router), Instant::now());
         }
         if let (Some(run), RouteAction::Replace { old_router: Some(old), .. }) = (&mut self.failover, a) {
             if run.summary.routers.contains(old) {
@@ -917,6 +958,25 @@ fn log_action(what: &str, action: &RouteAction, state: &VpcState) {
         RouteAction::DeleteList { id, name } => tracing::info!(
             list = %id, name = %name, reason = %DeleteReason::ListRetired, "{what}: deleted"
         ),
+    }
+}
+
+/// A managed table for the log: `rtb-1 (zone us-east-1a)`, `rtb-2 (gateway igw-1)`.
+fn describe_table(t: &ManagedTable) -> String {
+    let mut notes: Vec<String> = Vec::new();
+    if t.main {
+        notes.push("main".into());
+    }
+    if let Some(zone) = &t.zone {
+        notes.push(format!("zone {zone}"));
+    }
+    if let Some(gateway) = &t.gateway {
+        notes.push(format!("gateway {gateway}"));
+    }
+    if notes.is_empty() {
+        t.id.clone()
+    } else {
+        format!("{} ({})", t.id, notes.join(", "))
     }
 }
 

@@ -26,6 +26,7 @@ use crate::metrics::Metrics;
 use crate::plugins::Loader;
 use crate::vpc::ec2::{detect_region_and_vpc, Ec2, Ec2Error};
 use crate::vpc::executor::Executor;
+use crate::vpc::model::{TableSelection, VpcState};
 use crate::vpc::plan::ListMode;
 
 /// How long a plugin's `stop` may take before vpcrouter exits without it.
@@ -199,11 +200,11 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         .routing_through_lists(o.prefix_lists);
     let exec = Executor::new(ec2, o.ec2_limits);
     let ec2_view = exec.clone();
-    let tables = match rt.block_on(exec.read_state(&vpc_id)) {
-        Ok(state) => state.route_tables.len().to_string(),
+    let (tables, selected) = match rt.block_on(exec.read_state(&vpc_id)) {
+        Ok(state) => (state.route_tables.len().to_string(), check_selection(&o.route_tables, &state)?),
         Err(e) if e.is_transient() => {
             tracing::warn!("EC2 not reachable yet, will retry: {e}");
-            "unknown".into()
+            ("unknown".into(), "unknown".into())
         }
         // Says which role and what to check: one line, without the VPC's preamble.
         Err(e @ Ec2Error::AssumeRole { .. }) => bail!("{e}"),
@@ -289,6 +290,8 @@ pub fn run(o: Options) -> anyhow::Result<()> {
             lists: o.prefix_lists.then(|| ListMode::new(&list_owner)),
             quota: o.route_table_quota,
             failback: o.failback,
+            tables: o.route_tables.clone(),
+            zone_affinity: o.zone_affinity,
         },
         exec,
         metrics.clone(),
@@ -333,7 +336,8 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         version = crate::VERSION,
         mode = %format!("{} ({})", o.watcher.lib.meta.name, o.watcher.lib.meta.version),
         health = %format!("{} ({})", o.health.lib.meta.name, o.health.lib.meta.version),
-        region = %region, vpc = %vpc_id, route_tables = %tables, dry_run = o.dry_run,
+        region = %region, vpc = %vpc_id, route_tables = %tables, route_table_rule = %o.route_tables,
+        selected = %selected, zone_affinity = o.zone_affinity, dry_run = o.dry_run,
         ec2_write_burst = o.ec2_limits.write.burst, ec2_write_rate = o.ec2_limits.write.rate,
         ec2_max_in_flight = o.ec2_limits.max_in_flight,
         role = o.role.as_ref().map_or("(none)", |r| r.arn.as_str()),
@@ -346,6 +350,33 @@ pub fn run(o: Options) -> anyhow::Result<()> {
     server.stop();
     tracing::info!("*** Stopping vpcrouter ***");
     result.map_err(Into::into)
+}
+
+/// Checks the table selection against the VPC as read at start, and returns the tables it
+/// selects now, for the start line. A `--route-tables` id the VPC does not have stops the
+/// start; tags that no table carries yet are only a warning (tables may be tagged later).
+fn check_selection(selection: &TableSelection, state: &VpcState) -> anyhow::Result<String> {
+    let named: Vec<&str> = state.route_tables.iter().filter(|t| selection.names(t)).map(|t| t.id.as_str()).collect();
+    match selection {
+        TableSelection::Serving => return Ok("those serving the spec's routers' subnets".into()),
+        TableSelection::Ids(ids) => {
+            if let Some(id) = ids.iter().find(|id| !named.contains(&id.as_str())) {
+                let mut known: Vec<&str> = state.route_tables.iter().map(|t| t.id.as_str()).collect();
+                known.sort_unstable();
+                bail!(
+                    "--route-tables: {id} is not a route table of VPC {} (its tables: {}); check the id and the VPC",
+                    state.vpc_id,
+                    known.join(", ")
+                );
+            }
+        }
+        TableSelection::Tagged(_) if named.is_empty() => tracing::warn!(
+            "{selection}: no route table of VPC {} carries these tags yet; nothing is managed until one does (the tags are looked at again at every read)",
+            state.vpc_id
+        ),
+        TableSelection::Tagged(_) => {}
+    }
+    Ok(if named.is_empty() { "none".into() } else { named.join(",") })
 }
 
 /// Leaves the cluster (revoking the lease) when dropped: at shutdown, and also when start-up

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use vpcrouter_plugin_api::RouteSpec;
 
 use crate::cluster::Report;
-use crate::vpc::model::{Dest, Family, Plan, RouteAction, VpcState};
+use crate::vpc::model::{Dest, Family, ManagedTable, Notice, Plan, RouteAction, TableSelection, VpcState};
 use crate::vpc::plan::FailbackPolicy;
 
 /// Counters and state the status server shows.
@@ -43,6 +43,18 @@ pub struct Status {
     /// `--failback preferred`: per CIDR, its preferred router and where failback stands
     /// after the last reconcile.
     pub failback: BTreeMap<String, FailbackEntry>,
+    /// `--failback preferred --zone-affinity`: the same per (CIDR, zone), for the tables of
+    /// a zone that use a router of their own zone.
+    pub zone_failback: BTreeMap<(String, String), FailbackEntry>,
+    /// `--route-tables` / `--route-table-tag`: the rule that selects the managed tables.
+    pub table_selection: TableSelection,
+    /// `--zone-affinity`.
+    pub zone_affinity: bool,
+    /// The tables the last reconcile managed (id, zone, gateway).
+    pub managed: Vec<ManagedTable>,
+    /// What the last plan reported that is not a change (a CIDR a gateway table cannot
+    /// hold, a router with source/destination checking on, ...).
+    pub notices: Vec<Notice>,
     /// Routes moved back to their preferred router (one per route table).
     pub failed_back: u64,
     /// When the last reconcile ended, and how long it took.
@@ -214,6 +226,7 @@ mod tests {
                     subnet_id: "s".into(),
                     private_ips: vec![ip("10.0.0.2")],
                     device_index: 0,
+                    source_dest_check: Some(false),
                 }],
             }],
             ..Default::default()

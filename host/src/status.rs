@@ -14,11 +14,11 @@ use vpcrouter_plugin_api::{HealthStats, PluginStats, PluginStatus};
 
 use crate::cluster::ClusterStatus;
 use crate::drain::Drain;
-use crate::state::{Status, TableRoute};
+use crate::state::{FailbackEntry, Status, TableRoute};
 use crate::vpc::ec2::CallCount;
 use crate::vpc::executor::Executor;
 use crate::vpc::limits::LimitsConfig;
-use crate::vpc::model::Family;
+use crate::vpc::model::{Family, Notice, TableSelection};
 
 /// The EC2 side as `/status` and `/metrics` show it.
 #[derive(Clone, Debug, Default)]
@@ -159,7 +159,9 @@ pub fn state_document(path: &str, info: &ServerInfo, snap: &Snapshot) -> Option<
                     routes.entry(cidr.clone()).or_insert_with(|| json!([ip.to_string(), instance_id, eni_id]));
                 }
             }
-            json!({"route_spec": spec_json(st), "routes": routes, "ignore_routes": info.ignore_routes})
+            let tables: Vec<&str> = st.managed.iter().map(|t| t.id.as_str()).collect();
+            let selection = json!({"rule": st.table_selection.rule(), "given": given(st), "tables": tables});
+            json!({"route_spec": spec_json(st), "routes": routes, "ignore_routes": info.ignore_routes, "route_tables": selection})
         }
         "/vpc" => match st.last_reconcile {
             None => json!({}),
@@ -301,6 +303,8 @@ pub fn status_document(info: &ServerInfo, snap: &Snapshot) -> Value {
         "questionable_hosts": ips(&st.questionable),
         "drains": snap.drains.iter().map(|d| json!({"ip": d.ip.to_string(), "since": d.since, "reason": d.reason})).collect::<Vec<_>>(),
         "route_tables": tables,
+        "route_table_selection": selection_json(st),
+        "notices": st.notices.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "route_table_weights": st.weights,
         "prefix_lists": st.lists.iter().map(|l| json!({
             "group": l.group,
@@ -338,24 +342,60 @@ pub fn status_document(info: &ServerInfo, snap: &Snapshot) -> Value {
 }
 
 /// The `failback` part of `/status`: the policy and, with `preferred`, each CIDR's preferred
-/// router and when its routes may move back.
+/// router and when its routes may move back; with `--zone-affinity`, the same per CIDR and
+/// zone for the tables of a zone that use a router of their own zone (`zones`).
 fn failback_json(st: &Status) -> Value {
-    let cidrs: Map<String, Value> = st
-        .failback
-        .iter()
-        .map(|(cidr, e)| {
-            let entry = json!({
-                "preferred_router": e.preferred.to_string(),
-                "state": e.state,
-                "possible_at": e.possible_at.map(iso_time),
-            });
-            (cidr.clone(), entry)
+    let entry = |e: &FailbackEntry| {
+        json!({
+            "preferred_router": e.preferred.to_string(),
+            "state": e.state,
+            "possible_at": e.possible_at.map(iso_time),
         })
-        .collect();
+    };
+    let cidrs: Map<String, Value> = st.failback.iter().map(|(cidr, e)| (cidr.clone(), entry(e))).collect();
+    let mut zones = Map::new();
+    for ((cidr, zone), e) in &st.zone_failback {
+        if let Value::Object(by_zone) = zones.entry(cidr.clone()).or_insert_with(|| json!({})) {
+            by_zone.insert(zone.clone(), entry(e));
+        }
+    }
     json!({
         "policy": st.failback_policy.name(),
         "after_seconds": st.failback_policy.after().map(|d| d.as_secs()),
         "cidrs": cidrs,
+        "zones": zones,
+    })
+}
+
+/// The table selection as given on the command line (`null` for vpc-router's rule).
+fn given(st: &Status) -> Value {
+    match st.table_selection {
+        TableSelection::Serving => Value::Null,
+        ref named => Value::from(named.to_string()),
+    }
+}
+
+/// The `route_table_selection` part of `/status`: the rule in force, the tables it selects
+/// (with their zone and gateway), and the spec CIDRs a gateway route table cannot hold.
+fn selection_json(st: &Status) -> Value {
+    let tables: Vec<Value> =
+        st.managed.iter().map(|t| json!({"id": t.id, "main": t.main, "zone": t.zone, "gateway": t.gateway})).collect();
+    let not_holdable: Vec<Value> = st
+        .notices
+        .iter()
+        .filter_map(|n| match n {
+            Notice::NotHoldable { rtb, gateway, cidr } => {
+                Some(json!({"route_table": rtb, "gateway": gateway, "cidr": cidr.to_string()}))
+            }
+            _ => None,
+        })
+        .collect();
+    json!({
+        "rule": st.table_selection.rule(),
+        "given": given(st),
+        "zone_affinity": st.zone_affinity,
+        "tables": tables,
+        "not_holdable": not_holdable,
     })
 }
 
@@ -585,12 +625,19 @@ pub(crate) mod tests {
         ]
         .into();
         snap.status.failed_back = 2;
+        snap.status.zone_failback = [(
+            ("10.55.0.0/16".to_string(), "az-b".to_string()),
+            crate::state::FailbackEntry { preferred: ip("10.0.0.3"), state: "on_preferred", possible_at: None },
+        )]
+        .into();
         let doc = status_document(&info(), &snap);
         assert_eq!(
             doc["failback"],
             json!({"policy": "preferred", "after_seconds": 300, "cidrs": {
                 "10.55.0.0/16": {"preferred_router": "10.0.0.1", "state": "waiting", "possible_at": iso_time(at)},
                 "10.66.0.0/16": {"preferred_router": "10.0.0.2", "state": "on_preferred", "possible_at": null},
+            }, "zones": {
+                "10.55.0.0/16": {"az-b": {"preferred_router": "10.0.0.3", "state": "on_preferred", "possible_at": null}},
             }})
         );
         assert_eq!(doc["counters"]["routes_failed_back"], 2);
@@ -612,7 +659,12 @@ pub(crate) mod tests {
             doc["counters"],
             json!({"reconciles": 3, "reconcile_errors": 0, "routes_created": 2, "routes_replaced": 1, "routes_deleted": 0, "prefix_list_changes": 0, "failovers": 0, "routes_failed_back": 0, "ec2_throttled": 1})
         );
-        assert_eq!(doc["failback"], json!({"policy": "never", "after_seconds": null, "cidrs": {}}));
+        assert_eq!(doc["failback"], json!({"policy": "never", "after_seconds": null, "cidrs": {}, "zones": {}}));
+        assert_eq!(
+            doc["route_table_selection"],
+            json!({"rule": "serving", "given": null, "zone_affinity": false, "tables": [], "not_holdable": []})
+        );
+        assert_eq!(doc["notices"], json!([]));
         assert_eq!(doc["ec2"]["write_bucket"], json!({"burst": 50, "configured_rate": 5.0, "rate": 5.0}));
         assert_eq!(doc["ec2"]["read_bucket"]["rate"], 10.0);
         assert_eq!(doc["ec2"]["calls"]["DescribeVpcs"], json!({"calls": 4, "errors": 1, "throttled": 1}));
@@ -683,6 +735,38 @@ pub(crate) mod tests {
         assert_eq!(c["members"], json!(["a", "b", "c"]));
         assert_eq!(c["health_reports"]["a"]["failed"], json!(["10.0.0.1"]));
         assert_eq!(c["local_failed_hosts"], json!(["10.0.0.1"]));
+    }
+
+    #[test]
+    fn status_and_route_info_say_which_tables_are_managed_and_what_a_gateway_table_cannot_hold() {
+        use crate::vpc::model::{Cidr, ManagedTable};
+        let mut snap = snapshot();
+        snap.status.table_selection = TableSelection::Tagged(vec![("vpcrouter:managed".into(), "true".into())]);
+        snap.status.zone_affinity = true;
+        snap.status.managed = vec![
+            ManagedTable { id: "rtb-1".into(), main: false, zone: Some("az-a".into()), gateway: None },
+            ManagedTable { id: "rtb-gw".into(), main: false, zone: None, gateway: Some("igw-1".into()) },
+        ];
+        let cidr = Cidr::parse("10.99.0.0/16").unwrap();
+        snap.status.notices = vec![Notice::NotHoldable { rtb: "rtb-gw".into(), gateway: "igw-1".into(), cidr }];
+        let doc = status_document(&info(), &snap);
+        assert_eq!(
+            doc["route_table_selection"],
+            json!({
+                "rule": "tags", "given": "--route-table-tag vpcrouter:managed=true", "zone_affinity": true,
+                "tables": [
+                    {"id": "rtb-1", "main": false, "zone": "az-a", "gateway": null},
+                    {"id": "rtb-gw", "main": false, "zone": null, "gateway": "igw-1"},
+                ],
+                "not_holdable": [{"route_table": "rtb-gw", "gateway": "igw-1", "cidr": "10.99.0.0/16"}],
+            })
+        );
+        assert!(doc["notices"][0].as_str().unwrap().contains("10.99.0.0/16 is not routed in rtb-gw"), "{doc}");
+        let route_info = state_document("/route_info", &info(), &snap).unwrap();
+        assert_eq!(
+            route_info["route_tables"],
+            json!({"rule": "tags", "given": "--route-table-tag vpcrouter:managed=true", "tables": ["rtb-1", "rtb-gw"]})
+        );
     }
 
     #[test]

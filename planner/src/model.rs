@@ -73,6 +73,9 @@ pub struct Eni {
     pub private_ips: Vec<Ipv4Addr>,
     /// Device index (0 = the instance's primary interface).
     pub device_index: i32,
+    /// EC2's source/destination check of the interface: on, a router drops the traffic
+    /// routed through it (`None`: not reported).
+    pub source_dest_check: Option<bool>,
 }
 
 /// An EC2 instance of the VPC (any state) with its interfaces.
@@ -108,7 +111,7 @@ impl Route {
 }
 
 /// A route table with its explicit subnet associations.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RouteTable {
     /// `rtb-...`
     pub id: String,
@@ -118,6 +121,90 @@ pub struct RouteTable {
     pub subnets: Vec<String>,
     /// Routes, in the order EC2 reports them.
     pub routes: Vec<Route>,
+    /// Internet or virtual private gateways associated with this table: it is then a
+    /// gateway route table (AWS's ingress routing), which may only route the VPC's CIDRs
+    /// and its subnets' CIDRs, to network interfaces.
+    pub gateways: Vec<String>,
+    /// The table's tags (`--route-table-tag` selects by them).
+    pub tags: BTreeMap<String, String>,
+}
+
+impl RouteTable {
+    /// The gateway a gateway route table is associated with (`None`: a subnet table).
+    pub fn gateway(&self) -> Option<&str> {
+        self.gateways.first().map(String::as_str)
+    }
+}
+
+/// A subnet of the VPC.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Subnet {
+    /// `subnet-...`
+    pub id: String,
+    /// Its availability zone, e.g. `us-east-1a` (`None` when EC2 reported none): the zone of
+    /// the routers in it and of the route tables serving it (`--zone-affinity`).
+    pub zone: Option<String>,
+    /// Its IPv4 and IPv6 CIDR blocks: besides the VPC's own, the only destinations a
+    /// gateway route table may hold.
+    pub cidrs: Vec<Cidr>,
+}
+
+impl From<&str> for Subnet {
+    /// A subnet known by its id alone (no zone, no CIDRs).
+    fn from(id: &str) -> Subnet {
+        Subnet { id: id.to_owned(), ..Subnet::default() }
+    }
+}
+
+/// `--route-tables` / `--route-table-tag`: which route tables of the VPC vpcrouter manages.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TableSelection {
+    /// vpc-router's rule (the default): every table serving a subnet that holds a router
+    /// of the spec (the main table serves the subnets without an explicit association).
+    #[default]
+    Serving,
+    /// `--route-tables`: exactly these tables.
+    Ids(BTreeSet<String>),
+    /// `--route-table-tag` (repeatable): every table carrying all these tags (key, value),
+    /// re-evaluated at every read.
+    Tagged(Vec<(String, String)>),
+}
+
+impl TableSelection {
+    /// The rule's short name, for `/status` and `/route_info`: `serving`, `ids`, `tags`.
+    pub fn rule(&self) -> &'static str {
+        match self {
+            TableSelection::Serving => "serving",
+            TableSelection::Ids(_) => "ids",
+            TableSelection::Tagged(_) => "tags",
+        }
+    }
+
+    /// True when `table` is selected by an explicit rule (`Serving` depends on the spec:
+    /// see `plan::managed_tables`).
+    pub fn names(&self, table: &RouteTable) -> bool {
+        match self {
+            TableSelection::Serving => false,
+            TableSelection::Ids(ids) => ids.contains(&table.id),
+            TableSelection::Tagged(tags) => tags.iter().all(|(k, v)| table.tags.get(k) == Some(v)),
+        }
+    }
+}
+
+impl fmt::Display for TableSelection {
+    /// The rule as the operator gave it, e.g. `--route-table-tag vpcrouter:managed=true`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TableSelection::Serving => f.write_str("the tables serving the subnets of the spec's routers"),
+            TableSelection::Ids(ids) => {
+                write!(f, "--route-tables {}", ids.iter().map(String::as_str).collect::<Vec<_>>().join(","))
+            }
+            TableSelection::Tagged(tags) => {
+                let tags: Vec<String> = tags.iter().map(|(k, v)| format!("--route-table-tag {k}={v}")).collect();
+                f.write_str(&tags.join(" "))
+            }
+        }
+    }
 }
 
 /// A customer-managed prefix list vpcrouter owns (tagged with its cluster name).
@@ -144,8 +231,10 @@ pub struct PrefixList {
 pub struct VpcState {
     /// `vpc-...`
     pub vpc_id: String,
-    /// Every subnet id of the VPC (subnets without explicit association use the main table).
-    pub subnets: Vec<String>,
+    /// Every subnet of the VPC (subnets without explicit association use the main table).
+    pub subnets: Vec<Subnet>,
+    /// The VPC's own CIDR blocks, IPv4 and IPv6 (the destinations of its `local` routes).
+    pub cidrs: Vec<Cidr>,
     /// Route tables of the VPC.
     pub route_tables: Vec<RouteTable>,
     /// Instances of the VPC.
@@ -495,8 +584,34 @@ pub enum Notice {
         /// The target, e.g. `igw-...` or `local`.
         target: String,
     },
-    /// No route table of the VPC serves a subnet of any spec host: nothing is managed.
-    NoManagedTables,
+    /// The table selection in force selects no route table of the VPC: nothing is managed.
+    NoManagedTables {
+        /// The rule in force.
+        selection: TableSelection,
+    },
+    /// A table named by `--route-tables` is not (or no longer) a route table of the VPC.
+    SelectedTableMissing {
+        /// Route table.
+        rtb: String,
+    },
+    /// A gateway route table cannot hold a spec CIDR (only the VPC's CIDRs and its subnets'
+    /// CIDRs may be routed there): no call is made for it in that table.
+    NotHoldable {
+        /// The gateway route table.
+        rtb: String,
+        /// The gateway it is associated with.
+        gateway: String,
+        /// The spec CIDR.
+        cidr: Cidr,
+    },
+    /// A router has EC2's source/destination check on: it silently drops the traffic
+    /// routed through it.
+    SourceDestCheckOn {
+        /// The router.
+        host: Ipv4Addr,
+        /// The interface holding its IP, where the check is turned off.
+        eni: String,
+    },
     /// A route is on a drained router and no other candidate is healthy (nor drained): it
     /// stays there, as a drain never blackholes a CIDR.
     StaysOnDrained {
@@ -540,9 +655,25 @@ impl fmt::Display for Notice {
             Notice::HeldByOtherTarget { rtb, cidr, target } => {
                 write!(f, "{cidr} in {rtb} is a route to {target}, not to an instance; vpcrouter leaves it alone")
             }
-            Notice::NoManagedTables => {
+            Notice::NoManagedTables { selection: TableSelection::Serving } => {
                 f.write_str("no route table serves a subnet of any router in the spec; nothing is managed")
             }
+            Notice::NoManagedTables { selection } => write!(
+                f,
+                "no route table of the VPC is selected by {selection}; nothing is managed until one is (tag the tables, or fix the selection)"
+            ),
+            Notice::SelectedTableMissing { rtb } => write!(
+                f,
+                "route table {rtb} of --route-tables is not a route table of the VPC (any more); it is skipped"
+            ),
+            Notice::NotHoldable { rtb, gateway, cidr } => write!(
+                f,
+                "{cidr} is not routed in {rtb}: it is a gateway route table (associated with {gateway}), which may only route the VPC's CIDR or a subnet's CIDR; no call is made for it there"
+            ),
+            Notice::SourceDestCheckOn { host, eni } => write!(
+                f,
+                "router {host} has source/destination checking on, so it drops the traffic routed through it; turn it off: aws ec2 modify-network-interface-attribute --network-interface-id {eni} --no-source-dest-check"
+            ),
             Notice::StaysOnDrained { dest, router } => write!(
                 f,
                 "CIDR {dest} stays on drained router {router}: no other healthy candidate (a drain never blackholes a CIDR; it moves once one is healthy)"
@@ -578,8 +709,28 @@ pub struct Plan {
     /// route deleted once another carries its CIDRs): plan again once they are.
     pub staged: bool,
     /// `--failback preferred`: per spec CIDR with routes, its preferred router and where
-    /// failback stands once the plan is executed (empty without failback).
+    /// failback stands once the plan is executed (empty without failback). With
+    /// `--zone-affinity`, for the tables that use the CIDR's common router.
     pub failback: BTreeMap<Cidr, FailbackView>,
+    /// `--failback preferred --zone-affinity`: the same per (CIDR, zone), for the tables of
+    /// a zone that use a router of their own zone; the zone's preferred router is the
+    /// CIDR's first candidate in that zone.
+    pub zone_failback: BTreeMap<(Cidr, String), FailbackView>,
+    /// The route tables the plan manages, sorted by id.
+    pub managed: Vec<ManagedTable>,
+}
+
+/// A route table a plan manages, as `/status` shows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ManagedTable {
+    /// `rtb-...`
+    pub id: String,
+    /// True for the VPC's main table.
+    pub main: bool,
+    /// The availability zone of the subnets it serves (`None`: none, or several zones).
+    pub zone: Option<String>,
+    /// The gateway it is associated with, for a gateway route table.
+    pub gateway: Option<String>,
 }
 
 /// `--failback preferred`: one CIDR's preferred router and where failback stands.

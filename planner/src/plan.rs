@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use rand::seq::IndexedRandom;
 
 use crate::model::{
-    Cidr, DeleteReason, Dest, Eni, FailbackState, FailbackView, Family, Group, Instance, Notice, Plan, PrefixList,
-    ReplaceReason, Route, RouteAction, RouteTable, RouterTarget, VpcState, Within,
+    Cidr, DeleteReason, Dest, Eni, FailbackState, FailbackView, Family, Group, Instance, ManagedTable, Notice, Plan,
+    PrefixList, ReplaceReason, Route, RouteAction, RouteTable, RouterTarget, TableSelection, VpcState, Within,
 };
 
 /// Prefix-list mode (`--prefix-lists`): the settings that name and size the lists.
@@ -100,17 +100,19 @@ pub struct Failback<'a> {
     /// failed or questionable report, or when vpcrouter started watching it). A router
     /// that is not in the map is not healthy.
     pub healthy_since: &'a BTreeMap<Ipv4Addr, Instant>,
-    /// When each destination's routes last moved back to their preferred router.
-    pub last_failback: &'a BTreeMap<Dest, Instant>,
+    /// When each destination's routes last moved back to a preferred router, by
+    /// destination and router (with `--zone-affinity` each zone has a preferred router of
+    /// its own, and its own hold-down).
+    pub last_failback: &'a BTreeMap<(Dest, Ipv4Addr), Instant>,
 }
 
 impl Failback<'_> {
     /// When routes of `dest` may move back to `router`: once it has been healthy for
-    /// `after`, and `after` after the last failback of `dest`. `None` while `router` is
-    /// not healthy (or the time is beyond what the clock holds).
+    /// `after`, and `after` after the last failback of `dest` to it. `None` while `router`
+    /// is not healthy (or the time is beyond what the clock holds).
     pub fn possible_at(&self, router: Ipv4Addr, dest: &Dest) -> Option<Instant> {
         let healthy = self.healthy_since.get(&router)?.checked_add(self.after)?;
-        match self.last_failback.get(dest) {
+        match self.last_failback.get(&(dest.clone(), router)) {
             None => Some(healthy),
             Some(last) => Some(last.checked_add(self.after)?.max(healthy)),
         }
@@ -133,11 +135,12 @@ pub struct PlanInput<'a> {
     pub drained: &'a BTreeSet<Ipv4Addr>,
     /// `--ignore_routes`: routes inside these networks are never deleted or changed.
     pub ignore: &'a [Cidr],
-    /// The router vpcrouter last chose for each destination. When a route must move, this
-    /// one is taken if it is a healthy candidate, so that a plan made from a state that
-    /// lags behind vpcrouter's own writes (EC2 reads are eventually consistent) repeats
-    /// the earlier choice instead of moving the route again.
-    pub preferred: &'a BTreeMap<Dest, Ipv4Addr>,
+    /// The router vpcrouter last wrote for each destination in each route table. When a
+    /// route must move, the one written in a table sharing its router choice is taken if
+    /// it is a healthy candidate, so that a plan made from a state that lags behind
+    /// vpcrouter's own writes (EC2 reads are eventually consistent) repeats the earlier
+    /// choice instead of moving the route again.
+    pub last_written: &'a BTreeMap<(String, Dest), Ipv4Addr>,
     /// `Some`: route groups of CIDRs through prefix lists; `None`: one route per CIDR (and
     /// the lists this cluster owns are retired).
     pub lists: Option<&'a ListMode>,
@@ -146,6 +149,13 @@ pub struct PlanInput<'a> {
     pub quota: u32,
     /// `Some`: `--failback preferred`; `None`: routes never move back.
     pub failback: Option<&'a Failback<'a>>,
+    /// `--route-tables` / `--route-table-tag`: the tables managed (by default those serving
+    /// the subnets of the spec's routers).
+    pub tables: &'a TableSelection,
+    /// `--zone-affinity`: a table of one availability zone uses a healthy candidate of its
+    /// own zone when the CIDR has one (the first in the spec's order); the others share the
+    /// CIDR's common router.
+    pub zone_affinity: bool,
 }
 
 /// Decides the actions, in execution order (see [`RouteAction::priority`]). Pure: no I/O,
@@ -207,12 +217,38 @@ enum Unit {
     Group(usize),
 }
 
+/// Which tables share one router choice of a unit: `None`, the unit's common router (every
+/// table, as in vpc-router); with `--zone-affinity`, `Some(zone)` for the tables of that
+/// availability zone while the unit has a healthy candidate there.
+type Scope<'a> = Option<&'a str>;
+
 /// What to do with one existing managed route whose destination is in the spec.
 enum Decision {
     /// The route stays on its current target.
     Keep,
     /// Point the route at a new router.
     Replace(RouterTarget, ReplaceReason),
+}
+
+/// Which managed tables carry a destination's route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Carriers {
+    /// Every table (a CIDR routed on its own).
+    All,
+    /// Subnet tables only (a prefix list: gateway route tables hold none).
+    Subnet,
+    /// Gateway route tables only (a CIDR of a group, routed through its list elsewhere).
+    Gateway,
+}
+
+impl Carriers {
+    fn includes(self, table: &RouteTable) -> bool {
+        match self {
+            Carriers::All => true,
+            Carriers::Subnet => table.gateway().is_none(),
+            Carriers::Gateway => table.gateway().is_some(),
+        }
+    }
 }
 
 /// A group routed through a prefix list, and the owned list that carries it, if any.
@@ -234,14 +270,24 @@ struct Planner<'a> {
     /// Prefix-list mode: the groups routed through lists, and each listed CIDR's group.
     groups: Vec<Listed<'a>>,
     group_of: BTreeMap<Cidr, usize>,
-    /// Router settled per unit so far (shared by all tables).
-    chosen: BTreeMap<Unit, Choice>,
+    /// Router settled per unit and scope so far (shared by the scope's tables).
+    chosen: BTreeMap<(Unit, Scope<'a>), Choice>,
     /// The router of a route that is to be superseded (a retired list's route, a listed
     /// CIDR's own route), per unit that takes over: taken, when healthy, for the unit's new
     /// routes, so that a resize or a migration does not move traffic between healthy routers.
     hints: BTreeMap<Unit, Ipv4Addr>,
-    /// Units whose choice is a failback to their preferred router.
-    failing_back: BTreeSet<Unit>,
+    /// Units (per scope) whose choice is a failback to their preferred router.
+    failing_back: BTreeSet<(Unit, Scope<'a>)>,
+    /// The availability zone of each router IP (that of its interface's subnet).
+    router_zone: HashMap<Ipv4Addr, &'a str>,
+    /// The availability zone of each managed table that serves subnets of one zone only.
+    table_zone: HashMap<&'a str, &'a str>,
+    /// The destinations a gateway route table may hold: the VPC's CIDRs and its subnets'.
+    routable: BTreeSet<Cidr>,
+    /// The managed tables, sorted by id.
+    tables: Vec<&'a RouteTable>,
+    /// The route of each destination in each managed table.
+    routed: HashMap<(&'a str, &'a Dest), &'a Route>,
     plan: Plan,
 }
 
@@ -253,12 +299,21 @@ impl<'a> Planner<'a> {
         for instance in &input.state.instances {
             instances.entry(instance.id.as_str()).or_insert(instance);
         }
+        let subnet_zone: HashMap<&str, &str> =
+            input.state.subnets.iter().filter_map(|s| Some((s.id.as_str(), s.zone.as_deref()?))).collect();
+        let mut router_zone = HashMap::new();
         for (instance, eni) in all_enis(input.state) {
             enis.entry(eni.id.as_str()).or_insert((instance, eni));
+            let zone = subnet_zone.get(eni.subnet_id.as_str()).copied();
             for &ip in &eni.private_ips {
                 owners.entry(ip).or_insert_with(|| target_of(ip, instance, eni));
+                if let Some(zone) = zone {
+                    router_zone.entry(ip).or_insert(zone);
+                }
             }
         }
+        let state = input.state;
+        let routable = state.cidrs.iter().chain(state.subnets.iter().flat_map(|s| &s.cidrs)).copied().collect();
         Planner {
             input,
             spec: input.spec.iter().map(|(cidr, hosts)| (*cidr, hosts.as_slice())).collect(),
@@ -270,15 +325,30 @@ impl<'a> Planner<'a> {
             chosen: BTreeMap::new(),
             hints: BTreeMap::new(),
             failing_back: BTreeSet::new(),
+            router_zone,
+            table_zone: HashMap::new(),
+            routable,
+            tables: Vec::new(),
+            routed: HashMap::new(),
             plan: Plan::default(),
         }
     }
 
     fn run<R: rand::Rng + ?Sized>(&mut self, rng: &mut R) {
         self.report_hosts_not_in_vpc();
-        let tables = managed_tables(self.input.state, self.input.spec);
+        self.report_missing_tables();
+        let tables = managed_tables(self.input.state, self.input.spec, self.input.tables);
+        self.describe_tables(&tables);
+        self.tables.clone_from(&tables);
+        for &table in &tables {
+            for route in &table.routes {
+                if let Some(dest) = &route.dest {
+                    self.routed.entry((table.id.as_str(), dest)).or_insert(route);
+                }
+            }
+        }
         if tables.is_empty() {
-            self.plan.notices.insert(Notice::NoManagedTables);
+            self.plan.notices.insert(Notice::NoManagedTables { selection: self.input.tables.clone() });
             return;
         }
         if let Some(mode) = self.input.lists {
@@ -307,14 +377,82 @@ impl<'a> Planner<'a> {
         self.plan.groups = self.groups.iter().map(|g| (g.group.clone(), g.list.map(|l| l.id.clone()))).collect();
     }
 
+    /// Reports the spec's hosts that are no router of the VPC, and those that cannot
+    /// forward (source/destination check on).
     fn report_hosts_not_in_vpc(&mut self) {
         for (_, hosts) in self.input.spec {
             for &host in hosts {
-                if !self.owners.contains_key(&host) {
+                let Some(target) = self.owners.get(&host) else {
                     self.plan.notices.insert(Notice::HostNotInVpc { host });
+                    continue;
+                };
+                let checking = self.enis.get(target.eni_id.as_str()).and_then(|(_, e)| e.source_dest_check);
+                if checking == Some(true) {
+                    self.plan.notices.insert(Notice::SourceDestCheckOn { host, eni: target.eni_id.clone() });
                 }
             }
         }
+    }
+
+    /// `--route-tables`: reports the tables named that the VPC does not have.
+    fn report_missing_tables(&mut self) {
+        let TableSelection::Ids(ids) = self.input.tables else { return };
+        for id in ids {
+            if !self.input.state.route_tables.iter().any(|t| t.id == *id) {
+                self.plan.notices.insert(Notice::SelectedTableMissing { rtb: id.clone() });
+            }
+        }
+    }
+
+    /// Finds each managed table's zone, and lists the tables in the plan.
+    fn describe_tables(&mut self, tables: &[&'a RouteTable]) {
+        let state = self.input.state;
+        let explicit: BTreeSet<&str> =
+            state.route_tables.iter().flat_map(|t| t.subnets.iter().map(String::as_str)).collect();
+        let zone_of = |id: &str| state.subnets.iter().find(|s| s.id == id).and_then(|s| s.zone.as_deref());
+        for table in tables {
+            let mut served: Vec<&str> = table.subnets.iter().map(String::as_str).collect();
+            if table.main {
+                served.extend(state.subnets.iter().map(|s| s.id.as_str()).filter(|s| !explicit.contains(s)));
+            }
+            let zones: Option<BTreeSet<&str>> = served.iter().map(|s| zone_of(s)).collect();
+            let zone = zones.filter(|z| z.len() == 1).and_then(|z| z.into_iter().next());
+            if let Some(zone) = zone {
+                self.table_zone.insert(table.id.as_str(), zone);
+            }
+            self.plan.managed.push(ManagedTable {
+                id: table.id.clone(),
+                main: table.main,
+                zone: zone.map(str::to_owned),
+                gateway: table.gateway().map(str::to_owned),
+            });
+        }
+    }
+
+    /// The scope of `table` for a unit with candidates `hosts`: with `--zone-affinity`, the
+    /// table's zone when a candidate there may take routes now; otherwise the common one.
+    fn scope_of(&self, table: &RouteTable, hosts: &[Ipv4Addr]) -> Scope<'a> {
+        if !self.input.zone_affinity {
+            return None;
+        }
+        let zone = *self.table_zone.get(table.id.as_str())?;
+        hosts.iter().any(|&h| self.in_zone(h, zone) && self.usable_now(h)).then_some(zone)
+    }
+
+    fn in_zone(&self, ip: Ipv4Addr, zone: &str) -> bool {
+        self.router_zone.get(&ip) == Some(&zone)
+    }
+
+    /// True when `table` may hold a route to `dest`: any table may, but a gateway route
+    /// table only the VPC's CIDRs and its subnets' CIDRs (and no prefix list).
+    fn holds(&self, table: &RouteTable, dest: &Dest) -> bool {
+        table.gateway().is_none() || matches!(dest, Dest::Cidr(c) if self.routable.contains(c))
+    }
+
+    /// Notes that the gateway route table `table` cannot hold the spec CIDR `cidr`.
+    fn note_not_holdable(&mut self, table: &RouteTable, cidr: Cidr) {
+        let (rtb, gateway) = (table.id.clone(), table.gateway().unwrap_or_default().to_owned());
+        self.plan.notices.insert(Notice::NotHoldable { rtb, gateway, cidr });
     }
 
     /// Groups the spec's CIDRs by family and candidates, and finds each group's list: an
@@ -418,65 +556,12 @@ impl<'a> Planner<'a> {
     /// Visits one route of a managed table: delete, replace, or leave it.
     fn update_route<R: rand::Rng + ?Sized>(&mut self, table: &RouteTable, route: &Route, rng: &mut R) {
         let rtb = table.id.as_str();
-        let (dest, unit, hosts) = match &route.dest {
-            Some(Dest::Cidr(cidr)) => {
-                let cidr = *cidr;
-                if self.is_protected(cidr) {
-                    return;
-                }
-                let hosts = self.spec.get(&cidr).copied();
-                if !route.targets_instance() {
-                    if hosts.is_some() {
-                        let target = route.other_target.clone().unwrap_or_else(|| "unknown target".into());
-                        self.plan.notices.insert(Notice::HeldByOtherTarget { rtb: rtb.into(), cidr, target });
-                    }
-                    return;
-                }
-                let Some(hosts) = hosts.filter(|h| !h.is_empty()) else {
-                    let old_router = self.primary_ip(route);
-                    let (dest, reason) = (Dest::Cidr(cidr), DeleteReason::NotInSpec);
-                    self.plan.actions.push(RouteAction::Delete { rtb: rtb.into(), dest, old_router, reason });
-                    return;
-                };
-                if let Unit::Group(g) = self.unit_of(cidr) {
-                    let carried = self.groups[g]
-                        .list
-                        .is_some_and(|l| l.entries.contains(&cidr) && has_route(table, &Dest::List(l.id.clone())));
-                    if carried {
-                        let old_router = self.primary_ip(route);
-                        let (dest, reason) = (Dest::Cidr(cidr), DeleteReason::CarriedByList);
-                        self.plan.actions.push(RouteAction::Delete { rtb: rtb.into(), dest, old_router, reason });
-                        return;
-                    }
-                }
-                // Until its list carries it, a listed CIDR's own route is decided on its
-                // own: it is not moved to the group's router only to be deleted later.
-                (Dest::Cidr(cidr), Unit::Cidr(cidr), hosts)
-            }
-            Some(Dest::List(id)) => {
-                let Some(list) = self.input.state.prefix_list(id) else { return };
-                if !route.targets_instance() {
-                    return;
-                }
-                let dest = Dest::List(id.clone());
-                let Some(g) = self.group_with_list(id) else {
-                    // A list that serves no group any more: its route goes once every
-                    // entry still in the spec is carried as wanted in this table.
-                    self.plan.staged = true;
-                    self.hint(route, &list.entries);
-                    if list.entries.iter().all(|&e| self.may_release(e, std::iter::once(table))) {
-                        let (old_router, reason) = (self.primary_ip(route), DeleteReason::ListRetired);
-                        self.plan.actions.push(RouteAction::Delete { rtb: rtb.into(), dest, old_router, reason });
-                    } else {
-                        self.keep_retired_route_up(table, route, list, rng);
-                    }
-                    return;
-                };
-                let hosts = self.spec.get(&self.groups[g].group.members[0]).copied().unwrap_or_default();
-                (dest, Unit::Group(g), hosts)
-            }
-            None => return,
+        let decided = match &route.dest {
+            Some(Dest::Cidr(cidr)) => self.visit_cidr_route(table, route, *cidr),
+            Some(Dest::List(id)) => self.visit_list_route(table, route, id, rng),
+            None => None,
         };
+        let Some((dest, unit, hosts)) = decided else { return };
         let pointed = self.route_target(route);
         let primary_ip = pointed.and_then(|(_, eni)| eni.private_ips.first().copied());
         let current = pointed.and_then(|(instance, eni)| {
@@ -484,7 +569,8 @@ impl<'a> Planner<'a> {
             Some(target_of(ip, instance, eni))
         });
         let current_ip = current.as_ref().map(|t| t.ip);
-        let after = match self.decide(unit, hosts, current, rng) {
+        let scope = self.scope_of(table, hosts);
+        let after = match self.decide(unit, scope, hosts, current, rng) {
             Some(Decision::Keep) | None => current_ip,
             Some(Decision::Replace(target, reason)) => {
                 let router = Some(target.ip);
@@ -498,6 +584,91 @@ impl<'a> Planner<'a> {
             self.hints.entry(Unit::Group(g)).or_insert(ip);
         }
         self.plan.routes.insert((rtb.into(), dest), after);
+    }
+
+    /// A route to a network: deleted, left alone, or to be decided (its destination, the
+    /// unit whose router it takes, and the unit's candidates).
+    fn visit_cidr_route(
+        &mut self,
+        table: &RouteTable,
+        route: &Route,
+        cidr: Cidr,
+    ) -> Option<(Dest, Unit, &'a [Ipv4Addr])> {
+        let rtb = table.id.as_str();
+        if self.is_protected(cidr) {
+            return None;
+        }
+        let hosts = self.spec.get(&cidr).copied();
+        if !route.targets_instance() {
+            if hosts.is_some() {
+                let target = route.other_target.clone().unwrap_or_else(|| "unknown target".into());
+                self.plan.notices.insert(Notice::HeldByOtherTarget { rtb: rtb.into(), cidr, target });
+            }
+            return None;
+        }
+        let Some(hosts) = hosts.filter(|h| !h.is_empty()) else {
+            // A route to one of the VPC's own CIDRs is its local route, whose target was
+            // replaced: EC2 restores it, never deletes it.
+            if !self.input.state.cidrs.contains(&cidr) {
+                let old_router = self.primary_ip(route);
+                let (dest, reason) = (Dest::Cidr(cidr), DeleteReason::NotInSpec);
+                self.plan.actions.push(RouteAction::Delete { rtb: rtb.into(), dest, old_router, reason });
+            }
+            return None;
+        };
+        if !self.holds(table, &Dest::Cidr(cidr)) {
+            self.note_not_holdable(table, cidr);
+            return None;
+        }
+        let Unit::Group(g) = self.unit_of(cidr) else { return Some((Dest::Cidr(cidr), Unit::Cidr(cidr), hosts)) };
+        if table.gateway().is_some() {
+            // A gateway route table holds no prefix list: the group's CIDRs have routes of
+            // their own there, on the group's router.
+            return Some((Dest::Cidr(cidr), Unit::Group(g), hosts));
+        }
+        let carried = self.groups[g]
+            .list
+            .is_some_and(|l| l.entries.contains(&cidr) && has_route(table, &Dest::List(l.id.clone())));
+        if carried {
+            let old_router = self.primary_ip(route);
+            let (dest, reason) = (Dest::Cidr(cidr), DeleteReason::CarriedByList);
+            self.plan.actions.push(RouteAction::Delete { rtb: rtb.into(), dest, old_router, reason });
+            return None;
+        }
+        // Until its list carries it, a listed CIDR's own route is decided on its own: it is
+        // not moved to the group's router only to be deleted later.
+        Some((Dest::Cidr(cidr), Unit::Cidr(cidr), hosts))
+    }
+
+    /// A route to a prefix list: deleted or kept up when the list is retired, left alone
+    /// when it is not vpcrouter's, or to be decided as its group's route.
+    fn visit_list_route<R: rand::Rng + ?Sized>(
+        &mut self,
+        table: &RouteTable,
+        route: &Route,
+        id: &str,
+        rng: &mut R,
+    ) -> Option<(Dest, Unit, &'a [Ipv4Addr])> {
+        let list = self.input.state.prefix_list(id)?;
+        if !route.targets_instance() || table.gateway().is_some() {
+            return None;
+        }
+        let dest = Dest::List(id.to_owned());
+        let Some(g) = self.group_with_list(id) else {
+            // A list that serves no group any more: its route goes once every entry still
+            // in the spec is carried as wanted in this table.
+            self.plan.staged = true;
+            self.hint(route, &list.entries);
+            if list.entries.iter().all(|&e| self.may_release(e, std::iter::once(table))) {
+                let (old_router, reason) = (self.primary_ip(route), DeleteReason::ListRetired);
+                self.plan.actions.push(RouteAction::Delete { rtb: table.id.clone(), dest, old_router, reason });
+            } else {
+                self.keep_retired_route_up(table, route, list, rng);
+            }
+            return None;
+        };
+        let hosts = self.spec.get(&self.groups[g].group.members[0]).copied().unwrap_or_default();
+        Some((dest, Unit::Group(g), hosts))
     }
 
     /// A retired list's route that must stay a while (its CIDRs are not carried otherwise
@@ -525,7 +696,8 @@ impl<'a> Planner<'a> {
             None => ReplaceReason::NotEligible,
         };
         let unit = self.unit_of(net);
-        let Some(target) = self.router_for(unit, hosts, rng) else {
+        let scope = self.scope_of(table, hosts);
+        let Some(target) = self.router_for(unit, scope, hosts, rng) else {
             self.note_staying_on_drained(unit, current);
             return;
         };
@@ -548,12 +720,13 @@ impl<'a> Planner<'a> {
     fn decide<R: rand::Rng + ?Sized>(
         &mut self,
         unit: Unit,
+        scope: Scope<'a>,
         hosts: &[Ipv4Addr],
         current: Option<RouterTarget>,
         rng: &mut R,
     ) -> Option<Decision> {
         let current_ip = current.as_ref().map(|t| t.ip);
-        match self.chosen.get(&unit) {
+        match self.chosen.get(&(unit, scope)) {
             Some(Choice::NoneAvailable) => {
                 self.note_staying_on_drained(unit, current_ip);
                 return None;
@@ -567,7 +740,7 @@ impl<'a> Planner<'a> {
                 // used different router" for the rest, and ran them after the outages).
                 let reason = match current_ip.and_then(|ip| self.bad_router_reason(ip)) {
                     Some(reason) => reason,
-                    None if self.failing_back.contains(&unit) => ReplaceReason::Failback,
+                    None if self.failing_back.contains(&(unit, scope)) => ReplaceReason::Failback,
                     None => ReplaceReason::OtherTableUsesDifferentRouter,
                 };
                 return Some(Decision::Replace(chosen.clone(), reason));
@@ -579,17 +752,17 @@ impl<'a> Planner<'a> {
             Some(t) => match self.bad_router_reason(t.ip) {
                 Some(reason) => reason,
                 None => {
-                    if let Some(back) = self.failback_ready(unit, hosts).filter(|b| b.ip != t.ip) {
-                        self.chosen.insert(unit, Choice::Router(back.clone()));
-                        self.failing_back.insert(unit);
+                    if let Some(back) = self.failback_ready(unit, scope, hosts).filter(|b| b.ip != t.ip) {
+                        self.chosen.insert((unit, scope), Choice::Router(back.clone()));
+                        self.failing_back.insert((unit, scope));
                         return Some(Decision::Replace(back, ReplaceReason::Failback));
                     }
-                    self.chosen.insert(unit, Choice::Router(t));
+                    self.chosen.insert((unit, scope), Choice::Router(t));
                     return Some(Decision::Keep);
                 }
             },
         };
-        let Some(target) = self.settle(unit, current_ip, hosts, rng) else {
+        let Some(target) = self.settle(unit, scope, current_ip, hosts, rng) else {
             self.note_staying_on_drained(unit, current_ip);
             return None;
         };
@@ -625,34 +798,84 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// Chooses a router for `unit` and records the choice (or that there is none).
+    /// Chooses a router for `unit` in `scope` and records the choice (or that there is
+    /// none).
     fn settle<R: rand::Rng + ?Sized>(
         &mut self,
         unit: Unit,
+        scope: Scope<'a>,
         old: Option<Ipv4Addr>,
         hosts: &[Ipv4Addr],
         rng: &mut R,
     ) -> Option<RouterTarget> {
+        let chosen = self.kept(unit, scope, old, hosts).or_else(|| match scope {
+            // A zone's tables take the first of the zone's candidates that may take routes.
+            Some(zone) => {
+                hosts.iter().copied().find(|&h| Some(h) != old && self.in_zone(h, zone) && self.usable_now(h))
+            }
+            None => self.pick_common(unit, old, hosts, rng),
+        });
+        let target = chosen.and_then(|ip| self.owners.get(&ip).cloned());
+        let choice = match &target {
+            Some(t) => Choice::Router(t.clone()),
+            None => {
+                self.plan.notices.insert(Notice::NoAvailableRouter { dest: self.unit_dest(unit) });
+                Choice::NoneAvailable
+            }
+        };
+        self.chosen.insert((unit, scope), choice);
+        target
+    }
+
+    /// The router the tables of `scope` keep for `unit`, if one may take its routes: the
+    /// one vpcrouter last wrote in one of them, else one they route to now (in table
+    /// order). A move takes it first, so that no table of the scope moves between healthy
+    /// routers, and a read that lags behind vpcrouter's writes never moves a route twice.
+    fn kept(&self, unit: Unit, scope: Scope<'a>, old: Option<Ipv4Addr>, hosts: &[Ipv4Addr]) -> Option<Ipv4Addr> {
+        let dest = self.unit_dest(unit);
+        let fits = |h: &Ipv4Addr| {
+            Some(*h) != old && hosts.contains(h) && self.usable_now(*h) && scope.is_none_or(|z| self.in_zone(*h, z))
+        };
+        let tables: Vec<&RouteTable> =
+            self.tables.iter().copied().filter(|t| self.scope_of(t, hosts) == scope).collect();
+        let written = tables.iter().filter_map(|t| self.input.last_written.get(&(t.id.clone(), dest.clone())));
+        if let Some(&h) = written.into_iter().find(|h| fits(h)) {
+            return Some(h);
+        }
+        let current = tables.iter().filter_map(|t| {
+            let route = self.routed.get(&(t.id.as_str(), &dest))?;
+            let (_, eni) = self.route_target(route)?;
+            hosts.iter().copied().find(|h| eni.private_ips.contains(h))
+        });
+        current.into_iter().find(fits)
+    }
+
+    /// The common router for `unit` whose route leaves `old` (`None`: a new route).
+    fn pick_common<R: rand::Rng + ?Sized>(
+        &self,
+        unit: Unit,
+        old: Option<Ipv4Addr>,
+        hosts: &[Ipv4Addr],
+        rng: &mut R,
+    ) -> Option<Ipv4Addr> {
         // Drained hosts are never chosen.
         let (failed, questionable, drained) = (self.input.failed, self.input.questionable, self.input.drained);
         let candidates: Vec<Ipv4Addr> =
             hosts.iter().copied().filter(|h| self.owners.contains_key(h) && !drained.contains(h)).collect();
-        let dest = self.unit_dest(unit);
         let usable = |p: &Ipv4Addr| {
             Some(*p) != old && candidates.contains(p) && !failed.contains(p) && !questionable.contains(p)
         };
-        let preferred = self.input.preferred.get(&dest).copied().filter(usable);
-        let preferred = preferred.or_else(|| self.hints.get(&unit).copied().filter(usable));
+        let preferred = self.hints.get(&unit).copied().filter(usable);
         // `--failback preferred`: a route placed anew goes to the preferred router when it is
         // healthy; one leaving a bad router, when it qualifies for a failback.
         let preferred = preferred.or_else(|| match old {
-            None => self.failback_preferred(hosts).filter(|&p| self.usable_now(p)),
-            Some(_) => self.failback_ready(unit, hosts).map(|t| t.ip),
+            None => self.failback_preferred(None, hosts).filter(|&p| self.usable_now(p)),
+            Some(_) => self.failback_ready(unit, None, hosts).map(|t| t.ip),
         });
         let preferred = preferred.filter(usable);
         // A drain moves a route to a healthy router only, never to a questionable one.
         let healthy_only = old.is_some_and(|o| self.drained_only(o));
-        let chosen = match preferred {
+        match preferred {
             Some(p) => Some(p),
             None if healthy_only => {
                 let healthy: Vec<Ipv4Addr> =
@@ -660,22 +883,17 @@ impl<'a> Planner<'a> {
                 healthy.choose(rng).copied()
             }
             None => choose_different_host(old, &candidates, failed, questionable, rng),
-        };
-        let target = chosen.and_then(|ip| self.owners.get(&ip).cloned());
-        let choice = match &target {
-            Some(t) => Choice::Router(t.clone()),
-            None => {
-                self.plan.notices.insert(Notice::NoAvailableRouter { dest });
-                Choice::NoneAvailable
-            }
-        };
-        self.chosen.insert(unit, choice);
-        target
+        }
     }
 
-    /// `--failback preferred`: a unit's preferred router, the first of its candidates.
-    fn failback_preferred(&self, hosts: &[Ipv4Addr]) -> Option<Ipv4Addr> {
-        self.input.failback.and(hosts.first().copied())
+    /// `--failback preferred`: a unit's preferred router in `scope`: the first of its
+    /// candidates, or for a zone's tables the first of its candidates in that zone.
+    fn failback_preferred(&self, scope: Scope<'a>, hosts: &[Ipv4Addr]) -> Option<Ipv4Addr> {
+        self.input.failback?;
+        match scope {
+            None => hosts.first().copied(),
+            Some(zone) => hosts.iter().copied().find(|&h| self.in_zone(h, zone)),
+        }
     }
 
     /// True when `ip` may take routes now: in the VPC, neither failed, questionable nor
@@ -690,9 +908,9 @@ impl<'a> Planner<'a> {
 
     /// The unit's preferred router when its routes may move back to it now (see
     /// [`Failback`]).
-    fn failback_ready(&self, unit: Unit, hosts: &[Ipv4Addr]) -> Option<RouterTarget> {
+    fn failback_ready(&self, unit: Unit, scope: Scope<'a>, hosts: &[Ipv4Addr]) -> Option<RouterTarget> {
         let failback = self.input.failback?;
-        let preferred = self.failback_preferred(hosts).filter(|&p| self.usable_now(p))?;
+        let preferred = self.failback_preferred(scope, hosts).filter(|&p| self.usable_now(p))?;
         let at = failback.possible_at(preferred, &self.unit_dest(unit))?;
         (at <= failback.now).then(|| self.owners.get(&preferred).cloned())?
     }
@@ -701,19 +919,19 @@ impl<'a> Planner<'a> {
     /// preferred router and where failback stands.
     fn report_failback(&mut self) {
         let Some(failback) = self.input.failback else { return };
-        let mut views = BTreeMap::new();
-        for (&unit, choice) in &self.chosen {
+        let (mut views, mut zone_views) = (BTreeMap::new(), BTreeMap::new());
+        for (&(unit, scope), choice) in &self.chosen {
             let cidrs: &[Cidr] = match unit {
                 Unit::Cidr(ref c) => std::slice::from_ref(c),
                 Unit::Group(g) => &self.groups[g].group.members,
             };
             let hosts = cidrs.first().and_then(|c| self.spec.get(c)).copied().unwrap_or_default();
-            let Some(preferred) = self.failback_preferred(hosts) else { continue };
+            let Some(preferred) = self.failback_preferred(scope, hosts) else { continue };
             let on = match choice {
                 Choice::Router(t) => t.ip == preferred,
                 Choice::NoneAvailable => false,
             };
-            let state = if on && self.failing_back.contains(&unit) {
+            let state = if on && self.failing_back.contains(&(unit, scope)) {
                 FailbackState::FailingBack
             } else if on {
                 FailbackState::OnPreferred
@@ -726,54 +944,70 @@ impl<'a> Planner<'a> {
                 }
             };
             for &cidr in cidrs {
-                views.insert(cidr, FailbackView { preferred, state });
+                let view = FailbackView { preferred, state };
+                match scope {
+                    None => views.insert(cidr, view),
+                    Some(zone) => zone_views.insert((cidr, zone.to_owned()), view),
+                };
             }
         }
         self.plan.failback = views;
+        self.plan.zone_failback = zone_views;
     }
 
-    /// The router for a unit's missing route: the one settled, or a new choice.
+    /// The router for a unit's missing route in `scope`: the one settled, or a new choice.
     fn router_for<R: rand::Rng + ?Sized>(
         &mut self,
         unit: Unit,
+        scope: Scope<'a>,
         hosts: &[Ipv4Addr],
         rng: &mut R,
     ) -> Option<RouterTarget> {
-        match self.chosen.get(&unit) {
+        match self.chosen.get(&(unit, scope)) {
             Some(Choice::NoneAvailable) => None,
             Some(Choice::Router(t)) => Some(t.clone()),
-            None => self.settle(unit, None, hosts, rng),
+            None => self.settle(unit, scope, None, hosts, rng),
         }
     }
 
-    /// Creates routes missing from managed tables, one router per unit: a route per CIDR
-    /// routed on its own, and a route per table to each group's list once it exists.
-    fn add_missing_routes<R: rand::Rng + ?Sized>(&mut self, tables: &[&RouteTable], rng: &mut R) {
+    /// Creates routes missing from managed tables, one router per unit and scope: a route
+    /// per CIDR routed on its own, a route per table to each group's list once it exists,
+    /// and in gateway route tables (which hold no list) a route per CIDR of each group.
+    fn add_missing_routes<R: rand::Rng + ?Sized>(&mut self, tables: &[&'a RouteTable], rng: &mut R) {
         let spec: Vec<(Cidr, &[Ipv4Addr])> = self.spec.iter().map(|(c, h)| (*c, *h)).collect();
         let retiring = self.input.state.prefix_lists.iter().any(|l| self.group_with_list(&l.id).is_none());
         // Each table's destinations, once (not a scan of its routes per destination).
         let present: Vec<HashSet<&Dest>> =
             tables.iter().map(|t| t.routes.iter().filter_map(|r| r.dest.as_ref()).collect()).collect();
-        let missing = |dest: &Dest| {
-            let tables = tables.iter().zip(&present);
+        let missing = |dest: &Dest, wanted: Carriers| {
+            let tables = tables.iter().zip(&present).filter(|(t, _)| wanted.includes(t));
             tables.filter(|(_, p)| !p.contains(dest)).map(|(t, _)| *t).collect::<Vec<&RouteTable>>()
         };
-        // Each unit with its destination, candidates, and whether a new route of it unlocks
-        // more (a retired list's routes go once the CIDRs' own routes exist; a group's
-        // per-CIDR routes once its list route exists).
-        let mut units: Vec<(Unit, Dest, &[Ipv4Addr], bool)> = spec
-            .into_iter()
-            .filter(|(cidr, hosts)| !hosts.is_empty() && !self.group_of.contains_key(cidr))
-            .map(|(cidr, hosts)| (Unit::Cidr(cidr), Dest::Cidr(cidr), hosts, retiring))
-            .collect();
+        // Each unit with its destination, candidates, the tables that carry it, and whether
+        // a new route of it unlocks more (a retired list's routes go once the CIDRs' own
+        // routes exist; a group's per-CIDR routes once its list route exists).
+        let mut units: Vec<(Unit, Dest, &[Ipv4Addr], Carriers, bool)> = Vec::new();
+        for (cidr, hosts) in spec.into_iter().filter(|(_, hosts)| !hosts.is_empty()) {
+            match self.group_of.get(&cidr) {
+                None => units.push((Unit::Cidr(cidr), Dest::Cidr(cidr), hosts, Carriers::All, retiring)),
+                Some(&g) => units.push((Unit::Group(g), Dest::Cidr(cidr), hosts, Carriers::Gateway, false)),
+            }
+        }
         for (g, listed) in self.groups.iter().enumerate() {
             let Some(list) = listed.list else { continue };
             let hosts = self.spec.get(&listed.group.members[0]).copied().unwrap_or_default();
-            units.push((Unit::Group(g), Dest::List(list.id.clone()), hosts, true));
+            units.push((Unit::Group(g), Dest::List(list.id.clone()), hosts, Carriers::Subnet, true));
         }
-        for (unit, dest, hosts, unlocks) in units {
-            for table in missing(&dest) {
-                let Some(target) = self.router_for(unit, hosts, rng) else { break };
+        for (unit, dest, hosts, carriers, unlocks) in units {
+            for table in missing(&dest, carriers) {
+                if !self.holds(table, &dest) {
+                    if let Some(cidr) = dest.cidr() {
+                        self.note_not_holdable(table, cidr);
+                    }
+                    continue;
+                }
+                let scope = self.scope_of(table, hosts);
+                let Some(target) = self.router_for(unit, scope, hosts, rng) else { continue };
                 self.plan.routes.insert((table.id.clone(), dest.clone()), Some(target.ip));
                 let rtb = table.id.clone();
                 self.plan.actions.push(RouteAction::Create { rtb, dest: dest.clone(), target });
@@ -888,10 +1122,24 @@ impl<'a> Planner<'a> {
     }
 }
 
-/// The route tables a plan manages, sorted by id: those serving a subnet of an interface
-/// that owns a spec host (primary or secondary IP). The main table also serves every
-/// subnet without an explicit association.
-pub fn managed_tables<'s>(state: &'s VpcState, spec: &[(Cidr, Vec<Ipv4Addr>)]) -> Vec<&'s RouteTable> {
+/// The route tables a plan manages, sorted by id: those `selection` names, or by default
+/// those serving a subnet of an interface that owns a spec host (primary or secondary IP),
+/// the main table serving every subnet without an explicit association.
+pub fn managed_tables<'s>(
+    state: &'s VpcState,
+    spec: &[(Cidr, Vec<Ipv4Addr>)],
+    selection: &TableSelection,
+) -> Vec<&'s RouteTable> {
+    let mut tables = match selection {
+        TableSelection::Serving => serving_tables(state, spec),
+        named => state.route_tables.iter().filter(|t| named.names(t)).collect(),
+    };
+    tables.sort_by(|a, b| a.id.cmp(&b.id));
+    tables
+}
+
+/// vpc-router's rule: the tables serving a subnet of an interface that owns a spec host.
+fn serving_tables<'s>(state: &'s VpcState, spec: &[(Cidr, Vec<Ipv4Addr>)]) -> Vec<&'s RouteTable> {
     let hosts: BTreeSet<Ipv4Addr> = spec.iter().flat_map(|(_, hosts)| hosts.iter().copied()).collect();
     let cluster: BTreeSet<&str> = all_enis(state)
         .filter(|(_, eni)| eni.private_ips.iter().any(|ip| hosts.contains(ip)))
@@ -900,12 +1148,10 @@ pub fn managed_tables<'s>(state: &'s VpcState, spec: &[(Cidr, Vec<Ipv4Addr>)]) -
     let explicit: BTreeSet<&str> =
         state.route_tables.iter().flat_map(|t| t.subnets.iter().map(String::as_str)).collect();
     let implicit_in_cluster =
-        state.subnets.iter().any(|s| !explicit.contains(s.as_str()) && cluster.contains(s.as_str()));
-    let mut tables: Vec<&RouteTable> = state
+        state.subnets.iter().any(|s| !explicit.contains(s.id.as_str()) && cluster.contains(s.id.as_str()));
+    state
         .route_tables
         .iter()
         .filter(|t| t.subnets.iter().any(|s| cluster.contains(s.as_str())) || (t.main && implicit_in_cluster))
-        .collect();
-    tables.sort_by(|a, b| a.id.cmp(&b.id));
-    tables
+        .collect()
 }

@@ -14,7 +14,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use vpcrouter_planner::model::{
     Applied, Cidr, Dest, Eni, FailbackState, FailbackView, Instance, Notice, Plan, ReplaceReason, Route, RouteAction,
-    RouteTable, RouterTarget, VpcState,
+    RouteTable, RouterTarget, TableSelection, VpcState,
 };
 use vpcrouter_planner::plan::{plan, Failback, FailbackPolicy, ListMode, PlanInput};
 
@@ -44,7 +44,8 @@ fn secs(n: u64) -> Duration {
 }
 
 fn eni(id: &str, subnet: &str, ips: &[&str]) -> Eni {
-    Eni { id: id.into(), subnet_id: subnet.into(), private_ips: ips.iter().map(|h| ip(h)).collect(), device_index: 0 }
+    let private_ips = ips.iter().map(|h| ip(h)).collect();
+    Eni { id: id.into(), subnet_id: subnet.into(), private_ips, device_index: 0, source_dest_check: Some(false) }
 }
 
 fn vpc() -> VpcState {
@@ -58,6 +59,7 @@ fn vpc() -> VpcState {
             eni_id: None,
             other_target: Some("local".into()),
         }],
+        ..Default::default()
     };
     VpcState {
         vpc_id: "vpc-1".into(),
@@ -108,8 +110,8 @@ struct Case {
     t0: Instant,
     now: Duration,
     healthy_since: BTreeMap<Ipv4Addr, Instant>,
-    last_failback: BTreeMap<Dest, Instant>,
-    last_written: BTreeMap<Dest, Ipv4Addr>,
+    last_failback: BTreeMap<(Dest, Ipv4Addr), Instant>,
+    last_written: BTreeMap<(String, Dest), Ipv4Addr>,
 }
 
 impl Case {
@@ -202,10 +204,12 @@ impl Case {
             questionable: &self.questionable,
             drained: &self.drained,
             ignore: &[],
-            preferred: &self.last_written,
+            last_written: &self.last_written,
             lists: self.lists.as_ref(),
             quota: 500,
             failback: failback.as_ref(),
+            tables: &TableSelection::Serving,
+            zone_affinity: false,
         };
         plan(&input, &mut StdRng::seed_from_u64(seed))
     }
@@ -223,10 +227,10 @@ impl Case {
             let applied = Applied { list: matches!(a, RouteAction::CreateList { .. }).then(|| (format!("pl-{i}"), 1)) };
             self.state.apply(a, &applied);
             if let Some(router) = a.new_router() {
-                self.last_written.insert(a.dest(), router);
+                self.last_written.insert((a.rtb().to_string(), a.dest()), router);
             }
-            if matches!(a, RouteAction::Replace { reason: ReplaceReason::Failback, .. }) {
-                self.last_failback.insert(a.dest(), now);
+            if let RouteAction::Replace { reason: ReplaceReason::Failback, target, .. } = a {
+                self.last_failback.insert((a.dest(), target.ip), now);
             }
         }
         plan
@@ -337,7 +341,7 @@ fn at_most_one_failback_per_hold_down() {
     // it): it stays until 1200 s.
     let mut case = Case::new();
     case.routed(NET, B);
-    case.last_failback.insert(Dest::Cidr(cidr(NET)), case.at(900));
+    case.last_failback.insert((Dest::Cidr(cidr(NET)), ip(A)), case.at(900));
     let plan = case.plan();
     assert!(plan.actions.is_empty(), "{:?}", plan.actions);
     assert_eq!(failback_of(&plan, NET), Some(view(A, FailbackState::Waiting { at: case.at(1200) })));
@@ -469,7 +473,7 @@ fn possible_at_is_the_later_of_the_healthy_period_and_the_hold_down() {
     let healthy_since = BTreeMap::from([(ip(A), t0 + secs(100))]);
     let dest = Dest::Cidr(cidr(NET));
     let mut last_failback = BTreeMap::new();
-    let fb = |last: &BTreeMap<Dest, Instant>, after| {
+    let fb = |last: &BTreeMap<(Dest, Ipv4Addr), Instant>, after| {
         Failback { after: secs(after), now: t0, healthy_since: &healthy_since, last_failback: last }
             .possible_at(ip(A), &dest)
     };
@@ -480,9 +484,11 @@ fn possible_at_is_the_later_of_the_healthy_period_and_the_hold_down() {
         None,
         "B is not healthy"
     );
-    last_failback.insert(dest.clone(), t0 + secs(50));
+    last_failback.insert((dest.clone(), ip(A)), t0 + secs(50));
     assert_eq!(fb(&last_failback, 300), Some(t0 + secs(400)), "the healthy period ends later");
-    last_failback.insert(dest.clone(), t0 + secs(150));
+    last_failback.insert((dest.clone(), ip(B)), t0 + secs(150));
+    assert_eq!(fb(&last_failback, 300), Some(t0 + secs(400)), "a failback to another router does not hold A down");
+    last_failback.insert((dest.clone(), ip(A)), t0 + secs(150));
     assert_eq!(fb(&last_failback, 300), Some(t0 + secs(450)), "the hold-down ends later");
     assert_eq!(FailbackPolicy::Never.after(), None);
     assert_eq!(FailbackPolicy::Preferred { after: AFTER }.after(), Some(AFTER));
@@ -621,5 +627,5 @@ fn a_group_list_route_fails_back_as_one() {
         );
     }
     assert_eq!(on_list(&case), vec![Some("eni-a".to_string()); 2]);
-    assert_eq!(case.last_failback.get(&Dest::List(list)), Some(&case.at(1300)));
+    assert_eq!(case.last_failback.get(&(Dest::List(list), ip(A))), Some(&case.at(1300)));
 }

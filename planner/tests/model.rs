@@ -34,7 +34,7 @@ fn applied_actions_are_what_ec2_then_reports() {
         eni_id: None,
         other_target: Some("local".into()),
     };
-    let table = RouteTable { id: "rtb-1".into(), main: false, subnets: vec![], routes: vec![local.clone()] };
+    let table = RouteTable { id: "rtb-1".into(), routes: vec![local.clone()], ..Default::default() };
     let mut state = VpcState { route_tables: vec![table], ..VpcState::default() };
     let net = Dest::Cidr(c("10.55.0.0/16"));
     let create = RouteAction::Create { rtb: "rtb-1".into(), dest: net.clone(), target: target("10.0.0.5", "eni-5") };
@@ -71,7 +71,7 @@ fn applied_actions_are_what_ec2_then_reports() {
 
 #[test]
 fn applied_list_actions_are_what_ec2_then_reports() {
-    let table = RouteTable { id: "rtb-1".into(), main: false, subnets: vec![], routes: vec![] };
+    let table = RouteTable { id: "rtb-1".into(), ..Default::default() };
     let mut state = VpcState { route_tables: vec![table], ..VpcState::default() };
     let group = Group {
         key: Group::key_for(Family::V6, &[ip("10.0.0.5")]),

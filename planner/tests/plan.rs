@@ -11,7 +11,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use vpcrouter_planner::model::{
     Applied, Cidr, DeleteReason, Dest, Eni, Family, Instance, Notice, Plan, ReplaceReason, Route, RouteAction,
-    RouteTable, RouterTarget, VpcState, Within,
+    RouteTable, RouterTarget, TableSelection, VpcState, Within,
 };
 use vpcrouter_planner::plan::{choose_different_host, managed_tables, plan, ListMode, PlanInput};
 
@@ -55,6 +55,7 @@ fn eni(id: &str, subnet: &str, device_index: i32, private_ips: &[&str]) -> Eni {
         subnet_id: subnet.into(),
         private_ips: private_ips.iter().map(|h| ip(h)).collect(),
         device_index,
+        source_dest_check: Some(false),
     }
 }
 
@@ -95,7 +96,13 @@ fn local() -> Route {
 }
 
 fn table(id: &str, main: bool, subnets: &[&str], routes: Vec<Route>) -> RouteTable {
-    RouteTable { id: id.into(), main, subnets: subnets.iter().map(|s| s.to_string()).collect(), routes }
+    RouteTable {
+        id: id.into(),
+        main,
+        subnets: subnets.iter().map(|s| s.to_string()).collect(),
+        routes,
+        ..Default::default()
+    }
 }
 
 /// Three subnets; rtb-a serves sn-a, rtb-b serves sn-b, the main table serves sn-c
@@ -226,7 +233,8 @@ struct Case {
     questionable: BTreeSet<Ipv4Addr>,
     drained: BTreeSet<Ipv4Addr>,
     ignore: Vec<Cidr>,
-    preferred: BTreeMap<Dest, Ipv4Addr>,
+    /// The router last written per (table, destination).
+    preferred: BTreeMap<(String, Dest), Ipv4Addr>,
     lists: Option<ListMode>,
     quota: u32,
     /// Lists created so far by `step` and `converge` (the next is `pl-{n + 1}`).
@@ -249,8 +257,11 @@ impl Case {
         }
     }
 
+    /// `host` was the router last written for `to`, in every table.
     fn preferred(mut self, to: &str, host: &str) -> Self {
-        self.preferred.insert(dest(to), ip(host));
+        for t in &self.state.route_tables {
+            self.preferred.insert((t.id.clone(), dest(to)), ip(host));
+        }
         self
     }
 
@@ -313,10 +324,12 @@ impl Case {
             questionable: &self.questionable,
             drained: &self.drained,
             ignore: &self.ignore,
-            preferred: &self.preferred,
+            last_written: &self.preferred,
             lists: self.lists.as_ref(),
             quota: self.quota,
             failback: None,
+            tables: &TableSelection::Serving,
+            zone_affinity: false,
         };
         plan(&input, &mut StdRng::seed_from_u64(seed))
     }
@@ -327,7 +340,7 @@ impl Case {
 
     /// The ids of the route tables the plans of this case manage.
     fn managed(&self) -> Vec<String> {
-        managed_tables(&self.state, &self.spec).iter().map(|t| t.id.clone()).collect()
+        managed_tables(&self.state, &self.spec, &TableSelection::Serving).iter().map(|t| t.id.clone()).collect()
     }
 
     /// Plans, then executes the plan on the state.
@@ -514,7 +527,7 @@ fn hosts_without_a_serving_table_manage_nothing() {
     let plan = case.plan();
     assert_eq!(case.managed(), Vec::<String>::new());
     assert_eq!(plan.actions, []);
-    assert_eq!(plan.notices, notices([Notice::NoManagedTables]));
+    assert_eq!(plan.notices, notices([Notice::NoManagedTables { selection: TableSelection::Serving }]));
 }
 
 #[test]
@@ -524,7 +537,13 @@ fn no_spec_host_in_the_vpc_manages_nothing() {
     let plan = case.plan();
     assert_eq!(plan.actions, []);
     assert!(case.managed().is_empty() && plan.routes.is_empty());
-    assert_eq!(plan.notices, notices([Notice::NoManagedTables, Notice::HostNotInVpc { host: ip(NOT_IN_VPC) }]));
+    assert_eq!(
+        plan.notices,
+        notices([
+            Notice::NoManagedTables { selection: TableSelection::Serving },
+            Notice::HostNotInVpc { host: ip(NOT_IN_VPC) }
+        ])
+    );
 }
 
 #[test]
@@ -532,7 +551,7 @@ fn empty_spec_manages_nothing() {
     let state = with_routes(vpc(), "rtb-a", vec![instance_route("10.5.0.0/16", "i-1")]);
     let plan = Case::new(state).plan();
     assert_eq!(plan.actions, []);
-    assert_eq!(plan.notices, notices([Notice::NoManagedTables]));
+    assert_eq!(plan.notices, notices([Notice::NoManagedTables { selection: TableSelection::Serving }]));
 }
 
 // ---- Health-driven updates
@@ -953,7 +972,7 @@ fn generated_plans_are_safe_to_run_as_one_parallel_wave() {
         for default in ["0.0.0.0/0", "::/0"] {
             let protected = case.ignore.contains(&cidr(default));
             let deleted = plan.actions.iter().any(|a| a.dest() == dest(default));
-            let routed = managed_tables(&case.state, &case.spec)
+            let routed = managed_tables(&case.state, &case.spec, &TableSelection::Serving)
                 .iter()
                 .any(|t| t.routes.iter().any(|r| r.dest == Some(dest(default)) && r.targets_instance()));
             assert_eq!(deleted, routed && !protected, "case {case_no}: {default} ignoring {ignore:?}");
@@ -1287,7 +1306,7 @@ fn carried(state: &VpcState, table: &RouteTable, net: Cidr) -> bool {
 
 /// Every (managed table, spec CIDR with candidates) that `state` carries.
 fn carried_pairs(case: &Case, state: &VpcState) -> BTreeSet<(String, Cidr)> {
-    let tables = managed_tables(state, &case.spec);
+    let tables = managed_tables(state, &case.spec, &TableSelection::Serving);
     let mut pairs = BTreeSet::new();
     for table in tables {
         for (net, _) in case.spec.iter().filter(|(_, hosts)| !hosts.is_empty()) {

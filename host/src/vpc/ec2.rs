@@ -23,7 +23,7 @@ use tracing::debug;
 use super::limits::Limits;
 use super::model::{
     Applied, Cidr, Dest, Eni, Family, Group, Instance, PrefixList, Route, RouteAction, RouteTable, RouterTarget,
-    VpcState,
+    Subnet, VpcState,
 };
 use super::role::RoleConfig;
 use crate::metrics::Metrics;
@@ -413,8 +413,9 @@ pub struct Ec2 {
     region: String,
     counters: Arc<Counters>,
     metrics: Arc<Metrics>,
-    /// The VPC DescribeVpcs last confirmed; later reads skip that call.
-    confirmed_vpc: Arc<std::sync::Mutex<Option<String>>>,
+    /// The VPC DescribeVpcs last confirmed, with the CIDR blocks it reported; later reads
+    /// skip that call (a CIDR block associated later shows as a table's `local` route).
+    confirmed_vpc: Arc<std::sync::Mutex<Option<(String, Vec<Cidr>)>>>,
     /// The cluster name whose prefix lists are read (`None`: none are).
     owner: Option<String>,
     /// `--prefix-lists`: the lists are read with every state.
@@ -553,14 +554,13 @@ impl Ec2 {
     /// -RouteTables and -Instances only (see [`Ec2::routing_through_lists`]).
     pub async fn read_state(&self, vpc_id: &str, limits: &Limits) -> Result<VpcState, Ec2Error> {
         debug!(vpc = vpc_id, region = %self.region, "reading VPC");
-        let confirmed = self.lock_confirmed().as_deref() == Some(vpc_id);
+        let confirmed = self.lock_confirmed().clone().filter(|(id, _)| id == vpc_id);
         let eager = self.list_mode || self.lists_seen.load(std::sync::atomic::Ordering::Relaxed);
         let (vpcs, subnets, tables, instances, lists) = tokio::join!(
             async {
-                if confirmed {
-                    Ok(true)
-                } else {
-                    self.vpc_exists(vpc_id, limits).await
+                match confirmed {
+                    Some((_, cidrs)) => Ok(Some(cidrs)),
+                    None => self.vpc_cidrs(vpc_id, limits).await,
                 }
             },
             self.subnets(vpc_id, limits),
@@ -574,11 +574,15 @@ impl Ec2 {
                 }
             },
         );
-        if !vpcs? {
+        let Some(mut cidrs) = vpcs? else {
             return Err(Ec2Error::VpcNotFound { vpc_id: vpc_id.to_owned(), region: self.region.clone() });
-        }
-        *self.lock_confirmed() = Some(vpc_id.to_owned());
+        };
+        *self.lock_confirmed() = Some((vpc_id.to_owned(), cidrs.clone()));
         let tables = tables?;
+        let local = tables.iter().flat_map(|t| &t.routes).filter(|r| r.other_target.as_deref() == Some("local"));
+        cidrs.extend(local.filter_map(|r| r.dest.as_ref().and_then(Dest::cidr)));
+        cidrs.sort();
+        cidrs.dedup();
         let routes_to_lists = || tables.iter().flat_map(|t| &t.routes).any(|r| matches!(r.dest, Some(Dest::List(_))));
         let (lists, other_lists) = match lists {
             Some(read) => read?,
@@ -589,6 +593,7 @@ impl Ec2 {
         let state = VpcState {
             vpc_id: vpc_id.to_owned(),
             subnets: subnets?,
+            cidrs,
             route_tables: tables,
             instances: instances?,
             prefix_lists: lists,
@@ -604,28 +609,30 @@ impl Ec2 {
         Ok(state)
     }
 
-    fn lock_confirmed(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+    fn lock_confirmed(&self) -> std::sync::MutexGuard<'_, Option<(String, Vec<Cidr>)>> {
         lock(&self.confirmed_vpc)
     }
 
-    async fn vpc_exists(&self, vpc_id: &str, limits: &Limits) -> Result<bool, Ec2Error> {
+    /// The VPC's CIDR blocks (IPv4 and IPv6, associated ones); `None` when the VPC does not
+    /// exist.
+    async fn vpc_cidrs(&self, vpc_id: &str, limits: &Limits) -> Result<Option<Vec<Cidr>>, Ec2Error> {
         let mut token = None;
         loop {
             let _slot = limits.read_slot().await;
             let sent = Instant::now();
             let call = self.client.describe_vpcs().filters(vpc_filter(vpc_id)).set_next_token(token).send().await;
             let page = self.record(Op::DescribeVpcs, sent, call)?;
-            if page.vpcs().iter().any(|v| v.vpc_id() == Some(vpc_id)) {
-                return Ok(true);
+            if let Some(vpc) = page.vpcs().iter().find(|v| v.vpc_id() == Some(vpc_id)) {
+                return Ok(Some(vpc_blocks(vpc)));
             }
             token = next_token(page.next_token());
             if token.is_none() {
-                return Ok(false);
+                return Ok(None);
             }
         }
     }
 
-    async fn subnets(&self, vpc_id: &str, limits: &Limits) -> Result<Vec<String>, Ec2Error> {
+    async fn subnets(&self, vpc_id: &str, limits: &Limits) -> Result<Vec<Subnet>, Ec2Error> {
         let mut out = Vec::new();
         let mut token = None;
         loop {
@@ -633,7 +640,7 @@ impl Ec2 {
             let sent = Instant::now();
             let call = self.client.describe_subnets().filters(vpc_filter(vpc_id)).set_next_token(token).send().await;
             let page = self.record(Op::DescribeSubnets, sent, call)?;
-            out.extend(page.subnets().iter().filter_map(|s| s.subnet_id().map(str::to_owned)));
+            out.extend(page.subnets().iter().filter_map(subnet));
             token = next_token(page.next_token());
             if token.is_none() {
                 return Ok(out);
@@ -996,6 +1003,40 @@ fn target_ids(target: &RouterTarget) -> (Option<String>, Option<String>) {
     }
 }
 
+/// True for an association or CIDR block EC2 reports as `associated` (or without a state).
+fn associated(state: Option<&str>) -> bool {
+    state.is_none_or(|s| s == "associated")
+}
+
+/// The associated IPv4 and IPv6 CIDR blocks of a VPC.
+fn vpc_blocks(vpc: &ec2::Vpc) -> Vec<Cidr> {
+    let v4 = vpc
+        .cidr_block_association_set()
+        .iter()
+        .filter(|b| associated(b.cidr_block_state().and_then(|s| s.state()).map(|s| s.as_str())))
+        .filter_map(|b| b.cidr_block());
+    let v6 = vpc
+        .ipv6_cidr_block_association_set()
+        .iter()
+        .filter(|b| associated(b.ipv6_cidr_block_state().and_then(|s| s.state()).map(|s| s.as_str())))
+        .filter_map(|b| b.ipv6_cidr_block());
+    vpc.cidr_block().into_iter().chain(v4).chain(v6).filter_map(|c| Cidr::parse(c).ok()).collect()
+}
+
+/// Translates a subnet: its zone and its associated CIDR blocks; `None` without an id.
+fn subnet(s: &ec2::Subnet) -> Option<Subnet> {
+    let v6 = s
+        .ipv6_cidr_block_association_set()
+        .iter()
+        .filter(|b| associated(b.ipv6_cidr_block_state().and_then(|s| s.state()).map(|s| s.as_str())))
+        .filter_map(|b| b.ipv6_cidr_block());
+    Some(Subnet {
+        id: s.subnet_id()?.to_owned(),
+        zone: s.availability_zone().map(str::to_owned),
+        cidrs: s.cidr_block().into_iter().chain(v6).filter_map(|c| Cidr::parse(c).ok()).collect(),
+    })
+}
+
 /// Translates a route table; `None` without an id.
 fn route_table(rt: &ec2::RouteTable) -> Option<RouteTable> {
     let id = rt.route_table_id()?.to_owned();
@@ -1014,6 +1055,12 @@ fn route_table(rt: &ec2::RouteTable) -> Option<RouteTable> {
         main: associations.iter().any(|a| a.main() == Some(true)),
         subnets: associations.iter().filter_map(|a| a.subnet_id().map(str::to_owned)).collect(),
         routes: rt.routes().iter().map(route).collect(),
+        gateways: associations.iter().filter_map(|a| a.gateway_id().map(str::to_owned)).collect(),
+        tags: rt
+            .tags()
+            .iter()
+            .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or_default().to_owned())))
+            .collect(),
         id,
     };
     for r in &table.routes {
@@ -1065,10 +1112,15 @@ fn ipv4(s: Option<&str>) -> Option<Ipv4Addr> {
 }
 
 /// Translates an instance; `None` without an id. Without reported interfaces, one ENI
-/// with id `""` is synthesized from the instance's own private IP and subnet.
+/// with id `""` is synthesized from the instance's own private IP and subnet. The primary
+/// interface's source/destination check is the instance's attribute (the one
+/// `modify-instance-attribute` sets; EC2 keeps both equal).
 fn instance(i: &ec2::Instance) -> Option<Instance> {
     let id = i.instance_id()?.to_owned();
     let mut enis: Vec<Eni> = i.network_interfaces().iter().filter_map(eni).collect();
+    for e in enis.iter_mut().filter(|e| e.device_index == 0) {
+        e.source_dest_check = i.source_dest_check().or(e.source_dest_check);
+    }
     if i.network_interfaces().is_empty() {
         if let Some(ip) = ipv4(i.private_ip_address()) {
             enis.push(Eni {
@@ -1076,6 +1128,7 @@ fn instance(i: &ec2::Instance) -> Option<Instance> {
                 subnet_id: i.subnet_id().unwrap_or_default().to_owned(),
                 private_ips: vec![ip],
                 device_index: 0,
+                source_dest_check: i.source_dest_check(),
             });
         }
     }
@@ -1098,6 +1151,7 @@ fn eni(n: &ec2::InstanceNetworkInterface) -> Option<Eni> {
         subnet_id: n.subnet_id().unwrap_or_default().to_owned(),
         private_ips,
         device_index: n.attachment().and_then(|a| a.device_index()).unwrap_or(0),
+        source_dest_check: n.source_dest_check(),
     })
 }
 
@@ -1309,7 +1363,8 @@ mod tests {
                 id: String::new(),
                 subnet_id: "subnet-2".into(),
                 private_ips: vec![Ipv4Addr::new(10, 0, 0, 7)],
-                device_index: 0
+                device_index: 0,
+                source_dest_check: None,
             }]
         );
         assert!(instance(&ec2::Instance::builder().build()).is_none());
@@ -1332,6 +1387,66 @@ mod tests {
         assert_eq!(route(&v6).dest, Some(Dest::Cidr(Cidr::parse("2001:db8::/32").expect("cidr"))));
         let nat = ec2::Route::builder().destination_cidr_block("0.0.0.0/0").nat_gateway_id("nat-1").build();
         assert_eq!(route(&nat).other_target.as_deref(), Some("nat-1"));
+    }
+
+    #[test]
+    fn translates_zones_tags_gateways_and_the_vpcs_blocks() {
+        let v6 = |cidr: &str, state: ec2::SubnetCidrBlockStateCode| {
+            ec2::SubnetIpv6CidrBlockAssociation::builder()
+                .ipv6_cidr_block(cidr)
+                .ipv6_cidr_block_state(ec2::SubnetCidrBlockState::builder().state(state).build())
+                .build()
+        };
+        let s = ec2::Subnet::builder()
+            .subnet_id("subnet-1")
+            .availability_zone("us-east-1b")
+            .cidr_block("10.0.1.0/24")
+            .ipv6_cidr_block_association_set(v6("2001:db8:1::/64", ec2::SubnetCidrBlockStateCode::Associated))
+            .ipv6_cidr_block_association_set(v6("2001:db8:2::/64", ec2::SubnetCidrBlockStateCode::Disassociated))
+            .build();
+        let got = subnet(&s).expect("subnet");
+        let cidrs: Vec<String> = got.cidrs.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            (got.zone.as_deref(), cidrs),
+            (Some("us-east-1b"), vec!["10.0.1.0/24".into(), "2001:db8:1::/64".into()])
+        );
+
+        let gateway = ec2::RouteTableAssociation::builder().gateway_id("igw-1").build();
+        let subnet_assoc = ec2::RouteTableAssociation::builder().subnet_id("subnet-1").build();
+        let rt = ec2::RouteTable::builder()
+            .route_table_id("rtb-1")
+            .associations(gateway)
+            .associations(subnet_assoc)
+            .tags(ec2::Tag::builder().key("vpcrouter:managed").value("true").build())
+            .tags(ec2::Tag::builder().key("empty").build())
+            .build();
+        let got = route_table(&rt).expect("table");
+        assert_eq!(got.gateway(), Some("igw-1"));
+        assert_eq!(got.subnets, ["subnet-1"]);
+        assert_eq!(got.tags.get("vpcrouter:managed").map(String::as_str), Some("true"));
+        assert_eq!(got.tags.get("empty").map(String::as_str), Some(""));
+
+        let block = |cidr: &str| {
+            ec2::VpcCidrBlockAssociation::builder()
+                .cidr_block(cidr)
+                .cidr_block_state(
+                    ec2::VpcCidrBlockState::builder().state(ec2::VpcCidrBlockStateCode::Associated).build(),
+                )
+                .build()
+        };
+        let vpc =
+            ec2::Vpc::builder().cidr_block("10.0.0.0/16").cidr_block_association_set(block("10.1.0.0/16")).build();
+        let blocks: Vec<String> = vpc_blocks(&vpc).iter().map(ToString::to_string).collect();
+        assert_eq!(blocks, ["10.0.0.0/16", "10.1.0.0/16"]);
+
+        let nic = ec2::InstanceNetworkInterface::builder()
+            .network_interface_id("eni-1")
+            .private_ip_address("10.0.1.5")
+            .source_dest_check(true)
+            .build();
+        let nat = ec2::Instance::builder().instance_id("i-1").network_interfaces(nic).source_dest_check(false).build();
+        let got = instance(&nat).expect("instance");
+        assert_eq!(got.enis[0].source_dest_check, Some(false), "the primary interface's check is the instance's");
     }
 
     /// A tiny IMDSv2 imitation answering `paths` (relative to `/latest/meta-data/`).

@@ -1,7 +1,8 @@
 //! Planner benchmark (issue 7): 1,000 spec CIDRs × 20 route tables × 2,000 instances.
 //!
-//! Times `vpcrouter_planner::plan::plan` on a synthetic VPC for three situations (empty tables, steady
-//! state, 5 routers failed) and counts heap allocations with a counting global allocator.
+//! Times `vpcrouter_planner::plan::plan` on a synthetic VPC (subnets in three zones) for three
+//! situations (empty tables, steady state, 5 routers failed), the first and last again with
+//! `--zone-affinity`, and counts heap allocations with a counting global allocator.
 //! Prints a table: median, min and max time over `--runs` runs (default 31) and the
 //! allocations of one run. Options: `--runs N`, `--cidrs N`, `--tables N`, `--instances N`.
 
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use vpcrouter_planner::model::{Cidr, Dest, Eni, Instance, Route, RouteTable, VpcState};
+use vpcrouter_planner::model::{Cidr, Dest, Eni, Instance, Route, RouteTable, Subnet, TableSelection, VpcState};
 use vpcrouter_planner::plan::{plan, PlanInput};
 
 /// The system allocator, counting allocations and bytes.
@@ -70,18 +71,21 @@ fn spec(s: Scale) -> Vec<(Cidr, Vec<Ipv4Addr>)> {
         .collect()
 }
 
-/// Instances spread over `tables` subnets, one table per subnet; with `routed`, every
-/// table already routes each CIDR to its first router.
+/// Instances spread over `tables` subnets in three zones, one table per subnet; with
+/// `routed`, every table already routes each CIDR to its first router.
 fn state(s: Scale, routed: bool) -> VpcState {
-    let subnets: Vec<String> = (0..s.tables).map(|t| format!("subnet-{t:04}")).collect();
+    let subnets: Vec<Subnet> = (0..s.tables)
+        .map(|t| Subnet { id: format!("subnet-{t:04}"), zone: Some(format!("zone-{}", t % 3)), cidrs: Vec::new() })
+        .collect();
     let instances = (0..s.instances)
         .map(|i| Instance {
             id: format!("i-{i:08}"),
             enis: vec![Eni {
                 id: format!("eni-{i:08}"),
-                subnet_id: subnets[i % s.tables].clone(),
+                subnet_id: subnets[i % s.tables].id.clone(),
                 private_ips: vec![router_ip(i)],
                 device_index: 0,
+                source_dest_check: Some(false),
             }],
         })
         .collect();
@@ -104,7 +108,8 @@ fn state(s: Scale, routed: bool) -> VpcState {
                     }
                 }));
             }
-            RouteTable { id: format!("rtb-{t:04}"), main: t == 0, subnets: vec![subnets[t].clone()], routes }
+            let subnets = vec![subnets[t].id.clone()];
+            RouteTable { id: format!("rtb-{t:04}"), main: t == 0, subnets, routes, ..Default::default() }
         })
         .collect();
     VpcState { vpc_id: "vpc-bench".into(), subnets, route_tables, instances, ..Default::default() }
@@ -170,22 +175,26 @@ fn main() {
     let none = BTreeSet::new();
     let failed: BTreeSet<Ipv4Addr> = (0..5).map(|k| router_ip(2 * k * (s.cidrs / 5).max(1) % s.instances)).collect();
     let preferred = Default::default();
-    let input = |state, failed| PlanInput {
+    let input = |state, failed, zone_affinity| PlanInput {
         state,
         spec: &spec,
         failed,
         questionable: &none,
         drained: &none,
         ignore: &[],
-        preferred: &preferred,
+        last_written: &preferred,
         lists: None,
         quota: 500,
         failback: None,
+        tables: &TableSelection::Serving,
+        zone_affinity,
     };
     let rows = [
-        measure("initial (empty tables)", runs, &input(&empty, &none)),
-        measure("steady state", runs, &input(&routed, &none)),
-        measure("5 routers failed", runs, &input(&routed, &failed)),
+        measure("initial (empty tables)", runs, &input(&empty, &none, false)),
+        measure("steady state", runs, &input(&routed, &none, false)),
+        measure("5 routers failed", runs, &input(&routed, &failed, false)),
+        measure("initial, zone affinity", runs, &input(&empty, &none, true)),
+        measure("5 failed, zone affinity", runs, &input(&routed, &failed, true)),
     ];
     println!(
         "\nplanner: {} spec CIDRs × {} route tables × {} instances, {runs} runs each (release)",
