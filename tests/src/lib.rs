@@ -17,6 +17,7 @@ pub mod faultproxy;
 pub mod http_client;
 pub mod listener;
 pub mod moto;
+pub mod natworld;
 pub mod netns;
 pub mod relay;
 pub mod slowclients;
