@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
-use aws_sdk_ec2::types::InstanceType;
+use aws_sdk_ec2::types::{AttributeBooleanValue, InstanceType};
 use aws_sdk_ec2::Client;
 
 use crate::ec2model::{Bucket, Model};
@@ -57,6 +57,9 @@ async fn run_instance(
         .await?;
     let inst = out.instances().first().context("no instance")?;
     let id = inst.instance_id().context("no instance id")?.to_string();
+    // Routers forward: their source/destination check is off, as on EC2 it must be.
+    let off = AttributeBooleanValue::builder().value(false).build();
+    ec2.modify_instance_attribute().instance_id(&id).source_dest_check(off).send().await?;
     for eni in inst.network_interfaces().iter().filter_map(|e| e.network_interface_id()) {
         owners.insert(eni.to_string(), ip);
     }

@@ -17,7 +17,7 @@ use std::net::Ipv4Addr;
 
 use anyhow::Context;
 use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
-use aws_sdk_ec2::types::{Filter, InstanceType};
+use aws_sdk_ec2::types::{AttributeBooleanValue, Filter, InstanceType};
 use aws_sdk_ec2::Client;
 
 use crate::moto::Moto;
@@ -312,6 +312,9 @@ async fn build(ec2: &Client) -> anyhow::Result<(String, Vec<String>, String, Str
                 .await?;
             let inst = out.instances().first().context("no instance")?;
             let id = inst.instance_id().context("no instance id")?.to_string();
+            // Routers forward: their source/destination check is off, as on EC2 it must be.
+            let off = AttributeBooleanValue::builder().value(false).build();
+            ec2.modify_instance_attribute().instance_id(&id).source_dest_check(off).send().await?;
             let eni = inst
                 .network_interfaces()
                 .first()

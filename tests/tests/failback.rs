@@ -190,7 +190,7 @@ fn by_default_routes_never_move_back() -> anyhow::Result<()> {
     std::thread::sleep(HOLD_DOWN + Duration::from_secs(1));
     assert_eq!(s.router().as_deref(), Some(other), "{}", s.d.log());
     let st = s.status()?;
-    assert_eq!(st["failback"], json!({"policy": "never", "after_seconds": null, "cidrs": {}}), "{st}");
+    assert_eq!(st["failback"], json!({"policy": "never", "after_seconds": null, "cidrs": {}, "zones": {}}), "{st}");
     assert_eq!(s.failback_lines(), 0);
     Ok(())
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use vpcrouter_tests::daemon::Daemon;
+use vpcrouter_tests::faultproxy::FaultProxy;
 use vpcrouter_tests::http_client::get;
 use vpcrouter_tests::listener::Listener;
 use vpcrouter_tests::moto::Moto;
@@ -86,7 +87,8 @@ fn each_zone_uses_its_own_nat_and_a_dead_nat_moves_only_its_zone() -> anyhow::Re
         "--route-table-tag", "vpcrouter:managed=true", "--zone-affinity",
         "--failback", "preferred", "--failback-after", "2",
     ];
-    let d = Daemon::start(&s.moto, &args)?;
+    let proxy = FaultProxy::start(&s.moto.endpoint)?;
+    let d = Daemon::start_via(&s.moto, &proxy.endpoint, &args)?;
     s.wait_private([0, 1], "each private table on its own zone's NAT", &d)?;
     let igw = Some(s.nat.igw.clone());
     assert_eq!(s.public(), vec![igw.clone(), igw.clone()], "the public tables keep their gateway route");
@@ -116,10 +118,14 @@ fn each_zone_uses_its_own_nat_and_a_dead_nat_moves_only_its_zone() -> anyhow::Re
     assert_eq!(tables.len(), 2, "{st}");
     assert_eq!(writes_to(&d, &private_b), 1, "zone b's table written once, at start");
 
-    // Zone a's NAT dies: its table moves to zone b's NAT; zone b's table is not written.
+    // Zone a's NAT dies: its table moves to zone b's NAT, first thing, from what vpcrouter
+    // knows (the fast path: a write before any read); zone b's table is not written.
+    let died = Instant::now();
     drop(a);
     s.wait_private([1, 1], "zone a's table on zone b's NAT", &d)?;
     d.wait_log("failover:", T)?;
+    let first = proxy.calls().into_iter().find(|c| c.at >= died).map(|c| c.action);
+    assert_eq!(first.as_deref(), Some("ReplaceRoute"), "{:?}", proxy.counts());
     assert_eq!(writes_to(&d, &private_b), 1, "zone b's table is not written:\n{}", d.log());
     assert_eq!(s.public(), vec![igw.clone(), igw], "the public tables still keep their gateway route");
     let st = status(&d)?;

@@ -2,9 +2,21 @@
 //! token-bucket throttling), as a user on EC2 would see it: from marking the router failed
 //! until moto shows every route on the other router.
 //!
-//! `bench-failover-ec2 [--trials N] [--only 4x10,20x10] [--write-rate R] [--write-burst W]
+//! `bench-failover-ec2 [--trials N] [--only 4x10,20x10,nat] [--write-rate R] [--write-burst W]
 //! [--read-latency-ms MS] [--write-latency-ms MS] [--no-cluster] [--no-client-limits]`
 //! (run by `make bench` after bench-cluster).
+//!
+//! The `nat` case is an HA NAT deployment (`vpcrouter_tests::natworld`, the README's recipe):
+//! 3 zones, one NAT each in the public subnet, 20 private tables per zone tagged
+//! `vpcrouter:managed=true`, spec `0.0.0.0/0` and 10 other CIDRs (`10.k.0.0/16`) to the three
+//! NATs, `--route-table-tag vpcrouter:managed=true --zone-affinity`. Every private table's
+//! routes are created in moto on its own zone's NAT before vpcrouter starts. A trial fails
+//! one zone's NAT (zone a, b, c in turn) and polls moto until no route of that zone's 20
+//! tables is left on it: N = 20 × 11 = 220 routes, and only those may be written (the
+//! other zones' routes are checked to be on their own NATs). Before each trial the routes
+//! are put back on their own NATs in moto directly and vpcrouter is started again (so each
+//! failover starts from a state vpcrouter read, and full buckets). `nat-small` is the same
+//! with 2 private tables per zone and `0.0.0.0/0` alone, a common NAT deployment: N = 2.
 //!
 //! World, per case C × T (C spec CIDRs, T route tables), built in moto with the SDK:
 //!
@@ -69,6 +81,8 @@ const MOTO_PROBES: usize = 100;
 struct Opts {
     trials: Option<usize>,
     cases: Vec<(usize, usize)>,
+    /// The NAT cases to run (`nat`, `nat-small`).
+    nat: Vec<nat::Shape>,
     model: Model,
     cluster: bool,
     client_limits: bool,
@@ -95,13 +109,18 @@ fn parse_opts() -> anyhow::Result<Opts> {
     let rate = value::<f64>(&args, "--write-rate")?.unwrap_or(model.write_bucket.rate);
     let burst = value::<u64>(&args, "--write-burst")?.unwrap_or(model.write_bucket.burst);
     model.write_bucket = Bucket { burst, rate };
-    let cases = match value::<String>(&args, "--only")? {
-        Some(list) => list.split(',').map(parse_case).collect::<anyhow::Result<_>>()?,
-        None => CASES.to_vec(),
+    let (cases, nat) = match value::<String>(&args, "--only")? {
+        Some(list) => {
+            let nat = list.split(',').filter_map(nat::Shape::named).collect();
+            let cases = list.split(',').filter(|c| nat::Shape::named(c).is_none()).map(parse_case);
+            (cases.collect::<anyhow::Result<_>>()?, nat)
+        }
+        None => (CASES.to_vec(), vec![nat::Shape::SMALL, nat::Shape::LARGE]),
     };
     Ok(Opts {
         trials: value(&args, "--trials")?,
         cases,
+        nat,
         model,
         cluster: !flag("--no-cluster"),
         client_limits: !flag("--no-client-limits"),
@@ -487,6 +506,9 @@ fn run() -> anyhow::Result<()> {
     for &(c, t) in &opts.cases {
         run_case(c, t, &opts, &mut notes)?;
     }
+    for &shape in &opts.nat {
+        nat::run(shape, &opts, &mut notes)?;
+    }
     println!("\n| C×T | world built in s | moto ms per ReplaceRoute (100, sequential, no proxy) | polls | mean poll (DescribeRouteTables of the VPC) ms |");
     println!("|---|---|---|---|---|");
     for n in notes {
@@ -510,5 +532,285 @@ fn main() -> ExitCode {
             eprintln!("bench-failover-ec2: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The HA NAT case (see the header): one zone's NAT fails; only that zone's tables move.
+mod nat {
+    use std::collections::BTreeMap;
+    use std::net::Ipv4Addr;
+    use std::path::PathBuf;
+    use std::time::{Duration, Instant};
+
+    use aws_sdk_ec2::types::Filter;
+    use aws_sdk_ec2::Client;
+    use vpcrouter_tests::bench::{daemon_args, ms, quantile, spread, status, write_failed};
+    use vpcrouter_tests::daemon::Daemon;
+    use vpcrouter_tests::faultproxy::FaultProxy;
+    use vpcrouter_tests::moto::Moto;
+    use vpcrouter_tests::natworld::{self, NatWorld};
+    use vpcrouter_tests::{wait_for, world};
+
+    use super::{Note, Opts, Trial, MOTO_PROBES};
+
+    /// A NAT deployment's size.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Shape {
+        /// `--only` names it so.
+        name: &'static str,
+        /// Zones, one NAT each.
+        zones: usize,
+        /// Private tables per zone.
+        tables: usize,
+        /// CIDRs besides `0.0.0.0/0`.
+        others: usize,
+    }
+
+    impl Shape {
+        /// The case: 3 zones × 20 private tables, 11 CIDRs.
+        pub const LARGE: Shape = Shape { name: "nat", zones: 3, tables: 20, others: 10 };
+        /// A common deployment: 3 zones × 2 private tables, the default route alone.
+        pub const SMALL: Shape = Shape { name: "nat-small", zones: 3, tables: 2, others: 0 };
+
+        /// The shape `--only` names `name`, if any.
+        pub fn named(name: &str) -> Option<Shape> {
+            [Shape::LARGE, Shape::SMALL].into_iter().find(|s| s.name == name)
+        }
+
+        /// `0.0.0.0/0` and `10.1.0.0/16` .. `10.K.0.0/16`.
+        fn cidrs(&self) -> Vec<String> {
+            std::iter::once("0.0.0.0/0".to_string())
+                .chain((1..=self.others).map(|k| format!("10.{k}.0.0/16")))
+                .collect()
+        }
+
+        /// The routes of one zone: those a failover of its NAT moves.
+        fn n(&self) -> usize {
+            self.tables * (self.others + 1)
+        }
+    }
+
+    /// Puts every private route on its own zone's NAT, in moto directly (created, or
+    /// replaced when a trial moved it).
+    async fn own_nats(ec2: &Client, w: &NatWorld, shape: Shape) -> anyhow::Result<()> {
+        let filter = Filter::builder().name("vpc-id").values(&w.vpc_id).build();
+        let tables = ec2.describe_route_tables().filters(filter).send().await?;
+        for zone in &w.zones {
+            for rtb in &zone.private_tables {
+                let table = tables.route_tables().iter().find(|t| t.route_table_id() == Some(rtb.as_str()));
+                for cidr in shape.cidrs() {
+                    let route =
+                        table.and_then(|t| t.routes().iter().find(|r| r.destination_cidr_block() == Some(&cidr)));
+                    let on =
+                        route.and_then(|r| r.network_interface_id().or(r.instance_id())).and_then(|id| w.nat_of(id));
+                    match (route, on) {
+                        (Some(_), Some(ip)) if ip == zone.nat.ip => {}
+                        (Some(_), _) => {
+                            let call = ec2.replace_route().route_table_id(rtb).destination_cidr_block(&cidr);
+                            call.network_interface_id(&zone.nat.eni).send().await?;
+                        }
+                        (None, _) => {
+                            let call = ec2.create_route().route_table_id(rtb).destination_cidr_block(&cidr);
+                            call.network_interface_id(&zone.nat.eni).send().await?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Per zone, the routes of its private tables per router (`None`: elsewhere), read
+    /// from moto in one DescribeRouteTables call.
+    async fn placement(
+        ec2: &Client,
+        w: &NatWorld,
+        shape: Shape,
+    ) -> anyhow::Result<Vec<BTreeMap<Option<Ipv4Addr>, usize>>> {
+        let filter = Filter::builder().name("vpc-id").values(&w.vpc_id).build();
+        let out = ec2.describe_route_tables().filters(filter).send().await?;
+        let wanted = shape.cidrs();
+        let mut zones = Vec::new();
+        for zone in &w.zones {
+            let mut by = BTreeMap::new();
+            for t in out
+                .route_tables()
+                .iter()
+                .filter(|t| zone.private_tables.iter().any(|p| Some(p.as_str()) == t.route_table_id()))
+            {
+                for r in t
+                    .routes()
+                    .iter()
+                    .filter(|r| r.destination_cidr_block().is_some_and(|d| wanted.iter().any(|c| c == d)))
+                {
+                    let on = r.network_interface_id().or(r.instance_id()).and_then(|id| w.nat_of(id));
+                    *by.entry(on).or_insert(0) += 1;
+                }
+            }
+            zones.push(by);
+        }
+        Ok(zones)
+    }
+
+    struct Case {
+        shape: Shape,
+        rt: tokio::runtime::Runtime,
+        ec2: Client,
+        w: NatWorld,
+        spec: PathBuf,
+        health: PathBuf,
+        moto_write: Duration,
+        _dir: tempfile::TempDir,
+        moto: Moto,
+    }
+
+    impl Case {
+        fn build(shape: Shape) -> anyhow::Result<Case> {
+            let moto = Moto::start()?;
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let ec2 = rt.block_on(world::client(&moto.endpoint));
+            let w = rt.block_on(natworld::build(&ec2, shape.zones, shape.tables, &[]))?;
+            rt.block_on(own_nats(&ec2, &w, shape))?;
+            let moto_write = rt.block_on(async {
+                let (rtb, nat) = (&w.zones[0].private_tables[0], &w.zones[0].nat.eni);
+                let t = Instant::now();
+                for _ in 0..MOTO_PROBES {
+                    let call = ec2.replace_route().route_table_id(rtb).destination_cidr_block("0.0.0.0/0");
+                    call.network_interface_id(nat).send().await?;
+                }
+                anyhow::Ok(t.elapsed() / MOTO_PROBES as u32)
+            })?;
+            let dir = tempfile::tempdir()?;
+            let (spec, health) = (dir.path().join("spec.json"), dir.path().join("health.json"));
+            let names = shape.cidrs();
+            std::fs::write(&spec, w.spec(&names.iter().map(String::as_str).collect::<Vec<_>>()))?;
+            write_failed(&health, &[])?;
+            Ok(Case { shape, rt, ec2, w, spec, health, moto_write, _dir: dir, moto })
+        }
+
+        fn start(&self, proxy: &FaultProxy, opts: &Opts) -> anyhow::Result<Daemon> {
+            let mut args =
+                daemon_args(&self.w.vpc_id, &self.spec, &self.health, opts.client_limits.then_some(&opts.model));
+            args.extend(["--route-table-tag", "vpcrouter:managed=true", "--zone-affinity"].map(String::from));
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let d = Daemon::start_via(&self.moto, &proxy.endpoint, &args)?;
+            wait_for(Duration::from_secs(120), "the first reconcile", || {
+                status(d.port)?["last_reconcile"].is_object().then_some(())
+            })
+            .map_err(|e| anyhow::anyhow!("{e}\n{}", d.log()))?;
+            Ok(d)
+        }
+
+        /// Fails zone `z`'s NAT and waits until none of its tables' routes is on it.
+        fn trial(&self, proxy: &FaultProxy, d: &Daemon, z: usize, timeout: Duration) -> anyhow::Result<Trial> {
+            let failed = self.w.zones[z].nat.ip;
+            let n = self.shape.n();
+            write_failed(&self.health, &[failed])?;
+            let t0 = Instant::now();
+            let (mut polls, mut poll_time) = (0u32, Duration::ZERO);
+            let took = loop {
+                let p = Instant::now();
+                let zones = self.rt.block_on(placement(&self.ec2, &self.w, self.shape))?;
+                let pd = p.elapsed();
+                (polls, poll_time) = (polls + 1, poll_time + pd);
+                let moved = zones[z]
+                    .iter()
+                    .filter(|(on, _)| **on != Some(failed) && on.is_some())
+                    .map(|(_, k)| k)
+                    .sum::<usize>();
+                if moved == n {
+                    // Every other zone still on its own NAT.
+                    for (i, by) in zones.iter().enumerate().filter(|(i, _)| *i != z) {
+                        let own = by.get(&Some(self.w.zones[i].nat.ip)).copied().unwrap_or(0);
+                        anyhow::ensure!(own == n, "zone {i}'s routes moved: {by:?}");
+                    }
+                    break t0.elapsed();
+                }
+                anyhow::ensure!(t0.elapsed() < timeout, "after {timeout:?}: {zones:?}\n{}", d.log());
+                std::thread::sleep(pd.clamp(Duration::from_millis(10), Duration::from_secs(1)));
+            };
+            std::thread::sleep(Duration::from_secs(1)); // late writes are counted too
+            let engine =
+                status(d.port).and_then(|s| s["last_failover"]["seconds"].as_f64()).map(Duration::from_secs_f64);
+            Ok(Trial { took, engine, tally: proxy.tally_since(t0), polls, poll_time })
+        }
+    }
+
+    /// Runs the NAT case of `shape`: trials fail zone a, b, c, ... in turn.
+    pub fn run(shape: Shape, opts: &Opts, notes: &mut Vec<Note>) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let case = Case::build(shape)?;
+        let build = started.elapsed();
+        let proxy = FaultProxy::start(&case.moto.endpoint)?;
+        let trials = opts.trials.unwrap_or(if shape.n() > 50 { 3 } else { 9 });
+        let timeout = 3 * opts.model.write_bound(shape.n() as u64) + Duration::from_secs(30);
+        eprintln!(
+            "{} ({} zones × {} tables × {} CIDRs): {trials} trials (world built in {:.1} s)",
+            shape.name,
+            shape.zones,
+            shape.tables,
+            shape.others + 1,
+            build.as_secs_f64()
+        );
+        let mut results: Vec<Trial> = Vec::new();
+        for k in 0..trials {
+            case.rt.block_on(own_nats(&case.ec2, &case.w, shape))?;
+            write_failed(&case.health, &[])?;
+            let since = Instant::now();
+            let d = case.start(&proxy, opts)?;
+            let start_writes = proxy.tally_since(since).writes;
+            if start_writes > 0 {
+                eprintln!("  warning: {start_writes} writes at start-up (expected none)");
+            }
+            std::thread::sleep(Duration::from_secs(1));
+            proxy.set_model(Some(opts.model))?; // full buckets, as after a quiet while
+            let z = k % shape.zones;
+            let t = case.trial(&proxy, &d, z, timeout)?;
+            eprintln!(
+                "  trial {} (zone {}): {} ms, {} writes, {} throttled",
+                k + 1,
+                case.w.zones[z].name,
+                t.took.as_millis(),
+                t.tally.writes,
+                t.tally.throttled_writes + t.tally.throttled_reads
+            );
+            results.push(t);
+        }
+        row(&case, opts, &results);
+        let polls = results.iter().map(|r| r.polls).sum();
+        let poll_time = results.iter().map(|r| r.poll_time).sum();
+        notes.push(Note { case: shape.name.into(), build, moto_write: case.moto_write, polls, poll_time });
+        Ok(())
+    }
+
+    fn row(case: &Case, opts: &Opts, trials: &[Trial]) {
+        let shape = case.shape;
+        let n = shape.n();
+        let mut took: Vec<Duration> = trials.iter().map(|t| t.took).collect();
+        took.sort();
+        let median = quantile(&took, 0.5);
+        let bound = opts.model.write_bound(n as u64);
+        let moto_total = case.moto_write * n as u32;
+        let writes: Vec<u64> = trials.iter().map(|t| t.tally.writes).collect();
+        let throttled: Vec<u64> = trials.iter().map(|t| t.tally.throttled_writes + t.tally.throttled_reads).collect();
+        let mut engine: Vec<Duration> = trials.iter().filter_map(|t| t.engine).collect();
+        engine.sort();
+        let (em, ep, er) = match engine.is_empty() {
+            true => ("-".into(), "-".into(), "-".into()),
+            false => {
+                let m = quantile(&engine, 0.5);
+                (
+                    ms(m),
+                    ms(quantile(&engine, 0.99)),
+                    format!("{:.2}", m.as_secs_f64() / (bound + moto_total).as_secs_f64()),
+                )
+            }
+        };
+        let ratio = |d: Duration| median.as_secs_f64() / d.as_secs_f64();
+        println!(
+            "| {}: {} zones × {} tables, {} CIDRs, one zone's NAT fails | {n} | single instance | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {} | {:.2} | {em} | {ep} | {er} |",
+            shape.name, shape.zones, shape.tables, shape.others + 1, took.len(), ms(median), ms(quantile(&took, 0.99)), ms(took[0]), ms(took[took.len() - 1]),
+            spread(&writes), spread(&throttled), ms(bound), ratio(bound), case.moto_write.as_secs_f64() * 1e3, ms(moto_total), ratio(bound + moto_total),
+        );
     }
 }
