@@ -658,9 +658,13 @@ impl fmt::Display for Notice {
             Notice::NoManagedTables { selection: TableSelection::Serving } => {
                 f.write_str("no route table serves a subnet of any router in the spec; nothing is managed")
             }
+            Notice::NoManagedTables { selection: selection @ TableSelection::Tagged(_) } => write!(
+                f,
+                "no route table of the VPC is selected by {selection}; nothing is managed until a table carries the tags"
+            ),
             Notice::NoManagedTables { selection } => write!(
                 f,
-                "no route table of the VPC is selected by {selection}; nothing is managed until one is (tag the tables, or fix the selection)"
+                "no route table of the VPC is selected by {selection}; nothing is managed: check the ids (vpcrouter --route-tables) against the VPC's tables"
             ),
             Notice::SelectedTableMissing { rtb } => write!(
                 f,

@@ -278,6 +278,8 @@ struct Planner<'a> {
     hints: BTreeMap<Unit, Ipv4Addr>,
     /// Units (per scope) whose choice is a failback to their preferred router.
     failing_back: BTreeSet<(Unit, Scope<'a>)>,
+    /// The availability zone of each subnet that has one.
+    subnet_zone: HashMap<&'a str, &'a str>,
     /// The availability zone of each router IP (that of its interface's subnet).
     router_zone: HashMap<Ipv4Addr, &'a str>,
     /// The availability zone of each managed table that serves subnets of one zone only.
@@ -325,6 +327,7 @@ impl<'a> Planner<'a> {
             chosen: BTreeMap::new(),
             hints: BTreeMap::new(),
             failing_back: BTreeSet::new(),
+            subnet_zone,
             router_zone,
             table_zone: HashMap::new(),
             routable,
@@ -409,13 +412,12 @@ impl<'a> Planner<'a> {
         let state = self.input.state;
         let explicit: BTreeSet<&str> =
             state.route_tables.iter().flat_map(|t| t.subnets.iter().map(String::as_str)).collect();
-        let zone_of = |id: &str| state.subnets.iter().find(|s| s.id == id).and_then(|s| s.zone.as_deref());
         for table in tables {
             let mut served: Vec<&str> = table.subnets.iter().map(String::as_str).collect();
             if table.main {
                 served.extend(state.subnets.iter().map(|s| s.id.as_str()).filter(|s| !explicit.contains(s)));
             }
-            let zones: Option<BTreeSet<&str>> = served.iter().map(|s| zone_of(s)).collect();
+            let zones: Option<BTreeSet<&str>> = served.iter().map(|s| self.subnet_zone.get(s).copied()).collect();
             let zone = zones.filter(|z| z.len() == 1).and_then(|z| z.into_iter().next());
             if let Some(zone) = zone {
                 self.table_zone.insert(table.id.as_str(), zone);

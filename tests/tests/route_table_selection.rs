@@ -52,7 +52,7 @@ fn only_tagged_tables_are_managed_and_the_tags_are_read_again_at_every_reconcile
     args.extend(["--route-table-tag", TAG, "--route_recheck_interval", "5"]);
     let d = env.daemon(&args)?;
     let router = env.wait_routed(&[&rt2], "10.55.0.0/16", T)?;
-    assert_eq!(managed(&d), [rt2.clone()]);
+    assert_eq!(managed(&d), std::slice::from_ref(&rt2));
     let rt1_routes = env.world.routes(&rt1)?;
     assert_eq!(rt1_routes.get("10.77.0.0/16").map(String::as_str), Some("127.0.1.11"), "untagged: left alone");
     assert!(!rt1_routes.contains_key("10.55.0.0/16"), "untagged: nothing created");

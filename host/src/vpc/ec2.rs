@@ -406,6 +406,9 @@ fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
 /// Entries of prefix lists by (id, version).
 type ListEntries = BTreeMap<(String, i64), Vec<Cidr>>;
 
+/// A VPC that DescribeVpcs confirmed to exist, with its CIDR blocks.
+type ConfirmedVpc = Option<(String, Vec<Cidr>)>;
+
 /// A client for one region; cheap to clone (clones share the connection pool and counters).
 #[derive(Clone, Debug)]
 pub struct Ec2 {
@@ -415,7 +418,7 @@ pub struct Ec2 {
     metrics: Arc<Metrics>,
     /// The VPC DescribeVpcs last confirmed, with the CIDR blocks it reported; later reads
     /// skip that call (a CIDR block associated later shows as a table's `local` route).
-    confirmed_vpc: Arc<std::sync::Mutex<Option<(String, Vec<Cidr>)>>>,
+    confirmed_vpc: Arc<std::sync::Mutex<ConfirmedVpc>>,
     /// The cluster name whose prefix lists are read (`None`: none are).
     owner: Option<String>,
     /// `--prefix-lists`: the lists are read with every state.
@@ -609,7 +612,7 @@ impl Ec2 {
         Ok(state)
     }
 
-    fn lock_confirmed(&self) -> std::sync::MutexGuard<'_, Option<(String, Vec<Cidr>)>> {
+    fn lock_confirmed(&self) -> std::sync::MutexGuard<'_, ConfirmedVpc> {
         lock(&self.confirmed_vpc)
     }
 
