@@ -7,6 +7,7 @@
 //! by secondary IPs are recognised, CIDRs compare by value, IPv6 routes and gateway routes
 //! are left alone without retrying a create, and "no router available" is never used as
 //! a target.
+use std::cell::OnceCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -288,8 +289,9 @@ struct Planner<'a> {
     routable: BTreeSet<Cidr>,
     /// The managed tables, sorted by id.
     tables: Vec<&'a RouteTable>,
-    /// The route of each destination in each managed table.
-    routed: HashMap<(&'a str, &'a Dest), &'a Route>,
+    /// The route of each destination in each managed table, indexed when a router is first
+    /// chosen (a plan that moves nothing never builds it).
+    routed: OnceCell<HashMap<(&'a str, &'a Dest), &'a Route>>,
     plan: Plan,
 }
 
@@ -332,7 +334,7 @@ impl<'a> Planner<'a> {
             table_zone: HashMap::new(),
             routable,
             tables: Vec::new(),
-            routed: HashMap::new(),
+            routed: OnceCell::new(),
             plan: Plan::default(),
         }
     }
@@ -343,13 +345,6 @@ impl<'a> Planner<'a> {
         let tables = managed_tables(self.input.state, self.input.spec, self.input.tables);
         self.describe_tables(&tables);
         self.tables.clone_from(&tables);
-        for &table in &tables {
-            for route in &table.routes {
-                if let Some(dest) = &route.dest {
-                    self.routed.entry((table.id.as_str(), dest)).or_insert(route);
-                }
-            }
-        }
         if tables.is_empty() {
             self.plan.notices.insert(Notice::NoManagedTables { selection: self.input.tables.clone() });
             return;
@@ -844,8 +839,13 @@ impl<'a> Planner<'a> {
         if let Some(&h) = written.into_iter().find(|h| fits(h)) {
             return Some(h);
         }
+        let routed = self.routed.get_or_init(|| {
+            let tables = self.tables.iter();
+            let routes = tables.flat_map(|t| t.routes.iter().map(move |r| (t.id.as_str(), r)));
+            routes.filter_map(|(rtb, r)| Some(((rtb, r.dest.as_ref()?), r))).collect()
+        });
         let current = tables.iter().filter_map(|t| {
-            let route = self.routed.get(&(t.id.as_str(), &dest))?;
+            let route = routed.get(&(t.id.as_str(), &dest))?;
             let (_, eni) = self.route_target(route)?;
             hosts.iter().copied().find(|h| eni.private_ips.contains(h))
         });
