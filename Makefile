@@ -80,7 +80,7 @@ test: build venv
 # plugins against moto, then ICMP at 1,000, 2,500 and 10,000 hosts, the planner (bench-planner,
 # of the vpcrouter-planner crate, which has no AWS SDK), EC2 calls,
 # cluster mode (takeover, failover vs single mode, idle etcd load), and failover through a
-# model of EC2's latency and throttling (bench-failover-ec2), and prefix-list routes against
+# model of EC2's latency and throttling (bench-failover-ec2, with an HA NAT deployment per zone), and prefix-list routes against
 # one route per CIDR through the same model (bench-prefix-lists), and new clients of the status
 # server while 100 and 500 slow clients hold connections (bench-slow-clients). BENCH_ARGS go to
 # bench-failover, e.g. `make bench BENCH_ARGS='--trials 5 --only tcp'`.

@@ -20,6 +20,8 @@ use vpcrouter_tests::{wait_for, world};
 const T: Duration = Duration::from_secs(20);
 const DEFAULT: &str = "0.0.0.0/0";
 const HOLD_DOWN: Duration = Duration::from_secs(2);
+/// The recipe's options (README and the packaged defaults), as the test passes them.
+const RECIPE: [&str; 5] = ["--route-table-tag", "vpcrouter:managed=true", "--zone-affinity", "--failback", "preferred"];
 
 struct Setup {
     rt: tokio::runtime::Runtime,
@@ -84,8 +86,7 @@ fn each_zone_uses_its_own_nat_and_a_dead_nat_moves_only_its_zone() -> anyhow::Re
         "-r", world::REGION, "-v", &s.nat.vpc_id,
         "-m", "configfile", "-f", spec.to_str().unwrap_or_default(),
         "-H", "tcp", "--tcp_check_port", &port, "--tcp_check_interval", "0.2",
-        "--route-table-tag", "vpcrouter:managed=true", "--zone-affinity",
-        "--failback", "preferred", "--failback-after", "2",
+        RECIPE[0], RECIPE[1], RECIPE[2], RECIPE[3], RECIPE[4], "--failback-after", "2",
     ];
     let proxy = FaultProxy::start(&s.moto.endpoint)?;
     let d = Daemon::start_via(&s.moto, &proxy.endpoint, &args)?;
@@ -142,5 +143,15 @@ fn each_zone_uses_its_own_nat_and_a_dead_nat_moves_only_its_zone() -> anyhow::Re
     assert_eq!(back.len(), 1, "one failback, zone a's table: {back:?}");
     assert!(back[0].contains(private_a.as_str()) && back[0].contains(&format!("router={}", s.nat_ip(0))));
     assert_eq!(writes_to(&d, &private_b), 1, "{}", d.log());
+    Ok(())
+}
+
+#[test]
+fn the_readme_and_the_packaged_defaults_give_the_recipe_these_options() -> anyhow::Result<()> {
+    let recipe = RECIPE.join(" ");
+    for file in ["README.md", "packaging/vpcrouter.default"] {
+        let text = std::fs::read_to_string(vpcrouter_tests::repo_root().join(file))?;
+        assert!(text.contains(&recipe), "{file} does not give the NAT recipe as '{recipe}'");
+    }
     Ok(())
 }
