@@ -4,19 +4,20 @@
 //! between two failbacks, the reasons logged, the state `/status` shows, and how the
 //! policy places new routes and routes leaving a bad router.
 
+#[path = "support/clocked.rs"]
+mod clocked;
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use rand::rngs::StdRng;
-use rand::SeedableRng;
+use clocked::Case;
 use vpcrouter_planner::model::{
     Applied, Cidr, Dest, Eni, FailbackState, FailbackView, Instance, Notice, Plan, ReplaceReason, Route, RouteAction,
-    RouteTable, RouterTarget, TableSelection, VpcState,
+    RouteTable, RouterTarget, VpcState,
 };
-use vpcrouter_planner::plan::{plan, Failback, FailbackPolicy, ListMode, PlanInput};
+use vpcrouter_planner::plan::{Failback, FailbackPolicy, ListMode};
 
 // Routers: A in sn-a (rtb-a), B and C in sn-b (rtb-b); C also owns C2 (a secondary IP).
 const A: &str = "10.0.1.1";
@@ -98,50 +99,14 @@ fn replace(rtb: &str, net: &str, to: &str, from: &str, reason: ReplaceReason) ->
     }
 }
 
-/// One reconcile's inputs; time is counted in seconds from `t0`.
-struct Case {
-    state: VpcState,
-    spec: Vec<(Cidr, Vec<Ipv4Addr>)>,
-    failed: BTreeSet<Ipv4Addr>,
-    questionable: BTreeSet<Ipv4Addr>,
-    drained: BTreeSet<Ipv4Addr>,
-    lists: Option<ListMode>,
-    policy: FailbackPolicy,
-    t0: Instant,
-    now: Duration,
-    healthy_since: BTreeMap<Ipv4Addr, Instant>,
-    last_failback: BTreeMap<(Dest, Ipv4Addr), Instant>,
-    last_written: BTreeMap<(String, Dest), Ipv4Addr>,
-}
-
 impl Case {
-    /// The spec `NET: [A, B, C]`, every router healthy since t0, the clock at t0 + 1000 s.
-    fn new() -> Case {
-        let t0 = Instant::now();
-        let mut case = Case {
-            state: vpc(),
-            spec: Vec::new(),
-            failed: BTreeSet::new(),
-            questionable: BTreeSet::new(),
-            drained: BTreeSet::new(),
-            lists: None,
-            policy: FailbackPolicy::Preferred { after: AFTER },
-            t0,
-            now: secs(1000),
-            healthy_since: [A, B, C, C2].iter().map(|h| (ip(h), t0)).collect(),
-            last_failback: BTreeMap::new(),
-            last_written: BTreeMap::new(),
-        };
+    /// The spec `NET: [A, B, C]`, every router healthy since t0, the clock at t0 + 1000 s,
+    /// `--failback preferred` with [`AFTER`].
+    fn new_preferred() -> Case {
+        let mut case = Case::new(vpc(), &[A, B, C, C2]);
+        case.policy = FailbackPolicy::Preferred { after: AFTER };
         case.spec(NET, &[A, B, C]);
         case
-    }
-
-    /// Sets `net`'s candidates in this order.
-    fn spec(&mut self, net: &str, hosts: &[&str]) -> &mut Case {
-        self.spec.retain(|(c, _)| *c != cidr(net));
-        self.spec.push((cidr(net), hosts.iter().map(|h| ip(h)).collect()));
-        self.spec.sort_by_key(|(c, _)| *c);
-        self
     }
 
     /// Points `net`'s route in `rtb` at `host`.
@@ -156,10 +121,6 @@ impl Case {
             self.route(rtb, net, host);
         }
         self
-    }
-
-    fn at(&self, seconds: u64) -> Instant {
-        self.t0 + secs(seconds)
     }
 
     /// `host` has been healthy since `seconds` after t0.
@@ -190,52 +151,6 @@ impl Case {
         self
     }
 
-    fn plan_seeded(&self, seed: u64) -> Plan {
-        let failback = self.policy.after().map(|after| Failback {
-            after,
-            now: self.t0 + self.now,
-            healthy_since: &self.healthy_since,
-            last_failback: &self.last_failback,
-        });
-        let input = PlanInput {
-            state: &self.state,
-            spec: &self.spec,
-            failed: &self.failed,
-            questionable: &self.questionable,
-            drained: &self.drained,
-            ignore: &[],
-            last_written: &self.last_written,
-            lists: self.lists.as_ref(),
-            quota: 500,
-            failback: failback.as_ref(),
-            tables: &TableSelection::Serving,
-            zone_affinity: false,
-        };
-        plan(&input, &mut StdRng::seed_from_u64(seed))
-    }
-
-    fn plan(&self) -> Plan {
-        self.plan_seeded(0)
-    }
-
-    /// Plans and executes, booking what the engine books: the router written per
-    /// destination and the time of each failback.
-    fn step(&mut self, seed: u64) -> Plan {
-        let plan = self.plan_seeded(seed);
-        let now = self.t0 + self.now;
-        for (i, a) in plan.actions.iter().enumerate() {
-            let applied = Applied { list: matches!(a, RouteAction::CreateList { .. }).then(|| (format!("pl-{i}"), 1)) };
-            self.state.apply(a, &applied);
-            if let Some(router) = a.new_router() {
-                self.last_written.insert((a.rtb().to_string(), a.dest()), router);
-            }
-            if let RouteAction::Replace { reason: ReplaceReason::Failback, target, .. } = a {
-                self.last_failback.insert((a.dest(), target.ip), now);
-            }
-        }
-        plan
-    }
-
     /// The router of `net` in each table.
     fn routers(&self, net: &str) -> Vec<Option<Ipv4Addr>> {
         let dest = Dest::Cidr(cidr(net));
@@ -264,7 +179,7 @@ fn failback_of(plan: &Plan, net: &str) -> Option<FailbackView> {
 
 #[test]
 fn never_moves_back_by_default() {
-    let mut case = Case::new();
+    let mut case = Case::new_preferred();
     case.routed(NET, B).policy = FailbackPolicy::Never;
     let plan = case.plan();
     assert!(plan.actions.is_empty(), "{:?}", plan.actions);
@@ -273,7 +188,7 @@ fn never_moves_back_by_default() {
 
 #[test]
 fn a_route_moves_back_in_every_table_once_the_preferred_router_qualifies() {
-    let mut case = Case::new();
+    let mut case = Case::new_preferred();
     case.routed(NET, B);
     let plan = case.plan();
     assert_eq!(plan.actions, vec![failback_to("rtb-a", NET, A, B), failback_to("rtb-b", NET, A, B)]);
@@ -285,7 +200,7 @@ fn a_route_moves_back_in_every_table_once_the_preferred_router_qualifies() {
 #[test]
 fn the_preferred_router_must_have_been_healthy_for_the_whole_hold_down() {
     // Healthy since 701 s, the clock at 1000 s: 299 s, one short.
-    let mut case = Case::new();
+    let mut case = Case::new_preferred();
     case.routed(NET, B).healthy_since(A, 701);
     let plan = case.plan();
     assert!(plan.actions.is_empty(), "{:?}", plan.actions);
@@ -316,7 +231,7 @@ fn a_preferred_router_that_is_not_healthy_gets_nothing_back() {
         }),
     ];
     for (what, make) in cases {
-        let mut case = Case::new();
+        let mut case = Case::new_preferred();
         case.routed(NET, B);
         make(&mut case);
         let plan = case.plan();
@@ -327,7 +242,7 @@ fn a_preferred_router_that_is_not_healthy_gets_nothing_back() {
 
 #[test]
 fn a_preferred_router_outside_the_vpc_gets_nothing() {
-    let mut case = Case::new();
+    let mut case = Case::new_preferred();
     case.spec(NET, &[NOT_IN_VPC, A, B]).routed(NET, B).healthy_since(NOT_IN_VPC, 0);
     let plan = case.plan();
     assert!(plan.actions.is_empty(), "{:?}", plan.actions);
@@ -339,7 +254,7 @@ fn a_preferred_router_outside_the_vpc_gets_nothing() {
 fn at_most_one_failback_per_hold_down() {
     // Failed back at 900 s; the route left A since without A failing (another tool moved
     // it): it stays until 1200 s.
-    let mut case = Case::new();
+    let mut case = Case::new_preferred();
     case.routed(NET, B);
     case.last_failback.insert((Dest::Cidr(cidr(NET)), ip(A)), case.at(900));
     let plan = case.plan();
@@ -358,13 +273,13 @@ fn at_most_one_failback_per_hold_down() {
 
 #[test]
 fn a_route_on_the_preferred_router_stays() {
-    let mut case = Case::new();
+    let mut case = Case::new_preferred();
     case.routed(NET, A);
     let plan = case.plan();
     assert!(plan.actions.is_empty(), "{:?}", plan.actions);
     assert_eq!(failback_of(&plan, NET), Some(view(A, FailbackState::OnPreferred)));
     // A secondary IP of the current router's interface, listed first, is the router too.
-    let mut case = Case::new();
+    let mut case = Case::new_preferred();
     case.spec(NET, &[C2, B, C]).routed(NET, C);
     let plan = case.plan();
     assert!(plan.actions.is_empty(), "{:?}", plan.actions);
@@ -373,7 +288,7 @@ fn a_route_on_the_preferred_router_stays() {
 
 #[test]
 fn the_written_order_names_the_preferred_router() {
-    let mut case = Case::new();
+    let mut case = Case::new_preferred();
     case.spec(NET, &[B, A, C]).routed(NET, A);
     let plan = case.plan();
     assert_eq!(plan.actions, vec![failback_to("rtb-a", NET, B, A), failback_to("rtb-b", NET, B, A)]);
@@ -382,7 +297,7 @@ fn the_written_order_names_the_preferred_router() {
 
 #[test]
 fn a_table_on_a_failed_router_moves_with_the_failback_and_says_so() {
-    let mut case = Case::new();
+    let mut case = Case::new_preferred();
     case.route("rtb-a", NET, B).route("rtb-b", NET, C).fail(C);
     let plan = case.plan();
     assert_eq!(
@@ -392,7 +307,7 @@ fn a_table_on_a_failed_router_moves_with_the_failback_and_says_so() {
     );
     // Another healthy router in the second table: it follows the failback (one router
     // per CIDR), with the failback's reason.
-    let mut case = Case::new();
+    let mut case = Case::new_preferred();
     case.route("rtb-a", NET, B).route("rtb-b", NET, C);
     assert_eq!(case.plan().actions, vec![failback_to("rtb-a", NET, A, B), failback_to("rtb-b", NET, A, C)]);
 }
@@ -402,7 +317,7 @@ fn failback_policy_places_new_routes_on_a_healthy_preferred_router() {
     // No route yet: the preferred router takes it when healthy, even before it qualified
     // for a failback (nothing moves), for every seed.
     for seed in SEEDS {
-        let mut case = Case::new();
+        let mut case = Case::new_preferred();
         case.healthy_since(A, 999);
         let plan = case.plan_seeded(seed);
         let routers: BTreeSet<Option<Ipv4Addr>> = plan.actions.iter().map(RouteAction::new_router).collect();
@@ -412,7 +327,7 @@ fn failback_policy_places_new_routes_on_a_healthy_preferred_router() {
     // Preferred router failed: the others, at random as vpc-router does.
     let picks: BTreeSet<Option<Ipv4Addr>> = SEEDS
         .map(|seed| {
-            let mut case = Case::new();
+            let mut case = Case::new_preferred();
             case.fail(A);
             case.plan_seeded(seed).actions[0].new_router()
         })
@@ -421,7 +336,7 @@ fn failback_policy_places_new_routes_on_a_healthy_preferred_router() {
     // Without the policy: any candidate.
     let picks: BTreeSet<Option<Ipv4Addr>> = SEEDS
         .map(|seed| {
-            let mut case = Case::new();
+            let mut case = Case::new_preferred();
             case.policy = FailbackPolicy::Never;
             case.plan_seeded(seed).actions[0].new_router()
         })
@@ -433,7 +348,7 @@ fn failback_policy_places_new_routes_on_a_healthy_preferred_router() {
 fn a_failover_goes_to_the_preferred_router_only_when_it_qualifies() {
     // C fails; A qualifies: the route goes straight to A (no second move later).
     for seed in SEEDS {
-        let mut case = Case::new();
+        let mut case = Case::new_preferred();
         case.routed(NET, C).fail(C);
         let plan = case.plan_seeded(seed);
         assert_eq!(
@@ -449,7 +364,7 @@ fn a_failover_goes_to_the_preferred_router_only_when_it_qualifies() {
     // A healthy for a moment only: vpc-router's random choice among the healthy ones.
     let picks: BTreeSet<Option<Ipv4Addr>> = SEEDS
         .map(|seed| {
-            let mut case = Case::new();
+            let mut case = Case::new_preferred();
             case.routed(NET, C).fail(C).healthy_since(A, 990);
             case.plan_seeded(seed).actions[0].new_router()
         })
@@ -459,7 +374,7 @@ fn a_failover_goes_to_the_preferred_router_only_when_it_qualifies() {
 
 #[test]
 fn no_candidate_left_reports_the_preferred_router_unavailable() {
-    let mut case = Case::new();
+    let mut case = Case::new_preferred();
     case.routed(NET, B).fail(A).fail(B).fail(C);
     let plan = case.plan();
     assert!(plan.actions.is_empty(), "{:?}", plan.actions);
@@ -507,7 +422,7 @@ fn a_flapping_preferred_router_never_gets_the_route_back_until_it_is_stable() {
     // once A stays healthy, the route moves back exactly once, 300 s after its last
     // recovery, and stays.
     for seed in 0..8 {
-        let mut case = Case::new();
+        let mut case = Case::new_preferred();
         case.routed(NET, A);
         case.fail(A);
         let failover = case.step(seed);
@@ -554,7 +469,7 @@ fn a_flapping_preferred_router_never_gets_the_route_back_until_it_is_stable() {
 fn a_route_moved_away_again_waits_for_the_hold_down() {
     // Failback at 1000 s; another tool moves the route to B at 1010 s (A stays healthy):
     // vpcrouter leaves it there until 1300 s, then moves it back once.
-    let mut case = Case::new();
+    let mut case = Case::new_preferred();
     case.routed(NET, B);
     assert_eq!(case.step(0).actions.len(), 2);
     case.routed(NET, B);
@@ -571,7 +486,7 @@ fn a_route_moved_away_again_waits_for_the_hold_down() {
 
 #[test]
 fn groups_split_by_preferred_router_only_with_failback() {
-    let mut case = Case::new();
+    let mut case = Case::new_preferred();
     case.spec(NET, &[A, B]).spec(NET2, &[B, A]);
     case.lists = Some(ListMode { cluster: "test".into(), max_entries: 10, min_members: 1 });
     case.policy = FailbackPolicy::Never;
@@ -594,7 +509,7 @@ fn groups_split_by_preferred_router_only_with_failback() {
 
 #[test]
 fn a_group_list_route_fails_back_as_one() {
-    let mut case = Case::new();
+    let mut case = Case::new_preferred();
     case.spec(NET, &[A, B]).spec(NET2, &[A, B]);
     case.lists = Some(ListMode { cluster: "test".into(), max_entries: 10, min_members: 1 });
     case.fail(A);

@@ -3,17 +3,21 @@
 //! own NAT (or firewall); the other tables share the CIDR's common router. Failover,
 //! failback, drains and prefix lists honour it. Invariants are checked over generated states.
 
+#[path = "support/clocked.rs"]
+mod clocked;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use clocked::Case;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use vpcrouter_planner::model::{
-    Applied, Cidr, Dest, Eni, FailbackState, FailbackView, Instance, ManagedTable, Notice, Plan, ReplaceReason, Route,
+    Cidr, Dest, Eni, FailbackState, FailbackView, Instance, ManagedTable, Notice, Plan, ReplaceReason, Route,
     RouteAction, RouteTable, Subnet, TableSelection, VpcState,
 };
-use vpcrouter_planner::plan::{plan, Failback, ListMode, PlanInput};
+use vpcrouter_planner::plan::{FailbackPolicy, ListMode};
 
 const DEFAULT: &str = "0.0.0.0/0";
 const NET: &str = "10.50.0.0/16";
@@ -130,55 +134,14 @@ fn eni_of(nat: &str) -> &'static str {
     }
 }
 
-/// A reconcile's inputs.
-#[derive(Clone)]
-struct Case {
-    state: VpcState,
-    spec: Vec<(Cidr, Vec<Ipv4Addr>)>,
-    failed: BTreeSet<Ipv4Addr>,
-    questionable: BTreeSet<Ipv4Addr>,
-    drained: BTreeSet<Ipv4Addr>,
-    zone_affinity: bool,
-    lists: Option<ListMode>,
-    /// `--failback preferred` with [`AFTER`]: the clock is `t0 + now`.
-    failback: bool,
-    t0: Instant,
-    now: Duration,
-    healthy_since: BTreeMap<Ipv4Addr, Instant>,
-    last_failback: BTreeMap<(Dest, Ipv4Addr), Instant>,
-}
-
 impl Case {
     /// The NAT world with `DEFAULT: [NAT_A, NAT_B, NAT_C]`, zone affinity on, tag selection.
-    fn new() -> Case {
-        let t0 = Instant::now();
-        let mut case = Case {
-            state: world(),
-            spec: Vec::new(),
-            failed: BTreeSet::new(),
-            questionable: BTreeSet::new(),
-            drained: BTreeSet::new(),
-            zone_affinity: true,
-            lists: None,
-            failback: false,
-            t0,
-            now: Duration::from_secs(1000),
-            healthy_since: [NAT_A, NAT_A2, NAT_B, NAT_C].iter().map(|h| (ip(h), t0)).collect(),
-            last_failback: BTreeMap::new(),
-        };
+    fn nat() -> Case {
+        let mut case = Case::new(world(), &[NAT_A, NAT_A2, NAT_B, NAT_C]);
+        case.tables = tagged();
+        case.zone_affinity = true;
         case.spec(DEFAULT, &[NAT_A, NAT_B, NAT_C]);
         case
-    }
-
-    fn spec(&mut self, net: &str, hosts: &[&str]) -> &mut Case {
-        self.spec.retain(|(c, _)| *c != cidr(net));
-        self.spec.push((cidr(net), hosts.iter().map(|h| ip(h)).collect()));
-        self.spec.sort();
-        self
-    }
-
-    fn at(&self, seconds: u64) -> Instant {
-        self.t0 + Duration::from_secs(seconds)
     }
 
     /// Every private table routes `net` to `nat`.
@@ -205,48 +168,6 @@ impl Case {
         self
     }
 
-    fn plan_seeded(&self, seed: u64) -> Plan {
-        let failback = self.failback.then(|| Failback {
-            after: AFTER,
-            now: self.t0 + self.now,
-            healthy_since: &self.healthy_since,
-            last_failback: &self.last_failback,
-        });
-        let input = PlanInput {
-            state: &self.state,
-            spec: &self.spec,
-            failed: &self.failed,
-            questionable: &self.questionable,
-            drained: &self.drained,
-            ignore: &[],
-            last_written: &BTreeMap::new(),
-            lists: self.lists.as_ref(),
-            quota: 500,
-            failback: failback.as_ref(),
-            tables: &tagged(),
-            zone_affinity: self.zone_affinity,
-        };
-        plan(&input, &mut StdRng::seed_from_u64(seed))
-    }
-
-    fn plan(&self) -> Plan {
-        self.plan_seeded(0)
-    }
-
-    /// Plans and executes (booking failbacks as the engine does).
-    fn step(&mut self, seed: u64) -> Plan {
-        let plan = self.plan_seeded(seed);
-        let now = self.t0 + self.now;
-        for (i, a) in plan.actions.iter().enumerate() {
-            let applied = Applied { list: matches!(a, RouteAction::CreateList { .. }).then(|| (format!("pl-{i}"), 1)) };
-            self.state.apply(a, &applied);
-            if let RouteAction::Replace { reason: ReplaceReason::Failback, target, .. } = a {
-                self.last_failback.insert((a.dest(), target.ip), now);
-            }
-        }
-        plan
-    }
-
     /// The router `net` points at in `rtb` (its interface's IP).
     fn router(&self, rtb: &str, net: &str) -> Option<Ipv4Addr> {
         let table = self.state.route_tables.iter().find(|t| t.id == rtb)?;
@@ -264,7 +185,7 @@ fn written(plan: &Plan) -> BTreeSet<String> {
 
 #[test]
 fn each_zone_takes_its_own_router_and_tables_across_zones_share_one() {
-    let mut case = Case::new();
+    let mut case = Case::nat();
     let plan = case.step(0);
     for rtb in PRIVATE_A {
         assert_eq!(case.router(rtb, DEFAULT), Some(ip(NAT_A)), "{rtb}: {:?}", plan.actions);
@@ -292,7 +213,7 @@ fn each_zone_takes_its_own_router_and_tables_across_zones_share_one() {
 
 #[test]
 fn without_zone_affinity_every_table_shares_one_router() {
-    let mut case = Case::new();
+    let mut case = Case::nat();
     case.zone_affinity = false;
     case.step(3);
     let routers: BTreeSet<Option<Ipv4Addr>> =
@@ -302,7 +223,7 @@ fn without_zone_affinity_every_table_shares_one_router() {
 
 #[test]
 fn a_failed_zone_router_moves_only_its_zones_tables() {
-    let mut case = Case::new();
+    let mut case = Case::nat();
     case.routed(DEFAULT, &PRIVATE_A, NAT_A).routed(DEFAULT, &[PRIVATE_B, MIXED], NAT_B).routed(
         DEFAULT,
         &[PRIVATE_C],
@@ -333,7 +254,7 @@ fn a_failed_zone_router_moves_only_its_zones_tables() {
 
 #[test]
 fn a_recovered_zone_router_gets_its_zone_back_by_the_next_failover_not_before() {
-    let mut case = Case::new();
+    let mut case = Case::nat();
     case.routed(DEFAULT, &PRIVATE_A, NAT_B).routed(DEFAULT, &[PRIVATE_B, MIXED], NAT_B).routed(
         DEFAULT,
         &[PRIVATE_C],
@@ -350,7 +271,7 @@ fn a_recovered_zone_router_gets_its_zone_back_by_the_next_failover_not_before() 
 
 #[test]
 fn a_zone_takes_the_first_of_its_candidates_in_the_spec_order() {
-    let mut case = Case::new();
+    let mut case = Case::nat();
     case.spec(DEFAULT, &[NAT_B, NAT_A2, NAT_A, NAT_C]);
     case.step(0);
     assert_eq!(case.router(PRIVATE_A[0], DEFAULT), Some(ip(NAT_A2)));
@@ -365,8 +286,8 @@ fn a_zone_takes_the_first_of_its_candidates_in_the_spec_order() {
 
 #[test]
 fn with_failback_a_zone_returns_to_its_own_router_after_the_hold_down() {
-    let mut case = Case::new();
-    case.failback = true;
+    let mut case = Case::nat();
+    case.policy = FailbackPolicy::Preferred { after: AFTER };
     case.step(0);
     case.fail(&[NAT_A]);
     case.step(0);
@@ -399,7 +320,7 @@ fn with_failback_a_zone_returns_to_its_own_router_after_the_hold_down() {
 
 #[test]
 fn a_drained_zone_router_hands_its_zone_to_another_healthy_router() {
-    let mut case = Case::new();
+    let mut case = Case::nat();
     case.step(0);
     case.drained = [ip(NAT_A)].into();
     let plan = case.step(0);
@@ -410,7 +331,7 @@ fn a_drained_zone_router_hands_its_zone_to_another_healthy_router() {
 
 #[test]
 fn a_prefix_list_carries_a_group_with_one_router_per_zone() {
-    let mut case = Case::new();
+    let mut case = Case::nat();
     case.spec(NET, &[NAT_A, NAT_B, NAT_C]);
     case.lists = Some(ListMode { cluster: "test".into(), max_entries: 100, min_members: 2 });
     for seed in 0..4 {
@@ -453,7 +374,7 @@ fn generated_plans_keep_one_router_per_zone_and_never_route_onto_a_bad_one() {
     let mut rng = StdRng::seed_from_u64(22);
     let mut seen = (0usize, 0usize);
     for case_no in 0..2000u64 {
-        let mut case = Case::new();
+        let mut case = Case::nat();
         let mut order: Vec<&str> = nats.iter().copied().filter(|_| rng.random_bool(0.8)).collect();
         order.sort_by_key(|_| rng.random::<u8>());
         case.spec(DEFAULT, &order).spec(NET, &nats);

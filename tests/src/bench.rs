@@ -7,7 +7,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
-use aws_sdk_ec2::types::{AttributeBooleanValue, InstanceType};
 use aws_sdk_ec2::Client;
 
 use crate::ec2model::{Bucket, Model};
@@ -37,7 +36,7 @@ pub struct Vpc {
     pub owners: HashMap<String, Ipv4Addr>,
 }
 
-/// Runs one instance at `ip` in `subnet`; records its ids in `owners`.
+/// Runs one router instance at `ip` in `subnet`; records its ids in `owners`.
 async fn run_instance(
     ec2: &Client,
     ami: &str,
@@ -45,24 +44,8 @@ async fn run_instance(
     ip: Ipv4Addr,
     owners: &mut HashMap<String, Ipv4Addr>,
 ) -> anyhow::Result<Host> {
-    let out = ec2
-        .run_instances()
-        .image_id(ami)
-        .instance_type(InstanceType::T3Micro)
-        .min_count(1)
-        .max_count(1)
-        .subnet_id(subnet)
-        .private_ip_address(ip.to_string())
-        .send()
-        .await?;
-    let inst = out.instances().first().context("no instance")?;
-    let id = inst.instance_id().context("no instance id")?.to_string();
-    // Routers forward: their source/destination check is off, as on EC2 it must be.
-    let off = AttributeBooleanValue::builder().value(false).build();
-    ec2.modify_instance_attribute().instance_id(&id).source_dest_check(off).send().await?;
-    for eni in inst.network_interfaces().iter().filter_map(|e| e.network_interface_id()) {
-        owners.insert(eni.to_string(), ip);
-    }
+    let (id, eni) = world::run_router(ec2, ami, subnet, ip, true).await?;
+    owners.insert(eni, ip);
     owners.insert(id.clone(), ip);
     Ok(Host { ip, instance: id })
 }
@@ -73,8 +56,7 @@ pub async fn build_vpc(ec2: &Client, tables: usize, routers: usize) -> anyhow::R
     anyhow::ensure!(tables >= routers, "need at least {routers} tables");
     let vpc = ec2.create_vpc().cidr_block("127.0.0.0/16").send().await?;
     let id = vpc.vpc().and_then(|v| v.vpc_id()).context("no vpc id")?.to_string();
-    let images = ec2.describe_images().send().await?;
-    let ami = images.images().first().and_then(|i| i.image_id()).context("moto has no AMI")?.to_string();
+    let ami = world::first_ami(ec2).await?;
     let (mut rtbs, mut members, mut hosts, mut owners) = (Vec::new(), Vec::new(), Vec::new(), HashMap::new());
     for i in 1..=tables {
         let octet = u8::try_from(i).context("too many tables")?;

@@ -14,10 +14,10 @@
 use std::net::Ipv4Addr;
 
 use anyhow::Context;
-use aws_sdk_ec2::types::{AttributeBooleanValue, Filter, InstanceType, ResourceType, Tag, TagSpecification};
+use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
 use aws_sdk_ec2::Client;
 
-use crate::world::REGION;
+use crate::world::{self, REGION};
 
 /// The tag the recipe's tables carry.
 pub const MANAGED_TAG: (&str, &str) = ("vpcrouter:managed", "true");
@@ -78,11 +78,8 @@ pub async fn build(ec2: &Client, zones: usize, private: usize, checking: &[usize
     anyhow::ensure!((1..=6).contains(&zones) && zones * private <= 150, "too many zones or tables");
     let vpc = ec2.create_vpc().cidr_block("127.0.0.0/16").send().await?;
     let vpc_id = vpc.vpc().and_then(|v| v.vpc_id()).context("no vpc id")?.to_string();
-    let igw = ec2.create_internet_gateway().send().await?;
-    let igw = igw.internet_gateway().and_then(|g| g.internet_gateway_id()).context("no igw")?.to_string();
-    ec2.attach_internet_gateway().internet_gateway_id(&igw).vpc_id(&vpc_id).send().await?;
-    let image = ec2.describe_images().send().await?;
-    let ami = image.images().first().and_then(|i| i.image_id()).context("moto has no AMI")?.to_string();
+    let igw = world::internet_gateway(ec2, &vpc_id).await?;
+    let ami = world::first_ami(ec2).await?;
     let mut out = Vec::new();
     for z in 0..zones {
         let name = format!("{REGION}{}", char::from(b'a' + z as u8));
@@ -95,7 +92,8 @@ pub async fn build(ec2: &Client, zones: usize, private: usize, checking: &[usize
             .send()
             .await?;
         let ip = Ipv4Addr::new(127, 0, 10 + z as u8, 10);
-        let nat = nat(ec2, &ami, &public, ip, !checking.contains(&z)).await?;
+        let (instance, eni) = world::run_router(ec2, &ami, &public, ip, !checking.contains(&z)).await?;
+        let nat = Nat { ip, instance, eni };
         let mut private_tables = Vec::new();
         for k in 0..private {
             let sn = subnet(ec2, &vpc_id, &name, &format!("127.0.{}.0/24", 100 + z * private + k)).await?;
@@ -123,33 +121,6 @@ async fn table(ec2: &Client, vpc: &str, subnet: &str, tagged: bool) -> anyhow::R
     let rtb = rt.route_table().and_then(|t| t.route_table_id()).context("no rtb id")?.to_string();
     ec2.associate_route_table().route_table_id(&rtb).subnet_id(subnet).send().await?;
     Ok(rtb)
-}
-
-/// A NAT instance at `ip`, with its source/destination check off when `forwarding`.
-async fn nat(ec2: &Client, ami: &str, subnet: &str, ip: Ipv4Addr, forwarding: bool) -> anyhow::Result<Nat> {
-    let out = ec2
-        .run_instances()
-        .image_id(ami)
-        .instance_type(InstanceType::T3Micro)
-        .min_count(1)
-        .max_count(1)
-        .subnet_id(subnet)
-        .private_ip_address(ip.to_string())
-        .send()
-        .await?;
-    let inst = out.instances().first().context("no instance")?;
-    let instance = inst.instance_id().context("no instance id")?.to_string();
-    let eni = inst
-        .network_interfaces()
-        .first()
-        .and_then(|e| e.network_interface_id())
-        .context("instance without ENI")?
-        .to_string();
-    if forwarding {
-        let off = AttributeBooleanValue::builder().value(false).build();
-        ec2.modify_instance_attribute().instance_id(&instance).source_dest_check(off).send().await?;
-    }
-    Ok(Nat { ip, instance, eni })
 }
 
 /// Where `cidr` points in each of `tables`: the NAT's IP, another target's id, or `None`

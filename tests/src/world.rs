@@ -262,12 +262,8 @@ async fn build(ec2: &Client) -> anyhow::Result<(String, Vec<String>, String, Str
         .and_then(|t| t.route_table_id())
         .context("no main route table")?
         .to_string();
-    let igw = ec2.create_internet_gateway().send().await?;
-    let igw = igw.internet_gateway().and_then(|g| g.internet_gateway_id()).context("no igw")?.to_string();
-    ec2.attach_internet_gateway().internet_gateway_id(&igw).vpc_id(&vpc_id).send().await?;
-
-    let image = ec2.describe_images().send().await?;
-    let ami = image.images().first().and_then(|i| i.image_id()).context("moto has no AMI")?.to_string();
+    let igw = internet_gateway(ec2, &vpc_id).await?;
+    let ami = first_ami(ec2).await?;
 
     let mut tables = Vec::new();
     let mut routers = Routers::new();
@@ -300,29 +296,53 @@ async fn build(ec2: &Client) -> anyhow::Result<(String, Vec<String>, String, Str
             tables.push(rtb);
         }
         for host in hosts {
-            let out = ec2
-                .run_instances()
-                .image_id(&ami)
-                .instance_type(InstanceType::T3Micro)
-                .min_count(1)
-                .max_count(1)
-                .subnet_id(&subnet_id)
-                .private_ip_address(*host)
-                .send()
-                .await?;
-            let inst = out.instances().first().context("no instance")?;
-            let id = inst.instance_id().context("no instance id")?.to_string();
-            // Routers forward: their source/destination check is off, as on EC2 it must be.
-            let off = AttributeBooleanValue::builder().value(false).build();
-            ec2.modify_instance_attribute().instance_id(&id).source_dest_check(off).send().await?;
-            let eni = inst
-                .network_interfaces()
-                .first()
-                .and_then(|e| e.network_interface_id())
-                .context("instance without ENI")?
-                .to_string();
-            routers.insert(host.parse()?, (id, eni));
+            let ip: Ipv4Addr = host.parse()?;
+            routers.insert(ip, run_router(ec2, &ami, &subnet_id, ip, true).await?);
         }
     }
     Ok((vpc_id, tables, main_table, igw, routers))
+}
+
+/// An internet gateway attached to `vpc_id`.
+pub async fn internet_gateway(ec2: &Client, vpc_id: &str) -> anyhow::Result<String> {
+    let igw = ec2.create_internet_gateway().send().await?;
+    let igw = igw.internet_gateway().and_then(|g| g.internet_gateway_id()).context("no igw")?.to_string();
+    ec2.attach_internet_gateway().internet_gateway_id(&igw).vpc_id(vpc_id).send().await?;
+    Ok(igw)
+}
+
+/// An AMI moto knows, to run instances from.
+pub async fn first_ami(ec2: &Client) -> anyhow::Result<String> {
+    let image = ec2.describe_images().send().await?;
+    Ok(image.images().first().and_then(|i| i.image_id()).context("moto has no AMI")?.to_string())
+}
+
+/// Runs a router instance at `ip` in `subnet`: (instance id, its interface's id). When
+/// `forwarding`, its source/destination check is turned off, as on EC2 a router's must be.
+pub async fn run_router(
+    ec2: &Client,
+    ami: &str,
+    subnet: &str,
+    ip: Ipv4Addr,
+    forwarding: bool,
+) -> anyhow::Result<(String, String)> {
+    let out = ec2
+        .run_instances()
+        .image_id(ami)
+        .instance_type(InstanceType::T3Micro)
+        .min_count(1)
+        .max_count(1)
+        .subnet_id(subnet)
+        .private_ip_address(ip.to_string())
+        .send()
+        .await?;
+    let inst = out.instances().first().context("no instance")?;
+    let id = inst.instance_id().context("no instance id")?.to_string();
+    let eni =
+        inst.network_interfaces().first().and_then(|e| e.network_interface_id()).context("instance without ENI")?;
+    if forwarding {
+        let off = AttributeBooleanValue::builder().value(false).build();
+        ec2.modify_instance_attribute().instance_id(&id).source_dest_check(off).send().await?;
+    }
+    Ok((id, eni.to_string()))
 }

@@ -428,12 +428,13 @@ fn run_mode(w: &World, proxy: &FaultProxy, opts: &Opts, cluster: bool, trials: u
 }
 
 /// Prints one table row.
-fn row(w: &World, model: &Model, mode: &str, trials: &[Trial]) {
+/// Prints one table row: `case` with `n` routes in `mode`; moto took `moto_write` per write.
+fn row(case: &str, n: usize, mode: &str, model: &Model, moto_write: Duration, trials: &[Trial]) {
     let mut took: Vec<Duration> = trials.iter().map(|t| t.took).collect();
     took.sort();
     let median = quantile(&took, 0.5);
-    let bound = model.write_bound(w.n as u64);
-    let moto_total = w.moto_write * w.n as u32;
+    let bound = model.write_bound(n as u64);
+    let moto_total = moto_write * n as u32;
     let writes: Vec<u64> = trials.iter().map(|t| t.tally.writes).collect();
     let throttled: Vec<u64> = trials.iter().map(|t| t.tally.throttled_writes + t.tally.throttled_reads).collect();
     let ratio = |d: Duration| median.as_secs_f64() / d.as_secs_f64();
@@ -446,9 +447,9 @@ fn row(w: &World, model: &Model, mode: &str, trials: &[Trial]) {
         (ms(m), ms(quantile(&engine, 0.99)), format!("{:.2}", m.as_secs_f64() / (bound + moto_total).as_secs_f64()))
     };
     println!(
-        "| {}×{} | {} | {mode} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {} | {:.2} | {engine_median} | {engine_p99} | {engine_ratio} |",
-        w.c, w.vpc.tables.len(), w.n, took.len(), ms(median), ms(quantile(&took, 0.99)), ms(took[0]), ms(took[took.len() - 1]),
-        spread(&writes), spread(&throttled), ms(bound), ratio(bound), w.moto_write.as_secs_f64() * 1e3, ms(moto_total), ratio(bound + moto_total),
+        "| {case} | {n} | {mode} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {} | {:.2} | {engine_median} | {engine_p99} | {engine_ratio} |",
+        took.len(), ms(median), ms(quantile(&took, 0.99)), ms(took[0]), ms(took[took.len() - 1]),
+        spread(&writes), spread(&throttled), ms(bound), ratio(bound), moto_write.as_secs_f64() * 1e3, ms(moto_total), ratio(bound + moto_total),
     );
 }
 
@@ -475,7 +476,7 @@ fn run_case(c: usize, t: usize, opts: &Opts, notes: &mut Vec<Note>) -> anyhow::R
     for (label, cluster) in modes {
         eprintln!("{c}×{t}, {label}: {trials} trials (world built in {:.1} s)", build.as_secs_f64());
         let results = run_mode(&w, &proxy, opts, cluster, trials).with_context(|| format!("{c}×{t}, {label}"))?;
-        row(&w, &opts.model, label, &results);
+        row(&format!("{c}×{t}"), w.n, label, &opts.model, w.moto_write, &results);
         polls += results.iter().map(|r| r.polls).sum::<u32>();
         poll_time += results.iter().map(|r| r.poll_time).sum::<Duration>();
     }
@@ -544,7 +545,7 @@ mod nat {
 
     use aws_sdk_ec2::types::Filter;
     use aws_sdk_ec2::Client;
-    use vpcrouter_tests::bench::{daemon_args, ms, quantile, spread, status, write_failed};
+    use vpcrouter_tests::bench::{daemon_args, status, write_failed};
     use vpcrouter_tests::daemon::Daemon;
     use vpcrouter_tests::faultproxy::FaultProxy;
     use vpcrouter_tests::moto::Moto;
@@ -776,41 +777,17 @@ mod nat {
             );
             results.push(t);
         }
-        row(&case, opts, &results);
+        let name = format!(
+            "{}: {} zones × {} tables, {} CIDRs, one zone's NAT fails",
+            shape.name,
+            shape.zones,
+            shape.tables,
+            shape.others + 1
+        );
+        super::row(&name, shape.n(), "single instance", &opts.model, case.moto_write, &results);
         let polls = results.iter().map(|r| r.polls).sum();
         let poll_time = results.iter().map(|r| r.poll_time).sum();
         notes.push(Note { case: shape.name.into(), build, moto_write: case.moto_write, polls, poll_time });
         Ok(())
-    }
-
-    fn row(case: &Case, opts: &Opts, trials: &[Trial]) {
-        let shape = case.shape;
-        let n = shape.n();
-        let mut took: Vec<Duration> = trials.iter().map(|t| t.took).collect();
-        took.sort();
-        let median = quantile(&took, 0.5);
-        let bound = opts.model.write_bound(n as u64);
-        let moto_total = case.moto_write * n as u32;
-        let writes: Vec<u64> = trials.iter().map(|t| t.tally.writes).collect();
-        let throttled: Vec<u64> = trials.iter().map(|t| t.tally.throttled_writes + t.tally.throttled_reads).collect();
-        let mut engine: Vec<Duration> = trials.iter().filter_map(|t| t.engine).collect();
-        engine.sort();
-        let (em, ep, er) = match engine.is_empty() {
-            true => ("-".into(), "-".into(), "-".into()),
-            false => {
-                let m = quantile(&engine, 0.5);
-                (
-                    ms(m),
-                    ms(quantile(&engine, 0.99)),
-                    format!("{:.2}", m.as_secs_f64() / (bound + moto_total).as_secs_f64()),
-                )
-            }
-        };
-        let ratio = |d: Duration| median.as_secs_f64() / d.as_secs_f64();
-        println!(
-            "| {}: {} zones × {} tables, {} CIDRs, one zone's NAT fails | {n} | single instance | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {} | {:.2} | {em} | {ep} | {er} |",
-            shape.name, shape.zones, shape.tables, shape.others + 1, took.len(), ms(median), ms(quantile(&took, 0.99)), ms(took[0]), ms(took[took.len() - 1]),
-            spread(&writes), spread(&throttled), ms(bound), ratio(bound), case.moto_write.as_secs_f64() * 1e3, ms(moto_total), ratio(bound + moto_total),
-        );
     }
 }
