@@ -647,9 +647,7 @@ impl Engine {
             );
             self.managed = ids;
         }
-        let mut st = self.lock_status();
-        st.managed.clone_from(&plan.managed);
-        st.notices = plan.notices.iter().cloned().collect();
+        self.lock_status().managed.clone_from(&plan.managed);
     }
 
     /// The fast path of a failover: plans from the known state and moves, at once, every
@@ -890,6 +888,7 @@ impl Engine {
             tracing::info!("resolved: {n}");
         }
         self.notices = plan.notices.clone();
+        self.lock_status().notices = plan.notices.iter().cloned().collect();
     }
 }
 

@@ -358,7 +358,7 @@ pub fn run(o: Options) -> anyhow::Result<()> {
 fn check_selection(selection: &TableSelection, state: &VpcState) -> anyhow::Result<String> {
     let named: Vec<&str> = state.route_tables.iter().filter(|t| selection.names(t)).map(|t| t.id.as_str()).collect();
     match selection {
-        TableSelection::Serving => return Ok("those serving the spec's routers' subnets".into()),
+        TableSelection::Serving => return Ok("per spec".into()),
         TableSelection::Ids(ids) => {
             if let Some(id) = ids.iter().find(|id| !named.contains(&id.as_str())) {
                 let mut known: Vec<&str> = state.route_tables.iter().map(|t| t.id.as_str()).collect();
