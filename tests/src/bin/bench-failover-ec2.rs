@@ -2,7 +2,7 @@
 //! token-bucket throttling), as a user on EC2 would see it: from marking the router failed
 //! until moto shows every route on the other router.
 //!
-//! `bench-failover-ec2 [--trials N] [--only 4x10,20x10,nat] [--write-rate R] [--write-burst W]
+//! `bench-failover-ec2 [--trials N] [--only 4x10,20x10,nat,nat-small,nat-second] [--write-rate R] [--write-burst W]
 //! [--read-latency-ms MS] [--write-latency-ms MS] [--no-cluster] [--no-client-limits]`
 //! (run by `make bench` after bench-cluster).
 //!
@@ -17,6 +17,9 @@
 //! are put back on their own NATs in moto directly and vpcrouter is started again (so each
 //! failover starts from a state vpcrouter read, and full buckets). `nat-small` is the same
 //! with 2 private tables per zone and `0.0.0.0/0` alone, a common NAT deployment: N = 2.
+//! `nat-second` is `nat` where the next zone's NAT fails too, 2 s into the first zone's
+//! failover; a trial ends when no route of either zone is on a failed NAT (N = 440 routes
+//! must move; the third zone's NAT is the only one left).
 //!
 //! World, per case C × T (C spec CIDRs, T route tables), built in moto with the SDK:
 //!
@@ -115,7 +118,7 @@ fn parse_opts() -> anyhow::Result<Opts> {
             let cases = list.split(',').filter(|c| nat::Shape::named(c).is_none()).map(parse_case);
             (cases.collect::<anyhow::Result<_>>()?, nat)
         }
-        None => (CASES.to_vec(), vec![nat::Shape::SMALL, nat::Shape::LARGE]),
+        None => (CASES.to_vec(), vec![nat::Shape::SMALL, nat::Shape::LARGE, nat::Shape::SECOND]),
     };
     Ok(Opts {
         trials: value(&args, "--trials")?,
@@ -565,17 +568,25 @@ mod nat {
         tables: usize,
         /// CIDRs besides `0.0.0.0/0`.
         others: usize,
+        /// The next zone's NAT fails too, [`SECOND_AFTER`] into the first zone's failover.
+        second: bool,
     }
+
+    /// When the second NAT fails, after the first (`nat-second`).
+    const SECOND_AFTER: Duration = Duration::from_secs(2);
 
     impl Shape {
         /// The case: 3 zones × 20 private tables, 11 CIDRs.
-        pub const LARGE: Shape = Shape { name: "nat", zones: 3, tables: 20, others: 10 };
+        pub const LARGE: Shape = Shape { name: "nat", zones: 3, tables: 20, others: 10, second: false };
         /// A common deployment: 3 zones × 2 private tables, the default route alone.
-        pub const SMALL: Shape = Shape { name: "nat-small", zones: 3, tables: 2, others: 0 };
+        pub const SMALL: Shape = Shape { name: "nat-small", zones: 3, tables: 2, others: 0, second: false };
+        /// [`Shape::LARGE`], and the next zone's NAT fails during the first zone's failover
+        /// (a zone outage takes routers one after another).
+        pub const SECOND: Shape = Shape { name: "nat-second", second: true, ..Shape::LARGE };
 
         /// The shape `--only` names `name`, if any.
         pub fn named(name: &str) -> Option<Shape> {
-            [Shape::LARGE, Shape::SMALL].into_iter().find(|s| s.name == name)
+            [Shape::LARGE, Shape::SMALL, Shape::SECOND].into_iter().find(|s| s.name == name)
         }
 
         /// `0.0.0.0/0` and `10.1.0.0/16` .. `10.K.0.0/16`.
@@ -588,6 +599,11 @@ mod nat {
         /// The routes of one zone: those a failover of its NAT moves.
         fn n(&self) -> usize {
             self.tables * (self.others + 1)
+        }
+
+        /// The routes that must move in a trial: one zone's, or two with `second`.
+        fn moving(&self) -> usize {
+            self.n() * if self.second { 2 } else { 1 }
         }
     }
 
@@ -702,26 +718,35 @@ mod nat {
             Ok(d)
         }
 
-        /// Fails zone `z`'s NAT and waits until none of its tables' routes is on it.
+        /// Fails zone `z`'s NAT (and with `second` the next zone's, [`SECOND_AFTER`] later)
+        /// and waits until none of the failed zones' routes is on a failed NAT.
         fn trial(&self, proxy: &FaultProxy, d: &Daemon, z: usize, timeout: Duration) -> anyhow::Result<Trial> {
-            let failed = self.w.zones[z].nat.ip;
             let n = self.shape.n();
-            write_failed(&self.health, &[failed])?;
+            let failing: Vec<usize> = if self.shape.second { vec![z, (z + 1) % self.shape.zones] } else { vec![z] };
+            let nats: Vec<Ipv4Addr> = failing.iter().map(|&f| self.w.zones[f].nat.ip).collect();
+            write_failed(&self.health, &nats[..1])?;
             let t0 = Instant::now();
+            let mut second = self.shape.second;
             let (mut polls, mut poll_time) = (0u32, Duration::ZERO);
             let took = loop {
+                if second && t0.elapsed() >= SECOND_AFTER {
+                    write_failed(&self.health, &nats)?;
+                    second = false;
+                }
                 let p = Instant::now();
                 let zones = self.rt.block_on(placement(&self.ec2, &self.w, self.shape))?;
                 let pd = p.elapsed();
                 (polls, poll_time) = (polls + 1, poll_time + pd);
-                let moved = zones[z]
-                    .iter()
-                    .filter(|(on, _)| **on != Some(failed) && on.is_some())
-                    .map(|(_, k)| k)
-                    .sum::<usize>();
-                if moved == n {
+                let moved = |f: usize| {
+                    zones[f]
+                        .iter()
+                        .filter(|(on, _)| on.is_some_and(|ip| !nats.contains(&ip)))
+                        .map(|(_, k)| k)
+                        .sum::<usize>()
+                };
+                if !second && failing.iter().all(|&f| moved(f) == n) {
                     // Every other zone still on its own NAT.
-                    for (i, by) in zones.iter().enumerate().filter(|(i, _)| *i != z) {
+                    for (i, by) in zones.iter().enumerate().filter(|(i, _)| !failing.contains(i)) {
                         let own = by.get(&Some(self.w.zones[i].nat.ip)).copied().unwrap_or(0);
                         anyhow::ensure!(own == n, "zone {i}'s routes moved: {by:?}");
                     }
@@ -744,7 +769,7 @@ mod nat {
         let build = started.elapsed();
         let proxy = FaultProxy::start(&case.moto.endpoint)?;
         let trials = opts.trials.unwrap_or(if shape.n() > 50 { 3 } else { 9 });
-        let timeout = 3 * opts.model.write_bound(shape.n() as u64) + Duration::from_secs(30);
+        let timeout = 3 * opts.model.write_bound(shape.moving() as u64) + Duration::from_secs(30);
         eprintln!(
             "{} ({} zones × {} tables × {} CIDRs): {trials} trials (world built in {:.1} s)",
             shape.name,
@@ -777,14 +802,15 @@ mod nat {
             );
             results.push(t);
         }
+        let fails = if shape.second { "a zone's NAT fails, the next one's 2 s later" } else { "one zone's NAT fails" };
         let name = format!(
-            "{}: {} zones × {} tables, {} CIDRs, one zone's NAT fails",
+            "{}: {} zones × {} tables, {} CIDRs, {fails}",
             shape.name,
             shape.zones,
             shape.tables,
             shape.others + 1
         );
-        super::row(&name, shape.n(), "single instance", &opts.model, case.moto_write, &results);
+        super::row(&name, shape.moving(), "single instance", &opts.model, case.moto_write, &results);
         let polls = results.iter().map(|r| r.polls).sum();
         let poll_time = results.iter().map(|r| r.poll_time).sum();
         notes.push(Note { case: shape.name.into(), build, moto_write: case.moto_write, polls, poll_time });
