@@ -171,9 +171,6 @@ pub struct Engine {
     /// When each destination's routes last moved back to a preferred router, per router
     /// (with `--zone-affinity` each zone has its own).
     last_failback: BTreeMap<(Dest, Ipv4Addr), Instant>,
-    /// The ids of the tables the last plan managed: a change is logged (a table tagged or
-    /// untagged, a new router's subnet).
-    managed: Vec<String>,
     /// `--failback preferred`: the next time a failback becomes possible (a reconcile is
     /// due then, whatever `--route_recheck_interval` says).
     next_failback: Option<Instant>,
@@ -221,7 +218,6 @@ impl Engine {
             failover: None,
             healthy_since: BTreeMap::new(),
             last_failback: BTreeMap::new(),
-            managed: Vec::new(),
             next_failback: None,
             applied: Vec::new(),
             next_recheck: None,
@@ -637,17 +633,15 @@ impl Engine {
 
     /// Shows the tables the plan manages, and logs when they change (a table tagged or
     /// untagged, a router's subnet joining the spec).
-    fn report_tables(&mut self, plan: &Plan) {
-        let ids: Vec<String> = plan.managed.iter().map(|t| t.id.clone()).collect();
-        if ids != self.managed {
+    fn report_tables(&self, plan: &Plan) {
+        let shown = std::mem::replace(&mut self.lock_status().managed, plan.managed.clone());
+        if shown.iter().map(|t| &t.id).ne(plan.managed.iter().map(|t| &t.id)) {
             let described: Vec<String> = plan.managed.iter().map(describe_table).collect();
             tracing::info!(
-                rule = %self.cfg.tables, zone_affinity = self.cfg.zone_affinity, tables = ids.len(),
+                rule = %self.cfg.tables, zone_affinity = self.cfg.zone_affinity, tables = plan.managed.len(),
                 "managed route tables: {}", if described.is_empty() { "none".to_string() } else { described.join(", ") }
             );
-            self.managed = ids;
         }
-        self.lock_status().managed.clone_from(&plan.managed);
     }
 
     /// The fast path of a failover: plans from the known state and moves, at once, every

@@ -404,13 +404,11 @@ impl<'a> Planner<'a> {
 
     /// Finds each managed table's zone, and lists the tables in the plan.
     fn describe_tables(&mut self, tables: &[&'a RouteTable]) {
-        let state = self.input.state;
-        let explicit: BTreeSet<&str> =
-            state.route_tables.iter().flat_map(|t| t.subnets.iter().map(String::as_str)).collect();
+        let implicit = implicit_subnets(self.input.state);
         for table in tables {
             let mut served: Vec<&str> = table.subnets.iter().map(String::as_str).collect();
             if table.main {
-                served.extend(state.subnets.iter().map(|s| s.id.as_str()).filter(|s| !explicit.contains(s)));
+                served.extend(implicit.iter().copied());
             }
             let zones: Option<BTreeSet<&str>> = served.iter().map(|s| self.subnet_zone.get(s).copied()).collect();
             let zone = zones.filter(|z| z.len() == 1).and_then(|z| z.into_iter().next());
@@ -1147,13 +1145,17 @@ fn serving_tables<'s>(state: &'s VpcState, spec: &[(Cidr, Vec<Ipv4Addr>)]) -> Ve
         .filter(|(_, eni)| eni.private_ips.iter().any(|ip| hosts.contains(ip)))
         .map(|(_, eni)| eni.subnet_id.as_str())
         .collect();
-    let explicit: BTreeSet<&str> =
-        state.route_tables.iter().flat_map(|t| t.subnets.iter().map(String::as_str)).collect();
-    let implicit_in_cluster =
-        state.subnets.iter().any(|s| !explicit.contains(s.id.as_str()) && cluster.contains(s.id.as_str()));
+    let implicit_in_cluster = implicit_subnets(state).iter().any(|s| cluster.contains(s));
     state
         .route_tables
         .iter()
         .filter(|t| t.subnets.iter().any(|s| cluster.contains(s.as_str())) || (t.main && implicit_in_cluster))
         .collect()
+}
+
+/// The subnets without an explicit table association: the main table serves them.
+fn implicit_subnets(state: &VpcState) -> Vec<&str> {
+    let explicit: BTreeSet<&str> =
+        state.route_tables.iter().flat_map(|t| t.subnets.iter().map(String::as_str)).collect();
+    state.subnets.iter().map(|s| s.id.as_str()).filter(|s| !explicit.contains(s)).collect()
 }
