@@ -155,6 +155,14 @@ pub enum EtcdConfigError {
         /// The OS error.
         reason: String,
     },
+    /// A file that is no regular file (a FIFO, a device, a directory) or is too large.
+    #[error("--{flag}: {reason}")]
+    NotUsable {
+        /// The option.
+        flag: &'static str,
+        /// What is wrong with the file, naming it.
+        reason: String,
+    },
     /// A file without the PEM object expected.
     #[error("--{flag} {path}: {what}")]
     Pem {
@@ -295,7 +303,7 @@ impl EtcdSecurity {
             None => Ok(None),
             Some(Password::Env(s)) => Ok(Some(s.clone())),
             Some(Password::File(path)) => {
-                let text = read(PASSWORD_FILE, path)?;
+                let text = read(PASSWORD_FILE, path, MAX_PASSWORD_FILE)?;
                 let text = String::from_utf8(text).map_err(|_| EtcdConfigError::Pem {
                     flag: PASSWORD_FILE,
                     path: path.display().to_string(),
@@ -315,16 +323,16 @@ impl EtcdSecurity {
         let mut tls = TlsOptions::new();
         match &self.cacert {
             Some(path) => {
-                let pem = read(CACERT, path)?;
+                let pem = read(CACERT, path, MAX_PEM_FILE)?;
                 certificates(CACERT, path, &pem)?;
                 tls = tls.ca_certificate(Certificate::from_pem(pem));
             }
             None => tls = tls.with_native_roots(),
         }
         if let Some((cert, key)) = &self.identity {
-            let cert_pem = read(CERT, cert)?;
+            let cert_pem = read(CERT, cert, MAX_PEM_FILE)?;
             certificates(CERT, cert, &cert_pem)?;
-            let key_pem = read(KEY, key)?;
+            let key_pem = read(KEY, key, MAX_PEM_FILE)?;
             if PrivateKeyDer::from_pem_slice(&key_pem).is_err() {
                 return Err(EtcdConfigError::Pem {
                     flag: KEY,
@@ -403,11 +411,21 @@ impl Password {
     }
 }
 
-fn read(flag: &'static str, path: &Path) -> Result<Vec<u8>, EtcdConfigError> {
-    std::fs::read(path).map_err(|e| EtcdConfigError::Unreadable {
-        flag,
-        path: path.display().to_string(),
-        reason: e.to_string(),
+/// The largest PEM file read: a certificate chain or a key is a few KiB, a CA bundle a few
+/// hundred.
+pub const MAX_PEM_FILE: u64 = 1 << 20;
+/// The largest password file read.
+pub const MAX_PASSWORD_FILE: u64 = 4 << 10;
+
+/// The content of the file of option `flag`: a regular file (a FIFO or a device is refused
+/// at once, never waited on) of at most `limit` bytes.
+fn read(flag: &'static str, path: &Path, limit: u64) -> Result<Vec<u8>, EtcdConfigError> {
+    use vpcrouter_plugin_api::file::FileError;
+    vpcrouter_plugin_api::file::read_file(path, limit).map_err(|e| match e {
+        FileError::Io { source, .. } => {
+            EtcdConfigError::Unreadable { flag, path: path.display().to_string(), reason: source.to_string() }
+        }
+        other => EtcdConfigError::NotUsable { flag, reason: other.to_string() },
     })
 }
 
@@ -425,7 +443,8 @@ fn certificates(flag: &'static str, path: &Path, pem: &[u8]) -> Result<Vec<Certi
 
 /// The first certificate of `path` (PEM), if it can be read.
 pub(crate) fn first_certificate(path: &Path) -> Option<CertificateDer<'static>> {
-    CertificateDer::pem_file_iter(path).ok()?.next()?.ok()
+    let pem = vpcrouter_plugin_api::file::read_file(path, MAX_PEM_FILE).ok()?;
+    CertificateDer::pem_slice_iter(&pem).next()?.ok()
 }
 
 #[cfg(test)]
@@ -565,6 +584,32 @@ mod tests {
         // A user and password over plain http is allowed (etcd permits it).
         std::fs::write(&path, "s3cret").unwrap();
         assert!(sec.connect_options(&sec.endpoints("h:1").unwrap()).is_ok());
+    }
+
+    #[test]
+    fn fifos_devices_and_huge_files_are_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("ca.pem");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        let huge = dir.path().join("pw");
+        std::fs::write(&huge, vec![b'x'; (MAX_PASSWORD_FILE + 1) as usize]).unwrap();
+        let started = std::time::Instant::now();
+        let sec = from(&[("etcd-cacert", fifo.to_str().unwrap())], None).unwrap();
+        assert_eq!(
+            sec.check().unwrap_err().to_string(),
+            format!(
+                "--etcd-cacert: '{}' is a FIFO (named pipe), not a regular file: give the path of a regular file",
+                fifo.display()
+            )
+        );
+        assert!(first_certificate(&fifo).is_none());
+        let sec = from(&[("etcd-cert", "/dev/zero"), ("etcd-key", "/dev/zero")], None).unwrap();
+        let e = sec.check().unwrap_err().to_string();
+        assert!(e.starts_with("--etcd-cert: '/dev/zero' is a character device, not a regular file"), "{e}");
+        let sec = from(&[("etcd-user", "vr"), ("etcd-password-file", huge.to_str().unwrap())], None).unwrap();
+        let e = sec.check().unwrap_err().to_string();
+        assert!(e.starts_with("--etcd-password-file: '") && e.contains("larger than the limit of 4 KiB"), "{e}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
     }
 
     /// A self-signed certificate (openssl req -x509, P-256, valid until 2036).

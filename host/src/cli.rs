@@ -142,7 +142,7 @@ impl CliError {
 
 impl From<LoadError> for CliError {
     fn from(e: LoadError) -> CliError {
-        CliError { message: format!("error: {e}"), status: 1 }
+        CliError { message: format!("error: {e}"), status: if e.is_usage() { 2 } else { 1 } }
     }
 }
 

@@ -250,8 +250,7 @@ fn request(target: &Target, method: &str, path: &str, body: Option<String>) -> R
     let token = match &target.token_file {
         None => None,
         Some(f) => {
-            let t = std::fs::read_to_string(f)
-                .map_err(|e| format!("--http-token-file {}: cannot read it: {e}", f.display()))?;
+            let t = crate::http::auth::read_token_text("--http-token-file", f)?;
             let t = t.trim().to_string();
             if t.is_empty() {
                 return Err(format!("--http-token-file {}: the file is empty", f.display()));

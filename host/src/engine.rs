@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -40,6 +41,34 @@ const FAILBACK_WAKE_MIN: Duration = Duration::from_secs(1);
 /// Waves in a row that may start nothing (the lease too close to running out) before a
 /// reconcile gives up; each waits a little for the lease to be renewed.
 const MAX_EMPTY_WAVES: u32 = 10;
+
+/// Dry run: actions logged between two looks at the stop signal (a large spec plans
+/// hundreds of thousands; SIGTERM must not wait for all their log lines).
+const LOGGED_PER_STOP_CHECK: usize = 1000;
+
+/// SIGTERM/SIGINT as the engine sees it: a flag it looks at between the steps of a
+/// reconcile (planning, logging, the status update), and a notification that abandons
+/// an EC2 call in flight.
+#[derive(Debug, Default)]
+pub struct StopSignal {
+    /// Set once a stop is requested; never cleared.
+    requested: AtomicBool,
+    /// Wakes the EC2 call in flight (it keeps a permit when none is in flight).
+    notify: tokio::sync::Notify,
+}
+
+impl StopSignal {
+    /// Requests the stop: the engine returns at its next look, abandoning an EC2 call.
+    pub fn request(&self) {
+        self.requested.store(true, Ordering::SeqCst);
+        self.notify.notify_one();
+    }
+
+    /// True once a stop was requested.
+    pub fn requested(&self) -> bool {
+        self.requested.load(Ordering::SeqCst)
+    }
+}
 
 /// Something the engine reacts to.
 #[derive(Debug)]
@@ -179,7 +208,8 @@ pub struct Engine {
     next_recheck: Option<Instant>,
     retry: Option<(Instant, u32)>,
     health_gate: HealthGate,
-    stop: Arc<tokio::sync::Notify>,
+    /// SIGTERM/SIGINT: looked at between the steps of a reconcile and during EC2 calls.
+    stop: Arc<StopSignal>,
     status: Arc<Mutex<Status>>,
 }
 
@@ -234,9 +264,10 @@ impl Engine {
         }
     }
 
-    /// Notify this (with `notify_one`) together with sending [`Event::Stop`], so that an
-    /// EC2 call in flight is abandoned instead of delaying the stop.
-    pub fn stop_handle(&self) -> Arc<tokio::sync::Notify> {
+    /// Request the stop on this together with sending [`Event::Stop`], so that a
+    /// reconcile under way ends at its next step and an EC2 call in flight is abandoned
+    /// instead of delaying the stop.
+    pub fn stop_handle(&self) -> Arc<StopSignal> {
         self.stop.clone()
     }
 
@@ -248,6 +279,9 @@ impl Engine {
     /// Runs until [`Event::Stop`]; returns an error when a plugin goes away.
     pub fn run(mut self, events: Receiver<Event>) -> Result<(), EngineError> {
         loop {
+            if self.stop.requested() {
+                return Ok(());
+            }
             let event = match self.deadline() {
                 Some(at) => match events.recv_deadline(at) {
                     Ok(e) => Some(e),
@@ -520,18 +554,16 @@ impl Engine {
                 }
             };
             let plan = self.plan(&state, &entries);
+            if self.stopping() {
+                return;
+            }
             self.report_notices(&plan);
             self.report_tables(&plan);
             self.note_failback(&plan);
             let failures = if self.cfg.dry_run {
                 if plan.actions != self.last_dry_run {
-                    for a in &plan.actions {
-                        let what = if a.is_route() {
-                            "dry run: would change route"
-                        } else {
-                            "dry run: would change prefix list"
-                        };
-                        log_action(what, a, &state);
+                    if !self.log_dry_run(&plan.actions, &state) {
+                        return;
                     }
                     self.last_dry_run = plan.actions.clone();
                 }
@@ -555,6 +587,9 @@ impl Engine {
             let mut shown = plan;
             shown.actions.extend(self.applied.iter().cloned());
             let tables = table_routes(written, &shown, &failures, self.cfg.dry_run);
+            if self.stopping() {
+                return;
+            }
             {
                 let mut st = self.lock_status();
                 (st.tables, st.lists, st.weights) = (tables, lists, shown.weights);
@@ -577,6 +612,32 @@ impl Engine {
         let mut st = self.lock_status();
         st.last_reconcile = Some((SystemTime::now(), took));
         st.last_result = "ok".into();
+    }
+
+    /// True once a stop was requested: the reconcile under way ends at once (its status
+    /// is not updated; vpcrouter exits).
+    fn stopping(&self) -> bool {
+        let stopping = self.stop.requested();
+        if stopping {
+            tracing::info!("stop requested: ending the reconcile under way");
+        }
+        stopping
+    }
+
+    /// Dry run: logs each action the plan would make; false when a stop was requested
+    /// meanwhile (a large spec has hundreds of thousands of them).
+    fn log_dry_run(&self, actions: &[RouteAction], state: &VpcState) -> bool {
+        for chunk in actions.chunks(LOGGED_PER_STOP_CHECK) {
+            if self.stopping() {
+                return false;
+            }
+            for a in chunk {
+                let what =
+                    if a.is_route() { "dry run: would change route" } else { "dry run: would change prefix list" };
+                log_action(what, a, state);
+            }
+        }
+        true
     }
 
     /// Plans from `state` with the health and spec in force.
@@ -655,6 +716,9 @@ impl Engine {
         }
         let Some(known) = self.known.clone() else { return true };
         let plan = self.plan(&known, entries);
+        if self.stopping() {
+            return false;
+        }
         let moving: BTreeSet<Dest> =
             plan.actions.iter().filter(|a| moves_off_bad_router(a)).map(RouteAction::dest).collect();
         if moving.is_empty() {
@@ -847,12 +911,16 @@ impl Engine {
     /// its connection is closed, and a write EC2 already applied shows at the next start).
     fn abandonable<T>(&self, call: impl std::future::Future<Output = T>) -> Option<T> {
         let stop = self.stop.clone();
-        let result = self.rt.block_on(async move {
-            tokio::select! {
-                r = call => Some(r),
-                () = stop.notified() => None,
-            }
-        });
+        let result = if stop.requested() {
+            None
+        } else {
+            self.rt.block_on(async move {
+                tokio::select! {
+                    r = call => Some(r),
+                    () = stop.notify.notified() => None,
+                }
+            })
+        };
         if result.is_none() {
             tracing::info!("stop requested: abandoning the EC2 call in flight");
         }

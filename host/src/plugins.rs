@@ -64,6 +64,27 @@ pub enum LoadError {
         /// The effective uid of this process.
         me: u32,
     },
+    /// A directory above the plugin's own can be written by group or others and has no
+    /// sticky bit: whoever can write it can rename the plugin's directory and put another
+    /// in its place.
+    #[error("refusing to load '{path}': the directory {target} above it is writable by group or others without the sticky bit (mode {mode:o}); fix with 'chmod go-w {target}' or pass --allow-insecure-plugins")]
+    InsecureAncestor {
+        /// The plugin file.
+        path: PathBuf,
+        /// The offending directory.
+        target: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The plugin's path names a FIFO, a device, a directory or a socket: nothing to load
+    /// (and opening a FIFO for dlopen would block).
+    #[error("plugin file '{path}' exists but is {kind}, not a regular file; replace it with the plugin's library (.so) or remove it")]
+    NotRegular {
+        /// The file.
+        path: PathBuf,
+        /// What it is instead ("a FIFO (named pipe)", "a directory", ...).
+        kind: &'static str,
+    },
     /// The file could not be opened or is not a vpcrouter plugin.
     #[error("'{path}' is not a usable vpcrouter plugin: {reason}")]
     NotAPlugin {
@@ -99,6 +120,19 @@ pub enum LoadError {
         kind: &'static str,
     },
 }
+
+impl LoadError {
+    /// True when the command line is at fault: the plugin name is not valid or names no
+    /// plugin file (exit status 2, as for other bad option values). A file that exists but
+    /// cannot be used is an installation problem (exit status 1).
+    pub fn is_usage(&self) -> bool {
+        matches!(self, LoadError::BadName(_) | LoadError::NotFound { .. })
+    }
+}
+
+/// The largest plugin library read (for the ELF check before the dynamic loader maps it):
+/// a debug build of the largest bundled plugin is about 35 MB, a release build a few MB.
+pub const MAX_PLUGIN_BYTES: u64 = 256 << 20;
 
 /// Ordered directories to search for plugins.
 #[derive(Clone, Debug)]
@@ -182,7 +216,9 @@ impl Loader {
             return Err(LoadError::BadName(name.to_string()));
         }
         let file = file_name(kind, name);
-        let Some(path) = search.dirs.iter().map(|d| d.join(&file)).find(|p| p.is_file()) else {
+        // Anything of that name counts as found (a FIFO or a directory too, refused by
+        // `load_path` with what it is); a dangling symlink does not.
+        let Some(path) = search.dirs.iter().map(|d| d.join(&file)).find(|p| p.metadata().is_ok()) else {
             let available: Vec<String> =
                 available(search).into_iter().filter(|(k, _, _)| *k == kind).map(|(_, n, _)| n).collect();
             return Err(LoadError::NotFound {
@@ -206,17 +242,23 @@ impl Loader {
         Ok(lib)
     }
 
-    /// Loads the library at `path` after the permission check.
+    /// Loads the library at `path` after the checks: a regular file, the permission check,
+    /// a complete shared library for this machine.
     pub fn load_path(&self, path: &Path, allow_insecure: bool) -> Result<PluginLibrary, LoadError> {
         let path =
             path.canonicalize().map_err(|e| LoadError::NotAPlugin { path: path.into(), reason: e.to_string() })?;
         if let Some(lib) = lock(&self.cache).get(&path) {
             return Ok(lib.clone());
         }
+        // A FIFO or a device is refused first, for what it is (and before anything waits on it);
+        // the permissions are checked before a byte is read.
+        let refused = |e| file_error(&path, e);
+        vpcrouter_plugin_api::file::check_file(&path, MAX_PLUGIN_BYTES).map_err(refused)?;
         if !allow_insecure {
             check_permissions(&path)?;
         }
-        check_elf(&path).map_err(|reason| LoadError::NotAPlugin { path: path.clone(), reason })?;
+        let data = vpcrouter_plugin_api::file::read_file(&path, MAX_PLUGIN_BYTES).map_err(refused)?;
+        check_elf(&data).map_err(|reason| LoadError::NotAPlugin { path: path.clone(), reason })?;
         let module = vpcrouter_plugin_api::load::open(&path).map_err(|e| library_error(&path, e))?;
         let meta = (module.metadata())();
         let args = (module.arguments())().into_vec();
@@ -226,21 +268,47 @@ impl Loader {
     }
 }
 
-/// The checks `--allow-insecure-plugins` skips, on the (canonical) file and its directory:
-/// nobody but the owner may write them, and the owner is root or the user vpcrouter runs as.
+/// A [`vpcrouter_plugin_api::file`] error about the plugin file at `path`.
+fn file_error(path: &Path, e: vpcrouter_plugin_api::file::FileError) -> LoadError {
+    use vpcrouter_plugin_api::file::FileError;
+    match e {
+        FileError::NotRegular { kind, .. } => LoadError::NotRegular { path: path.into(), kind },
+        FileError::TooLarge { limit, .. } => LoadError::NotAPlugin {
+            path: path.into(),
+            reason: format!("it is larger than {} MiB, more than any plugin library", limit >> 20),
+        },
+        FileError::Io { source, .. } => LoadError::NotAPlugin { path: path.into(), reason: source.to_string() },
+        other => LoadError::NotAPlugin { path: path.into(), reason: other.to_string() },
+    }
+}
+
+/// The checks `--allow-insecure-plugins` skips, on the (canonical) file, its directory and
+/// every directory above: nobody could replace the code the host loads.
 fn check_permissions(path: &Path) -> Result<(), LoadError> {
     check_ownership(path, rustix::process::geteuid().as_raw())
 }
 
+/// The file and its directory: nobody but the owner may write them, and the owner is root or
+/// the user vpcrouter runs as (as ssh's StrictModes). The directories above: the same owners,
+/// and nobody else may write them unless they have the sticky bit (`/tmp`), which keeps
+/// others from renaming what they hold.
 fn check_ownership(path: &Path, me: u32) -> Result<(), LoadError> {
     use std::os::unix::fs::MetadataExt;
     let dir = path.parent().unwrap_or(Path::new("/"));
-    for (what, target) in [("the file", path), ("its directory", dir)] {
+    let checked = [("the file", path), ("its directory", dir)].into_iter();
+    let above = dir.ancestors().skip(1).map(|a| ("a directory above it", a));
+    for (what, target) in checked.chain(above) {
         let meta = std::fs::metadata(target)
             .map_err(|e| LoadError::NotAPlugin { path: path.into(), reason: e.to_string() })?;
         let mode = meta.permissions().mode() & 0o7777;
+        let sticky = mode & 0o1000 != 0;
         if mode & 0o022 != 0 {
-            return Err(LoadError::Insecure { path: path.into(), what, target: target.into(), mode });
+            if target == path || target == dir {
+                return Err(LoadError::Insecure { path: path.into(), what, target: target.into(), mode });
+            }
+            if !sticky {
+                return Err(LoadError::InsecureAncestor { path: path.into(), target: target.into(), mode });
+            }
         }
         let owner = meta.uid();
         if owner != 0 && owner != me {
@@ -257,11 +325,10 @@ const ELF_MACHINE: u16 = 62;
 #[cfg(target_arch = "aarch64")]
 const ELF_MACHINE: u16 = 183;
 
-/// Checks that `path` is a complete 64-bit little-endian shared object for this machine
-/// before the dynamic loader sees it: the loader maps segments by the offsets the file
+/// Checks that `data` (a library file's content) is a complete 64-bit little-endian shared
+/// object for this machine before the dynamic loader sees it: the loader maps segments by the offsets the file
 /// claims, and a truncated library makes it crash the process (SIGBUS) instead of failing.
-fn check_elf(path: &Path) -> Result<(), String> {
-    let data = std::fs::read(path).map_err(|e| format!("cannot read it ({e})"))?;
+fn check_elf(data: &[u8]) -> Result<(), String> {
     let len = data.len() as u64;
     let u16_at = |o: usize| data.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
     let u64_at = |o: u64| {
@@ -411,10 +478,15 @@ pub enum PluginError {
 }
 
 impl PluginError {
-    /// True when the command line is at fault (a plugin refused it or its options), false
-    /// when a plugin cannot be loaded.
+    /// True when the command line is at fault (a plugin name that is not valid or names no
+    /// plugin, or a plugin refused the command line or its options), false when a plugin
+    /// cannot be loaded.
     pub fn is_usage(&self) -> bool {
-        matches!(self, PluginError::Required { .. } | PluginError::Config { .. })
+        match self {
+            PluginError::Load(e) => e.is_usage(),
+            PluginError::Required { .. } | PluginError::Config { .. } => true,
+            PluginError::Loop { .. } => false,
+        }
     }
 }
 
@@ -504,15 +576,78 @@ mod tests {
     #[test]
     fn truncated_libraries_are_refused_before_dlopen() {
         let exe = std::fs::read(std::env::current_exe().unwrap()).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("x.so");
-        std::fs::write(&path, &exe[..4096]).unwrap();
         // The test binary is an executable (PIE: type 3 like a library), so only the
         // length checks can fail here.
-        let err = check_elf(&path).unwrap_err();
+        let err = check_elf(&exe[..4096]).unwrap_err();
         assert!(err.contains("truncated"), "{err}");
-        std::fs::write(&path, &exe).unwrap();
-        assert_eq!(check_elf(&path), Ok(()));
+        assert_eq!(check_elf(&exe), Ok(()));
+    }
+
+    #[test]
+    fn fifos_devices_and_directories_are_found_and_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("libvpcrouter_fifo.so");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        std::fs::set_permissions(&fifo, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", dir.path().join("libvpcrouter_zero.so")).unwrap();
+        std::fs::create_dir(dir.path().join("libvpcrouter_dir.so")).unwrap();
+        let search = SearchPath { dirs: vec![dir.path().into()], allow_insecure: false };
+        let started = std::time::Instant::now();
+        for (name, kind) in [("fifo", "a FIFO"), ("zero", "a character device"), ("dir", "a directory")] {
+            let err = Loader::default().load(&search, PluginKind::Watcher, name).unwrap_err();
+            assert!(matches!(err, LoadError::NotRegular { .. }) && !err.is_usage(), "{name}: {err}");
+            let text = err.to_string();
+            assert!(text.contains(&format!("exists but is {kind}")) && text.contains("not a regular file"), "{text}");
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    }
+
+    #[test]
+    fn unknown_and_invalid_names_are_usage_errors() {
+        let search = SearchPath { dirs: vec![], allow_insecure: false };
+        for name in ["nosuch", "Bad"] {
+            let err = PluginError::from(Loader::default().load(&search, PluginKind::Watcher, name).unwrap_err());
+            assert!(err.is_usage(), "{err}");
+        }
+        let err = LoadError::NotAPlugin { path: "/x".into(), reason: "truncated".into() };
+        assert!(!PluginError::from(err).is_usage());
+    }
+
+    #[test]
+    fn a_world_writable_directory_above_without_the_sticky_bit_is_refused() {
+        let top = tempfile::tempdir().unwrap();
+        let ww = top.path().join("ww");
+        let plugins = ww.join("plugins");
+        std::fs::create_dir_all(&plugins).unwrap();
+        let path = plugins.join("libvpcrouter_junk.so");
+        std::fs::write(&path, b"not an ELF file").unwrap();
+        std::fs::set_permissions(&ww, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let me = rustix::process::geteuid().as_raw();
+        let err = check_ownership(&path, me).unwrap_err();
+        assert!(matches!(&err, LoadError::InsecureAncestor { target, mode: 0o777, .. } if *target == ww), "{err}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "refusing to load '{p}': the directory {w} above it is writable by group or others without the \
+                 sticky bit (mode 777); fix with 'chmod go-w {w}' or pass --allow-insecure-plugins",
+                p = path.display(),
+                w = ww.display()
+            )
+        );
+        // Through the loader, before the file is read; not with --allow-insecure-plugins.
+        let search = SearchPath { dirs: vec![plugins.clone()], allow_insecure: false };
+        let err = Loader::default().load(&search, PluginKind::Watcher, "junk").unwrap_err();
+        assert!(matches!(err, LoadError::InsecureAncestor { .. }), "{err}");
+        let search = SearchPath { dirs: vec![plugins.clone()], allow_insecure: true };
+        let err = Loader::default().load(&search, PluginKind::Watcher, "junk").unwrap_err();
+        assert!(matches!(err, LoadError::NotAPlugin { .. }), "{err}");
+        // With the sticky bit (as /tmp), others cannot rename what it holds: accepted.
+        std::fs::set_permissions(&ww, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        assert!(check_ownership(&path, me).is_ok());
+        // The plugin's own directory may not be writable by others, sticky or not.
+        std::fs::set_permissions(&plugins, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let err = check_ownership(&path, me).unwrap_err();
+        assert!(matches!(err, LoadError::Insecure { what: "its directory", .. }), "{err}");
     }
 
     #[test]
@@ -563,13 +698,25 @@ mod tests {
         assert!(chown(dir.path(), 4242));
         let err = check_ownership(&path, me).unwrap_err();
         assert!(matches!(err, LoadError::NotOwned { what: "its directory", owner: 4242, .. }), "{err}");
-        // Through the loader: refused before the file is opened, unless insecure plugins are allowed.
+        // Through the loader: refused before the file is read, unless insecure plugins are allowed.
         let search = SearchPath { dirs: vec![dir.path().into()], allow_insecure: false };
         let err = Loader::default().load(&search, PluginKind::Watcher, "junk").unwrap_err();
         assert!(matches!(err, LoadError::NotOwned { .. }), "{err}");
         let search = SearchPath { dirs: vec![dir.path().into()], allow_insecure: true };
         let err = Loader::default().load(&search, PluginKind::Watcher, "junk").unwrap_err();
         assert!(matches!(err, LoadError::NotAPlugin { .. }), "{err}");
+        assert!(chown(dir.path(), me));
+        // A directory above, owned by another user: refused, and named.
+        let sub = dir.path().join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        let inner = sub.join("libvpcrouter_junk.so");
+        std::fs::write(&inner, b"x").unwrap();
+        assert!(chown(dir.path(), 4242));
+        let err = check_ownership(&inner, me).unwrap_err();
+        assert!(
+            matches!(&err, LoadError::NotOwned { what: "a directory above it", owner: 4242, target, .. } if target == dir.path()),
+            "{err}"
+        );
         assert!(chown(dir.path(), me));
     }
 }

@@ -510,7 +510,7 @@ fn bridge<T: Send + 'static>(
 /// server's token and TLS files, and asks the watcher to re-read its configuration.
 fn spawn_signal_thread(
     tx: crossbeam_channel::Sender<Event>,
-    stop: Arc<tokio::sync::Notify>,
+    stop: Arc<crate::engine::StopSignal>,
     log: crate::logging::LogHandle,
     watcher: Arc<WatcherBox>,
     watcher_name: String,
@@ -536,7 +536,7 @@ fn spawn_signal_thread(
             }
             tracing::info!(signal = sig, "stop requested");
             let _ = tx.send(Event::Stop);
-            stop.notify_one();
+            stop.request();
             return;
         }
     })?;

@@ -156,7 +156,8 @@ pub fn state_document(path: &str, info: &ServerInfo, snap: &Snapshot) -> Option<
             let mut routes = Map::new();
             for route in st.tables.values().flat_map(|t| t.iter()) {
                 if let (cidr, TableRoute { router: Some(ip), instance_id, eni_id, .. }) = route {
-                    routes.entry(cidr.clone()).or_insert_with(|| json!([ip.to_string(), instance_id, eni_id]));
+                    let (instance_id, eni_id) = (instance_id.as_deref(), eni_id.as_deref());
+                    routes.entry(cidr.to_string()).or_insert_with(|| json!([ip.to_string(), instance_id, eni_id]));
                 }
             }
             let tables: Vec<&str> = st.managed.iter().map(|t| t.id.as_str()).collect();
@@ -170,7 +171,8 @@ pub fn state_document(path: &str, info: &ServerInfo, snap: &Snapshot) -> Option<
                     .tables
                     .iter()
                     .map(|(rtb, routes)| {
-                        let routes = routes.iter().map(|(cidr, r)| (cidr.clone(), Value::from(vpc_line(r)))).collect();
+                        let routes =
+                            routes.iter().map(|(cidr, r)| (cidr.to_string(), Value::from(vpc_line(r)))).collect();
                         (rtb.clone(), Value::Object(routes))
                     })
                     .collect();
@@ -187,8 +189,8 @@ fn vpc_line(r: &TableRoute) -> String {
     let ip = |ip: Option<Ipv4Addr>| ip.map_or_else(none, |i| i.to_string());
     format!(
         "inst: {}, eni: {}, r_ip: {:<15}, o_r_ip: {:<15}, msg: {}",
-        r.instance_id.clone().unwrap_or_else(none),
-        r.eni_id.clone().unwrap_or_else(none),
+        r.instance_id.as_deref().map_or_else(none, str::to_owned),
+        r.eni_id.as_deref().map_or_else(none, str::to_owned),
         ip(r.router),
         ip(r.old_router),
         r.message
@@ -273,12 +275,12 @@ pub fn status_document(info: &ServerInfo, snap: &Snapshot) -> Value {
                 .iter()
                 .map(|(cidr, r)| {
                     json!({
-                        "cidr": cidr,
+                        "cidr": cidr.to_string(),
                         "router": r.router.map(|i| i.to_string()),
-                        "instance_id": r.instance_id,
-                        "eni_id": r.eni_id,
+                        "instance_id": r.instance_id.as_deref(),
+                        "eni_id": r.eni_id.as_deref(),
                         "previous_router": r.old_router.map(|i| i.to_string()),
-                        "state": r.message,
+                        "state": &*r.message,
                     })
                 })
                 .collect();
@@ -515,7 +517,8 @@ pub(crate) mod tests {
             old_router: Some(ip("10.0.0.1")),
             message: "Updated: router failed".into(),
         };
-        status.tables.entry("rtb-1".into()).or_default().insert("10.55.0.0/16".into(), route);
+        let net = crate::vpc::model::Dest::Cidr(crate::vpc::model::Cidr::parse("10.55.0.0/16").expect("a CIDR"));
+        status.tables.entry("rtb-1".into()).or_default().insert(net, route);
         let plugin = |name: &str, kind, info, health| PluginView {
             name: name.into(),
             kind,

@@ -101,6 +101,9 @@ pub struct Route {
     pub eni_id: Option<String>,
     /// Any other target (`local`, `igw-...`, `nat-...`, `pcx-...`, ...), for messages.
     pub other_target: Option<String>,
+    /// EC2 reports the route's state as `blackhole`: its target is gone or cannot forward
+    /// (instance stopped or terminated, interface detached or deleted); traffic is dropped.
+    pub blackhole: bool,
 }
 
 impl Route {
@@ -239,6 +242,10 @@ pub struct VpcState {
     pub route_tables: Vec<RouteTable>,
     /// Instances of the VPC.
     pub instances: Vec<Instance>,
+    /// The instances that are not `running`, by id, with EC2's name of their state
+    /// (`pending`, `stopping`, `stopped`, `shutting-down`, `terminated`): they cannot
+    /// forward, so their IPs count as failed whatever the health monitor says.
+    pub not_running: BTreeMap<String, String>,
     /// The prefix lists this vpcrouter cluster owns (with their entries).
     pub prefix_lists: Vec<PrefixList>,
     /// Max entries of the other prefix lists EC2 reports (by id): what a route to one of
@@ -275,6 +282,8 @@ pub enum ReplaceReason {
     NotEligible,
     /// Another route table already uses a different router for this CIDR.
     OtherTableUsesDifferentRouter,
+    /// EC2 reports the route as a blackhole (its target cannot forward).
+    Blackhole,
     /// `--failback preferred`: the CIDR's preferred router (its first candidate) has been
     /// healthy for the whole `--failback-after`, and so has the hold-down since the last
     /// failback of the destination: the route moves back to it.
@@ -290,6 +299,7 @@ impl fmt::Display for ReplaceReason {
             ReplaceReason::RouterQuestionable => "router questionable",
             ReplaceReason::NotEligible => "old target not eligible anymore",
             ReplaceReason::OtherTableUsesDifferentRouter => "other route table used different router",
+            ReplaceReason::Blackhole => "route is a blackhole",
             ReplaceReason::Failback => "failback to preferred router",
             ReplaceReason::Drained => "drained",
         })
@@ -544,6 +554,7 @@ impl VpcState {
             instance_id: Some(target.instance_id.clone()),
             eni_id: (!target.eni_id.is_empty()).then(|| target.eni_id.clone()),
             other_target: None,
+            blackhole: false,
         };
         match (action, position) {
             (RouteAction::Create { target, .. } | RouteAction::Replace { target, .. }, Some(i)) => {
@@ -569,10 +580,26 @@ pub enum Notice {
         /// The CIDR (for a group: its list, or its first CIDR).
         dest: Dest,
     },
+    /// No candidate of a CIDR is a private IP of an instance in the VPC: its routes are
+    /// left as they are (each such host has a [`Notice::HostNotInVpc`]).
+    NoRouterInVpc {
+        /// The CIDR (for a group: its list, or its first CIDR).
+        dest: Dest,
+    },
     /// A spec host is not a private IP of any instance in the VPC; it is never chosen.
     HostNotInVpc {
         /// The host.
         host: Ipv4Addr,
+    },
+    /// A spec host belongs to an instance that is not running: it cannot forward and
+    /// counts as failed whatever the health monitor says.
+    NotRunning {
+        /// The host.
+        host: Ipv4Addr,
+        /// Its instance.
+        instance: String,
+        /// EC2's name of the instance's state (`stopped`, `terminated`, ...).
+        state: String,
     },
     /// A spec CIDR is held by a route with a non-instance target (gateway, local, ...);
     /// vpcrouter does not touch it.
@@ -642,15 +669,36 @@ pub enum Notice {
     },
 }
 
+impl Notice {
+    /// The router a notice is about, when it is about one router.
+    pub fn host(&self) -> Option<Ipv4Addr> {
+        match self {
+            Notice::HostNotInVpc { host }
+            | Notice::NotRunning { host, .. }
+            | Notice::SourceDestCheckOn { host, .. } => Some(*host),
+            Notice::StaysOnDrained { router, .. } => Some(*router),
+            _ => None,
+        }
+    }
+}
+
 impl fmt::Display for Notice {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Notice::NoAvailableRouter { dest } => {
                 write!(f, "no healthy router for {dest}: its routes are left as they are until a candidate recovers")
             }
+            Notice::NoRouterInVpc { dest } => write!(
+                f,
+                "no router of {dest} is an instance of the VPC (check the spec's IPs): its routes are left as they are"
+            ),
             Notice::HostNotInVpc { host } => write!(
                 f,
                 "router {host} of the route spec is not a private IP of any instance in the VPC; it is never chosen"
+            ),
+            Notice::NotRunning { host, instance, state } => write!(
+                f,
+                "router {host} is on instance {instance}, which is {state}, not running: it cannot forward, so it counts as failed whatever the health monitor says"
             ),
             Notice::HeldByOtherTarget { rtb, cidr, target } => {
                 write!(f, "{cidr} in {rtb} is a route to {target}, not to an instance; vpcrouter leaves it alone")
@@ -694,6 +742,11 @@ impl fmt::Display for Notice {
     }
 }
 
+/// Per route table id, then per destination: the router a route points at (`None`: no
+/// router known, the route left as it is). By table first: a million routes share twenty
+/// table ids.
+pub type PlannedRoutes = BTreeMap<String, BTreeMap<Dest, Option<Ipv4Addr>>>;
+
 /// The planner's output.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Plan {
@@ -701,9 +754,9 @@ pub struct Plan {
     pub actions: Vec<RouteAction>,
     /// Conditions to report.
     pub notices: BTreeSet<Notice>,
-    /// Per (route table, destination): the router the route points at once the plan is
-    /// executed.
-    pub routes: BTreeMap<(String, Dest), Option<Ipv4Addr>>,
+    /// Per route table, then per destination: the router the route points at once the
+    /// plan is executed.
+    pub routes: PlannedRoutes,
     /// Prefix-list mode: the groups, each with the list that carries it (`None` until it
     /// exists).
     pub groups: Vec<(Group, Option<String>)>,

@@ -8,16 +8,19 @@
 //! are left alone without retrying a create, and "no router available" is never used as
 //! a target.
 use std::cell::OnceCell;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use rand::seq::IndexedRandom;
 
+use crate::fast::{last_wins, map_with_capacity, FastMap};
 use crate::model::{
     Cidr, DeleteReason, Dest, Eni, FailbackState, FailbackView, Family, Group, Instance, ManagedTable, Notice, Plan,
-    PrefixList, ReplaceReason, Route, RouteAction, RouteTable, RouterTarget, TableSelection, VpcState, Within,
+    PlannedRoutes, PrefixList, ReplaceReason, Route, RouteAction, RouteTable, RouterTarget, TableSelection, VpcState,
+    Within,
 };
+use crate::route_index::RouteIndex;
 
 /// Prefix-list mode (`--prefix-lists`): the settings that name and size the lists.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -162,11 +165,45 @@ pub struct PlanInput<'a> {
 /// Decides the actions, in execution order (see [`RouteAction::priority`]). Pure: no I/O,
 /// randomness only from `rng`.
 pub fn plan<R: rand::Rng + ?Sized>(input: &PlanInput<'_>, rng: &mut R) -> Plan {
+    let down = hosts_not_running(input);
+    let failed: BTreeSet<Ipv4Addr>;
+    let with_down;
+    let input = if down.is_empty() {
+        input
+    } else {
+        // A router whose instance is not running cannot forward: failed, whatever the
+        // health monitor says.
+        failed = input.failed.iter().copied().chain(down.iter().filter_map(Notice::host)).collect();
+        with_down = PlanInput { failed: &failed, ..*input };
+        &with_down
+    };
     let mut planner = Planner::new(input);
     planner.run(rng);
     let mut plan = planner.plan;
+    plan.notices.extend(down);
     plan.actions.sort_by_key(RouteAction::priority);
     plan
+}
+
+/// The spec hosts owned only by instances that are not running, as notices.
+fn hosts_not_running(input: &PlanInput<'_>) -> Vec<Notice> {
+    let state = input.state;
+    if state.not_running.is_empty() {
+        return Vec::new();
+    }
+    let hosts: BTreeSet<Ipv4Addr> = input.spec.iter().flat_map(|(_, hosts)| hosts.iter().copied()).collect();
+    let mut down: BTreeMap<Ipv4Addr, Option<(&str, &str)>> = BTreeMap::new();
+    for (instance, eni) in all_enis(state) {
+        let run_state = state.not_running.get(&instance.id).map(|s| (instance.id.as_str(), s.as_str()));
+        for ip in eni.private_ips.iter().filter(|ip| hosts.contains(ip)) {
+            // One running owner is enough (an IP freed by a terminated instance may be
+            // taken by a new one).
+            let owner = down.entry(*ip).or_insert(run_state);
+            *owner = owner.and(run_state);
+        }
+    }
+    let down = down.into_iter().filter_map(|(host, o)| o.map(|(i, s)| (host, i.to_owned(), s.to_owned())));
+    down.map(|(host, instance, state)| Notice::NotRunning { host, instance, state }).collect()
 }
 
 /// Picks a router for a CIDR whose current router `old` should not (or cannot) be used.
@@ -212,7 +249,7 @@ enum Choice {
 
 /// What one router choice covers: a CIDR routed on its own, or a group (index into
 /// `Planner::groups`) whose CIDRs all use one router.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum Unit {
     Cidr(Cidr),
     Group(usize),
@@ -222,6 +259,21 @@ enum Unit {
 /// table, as in vpc-router); with `--zone-affinity`, `Some(zone)` for the tables of that
 /// availability zone while the unit has a healthy candidate there.
 type Scope<'a> = Option<&'a str>;
+
+/// The router an existing route points at, when it is a candidate of the route's unit:
+/// a [`RouterTarget`] without its owned ids (made only when a choice records it).
+#[derive(Clone, Copy)]
+struct Current<'a> {
+    ip: Ipv4Addr,
+    instance: &'a Instance,
+    eni: &'a Eni,
+}
+
+impl Current<'_> {
+    fn target(&self) -> RouterTarget {
+        target_of(self.ip, self.instance, self.eni)
+    }
+}
 
 /// What to do with one existing managed route whose destination is in the spec.
 enum Decision {
@@ -266,13 +318,13 @@ struct Planner<'a> {
     /// Owner (first instance/ENI) of every private IP in the VPC.
     owners: BTreeMap<Ipv4Addr, RouterTarget>,
     /// Every ENI by id and every instance by id (first in snapshot order wins).
-    enis: HashMap<&'a str, (&'a Instance, &'a Eni)>,
-    instances: HashMap<&'a str, &'a Instance>,
+    enis: FastMap<&'a str, (&'a Instance, &'a Eni)>,
+    instances: FastMap<&'a str, &'a Instance>,
     /// Prefix-list mode: the groups routed through lists, and each listed CIDR's group.
     groups: Vec<Listed<'a>>,
-    group_of: BTreeMap<Cidr, usize>,
+    group_of: FastMap<Cidr, usize>,
     /// Router settled per unit and scope so far (shared by the scope's tables).
-    chosen: BTreeMap<(Unit, Scope<'a>), Choice>,
+    chosen: FastMap<(Unit, Scope<'a>), Choice>,
     /// The router of a route that is to be superseded (a retired list's route, a listed
     /// CIDR's own route), per unit that takes over: taken, when healthy, for the unit's new
     /// routes, so that a resize or a migration does not move traffic between healthy routers.
@@ -280,33 +332,47 @@ struct Planner<'a> {
     /// Units (per scope) whose choice is a failback to their preferred router.
     failing_back: BTreeSet<(Unit, Scope<'a>)>,
     /// The availability zone of each subnet that has one.
-    subnet_zone: HashMap<&'a str, &'a str>,
+    subnet_zone: FastMap<&'a str, &'a str>,
     /// The availability zone of each router IP (that of its interface's subnet).
-    router_zone: HashMap<Ipv4Addr, &'a str>,
+    router_zone: FastMap<Ipv4Addr, &'a str>,
+    /// `--zone-affinity`: the zone of each router IP that may take routes now (see
+    /// [`Planner::usable_now`]), for [`Planner::scope_of`], asked once per route.
+    usable_zone: FastMap<Ipv4Addr, &'a str>,
     /// The availability zone of each managed table that serves subnets of one zone only.
-    table_zone: HashMap<&'a str, &'a str>,
+    table_zone: FastMap<&'a str, &'a str>,
     /// The destinations a gateway route table may hold: the VPC's CIDRs and its subnets'.
     routable: BTreeSet<Cidr>,
     /// The managed tables, sorted by id.
     tables: Vec<&'a RouteTable>,
-    /// The route of each destination in each managed table, indexed when a router is first
-    /// chosen (a plan that moves nothing never builds it).
-    routed: OnceCell<HashMap<(&'a str, &'a Dest), &'a Route>>,
+    /// The route of each destination in each managed table (by position in `tables`).
+    index: RouteIndex<'a>,
+    /// [`PlanInput::last_written`] by borrowed keys, indexed when first asked (a lookup in
+    /// the input's map needs an owned key: an allocation per table and destination).
+    written: OnceCell<FastMap<(&'a str, &'a Dest), Ipv4Addr>>,
+    /// The candidates of each spec CIDR, for lookups (`spec` keeps the order).
+    hosts_of: FastMap<Cidr, &'a [Ipv4Addr]>,
+    /// Per (route table, destination): the router once the plan is done, in the order
+    /// decided (a later entry wins); made into [`Plan::routes`] at the end, at once rather
+    /// than by a million tree insertions with a key allocated each.
+    routes: Vec<(&'a str, Dest, Option<Ipv4Addr>)>,
     plan: Plan,
 }
 
 impl<'a> Planner<'a> {
     fn new(input: &'a PlanInput<'a>) -> Self {
         let mut owners = BTreeMap::new();
-        let mut enis = HashMap::new();
-        let mut instances = HashMap::new();
+        let mut enis = FastMap::default();
+        let mut instances = FastMap::default();
         for instance in &input.state.instances {
             instances.entry(instance.id.as_str()).or_insert(instance);
         }
-        let subnet_zone: HashMap<&str, &str> =
+        let subnet_zone: FastMap<&str, &str> =
             input.state.subnets.iter().filter_map(|s| Some((s.id.as_str(), s.zone.as_deref()?))).collect();
-        let mut router_zone = HashMap::new();
-        for (instance, eni) in all_enis(input.state) {
+        let mut router_zone = FastMap::default();
+        // Running instances first: an IP a terminated instance held may be a new one's now.
+        let (running, down): (Vec<_>, Vec<_>) =
+            all_enis(input.state).partition(|(i, _)| !input.state.not_running.contains_key(&i.id));
+        for (instance, eni) in running.into_iter().chain(down) {
             enis.entry(eni.id.as_str()).or_insert((instance, eni));
             let zone = subnet_zone.get(eni.subnet_id.as_str()).copied();
             for &ip in &eni.private_ips {
@@ -325,16 +391,20 @@ impl<'a> Planner<'a> {
             enis,
             instances,
             groups: Vec::new(),
-            group_of: BTreeMap::new(),
-            chosen: BTreeMap::new(),
+            group_of: FastMap::default(),
+            chosen: FastMap::default(),
             hints: BTreeMap::new(),
             failing_back: BTreeSet::new(),
             subnet_zone,
             router_zone,
-            table_zone: HashMap::new(),
+            usable_zone: FastMap::default(),
+            table_zone: FastMap::default(),
             routable,
             tables: Vec::new(),
-            routed: OnceCell::new(),
+            index: RouteIndex::default(),
+            written: OnceCell::new(),
+            hosts_of: input.spec.iter().map(|(cidr, hosts)| (*cidr, hosts.as_slice())).collect(),
+            routes: Vec::new(),
             plan: Plan::default(),
         }
     }
@@ -352,7 +422,12 @@ impl<'a> Planner<'a> {
         if let Some(mode) = self.input.lists {
             self.form_groups(mode);
         }
-        for table in &tables {
+        self.index = RouteIndex::new(&tables, self.spec.keys().copied());
+        if self.input.zone_affinity {
+            let usable = self.router_zone.iter().filter(|(&ip, _)| self.usable_now(ip));
+            self.usable_zone = usable.map(|(&ip, &zone)| (ip, zone)).collect();
+        }
+        for &table in &tables {
             for route in &table.routes {
                 self.update_route(table, route, rng);
             }
@@ -373,6 +448,21 @@ impl<'a> Planner<'a> {
         self.plan.notices.retain(|n| !matches!(n, Notice::NoAvailableRouter { dest } if staying.contains(dest)));
         self.report_failback();
         self.plan.groups = self.groups.iter().map(|g| (g.group.clone(), g.list.map(|l| l.id.clone()))).collect();
+        self.plan.routes = route_map(std::mem::take(&mut self.routes));
+    }
+
+    /// The router vpcrouter last wrote for `dest` in `rtb` (see [`PlanInput::last_written`]).
+    fn written(&self, rtb: &str, dest: &Dest) -> Option<Ipv4Addr> {
+        let last_written = self.input.last_written;
+        if last_written.is_empty() {
+            return None;
+        }
+        let index = self.written.get_or_init(|| {
+            let mut index = map_with_capacity(last_written.len());
+            index.extend(last_written.iter().map(|((rtb, dest), ip)| ((rtb.as_str(), dest), *ip)));
+            index
+        });
+        index.get(&(rtb, dest)).copied()
     }
 
     /// Reports the spec's hosts that are no router of the VPC, and those that cannot
@@ -431,7 +521,7 @@ impl<'a> Planner<'a> {
             return None;
         }
         let zone = *self.table_zone.get(table.id.as_str())?;
-        hosts.iter().any(|&h| self.in_zone(h, zone) && self.usable_now(h)).then_some(zone)
+        hosts.iter().any(|h| self.usable_zone.get(h) == Some(&zone)).then_some(zone)
     }
 
     fn in_zone(&self, ip: Ipv4Addr, zone: &str) -> bool {
@@ -533,7 +623,7 @@ impl<'a> Planner<'a> {
     fn hint(&mut self, route: &Route, nets: &[Cidr]) {
         let Some((_, eni)) = self.route_target(route) else { return };
         for &net in nets {
-            let Some(&hosts) = self.spec.get(&net) else { continue };
+            let Some(&hosts) = self.hosts_of.get(&net) else { continue };
             if let Some(ip) = hosts.iter().copied().find(|h| eni.private_ips.contains(h)) {
                 let unit = self.unit_of(net);
                 self.hints.entry(unit).or_insert(ip);
@@ -544,12 +634,12 @@ impl<'a> Planner<'a> {
     /// True when `cidr` may stop being carried by a route or list entry it has now in
     /// `tables`: it left the spec, or every one of them carries it as wanted already.
     fn may_release<'t>(&self, cidr: Cidr, mut tables: impl Iterator<Item = &'t RouteTable>) -> bool {
-        let in_spec = self.spec.get(&cidr).is_some_and(|h| !h.is_empty());
+        let in_spec = self.hosts_of.get(&cidr).is_some_and(|h| !h.is_empty());
         !in_spec || tables.all(|t| self.carried_as_wanted(t, cidr))
     }
 
     /// Visits one route of a managed table: delete, replace, or leave it.
-    fn update_route<R: rand::Rng + ?Sized>(&mut self, table: &RouteTable, route: &Route, rng: &mut R) {
+    fn update_route<R: rand::Rng + ?Sized>(&mut self, table: &'a RouteTable, route: &'a Route, rng: &mut R) {
         let rtb = table.id.as_str();
         let decided = match &route.dest {
             Some(Dest::Cidr(cidr)) => self.visit_cidr_route(table, route, *cidr),
@@ -558,18 +648,23 @@ impl<'a> Planner<'a> {
         };
         let Some((dest, unit, hosts)) = decided else { return };
         let pointed = self.route_target(route);
-        let primary_ip = pointed.and_then(|(_, eni)| eni.private_ips.first().copied());
         let current = pointed.and_then(|(instance, eni)| {
-            let ip = hosts.iter().copied().find(|h| eni.private_ips.contains(h))?;
-            Some(target_of(ip, instance, eni))
+            let ip = self.route_ip(rtb, &dest, eni, hosts)?;
+            Some(Current { ip, instance, eni })
         });
         let current_ip = current.as_ref().map(|t| t.ip);
+        // A blackhole on a router that is not failed (an interface detached, ...) is
+        // rewritten like a route to no candidate; on a failed router it is a failover.
+        let blackhole = route.blackhole && current_ip.is_none_or(|ip| self.bad_router_reason(ip).is_none());
+        let current = current.filter(|_| !blackhole);
         let scope = self.scope_of(table, hosts);
         let after = match self.decide(unit, scope, hosts, current, rng) {
             Some(Decision::Keep) | None => current_ip,
             Some(Decision::Replace(target, reason)) => {
+                let reason = if blackhole { ReplaceReason::Blackhole } else { reason };
                 let router = Some(target.ip);
-                let old_router = current_ip.or(primary_ip);
+                let primary_ip = || pointed.and_then(|(_, eni)| self.route_ip(rtb, &dest, eni, &eni.private_ips));
+                let old_router = current_ip.or_else(primary_ip);
                 let rtb = rtb.to_string();
                 self.plan.actions.push(RouteAction::Replace { rtb, dest: dest.clone(), target, old_router, reason });
                 router
@@ -578,7 +673,7 @@ impl<'a> Planner<'a> {
         if let (Some(ip), Some(&g)) = (after, dest.cidr().and_then(|c| self.group_of.get(&c))) {
             self.hints.entry(Unit::Group(g)).or_insert(ip);
         }
-        self.plan.routes.insert((rtb.into(), dest), after);
+        self.routes.push((rtb, dest, after));
     }
 
     /// A route to a network: deleted, left alone, or to be decided (its destination, the
@@ -593,7 +688,7 @@ impl<'a> Planner<'a> {
         if self.is_protected(cidr) {
             return None;
         }
-        let hosts = self.spec.get(&cidr).copied();
+        let hosts = self.hosts_of.get(&cidr).copied();
         if !route.targets_instance() {
             if hosts.is_some() {
                 let target = route.other_target.clone().unwrap_or_else(|| "unknown target".into());
@@ -605,8 +700,8 @@ impl<'a> Planner<'a> {
             // A route to one of the VPC's own CIDRs is its local route, whose target was
             // replaced: EC2 restores it, never deletes it.
             if !self.input.state.cidrs.contains(&cidr) {
-                let old_router = self.primary_ip(route);
                 let (dest, reason) = (Dest::Cidr(cidr), DeleteReason::NotInSpec);
+                let old_router = self.old_ip(rtb, &dest, route);
                 self.plan.actions.push(RouteAction::Delete { rtb: rtb.into(), dest, old_router, reason });
             }
             return None;
@@ -625,8 +720,8 @@ impl<'a> Planner<'a> {
             .list
             .is_some_and(|l| l.entries.contains(&cidr) && has_route(table, &Dest::List(l.id.clone())));
         if carried {
-            let old_router = self.primary_ip(route);
             let (dest, reason) = (Dest::Cidr(cidr), DeleteReason::CarriedByList);
+            let old_router = self.old_ip(rtb, &dest, route);
             self.plan.actions.push(RouteAction::Delete { rtb: rtb.into(), dest, old_router, reason });
             return None;
         }
@@ -639,7 +734,7 @@ impl<'a> Planner<'a> {
     /// when it is not vpcrouter's, or to be decided as its group's route.
     fn visit_list_route<R: rand::Rng + ?Sized>(
         &mut self,
-        table: &RouteTable,
+        table: &'a RouteTable,
         route: &Route,
         id: &str,
         rng: &mut R,
@@ -655,14 +750,14 @@ impl<'a> Planner<'a> {
             self.plan.staged = true;
             self.hint(route, &list.entries);
             if list.entries.iter().all(|&e| self.may_release(e, std::iter::once(table))) {
-                let (old_router, reason) = (self.primary_ip(route), DeleteReason::ListRetired);
+                let (old_router, reason) = (self.old_ip(&table.id, &dest, route), DeleteReason::ListRetired);
                 self.plan.actions.push(RouteAction::Delete { rtb: table.id.clone(), dest, old_router, reason });
             } else {
                 self.keep_retired_route_up(table, route, list, rng);
             }
             return None;
         };
-        let hosts = self.spec.get(&self.groups[g].group.members[0]).copied().unwrap_or_default();
+        let hosts = self.hosts_of.get(&self.groups[g].group.members[0]).copied().unwrap_or_default();
         Some((dest, Unit::Group(g), hosts))
     }
 
@@ -671,13 +766,13 @@ impl<'a> Planner<'a> {
     /// unit of its first CIDR still in the spec.
     fn keep_retired_route_up<R: rand::Rng + ?Sized>(
         &mut self,
-        table: &RouteTable,
+        table: &'a RouteTable,
         route: &Route,
         list: &PrefixList,
         rng: &mut R,
     ) {
         let Some((net, hosts)) =
-            list.entries.iter().find_map(|e| self.spec.get(e).filter(|h| !h.is_empty()).map(|h| (*e, *h)))
+            list.entries.iter().find_map(|e| self.hosts_of.get(e).filter(|h| !h.is_empty()).map(|h| (*e, *h)))
         else {
             return;
         };
@@ -700,14 +795,29 @@ impl<'a> Planner<'a> {
             return;
         }
         let (rtb, dest) = (table.id.clone(), Dest::List(list.id.clone()));
-        let old_router = current.or_else(|| self.primary_ip(route));
-        self.plan.routes.insert((rtb.clone(), dest.clone()), Some(target.ip));
+        let old_router = current.or_else(|| self.old_ip(&rtb, &dest, route));
+        self.routes.push((table.id.as_str(), dest.clone(), Some(target.ip)));
         self.plan.actions.push(RouteAction::Replace { rtb, dest, target, old_router, reason });
     }
 
-    /// The primary IP of the interface a route points at, when known.
-    fn primary_ip(&self, route: &Route) -> Option<Ipv4Addr> {
-        self.route_target(route).and_then(|(_, eni)| eni.private_ips.first().copied())
+    /// The IP a route of `rtb` to `dest` goes through, when its interface is known: see
+    /// [`Planner::route_ip`], with the interface's own IPs (primary first) as candidates.
+    fn old_ip(&self, rtb: &str, dest: &Dest, route: &Route) -> Option<Ipv4Addr> {
+        let (_, eni) = self.route_target(route)?;
+        self.route_ip(rtb, dest, eni, &eni.private_ips)
+    }
+
+    /// Of the `candidates` (in their order) that `eni` holds, the one a route of `rtb` to
+    /// `dest` goes through: the one vpcrouter last wrote there when there are several (an
+    /// interface may hold a router's primary and secondary IPs), else the first.
+    fn route_ip(&self, rtb: &str, dest: &Dest, eni: &Eni, candidates: &[Ipv4Addr]) -> Option<Ipv4Addr> {
+        let mut held = candidates.iter().copied().filter(|ip| eni.private_ips.contains(ip));
+        let first = held.next()?;
+        if held.next().is_none() {
+            return Some(first);
+        }
+        let written = self.written(rtb, dest);
+        Some(written.filter(|w| candidates.contains(w) && eni.private_ips.contains(w)).unwrap_or(first))
     }
 
     /// Keep or replace a route currently on `current` (`None`: not a candidate or
@@ -717,7 +827,7 @@ impl<'a> Planner<'a> {
         unit: Unit,
         scope: Scope<'a>,
         hosts: &[Ipv4Addr],
-        current: Option<RouterTarget>,
+        current: Option<Current<'a>>,
         rng: &mut R,
     ) -> Option<Decision> {
         let current_ip = current.as_ref().map(|t| t.ip);
@@ -752,7 +862,7 @@ impl<'a> Planner<'a> {
                         self.failing_back.insert((unit, scope));
                         return Some(Decision::Replace(back, ReplaceReason::Failback));
                     }
-                    self.chosen.insert((unit, scope), Choice::Router(t));
+                    self.chosen.insert((unit, scope), Choice::Router(t.target()));
                     return Some(Decision::Keep);
                 }
             },
@@ -814,7 +924,13 @@ impl<'a> Planner<'a> {
         let choice = match &target {
             Some(t) => Choice::Router(t.clone()),
             None => {
-                self.plan.notices.insert(Notice::NoAvailableRouter { dest: self.unit_dest(unit) });
+                let dest = self.unit_dest(unit);
+                let notice = if hosts.iter().any(|h| self.owners.contains_key(h)) {
+                    Notice::NoAvailableRouter { dest }
+                } else {
+                    Notice::NoRouterInVpc { dest }
+                };
+                self.plan.notices.insert(notice);
                 Choice::NoneAvailable
             }
         };
@@ -831,19 +947,14 @@ impl<'a> Planner<'a> {
         let fits = |h: &Ipv4Addr| {
             Some(*h) != old && hosts.contains(h) && self.usable_now(*h) && scope.is_none_or(|z| self.in_zone(*h, z))
         };
-        let tables: Vec<&RouteTable> =
-            self.tables.iter().copied().filter(|t| self.scope_of(t, hosts) == scope).collect();
-        let written = tables.iter().filter_map(|t| self.input.last_written.get(&(t.id.clone(), dest.clone())));
-        if let Some(&h) = written.into_iter().find(|h| fits(h)) {
+        let tables: Vec<usize> =
+            (0..self.tables.len()).filter(|&t| self.scope_of(self.tables[t], hosts) == scope).collect();
+        let written = tables.iter().filter_map(|&t| self.written(&self.tables[t].id, &dest));
+        if let Some(h) = written.into_iter().find(fits) {
             return Some(h);
         }
-        let routed = self.routed.get_or_init(|| {
-            let tables = self.tables.iter();
-            let routes = tables.flat_map(|t| t.routes.iter().map(move |r| (t.id.as_str(), r)));
-            routes.filter_map(|(rtb, r)| Some(((rtb, r.dest.as_ref()?), r))).collect()
-        });
-        let current = tables.iter().filter_map(|t| {
-            let route = routed.get(&(t.id.as_str(), &dest))?;
+        let current = tables.iter().filter_map(|&t| {
+            let route = self.index.get(t, &dest)?;
             let (_, eni) = self.route_target(route)?;
             hosts.iter().copied().find(|h| eni.private_ips.contains(h))
         });
@@ -920,12 +1031,15 @@ impl<'a> Planner<'a> {
     fn report_failback(&mut self) {
         let Some(failback) = self.input.failback else { return };
         let (mut views, mut zone_views) = (BTreeMap::new(), BTreeMap::new());
-        for (&(unit, scope), choice) in &self.chosen {
+        // In the units' order: a CIDR's own unit first, then its group's (which wins).
+        let mut chosen: Vec<_> = self.chosen.iter().collect();
+        chosen.sort_unstable_by_key(|(key, _)| **key);
+        for (&(unit, scope), choice) in chosen {
             let cidrs: &[Cidr] = match unit {
                 Unit::Cidr(ref c) => std::slice::from_ref(c),
                 Unit::Group(g) => &self.groups[g].group.members,
             };
-            let hosts = cidrs.first().and_then(|c| self.spec.get(c)).copied().unwrap_or_default();
+            let hosts = cidrs.first().and_then(|c| self.hosts_of.get(c)).copied().unwrap_or_default();
             let Some(preferred) = self.failback_preferred(scope, hosts) else { continue };
             let on = match choice {
                 Choice::Router(t) => t.ip == preferred,
@@ -976,12 +1090,9 @@ impl<'a> Planner<'a> {
     fn add_missing_routes<R: rand::Rng + ?Sized>(&mut self, tables: &[&'a RouteTable], rng: &mut R) {
         let spec: Vec<(Cidr, &[Ipv4Addr])> = self.spec.iter().map(|(c, h)| (*c, *h)).collect();
         let retiring = self.input.state.prefix_lists.iter().any(|l| self.group_with_list(&l.id).is_none());
-        // Each table's destinations, once (not a scan of its routes per destination).
-        let present: Vec<HashSet<&Dest>> =
-            tables.iter().map(|t| t.routes.iter().filter_map(|r| r.dest.as_ref()).collect()).collect();
-        let missing = |dest: &Dest, wanted: Carriers| {
-            let tables = tables.iter().zip(&present).filter(|(t, _)| wanted.includes(t));
-            tables.filter(|(_, p)| !p.contains(dest)).map(|(t, _)| *t).collect::<Vec<&RouteTable>>()
+        let missing = |index: &RouteIndex, dest: &Dest, wanted: Carriers| {
+            let tables = tables.iter().enumerate().filter(|(_, t)| wanted.includes(t));
+            tables.filter(|&(i, _)| index.get(i, dest).is_none()).map(|(_, t)| *t).collect::<Vec<&RouteTable>>()
         };
         // Each unit with its destination, candidates, the tables that carry it, and whether
         // a new route of it unlocks more (a retired list's routes go once the CIDRs' own
@@ -995,11 +1106,11 @@ impl<'a> Planner<'a> {
         }
         for (g, listed) in self.groups.iter().enumerate() {
             let Some(list) = listed.list else { continue };
-            let hosts = self.spec.get(&listed.group.members[0]).copied().unwrap_or_default();
+            let hosts = self.hosts_of.get(&listed.group.members[0]).copied().unwrap_or_default();
             units.push((Unit::Group(g), Dest::List(list.id.clone()), hosts, Carriers::Subnet, true));
         }
         for (unit, dest, hosts, carriers, unlocks) in units {
-            for table in missing(&dest, carriers) {
+            for table in missing(&self.index, &dest, carriers) {
                 if !self.holds(table, &dest) {
                     if let Some(cidr) = dest.cidr() {
                         self.note_not_holdable(table, cidr);
@@ -1008,7 +1119,7 @@ impl<'a> Planner<'a> {
                 }
                 let scope = self.scope_of(table, hosts);
                 let Some(target) = self.router_for(unit, scope, hosts, rng) else { continue };
-                self.plan.routes.insert((table.id.clone(), dest.clone()), Some(target.ip));
+                self.routes.push((table.id.as_str(), dest.clone(), Some(target.ip)));
                 let rtb = table.id.clone();
                 self.plan.actions.push(RouteAction::Create { rtb, dest: dest.clone(), target });
                 self.plan.staged |= unlocks;
@@ -1071,16 +1182,20 @@ impl<'a> Planner<'a> {
             }
             Dest::Cidr(_) => 1,
         };
+        // What the plan's creates and deletes add to each table, in one pass over them.
+        let mut change: FastMap<&str, i64> = FastMap::default();
+        for action in &self.plan.actions {
+            let delta = match action {
+                RouteAction::Create { dest, .. } => i64::from(weight_of(dest)),
+                RouteAction::Delete { dest, .. } => -i64::from(weight_of(dest)),
+                _ => continue,
+            };
+            *change.entry(action.rtb()).or_default() += delta;
+        }
         for table in tables {
             let mut weight: i64 =
                 table.routes.iter().map(|r| r.dest.as_ref().map_or(1, weight_of)).map(i64::from).sum();
-            for action in self.plan.actions.iter().filter(|a| a.is_route() && a.rtb() == table.id) {
-                match action {
-                    RouteAction::Create { dest, .. } => weight += i64::from(weight_of(dest)),
-                    RouteAction::Delete { dest, .. } => weight -= i64::from(weight_of(dest)),
-                    _ => {}
-                }
-            }
+            weight += change.get(table.id.as_str()).copied().unwrap_or_default();
             let weight = u32::try_from(weight.max(0)).unwrap_or(u32::MAX);
             if weight > self.input.quota {
                 let (rtb, quota) = (table.id.clone(), self.input.quota);
@@ -1089,6 +1204,22 @@ impl<'a> Planner<'a> {
             self.plan.weights.insert(table.id.clone(), weight);
         }
     }
+}
+
+/// [`Plan::routes`] from the routes in the order decided (a later entry for a table and
+/// destination wins): sorted per table, then built in one go.
+fn route_map(routes: Vec<(&str, Dest, Option<Ipv4Addr>)>) -> PlannedRoutes {
+    let mut by_table: FastMap<&str, Vec<(Dest, Option<Ipv4Addr>)>> = FastMap::default();
+    for (rtb, dest, router) in routes {
+        by_table.entry(rtb).or_default().push((dest, router));
+    }
+    let mut tables: Vec<(&str, Vec<_>)> = by_table.into_iter().collect();
+    tables.sort_unstable_by_key(|(rtb, _)| *rtb);
+    let mut out = PlannedRoutes::new();
+    for (rtb, routes) in tables {
+        out.insert(rtb.to_owned(), last_wins(routes));
+    }
+    out
 }
 
 /// True when `table` has a route to `dest` that targets an instance or interface.

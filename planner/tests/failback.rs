@@ -59,6 +59,7 @@ fn vpc() -> VpcState {
             instance_id: None,
             eni_id: None,
             other_target: Some("local".into()),
+            blackhole: false,
         }],
         ..Default::default()
     };

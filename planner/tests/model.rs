@@ -33,6 +33,7 @@ fn applied_actions_are_what_ec2_then_reports() {
         instance_id: None,
         eni_id: None,
         other_target: Some("local".into()),
+        blackhole: false,
     };
     let table = RouteTable { id: "rtb-1".into(), routes: vec![local.clone()], ..Default::default() };
     let mut state = VpcState { route_tables: vec![table], ..VpcState::default() };

@@ -10,8 +10,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use vpcrouter_planner::model::{
-    Applied, Cidr, DeleteReason, Dest, Eni, Family, Instance, Notice, Plan, ReplaceReason, Route, RouteAction,
-    RouteTable, RouterTarget, TableSelection, VpcState, Within,
+    Applied, Cidr, DeleteReason, Dest, Eni, Family, Instance, Notice, Plan, PlannedRoutes, ReplaceReason, Route,
+    RouteAction, RouteTable, RouterTarget, TableSelection, VpcState, Within,
 };
 use vpcrouter_planner::plan::{choose_different_host, managed_tables, plan, ListMode, PlanInput};
 
@@ -69,6 +69,7 @@ fn route(to: Option<&str>, instance: Option<&str>, eni: Option<&str>) -> Route {
         instance_id: instance.map(String::from),
         eni_id: eni.map(String::from),
         other_target: None,
+        blackhole: false,
     }
 }
 
@@ -165,8 +166,12 @@ fn no_router(to: &str) -> Notice {
     Notice::NoAvailableRouter { dest: dest(to) }
 }
 
-fn routes(entries: &[(&str, &str, Option<&str>)]) -> BTreeMap<(String, Dest), Option<Ipv4Addr>> {
-    entries.iter().map(|(rtb, to, host)| ((rtb.to_string(), dest(to)), host.map(ip))).collect()
+fn routes(entries: &[(&str, &str, Option<&str>)]) -> PlannedRoutes {
+    let mut out = PlannedRoutes::new();
+    for (rtb, to, host) in entries {
+        out.entry(rtb.to_string()).or_default().insert(dest(to), host.map(ip));
+    }
+    out
 }
 
 /// Executes actions the way the EC2 adapter does, through [`VpcState::apply`] (routes come
@@ -504,7 +509,7 @@ fn main_table_with_explicit_association_is_managed() {
     let case = Case::new(state).spec(NET, &[H1]);
     assert_eq!(case.managed(), ["rtb-a", "rtb-main"]);
     let plan = case.plan();
-    let tables: BTreeSet<&str> = plan.routes.keys().map(|(rtb, _)| rtb.as_str()).collect();
+    let tables: BTreeSet<&str> = plan.routes.keys().map(String::as_str).collect();
     assert_eq!(tables, ["rtb-a", "rtb-main"].into(), "the plan routes in both");
 }
 
@@ -515,7 +520,7 @@ fn main_table_is_not_managed_when_every_subnet_is_associated_elsewhere() {
     let case = Case::new(state).spec(NET, &[OUTSIDE, H1]);
     assert_eq!(case.managed(), ["rtb-a", "rtb-c"]);
     let plan = case.plan();
-    let tables: BTreeSet<&str> = plan.routes.keys().map(|(rtb, _)| rtb.as_str()).collect();
+    let tables: BTreeSet<&str> = plan.routes.keys().map(String::as_str).collect();
     assert_eq!(tables, ["rtb-a", "rtb-c"].into(), "the plan routes in both");
 }
 
@@ -690,8 +695,8 @@ fn no_router_marker_is_never_a_target() {
     let state = with_routes(state, "rtb-b", vec![eni_route(NET, "eni-gone")]);
     let plan = Case::new(state).spec(NET, &[H1]).spec(NET8, &[H3]).failed(&[H1]).plan();
     assert_eq!(plan.actions, [create("rtb-a", NET8, target(H3)), create("rtb-b", NET8, target(H3))]);
-    assert_eq!(plan.routes[&("rtb-a".to_string(), dest(NET))], Some(ip(H1)));
-    assert_eq!(plan.routes[&("rtb-b".to_string(), dest(NET))], None);
+    assert_eq!(plan.routes["rtb-a"][&dest(NET)], Some(ip(H1)));
+    assert_eq!(plan.routes["rtb-b"][&dest(NET)], None);
 }
 
 #[test]
@@ -776,6 +781,27 @@ fn router_named_by_a_secondary_ip_is_kept() {
 }
 
 #[test]
+fn a_route_written_through_a_secondary_ip_is_told_by_that_ip() {
+    let state = with_routes(vpc(), "rtb-b", vec![eni_route(NET, "eni-3")]);
+    // Both IPs are candidates: the one vpcrouter wrote is the route's router, so a report
+    // of its failure moves the route, and the move names it.
+    let case = Case::new(state.clone()).spec(NET, &[H3, H3_SECONDARY, H2]).preferred(NET, H3_SECONDARY);
+    assert_eq!(case.plan().routes, routes(&[("rtb-b", NET, Some(H3_SECONDARY))]));
+    let plan = case.failed(&[H3_SECONDARY]).plan();
+    let moved = plan.actions.iter().map(|a| match a {
+        RouteAction::Replace { old_router, reason, .. } => (*old_router, *reason),
+        other => panic!("expected a replace, got {other:?}"),
+    });
+    assert_eq!(moved.collect::<Vec<_>>(), [(Some(ip(H3_SECONDARY)), ReplaceReason::RouterFailed)]);
+    // Out of the spec, its delete names the IP it was written through, not the primary.
+    let plan = Case::new(state.clone()).preferred(NET, H3_SECONDARY).spec(NET8, &[H2]).plan();
+    assert!(plan.actions.contains(&delete("rtb-b", NET, Some(H3_SECONDARY))), "{:?}", plan.actions);
+    // Not written by this vpcrouter: the interface's primary IP.
+    let plan = Case::new(state).spec(NET8, &[H2]).plan();
+    assert!(plan.actions.contains(&delete("rtb-b", NET, Some(H3))), "{:?}", plan.actions);
+}
+
+#[test]
 fn multi_address_router_is_created_on_its_interface() {
     let plan = Case::new(vpc()).spec(NET, &[H3_SECONDARY]).plan();
     let want = RouterTarget { ip: ip(H3_SECONDARY), instance_id: "i-3".into(), eni_id: "eni-3".into() };
@@ -796,8 +822,85 @@ fn only_hosts_outside_the_vpc_means_no_router() {
     let state = with_routes(vpc(), "rtb-a", vec![instance_route(NET, "i-2")]);
     let plan = Case::new(state).spec(NET, &[NOT_IN_VPC]).spec(NET8, &[H1]).plan();
     assert_eq!(plan.actions, [create("rtb-a", NET8, target(H1))]);
-    assert_eq!(plan.notices, notices([Notice::HostNotInVpc { host: ip(NOT_IN_VPC) }, no_router(NET)]));
+    let no_router_in_vpc = Notice::NoRouterInVpc { dest: dest(NET) };
+    assert_eq!(plan.notices, notices([Notice::HostNotInVpc { host: ip(NOT_IN_VPC) }, no_router_in_vpc.clone()]));
+    assert!(no_router_in_vpc.to_string().contains("no router of 10.9.0.0/16 is an instance of the VPC"));
     assert_eq!(plan.routes, routes(&[("rtb-a", NET, None), ("rtb-a", NET8, Some(H1))]));
+}
+
+// ---- Routers that cannot forward: instances not running, blackhole routes
+
+fn not_running(mut state: VpcState, instance: &str, run_state: &str) -> VpcState {
+    state.not_running.insert(instance.into(), run_state.into());
+    state
+}
+
+#[test]
+fn a_router_whose_instance_is_not_running_counts_as_failed() {
+    for run_state in ["stopped", "stopping", "shutting-down", "terminated", "pending"] {
+        let state = not_running(both_tables_on("i-1", "eni-1"), "i-1", run_state);
+        let plan = Case::new(state).spec(NET, &[H1, H2]).plan();
+        assert_eq!(
+            plan.actions,
+            [
+                replace("rtb-a", NET, target(H2), Some(H1), ReplaceReason::RouterFailed),
+                replace("rtb-b", NET, target(H2), Some(H1), ReplaceReason::RouterFailed),
+            ],
+            "{run_state}"
+        );
+        let notice = Notice::NotRunning { host: ip(H1), instance: "i-1".into(), state: run_state.into() };
+        assert!(notice.to_string().contains(&format!("instance i-1, which is {run_state}, not running")));
+        assert_eq!(plan.notices, notices([notice]));
+    }
+}
+
+#[test]
+fn a_new_route_never_goes_to_a_router_that_is_not_running() {
+    let state = not_running(vpc(), "i-1", "terminated");
+    let plan = Case::new(state.clone()).spec(NET, &[H1, H2]).plan();
+    assert_eq!(plan.actions, [create("rtb-a", NET, target(H2)), create("rtb-b", NET, target(H2))]);
+    // Its only candidate: no route, and the notice says why.
+    let plan = Case::new(state).spec(NET, &[H1]).plan();
+    assert_eq!(plan.actions, []);
+    assert!(plan.notices.contains(&no_router(NET)));
+}
+
+#[test]
+fn an_ip_taken_over_by_a_running_instance_is_a_router_again() {
+    // i-9 was terminated; its IP H1 is now i-1's (running), listed after it.
+    let mut state = vpc();
+    state.instances.insert(0, instance("i-9", vec![eni("eni-9", "sn-a", 0, &[H1])]));
+    let state = not_running(state, "i-9", "terminated");
+    let plan = Case::new(state).spec(NET, &[H1]).plan();
+    assert_eq!(plan.actions, [create("rtb-a", NET, target(H1))]);
+    assert_eq!(plan.notices, notices([]));
+}
+
+#[test]
+fn a_blackhole_route_is_rewritten_and_one_on_a_failed_router_is_a_failover() {
+    let mut state = both_tables_on("i-1", "eni-1");
+    for table in &mut state.route_tables {
+        table.routes.iter_mut().filter(|r| r.dest == Some(dest(NET))).for_each(|r| r.blackhole = true);
+    }
+    // H1 is healthy and running (an interface detached and attached again, ...): the
+    // route is written again, on the router it names.
+    let plan = Case::new(state.clone()).spec(NET, &[H1, H2]).plan();
+    assert_eq!(
+        plan.actions,
+        [
+            replace("rtb-a", NET, target(H1), Some(H1), ReplaceReason::Blackhole),
+            replace("rtb-b", NET, target(H1), Some(H1), ReplaceReason::Blackhole),
+        ]
+    );
+    assert_eq!(ReplaceReason::Blackhole.to_string(), "route is a blackhole");
+    let plan = Case::new(not_running(state, "i-1", "stopped")).spec(NET, &[H1, H2]).plan();
+    assert_eq!(
+        plan.actions,
+        [
+            replace("rtb-a", NET, target(H2), Some(H1), ReplaceReason::RouterFailed),
+            replace("rtb-b", NET, target(H2), Some(H1), ReplaceReason::RouterFailed),
+        ]
+    );
 }
 
 // ---- Deletes, protection, foreign routes
@@ -984,9 +1087,11 @@ fn generated_plans_are_safe_to_run_as_one_parallel_wave() {
         after.state = apply(&case.state, &plan.actions, &mut 0);
         for (cidr, _) in &case.spec {
             let routers: BTreeSet<Option<Ipv4Addr>> =
-                plan.routes.iter().filter(|((_, d), _)| *d == Dest::Cidr(*cidr)).map(|(_, r)| *r).collect();
+                plan.routes.values().filter_map(|t| t.get(&Dest::Cidr(*cidr))).copied().collect();
             assert!(
-                routers.len() <= 1 || plan.notices.contains(&Notice::NoAvailableRouter { dest: Dest::Cidr(*cidr) }),
+                routers.len() <= 1
+                    || plan.notices.contains(&Notice::NoAvailableRouter { dest: Dest::Cidr(*cidr) })
+                    || plan.notices.contains(&Notice::NoRouterInVpc { dest: Dest::Cidr(*cidr) }),
                 "case {case_no}: {cidr} on {routers:?}"
             );
             seen.2 += usize::from(cidr.family() == Family::V6 && routers.iter().any(Option::is_some));
@@ -1244,7 +1349,7 @@ fn an_ipv4_and_an_ipv6_network_are_never_confused() {
     assert_eq!(case.managed(), ["rtb-a", "rtb-main"]);
     let plan = case.plan();
     assert_eq!(plan.actions, [create("rtb-main", "10.0.0.0/8", target(H1)), create("rtb-main", "a00::/8", target(H1))]);
-    assert_eq!(plan.routes.len(), 4);
+    assert_eq!(plan.routes.values().map(BTreeMap::len).sum::<usize>(), 4);
     let plan = case.clone().failed(&[H1]).ignore(&["10.0.0.0/8"]).plan();
     assert_eq!(
         plan.actions,
@@ -1374,7 +1479,7 @@ fn check_plan(case: &Case, plan: &Plan) {
         }
     }
     let mut routers: BTreeMap<&Dest, BTreeSet<Option<Ipv4Addr>>> = BTreeMap::new();
-    for ((_, to), r) in &plan.routes {
+    for (to, r) in plan.routes.values().flatten() {
         routers.entry(to).or_default().insert(*r);
     }
     for (to, on) in routers {
@@ -1756,7 +1861,8 @@ fn lists_and_routes_vpcrouter_does_not_own_are_never_touched() {
     let rtb_b = |s: &VpcState| s.route_tables.iter().find(|t| t.id == "rtb-b").expect("rtb-b").routes.clone();
     assert!(foreign.iter().all(|r| rtb_b(&case.state).contains(r)));
     let last = &stages.last().expect("stages").plan;
-    assert!(last.routes.keys().all(|(_, d)| !matches!(d, Dest::List(id) if id.contains("foreign"))));
+    let dests = last.routes.values().flat_map(BTreeMap::keys);
+    assert!(dests.into_iter().all(|d| !matches!(d, Dest::List(id) if id.contains("foreign"))));
     let held = |net: &str| Notice::HeldByOtherTarget { rtb: "rtb-b".into(), cidr: cidr(net), target: "pcx-1".into() };
     assert_eq!(last.notices, notices([held(NET7), held("2001:db8:7::/48")]));
     // Turning the lists off leaves them as they are too, and finishes.

@@ -31,7 +31,13 @@ fn cidr(s: &str) -> Cidr {
 }
 
 fn to_eni(net: &str, eni: &str) -> Route {
-    Route { dest: Some(Dest::Cidr(cidr(net))), instance_id: None, eni_id: Some(eni.into()), other_target: None }
+    Route {
+        dest: Some(Dest::Cidr(cidr(net))),
+        instance_id: None,
+        eni_id: Some(eni.into()),
+        other_target: None,
+        blackhole: false,
+    }
 }
 
 fn local() -> Route {
@@ -40,6 +46,7 @@ fn local() -> Route {
         instance_id: None,
         eni_id: None,
         other_target: Some("local".into()),
+        blackhole: false,
     }
 }
 

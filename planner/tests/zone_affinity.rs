@@ -51,11 +51,23 @@ fn local() -> Route {
 }
 
 fn gateway_route(net: &str, target: &str) -> Route {
-    Route { dest: Some(Dest::Cidr(cidr(net))), instance_id: None, eni_id: None, other_target: Some(target.into()) }
+    Route {
+        dest: Some(Dest::Cidr(cidr(net))),
+        instance_id: None,
+        eni_id: None,
+        other_target: Some(target.into()),
+        blackhole: false,
+    }
 }
 
 fn route_to(net: &str, eni: &str) -> Route {
-    Route { dest: Some(Dest::Cidr(cidr(net))), instance_id: None, eni_id: Some(eni.into()), other_target: None }
+    Route {
+        dest: Some(Dest::Cidr(cidr(net))),
+        instance_id: None,
+        eni_id: Some(eni.into()),
+        other_target: None,
+        blackhole: false,
+    }
 }
 
 /// A NAT world: a public subnet and table per zone (default route to the internet gateway),

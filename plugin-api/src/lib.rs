@@ -26,6 +26,7 @@
 pub mod args;
 pub mod context;
 pub mod export;
+pub mod file;
 pub mod health;
 pub mod load;
 pub mod net;

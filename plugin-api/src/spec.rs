@@ -1,13 +1,20 @@
 //! Route spec validation, shared by every watcher and by the host.
 //!
-//! A valid spec is a JSON object whose keys are IPv4 CIDRs in canonical form (no host bits
-//! set) and whose values are lists of IPv4 addresses. Entries are sorted by CIDR; each
-//! CIDR's hosts keep the order the spec gives them, de-duplicated (the first occurrence
-//! wins): the order matters to `--failback preferred`, whose preferred router is the first.
-//! Errors name the offending key or value and say what is expected.
+//! A valid spec is a JSON object whose keys are IPv4 or IPv6 CIDRs in canonical form (the
+//! text [`Cidr`] writes: no host bits set, no leading zeros, IPv6 as RFC 5952 writes it, no
+//! IPv4-mapped IPv6) and whose values are lists of IPv4 addresses. Each key appears once:
+//! the text is read entry by entry ([`parse_json`]), so a repeated key, which a
+//! `serde_json::Value` would silently reduce to its last occurrence, refuses the spec.
+//! Entries are sorted by CIDR; each CIDR's hosts keep the order the spec gives them,
+//! de-duplicated (the first occurrence wins): the order matters to `--failback preferred`,
+//! whose preferred router is the first. Errors name the offending key or value and say
+//! what is expected.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::net::{Cidr, Family, Ipv4};
 use crate::types::{RouteEntry, RouteSpec};
@@ -29,13 +36,11 @@ pub enum SpecError {
         /// What is wrong with it.
         reason: String,
     },
-    /// Two keys name the same network.
-    #[error("'{key}' names the same network as '{other}'; list each CIDR once")]
-    DuplicateCidr {
-        /// The key as written.
+    /// A key appears more than once: the spec is ambiguous.
+    #[error("'{key}' appears more than once in the route spec, which makes it ambiguous; list each CIDR once")]
+    RepeatedKey {
+        /// The repeated key.
         key: String,
-        /// The earlier key for the same network.
-        other: String,
     },
     /// A value is not a list.
     #[error("the value of '{key}' must be a list of router IP addresses, got {got}")]
@@ -76,9 +81,35 @@ pub fn parse_ipv4(s: &str) -> Option<Ipv4Addr> {
     Ipv4::parse(s).map(Ipv4Addr::from)
 }
 
-/// Parses a route destination: a canonical IPv4 or IPv6 CIDR (host bits zero).
+/// Parses a route destination written in canonical form: an IPv4 or IPv6 CIDR with host
+/// bits zero, written exactly as [`Cidr`] writes it (a prefix length without leading zeros,
+/// IPv6 in RFC 5952 form), and not an IPv4-mapped IPv6 network. The error says what to
+/// write instead.
 pub fn parse_route_cidr(s: &str) -> Result<Cidr, String> {
-    Cidr::parse(s)
+    let cidr = Cidr::parse(s)?;
+    if let Some(v4) = mapped_ipv4(&cidr) {
+        return Err(format!("an IPv4-mapped IPv6 network is an IPv4 network; write it as {v4}"));
+    }
+    let canonical = cidr.to_string();
+    if canonical == s {
+        return Ok(cidr);
+    }
+    let len = s.rsplit_once('/').map_or("", |(_, len)| len);
+    let why = if len.len() > 1 && len.starts_with('0') {
+        "the prefix length has a leading zero"
+    } else if cidr.family() == Family::V6 {
+        "IPv6 is written as RFC 5952 does (lowercase, no leading zeros in a group, the longest run of zero groups as ::)"
+    } else {
+        "it is not in canonical form"
+    };
+    Err(format!("{why}; write it as {canonical}"))
+}
+
+/// The IPv4 network an IPv4-mapped IPv6 network (within `::ffff:0:0/96`) stands for.
+fn mapped_ipv4(cidr: &Cidr) -> Option<Cidr> {
+    let IpAddr::V6(v6) = cidr.ip() else { return None };
+    let v4 = v6.to_ipv4_mapped().filter(|_| cidr.prefix() >= 96)?;
+    Cidr::new(IpAddr::V4(v4), cidr.prefix() - 96).ok()
 }
 
 /// Parses `a.b.c.d/len` strictly; host bits must be zero. Returns the network and length.
@@ -98,7 +129,7 @@ impl RouteSpec {
         let mut out: BTreeMap<Cidr, Vec<Ipv4>> = BTreeMap::new();
         for (cidr, hosts) in entries {
             if out.insert(cidr, first_occurrences(hosts)).is_some() {
-                return Err(SpecError::DuplicateCidr { key: cidr.to_string(), other: cidr.to_string() });
+                return Err(SpecError::RepeatedKey { key: cidr.to_string() });
             }
         }
         Ok(RouteSpec {
@@ -149,14 +180,14 @@ fn first_occurrences(hosts: Vec<Ipv4>) -> Vec<Ipv4> {
 }
 
 /// Builds a canonical spec from `(cidr, hosts)` text pairs, validating everything (each
-/// CIDR's hosts keep their order, see [`RouteSpec::new`]).
+/// CIDR's hosts keep their order, see [`RouteSpec::new`]); a key given twice is refused.
 pub fn from_pairs<K, H, I>(pairs: I) -> Result<RouteSpec, SpecError>
 where
     K: AsRef<str>,
     H: AsRef<str>,
     I: IntoIterator<Item = (K, Vec<H>)>,
 {
-    let mut out: BTreeMap<Cidr, (String, Vec<Ipv4>)> = BTreeMap::new();
+    let mut out: BTreeMap<Cidr, Vec<Ipv4>> = BTreeMap::new();
     for (key, hosts) in pairs {
         let key = key.as_ref();
         let cidr = parse_route_cidr(key).map_err(|reason| SpecError::Cidr { key: key.into(), reason })?;
@@ -174,42 +205,114 @@ where
             })?;
             list.push(addr);
         }
-        if let Some((other, _)) = out.get(&cidr) {
-            return Err(SpecError::DuplicateCidr { key: key.into(), other: other.clone() });
+        // Keys are canonical, so two keys for one network are the same text.
+        if out.insert(cidr, list).is_some() {
+            return Err(SpecError::RepeatedKey { key: key.into() });
         }
-        out.insert(cidr, (key.to_string(), list));
     }
-    RouteSpec::new(out.into_iter().map(|(cidr, (_, hosts))| (cidr, hosts)))
+    RouteSpec::new(out)
 }
 
-/// Parses and validates a JSON route spec.
+/// Parses and validates a JSON route spec. The text is read entry by entry, so a repeated
+/// key is seen (and refused) rather than reduced to its last occurrence.
 pub fn parse_json(text: &str) -> Result<RouteSpec, SpecError> {
-    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| SpecError::Json(e.to_string()))?;
-    from_value(&value)
+    let mut de = serde_json::Deserializer::from_str(text);
+    let document = Document::deserialize(&mut de)
+        .and_then(|document| de.end().map(|()| document))
+        .map_err(|e| SpecError::Json(e.to_string()))?;
+    match document {
+        Document::Object(entries) => from_entries(entries),
+        Document::Other(kind) => Err(SpecError::NotObject(kind)),
+    }
 }
 
-/// Validates an already-parsed JSON value as a route spec.
-pub fn from_value(value: &serde_json::Value) -> Result<RouteSpec, SpecError> {
-    let obj = value.as_object().ok_or(SpecError::NotObject(json_kind(value)))?;
-    let mut pairs = Vec::with_capacity(obj.len());
-    for (key, hosts) in obj {
-        let list = hosts.as_array().ok_or_else(|| SpecError::NotList { key: key.clone(), got: json_kind(hosts) })?;
+/// Validates the entries of a spec object, in the order written.
+fn from_entries(entries: Vec<(String, serde_json::Value)>) -> Result<RouteSpec, SpecError> {
+    let mut pairs = Vec::with_capacity(entries.len());
+    for (key, hosts) in entries {
+        let list = match hosts {
+            serde_json::Value::Array(list) => list,
+            other => return Err(SpecError::NotList { key, got: json_kind(&other) }),
+        };
         let mut names = Vec::with_capacity(list.len());
         for h in list {
-            match h.as_str() {
-                Some(s) => names.push(s.to_string()),
-                None => {
+            match h {
+                serde_json::Value::String(s) => names.push(s),
+                other => {
                     return Err(SpecError::Host {
-                        key: key.clone(),
-                        value: h.to_string(),
-                        reason: format!("; expected a string, got {}", json_kind(h)),
+                        key,
+                        value: other.to_string(),
+                        reason: format!("; expected a string, got {}", json_kind(&other)),
                     })
                 }
             }
         }
-        pairs.push((key.clone(), names));
+        pairs.push((key, names));
     }
     from_pairs(pairs)
+}
+
+/// The top level of a spec text: the object's entries in the order written, repeated keys
+/// included, or the JSON type found instead of an object.
+enum Document {
+    /// `(key, value)` of every entry.
+    Object(Vec<(String, serde_json::Value)>),
+    /// Not an object: what it is ("a list", "null", ...).
+    Other(&'static str),
+}
+
+impl<'de> Deserialize<'de> for Document {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Document, D::Error> {
+        deserializer.deserialize_any(DocumentVisitor)
+    }
+}
+
+/// Reads the top level of a spec into a [`Document`].
+struct DocumentVisitor;
+
+impl<'de> Visitor<'de> for DocumentVisitor {
+    type Value = Document;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Document, A::Error> {
+        let mut entries = Vec::new();
+        while let Some(entry) = map.next_entry::<String, serde_json::Value>()? {
+            entries.push(entry);
+        }
+        Ok(Document::Object(entries))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Document, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Document::Other("a list"))
+    }
+
+    fn visit_unit<E>(self) -> Result<Document, E> {
+        Ok(Document::Other("null"))
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Document, E> {
+        Ok(Document::Other("a boolean"))
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Document, E> {
+        Ok(Document::Other("a number"))
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Document, E> {
+        Ok(Document::Other("a number"))
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Document, E> {
+        Ok(Document::Other("a number"))
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Document, E> {
+        Ok(Document::Other("a string"))
+    }
 }
 
 #[cfg(test)]
@@ -292,9 +395,52 @@ mod tests {
     }
 
     #[test]
-    fn duplicate_networks_are_rejected() {
-        let err = from_pairs([("10.0.0.0/8", vec!["10.0.0.1"]), ("10.0.0.0/08", vec![])]).unwrap_err();
-        assert!(matches!(err, SpecError::DuplicateCidr { .. }), "{err}");
+    fn a_repeated_key_refuses_the_whole_spec() {
+        let refused = |text: &str| parse_json(text).unwrap_err();
+        let err = refused(r#"{"10.83.0.0/16": ["10.0.0.1", "10.0.0.2"], "10.9.0.0/16": [], "10.83.0.0/16": []}"#);
+        assert_eq!(err, SpecError::RepeatedKey { key: "10.83.0.0/16".into() });
+        assert_eq!(
+            err.to_string(),
+            "'10.83.0.0/16' appears more than once in the route spec, which makes it ambiguous; list each CIDR once"
+        );
+        // The same key however it is escaped, and with the same value.
+        assert!(matches!(refused(r#"{"10.0.0.0/8": [], "10.0.0.0\/8": []}"#), SpecError::RepeatedKey { .. }));
+        assert!(matches!(
+            refused(r#"{"10.0.0.0/8": ["10.0.0.1"], "10.0.0.0/8": ["10.0.0.1"]}"#),
+            SpecError::RepeatedKey { .. }
+        ));
+        let err = from_pairs([("10.0.0.0/8", vec!["10.0.0.1"]), ("10.0.0.0/8", vec![])]).unwrap_err();
+        assert_eq!(err, SpecError::RepeatedKey { key: "10.0.0.0/8".into() });
+        // Non-object tops and trailing text are still told apart.
+        assert_eq!(refused("[1, {\"a\": 1, \"a\": 2}]"), SpecError::NotObject("a list"));
+        assert_eq!(refused("null"), SpecError::NotObject("null"));
+        assert_eq!(refused("12"), SpecError::NotObject("a number"));
+        assert!(matches!(refused(r#"{"10.0.0.0/8": []} {}"#), SpecError::Json(_)));
+    }
+
+    #[test]
+    fn non_canonical_keys_say_what_to_write() {
+        for (key, want) in [
+            ("10.55.0.0/016", "the prefix length has a leading zero; write it as 10.55.0.0/16"),
+            ("0.0.0.0/00", "the prefix length has a leading zero; write it as 0.0.0.0/0"),
+            ("2001:DB8::/32", "write it as 2001:db8::/32"),
+            ("2001:0db8::/32", "write it as 2001:db8::/32"),
+            ("2001:db8:0:0:0:0:0:0/32", "write it as 2001:db8::/32"),
+            ("2001:db8::0:1/128", "write it as 2001:db8::1/128"),
+            ("::ffff:10.0.0.0/104", "an IPv4-mapped IPv6 network is an IPv4 network; write it as 10.0.0.0/8"),
+            ("::ffff:0:0/96", "write it as 0.0.0.0/0"),
+        ] {
+            let text = serde_json::json!({ key: ["10.0.0.1"] }).to_string();
+            let err = parse_json(&text).unwrap_err();
+            assert!(matches!(&err, SpecError::Cidr { key: k, .. } if k == key), "{key}: {err}");
+            assert!(err.to_string().starts_with(&format!("'{key}' is not a valid route CIDR: ")), "{err}");
+            assert!(err.to_string().ends_with(want), "{key}: {err}");
+        }
+        for ok in
+            ["0.0.0.0/0", "10.55.0.0/16", "2001:db8::/32", "::/0", "64:ff9b::a00:0/120", "2600:1f18:7a0:5500::/56"]
+        {
+            assert_eq!(parse_route_cidr(ok).map(|c| c.to_string()), Ok(ok.to_string()));
+        }
     }
 
     #[test]

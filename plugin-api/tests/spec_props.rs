@@ -1,15 +1,17 @@
 //! Property tests of route spec parsing and validation (issue 7; both address families since
-//! issue 14).
+//! issue 14; repeated and non-canonical keys since issue 23).
 //!
-//! Generated JSON texts, JSON values and raw [`RouteSpec`]s, biased towards near-valid
-//! CIDRs and addresses, are checked against an independent reference predicate written
-//! here from the documented rules: the spec functions never panic, accept exactly the
-//! valid specs (in canonical form), and every error names an offending key or value.
+//! Generated JSON texts (repeated keys included), JSON values and raw [`RouteSpec`]s, biased
+//! towards near-valid CIDRs and addresses, are checked against an independent reference
+//! predicate written here from the documented rules: the spec functions never panic, accept
+//! exactly the valid specs (in canonical form), refuse every spec with a repeated key, and
+//! every error names an offending key or value.
 //!
 //! Each property runs `PROPTEST_CASES` inputs (default 2,000); `make fuzz` runs 1,000,000
 //! each in release mode. Every property prints how many inputs it ran and how long it took.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Instant;
 
@@ -43,28 +45,42 @@ fn ref_ip(s: &str) -> Option<u32> {
 /// as canonical specs are (IPv4 first).
 type Net = (u8, u128, u8);
 
-/// A decimal prefix length of at most `max` (leading zeros allowed).
+/// A decimal prefix length of at most `max`, without leading zeros.
 fn ref_len(l: &str, max: u8) -> Option<u8> {
-    if l.is_empty() || !l.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let digits = l.trim_start_matches('0');
-    let len: u8 = if digits.is_empty() {
-        0
-    } else if digits.len() > 3 {
-        return None;
-    } else {
-        digits.parse().ok()?
-    };
+    let ok =
+        !l.is_empty() && l.len() <= 3 && l.bytes().all(|b| b.is_ascii_digit()) && (l == "0" || !l.starts_with('0'));
+    let len: u8 = if ok { l.parse().ok()? } else { return None };
     (len <= max).then_some(len)
 }
 
-/// `ip/len`: a strict dotted quad with a prefix length 0..=32, or an IPv6 address (any form
-/// the standard library reads) with 0..=128; no host bits set.
+/// RFC 5952's text of an IPv6 address (section 4): lowercase hex groups without leading
+/// zeros, the first longest run of two or more zero groups written `::`.
+fn rfc5952(ip: u128) -> String {
+    let groups: Vec<u16> = (0..8).map(|i| (ip >> (112 - 16 * i)) as u16).collect();
+    let (mut best, mut run) = ((0usize, 0usize), (0usize, 0usize));
+    for (i, g) in groups.iter().enumerate() {
+        run = if *g == 0 { (if run.1 == 0 { i } else { run.0 }, run.1 + 1) } else { (0, 0) };
+        if run.1 > best.1 {
+            best = run;
+        }
+    }
+    let hex = |gs: &[u16]| gs.iter().map(|g| format!("{g:x}")).collect::<Vec<_>>().join(":");
+    if best.1 < 2 {
+        return hex(&groups);
+    }
+    format!("{}::{}", hex(&groups[..best.0]), hex(&groups[best.0 + best.1..]))
+}
+
+/// `ip/len`: a strict dotted quad with a prefix length 0..=32, or an IPv6 address in RFC
+/// 5952 form, not IPv4-mapped (`::ffff:0:0/96`), with 0..=128; no host bits set.
 fn ref_cidr(s: &str) -> Option<Net> {
     let (a, l) = s.split_once('/')?;
     let (family, ip, bits) = if a.contains(':') {
-        (1, u128::from(a.parse::<Ipv6Addr>().ok()?), 128u32)
+        let ip = u128::from(a.parse::<Ipv6Addr>().ok()?);
+        if rfc5952(ip) != a || ip >> 32 == 0xffff {
+            return None;
+        }
+        (1, ip, 128u32)
     } else {
         (0, u128::from(ref_ip(a)?), 32)
     };
@@ -109,11 +125,56 @@ fn ref_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, Vec<Option<&'a str>>)
     )
 }
 
-/// The reference verdict for a JSON value.
-fn ref_value(v: &Value) -> Option<Canon> {
-    let obj = v.as_object()?;
+/// The top-level entries of a JSON object text in the order written, repeated keys kept
+/// (`None`: not an object). A `serde_json::Value` would keep only the last of repeated keys.
+struct Entries(Option<Vec<(String, Value)>>);
+
+impl<'de> serde::Deserialize<'de> for Entries {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Entries, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Entries;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Entries, A::Error> {
+                let mut out = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    out.push(entry);
+                }
+                Ok(Entries(Some(out)))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Entries, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Entries(None))
+            }
+            fn visit_unit<E>(self) -> Result<Entries, E> {
+                Ok(Entries(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Entries, E> {
+                Ok(Entries(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Entries, E> {
+                Ok(Entries(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Entries, E> {
+                Ok(Entries(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Entries, E> {
+                Ok(Entries(None))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Entries, E> {
+                Ok(Entries(None))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The reference verdict for an object's entries (repeated keys refuse it).
+fn ref_entries(entries: &[(String, Value)]) -> Option<Canon> {
     let mut pairs = Vec::new();
-    for (k, h) in obj {
+    for (k, h) in entries {
         pairs.push((k.as_str(), h.as_array()?.iter().map(Value::as_str).collect()));
     }
     ref_pairs(pairs)
@@ -130,10 +191,8 @@ fn justified(err: &SpecError, pairs: &[(&str, Vec<Option<&str>>)], raw_host: imp
         SpecError::Cidr { key, .. } => {
             pairs.iter().any(|(k, _)| k == key) && ref_cidr(key).is_none() && text.contains(&format!("'{key}'"))
         }
-        SpecError::DuplicateCidr { key, other } => {
-            let same = ref_cidr(key).is_some() && ref_cidr(key) == ref_cidr(other) && key != other
-                || pairs.iter().filter(|(k, _)| k == key).count() > 1;
-            same && text.contains(&format!("'{key}'")) && text.contains(&format!("'{other}'"))
+        SpecError::RepeatedKey { key } => {
+            pairs.iter().filter(|(k, _)| k == key).count() > 1 && text.contains(&format!("'{key}'"))
         }
         SpecError::Host { key, value, .. } => {
             let bad = pairs.iter().any(|(k, hs)| k == key && hs.iter().any(|h| h.is_none_or(|h| ref_ip(h).is_none())));
@@ -182,6 +241,11 @@ fn cidr_ish() -> impl Strategy<Value = String> {
         }),
         1 => (any::<u128>(), 0u8..=140).prop_map(|(ip, len)| format!("{}/{len}", Ipv6Addr::from(ip))),
         1 => (0u16..4, 0u8..=64).prop_map(|(n, len)| format!("2001:DB8:{n}::/{len:03}")),
+        1 => (0u16..4, 0u8..=64).prop_map(|(n, len)| format!("2001:0db8:{n}:0:0::/{len}")),
+        1 => (any::<u32>(), 96u8..=128).prop_map(|(ip, len)| {
+            let mask = if len == 96 { 0 } else { u32::MAX << (128 - u32::from(len)) };
+            format!("::ffff:{}/{len}", Ipv4Addr::from(ip & mask))
+        }),
         1 => "[0-9./:a-f]{0,22}",
         1 => any::<String>(),
     ]
@@ -235,6 +299,58 @@ fn json_text() -> impl Strategy<Value = String> {
     ]
 }
 
+/// The JSON text of an object with these entries in this order (repeats kept); with
+/// `escape`, each `/` of a key is written `\/` (the same key to JSON).
+fn object_text(entries: &[(String, Value)], escape: bool) -> String {
+    let fields: Vec<String> = entries
+        .iter()
+        .map(|(k, v)| {
+            let key = Value::String(k.clone()).to_string();
+            let key = if escape { key.replace('/', "\\/") } else { key };
+            format!("{key}: {v}")
+        })
+        .collect();
+    format!("{{{}}}", fields.join(", "))
+}
+
+/// Spec-shaped object texts whose keys often repeat (sometimes escaped differently).
+fn entries_text() -> impl Strategy<Value = String> {
+    let host = prop_oneof![12 => ip_ish().prop_map(Value::String), 1 => leaf()];
+    let hosts = prop_oneof![12 => prop::collection::vec(host, 0..4).prop_map(Value::Array), 1 => leaf()];
+    let keys = prop::collection::vec(cidr_ish(), 1..4);
+    let picks = prop::collection::vec((any::<prop::sample::Index>(), hosts, any::<bool>()), 0..7);
+    (keys, picks).prop_map(|(keys, picks)| {
+        let fields: Vec<String> = picks
+            .into_iter()
+            .map(|(i, hosts, escape)| object_text(&[(keys[i.index(keys.len())].clone(), hosts)], escape))
+            .map(|one| one[1..one.len() - 1].to_string())
+            .collect();
+        format!("{{{}}}", fields.join(", "))
+    })
+}
+
+/// Valid router lists.
+fn valid_hosts() -> impl Strategy<Value = Value> {
+    prop::collection::vec(any::<u32>().prop_map(|ip| Value::String(dotted(ip))), 0..4).prop_map(Value::Array)
+}
+
+/// The entries of a valid, non-empty spec: canonical keys of both families, each once.
+fn valid_entries() -> impl Strategy<Value = Vec<(String, Value)>> {
+    let key = prop_oneof![
+        (any::<u32>(), 0u8..=32).prop_map(|(ip, len)| {
+            let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+            net_text((0, u128::from(ip & mask), len))
+        }),
+        (any::<u128>(), 0u8..=128).prop_map(|(ip, len)| {
+            let mask = if len == 0 { 0 } else { u128::MAX << (128 - u32::from(len)) };
+            net_text((1, ip & mask, len))
+        }),
+    ];
+    prop::collection::btree_map(key, valid_hosts(), 1..6)
+        .prop_map(|m| m.into_iter().filter(|(k, _)| ref_cidr(k).is_some()).collect::<Vec<_>>())
+        .prop_filter("a non-empty spec", |e| !e.is_empty())
+}
+
 /// Raw text pairs as a watcher could read them: any strings, duplicate keys possible.
 fn raw_spec() -> impl Strategy<Value = Vec<(String, Vec<String>)>> {
     prop::collection::vec((cidr_ish(), prop::collection::vec(ip_ish(), 0..5)), 0..6)
@@ -273,62 +389,88 @@ fn run<S: Strategy>(name: &str, strategy: S, check: impl Fn(S::Value) -> Result<
     }
 }
 
-/// Checks `parse`'s verdict on `v` against the reference.
-fn check_value(v: &Value, parsed: Result<RouteSpec, SpecError>) -> Result<(), TestCaseError> {
-    match (ref_value(v), parsed) {
+/// Checks `parse_json`'s verdict on `text` against the reference.
+fn check_text(text: &str, parsed: Result<RouteSpec, SpecError>) -> Result<(), TestCaseError> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let entries = match serde::Deserialize::deserialize(&mut de).and_then(|e: Entries| de.end().map(|()| e)) {
+        Ok(Entries(entries)) => entries,
+        Err(_) => {
+            prop_assert!(matches!(parsed, Err(SpecError::Json(_))), "{text:?} gave {parsed:?}");
+            return Ok(());
+        }
+    };
+    match (entries.as_deref().and_then(ref_entries), parsed) {
         (Some(want), Ok(got)) => {
             accepted();
             prop_assert_eq!(canon(&got), want);
         }
         (None, Ok(got)) => {
-            return Err(TestCaseError::fail(format!("accepted an invalid spec {v} as {}", got.to_json())))
+            return Err(TestCaseError::fail(format!("accepted an invalid spec {text} as {}", got.to_json())))
         }
-        (Some(_), Err(e)) => return Err(TestCaseError::fail(format!("rejected a valid spec {v}: {e}"))),
-        (None, Err(e)) => match (v.as_object(), &e) {
+        (Some(_), Err(e)) => return Err(TestCaseError::fail(format!("rejected a valid spec {text}: {e}"))),
+        (None, Err(e)) => match (entries, &e) {
             (None, SpecError::NotObject(_)) => {}
-            (None, _) => return Err(TestCaseError::fail(format!("non-object {v} gave {e}"))),
-            (Some(obj), _) => {
-                let pairs: Vec<(&str, Vec<Option<&str>>)> = obj
-                    .iter()
-                    .map(|(k, h)| {
-                        (k.as_str(), h.as_array().map_or_else(Vec::new, |a| a.iter().map(Value::as_str).collect()))
-                    })
-                    .collect();
-                let raw_host = |key: &str, value: &str| {
-                    obj.get(key).and_then(Value::as_array).is_some_and(|a| {
-                        a.iter().any(|h| h.as_str().map_or_else(|| h.to_string(), str::to_string) == value)
-                    })
-                };
-                let ok = match &e {
-                    SpecError::NotList { key, .. } => {
-                        obj.get(key).is_some_and(|h| !h.is_array()) && e.to_string().contains(&format!("'{key}'"))
-                    }
-                    _ => justified(&e, &pairs, raw_host),
-                };
-                prop_assert!(ok, "error does not name what is wrong in {}: {}", v, e);
+            (None, _) => return Err(TestCaseError::fail(format!("non-object {text} gave {e}"))),
+            (Some(entries), _) => {
+                prop_assert!(names_a_fault(&entries, &e), "error does not name what is wrong in {}: {}", text, e)
             }
         },
     }
     Ok(())
 }
 
-#[test]
-fn arbitrary_text_never_panics_and_matches_the_value_path() {
-    run("parse_json(text)", json_text(), |text| {
-        let parsed = spec::parse_json(&text);
-        match serde_json::from_str::<Value>(&text) {
-            Ok(v) => check_value(&v, parsed),
-            Err(_) => {
-                prop_assert!(matches!(parsed, Err(SpecError::Json(_))), "{text:?} gave {parsed:?}");
-                Ok(())
-            }
+/// True when `e` names a key or value of the object `entries` that really is at fault.
+fn names_a_fault(entries: &[(String, Value)], e: &SpecError) -> bool {
+    let pairs: Vec<(&str, Vec<Option<&str>>)> = entries
+        .iter()
+        .map(|(k, h)| (k.as_str(), h.as_array().map_or_else(Vec::new, |a| a.iter().map(Value::as_str).collect())))
+        .collect();
+    let raw_host = |key: &str, value: &str| {
+        entries
+            .iter()
+            .filter(|(k, _)| k == key)
+            .filter_map(|(_, h)| h.as_array())
+            .any(|a| a.iter().any(|h| h.as_str().map_or_else(|| h.to_string(), str::to_string) == value))
+    };
+    match e {
+        SpecError::NotList { key, .. } => {
+            entries.iter().any(|(k, h)| k == key && !h.is_array()) && e.to_string().contains(&format!("'{key}'"))
         }
-    });
+        _ => justified(e, &pairs, raw_host),
+    }
+}
+
+#[test]
+fn arbitrary_text_never_panics_and_matches_the_reference() {
+    run("parse_json(text)", json_text(), |text| check_text(&text, spec::parse_json(&text)));
 }
 
 #[test]
 fn json_values_are_accepted_exactly_when_valid() {
-    run("from_value(value)", prop_oneof![spec_shaped(), json_value()], |v| check_value(&v, spec::from_value(&v)));
+    run("parse_json(value's text)", prop_oneof![spec_shaped(), json_value()], |v| {
+        let text = v.to_string();
+        check_text(&text, spec::parse_json(&text))
+    });
+}
+
+#[test]
+fn texts_with_repeated_keys_are_accepted_exactly_when_valid() {
+    run("parse_json(entries, keys repeated)", entries_text(), |text| check_text(&text, spec::parse_json(&text)));
+}
+
+#[test]
+fn a_repeated_key_always_refuses_a_valid_spec_naming_the_key() {
+    let strategy =
+        (valid_entries(), any::<prop::sample::Index>(), any::<prop::sample::Index>(), valid_hosts(), any::<bool>());
+    run("parse_json(valid spec + a repeated key)", strategy, |(entries, which, at, hosts, escape)| {
+        prop_assert!(spec::parse_json(&object_text(&entries, escape)).is_ok(), "the base spec is valid");
+        let key = entries[which.index(entries.len())].0.clone();
+        let mut with_repeat = entries.clone();
+        with_repeat.insert(at.index(entries.len() + 1), (key.clone(), hosts));
+        let text = object_text(&with_repeat, escape);
+        prop_assert_eq!(spec::parse_json(&text), Err(SpecError::RepeatedKey { key }), "{}", text);
+        Ok(())
+    });
 }
 
 #[test]

@@ -96,13 +96,19 @@ fn invalid_values_and_a_deleted_key_keep_the_routes() -> anyhow::Result<()> {
     d.wait_log("ignored: the route spec is not valid JSON", T)?;
     etcd.put(KEY, r#"{"10.55.0.0/16": ["127.0.1.300"]}"#)?;
     d.wait_log("'127.0.1.300' (a router of '10.55.0.0/16') is not a valid IPv4 address", T)?;
+    // Ambiguous: read as "last wins" it would delete 10.66.0.0/24's routes.
+    etcd.put(
+        KEY,
+        r#"{"10.55.0.0/16": ["127.0.1.10", "127.0.2.10"], "10.66.0.0/24": ["127.0.1.11"], "10.66.0.0/24": []}"#,
+    )?;
+    d.wait_log("ignored: '10.66.0.0/24' appears more than once in the route spec, which makes it ambiguous", T)?;
     etcd.delete(KEY)?;
     d.wait_log(&format!("etcd key '{KEY}' deleted; keeping the last route spec in force"), T)?;
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!((env.world.routes(&rt1)?, env.world.routes(&rt2)?), before, "routes unchanged");
     assert!(d.exited().is_none(), "the daemon keeps running\n{}", d.log());
     let info = plugin_info(&d)?;
-    assert_eq!((info["stats"]["errors"].as_u64(), info["key_present"].as_bool()), (Some(3), Some(false)), "{info}");
+    assert_eq!((info["stats"]["errors"].as_u64(), info["key_present"].as_bool()), (Some(4), Some(false)), "{info}");
 
     // Put back: followed again; the route that was kept did not move.
     etcd.put(KEY, r#"{"10.55.0.0/16": ["127.0.1.10", "127.0.2.10"]}"#)?;

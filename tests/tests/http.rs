@@ -78,6 +78,9 @@ fn bad_requests_are_refused_and_the_last_good_spec_stays() -> anyhow::Result<()>
     // Invalid specs: 400 with a JSON error naming the bad key or value.
     for (body, needle) in [
         (r#"{"10.55.0.0/16": ["127.0.1.10"], "10.1.0.1/16": ["127.0.1.11"]}"#, "'10.1.0.1/16'"),
+        // Ambiguous: read as "last wins" it would delete 10.55.0.0/16's routes.
+        (r#"{"10.55.0.0/16": ["127.0.1.10"], "10.55.0.0/16": []}"#, "'10.55.0.0/16' appears more than once"),
+        (r#"{"2001:0db8::/32": ["127.0.1.10"]}"#, "'2001:0db8::/32' is not a valid route CIDR: IPv6 is written"),
         (r#"{"10.55.0.0/16": ["1.1.1."]}"#, "'1.1.1.'"),
         (r#"{"10.55.0.0/16": "127.0.1.10"}"#, "'10.55.0.0/16'"),
         (r#"["10.55.0.0/16"]"#, "JSON object"),
@@ -108,8 +111,24 @@ fn bad_requests_are_refused_and_the_last_good_spec_stays() -> anyhow::Result<()>
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(r.json()?["error"].as_str().unwrap_or_default().contains("UTF-8"), "{}", r.body);
     assert_eq!(get(d.port, "/no/such/path", None)?.status, 404);
-    assert_eq!(request(d.port, "PUT", "/route_spec", &[], b"")?.status, 405);
-    assert_eq!(request(d.port, "POST", "/status", &[], b"")?.status, 405);
+    // Every error is JSON: 405 (with Allow), and the 400, 414 hyper answers itself.
+    for (method, path, allow) in [("PUT", "/route_spec", "GET, POST"), ("POST", "/status", "GET,HEAD")] {
+        let r = request(d.port, method, path, &[], b"")?;
+        assert_eq!((r.status, r.header("allow")), (405, Some(allow)), "{method} {path}: {}", r.body);
+        assert!(r.json()?["error"].as_str().is_some_and(|e| e.starts_with(path)), "{method} {path}: {}", r.body);
+    }
+    let raw = |bytes: &[u8]| -> anyhow::Result<http_client::Response> {
+        let mut stream = http_client::connect(d.port)?;
+        stream.write_all(bytes)?;
+        http_client::read_response(&mut stream)
+    };
+    let r = raw(b"GARBAGE\r\n\r\n")?;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.json()?["error"].as_str().unwrap_or_default().contains("not valid HTTP/1.1"), "{}", r.body);
+    let r = raw(format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(1 << 20)).as_bytes())?;
+    assert_eq!(r.status, 414, "{}", r.body);
+    assert_eq!(r.json()?["error"], "the request target (URL) is longer than 8192 bytes");
+    d.wait_log("HTTP request refused: the request is not valid HTTP/1.1", T)?;
 
     assert_eq!(route_spec(&d)?, json!({"10.55.0.0/16": ["127.0.1.10"]}));
     std::thread::sleep(Duration::from_millis(500));
@@ -117,7 +136,7 @@ fn bad_requests_are_refused_and_the_last_good_spec_stays() -> anyhow::Result<()>
     assert_eq!(status(&d)?["route_spec"], json!({"10.55.0.0/16": ["127.0.1.10"]}));
     let info = &status(&d)?["plugins"][0];
     assert_eq!((info["name"].as_str(), info["kind"].as_str()), (Some("http"), Some("watcher")));
-    assert_eq!(info["info"]["stats"]["errors"], 8);
+    assert_eq!(info["info"]["stats"]["errors"], 10);
     d.wait_log("Config ignored: '10.1.0.1/16'", T)?;
     Ok(())
 }

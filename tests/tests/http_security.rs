@@ -190,6 +190,15 @@ fn sighup_rereads_the_token_and_a_bad_file_keeps_it() -> anyhow::Result<()> {
     d.wait_log("the previous token stays in force", T)?;
     assert_eq!(post_spec(&d, Some(&format!("Bearer {new}")))?.status, 200);
     assert_eq!(post_spec(&d, None)?.status, 401, "an empty file does not turn authentication off");
+    // A FIFO in its place: refused at once (the signal thread does not wait for a writer).
+    std::fs::remove_file(&file)?;
+    anyhow::ensure!(std::process::Command::new("mkfifo").arg(&file).status()?.success(), "mkfifo");
+    d.signal(libc::SIGHUP);
+    d.wait_log("is a FIFO (named pipe), not a regular file", T)?;
+    wait_for(T, "the second refusal", || {
+        (d.log().matches("the previous token stays in force").count() == 2).then_some(())
+    })?;
+    assert_eq!(post_spec(&d, Some(&format!("Bearer {new}")))?.status, 200);
     let log = d.log();
     assert!(log.contains("the file is empty"), "{log}");
     assert!(!log.contains(&old) && !log.contains(&new), "the token leaked into the log");
@@ -353,6 +362,13 @@ fn https_serves_with_the_ca_and_refuses_plain_http_cleanly() -> anyhow::Result<(
     std::fs::write(&server.cert, "not a certificate\n")?;
     d.signal(libc::SIGHUP);
     d.wait_log("the previous certificate and key stay in force", T)?;
+    assert_eq!(tls_client::get(&renewed, d.port, "/status")?.status, 200);
+    // A FIFO in its place: refused at once, the certificate in force stays.
+    std::fs::remove_file(&server.cert)?;
+    anyhow::ensure!(std::process::Command::new("mkfifo").arg(&server.cert).status()?.success(), "mkfifo");
+    d.signal(libc::SIGHUP);
+    d.wait_log("--tls-cert: '", T)?;
+    assert!(d.log().contains("is a FIFO (named pipe), not a regular file"), "{}", d.log());
     assert_eq!(tls_client::get(&renewed, d.port, "/status")?.status, 200);
     Ok(())
 }

@@ -21,10 +21,15 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use vpcrouter_plugin_api::file;
 use vpcrouter_plugin_api::prelude::*;
 
 /// Problems of the fragments now, by file name (shared with the status server).
 type Problems = Arc<Mutex<BTreeMap<String, String>>>;
+
+/// The largest fragment read: a FIFO, a device or a bigger file is a problem of that
+/// fragment, never a hang or a memory spike (`vpcrouter_plugin_api::file`).
+const MAX_FRAGMENT_BYTES: u64 = 16 << 20;
 
 /// `--spec_dir_interval`.
 fn interval(args: &PluginArgs) -> Result<std::time::Duration, String> {
@@ -63,7 +68,7 @@ impl Scanner {
         self.fragments.retain(|name, _| files.contains_key(name));
         problems.retain(|name, _| files.contains_key(name));
         for (name, path) in files {
-            let read = std::fs::read_to_string(&path).map_err(|e| e.to_string());
+            let read = file::read_text(&path, MAX_FRAGMENT_BYTES).map_err(|e| e.to_string());
             match read.and_then(|text| RouteSpec::from_json(&text).map_err(|e| e.to_string())) {
                 Ok(fragment) => {
                     if problems.remove(&name).is_some() {

@@ -115,11 +115,30 @@ impl TokenFile {
     }
 }
 
+/// The largest token file read: a token is a few dozen bytes.
+pub const MAX_TOKEN_FILE: u64 = 4 << 10;
+
+/// The text of the file of option `flag` (a token file), at most [`MAX_TOKEN_FILE`] bytes of a
+/// regular file (a FIFO or a device is refused at once); the message names the flag and the
+/// path, never the content.
+pub fn read_token_text(flag: &str, path: &Path) -> Result<String, String> {
+    use vpcrouter_plugin_api::file::{read_text, FileError};
+    read_text(path, MAX_TOKEN_FILE).map_err(|e| match e {
+        FileError::Io { source, .. } => format!("{flag} {}: cannot read it: {source}", path.display()),
+        FileError::TooLarge { .. } => format!(
+            "{flag} {}: the file is larger than {} KiB, not a token; give the file that holds the token alone",
+            path.display(),
+            MAX_TOKEN_FILE >> 10
+        ),
+        other => format!("{flag}: {other}"),
+    })
+}
+
 /// The digest of the token in `path`; the messages name the flag and the path, never the
 /// content.
 fn read_token(path: &Path) -> Result<[u8; 32], String> {
     let shown = path.display();
-    let text = std::fs::read_to_string(path).map_err(|e| format!("--http-token-file {shown}: cannot read it: {e}"))?;
+    let text = read_token_text("--http-token-file", path)?;
     let token = text.trim();
     if token.is_empty() {
         return Err(format!("--http-token-file {shown}: the file is empty; put the token in it"));
@@ -218,5 +237,33 @@ mod tests {
         let err = TokenFile::load(&path).unwrap_err();
         assert!(err.contains(&format!("--http-token-file {}: cannot read it", path.display())), "{err}");
         assert_eq!(t.check(Some(&header("Bearer second-token"))), Ok(()));
+    }
+
+    #[test]
+    fn fifos_devices_and_large_files_are_refused_at_once_and_the_old_token_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "good-token").unwrap();
+        let t = TokenFile::load(&path).unwrap();
+        let started = std::time::Instant::now();
+        std::fs::remove_file(&path).unwrap();
+        assert!(std::process::Command::new("mkfifo").arg(&path).status().unwrap().success());
+        let err = t.reload().unwrap_err();
+        assert_eq!(
+            err,
+            format!(
+                "--http-token-file: '{}' is a FIFO (named pipe), not a regular file: give the path of a regular file",
+                path.display()
+            )
+        );
+        assert!(TokenFile::load(&path).is_err());
+        let err = TokenFile::load(Path::new("/dev/zero")).unwrap_err();
+        assert!(err.contains("'/dev/zero' is a character device, not a regular file"), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, "x".repeat(MAX_TOKEN_FILE as usize + 1)).unwrap();
+        let err = t.reload().unwrap_err();
+        assert!(err.ends_with("the file is larger than 4 KiB, not a token; give the file that holds the token alone"));
+        assert_eq!(t.check(Some(&header("Bearer good-token"))), Ok(()), "the old token stays in force");
     }
 }

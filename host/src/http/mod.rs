@@ -1,5 +1,6 @@
 //! The status server ([`server`]) and the endpoints plugins add to it; its bearer token
-//! ([`auth`]), TLS ([`tls`]) and connection table ([`conns`]).
+//! ([`auth`]), TLS ([`tls`]), connection table ([`conns`]) and request limits and protocol
+//! error answers ([`protocol`]).
 //!
 //! Plugins register `(method, path) -> handler` through [`PluginContext::http`]; the status
 //! server routes matching requests to them. Endpoints whose method is not GET or HEAD count
@@ -9,6 +10,7 @@
 
 pub mod auth;
 pub mod conns;
+pub mod protocol;
 pub mod server;
 pub mod tls;
 

@@ -26,8 +26,13 @@
 //! new client, so new clients are answered at once even when hundreds of slow ones hold
 //! connections; a connection serving a request is never closed for another (when all
 //! slots serve requests, the new client gets 503). Request bodies above [`BODY_LIMIT`] get
-//! 413, a request must arrive whole within [`REQUEST_TIMEOUT`] (408), and a connection
-//! lives at most [`CONNECTION_TIMEOUT`].
+//! 413, request targets above [`URL_LIMIT`] 414 and heads above [`HEAD_LIMIT`] 431, a
+//! request must arrive whole within [`REQUEST_TIMEOUT`] (408), and a connection lives at
+//! most [`CONNECTION_TIMEOUT`].
+//!
+//! Every error answer has a JSON body `{"error": "..."}`: the server's own, axum's 405
+//! (with `Allow`), and those hyper writes itself for heads it cannot parse
+//! ([`super::protocol::JsonErrors`]).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -53,6 +58,8 @@ use vpcrouter_plugin_api::HttpRequest;
 
 use super::auth::{self, Denied, TokenFile};
 use super::conns::{Slot, Slots};
+use super::protocol::JsonErrors;
+pub use super::protocol::{HEAD_LIMIT, URL_LIMIT};
 use super::tls::TlsStore;
 use super::Endpoints;
 use crate::state::Status;
@@ -481,7 +488,9 @@ where
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(IDLE_TIMEOUT)
-        .serve_connection(TokioIo::new(io), service);
+        .max_buf_size(HEAD_LIMIT)
+        .max_header_size(HEAD_LIMIT)
+        .serve_connection(TokioIo::new(JsonErrors::new(io, peer)), service);
     tokio::pin!(conn);
     let head_timer = tokio::time::sleep_until(head);
     tokio::pin!(head_timer);
@@ -513,6 +522,12 @@ async fn handle(
     req: hyper::Request<hyper::body::Incoming>,
 ) -> Result<Response, Infallible> {
     let (method, uri) = (req.method().clone(), req.uri().clone());
+    let target_len = uri.path_and_query().map_or(0, |p| p.as_str().len());
+    if target_len > URL_LIMIT {
+        let message = format!("the request target (URL) is longer than {URL_LIMIT} bytes");
+        tracing::info!(remote = %peer, method = %method, status = 414, "HTTP request refused: {message}");
+        return Ok(error(StatusCode::URI_TOO_LONG, message));
+    }
     if let Some(token) = &shared.security.token {
         if auth::needs_token(method.as_str(), shared.security.auth_all) {
             if let Err(denied) = token.check(req.headers().get(header::AUTHORIZATION)) {
@@ -560,8 +575,17 @@ fn router(ctx: Arc<ServerContext>) -> Router {
         .route("/metrics", get(metrics))
         .route("/drain", get(list_drains))
         .route("/drain/{ip}", post(drain).delete(undrain))
+        .method_not_allowed_fallback(method_not_allowed)
         .fallback(plugin_endpoint)
         .with_state(ctx)
+}
+
+/// 405 for a path the host serves with other methods (axum adds the `Allow` header).
+async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{} does not accept {method}; the Allow header lists the methods it accepts", uri.path()),
+    )
 }
 
 /// A JSON error answer: `{"error": "..."}`.
@@ -952,6 +976,45 @@ mod tests {
             head.contains("text/plain; version=0.0.4") && body.contains("vpcrouter_reconciles_total 0"),
             "{head}{body}"
         );
+        server.stop();
+    }
+
+    #[test]
+    fn every_error_answer_is_json() {
+        let (server, _endpoints) = start();
+        let json_error = |raw: &[u8]| {
+            let (status, head, body) = call(&server, raw);
+            let doc = serde_json::from_str::<serde_json::Value>(&body).unwrap_or_default();
+            assert!(head.contains("content-type: application/json"), "{status}: {head}");
+            (status, head, doc["error"].as_str().unwrap_or_default().to_string())
+        };
+        // Wrong methods on the host's own paths: 405 with Allow and a JSON body.
+        let (status, head, message) =
+            json_error(b"POST /status HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        assert_eq!(status, 405);
+        assert!(head.contains("allow: get,head"), "{head}");
+        assert!(message.contains("/status does not accept POST"), "{message}");
+        let (status, head, _) = json_error(b"GET /drain/10.0.0.1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        assert_eq!(status, 405);
+        assert!(head.contains("allow: post,delete"), "{head}");
+        // Heads hyper refuses itself.
+        let (status, _, message) = json_error(b"GARBAGE\r\n\r\n");
+        assert_eq!(status, 400);
+        assert!(message.contains("not valid HTTP/1.1"), "{message}");
+        assert_eq!(json_error(b"GET /a b HTTP/1.1\r\n\r\n").0, 400);
+        for len in [URL_LIMIT + 1, 1 << 20] {
+            let raw = format!("GET /{} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "a".repeat(len));
+            let (status, _, message) = json_error(raw.as_bytes());
+            assert_eq!(status, 414, "{len}");
+            assert_eq!(message, format!("the request target (URL) is longer than {URL_LIMIT} bytes"));
+        }
+        let raw = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(HEAD_LIMIT));
+        let (status, _, message) = json_error(raw.as_bytes());
+        assert_eq!(status, 431);
+        assert!(message.contains(&format!("larger than {HEAD_LIMIT} bytes")), "{message}");
+        // The longest target served.
+        let raw = format!("GET /{} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "a".repeat(URL_LIMIT - 1));
+        assert_eq!(json_error(raw.as_bytes()).0, 404);
         server.stop();
     }
 

@@ -55,8 +55,18 @@ impl TlsStore {
     }
 }
 
+/// The largest PEM file read: a certificate chain or a key is a few KiB, a CA bundle a few
+/// hundred (the system's is about 220 KiB).
+pub const MAX_PEM_FILE: u64 = 1 << 20;
+
+/// The content of the PEM file of option `flag`: a regular file (a FIFO or a device is
+/// refused at once) of at most [`MAX_PEM_FILE`] bytes.
 fn read_file(flag: &str, path: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("{flag} {}: cannot read it: {e}", path.display()))
+    use vpcrouter_plugin_api::file::FileError;
+    vpcrouter_plugin_api::file::read_file(path, MAX_PEM_FILE).map_err(|e| match e {
+        FileError::Io { source, .. } => format!("{flag} {}: cannot read it: {source}", path.display()),
+        other => format!("{flag}: {other}"),
+    })
 }
 
 /// The PEM certificates in `path` (the file of option `flag`, for messages).
@@ -104,4 +114,37 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, String> {
         .map_err(|e| format!("--tls-cert {} with --tls-key {}: {e}", files.cert.display(), files.key.display()))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn fifos_devices_and_huge_files_are_refused_at_once_naming_the_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("cert.pem");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        let huge = dir.path().join("bundle.pem");
+        std::fs::write(&huge, vec![b'#'; (MAX_PEM_FILE + 1) as usize]).unwrap();
+        let started = Instant::now();
+        let e = certificates("--tls-cert", &fifo).unwrap_err();
+        assert_eq!(
+            e,
+            format!(
+                "--tls-cert: '{}' is a FIFO (named pipe), not a regular file: give the path of a regular file",
+                fifo.display()
+            )
+        );
+        let e = private_key("--tls-key", Path::new("/dev/zero")).unwrap_err();
+        assert!(e.starts_with("--tls-key: '/dev/zero' is a character device, not a regular file"), "{e}");
+        let e = certificates("--tls-client-ca", &huge).unwrap_err();
+        assert!(e.starts_with("--tls-client-ca: '") && e.contains("larger than the limit of 1 MiB"), "{e}");
+        let files = TlsFiles { cert: fifo.clone(), key: fifo, client_ca: None };
+        assert!(TlsStore::load(files).is_err());
+        assert!(started.elapsed() < Duration::from_secs(1));
+        let e = certificates("--tls-cert", &dir.path().join("missing.pem")).unwrap_err();
+        assert!(e.contains("missing.pem: cannot read it: No such file"), "{e}");
+    }
 }

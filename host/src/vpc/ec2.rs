@@ -582,6 +582,7 @@ impl Ec2 {
         };
         *self.lock_confirmed() = Some((vpc_id.to_owned(), cidrs.clone()));
         let tables = tables?;
+        let (instances, not_running) = instances?;
         let local = tables.iter().flat_map(|t| &t.routes).filter(|r| r.other_target.as_deref() == Some("local"));
         cidrs.extend(local.filter_map(|r| r.dest.as_ref().and_then(Dest::cidr)));
         cidrs.sort();
@@ -598,7 +599,8 @@ impl Ec2 {
             subnets: subnets?,
             cidrs,
             route_tables: tables,
-            instances: instances?,
+            instances,
+            not_running,
             prefix_lists: lists,
             other_lists,
         };
@@ -668,20 +670,30 @@ impl Ec2 {
         }
     }
 
-    async fn instances(&self, vpc_id: &str, limits: &Limits) -> Result<Vec<Instance>, Ec2Error> {
-        let mut out = Vec::new();
+    /// The VPC's instances, and the state of those that are not running (by id).
+    async fn instances(
+        &self,
+        vpc_id: &str,
+        limits: &Limits,
+    ) -> Result<(Vec<Instance>, BTreeMap<String, String>), Ec2Error> {
+        let (mut out, mut not_running) = (Vec::new(), BTreeMap::new());
         let mut token = None;
         loop {
             let _slot = limits.read_slot().await;
             let sent = Instant::now();
             let call = self.client.describe_instances().filters(vpc_filter(vpc_id)).set_next_token(token).send().await;
             let page = self.record(Op::DescribeInstances, sent, call)?;
-            for reservation in page.reservations() {
-                out.extend(reservation.instances().iter().filter_map(instance));
+            for i in page.reservations().iter().flat_map(|r| r.instances()) {
+                let Some(translated) = instance(i) else { continue };
+                let run_state = i.state().and_then(|s| s.name());
+                if let Some(name) = run_state.filter(|n| **n != ec2::InstanceStateName::Running) {
+                    not_running.insert(translated.id.clone(), name.as_str().to_owned());
+                }
+                out.push(translated);
             }
             token = next_token(page.next_token());
             if token.is_none() {
-                return Ok(out);
+                return Ok((out, not_running));
             }
         }
     }
@@ -1106,6 +1118,7 @@ fn route(r: &ec2::Route) -> Route {
         instance_id: r.instance_id().map(str::to_owned),
         eni_id: r.network_interface_id().map(str::to_owned),
         other_target,
+        blackhole: r.state() == Some(&ec2::RouteState::Blackhole),
     }
 }
 
@@ -1380,10 +1393,18 @@ mod tests {
                 dest: Some(Dest::Cidr(Cidr::parse("::/0").expect("cidr"))),
                 instance_id: None,
                 eni_id: None,
-                other_target: Some("eigw-1".into())
+                other_target: Some("eigw-1".into()),
+                blackhole: false,
             }
         );
+        let dropped = ec2::Route::builder()
+            .destination_cidr_block("10.1.0.0/16")
+            .instance_id("i-1")
+            .state(ec2::RouteState::Blackhole)
+            .build();
+        assert!(route(&dropped).blackhole);
         let listed = ec2::Route::builder().destination_prefix_list_id("pl-1").network_interface_id("eni-1").build();
+        assert!(!route(&listed).blackhole);
         assert_eq!(route(&listed).dest, Some(Dest::List("pl-1".into())));
         assert_eq!(route(&listed).eni_id.as_deref(), Some("eni-1"));
         let v6 = ec2::Route::builder().destination_ipv6_cidr_block("2001:db8::/32").instance_id("i-1").build();

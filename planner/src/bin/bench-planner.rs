@@ -1,10 +1,15 @@
-//! Planner benchmark (issue 7): 1,000 spec CIDRs × 20 route tables × 2,000 instances.
+//! Planner benchmark (issues 7 and 23): 1,000, then 50,000 spec CIDRs × 20 route tables ×
+//! 2,000 instances.
 //!
 //! Times `vpcrouter_planner::plan::plan` on a synthetic VPC (subnets in three zones) for three
 //! situations (empty tables, steady state, 5 routers failed), the first and last again with
-//! `--zone-affinity`, and counts heap allocations with a counting global allocator.
-//! Prints a table: median, min and max time over `--runs` runs (default 31) and the
-//! allocations of one run. Options: `--runs N`, `--cidrs N`, `--tables N`, `--instances N`.
+//! `--zone-affinity`, and the same plus the status update the engine makes after each plan
+//! (`view::table_routes`); counts heap allocations with a counting global allocator.
+//! Without options it prints two tables: 1,000 CIDRs (31 runs, target: plan ≤ 10 ms) and
+//! 50,000 CIDRs (5 runs, target: plan + status update ≤ 1 s at steady state and in failovers;
+//! the initial placement is shown, not judged); each gives the median, min
+//! and max time over the runs and the allocations of one run. Options (one table at that
+//! size, target by size): `--runs N`, `--cidrs N`, `--tables N`, `--instances N`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeSet;
@@ -16,6 +21,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use vpcrouter_planner::model::{Cidr, Dest, Eni, Instance, Route, RouteTable, Subnet, TableSelection, VpcState};
 use vpcrouter_planner::plan::{plan, PlanInput};
+use vpcrouter_planner::view::table_routes;
 
 /// The system allocator, counting allocations and bytes.
 struct Counting;
@@ -96,6 +102,7 @@ fn state(s: Scale, routed: bool) -> VpcState {
                 instance_id: None,
                 eni_id: None,
                 other_target: Some("local".into()),
+                blackhole: false,
             }];
             if routed {
                 routes.extend((0..s.cidrs).map(|c| {
@@ -105,6 +112,7 @@ fn state(s: Scale, routed: bool) -> VpcState {
                         instance_id: Some(format!("i-{i:08}")),
                         eni_id: Some(format!("eni-{i:08}")),
                         other_target: None,
+                        blackhole: false,
                     }
                 }));
             }
@@ -118,58 +126,57 @@ fn state(s: Scale, routed: bool) -> VpcState {
 /// One measured situation.
 struct Row {
     name: &'static str,
-    times: Vec<Duration>,
+    /// The plan alone, sorted.
+    plan: Vec<Duration>,
+    /// The plan and the status update after it, sorted.
+    both: Vec<Duration>,
     actions: usize,
+    routes: usize,
     allocs: u64,
     bytes: u64,
 }
 
-fn measure(name: &'static str, runs: usize, input: &PlanInput<'_>) -> Row {
+/// Allocations and bytes counted so far.
+fn counted() -> (u64, u64) {
+    (ALLOCS.load(Ordering::Relaxed), BYTES.load(Ordering::Relaxed))
+}
+
+fn measure(name: &'static str, runs: usize, warmups: usize, input: &PlanInput<'_>) -> Row {
     let mut rng = StdRng::seed_from_u64(7);
-    for _ in 0..3 {
-        std::hint::black_box(plan(input, &mut rng));
+    for _ in 0..warmups {
+        let p = plan(input, &mut rng);
+        std::hint::black_box(table_routes(input.state, &p, &[], false));
     }
-    let mut times = Vec::with_capacity(runs);
-    let (mut actions, mut allocs, mut bytes) = (0, 0, 0);
+    let (mut times, mut both) = (Vec::with_capacity(runs), Vec::with_capacity(runs));
+    let (mut actions, mut routes, mut allocs, mut bytes) = (0, 0, 0, 0);
     for _ in 0..runs {
-        let (a0, b0) = (ALLOCS.load(Ordering::Relaxed), BYTES.load(Ordering::Relaxed));
+        let (a0, b0) = counted();
         let t = Instant::now();
         let p = std::hint::black_box(plan(input, &mut rng));
         times.push(t.elapsed());
-        allocs = ALLOCS.load(Ordering::Relaxed) - a0;
-        bytes = BYTES.load(Ordering::Relaxed) - b0;
-        actions = p.actions.len();
-        drop(p);
+        // As the engine does: the status tables from the state and the plan.
+        let tables = std::hint::black_box(table_routes(input.state, &p, &[], false));
+        both.push(t.elapsed());
+        let (a1, b1) = counted();
+        (allocs, bytes) = (a1 - a0, b1 - b0);
+        (actions, routes) = (p.actions.len(), tables.values().map(|t| t.len()).sum());
+        drop((p, tables));
     }
     times.sort();
-    Row { name, times, actions, allocs, bytes }
+    both.sort();
+    Row { name, plan: times, both, actions, routes, allocs, bytes }
 }
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-fn main() {
-    let mut runs = 31;
-    let mut s = Scale { cidrs: 1000, tables: 20, instances: 2000 };
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    for pair in args.chunks(2) {
-        let value = pair.get(1).and_then(|v| v.parse::<usize>().ok()).filter(|v| *v > 0);
-        let Some(v) = value else {
-            eprintln!("usage: bench-planner [--runs N] [--cidrs N] [--tables N] [--instances N]");
-            std::process::exit(2);
-        };
-        match pair[0].as_str() {
-            "--runs" => runs = v,
-            "--cidrs" => s.cidrs = v,
-            "--tables" => s.tables = v,
-            "--instances" => s.instances = v,
-            other => {
-                eprintln!("unknown option {other}");
-                std::process::exit(2);
-            }
-        }
-    }
+fn median(times: &[Duration]) -> Duration {
+    times[times.len() / 2]
+}
+
+/// Measures every situation at one size and prints its table; true when its target is met.
+fn suite(s: Scale, runs: usize) -> bool {
     let spec = spec(s);
     let (empty, routed) = (state(s, false), state(s, true));
     let none = BTreeSet::new();
@@ -189,34 +196,84 @@ fn main() {
         tables: &TableSelection::Serving,
         zone_affinity,
     };
+    let warmups = if runs > 5 { 3 } else { 1 };
     let rows = [
-        measure("initial (empty tables)", runs, &input(&empty, &none, false)),
-        measure("steady state", runs, &input(&routed, &none, false)),
-        measure("5 routers failed", runs, &input(&routed, &failed, false)),
-        measure("initial, zone affinity", runs, &input(&empty, &none, true)),
-        measure("5 failed, zone affinity", runs, &input(&routed, &failed, true)),
+        measure("initial (empty tables)", runs, warmups, &input(&empty, &none, false)),
+        measure("steady state", runs, warmups, &input(&routed, &none, false)),
+        measure("5 routers failed", runs, warmups, &input(&routed, &failed, false)),
+        measure("initial, zone affinity", runs, warmups, &input(&empty, &none, true)),
+        measure("5 failed, zone affinity", runs, warmups, &input(&routed, &failed, true)),
     ];
     println!(
         "\nplanner: {} spec CIDRs × {} route tables × {} instances, {runs} runs each (release)",
         s.cidrs, s.tables, s.instances
     );
     println!(
-        "{:<24} {:>9} {:>9} {:>9} {:>8} {:>10} {:>10}",
-        "situation", "median ms", "min ms", "max ms", "actions", "allocs", "alloc MiB"
+        "{:<24} {:>9} {:>8} {:>8} {:>11} {:>9} {:>8} {:>8} {:>9} {:>8}",
+        "situation", "plan ms", "min", "max", "+status ms", "max", "actions", "routes", "allocs", "MiB"
     );
     for r in &rows {
         println!(
-            "{:<24} {:>9.2} {:>9.2} {:>9.2} {:>8} {:>10} {:>10.1}",
+            "{:<24} {:>9.2} {:>8.2} {:>8.2} {:>11.2} {:>9.2} {:>8} {:>8} {:>9} {:>8.1}",
             r.name,
-            ms(r.times[r.times.len() / 2]),
-            ms(r.times[0]),
-            ms(r.times[r.times.len() - 1]),
+            ms(median(&r.plan)),
+            ms(r.plan[0]),
+            ms(r.plan[r.plan.len() - 1]),
+            ms(median(&r.both)),
+            ms(r.both[r.both.len() - 1]),
             r.actions,
+            r.routes,
             r.allocs,
             r.bytes as f64 / (1 << 20) as f64
         );
     }
-    let worst = rows.iter().map(|r| r.times[r.times.len() / 2]).max().unwrap_or_default();
-    let verdict = if worst <= Duration::from_millis(10) { "met" } else { "MISSED" };
-    println!("target: median ≤ 10 ms in every situation: {verdict} (worst median {:.2} ms)", ms(worst));
+    if s.cidrs <= 1000 {
+        let worst = rows.iter().map(|r| median(&r.plan)).max().unwrap_or_default();
+        let met = worst <= Duration::from_millis(10);
+        let verdict = if met { "met" } else { "MISSED" };
+        println!("target: plan median ≤ 10 ms in every situation: {verdict} (worst median {:.2} ms)", ms(worst));
+        return met;
+    }
+    // What a running daemon does on every reconcile: the steady state and failovers. The
+    // initial placement (every route created) is shown, not judged: it comes before a million
+    // writes, which EC2's write bucket (5 per second) spreads over days.
+    let judged = rows.iter().filter(|r| !r.name.starts_with("initial"));
+    // The slowest run (with 5 runs the max is the p99) of plan + status update.
+    let worst = judged.map(|r| r.both[r.both.len() - 1]).max().unwrap_or_default();
+    let met = worst <= Duration::from_secs(1);
+    let verdict = if met { "met" } else { "MISSED" };
+    println!(
+        "target: plan + status update ≤ 1 s in every run at steady state and in failovers: {verdict} (worst {:.0} ms)",
+        ms(worst)
+    );
+    met
+}
+
+fn main() {
+    let mut runs = None;
+    let mut s = Scale { cidrs: 1000, tables: 20, instances: 2000 };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    for pair in args.chunks(2) {
+        let value = pair.get(1).and_then(|v| v.parse::<usize>().ok()).filter(|v| *v > 0);
+        let Some(v) = value else {
+            eprintln!("usage: bench-planner [--runs N] [--cidrs N] [--tables N] [--instances N]");
+            std::process::exit(2);
+        };
+        match pair[0].as_str() {
+            "--runs" => runs = Some(v),
+            "--cidrs" => s.cidrs = v,
+            "--tables" => s.tables = v,
+            "--instances" => s.instances = v,
+            other => {
+                eprintln!("unknown option {other}");
+                std::process::exit(2);
+            }
+        }
+    }
+    if args.is_empty() {
+        suite(s, 31);
+        suite(Scale { cidrs: 50_000, ..s }, 5);
+    } else {
+        suite(s, runs.unwrap_or(31));
+    }
 }

@@ -1,12 +1,16 @@
 //! The `configfile` watcher: the route spec is a JSON file, re-read when it changes.
 //!
 //! `vpcrouter -m configfile -f /etc/vpcrouter/routes.json` reads the file at start and
-//! sends the spec if it is valid. The file is then followed with [`FileWatch`] (rename-safe,
-//! Kubernetes-aware, bursts merged over 100 ms) and re-read after each change, and on
-//! SIGHUP; a spec is only sent when it differs from the last one sent.
+//! sends the spec if it is valid. The path is then followed with [`FileWatch`] (through
+//! renames, symlink and directory swaps, Kubernetes' `..data` swaps; a completed write is read
+//! at once, bare writes after 100 ms) and the file re-read after each change, and on SIGHUP; a
+//! spec is only sent when it differs from the last one sent.
 //!
-//! A file that is missing, unreadable, not JSON or not a valid spec is reported as
-//! `Config ignored: <why>` and the last good spec stays in effect.
+//! Only a regular file of at most `--file_max_size` bytes (default 64 MiB) is read, without
+//! ever blocking: at start anything else stops vpcrouter with one line, like a missing file.
+//! Later, a file that is missing, unreadable, not a regular file, too large, not UTF-8, not
+//! JSON or not a valid spec is reported as `Config ignored: <why>` and the last good spec
+//! stays in effect.
 
 #![deny(unsafe_code)]
 
@@ -14,9 +18,39 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
-use vpcrouter_filewatch::{FileWatch, Wake};
+use vpcrouter_filewatch::{FileWatch, Wake, RECHECK};
+use vpcrouter_plugin_api::file::{check_file, read_text, FileError};
 use vpcrouter_plugin_api::prelude::*;
 use vpcrouter_plugin_api::time::rfc3339;
+
+/// `--file_max_size` when not given.
+const DEFAULT_MAX_SIZE: &str = "64M";
+/// Allowed range of `--file_max_size`, in bytes.
+const MAX_SIZE_RANGE: std::ops::RangeInclusive<u64> = 1 << 10..=1 << 30;
+
+/// Parses a size: bytes, or a number with `K`, `M` or `G` (powers of 1024; `KiB`, `MB`, ...
+/// accepted too).
+fn parse_size(raw: &str) -> Option<u64> {
+    let raw = raw.trim();
+    let digits = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
+    let (number, unit) = raw.split_at(digits);
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return None,
+    };
+    number.parse::<u64>().ok()?.checked_mul(1 << shift)
+}
+
+/// `--file_max_size` in bytes; the error names the option, the value and what to give.
+fn max_size_from(args: &PluginArgs) -> Result<u64, String> {
+    let raw = args.get("file_max_size").unwrap_or(DEFAULT_MAX_SIZE);
+    parse_size(raw).filter(|n| MAX_SIZE_RANGE.contains(n)).ok_or_else(|| {
+        format!("--file_max_size: '{raw}' is not a size between 1K and 1G; give bytes or a number with K, M or G (e.g. 64M)")
+    })
+}
 
 /// The watcher plugin.
 pub struct Configfile {
@@ -30,21 +64,32 @@ impl PluginDescription for Configfile {
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
 
     fn arguments() -> Vec<ArgSpec> {
-        vec![ArgSpec::value("file", "FILE", "config file for routing groups (only in configfile mode)")
-            .short('f')
-            .required()]
+        vec![
+            ArgSpec::value("file", "FILE", "config file for routing groups (only in configfile mode)")
+                .short('f')
+                .required(),
+            ArgSpec::value(
+                "file_max_size",
+                "SIZE",
+                "largest config file read, in bytes or with K, M or G (1K to 1G); a larger file is \
+                 refused (only in configfile mode)",
+            )
+            .default(DEFAULT_MAX_SIZE),
+        ]
     }
 
     fn validate_config(args: &PluginArgs) -> Result<(), String> {
         let file = args.require("file")?;
-        let opened = std::fs::File::open(file).and_then(|f| {
-            if f.metadata()?.is_dir() {
-                Err(std::io::Error::other("it is a directory"))
-            } else {
-                Ok(())
-            }
-        });
-        opened.map_err(|e| format!("Cannot open config file '{file}': {e}"))
+        let limit = max_size_from(args)?;
+        check_file(Path::new(file), limit).map_err(|e| open_error(file, &e))
+    }
+}
+
+/// The error at start: a missing or unreadable file keeps vpc-router's message.
+fn open_error(file: &str, e: &FileError) -> String {
+    match e {
+        FileError::Io { source, .. } => format!("Cannot open config file '{file}': {source}"),
+        other => format!("Cannot use config file: {other}"),
     }
 }
 
@@ -53,9 +98,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Reads and validates the spec file; the error says what is wrong with it.
-fn read_spec(path: &Path) -> Result<RouteSpec, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("Cannot open file '{}': {e}", path.display()))?;
+/// Reads and validates the spec file, of at most `limit` bytes; the error says what is wrong
+/// with it.
+fn read_spec(path: &Path, limit: u64) -> Result<RouteSpec, String> {
+    let text = read_text(path, limit).map_err(|e| match e {
+        FileError::Io { source, .. } => format!("Cannot open file '{}': {source}", path.display()),
+        other => other.to_string(),
+    })?;
     spec::parse_json(&text).map_err(|e| e.to_string())
 }
 
@@ -63,6 +112,8 @@ fn read_spec(path: &Path) -> Result<RouteSpec, String> {
 struct Reader {
     /// The path made absolute (symlinks are kept, not resolved).
     path: PathBuf,
+    /// `--file_max_size`: a larger file is refused unread.
+    limit: u64,
     log: Logger,
     sink: SpecSink,
     /// When a spec was last sent; held while reading, so that a SIGHUP and a file change
@@ -74,7 +125,7 @@ impl Reader {
     /// Re-reads the file; false when the spec queue is closed.
     fn reload(&self) -> bool {
         let mut last_update = lock(&self.last_update);
-        match read_spec(&self.path) {
+        match read_spec(&self.path, self.limit) {
             Ok(spec) => {
                 let new = self.sink.last().as_ref() != Some(&spec);
                 if !self.sink.offer(spec) {
@@ -98,8 +149,8 @@ impl Reader {
 fn run(reader: &Reader, mut watch: FileWatch, stop: &StopToken) {
     loop {
         match watch.wait(stop.receiver(), None) {
-            Wake::Changed => {
-                reader.log.info(format!("Detected file change event for {}", reader.path.display()));
+            Wake::Changed(trigger) => {
+                reader.log.info(format!("Detected file change event for {} ({trigger})", reader.path.display()));
                 if !reader.reload() {
                     return;
                 }
@@ -107,7 +158,7 @@ fn run(reader: &Reader, mut watch: FileWatch, stop: &StopToken) {
             Wake::Event(event) => {
                 reader.log.debug(format!("File event {:?} on {:?}", event.kind, event.paths));
             }
-            Wake::Error(e) => reader.log.warn(format!("File watch error, re-reading the file: {e}")),
+            Wake::Error(e) => reader.log.warn(format!("{e}; the file is still checked every {} s", RECHECK.as_secs())),
             Wake::Stopped | Wake::Timeout => return,
         }
     }
@@ -116,6 +167,7 @@ fn run(reader: &Reader, mut watch: FileWatch, stop: &StopToken) {
 impl WatcherPlugin for Configfile {
     fn start(args: &PluginArgs, run: &WatcherRun) -> Result<Self, String> {
         let file = args.require("file")?;
+        let limit = max_size_from(args)?;
         let path = std::path::absolute(file).map_err(|e| format!("Cannot open config file '{file}': {e}"))?;
         if path.file_name().is_none() {
             return Err(format!("Cannot open config file '{file}': not a file name"));
@@ -123,7 +175,8 @@ impl WatcherPlugin for Configfile {
         run.log().info(format!("Configfile watcher plugin: Starting to watch route spec file '{file}' for changes..."));
         // Watch first, then read, so that no change between the two is missed.
         let watch = FileWatch::new(&path).map_err(|e| e.to_string())?;
-        let reader = Arc::new(Reader { path, log: run.log().clone(), sink: run.sink(), last_update: Mutex::default() });
+        let reader =
+            Arc::new(Reader { path, limit, log: run.log().clone(), sink: run.sink(), last_update: Mutex::default() });
         reader.reload();
         let thread_reader = reader.clone();
         run.spawn("ConfMon", move |stop| self::run(&thread_reader, watch, &stop))?;
@@ -201,6 +254,73 @@ mod tests {
         fs::write(&file, "not even JSON").unwrap();
         let args = PluginArgs::from_pairs([("file", file.to_str().unwrap())]);
         assert_eq!(Configfile::validate_config(&args), Ok(()));
+
+        // Never a hang: a FIFO or a device is refused at once; a file over the limit unread.
+        let fifo = dir.path().join("fifo.json");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        let started = Instant::now();
+        for (path, what) in [(fifo.to_str().unwrap(), "is a FIFO"), ("/dev/zero", "is a character device")] {
+            let err = Configfile::validate_config(&PluginArgs::from_pairs([("file", path)])).unwrap_err();
+            assert!(err.starts_with("Cannot use config file: ") && err.contains(what), "{err}");
+        }
+        assert!(started.elapsed() < Duration::from_secs(1));
+        fs::write(&file, vec![b' '; 2048]).unwrap();
+        let small = PluginArgs::from_pairs([("file", file.to_str().unwrap()), ("file_max_size", "1K")]);
+        let err = Configfile::validate_config(&small).unwrap_err();
+        assert!(err.contains("larger than the limit of 1 KiB"), "{err}");
+    }
+
+    #[test]
+    fn the_size_limit_is_parsed_once_with_units() {
+        assert_eq!(parse_size("64M"), Some(64 << 20));
+        assert_eq!(parse_size(" 512 KiB "), Some(512 << 10));
+        assert_eq!(parse_size("1g"), Some(1 << 30));
+        assert_eq!(parse_size("4096"), Some(4096));
+        for bad in ["", "M", "12X", "1.5M", "-1", "99999999999999999999G"] {
+            assert_eq!(parse_size(bad), None, "{bad}");
+        }
+        let limit = |v: &str| max_size_from(&PluginArgs::from_pairs([("file_max_size", v)]));
+        assert_eq!(max_size_from(&PluginArgs::default()), Ok(64 << 20));
+        assert_eq!(limit("2M"), Ok(2 << 20));
+        for bad in ["100", "2G", "lots"] {
+            let err = limit(bad).unwrap_err();
+            assert!(err.starts_with(&format!("--file_max_size: '{bad}' is not a size between 1K and 1G")), "{err}");
+        }
+    }
+
+    #[test]
+    fn files_that_cannot_be_specs_are_refused_in_one_line_and_the_last_spec_kept() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("routes.json");
+        fs::write(&file, SPEC_A).unwrap();
+        let r = start_watcher::<Configfile>(&[("file", file.to_str().unwrap()), ("file_max_size", "4K")]).unwrap();
+        assert_eq!(next_json(&r), canonical(SPEC_A));
+
+        let swap_in = |make: &dyn Fn(&Path)| {
+            let tmp = dir.path().join("next");
+            make(&tmp);
+            fs::rename(&tmp, &file).unwrap();
+        };
+        swap_in(&|p| symlink("/dev/zero", p).unwrap());
+        assert!(r.logs.wait_for(LogLevel::Error, "is a character device, not a regular file", WAIT));
+        swap_in(&|p| assert!(std::process::Command::new("mkfifo").arg(p).status().unwrap().success()));
+        assert!(r.logs.wait_for(LogLevel::Error, "is a FIFO (named pipe), not a regular file", WAIT));
+        swap_in(&|p| fs::write(p, vec![b' '; 8 << 10]).unwrap());
+        assert!(r.logs.wait_for(LogLevel::Error, "is larger than the limit of 4 KiB", WAIT));
+        swap_in(&|p| fs::write(p, b"{\"10.1.0.0/16\": [\"1.1.1.1\"], \"caf\xe9\": []}").unwrap());
+        let utf8 = format!("Config ignored: '{}' is not UTF-8 text (invalid byte at offset 33)", file.display());
+        assert!(r.logs.wait_for(LogLevel::Error, &utf8, WAIT), "{:?}", r.logs);
+        assert!(nothing_within(&r.specs, QUIET), "the last good spec stays");
+        assert_eq!(stats(&r).errors, 4);
+
+        // A valid file is followed again, SIGHUP still reads, stopping is prompt.
+        swap_in(&|p| fs::write(p, SPEC_B).unwrap());
+        assert_eq!(next_json(&r), canonical(SPEC_B));
+        r.watcher.reload().into_result().unwrap();
+        let started = Instant::now();
+        r.stop().unwrap();
+        assert!(started.elapsed() < Duration::from_secs(1));
     }
 
     #[test]

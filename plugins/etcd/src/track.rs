@@ -127,8 +127,10 @@ mod tests {
     fn invalid_values_keep_the_last_spec_and_say_why() {
         let mut t = Tracker::default();
         sent(t.observe(Some(A), 5));
-        let cases: [(&[u8], &str); 4] = [
+        let cases: [(&[u8], &str); 6] = [
             (b"{not json", "not valid JSON"),
+            (br#"{"10.1.0.0/16": ["10.0.0.9"], "10.1.0.0/16": []}"#, "'10.1.0.0/16' appears more than once"),
+            (br#"{"2001:DB8::/32": ["10.0.0.9"]}"#, "write it as 2001:db8::/32"),
             (br#"{"10.1.0.1/16": ["10.0.0.1"]}"#, "host bits are set; the network is 10.1.0.0/16"),
             (br#"{"10.1.0.0/16": ["10.0.0."]}"#, "'10.0.0.' (a router of '10.1.0.0/16')"),
             (b"\xff\xfe", "not UTF-8"),
@@ -140,7 +142,7 @@ mod tests {
             }
         }
         // Back to the spec in force: nothing new to send.
-        assert_eq!(t.observe(Some(A), 10), Verdict::Unchanged);
+        assert_eq!(t.observe(Some(A), 12), Verdict::Unchanged);
     }
 
     #[test]

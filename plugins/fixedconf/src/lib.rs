@@ -124,5 +124,7 @@ mod tests {
         let (tx, _rx) = vpcrouter_plugin_api::channel::unbounded();
         let started = vpcrouter_plugin_api::watcher::start::<Fixedconf>(&args("10.1.0.1/16", "10.0.0.1"), ctx, tx);
         assert!(started.err().unwrap().contains("'10.1.0.1/16' is not a valid route CIDR"));
+        let err = Fixedconf::validate_config(&args("10.1.0.0/016", "10.0.0.1")).unwrap_err();
+        assert!(err.ends_with("the prefix length has a leading zero; write it as 10.1.0.0/16"), "{err}");
     }
 }

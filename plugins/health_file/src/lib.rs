@@ -7,14 +7,16 @@
 //! * plain text: one IPv4 address per line, all of them failed; blank lines and text
 //!   after `#` are ignored.
 //!
-//! A missing file means every host is healthy. Content that cannot be parsed is reported
-//! as an error and the previous verdict stays in effect. The file is followed with
-//! [`FileWatch`] (rename-safe, like the `configfile` watcher) and also re-read every
+//! A missing file means every host is healthy. Content that cannot be parsed, and a file
+//! that is not a regular file (a FIFO, a device, a directory: never opened in a way that can
+//! block) or is larger than 1 MiB, is reported as an error and the previous verdict stays in
+//! effect. The path is followed with [`FileWatch`] (through renames, symlink and directory
+//! swaps, like the `configfile` watcher) and the file also re-read every
 //! `--health_file_interval` seconds (default 1), in case events are missed.
 //!
 //! It is a source of verdicts for the SDK: one round per interval re-reads the file, a
-//! change seen by the watch is read and reported at once (after the watch's debounce),
-//! and there is no hold-down: a host is failed exactly while the file lists it. A host
+//! change seen by the watch is read and reported at once (a write closed or a file renamed
+//! into place at once, bare writes after the watch's debounce), and there is no hold-down: a host is failed exactly while the file lists it. A host
 //! listed as both failed and questionable is failed. The SDK sends the full report once
 //! after the first host list and then whenever it changes, and counts a check per host of
 //! each round and a failure per failed verdict.
@@ -22,13 +24,16 @@
 #![deny(unsafe_code)]
 
 use std::collections::BTreeSet;
-use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use vpcrouter_filewatch::{FileWatch, Wake};
 use vpcrouter_plugin_api::crossbeam_channel::{never, Receiver};
+use vpcrouter_plugin_api::file::read_text;
 use vpcrouter_plugin_api::prelude::*;
+
+/// The largest health file read: a list of addresses is far smaller.
+const MAX_SIZE: u64 = 1 << 20;
 
 /// Allowed range of `--health_file_interval`, in seconds.
 const INTERVAL_RANGE: std::ops::RangeInclusive<f64> = 0.1..=3600.0;
@@ -107,9 +112,9 @@ impl FileProber {
     /// Reads the file; keeps the previous verdict when its content is bad.
     fn reread(&mut self) {
         self.reads += 1;
-        let (state, verdict) = match std::fs::read_to_string(&self.path) {
-            Err(e) if e.kind() == ErrorKind::NotFound => (FileState::Missing, Some(Verdict::default())),
-            Err(e) => (FileState::Bad(format!("Cannot read health file '{}': {e}", self.path.display())), None),
+        let (state, verdict) = match read_text(&self.path, MAX_SIZE) {
+            Err(e) if e.is_not_found() => (FileState::Missing, Some(Verdict::default())),
+            Err(e) => (FileState::Bad(format!("Health file ignored: {e}")), None),
             Ok(text) => match parse_health(&text) {
                 Ok(v) => (FileState::Good, Some(v)),
                 Err(why) => (FileState::Bad(format!("Health file '{}' ignored: {why}", self.path.display())), None),
@@ -157,12 +162,12 @@ impl Prober for FileProber {
 
     fn wait(&mut self, until: Instant, answers: &mut Answers) {
         match self.watch.wait(&self.no_stop, Some(until)) {
-            Wake::Changed => {
-                self.log.debug(format!("Detected file change event for {}", self.path.display()));
+            Wake::Changed(trigger) => {
+                self.log.debug(format!("Detected file change event for {} ({trigger})", self.path.display()));
                 self.reread();
                 self.answer(&self.hosts, answers);
             }
-            Wake::Error(e) => self.log.warn(format!("File watch error, re-reading the health file: {e}")),
+            Wake::Error(e) => self.log.warn(format!("{e}; the health file is still re-read every round")),
             Wake::Event(_) | Wake::Timeout | Wake::Stopped => {}
         }
     }
@@ -234,13 +239,8 @@ impl HealthPlugin for HealthFile {
         let log = run.log().clone();
         log.info(format!("File health monitor plugin: Starting to watch '{file}'."));
         let watch = FileWatch::new(&path).unwrap_or_else(|e| {
-            log.warn(format!(
-                "Cannot watch directory '{}' ({}); re-reading the health file every {} s only",
-                e.dir.display(),
-                e.source,
-                interval.as_secs_f64()
-            ));
-            FileWatch::idle()
+            log.warn(format!("{e}; re-reading the health file every {} s only", interval.as_secs_f64()));
+            FileWatch::polling(&path)
         });
         let mut prober = FileProber {
             path,
@@ -414,6 +414,38 @@ mod tests {
         let (stats, _) = status(&h);
         assert!(stats.checks >= 1 && stats.failures >= 1, "{stats:?}");
         h.stop().unwrap();
+    }
+
+    #[test]
+    fn files_that_cannot_be_health_files_are_refused_and_the_verdict_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("health.txt");
+        fs::write(&file, "10.0.0.1\n").unwrap();
+        let h = start(&file, "60");
+        h.send_hosts(&["10.0.0.1", "10.0.0.2"]);
+        assert_eq!(next(&h), (ips(&["10.0.0.1"]), ips(&[])));
+
+        let swap_in = |make: &dyn Fn(&Path)| {
+            let tmp = dir.path().join("next");
+            make(&tmp);
+            fs::rename(&tmp, &file).unwrap();
+        };
+        let started = Instant::now();
+        swap_in(&|p| assert!(std::process::Command::new("mkfifo").arg(p).status().unwrap().success()));
+        assert!(h.logs.wait_for(LogLevel::Error, "is a FIFO (named pipe), not a regular file", WAIT));
+        swap_in(&|p| std::os::unix::fs::symlink("/dev/zero", p).unwrap());
+        assert!(h.logs.wait_for(LogLevel::Error, "is a character device, not a regular file", WAIT));
+        swap_in(&|p| fs::write(p, vec![b'#'; (MAX_SIZE + 1) as usize]).unwrap());
+        assert!(h.logs.wait_for(LogLevel::Error, "is larger than the limit of 1 MiB", WAIT));
+        assert!(started.elapsed() < WAIT);
+        assert!(nothing_within(&h.reports, QUIET), "the last verdict stays");
+
+        swap_in(&|p| fs::write(p, "10.0.0.2\n").unwrap());
+        assert_eq!(next(&h), (ips(&["10.0.0.2"]), ips(&[])));
+        assert_eq!(status(&h).1["errors"], 3);
+        let started = Instant::now();
+        h.stop().unwrap();
+        assert!(started.elapsed() < Duration::from_secs(1));
     }
 
     #[test]

@@ -235,8 +235,10 @@ mod tests {
         let r = start();
         assert_eq!(r.registry.call("POST", JSON, r#"{"10.1.0.0/16": ["10.0.0.1"]}"#).0, 200);
         assert!(recv_within(&r.rx, Duration::from_secs(1)).is_some());
-        let cases: [(Option<&str>, &str, &str); 6] = [
+        let cases: [(Option<&str>, &str, &str); 8] = [
             (JSON, r#"{"10.1.0.1/16": ["10.0.0.1"]}"#, "'10.1.0.1/16'"),
+            (JSON, r#"{"10.1.0.0/16": ["10.0.0.1"], "10.1.0.0/16": []}"#, "'10.1.0.0/16' appears more than once"),
+            (JSON, r#"{"10.1.0.0/016": ["10.0.0.1"]}"#, "write it as 10.1.0.0/16"),
             (JSON, r#"{"10.1.0.0/16": ["1.1.1."]}"#, "'1.1.1.'"),
             (JSON, r#"{"10.1.0.0/16": "10.0.0.1"}"#, "must be a list"),
             (JSON, "{not json", "not valid JSON"),
@@ -254,7 +256,7 @@ mod tests {
         assert_eq!(r.registry.call("GET", None, "").1, serde_json::json!({"10.1.0.0/16": ["10.0.0.1"]}));
         assert!(r.logs.contains(LogLevel::Error, "Config ignored: '10.1.0.1/16'"));
         let stats = r.stats();
-        assert_eq!((stats.specs_sent, stats.errors), (1, 7));
+        assert_eq!((stats.specs_sent, stats.errors), (1, 9));
         assert!(stats.last_error.contains("Content-Type must be application/json (got none)"), "{stats:?}");
     }
 

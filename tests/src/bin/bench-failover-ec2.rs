@@ -354,7 +354,7 @@ struct Trial {
     took: Duration,
     /// vpcrouter's own figure (`/status` `last_failover.seconds` of the writer): from the
     /// health report reaching the engine to the last write acknowledged. Leaves out the
-    /// `file` plugin's 100 ms debounce and the polling.
+    /// `file` plugin's read of the health file and the polling.
     engine: Option<Duration>,
     tally: Tally,
     polls: u32,
@@ -371,8 +371,10 @@ fn trial(
     timeout: Duration,
 ) -> anyhow::Result<Trial> {
     let (failed, want) = (w.vpc.routers[from].ip, w.vpc.routers[to].ip);
-    w.fail(&[failed])?;
+    // Before the write: the `file` plugin reads a file renamed into place at once, so the
+    // first write can reach the proxy before `fail` returns.
     let t0 = Instant::now();
+    w.fail(&[failed])?;
     let (mut polls, mut poll_time) = (0u32, Duration::ZERO);
     let took = loop {
         let p = Instant::now();
