@@ -124,13 +124,12 @@ pub const MAX_TOKEN_FILE: u64 = 4 << 10;
 pub fn read_token_text(flag: &str, path: &Path) -> Result<String, String> {
     use vpcrouter_plugin_api::file::{read_text, FileError};
     read_text(path, MAX_TOKEN_FILE).map_err(|e| match e {
-        FileError::Io { source, .. } => format!("{flag} {}: cannot read it: {source}", path.display()),
         FileError::TooLarge { .. } => format!(
             "{flag} {}: the file is larger than {} KiB, not a token; give the file that holds the token alone",
             path.display(),
             MAX_TOKEN_FILE >> 10
         ),
-        other => format!("{flag}: {other}"),
+        other => super::option_file_error(flag, path, other),
     })
 }
 

@@ -15,15 +15,26 @@ pub mod server;
 pub mod tls;
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use abi_stable::std_types::{RResult, RStr, RString};
+use vpcrouter_plugin_api::file::FileError;
 use vpcrouter_plugin_api::{HttpHandlerBox, HttpRegistry, HttpRegistryBox, HttpRequest, HttpResponse};
 
 use crate::sync::{read, write};
 
 /// Paths the host serves itself; plugins cannot take them (nor any under `/drain/`).
 pub const RESERVED_PATHS: &[&str] = &["/", "/ips", "/plugins", "/route_info", "/vpc", "/status", "/metrics", "/drain"];
+
+/// Why the file given to option `flag` (the token file, a TLS file) cannot be used, in one
+/// line that names the flag and the path, never the content.
+pub(crate) fn option_file_error(flag: &str, path: &Path, e: FileError) -> String {
+    match e {
+        FileError::Io { source, .. } => format!("{flag} {}: cannot read it: {source}", path.display()),
+        other => format!("{flag}: {other}"),
+    }
+}
 
 /// `(method, path)` → `(plugin, handler)`.
 type Routes = BTreeMap<(String, String), (String, Arc<HttpHandlerBox>)>;

@@ -62,11 +62,7 @@ pub const MAX_PEM_FILE: u64 = 1 << 20;
 /// The content of the PEM file of option `flag`: a regular file (a FIFO or a device is
 /// refused at once) of at most [`MAX_PEM_FILE`] bytes.
 fn read_file(flag: &str, path: &Path) -> Result<Vec<u8>, String> {
-    use vpcrouter_plugin_api::file::FileError;
-    vpcrouter_plugin_api::file::read_file(path, MAX_PEM_FILE).map_err(|e| match e {
-        FileError::Io { source, .. } => format!("{flag} {}: cannot read it: {source}", path.display()),
-        other => format!("{flag}: {other}"),
-    })
+    vpcrouter_plugin_api::file::read_file(path, MAX_PEM_FILE).map_err(|e| super::option_file_error(flag, path, e))
 }
 
 /// The PEM certificates in `path` (the file of option `flag`, for messages).

@@ -16,8 +16,9 @@
 //!
 //! It is a source of verdicts for the SDK: one round per interval re-reads the file, a
 //! change seen by the watch is read and reported at once (a write closed or a file renamed
-//! into place at once, bare writes after the watch's debounce), and there is no hold-down: a host is failed exactly while the file lists it. A host
-//! listed as both failed and questionable is failed. The SDK sends the full report once
+//! into place at once, bare writes after the watch's debounce), and there is no hold-down: a
+//! host is failed exactly while the file lists it. A host listed as both failed and
+//! questionable is failed. The SDK sends the full report once
 //! after the first host list and then whenever it changes, and counts a check per host of
 //! each round and a failure per failed verdict.
 
