@@ -80,10 +80,12 @@ test: build venv
 # plugins against moto, then ICMP at 1,000, 2,500 and 10,000 hosts, the planner (bench-planner,
 # of the vpcrouter-planner crate, which has no AWS SDK), EC2 calls,
 # cluster mode (takeover, failover vs single mode, idle etcd load), and failover through a
-# model of EC2's latency and throttling (bench-failover-ec2, with an HA NAT deployment per zone), and prefix-list routes against
-# one route per CIDR through the same model (bench-prefix-lists), and new clients of the status
-# server while 100 and 500 slow clients hold connections (bench-slow-clients). BENCH_ARGS go to
-# bench-failover, e.g. `make bench BENCH_ARGS='--trials 5 --only tcp'`.
+# model of EC2's latency and throttling (bench-failover-ec2, with an HA NAT deployment per zone), the
+# same end to end with the real tcp plugin at 0.2 s on routers whose packets are dropped in a network
+# namespace (bench-failover-e2e: 40 routes, p99 against 0.5 s + 40 × moto's serial time per write),
+# and prefix-list routes against one route per CIDR through the same model (bench-prefix-lists),
+# and new clients of the status server while 100 and 500 slow clients hold connections
+# (bench-slow-clients). BENCH_ARGS go to bench-failover, e.g. `make bench BENCH_ARGS='--trials 5 --only tcp'`.
 BENCH_BUILD_DIR ?= $(CURDIR)/target/plugins-release
 # `make build` builds every binary of the workspace, the bench programs included (those of
 # vpcrouter-tests and vpcrouter-planner), in one cargo invocation: a separate
@@ -96,6 +98,7 @@ bench: venv deps
 	VPCROUTER_BUILD_DIR=$(BENCH_BUILD_DIR) $(CARGO_TARGET_DIR)/release/bench-ec2
 	VPCROUTER_BUILD_DIR=$(BENCH_BUILD_DIR) $(CARGO_TARGET_DIR)/release/bench-cluster
 	VPCROUTER_BUILD_DIR=$(BENCH_BUILD_DIR) $(CARGO_TARGET_DIR)/release/bench-failover-ec2
+	VPCROUTER_BUILD_DIR=$(BENCH_BUILD_DIR) $(CARGO_TARGET_DIR)/release/bench-failover-e2e
 	VPCROUTER_BUILD_DIR=$(BENCH_BUILD_DIR) $(CARGO_TARGET_DIR)/release/bench-prefix-lists
 	VPCROUTER_BUILD_DIR=$(BENCH_BUILD_DIR) $(CARGO_TARGET_DIR)/release/bench-slow-clients
 

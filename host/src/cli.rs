@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
 use vpcrouter_etcd_conn::{EtcdConn, EtcdSecurity};
@@ -58,6 +59,9 @@ pub struct Options {
     pub cluster: Option<ClusterOptions>,
     /// `--ec2-*`: client-side token buckets and the cap on calls in flight.
     pub ec2_limits: LimitsConfig,
+    /// `--consistency-window`: how long an acknowledged write is trusted over a read that
+    /// does not show it yet (EC2's reads lag its writes).
+    pub consistency_window: Duration,
     /// `--prefix-lists`: route groups of CIDRs through prefix lists vpcrouter owns.
     pub prefix_lists: bool,
     /// `--route-table-quota`: routes one route table may hold.
@@ -381,6 +385,22 @@ fn table_selection(m: &ArgMatches) -> TableSelection {
 }
 
 /// A refill rate: calls per second, above 0 and at most 100,000.
+/// `--consistency-window`'s default: a few seconds, as EC2's reads usually catch up within
+/// one or two (AWS: "Eventual consistency in the Amazon EC2 API").
+const DEFAULT_CONSISTENCY_WINDOW: Duration = Duration::from_secs(5);
+/// The longest `--consistency-window`.
+const MAX_CONSISTENCY_WINDOW: f64 = 300.0;
+
+/// `--consistency-window`: seconds, 0 (reads always believed) to 300.
+fn parse_window(raw: &str) -> Result<Duration, String> {
+    let secs: f64 = raw.trim().parse().map_err(|_| format!("'{raw}' is not a number of seconds"))?;
+    if secs.is_finite() && (0.0..=MAX_CONSISTENCY_WINDOW).contains(&secs) {
+        Ok(Duration::from_secs_f64(secs))
+    } else {
+        Err(format!("{raw} seconds is out of range: give 0 (always believe EC2's reads) to {MAX_CONSISTENCY_WINDOW}"))
+    }
+}
+
 fn parse_rate(raw: &str) -> Result<f64, String> {
     let rate: f64 = raw.trim().parse().map_err(|_| format!("'{raw}' is not a number of calls per second"))?;
     if rate.is_finite() && rate > 0.0 && rate <= 100_000.0 {
@@ -514,6 +534,10 @@ fn base_command_without_etcd() -> Command {
             .value_parser(parse_rate)
             .help_heading(EC2_HEADING)
             .help("refill of the write bucket, calls per second (EC2: 5); lower it to leave room for other tools in the account"))
+        .arg(Arg::new("consistency_window").long("consistency-window").value_name("SECONDS").default_value("5")
+            .value_parser(parse_window)
+            .help_heading(EC2_HEADING)
+            .help("how long a route change EC2 acknowledged is trusted over a read that does not show it yet (EC2's reads are eventually consistent): no second write for it because of such a read; after the window the read is believed (0: always)"))
         .arg(Arg::new("ec2_read_burst").long("ec2-read-burst").value_name("CALLS").default_value("100")
             .value_parser(clap::value_parser!(u32).range(1..=100_000))
             .help_heading(EC2_HEADING)
@@ -729,6 +753,7 @@ pub fn parse(argv: &[String], loader: &Loader) -> Result<Invocation, CliError> {
         search,
         cluster: cluster_options(&m)?,
         ec2_limits: ec2_limits(&m),
+        consistency_window: m.get_one::<Duration>("consistency_window").copied().unwrap_or(DEFAULT_CONSISTENCY_WINDOW),
         prefix_lists: m.get_flag("prefix_lists"),
         route_table_quota: m.get_one::<u32>("route_table_quota").copied().unwrap_or(500),
         failback: failback_policy(&m)?,

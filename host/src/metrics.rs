@@ -10,7 +10,7 @@
 //!   `prometheus_client::collector::Collector`.
 //!
 //! Adding a family derived from the state: put what it needs in the [`Snapshot`] (or the
-//! engine's [`crate::state::Status`]), then add one call in `Scrape::families`:
+//! engine's [`vpcrouter_engine::status::Status`]), then add one call in `Scrape::families`:
 //! `f.counter(name, help, value)` / `f.gauge(...)` for one sample, `f.counters(name, help,
 //! samples)` / `f.gauges(...)` with `([("label", value), ...], number)` pairs, or `f.info`.
 //! Counter names are written with their `_total` suffix (the library adds it on output,
@@ -215,6 +215,21 @@ impl Scrape {
             "vpcrouter_failovers_total",
             "Failovers: route moves off failed or questionable routers after a health change.",
             st.failovers,
+        )?;
+        f.counter(
+            "vpcrouter_plan_revisions_total",
+            "Plans revised while being written, because an event (a router failing, a new spec, a drain) changed the facts.",
+            st.revisions,
+        )?;
+        f.counter(
+            "vpcrouter_writes_withdrawn_total",
+            "Route writes not yet started that a revision of the plan withdrew (the new facts made them wrong).",
+            st.withdrawn,
+        )?;
+        f.counter(
+            "vpcrouter_lagging_reads_total",
+            "Route changes a read did not show yet within the consistency window: kept as written, not written again.",
+            st.lagging_reads,
         )?;
         f.histogram(
             "vpcrouter_failover_seconds",
@@ -430,3 +445,14 @@ fn unix_seconds(t: SystemTime) -> f64 {
 
 #[cfg(test)]
 mod tests;
+
+/// The engine's observer: its durations go to the histograms.
+impl vpcrouter_engine::Observer for Metrics {
+    fn failover_seconds(&self, seconds: f64) {
+        self.failover_seconds.observe(seconds);
+    }
+
+    fn reconcile_seconds(&self, seconds: f64) {
+        self.reconcile_seconds.observe(seconds);
+    }
+}

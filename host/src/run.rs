@@ -16,7 +16,6 @@ use vpcrouter_plugin_api::{
 use crate::cli::{self, Invocation, LoadedPlugin, Options};
 use crate::cluster::{ClusterConfig, ClusterEvent, ClusterHandle};
 use crate::drain::Drains;
-use crate::engine::{Engine, EngineConfig, Event};
 use crate::http::auth::TokenFile;
 use crate::http::server::{self, PluginSource, Security, ServerContext};
 use crate::http::tls::TlsStore;
@@ -25,9 +24,11 @@ use crate::logging::PluginLog;
 use crate::metrics::Metrics;
 use crate::plugins::Loader;
 use crate::vpc::ec2::{detect_region_and_vpc, Ec2, Ec2Error};
-use crate::vpc::executor::Executor;
+use crate::vpc::executor::{Ec2Vpc, Executor};
 use crate::vpc::model::{TableSelection, VpcState};
 use crate::vpc::plan::ListMode;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
+use vpcrouter_engine::{Engine, EngineConfig, Event, Leadership, Ports, StopSignal};
 
 /// How long a plugin's `stop` may take before vpcrouter exits without it.
 const STOP_TIMEOUT: Duration = Duration::from_secs(2);
@@ -160,7 +161,7 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         auth_all: o.http_auth_all,
         tls: o.tls.clone().map(TlsStore::load).transpose().map_err(anyhow::Error::msg)?.map(Arc::new),
     };
-    let (events_tx, events_rx) = crossbeam_channel::unbounded::<Event>();
+    let (events_tx, events_rx) = unbounded_channel::<Event>();
     // The drains next: a corrupt state file fails the start too.
     let drains = {
         let tx = events_tx.clone();
@@ -279,6 +280,12 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         tracing::warn!("{why}; POST/DELETE /drain are refused until then");
     }
 
+    let ports = Ports {
+        vpc: Arc::new(Ec2Vpc::new(exec, vpc_id.clone())),
+        leadership: cluster.clone().map(|c| Arc::new(c) as Arc<dyn Leadership>),
+        observer: metrics.clone(),
+        watch: Box::new(move |hosts| hosts_tx.send(hosts).is_ok()),
+    };
     let engine = Engine::new(
         EngineConfig {
             vpc_id: vpc_id.clone(),
@@ -292,12 +299,10 @@ pub fn run(o: Options) -> anyhow::Result<()> {
             failback: o.failback,
             tables: o.route_tables.clone(),
             zone_affinity: o.zone_affinity,
+            consistency_window: o.consistency_window,
         },
-        exec,
-        metrics.clone(),
-        rt,
-        hosts_tx,
-        cluster.clone(),
+        ports,
+        events_rx,
     );
 
     // The status server asks the plugins for their status; no lock is held around plugin calls.
@@ -343,7 +348,7 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         role = o.role.as_ref().map_or("(none)", |r| r.arn.as_str()),
         "*** Starting vpcrouter ***"
     );
-    let result = engine.run(events_rx);
+    let result = rt.block_on(engine.run());
     // First, so that another instance takes over while this one shuts down.
     drop(leave_cluster);
     drop(running);
@@ -396,7 +401,7 @@ impl Drop for LeaveCluster {
 fn start_cluster(
     c: &cli::ClusterOptions,
     vpc_id: &str,
-    events: crossbeam_channel::Sender<Event>,
+    events: UnboundedSender<Event>,
     drains: Drains,
 ) -> anyhow::Result<ClusterHandle> {
     let name = c.name.clone().unwrap_or_else(|| vpc_id.to_string());
@@ -420,8 +425,11 @@ fn start_cluster(
     ClusterHandle::start(cfg, move |ev| match ev {
         // The drains etcd holds: in force at once (the engine hears of them through `drains`).
         ClusterEvent::Drains(set) => drains.set_from_cluster(set),
-        other => {
-            let _ = events.send(Event::Cluster(other));
+        ClusterEvent::Reports(peers) => {
+            let _ = events.send(Event::Peers(peers));
+        }
+        ClusterEvent::Role { leader, leader_id } => {
+            let _ = events.send(Event::Role { leader, leader_id });
         }
     })
 }
@@ -488,7 +496,7 @@ fn resolve_region_and_vpc(
 /// Forwards a plugin queue into the engine's event channel; reports when it closes.
 fn bridge<T: Send + 'static>(
     rx: rchannel::RReceiver<T>,
-    tx: crossbeam_channel::Sender<Event>,
+    tx: UnboundedSender<Event>,
     wrap: fn(T) -> Event,
     closed: String,
 ) {
@@ -509,8 +517,8 @@ fn bridge<T: Send + 'static>(
 /// SIGTERM/SIGINT stop the engine (abandoning an EC2 call in flight); SIGHUP reopens the log file, re-reads the status
 /// server's token and TLS files, and asks the watcher to re-read its configuration.
 fn spawn_signal_thread(
-    tx: crossbeam_channel::Sender<Event>,
-    stop: Arc<crate::engine::StopSignal>,
+    tx: UnboundedSender<Event>,
+    stop: Arc<StopSignal>,
     log: crate::logging::LogHandle,
     watcher: Arc<WatcherBox>,
     watcher_name: String,

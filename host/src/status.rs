@@ -14,11 +14,11 @@ use vpcrouter_plugin_api::{HealthStats, PluginStats, PluginStatus};
 
 use crate::cluster::ClusterStatus;
 use crate::drain::Drain;
-use crate::state::{FailbackEntry, Status, TableRoute};
 use crate::vpc::ec2::CallCount;
 use crate::vpc::executor::Executor;
 use crate::vpc::limits::LimitsConfig;
 use crate::vpc::model::{Family, Notice, TableSelection};
+use vpcrouter_engine::status::{FailbackEntry, Status, TableRoute};
 
 /// The EC2 side as `/status` and `/metrics` show it.
 #[derive(Clone, Debug, Default)]
@@ -328,6 +328,9 @@ pub fn status_document(info: &ServerInfo, snap: &Snapshot) -> Value {
             "prefix_list_changes": st.list_changes,
             "failovers": st.failovers,
             "routes_failed_back": st.failed_back,
+            "plan_revisions": st.revisions,
+            "writes_withdrawn": st.withdrawn,
+            "lagging_reads": st.lagging_reads,
             "ec2_throttled": snap.ec2.throttled(),
         },
         "failback": failback_json(st),
@@ -336,6 +339,8 @@ pub fn status_document(info: &ServerInfo, snap: &Snapshot) -> Value {
             "routes_moved": f.routes_moved,
             "writes": f.writes,
             "throttled": f.throttled,
+            "revisions": f.revisions,
+            "withdrawn": f.withdrawn,
             "seconds": f.seconds,
         })),
         "ec2": ec2_json(&snap.ec2),
@@ -619,18 +624,30 @@ pub(crate) mod tests {
         snap.status.failback = [
             (
                 "10.55.0.0/16".to_string(),
-                crate::state::FailbackEntry { preferred: ip("10.0.0.1"), state: "waiting", possible_at: Some(at) },
+                vpcrouter_engine::status::FailbackEntry {
+                    preferred: ip("10.0.0.1"),
+                    state: "waiting",
+                    possible_at: Some(at),
+                },
             ),
             (
                 "10.66.0.0/16".to_string(),
-                crate::state::FailbackEntry { preferred: ip("10.0.0.2"), state: "on_preferred", possible_at: None },
+                vpcrouter_engine::status::FailbackEntry {
+                    preferred: ip("10.0.0.2"),
+                    state: "on_preferred",
+                    possible_at: None,
+                },
             ),
         ]
         .into();
         snap.status.failed_back = 2;
         snap.status.zone_failback = [(
             ("10.55.0.0/16".to_string(), "az-b".to_string()),
-            crate::state::FailbackEntry { preferred: ip("10.0.0.3"), state: "on_preferred", possible_at: None },
+            vpcrouter_engine::status::FailbackEntry {
+                preferred: ip("10.0.0.3"),
+                state: "on_preferred",
+                possible_at: None,
+            },
         )]
         .into();
         let doc = status_document(&info(), &snap);
@@ -660,7 +677,7 @@ pub(crate) mod tests {
         assert_eq!(doc["last_reconcile"]["duration_seconds"], 0.25);
         assert_eq!(
             doc["counters"],
-            json!({"reconciles": 3, "reconcile_errors": 0, "routes_created": 2, "routes_replaced": 1, "routes_deleted": 0, "prefix_list_changes": 0, "failovers": 0, "routes_failed_back": 0, "ec2_throttled": 1})
+            json!({"reconciles": 3, "reconcile_errors": 0, "routes_created": 2, "routes_replaced": 1, "routes_deleted": 0, "prefix_list_changes": 0, "failovers": 0, "routes_failed_back": 0, "plan_revisions": 0, "writes_withdrawn": 0, "lagging_reads": 0, "ec2_throttled": 1})
         );
         assert_eq!(doc["failback"], json!({"policy": "never", "after_seconds": null, "cidrs": {}, "zones": {}}));
         assert_eq!(

@@ -569,6 +569,38 @@ impl VpcState {
             _ => {}
         }
     }
+
+    /// True when this state already shows `action` done: the route points at the action's
+    /// target (compared by interface when both name one, else by instance, since EC2 may
+    /// report either), a deleted route or list is gone, a created list exists, a modified
+    /// list has the version EC2 acknowledged. A change to a table the state does not hold
+    /// counts as shown: there is nothing left to keep of it.
+    pub fn shows(&self, action: &RouteAction, applied: &Applied) -> bool {
+        let list = |id: &str| self.prefix_lists.iter().find(|l| l.id == id);
+        match action {
+            RouteAction::CreateList { .. } => applied.list.as_ref().is_none_or(|(id, _)| list(id).is_some()),
+            RouteAction::ModifyList { id, .. } => match (list(id), &applied.list) {
+                (Some(l), Some((_, version))) => l.version >= *version,
+                (found, None) => found.is_some(),
+                (None, Some(_)) => false,
+            },
+            RouteAction::DeleteList { id, .. } => list(id).is_none(),
+            RouteAction::Create { rtb, dest, target } | RouteAction::Replace { rtb, dest, target, .. } => {
+                let Some(table) = self.route_tables.iter().find(|t| t.id == *rtb) else { return true };
+                table.routes.iter().any(|r| {
+                    r.dest.as_ref() == Some(dest)
+                        && match (&r.eni_id, target.eni_id.is_empty()) {
+                            (Some(eni), false) => *eni == target.eni_id,
+                            _ => r.instance_id.as_deref() == Some(target.instance_id.as_str()),
+                        }
+                })
+            }
+            RouteAction::Delete { rtb, dest, .. } => {
+                let Some(table) = self.route_tables.iter().find(|t| t.id == *rtb) else { return true };
+                !table.routes.iter().any(|r| r.dest.as_ref() == Some(dest))
+            }
+        }
+    }
 }
 
 /// Something the operator should know about, that is not a change. The engine logs each

@@ -1,16 +1,19 @@
 //! Pieces the benchmarks through the EC2 model share: a VPC of T subnets and route tables
-//! with routers and members, option parsing, and the table figures.
+//! with routers and members, option parsing, the table figures, and when the daemon's log
+//! says it heard of a failure.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
-use std::path::Path;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use aws_sdk_ec2::Client;
 
+use crate::daemon::Daemon;
 use crate::ec2model::{Bucket, Model};
-use crate::faultproxy::Tally;
+use crate::faultproxy::{FaultProxy, Tally};
+use crate::moto::Moto;
 use crate::{http_client, world};
 
 /// An instance of a bench VPC.
@@ -80,6 +83,155 @@ pub async fn build_vpc(ec2: &Client, tables: usize, routers: usize) -> anyhow::R
     Ok(Vpc { id, tables: rtbs, routers: hosts, members, owners })
 }
 
+/// The CIDR that makes every table of a bench VPC managed: sent to every member, it stays
+/// on member 1 and is never written. (A table is managed when it serves a subnet holding a
+/// spec host, and the routers alone are in the first few subnets.)
+pub const ANCHOR: &str = "10.200.0.0/16";
+
+/// The measured CIDRs of a bench: `10.1.0.0/16` .. `10.C.0.0/16`.
+pub fn cidrs(c: usize) -> Vec<String> {
+    (1..=c).map(|k| format!("10.{k}.0.0/16")).collect()
+}
+
+/// Every route of `c` measured CIDRs in every table of `vpc`, created in moto directly: the
+/// anchor on member 1, the measured CIDRs on router `on`.
+pub async fn precreate(ec2: &Client, vpc: &Vpc, c: usize, on: usize) -> anyhow::Result<()> {
+    let router = &vpc.routers.get(on).context("no such router")?.instance;
+    for rtb in &vpc.tables {
+        let anchor = ec2.create_route().route_table_id(rtb).destination_cidr_block(ANCHOR);
+        anchor.instance_id(&vpc.members[0].instance).send().await?;
+        for cidr in cidrs(c) {
+            ec2.create_route().route_table_id(rtb).destination_cidr_block(cidr).instance_id(router).send().await?;
+        }
+    }
+    Ok(())
+}
+
+/// Points every measured route of `vpc` back at router `on`, in moto directly (between
+/// trials).
+pub async fn put_back(ec2: &Client, vpc: &Vpc, c: usize, on: usize) -> anyhow::Result<()> {
+    let router = &vpc.routers.get(on).context("no such router")?.instance;
+    for rtb in &vpc.tables {
+        for cidr in cidrs(c) {
+            ec2.replace_route().route_table_id(rtb).destination_cidr_block(cidr).instance_id(router).send().await?;
+        }
+    }
+    Ok(())
+}
+
+/// The spec of a bench VPC: each measured CIDR to every router (in their order), the anchor
+/// to every member.
+pub fn spec_json(vpc: &Vpc, c: usize) -> String {
+    let routers: Vec<String> = vpc.routers.iter().map(|r| r.ip.to_string()).collect();
+    let mut spec = serde_json::Map::new();
+    for cidr in cidrs(c) {
+        spec.insert(cidr, serde_json::json!(routers));
+    }
+    spec.insert(ANCHOR.into(), serde_json::json!(vpc.members.iter().map(|m| m.ip.to_string()).collect::<Vec<_>>()));
+    serde_json::Value::Object(spec).to_string()
+}
+
+/// Routes of the measured CIDRs per router IP (any other target under `None`), read from
+/// moto directly in one DescribeRouteTables call.
+pub async fn placement(ec2: &Client, vpc: &Vpc, c: usize) -> anyhow::Result<HashMap<Option<Ipv4Addr>, usize>> {
+    let vpc_filter = aws_sdk_ec2::types::Filter::builder().name("vpc-id").values(&vpc.id).build();
+    let out = ec2.describe_route_tables().filters(vpc_filter).send().await?;
+    let wanted = cidrs(c);
+    let mut by_router = HashMap::new();
+    let tables =
+        out.route_tables().iter().filter(|t| t.route_table_id().is_some_and(|id| vpc.tables.iter().any(|x| x == id)));
+    for table in tables {
+        let routes =
+            table.routes().iter().filter(|r| r.destination_cidr_block().is_some_and(|d| wanted.iter().any(|w| w == d)));
+        for r in routes {
+            let target = r.network_interface_id().or(r.instance_id()).and_then(|id| vpc.owners.get(id).copied());
+            *by_router.entry(target).or_insert(0) += 1;
+        }
+    }
+    Ok(by_router)
+}
+
+/// A bench VPC in a moto of its own, with a spec file and a `file` health monitor's file:
+/// what the benches and the tests through the EC2 model run vpcrouter on.
+pub struct Bed {
+    /// The measured CIDRs (C).
+    pub c: usize,
+    /// The runtime of `ec2`.
+    pub rt: tokio::runtime::Runtime,
+    /// An SDK client talking to moto directly (no proxy).
+    pub ec2: Client,
+    /// The VPC.
+    pub vpc: Vpc,
+    /// The spec file ([`spec_json`]).
+    pub spec: PathBuf,
+    /// The health file ([`write_failed`]).
+    pub health: PathBuf,
+    _dir: tempfile::TempDir,
+    /// The emulator (declared last: dropped after the client).
+    pub moto: Moto,
+}
+
+impl Bed {
+    /// moto, a VPC of `t` tables and `routers` routers ([`build_vpc`]), every measured route
+    /// of `c` CIDRs on the first router ([`precreate`]), the spec sending each of them to
+    /// every router, and no host failed.
+    pub fn build(c: usize, t: usize, routers: usize) -> anyhow::Result<Bed> {
+        let moto = Moto::start()?;
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let ec2 = rt.block_on(world::client(&moto.endpoint));
+        let vpc = rt.block_on(build_vpc(&ec2, t, routers))?;
+        rt.block_on(precreate(&ec2, &vpc, c, 0))?;
+        let dir = tempfile::tempdir()?;
+        let (spec, health) = (dir.path().join("spec.json"), dir.path().join("health.json"));
+        std::fs::write(&spec, spec_json(&vpc, c))?;
+        write_failed(&health, &[])?;
+        Ok(Bed { c, rt, ec2, vpc, spec, health, _dir: dir, moto })
+    }
+
+    /// The measured routes: C × T.
+    pub fn n(&self) -> usize {
+        self.c * self.vpc.tables.len()
+    }
+
+    /// The IP of router `i`.
+    pub fn router(&self, i: usize) -> Ipv4Addr {
+        self.vpc.routers[i].ip
+    }
+
+    /// The instance and interface ids of router `i`: the targets a write onto it names.
+    pub fn ids(&self, i: usize) -> Vec<&str> {
+        let ip = self.router(i);
+        self.vpc.owners.iter().filter(|(_, o)| **o == ip).map(|(id, _)| id.as_str()).collect()
+    }
+
+    /// [`placement`] now.
+    pub fn placement(&self) -> anyhow::Result<HashMap<Option<Ipv4Addr>, usize>> {
+        self.rt.block_on(placement(&self.ec2, &self.vpc, self.c))
+    }
+
+    /// Marks `failed` failed (and every other host healthy).
+    pub fn fail(&self, failed: &[Ipv4Addr]) -> anyhow::Result<()> {
+        write_failed(&self.health, failed)
+    }
+
+    /// vpcrouter with `args` on this bed through `proxy`: returns once it has reconciled and
+    /// `settle` more has passed, with the proxy's `model` buckets full again.
+    pub fn start_daemon(
+        &self,
+        proxy: &FaultProxy,
+        args: &[String],
+        model: Model,
+        settle: Duration,
+    ) -> anyhow::Result<Daemon> {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut d = Daemon::start_via(&self.moto, &proxy.endpoint, &args)?;
+        wait_first_reconcile(&mut d, Duration::from_secs(120))?;
+        std::thread::sleep(settle);
+        proxy.set_model(Some(model))?;
+        Ok(d)
+    }
+}
+
 /// The value of option `name` in `args`, parsed (`None` when absent).
 pub fn value<T: std::str::FromStr>(args: &[String], name: &str) -> anyhow::Result<Option<T>> {
     let Some(i) = args.iter().position(|a| a == name) else { return Ok(None) };
@@ -98,6 +250,16 @@ pub fn write_atomic(path: &Path, content: &str) -> anyhow::Result<()> {
 /// A daemon's `/status`, if it answers.
 pub fn status(port: u16) -> Option<serde_json::Value> {
     http_client::get(port, "/status", None).ok()?.json().ok()
+}
+
+/// Waits until `d` has reconciled once (its `/status` has `last_reconcile`); fails at once,
+/// with its log, if it exits (e.g. on an option it does not know).
+pub fn wait_first_reconcile(d: &mut Daemon, timeout: Duration) -> anyhow::Result<()> {
+    let ready = crate::wait_for(timeout, "the first reconcile", || match d.exited() {
+        Some(s) => Some(Err(anyhow::anyhow!("vpcrouter exited ({s})"))),
+        None => status(d.port)?["last_reconcile"].is_object().then_some(Ok(())),
+    });
+    ready.and_then(|r| r).map_err(|e| anyhow::anyhow!("{e}\n--- log ---\n{}", d.log()))
 }
 
 /// How long the model's buckets take to be full again after the calls of `tally`.
@@ -131,10 +293,22 @@ pub fn spread(values: &[u64]) -> String {
 /// and the `file` health monitor on `health`, a 30 s recheck, and with `limits` client
 /// buckets equal to the model's.
 pub fn daemon_args(vpc_id: &str, spec: &Path, health: &Path, limits: Option<&Model>) -> Vec<String> {
+    daemon_args_recheck(vpc_id, spec, health, limits, 30)
+}
+
+/// [`daemon_args`] with a recheck every `recheck` seconds.
+pub fn daemon_args_recheck(
+    vpc_id: &str,
+    spec: &Path,
+    health: &Path,
+    limits: Option<&Model>,
+    recheck: u32,
+) -> Vec<String> {
+    let recheck = recheck.to_string();
     let mut args: Vec<String> = [
         &["-r", world::REGION, "-v", vpc_id][..],
         &crate::file_driven(spec, health),
-        &["--route_recheck_interval", "30"],
+        &["--route_recheck_interval", recheck.as_str()],
     ]
     .concat()
     .into_iter()
@@ -158,4 +332,38 @@ pub fn daemon_args(vpc_id: &str, spec: &Path, health: &Path, limits: Option<&Mod
 pub fn write_failed(health: &Path, failed: &[Ipv4Addr]) -> anyhow::Result<()> {
     let ips: Vec<String> = failed.iter().map(Ipv4Addr::to_string).collect();
     write_atomic(health, &serde_json::json!({ "failed": ips }).to_string())
+}
+
+/// Days since 1970-01-01 of a civil date (proleptic Gregorian).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468
+}
+
+/// The time stamp that starts a log line (`2026-11-23T14:26:09.675378Z ...`).
+pub fn log_time(line: &str) -> Option<SystemTime> {
+    let (date, time) = line.split_whitespace().next()?.strip_suffix('Z')?.split_once('T')?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let mut t = time.split(':');
+    let (h, mi) = (t.next()?.parse::<f64>().ok()?, t.next()?.parse::<f64>().ok()?);
+    let s = t.next()?.parse::<f64>().ok()?;
+    let secs = days_from_civil(y, m, day) as f64 * 86_400.0 + h * 3600.0 + mi * 60.0 + s;
+    Some(UNIX_EPOCH + Duration::from_secs_f64(secs))
+}
+
+/// When the engine first heard that `ip` failed, after `since` (from the daemon's log).
+pub fn reported_failed(log: &str, ip: &str, since: SystemTime) -> Option<SystemTime> {
+    log.lines()
+        .filter(|l| l.contains("health changed"))
+        .filter(|l| {
+            l.split_whitespace()
+                .find_map(|f| f.strip_prefix("failed="))
+                .is_some_and(|list| list.split(',').any(|x| x == ip))
+        })
+        .filter_map(log_time)
+        .find(|t| *t >= since)
 }

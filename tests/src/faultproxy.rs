@@ -14,8 +14,31 @@
 //! take precedence and take no token. Without a model the proxy forwards at once, as before.
 //! A thread serves each client connection, so many concurrent calls wait out their latency
 //! in parallel (moto itself then serialises them).
+//!
+//! # Lagging reads
+//!
+//! EC2 is eventually consistent: a route write that EC2 acknowledged may not show in a
+//! `DescribeRouteTables` answer for a while. [`FaultProxy::set_read_lag`] models that with a
+//! lag L. While the mode is on, the proxy remembers the last successful answer it forwarded
+//! for each distinct request body of the lagged reads ([`LAGGED_READS`]: route tables and
+//! managed prefix lists; the SDK's form body carries no request id or time, those are in
+//! headers, so equal bodies are equal questions). When a write is forwarded to moto at
+//! time t and no lag is in force, those remembered answers are frozen; until the last
+//! forwarded write + L, a lagged read whose body matches a frozen one is answered with the
+//! frozen answer, without reaching moto (recorded with `lagged: true`; it took its token and
+//! latency from the model like any read). When the lag runs out the frozen set is dropped
+//! and reads see moto again.
+//!
+//! The approximation: the whole answer is frozen, not each route, and a write during the
+//! lag extends it without refreezing, so a burst of writes is invisible as a whole until L
+//! after its last write (real EC2 shows each write after its own delay). A read whose body
+//! was not seen before the first write is forwarded and sees every write at once.
+//!
+//! Each call records the route-write parameters of its form body (`RouteTableId`,
+//! destination, `InstanceId`, `NetworkInterfaceId`, `GatewayId`), so a test can tell where a
+//! route was pointed ([`Call::target`], [`Call::route`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -85,6 +108,17 @@ impl Rule {
 /// The rules in force, first match wins.
 pub type Policy = Vec<Rule>;
 
+/// The reads that lag writes in the lagging-reads mode (see the module doc).
+pub const LAGGED_READS: [&str; 3] =
+    ["DescribeRouteTables", "DescribeManagedPrefixLists", "GetManagedPrefixListEntries"];
+
+/// The form parameters a [`Call`] records: those that say which route a write is about and
+/// where it points.
+pub const ROUTE_PARAMS: [&str; 7] = [
+    "RouteTableId", "DestinationCidrBlock", "DestinationIpv6CidrBlock", "DestinationPrefixListId", "InstanceId",
+    "NetworkInterfaceId", "GatewayId",
+];
+
 /// One call seen by the proxy.
 #[derive(Clone, Debug)]
 pub struct Call {
@@ -96,12 +130,44 @@ pub struct Call {
     pub fault: Option<Fault>,
     /// True when the [`Model`]'s bucket was empty (then `fault` is `Some(Fault::Throttle)`).
     pub modelled: bool,
+    /// True when the read was answered from the lagging-reads mode's frozen view instead of
+    /// moto (see the module doc); it counts as a read all the same.
+    pub lagged: bool,
+    /// The [`ROUTE_PARAMS`] present in the form body, URL-decoded.
+    pub params: BTreeMap<String, String>,
+    /// The proxy's number for the call (to mark it lagged once answered).
+    seq: u64,
 }
 
 impl Call {
-    /// True when the call reached moto (EC2 applied it), whatever the client was answered.
+    /// True when the call reached moto (EC2 applied it), whatever the client was answered;
+    /// also true for a read answered from the lagged view (EC2 answered it, late).
     pub fn forwarded(&self) -> bool {
         matches!(self.fault, None | Some(Fault::Slow(_)) | Some(Fault::LoseAnswer))
+    }
+
+    /// The value of form parameter `name` (one of [`ROUTE_PARAMS`]).
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params.get(name).map(String::as_str)
+    }
+
+    /// True for `CreateRoute` and `ReplaceRoute`: a write that points a route somewhere.
+    pub fn is_route_write(&self) -> bool {
+        self.action == "CreateRoute" || self.action == "ReplaceRoute"
+    }
+
+    /// Where a route write points the route: its `InstanceId` or `NetworkInterfaceId`.
+    pub fn target(&self) -> Option<&str> {
+        self.param("InstanceId").or(self.param("NetworkInterfaceId"))
+    }
+
+    /// The route a route call is about: (route table, destination CIDR or prefix list).
+    pub fn route(&self) -> Option<(&str, &str)> {
+        let dest = self
+            .param("DestinationCidrBlock")
+            .or(self.param("DestinationIpv6CidrBlock"))
+            .or(self.param("DestinationPrefixListId"))?;
+        Some((self.param("RouteTableId")?, dest))
     }
 
     /// True when the call was answered `RequestLimitExceeded` (by the policy or the model).
@@ -123,10 +189,13 @@ pub struct Tally {
     pub throttled_writes: u64,
     /// Calls with any other fault that did not reach moto (5xx, reset).
     pub other_faults: u64,
+    /// Reads answered from the lagged view (counted in `reads` too).
+    pub lagged_reads: u64,
 }
 
 impl Tally {
     fn add(&mut self, c: &Call) {
+        self.lagged_reads += u64::from(c.lagged);
         let read = classify(&c.action) == Class::Read;
         let slot = match (c.forwarded(), c.throttled(), read) {
             (true, _, true) => &mut self.reads,
@@ -143,6 +212,55 @@ impl Tally {
 struct Verdict {
     fault: Option<Fault>,
     delay: Duration,
+    /// The call's [`Call::seq`].
+    seq: u64,
+}
+
+/// The lagging-reads mode's state (see the module doc).
+#[derive(Default)]
+struct Lag {
+    /// How long reads lag writes; `None`: the mode is off.
+    lag: Option<Duration>,
+    /// The last successful answer forwarded per lagged read's request body.
+    last: HashMap<Vec<u8>, Vec<u8>>,
+    /// The answers frozen when the lag in force began, per request body.
+    frozen: HashMap<Vec<u8>, Vec<u8>>,
+    /// When the lag in force ends (last forwarded write + lag).
+    until: Option<Instant>,
+}
+
+impl Lag {
+    /// Drops the frozen answers once the lag has run out.
+    fn expire(&mut self, now: Instant) {
+        if self.until.is_some_and(|u| now >= u) {
+            self.until = None;
+            self.frozen.clear();
+        }
+    }
+
+    /// A write is forwarded now: freezes the answers unless a lag is in force, and
+    /// (re)starts the lag.
+    fn on_write(&mut self, now: Instant) {
+        let Some(lag) = self.lag else { return };
+        self.expire(now);
+        if self.until.is_none() {
+            self.frozen = self.last.clone();
+        }
+        self.until = Some(now + lag);
+    }
+
+    /// The frozen answer to a read of `body`, while the lag is in force.
+    fn frozen_answer(&mut self, body: &[u8], now: Instant) -> Option<Vec<u8>> {
+        self.expire(now);
+        self.frozen.get(body).cloned()
+    }
+
+    /// Remembers the answer forwarded to a read of `body` (while the mode is on).
+    fn remember(&mut self, body: &[u8], answer: &[u8]) {
+        if self.lag.is_some() {
+            self.last.insert(body.to_vec(), answer.to_vec());
+        }
+    }
 }
 
 #[derive(Default)]
@@ -150,6 +268,8 @@ struct Shared {
     policy: Mutex<Policy>,
     model: Mutex<Option<Arc<Limiter>>>,
     calls: Mutex<Vec<Call>>,
+    lag: Mutex<Lag>,
+    seq: AtomicU64,
     rng: Mutex<u64>,
     connections: AtomicU64,
     stop: AtomicBool,
@@ -161,8 +281,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Shared {
     /// Picks the fault (the policy's, else the model's) or the delay for one call of
-    /// `action`, and records the call.
-    fn decide(&self, action: &str) -> Verdict {
+    /// `action` with form body `body`, and records the call.
+    fn decide(&self, action: &str, body: &[u8]) -> Verdict {
         let policy_fault = self.policy_fault(action);
         let admission = match policy_fault {
             Some(_) => None,
@@ -174,8 +294,46 @@ impl Shared {
             (None, Some(Admission::Forward(d))) => (None, false, d),
             (None, None) => (None, false, Duration::ZERO),
         };
-        lock(&self.calls).push(Call { at: Instant::now(), action: action.to_string(), fault: fault.clone(), modelled });
-        Verdict { fault, delay }
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let call = Call {
+            at: Instant::now(),
+            action: action.to_string(),
+            fault: fault.clone(),
+            modelled,
+            lagged: false,
+            params: route_params(body),
+            seq,
+        };
+        lock(&self.calls).push(call);
+        Verdict { fault, delay, seq }
+    }
+
+    /// Answers a call the verdict forwards: a lagged read from the frozen view while the
+    /// lag is in force, anything else from moto (a write first freezes the reads' view).
+    fn answer(&self, req: &Message, action: &str, seq: u64, upstream: &str) -> std::io::Result<Vec<u8>> {
+        let lagged = LAGGED_READS.contains(&action);
+        if lagged {
+            if let Some(frozen) = lock(&self.lag).frozen_answer(&req.body, Instant::now()) {
+                self.mark_lagged(seq);
+                return Ok(frozen);
+            }
+        }
+        if classify(action) == Class::Write {
+            lock(&self.lag).on_write(Instant::now());
+        }
+        let answer = forward(req, upstream)?;
+        let bytes = answer.to_bytes(&[]);
+        if lagged && answer.start.split_whitespace().nth(1) == Some("200") {
+            lock(&self.lag).remember(&req.body, &bytes);
+        }
+        Ok(bytes)
+    }
+
+    /// Marks call `seq` as answered from the lagged view.
+    fn mark_lagged(&self, seq: u64) {
+        if let Some(c) = lock(&self.calls).iter_mut().rev().find(|c| c.seq == seq) {
+            c.lagged = true;
+        }
     }
 
     /// The first matching rule's fault for one call of `action` (counted against its limit).
@@ -267,6 +425,17 @@ impl FaultProxy {
     /// Replaces the policy (an empty one forwards everything).
     pub fn set_policy(&self, policy: Policy) {
         *lock(&self.shared.policy) = policy;
+    }
+
+    /// Turns the lagging-reads mode on (reads lag writes by `lag`) or off (`None`); see the
+    /// module doc. Either way it starts afresh: nothing remembered, no lag in force.
+    pub fn set_read_lag(&self, lag: Option<Duration>) {
+        *lock(&self.shared.lag) = Lag { lag, ..Lag::default() };
+    }
+
+    /// The read lag in force, if the mode is on.
+    pub fn read_lag(&self) -> Option<Duration> {
+        lock(&self.shared.lag).lag
     }
 
     /// Forwards everything from now on.
@@ -459,6 +628,41 @@ pub fn action_of(body: &[u8]) -> String {
         .unwrap_or_else(|| "?".into())
 }
 
+/// The [`ROUTE_PARAMS`] of an EC2 query form body, URL-decoded.
+pub fn route_params(body: &[u8]) -> BTreeMap<String, String> {
+    String::from_utf8_lossy(body)
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .filter(|(k, _)| ROUTE_PARAMS.contains(k))
+        .map(|(k, v)| (k.to_string(), url_decode(v)))
+        .collect()
+}
+
+/// Decodes `%XX` escapes and `+` (a space) of a form value; a bad escape is kept as is.
+fn url_decode(v: &str) -> String {
+    let bytes = v.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b'+', _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// An EC2 XML error answer.
 fn error_response(status: u16, code: &str, message: &str) -> Vec<u8> {
     let reason = match status {
@@ -511,11 +715,12 @@ fn serve(stream: TcpStream, shared: &Shared, upstream: &str) {
             _ => return,
         };
         let _ = reader.get_ref().set_read_timeout(Some(Duration::from_millis(200)));
-        let verdict = shared.decide(&action_of(&req.body));
+        let action = action_of(&req.body);
+        let verdict = shared.decide(&action, &req.body);
         let answer = match verdict.fault {
             None => {
                 shared.pause(verdict.delay);
-                forward(&req, upstream).map(|m| m.to_bytes(&[]))
+                shared.answer(&req, &action, verdict.seq, upstream)
             }
             Some(Fault::Throttle) => Ok(error_response(503, "RequestLimitExceeded", "Request limit exceeded.")),
             Some(Fault::Status(s)) => {
@@ -524,11 +729,11 @@ fn serve(stream: TcpStream, shared: &Shared, upstream: &str) {
             }
             Some(Fault::Slow(d)) => {
                 shared.pause(d);
-                forward(&req, upstream).map(|m| m.to_bytes(&[]))
+                shared.answer(&req, &action, verdict.seq, upstream)
             }
             Some(Fault::Reset) => return reset(stream),
             Some(Fault::LoseAnswer) => {
-                let _ = forward(&req, upstream);
+                let _ = shared.answer(&req, &action, verdict.seq, upstream);
                 return reset(stream);
             }
         };
@@ -544,5 +749,96 @@ fn serve(stream: TcpStream, shared: &Shared, upstream: &str) {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stand-in for moto that answers the n-th request (from 1) with the body `n`; it
+    /// accepts until `requests` were served or 20 s passed.
+    fn counting_upstream(requests: usize) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        listener.set_nonblocking(true).expect("nonblocking");
+        std::thread::spawn(move || {
+            let end = Instant::now() + Duration::from_secs(20);
+            let mut served = 0;
+            while served < requests && Instant::now() < end {
+                let Ok((stream, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                served += 1;
+                let _ = stream.set_nonblocking(false);
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut r = BufReader::new(stream.try_clone().expect("clone"));
+                if read_message(&mut r, false).ok().flatten().is_some() {
+                    let body = served.to_string();
+                    let answer = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+                    let _ = (&stream).write_all(answer.as_bytes());
+                }
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    /// Sends one form `body` through `proxy` on a fresh connection; the answer's body.
+    fn call(proxy: &FaultProxy, body: &str) -> String {
+        let mut s = TcpStream::connect(proxy.addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        let req = format!("POST / HTTP/1.1\r\nHost: ec2\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        s.write_all(req.as_bytes()).expect("send");
+        let msg = read_message(&mut BufReader::new(s), false).expect("answer").expect("an answer");
+        String::from_utf8_lossy(&msg.body).into_owned()
+    }
+
+    const R1: &str = "Action=DescribeRouteTables&Version=2016-11-15&Filter.1.Name=vpc-id&Filter.1.Value.1=vpc-1";
+    const R2: &str = "Action=DescribeRouteTables&Version=2016-11-15&RouteTableId.1=rtb-2";
+    const W: &str =
+        "Action=ReplaceRoute&Version=2016-11-15&RouteTableId=rtb-1&DestinationCidrBlock=10.1.0.0%2F16&InstanceId=i-b";
+
+    #[test]
+    fn reads_answer_the_view_from_before_a_write_until_the_lag_after_the_last_write() {
+        let proxy = FaultProxy::start(&counting_upstream(8)).expect("proxy");
+        proxy.set_read_lag(Some(Duration::from_millis(1000)));
+        assert_eq!((call(&proxy, R1), call(&proxy, R2)), ("1".into(), "2".into()));
+        assert_eq!(call(&proxy, W), "3");
+        assert_eq!((call(&proxy, R1), call(&proxy, R2)), ("1".into(), "2".into()), "frozen while the lag runs");
+        assert_eq!(call(&proxy, "Action=DescribeVpcs"), "4", "other reads are not lagged");
+        assert_eq!(call(&proxy, "Action=DescribeRouteTables&RouteTableId.1=rtb-9"), "5", "unseen bodies see moto");
+        std::thread::sleep(Duration::from_millis(600));
+        assert_eq!(call(&proxy, W), "6", "a write during the lag extends it");
+        std::thread::sleep(Duration::from_millis(600));
+        assert_eq!(call(&proxy, R1), "1", "1.2 s after the first write, 0.6 s after the last: still frozen");
+        std::thread::sleep(Duration::from_millis(1100));
+        assert_eq!(call(&proxy, R1), "7", "the lag has run out");
+        let calls = proxy.calls();
+        let lagged: Vec<bool> = calls.iter().map(|c| c.lagged).collect();
+        assert_eq!(lagged, [false, false, false, true, true, false, false, false, true, false]);
+        let t = proxy.tally_since(calls[0].at);
+        assert_eq!((t.reads, t.lagged_reads, t.writes), (8, 3, 2), "{t:?}");
+        let w = &calls[2];
+        assert!(w.is_route_write());
+        assert_eq!((w.route(), w.target()), (Some(("rtb-1", "10.1.0.0/16")), Some("i-b")));
+    }
+
+    #[test]
+    fn without_the_mode_writes_freeze_nothing() {
+        let proxy = FaultProxy::start(&counting_upstream(3)).expect("proxy");
+        assert_eq!((call(&proxy, R1), call(&proxy, W), call(&proxy, R1)), ("1".into(), "2".into(), "3".into()));
+        assert!(proxy.calls().iter().all(|c| !c.lagged));
+        assert_eq!(proxy.read_lag(), None);
+    }
+
+    #[test]
+    fn form_values_are_decoded() {
+        let p = route_params(
+            b"Action=CreateRoute&DestinationIpv6CidrBlock=2001%3Adb8%3A%3A%2F32&NetworkInterfaceId=eni-1&X=%ZZ",
+        );
+        assert_eq!(p.get("DestinationIpv6CidrBlock").map(String::as_str), Some("2001:db8::/32"));
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert_eq!(url_decode("a+b%2"), "a b%2");
     }
 }

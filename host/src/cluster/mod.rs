@@ -17,7 +17,7 @@
 //! The etcd session runs on its own thread and runtime ([`session`]); the engine hears of
 //! it through [`ClusterEvent`]s, and the status server reads [`ClusterStatus`].
 
-pub mod quorum;
+pub use vpcrouter_engine::quorum;
 mod session;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -367,5 +367,20 @@ impl ClusterHandle {
                 timeout.as_millis()
             );
         }
+    }
+}
+
+/// The engine's leadership port: the etcd session's election and lease.
+impl vpcrouter_engine::Leadership for ClusterHandle {
+    fn quorum(&self) -> Quorum {
+        ClusterHandle::quorum(self)
+    }
+
+    fn publish(&self, report: Report) {
+        ClusterHandle::publish(self, report)
+    }
+
+    fn confirm(&self) -> vpcrouter_engine::ports::BoxFuture<'_, Result<Instant, String>> {
+        Box::pin(ClusterHandle::confirm(self))
     }
 }

@@ -62,9 +62,9 @@ use super::protocol::JsonErrors;
 pub use super::protocol::{HEAD_LIMIT, URL_LIMIT};
 use super::tls::TlsStore;
 use super::Endpoints;
-use crate::state::Status;
 use crate::status::{self, PluginView, ServerInfo, Snapshot};
 use crate::sync::lock;
+use vpcrouter_engine::status::Status;
 
 /// Largest request body accepted (1 MiB); larger ones get 413.
 pub const BODY_LIMIT: usize = 1 << 20;

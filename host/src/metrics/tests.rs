@@ -47,7 +47,7 @@ fn every_state_family_keeps_its_name_labels_and_type() {
     let mut snap = snapshot();
     snap.status.weights.insert("rtb-1".into(), 31);
     snap.status.list_changes = 3;
-    snap.status.lists.push(crate::state::ListView {
+    snap.status.lists.push(vpcrouter_engine::status::ListView {
         group: "ipv4-10.0.0.2".into(),
         family: AddrFamily::V4,
         hosts: vec![ip("10.0.0.2")],

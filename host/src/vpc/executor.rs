@@ -1,5 +1,6 @@
-//! Runs EC2 calls within the client-side limits: reads with retries, and a plan's route
-//! writes concurrently, in plan order, as one wave.
+//! Runs EC2 calls within the client-side limits: reads and writes with retries. [`Ec2Vpc`]
+//! is the engine's VPC port: the engine starts each write when [`Executor::admit`] gives a
+//! permit, and runs them concurrently.
 //!
 //! Every call takes a token of its bucket and a slot of the in-flight cap
 //! ([`super::limits`]). A throttled answer (`RequestLimitExceeded`) lowers the bucket's
@@ -7,17 +8,17 @@
 //! errors (5xx, timeouts, resets) are retried with a short backoff. Neither counts as a
 //! failed reconcile unless the retries run out.
 //!
-//! A wave may have a deadline (cluster mode: until when this instance's leadership is
-//! known to hold). No call is started that is not expected to be answered before it, and
+//! A write may have a deadline (cluster mode: until when this instance's leadership is
+//! known to hold). No retry is started that is not expected to be answered before it, and
 //! a call still running at the deadline is abandoned.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tokio::task::JoinSet;
+use vpcrouter_engine::ports::BoxFuture;
+use vpcrouter_engine::{Permit, Vpc, VpcError, WriteOutcome, Written};
 use vpcrouter_plugin_api::time::backoff;
 
 use super::ec2::{Ec2, Ec2Error};
@@ -36,42 +37,6 @@ const MAX_RETRY: Duration = Duration::from_secs(5);
 /// A write is expected to take this long until one has been measured.
 const INITIAL_WRITE_ESTIMATE: Duration = Duration::from_millis(250);
 
-/// How one action of a wave ended.
-#[derive(Debug)]
-pub enum Outcome {
-    /// EC2 acknowledged it, with what the state needs of the answer.
-    Done(Applied),
-    /// EC2 refused it, or the retries ran out.
-    Failed(Ec2Error),
-    /// Not sent (or a retry not sent) because it would not be answered before the
-    /// deadline; it belongs to the next wave.
-    NotStarted,
-    /// Still running at the deadline: abandoned (EC2 may or may not have applied it).
-    Abandoned,
-}
-
-/// What a wave did.
-#[derive(Debug, Default)]
-pub struct WaveReport {
-    /// One outcome per action, in the order given.
-    pub outcomes: Vec<Outcome>,
-    /// Write calls sent, retries included.
-    pub calls: u64,
-    /// Throttled answers.
-    pub throttled: u64,
-    /// When the last acknowledgement arrived.
-    pub last_ack: Option<Instant>,
-}
-
-/// One action's result inside a wave.
-struct Attempted {
-    index: usize,
-    outcome: Outcome,
-    calls: u64,
-    throttled: u64,
-    acked: Option<Instant>,
-}
-
 /// The EC2 adapter behind the limits. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Executor {
@@ -79,9 +44,6 @@ pub struct Executor {
     limits: Arc<Limits>,
     /// Smoothed write latency (for deadlines).
     write_latency: Arc<Mutex<Duration>>,
-    /// A write token taken by a wave that then stopped at its deadline: the next wave's
-    /// first call uses it instead of waiting for a new one.
-    prepaid: Arc<AtomicBool>,
     rng: Arc<Mutex<StdRng>>,
 }
 
@@ -92,7 +54,6 @@ impl Executor {
             ec2,
             limits: Arc::new(Limits::new(cfg)),
             write_latency: Arc::new(Mutex::new(INITIAL_WRITE_ESTIMATE)),
-            prepaid: Arc::default(),
             rng: Arc::new(Mutex::new(StdRng::from_os_rng())),
         }
     }
@@ -140,44 +101,17 @@ impl Executor {
         }
     }
 
-    /// Runs `actions` concurrently as one wave: sent in the order given, each when a write
-    /// token and an in-flight slot are free. With a `deadline`, the actions that cannot be
-    /// answered before it are left [`Outcome::NotStarted`].
-    pub async fn wave(&self, actions: &[RouteAction], deadline: Option<Instant>) -> WaveReport {
-        let mut report =
-            WaveReport { outcomes: actions.iter().map(|_| Outcome::NotStarted).collect(), ..Default::default() };
-        let mut running = JoinSet::new();
-        for (index, action) in actions.iter().enumerate() {
-            let slot = self.limits.slot().await;
-            if !self.prepaid.swap(false, Ordering::Relaxed) {
-                self.limits.write.take().await;
-            }
-            if deadline.is_some_and(|d| Instant::now() + self.expected_write() > d) {
-                self.prepaid.store(true, Ordering::Relaxed);
-                break;
-            }
-            let (exec, action) = (self.clone(), action.clone());
-            running.spawn(async move {
-                let attempted = exec.attempt(index, &action, deadline).await;
-                drop(slot);
-                attempted
-            });
-        }
-        while let Some(joined) = running.join_next().await {
-            let Ok(a) = joined else { continue };
-            report.calls += a.calls;
-            report.throttled += a.throttled;
-            report.last_ack = report.last_ack.max(a.acked);
-            if let Some(slot) = report.outcomes.get_mut(a.index) {
-                *slot = a.outcome;
-            }
-        }
-        report
+    /// Waits for an in-flight slot and a write token: the right to start one write.
+    pub async fn admit(&self) -> Permit {
+        let slot = self.limits.slot().await;
+        self.limits.write.take().await;
+        Permit::new(slot)
     }
 
-    /// Sends one action (its first token is already taken), with retries.
-    async fn attempt(&self, index: usize, action: &RouteAction, deadline: Option<Instant>) -> Attempted {
-        let mut done = Attempted { index, outcome: Outcome::NotStarted, calls: 0, throttled: 0, acked: None };
+    /// Sends one action (its first token is already taken), with retries; a retry that
+    /// would not be answered before `deadline` is not sent.
+    pub async fn write(&self, action: &RouteAction, deadline: Option<Instant>) -> Written {
+        let mut done = Written { outcome: WriteOutcome::NotStarted, calls: 0, throttled: 0 };
         let mut failures = 0;
         // One idempotency token for every attempt of this action.
         let token = format!("vpcrouter-{:016x}", lock(&self.rng).random::<u64>());
@@ -190,7 +124,7 @@ impl Executor {
                 Some(d) => match tokio::time::timeout_at(d.into(), call).await {
                     Ok(r) => r,
                     Err(_) => {
-                        done.outcome = Outcome::Abandoned;
+                        done.outcome = WriteOutcome::Abandoned;
                         return done;
                     }
                 },
@@ -201,8 +135,7 @@ impl Executor {
                     if action.is_route() {
                         self.learn_latency(sent.elapsed());
                     }
-                    done.acked = Some(Instant::now());
-                    done.outcome = Outcome::Done(applied);
+                    done.outcome = WriteOutcome::Done(applied);
                     return done;
                 }
                 Err(e)
@@ -210,8 +143,7 @@ impl Executor {
                         && e.is_route_not_found() =>
                 {
                     tracing::info!(cidr = %action.dest(), rtb = action.rtb(), "route or list to delete was already gone");
-                    done.acked = Some(Instant::now());
-                    done.outcome = Outcome::Done(Applied::default());
+                    done.outcome = WriteOutcome::Done(Applied::default());
                     return done;
                 }
                 Err(e) if e.is_throttle() && done.throttled < u64::from(THROTTLE_RETRIES) => {
@@ -225,7 +157,7 @@ impl Executor {
                     tokio::time::sleep(delay).await;
                 }
                 Err(e) => {
-                    done.outcome = Outcome::Failed(e);
+                    done.outcome = WriteOutcome::Failed(vpc_error(&e));
                     return done;
                 }
             }
@@ -239,5 +171,48 @@ impl Executor {
     fn learn_latency(&self, took: Duration) {
         let mut l = lock(&self.write_latency);
         *l = (*l * 7 + took) / 8;
+    }
+}
+
+/// An EC2 error as the engine weighs it.
+fn vpc_error(e: &Ec2Error) -> VpcError {
+    VpcError { message: e.to_string(), stale: e.shows_stale_state(), transient: e.is_transient() }
+}
+
+/// The engine's VPC port on EC2: one VPC's reads and writes through the [`Executor`].
+pub struct Ec2Vpc {
+    /// Calls within the client-side limits.
+    exec: Executor,
+    /// The VPC managed.
+    vpc_id: String,
+}
+
+impl Ec2Vpc {
+    /// The port for `vpc_id`.
+    pub fn new(exec: Executor, vpc_id: String) -> Ec2Vpc {
+        Ec2Vpc { exec, vpc_id }
+    }
+}
+
+impl Vpc for Ec2Vpc {
+    fn read(&self) -> BoxFuture<'_, Result<VpcState, VpcError>> {
+        Box::pin(async move { self.exec.read_state(&self.vpc_id).await.map_err(|e| vpc_error(&e)) })
+    }
+
+    fn admit(&self) -> BoxFuture<'_, Permit> {
+        Box::pin(self.exec.admit())
+    }
+
+    fn write(&self, permit: Permit, action: RouteAction, deadline: Option<Instant>) -> BoxFuture<'static, Written> {
+        let exec = self.exec.clone();
+        Box::pin(async move {
+            let written = exec.write(&action, deadline).await;
+            drop(permit);
+            written
+        })
+    }
+
+    fn expected_write(&self) -> Duration {
+        self.exec.expected_write()
     }
 }

@@ -2,7 +2,7 @@
 //! token-bucket throttling), as a user on EC2 would see it: from marking the router failed
 //! until moto shows every route on the other router.
 //!
-//! `bench-failover-ec2 [--trials N] [--only 4x10,20x10,nat,nat-small,nat-second] [--write-rate R] [--write-burst W]
+//! `bench-failover-ec2 [--trials N] [--only 4x10,20x10,nat,nat-small,nat-second,second,lagging] [--write-rate R] [--write-burst W]
 //! [--read-latency-ms MS] [--write-latency-ms MS] [--no-cluster] [--no-client-limits]`
 //! (run by `make bench` after bench-cluster).
 //!
@@ -20,6 +20,24 @@
 //! `nat-second` is `nat` where the next zone's NAT fails too, 2 s into the first zone's
 //! failover; a trial ends when no route of either zone is on a failed NAT (N = 440 routes
 //! must move; the third zone's NAT is the only one left).
+//!
+//! Two cases test what happens when the facts change under a failover (module `midway`,
+//! their own table after the others; each trial restarts vpcrouter on routes put back on A
+//! in moto directly, and refills the model's buckets):
+//!
+//! * `second`: 20 CIDRs × 10 tables (N = 200 routes) on router A, each CIDR to `[A, B, C]`;
+//!   C is marked failed at first, so that A's routes all go to B (vpcrouter picks uniformly
+//!   among healthy candidates). A fails (t0); 2 s later B fails and C is back (B's report,
+//!   tB). Reported: writes onto B that reached the proxy later than tB + one write latency
+//!   (target 0); the time from t0 until no route is on A or B (moto polled directly); its
+//!   ratio to the bound, (routes on A or B at tB) / write rate + one write latency (target
+//!   ≤ 1.3); the route writes per trial. Default 3 trials.
+//! * `lagging`: reads lag writes by 2.5 s (the proxy's lagging-reads mode: until 2.5 s after
+//!   the last write, route table reads answer the view from before the first), 4 CIDRs × 10
+//!   tables (N = 40) on A, each to `[A, B, C]`, all healthy; vpcrouter runs with
+//!   `--consistency-window 5` (when the binary has it). A fails: the time until no route is
+//!   on A, and the route writes from t0 until 2.5 s + 5 s + 1 s after that, beyond the N
+//!   needed (target 0). Default 5 trials.
 //!
 //! World, per case C × T (C spec CIDRs, T route tables), built in moto with the SDK:
 //!
@@ -53,30 +71,22 @@
 //! ReplaceRoute calls, no proxy): moto serialises calls, so N writes cost at least
 //! N × that on top of the model; the last column compares with bound + N × moto.
 
-use std::collections::HashMap;
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use aws_sdk_ec2::types::Filter;
 use aws_sdk_ec2::Client;
-use vpcrouter_tests::bench::{
-    build_vpc, daemon_args, ms, quantile, refill_time, spread, status, value, write_failed, Vpc,
-};
+use vpcrouter_tests::bench::{daemon_args, ms, quantile, refill_time, spread, status, value, Bed, Vpc};
 use vpcrouter_tests::cluster::{wait_one_leader, Instance};
 use vpcrouter_tests::daemon::{self, Daemon};
 use vpcrouter_tests::ec2model::{Bucket, Model};
 use vpcrouter_tests::etcd::Etcd;
 use vpcrouter_tests::faultproxy::{FaultProxy, Tally};
-use vpcrouter_tests::moto::Moto;
-use vpcrouter_tests::{wait_for, world};
+use vpcrouter_tests::wait_for;
 
 /// The default cases, C × T.
 const CASES: [(usize, usize); 4] = [(1, 2), (4, 10), (20, 10), (100, 20)];
-/// The anchor CIDR that makes every table managed (see the header).
-const ANCHOR: &str = "10.200.0.0/16";
 /// ReplaceRoute calls timed against moto per case.
 const MOTO_PROBES: usize = 100;
 
@@ -86,6 +96,8 @@ struct Opts {
     cases: Vec<(usize, usize)>,
     /// The NAT cases to run (`nat`, `nat-small`).
     nat: Vec<nat::Shape>,
+    /// The `second` and `lagging` cases to run.
+    midway: Vec<midway::Case>,
     model: Model,
     cluster: bool,
     client_limits: bool,
@@ -112,18 +124,25 @@ fn parse_opts() -> anyhow::Result<Opts> {
     let rate = value::<f64>(&args, "--write-rate")?.unwrap_or(model.write_bucket.rate);
     let burst = value::<u64>(&args, "--write-burst")?.unwrap_or(model.write_bucket.burst);
     model.write_bucket = Bucket { burst, rate };
-    let (cases, nat) = match value::<String>(&args, "--only")? {
+    let (cases, nat, midway) = match value::<String>(&args, "--only")? {
         Some(list) => {
             let nat = list.split(',').filter_map(nat::Shape::named).collect();
-            let cases = list.split(',').filter(|c| nat::Shape::named(c).is_none()).map(parse_case);
-            (cases.collect::<anyhow::Result<_>>()?, nat)
+            let midway = list.split(',').filter_map(midway::Case::named).collect();
+            let named = |c: &&str| nat::Shape::named(c).is_some() || midway::Case::named(c).is_some();
+            let cases = list.split(',').filter(|c| !named(c)).map(parse_case);
+            (cases.collect::<anyhow::Result<_>>()?, nat, midway)
         }
-        None => (CASES.to_vec(), vec![nat::Shape::SMALL, nat::Shape::LARGE, nat::Shape::SECOND]),
+        None => (
+            CASES.to_vec(),
+            vec![nat::Shape::SMALL, nat::Shape::LARGE, nat::Shape::SECOND],
+            vec![midway::Case::Second, midway::Case::Lagging],
+        ),
     };
     Ok(Opts {
         trials: value(&args, "--trials")?,
         cases,
         nat,
+        midway,
         model,
         cluster: !flag("--no-cluster"),
         client_limits: !flag("--no-client-limits"),
@@ -137,42 +156,6 @@ fn default_trials(n: usize) -> usize {
         51..=500 => 5,
         _ => 1,
     }
-}
-
-/// The measured CIDRs `10.1.0.0/16` .. `10.C.0.0/16`.
-fn cidrs(c: usize) -> Vec<String> {
-    (1..=c).map(|k| format!("10.{k}.0.0/16")).collect()
-}
-
-/// Every route of the case, created in moto directly: the anchor on member_1, the rest on A.
-async fn precreate(ec2: &Client, vpc: &Vpc, c: usize) -> anyhow::Result<()> {
-    for rtb in &vpc.tables {
-        ec2.create_route()
-            .route_table_id(rtb)
-            .destination_cidr_block(ANCHOR)
-            .instance_id(&vpc.members[0].instance)
-            .send()
-            .await?;
-        for cidr in cidrs(c) {
-            ec2.create_route()
-                .route_table_id(rtb)
-                .destination_cidr_block(cidr)
-                .instance_id(&vpc.routers[0].instance)
-                .send()
-                .await?;
-        }
-    }
-    Ok(())
-}
-
-fn spec_json(vpc: &Vpc, c: usize) -> String {
-    let pair: Vec<String> = vpc.routers.iter().map(|r| r.ip.to_string()).collect();
-    let mut spec = serde_json::Map::new();
-    for cidr in cidrs(c) {
-        spec.insert(cidr, serde_json::json!(pair));
-    }
-    spec.insert(ANCHOR.into(), serde_json::json!(vpc.members.iter().map(|m| m.ip.to_string()).collect::<Vec<_>>()));
-    serde_json::Value::Object(spec).to_string()
 }
 
 /// moto's time per ReplaceRoute: `MOTO_PROBES` sequential calls that leave the route on A.
@@ -189,70 +172,36 @@ async fn moto_write_time(ec2: &Client, vpc: &Vpc) -> anyhow::Result<Duration> {
     Ok(t.elapsed() / MOTO_PROBES as u32)
 }
 
-/// Routes of the measured CIDRs per router IP (others under `None`), read from moto directly
-/// in one DescribeRouteTables call.
-async fn placement(ec2: &Client, vpc: &Vpc, c: usize) -> anyhow::Result<HashMap<Option<Ipv4Addr>, usize>> {
-    let out =
-        ec2.describe_route_tables().filters(Filter::builder().name("vpc-id").values(&vpc.id).build()).send().await?;
-    let wanted = cidrs(c);
-    let mut by_router = HashMap::new();
-    for table in
-        out.route_tables().iter().filter(|t| t.route_table_id().is_some_and(|id| vpc.tables.iter().any(|x| x == id)))
-    {
-        for r in
-            table.routes().iter().filter(|r| r.destination_cidr_block().is_some_and(|d| wanted.iter().any(|w| w == d)))
-        {
-            let target = r.network_interface_id().or(r.instance_id()).and_then(|id| vpc.owners.get(id).copied());
-            *by_router.entry(target).or_insert(0) += 1;
-        }
-    }
-    Ok(by_router)
-}
-
-/// One case's world: moto, the VPC, the spec and health files.
+/// One case's world: a [`Bed`] with two routers, and moto's own time per write.
 struct World {
-    c: usize,
+    bed: Bed,
     n: usize,
-    rt: tokio::runtime::Runtime,
-    ec2: Client,
-    vpc: Vpc,
-    spec: PathBuf,
-    health: PathBuf,
     moto_write: Duration,
-    _dir: tempfile::TempDir,
-    moto: Moto,
 }
 
 impl World {
     fn build(c: usize, t: usize) -> anyhow::Result<World> {
-        let moto = Moto::start()?;
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let ec2 = rt.block_on(world::client(&moto.endpoint));
-        let vpc = rt.block_on(build_vpc(&ec2, t, 2))?;
-        rt.block_on(precreate(&ec2, &vpc, c))?;
-        let moto_write = rt.block_on(moto_write_time(&ec2, &vpc))?;
-        let dir = tempfile::tempdir()?;
-        let (spec, health) = (dir.path().join("spec.json"), dir.path().join("health.json"));
-        std::fs::write(&spec, spec_json(&vpc, c))?;
-        std::fs::write(&health, r#"{"failed": []}"#)?;
-        Ok(World { c, n: c * t, rt, ec2, vpc, spec, health, moto_write, _dir: dir, moto })
+        let bed = Bed::build(c, t, 2)?;
+        let moto_write = bed.rt.block_on(moto_write_time(&bed.ec2, &bed.vpc))?;
+        Ok(World { n: bed.n(), bed, moto_write })
     }
 
     /// The router carrying every measured route, if one does; (the answer, how long it took).
     fn carrier(&self) -> anyhow::Result<(Option<usize>, Duration)> {
         let t = Instant::now();
-        let by = self.rt.block_on(placement(&self.ec2, &self.vpc, self.c))?;
+        let by = self.bed.placement()?;
         let took = t.elapsed();
-        let all_on = |i: usize| by.get(&Some(self.vpc.routers[i].ip)).copied() == Some(self.n);
+        let all_on = |i: usize| by.get(&Some(self.bed.router(i))).copied() == Some(self.n);
         Ok(((0..2).find(|&i| all_on(i)), took))
     }
 
     fn fail(&self, failed: &[Ipv4Addr]) -> anyhow::Result<()> {
-        write_failed(&self.health, failed)
+        self.bed.fail(failed)
     }
 
     fn daemon_args(&self, opts: &Opts) -> Vec<String> {
-        daemon_args(&self.vpc.id, &self.spec, &self.health, opts.client_limits.then_some(&opts.model))
+        let b = &self.bed;
+        daemon_args(&b.vpc.id, &b.spec, &b.health, opts.client_limits.then_some(&opts.model))
     }
 }
 
@@ -268,12 +217,12 @@ impl Fleet {
         let owned = w.daemon_args(opts);
         let args: Vec<&str> = owned.iter().map(String::as_str).collect();
         if !cluster {
-            return Ok(Fleet::Single(Daemon::start_via(&w.moto, &proxy.endpoint, &args)?));
+            return Ok(Fleet::Single(Daemon::start_via(&w.bed.moto, &proxy.endpoint, &args)?));
         }
         let etcd = Etcd::start()?;
         let insts = ["a", "b", "c"]
             .iter()
-            .map(|id| Instance::start_via(&w.moto, &proxy.endpoint, &etcd.endpoints(), id, 5, &args))
+            .map(|id| Instance::start_via(&w.bed.moto, &proxy.endpoint, &etcd.endpoints(), id, 5, &args))
             .collect::<anyhow::Result<_>>()?;
         Ok(Fleet::Cluster { insts, _etcd: etcd })
     }
@@ -370,7 +319,7 @@ fn trial(
     to: usize,
     timeout: Duration,
 ) -> anyhow::Result<Trial> {
-    let (failed, want) = (w.vpc.routers[from].ip, w.vpc.routers[to].ip);
+    let (failed, want) = (w.bed.router(from), w.bed.router(to));
     // Before the write: the `file` plugin reads a file renamed into place at once, so the
     // first write can reach the proxy before `fail` returns.
     let t0 = Instant::now();
@@ -378,7 +327,7 @@ fn trial(
     let (mut polls, mut poll_time) = (0u32, Duration::ZERO);
     let took = loop {
         let p = Instant::now();
-        let by = w.rt.block_on(placement(&w.ec2, &w.vpc, w.c))?;
+        let by = w.bed.placement()?;
         let pd = p.elapsed();
         (polls, poll_time) = (polls + 1, poll_time + pd);
         if by.get(&Some(want)).copied() == Some(w.n) {
@@ -471,7 +420,7 @@ fn run_case(c: usize, t: usize, opts: &Opts, notes: &mut Vec<Note>) -> anyhow::R
     let started = Instant::now();
     let w = World::build(c, t)?;
     let build = started.elapsed();
-    let proxy = FaultProxy::start(&w.moto.endpoint)?;
+    let proxy = FaultProxy::start(&w.bed.moto.endpoint)?;
     let trials = opts.trials.unwrap_or_else(|| default_trials(w.n));
     let mut modes = vec![("single instance", false)];
     if opts.cluster {
@@ -515,6 +464,7 @@ fn run() -> anyhow::Result<()> {
     for &shape in &opts.nat {
         nat::run(shape, &opts, &mut notes)?;
     }
+    midway::run_all(&opts)?;
     println!("\n| C×T | world built in s | moto ms per ReplaceRoute (100, sequential, no proxy) | polls | mean poll (DescribeRouteTables of the VPC) ms |");
     println!("|---|---|---|---|---|");
     for n in notes {
@@ -816,6 +766,266 @@ mod nat {
         let polls = results.iter().map(|r| r.polls).sum();
         let poll_time = results.iter().map(|r| r.poll_time).sum();
         notes.push(Note { case: shape.name.into(), build, moto_write: case.moto_write, polls, poll_time });
+        Ok(())
+    }
+}
+
+/// The facts changing under a failover (see the header): a second router failing
+/// (`second`) and reads lagging writes (`lagging`).
+mod midway {
+    use std::collections::HashMap;
+    use std::net::Ipv4Addr;
+    use std::time::{Duration, Instant};
+
+    use anyhow::Context;
+    use vpcrouter_tests::bench::{daemon_args, ms, put_back, quantile, spread, Bed};
+    use vpcrouter_tests::daemon::{self, Daemon};
+    use vpcrouter_tests::faultproxy::{Call, FaultProxy};
+
+    use super::Opts;
+
+    /// A case of this module.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Case {
+        /// B, the failover's target, fails [`SECOND_AFTER`] into it.
+        Second,
+        /// Reads lag writes by [`LAG`].
+        Lagging,
+    }
+
+    impl Case {
+        /// The case `--only` names `name`, if any.
+        pub fn named(name: &str) -> Option<Case> {
+            [Case::Second, Case::Lagging].into_iter().find(|c| c.name() == name)
+        }
+
+        fn name(self) -> &'static str {
+            match self {
+                Case::Second => "second",
+                Case::Lagging => "lagging",
+            }
+        }
+
+        /// C × T.
+        fn shape(self) -> (usize, usize) {
+            match self {
+                Case::Second => (20, 10),
+                Case::Lagging => (4, 10),
+            }
+        }
+
+        fn default_trials(self) -> usize {
+            match self {
+                Case::Second => 3,
+                Case::Lagging => 5,
+            }
+        }
+    }
+
+    /// When B fails, after A (`second`).
+    const SECOND_AFTER: Duration = Duration::from_secs(2);
+    /// How long reads lag writes (`lagging`).
+    const LAG: Duration = Duration::from_millis(2500);
+    /// vpcrouter's `--consistency-window` (`lagging`).
+    const WINDOW: Duration = Duration::from_secs(5);
+
+    /// One trial's figures.
+    struct Trial {
+        /// From t0 until no measured route is on a failed router.
+        took: Duration,
+        /// The trial's bound (see the header).
+        bound: Duration,
+        /// Route writes forwarded from t0 to the trial's end.
+        writes: usize,
+        /// Writes that should not be: onto B after its report + one write latency
+        /// (`second`), beyond N (`lagging`).
+        wrong: usize,
+        /// Calls throttled (reads and writes).
+        throttled: u64,
+        /// Reads answered from the lagged view.
+        lagged: u64,
+    }
+
+    /// Routes on router `ip` in a placement.
+    fn on(by: &HashMap<Option<Ipv4Addr>, usize>, ip: Ipv4Addr) -> usize {
+        by.get(&Some(ip)).copied().unwrap_or(0)
+    }
+
+    /// Route writes forwarded since `t0`.
+    fn route_writes(calls: &[Call], t0: Instant) -> usize {
+        calls.iter().filter(|c| c.at >= t0 && c.is_route_write() && c.forwarded()).count()
+    }
+
+    /// vpcrouter on `bed` through `proxy`, plus `extra` options; returns after its first
+    /// reconcile and a second, with the model's buckets full.
+    fn start(bed: &Bed, proxy: &FaultProxy, opts: &Opts, extra: &[&str]) -> anyhow::Result<Daemon> {
+        let mut args = daemon_args(&bed.vpc.id, &bed.spec, &bed.health, opts.client_limits.then_some(&opts.model));
+        args.extend(extra.iter().map(|a| a.to_string()));
+        bed.start_daemon(proxy, &args, opts.model, Duration::from_secs(1))
+    }
+
+    /// `second`: A fails, B [`SECOND_AFTER`] later (C back); until every route is on C.
+    fn second(bed: &Bed, proxy: &FaultProxy, d: &Daemon, opts: &Opts, timeout: Duration) -> anyhow::Result<Trial> {
+        let (a, b, c) = (bed.router(0), bed.router(1), bed.router(2));
+        let t0 = Instant::now();
+        bed.fail(&[a, c])?;
+        let mut report: Option<(Instant, usize)> = None;
+        let took = loop {
+            if report.is_none() && t0.elapsed() >= SECOND_AFTER {
+                bed.fail(&[a, b])?;
+                let tb = Instant::now();
+                let by = bed.placement()?;
+                report = Some((tb, on(&by, a) + on(&by, b)));
+            }
+            let p = Instant::now();
+            let by = bed.placement()?;
+            let pd = p.elapsed();
+            if report.is_some() && on(&by, c) == bed.n() {
+                break t0.elapsed();
+            }
+            anyhow::ensure!(t0.elapsed() < timeout, "after {timeout:?}: {by:?}\n{}", d.log());
+            let next = pd.clamp(Duration::from_millis(10), Duration::from_secs(1));
+            let to_b = (t0 + SECOND_AFTER).saturating_duration_since(Instant::now());
+            std::thread::sleep(if report.is_none() { next.min(to_b) } else { next });
+        };
+        std::thread::sleep(Duration::from_secs(1)); // late writes are counted too
+        let (tb, at_report) = report.context("B was never failed")?;
+        let b_ids = bed.ids(1);
+        let calls = proxy.calls();
+        let late = calls.iter().filter(|c| {
+            c.at > tb + opts.model.write_latency && c.is_route_write() && c.target().is_some_and(|t| b_ids.contains(&t))
+        });
+        let tally = proxy.tally_since(t0);
+        let per_write = Duration::from_secs_f64(at_report as f64 / opts.model.write_bucket.rate);
+        Ok(Trial {
+            took,
+            bound: per_write + opts.model.write_latency,
+            writes: route_writes(&calls, t0),
+            wrong: late.count(),
+            throttled: tally.throttled_reads + tally.throttled_writes,
+            lagged: tally.lagged_reads,
+        })
+    }
+
+    /// `lagging`: A fails; until no route is on A, and the writes until [`LAG`] +
+    /// [`WINDOW`] + 1 s after.
+    fn lagging(bed: &Bed, proxy: &FaultProxy, d: &Daemon, opts: &Opts, timeout: Duration) -> anyhow::Result<Trial> {
+        let a = bed.router(0);
+        let t0 = Instant::now();
+        bed.fail(&[a])?;
+        let took = loop {
+            let p = Instant::now();
+            let by = bed.placement()?;
+            let pd = p.elapsed();
+            if on(&by, a) == 0 && by.iter().filter(|(k, _)| k.is_some()).map(|(_, v)| v).sum::<usize>() == bed.n() {
+                break t0.elapsed();
+            }
+            anyhow::ensure!(t0.elapsed() < timeout, "after {timeout:?}: {by:?}\n{}", d.log());
+            std::thread::sleep(pd.clamp(Duration::from_millis(10), Duration::from_secs(1)));
+        };
+        std::thread::sleep(LAG + WINDOW + Duration::from_secs(1));
+        let writes = route_writes(&proxy.calls(), t0);
+        let tally = proxy.tally_since(t0);
+        Ok(Trial {
+            took,
+            bound: opts.model.write_bound(bed.n() as u64),
+            writes,
+            wrong: writes.saturating_sub(bed.n()),
+            throttled: tally.throttled_reads + tally.throttled_writes,
+            lagged: tally.lagged_reads,
+        })
+    }
+
+    /// Runs `case`'s trials and prints its row.
+    fn run(case: Case, opts: &Opts) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let (c, t) = case.shape();
+        let bed = Bed::build(c, t, 3)?;
+        let proxy = FaultProxy::start(&bed.moto.endpoint)?;
+        let mut extra = Vec::new();
+        if case == Case::Lagging {
+            proxy.set_read_lag(Some(LAG));
+            if daemon::run_once(&["--help"]).1.contains("--consistency-window") {
+                extra.extend(["--consistency-window", "5"]);
+            } else {
+                eprintln!("  note: {} has no --consistency-window: run without", daemon::binary().display());
+            }
+        }
+        let trials = opts.trials.unwrap_or(case.default_trials());
+        let timeout = 3 * opts.model.write_bound(2 * bed.n() as u64) + Duration::from_secs(30);
+        eprintln!(
+            "{} ({c}×{t}): {trials} trials (world built in {:.1} s)",
+            case.name(),
+            started.elapsed().as_secs_f64()
+        );
+        let mut results = Vec::new();
+        for k in 0..trials {
+            bed.rt.block_on(put_back(&bed.ec2, &bed.vpc, c, 0))?;
+            // `second`: C is down at first, so that A's routes all go to B.
+            let down = if case == Case::Second { vec![bed.router(2)] } else { Vec::new() };
+            bed.fail(&down)?;
+            let d = start(&bed, &proxy, opts, &extra)?;
+            let r = match case {
+                Case::Second => second(&bed, &proxy, &d, opts, timeout),
+                Case::Lagging => lagging(&bed, &proxy, &d, opts, timeout),
+            }
+            .with_context(|| format!("{} trial {}", case.name(), k + 1))?;
+            eprintln!(
+                "  trial {}: {} ms (bound {} ms), {} route writes, {} that should not be, {} throttled, {} lagged reads",
+                k + 1,
+                r.took.as_millis(),
+                r.bound.as_millis(),
+                r.writes,
+                r.wrong,
+                r.throttled,
+                r.lagged
+            );
+            results.push(r);
+        }
+        row(case, bed.n(), &results);
+        Ok(())
+    }
+
+    /// Prints one row of this module's table.
+    fn row(case: Case, n: usize, trials: &[Trial]) {
+        let mut took: Vec<Duration> = trials.iter().map(|t| t.took).collect();
+        took.sort();
+        let mut bounds: Vec<Duration> = trials.iter().map(|t| t.bound).collect();
+        bounds.sort();
+        let mut ratios: Vec<f64> = trials.iter().map(|t| t.took.as_secs_f64() / t.bound.as_secs_f64()).collect();
+        ratios.sort_by(f64::total_cmp);
+        let q = |v: &[f64], p: f64| v[((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
+        let list = |f: fn(&Trial) -> u64| spread(&trials.iter().map(f).collect::<Vec<_>>());
+        let what = match case {
+            Case::Second => "second: 20 CIDRs × 10 tables on A, A fails, B (the target) 2 s later, C left",
+            Case::Lagging => "lagging: 4 CIDRs × 10 tables on A, reads lag writes by 2.5 s, A fails",
+        };
+        println!(
+            "| {what} | {n} | {} | {} | {} | {} | {:.2} | {:.2} | {} | {} | {} | {} |",
+            trials.len(),
+            ms(quantile(&took, 0.5)),
+            ms(quantile(&took, 0.99)),
+            ms(quantile(&bounds, 0.5)),
+            q(&ratios, 0.5),
+            q(&ratios, 0.99),
+            list(|t| t.writes as u64),
+            list(|t| t.wrong as u64),
+            list(|t| t.throttled),
+            list(|t| t.lagged),
+        );
+    }
+
+    /// Runs the cases of `opts.midway` under their own table.
+    pub fn run_all(opts: &Opts) -> anyhow::Result<()> {
+        if opts.midway.is_empty() {
+            return Ok(());
+        }
+        println!("\nFacts changing under a failover (bound: second, routes on A or B at B's report / write rate + one write latency; lagging, the model's bound for N; wrong writes: second, onto B later than its report + one write latency; lagging, beyond N; both target 0):\n");
+        println!("| case | N routes | trials | median ms | p99 ms | bound ms (median) | median / bound | p99 / bound | route writes per trial | wrong writes per trial | throttled per trial | lagged reads per trial |");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+        for &case in &opts.midway {
+            run(case, opts)?;
+        }
         Ok(())
     }
 }

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use aws_sdk_ec2::types::{Filter, InstanceType};
+use vpcrouter_tests::bench::reported_failed;
 use vpcrouter_tests::listener::Listener;
 use vpcrouter_tests::{netns, wait_for, Env};
 
@@ -190,40 +191,6 @@ fn set_answering(
             Ok(())
         }
     }
-}
-
-/// Days since 1970-01-01 of a civil date (proleptic Gregorian).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
-    era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468
-}
-
-/// The time stamp that starts a log line (`2026-11-23T14:26:09.675378Z ...`).
-fn log_time(line: &str) -> Option<SystemTime> {
-    let (date, time) = line.split_whitespace().next()?.strip_suffix('Z')?.split_once('T')?;
-    let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
-    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
-    let mut t = time.split(':');
-    let (h, mi) = (t.next()?.parse::<f64>().ok()?, t.next()?.parse::<f64>().ok()?);
-    let s = t.next()?.parse::<f64>().ok()?;
-    let secs = days_from_civil(y, m, day) as f64 * 86_400.0 + h * 3600.0 + mi * 60.0 + s;
-    Some(UNIX_EPOCH + Duration::from_secs_f64(secs))
-}
-
-/// When the engine first heard that `ip` failed, after `since` (from the daemon's log).
-fn reported_failed(log: &str, ip: &str, since: SystemTime) -> Option<SystemTime> {
-    log.lines()
-        .filter(|l| l.contains("health changed"))
-        .filter(|l| {
-            l.split_whitespace()
-                .find_map(|f| f.strip_prefix("failed="))
-                .is_some_and(|list| list.split(',').any(|x| x == ip))
-        })
-        .filter_map(log_time)
-        .find(|t| *t >= since)
 }
 
 /// Latencies of one trial: until the engine hears of the failure, and until moto shows it.

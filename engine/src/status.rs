@@ -1,6 +1,6 @@
 //! The engine's state as the status server shows it: counters, the health and spec in
 //! force, and the state of every managed route after the last reconcile. The engine
-//! ([`crate::engine`]) writes it; the status documents ([`crate::status`]) are rendered
+//! ([`crate::engine`]) writes it; the host's status documents and metrics are rendered
 //! from a snapshot of it.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -9,9 +9,9 @@ use std::time::{Duration, SystemTime};
 
 use vpcrouter_plugin_api::RouteSpec;
 
-use crate::cluster::Report;
-use crate::vpc::model::{ManagedTable, Notice, TableSelection};
-use crate::vpc::plan::FailbackPolicy;
+use crate::quorum::Report;
+use vpcrouter_planner::model::{ManagedTable, Notice, TableSelection};
+use vpcrouter_planner::plan::FailbackPolicy;
 pub use vpcrouter_planner::view::{list_views, table_routes, ListView, TableRoute, TableRoutes};
 
 /// Counters and state the status server shows.
@@ -35,6 +35,13 @@ pub struct Status {
     pub list_changes: u64,
     /// Failed reads or writes.
     pub errors: u64,
+    /// Plans revised while they were being written, because an event changed the facts.
+    pub revisions: u64,
+    /// Writes not yet started that a revision withdrew.
+    pub withdrawn: u64,
+    /// Routes a read showed otherwise than an acknowledged write within the consistency
+    /// window: kept as written (EC2's reads lag its writes).
+    pub lagging_reads: u64,
     /// Failovers: route moves off failed or questionable routers, after a health change.
     pub failovers: u64,
     /// The last failover, as logged.
@@ -97,6 +104,11 @@ pub struct FailoverSummary {
     pub writes: u64,
     /// Throttled answers.
     pub throttled: u64,
+    /// Times the plan was revised while it was being written (another router failed,
+    /// the spec or a drain changed).
+    pub revisions: u64,
+    /// Writes not yet started that those revisions withdrew.
+    pub withdrawn: u64,
     /// From the health report to the last write acknowledged.
     pub seconds: f64,
 }

@@ -1,0 +1,131 @@
+//! The engine's log lines: one per change, one per failover, one per drain, notices.
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+
+use vpcrouter_planner::model::{Cidr, DeleteReason, Dest, ManagedTable, Plan, RouteAction, VpcState};
+
+use crate::engine::{now, Engine};
+
+impl Engine {
+    /// Ends the failover in progress, if any, with its one log line.
+    pub(crate) fn finish_failover(&mut self) {
+        let Some(run) = self.failover.take() else { return };
+        let mut summary = run.summary;
+        if summary.routes_moved == 0 {
+            tracing::debug!(routers = %join_ips(&summary.routers), "health change: no route was on these routers");
+            return;
+        }
+        let took = run.last_ack.unwrap_or_else(now).saturating_duration_since(run.at);
+        summary.seconds = took.as_secs_f64();
+        self.observer.failover_seconds(summary.seconds);
+        tracing::info!(
+            routers = %join_ips(&summary.routers), routes_moved = summary.routes_moved, writes = summary.writes,
+            throttled = summary.throttled, revisions = summary.revisions, withdrawn = summary.withdrawn,
+            ms = took.as_millis() as u64,
+            "failover: {} route(s) moved off {} in {} ms (health report to last write acknowledged)",
+            summary.routes_moved, join_ips(&summary.routers), took.as_millis()
+        );
+        let mut st = self.lock_status();
+        st.failovers += 1;
+        st.last_failover = Some(summary);
+    }
+
+    /// Logs the routes this reconcile moved off drained routers, one line.
+    pub(crate) fn finish_drain_moves(&mut self) {
+        if self.drain_moves.is_empty() {
+            return;
+        }
+        let moved: u64 = self.drain_moves.values().sum();
+        let routers: BTreeSet<Ipv4Addr> = self.drain_moves.keys().copied().collect();
+        tracing::info!(
+            routers = %join_ips(&routers), routes_moved = moved,
+            "drain: {moved} route(s) moved off drained router(s) {}", join_ips(&routers)
+        );
+        self.drain_moves.clear();
+    }
+
+    /// Logs notices when they appear and when they clear, not on every reconcile.
+    pub(crate) fn report_notices(&mut self, plan: &Plan) {
+        for n in plan.notices.difference(&self.notices) {
+            tracing::warn!("{n}");
+        }
+        for n in self.notices.difference(&plan.notices) {
+            tracing::info!("resolved: {n}");
+        }
+        self.notices = plan.notices.clone();
+        self.lock_status().notices = plan.notices.iter().cloned().collect();
+    }
+}
+
+pub(crate) fn join_ips(set: &BTreeSet<Ipv4Addr>) -> String {
+    set.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(",")
+}
+
+fn ip_text(ip: &Option<Ipv4Addr>) -> String {
+    ip.map_or_else(|| "(unknown)".to_string(), |i| i.to_string())
+}
+
+/// What a prefix list's route carries, for its log line: ` (prefix list of 3 CIDRs: …)`
+/// with the first few; empty for a CIDR's own route.
+fn carried(dest: &Dest, state: &VpcState) -> String {
+    const SHOWN: usize = 8;
+    let Dest::List(id) = dest else { return String::new() };
+    let Some(list) = state.prefix_list(id) else { return String::new() };
+    let more = if list.entries.len() > SHOWN { ",…" } else { "" };
+    let first = cidrs(&list.entries[..list.entries.len().min(SHOWN)]);
+    format!(" (prefix list {} of {} CIDR(s): {first}{more})", list.name, list.entries.len())
+}
+
+/// One info line per change, with the fields operators grep for (`cidr` is the route's
+/// destination: a CIDR, or a prefix list id, whose name and CIDRs end the message).
+/// `state` is the VPC the change was planned from.
+pub(crate) fn log_action(what: &str, action: &RouteAction, state: &VpcState) {
+    match action {
+        RouteAction::Create { rtb, dest: cidr, target } => tracing::info!(
+            %cidr, rtb, router = %target.ip, old_router = "(none)", reason = "route missing",
+            instance = %target.instance_id, eni = %target.eni_id, "{what}: added{}", carried(cidr, state)
+        ),
+        RouteAction::Replace { rtb, dest: cidr, target, old_router, reason } => tracing::info!(
+            %cidr, rtb, router = %target.ip, old_router = %ip_text(old_router), %reason,
+            instance = %target.instance_id, eni = %target.eni_id, "{what}: replaced{}", carried(cidr, state)
+        ),
+        RouteAction::Delete { rtb, dest: cidr, old_router, reason } => tracing::info!(
+            %cidr, rtb, old_router = %ip_text(old_router), %reason, "{what}: deleted{}", carried(cidr, state)
+        ),
+        RouteAction::CreateList { name, group, max_entries } => tracing::info!(
+            list = %name, group = %group.key, routers = %join_ips(&group.hosts.iter().copied().collect()),
+            members = %cidrs(&group.members), max_entries, "{what}: created for {} CIDR(s)", group.members.len()
+        ),
+        RouteAction::ModifyList { id, name, add, remove, .. } => tracing::info!(
+            list = %id, name = %name, added = %cidrs(add), removed = %cidrs(remove),
+            "{what}: {} entries added, {} removed", add.len(), remove.len()
+        ),
+        RouteAction::DeleteList { id, name } => tracing::info!(
+            list = %id, name = %name, reason = %DeleteReason::ListRetired, "{what}: deleted"
+        ),
+    }
+}
+
+/// A managed table for the log: `rtb-1 (zone us-east-1a)`, `rtb-2 (gateway igw-1)`.
+pub(crate) fn describe_table(t: &ManagedTable) -> String {
+    let mut notes: Vec<String> = Vec::new();
+    if t.main {
+        notes.push("main".into());
+    }
+    if let Some(zone) = &t.zone {
+        notes.push(format!("zone {zone}"));
+    }
+    if let Some(gateway) = &t.gateway {
+        notes.push(format!("gateway {gateway}"));
+    }
+    if notes.is_empty() {
+        t.id.clone()
+    } else {
+        format!("{} ({})", t.id, notes.join(", "))
+    }
+}
+
+fn cidrs(list: &[Cidr]) -> String {
+    list.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+}
