@@ -2,6 +2,7 @@
 #
 #   make demo    run vpcrouter against a local EC2 emulator (moto): no AWS account needed
 #   make test    every test (unit, plugin, integration against moto)
+#   make lint    cargo fmt --check, clippy -D warnings, and the layout rules (tools/layout-check)
 #   make bench   benchmarks, printed as tables
 #   make fuzz    property tests of spec parsing with 1,000,000 inputs each
 #
@@ -20,7 +21,7 @@ PLUGIN_LIBS := $(shell grep -l cdylib plugins/*/Cargo.toml | xargs grep -h '^nam
 export VPCROUTER_BUILD_DIR := $(BUILD_DIR)
 export VPCROUTER_MOTO_SERVER := $(VENV)/bin/moto_server
 
-.PHONY: all build test demo bench fuzz venv deps clean examples install install-files uninstall deb deb-package
+.PHONY: all build test lint demo bench fuzz venv deps clean examples install install-files uninstall deb deb-package
 
 all: build
 
@@ -75,6 +76,13 @@ build: deps
 
 test: build venv
 	$(CARGO) test --workspace --no-fail-fast $(CARGO_PROFILE_FLAG) -- --test-threads=2
+
+# Formatting, lints and the layout rules (tools/layout-check: no import circle between a
+# crate's top-level modules, short functions, documented fields, a small host crate).
+lint: deps
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	python3 tools/layout-check
 
 # Benchmarks, release build, as root (see BENCHMARKS.md): failover latency of the health
 # plugins against moto, then ICMP at 1,000, 2,500 and 10,000 hosts, the planner (bench-planner,

@@ -127,10 +127,13 @@ pub(crate) enum Taken {
 
 /// The reconcile loop and its state.
 pub struct Engine {
+    /// The fixed settings: the VPC, the tables, the planner's options, the timings.
     pub(crate) cfg: EngineConfig,
+    /// Where route tables are read and written: EC2 in production, a fake in tests.
     pub(crate) vpc: Arc<dyn Vpc>,
     /// Cluster mode: confirms the leadership before writes; publishes the local view.
     pub(crate) leadership: Option<Arc<dyn Leadership>>,
+    /// Told how long reconciles and failovers take, for the metrics' histograms.
     pub(crate) observer: Arc<dyn Observer>,
     /// Sends the health plugin the hosts of the spec.
     watch: Box<dyn Fn(HostList) -> bool + Send + Sync>,

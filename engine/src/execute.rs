@@ -15,7 +15,7 @@
 //! In cluster mode each write starts only within a confirmed leadership lease; losing the
 //! leadership stops new writes at once.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use tokio::task::{Id, JoinSet};
@@ -23,7 +23,6 @@ use vpcrouter_planner::model::{Applied, Dest, Plan, ReplaceReason, RouteAction, 
 
 use crate::engine::{now, Engine, Taken};
 use crate::ports::{Permit, WriteOutcome, Written};
-use crate::reconcile::failover_actions;
 use crate::report::log_action;
 
 /// Lease confirmations in a row that may leave no room for a write (the lease too close to
@@ -67,8 +66,11 @@ fn key(a: &RouteAction) -> Key {
 
 /// A write answered, as the task that ran it returns it.
 struct Answer {
+    /// The write that was made (or tried).
     action: RouteAction,
+    /// How the write ended, and the calls (and throttled answers) it took.
     written: Written,
+    /// When the answer came: a failover's duration ends at its last acknowledged write.
     at: Instant,
 }
 
@@ -95,8 +97,13 @@ struct Run {
     short_leases: u32,
     /// When the next look at the lease is due after one that left no room.
     lease_wait: Option<Instant>,
+    /// (table, destination, error) of each write that failed so far: shown in the status,
+    /// and a reason to retry the reconcile.
     failures: Vec<(String, Dest, String)>,
+    /// Some failure showed that the state planned from was stale: read and plan again.
     stale: bool,
+    /// Every failure so far was transient (the VPC unavailable after the retries): a failed
+    /// fast path then ends the reconcile at once, as a read would fail the same way.
     transient: bool,
 }
 
@@ -129,6 +136,22 @@ impl Run {
     fn next(&self) -> Option<usize> {
         self.pending.iter().position(|a| !self.in_flight(&key(a)))
     }
+}
+
+/// True for a route move off a failed or questionable router: the work of a failover.
+fn moves_off_bad_router(a: &RouteAction) -> bool {
+    matches!(a, RouteAction::Replace { reason: ReplaceReason::RouterFailed | ReplaceReason::RouterQuestionable, .. })
+}
+
+/// The fast path's share of a plan: every write of a destination that moves off a failed
+/// or questionable router (its creates and replaces in every table).
+pub(crate) fn failover_actions(actions: &[RouteAction]) -> Vec<RouteAction> {
+    let moving: BTreeSet<Dest> = actions.iter().filter(|a| moves_off_bad_router(a)).map(RouteAction::dest).collect();
+    actions
+        .iter()
+        .filter(|a| moving.contains(&a.dest()) && matches!(a, RouteAction::Create { .. } | RouteAction::Replace { .. }))
+        .cloned()
+        .collect()
 }
 
 /// The writes of `plan` an execution of `scope` makes, in order.

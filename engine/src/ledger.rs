@@ -21,8 +21,11 @@ use vpcrouter_planner::model::{Applied, Dest, RouteAction, VpcState};
 /// An acknowledged write, kept until a read shows it or the window passes.
 #[derive(Debug)]
 struct Own {
+    /// The write as planned: laid over a read that does not show it yet.
     action: RouteAction,
+    /// What the write did to the route, as acknowledged: a read showing it drops the record.
     applied: Applied,
+    /// When it was acknowledged: the record is trusted for the consistency window from then.
     acked: Instant,
 }
 

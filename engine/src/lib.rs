@@ -7,15 +7,17 @@
 //!   read of its route tables, one write at a time within a write budget), the cluster's
 //!   leadership, the metrics observer. The clock is tokio's (`tokio::time`), which tests
 //!   pause and advance;
+//! * [`budget`]: the VPC port's call budget (`--ec2-*` buckets) and call counters, as the
+//!   status shows them;
 //! * [`event`]: what the engine reacts to, and the stop signal;
 //! * [`engine`]: the event loop and the engine's state (spec, health, drains, failovers);
 //! * `reconcile`: read → plan → execute passes, and the fast path of a failover;
-//! * `execute`: runs a plan's writes one at a time as the budget allows, takes events
-//!   meanwhile, and revises the plan (withdrawing writes not yet started) when they change
-//!   the facts;
+//! * `execute`: runs a plan's writes (all, or a failover's share) one at a time as the
+//!   budget allows, takes events meanwhile, and revises the plan (withdrawing writes not yet
+//!   started) when they change the facts;
 //! * `ledger`: acknowledged writes kept over reads that do not show them yet (EC2's
 //!   eventual consistency), for the consistency window;
-//! * `report`: the log lines of changes, failovers and drains;
+//! * `report`: the log lines of changes, failovers, drains and notices, as plain functions;
 //! * [`status`]: the engine's state as the status server shows it;
 //! * [`quorum`]: combining the health views of a cluster's instances.
 //!
@@ -23,6 +25,7 @@
 //! against fakes with paused time.
 #![forbid(unsafe_code)]
 
+pub mod budget;
 pub mod engine;
 pub mod event;
 mod execute;
@@ -33,6 +36,7 @@ mod reconcile;
 mod report;
 pub mod status;
 
+pub use budget::{BucketConfig, CallCount, Ec2View, LimitsConfig};
 pub use engine::{Engine, EngineConfig, EngineError, Ports};
 pub use event::{Event, StopSignal};
 pub use ports::{Leadership, Observer, Permit, Vpc, VpcError, WriteOutcome, Written};

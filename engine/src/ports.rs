@@ -107,10 +107,14 @@ pub trait Observer: Send + Sync {
     fn failover_seconds(&self, seconds: f64);
     /// A reconcile, from its start to its end.
     fn reconcile_seconds(&self, seconds: f64);
+    /// One EC2 call (`operation`, e.g. `ReplaceRoute`), sent to answered, as the EC2 adapter
+    /// reports it.
+    fn call_seconds(&self, operation: &'static str, seconds: f64);
 }
 
 /// An observer that keeps nothing.
 impl Observer for () {
     fn failover_seconds(&self, _: f64) {}
     fn reconcile_seconds(&self, _: f64) {}
+    fn call_seconds(&self, _: &'static str, _: f64) {}
 }

@@ -2,18 +2,17 @@
 //! moved as planned from the known state, no read); then read → plan → execute passes until
 //! the VPC matches the plan.
 
-use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant, SystemTime};
 
 use rand::Rng;
-use vpcrouter_planner::model::{Cidr, Dest, FailbackState, FailbackView, Plan, ReplaceReason, RouteAction, VpcState};
+use vpcrouter_planner::model::{Cidr, Dest, FailbackState, FailbackView, Plan, RouteAction, VpcState};
 use vpcrouter_planner::plan::{plan, Failback, PlanInput};
 use vpcrouter_plugin_api::{time, RouteSpec};
 
 use crate::engine::{now, Engine, FAILBACK_WAKE_MIN};
-use crate::execute::{Executed, Scope};
-use crate::report::{describe_table, log_action};
+use crate::execute::{failover_actions, Executed, Scope};
+use crate::report::{self, describe_table, log_action};
 use crate::status::{list_views, table_routes, FailbackEntry};
 
 /// Read → plan → write passes of one reconcile when the VPC shows the state was stale.
@@ -32,22 +31,6 @@ const LOGGED_PER_STOP_CHECK: usize = 1000;
 /// routers in the spec's order (the first is the preferred one of `--failback preferred`).
 pub(crate) fn spec_entries(spec: &RouteSpec) -> Vec<(Cidr, Vec<Ipv4Addr>)> {
     spec.routes.iter().map(|r| (r.cidr, r.hosts.iter().map(|h| h.addr()).collect())).collect()
-}
-
-/// True for a route move off a failed or questionable router: the work of a failover.
-pub(crate) fn moves_off_bad_router(a: &RouteAction) -> bool {
-    matches!(a, RouteAction::Replace { reason: ReplaceReason::RouterFailed | ReplaceReason::RouterQuestionable, .. })
-}
-
-/// The fast path's share of a plan: every write of a destination that moves off a failed
-/// or questionable router (its creates and replaces in every table).
-pub(crate) fn failover_actions(actions: &[RouteAction]) -> Vec<RouteAction> {
-    let moving: BTreeSet<Dest> = actions.iter().filter(|a| moves_off_bad_router(a)).map(RouteAction::dest).collect();
-    actions
-        .iter()
-        .filter(|a| moving.contains(&a.dest()) && matches!(a, RouteAction::Create { .. } | RouteAction::Replace { .. }))
-        .cloned()
-        .collect()
 }
 
 impl Engine {
@@ -189,6 +172,39 @@ impl Engine {
         let mut st = self.lock_status();
         st.last_reconcile = Some((SystemTime::now(), took));
         st.last_result = "ok".into();
+    }
+
+    /// Ends the failover in progress, if any, with its one log line.
+    fn finish_failover(&mut self) {
+        let Some(run) = self.failover.take() else { return };
+        let mut summary = run.summary;
+        if summary.routes_moved == 0 {
+            report::log_nothing_moved(&summary.routers);
+            return;
+        }
+        let took = run.last_ack.unwrap_or_else(now).saturating_duration_since(run.at);
+        summary.seconds = took.as_secs_f64();
+        self.observer.failover_seconds(summary.seconds);
+        report::log_failover(&summary, took);
+        let mut st = self.lock_status();
+        st.failovers += 1;
+        st.last_failover = Some(summary);
+    }
+
+    /// Logs the routes this reconcile moved off drained routers, one line.
+    fn finish_drain_moves(&mut self) {
+        if self.drain_moves.is_empty() {
+            return;
+        }
+        report::log_drain_moves(&self.drain_moves);
+        self.drain_moves.clear();
+    }
+
+    /// Logs notices when they appear and when they clear, not on every reconcile.
+    fn report_notices(&mut self, plan: &Plan) {
+        report::log_notices(&self.notices, &plan.notices);
+        self.notices = plan.notices.clone();
+        self.lock_status().notices = plan.notices.iter().cloned().collect();
     }
 
     /// True once a stop was requested: the reconcile under way ends at once (its status

@@ -1,63 +1,52 @@
-//! The engine's log lines: one per change, one per failover, one per drain, notices.
+//! The engine's log lines: one per change, one per failover, one per drain, notices. Plain
+//! functions of the values they report: the engine calls them.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
+use std::time::Duration;
 
-use vpcrouter_planner::model::{Cidr, DeleteReason, Dest, ManagedTable, Plan, RouteAction, VpcState};
+use vpcrouter_planner::model::{Cidr, DeleteReason, Dest, ManagedTable, Notice, RouteAction, VpcState};
 
-use crate::engine::{now, Engine};
+use crate::status::FailoverSummary;
 
-impl Engine {
-    /// Ends the failover in progress, if any, with its one log line.
-    pub(crate) fn finish_failover(&mut self) {
-        let Some(run) = self.failover.take() else { return };
-        let mut summary = run.summary;
-        if summary.routes_moved == 0 {
-            tracing::debug!(routers = %join_ips(&summary.routers), "health change: no route was on these routers");
-            return;
-        }
-        let took = run.last_ack.unwrap_or_else(now).saturating_duration_since(run.at);
-        summary.seconds = took.as_secs_f64();
-        self.observer.failover_seconds(summary.seconds);
-        tracing::info!(
-            routers = %join_ips(&summary.routers), routes_moved = summary.routes_moved, writes = summary.writes,
-            throttled = summary.throttled, revisions = summary.revisions, withdrawn = summary.withdrawn,
-            ms = took.as_millis() as u64,
-            "failover: {} route(s) moved off {} in {} ms (health report to last write acknowledged)",
-            summary.routes_moved, join_ips(&summary.routers), took.as_millis()
-        );
-        let mut st = self.lock_status();
-        st.failovers += 1;
-        st.last_failover = Some(summary);
+/// A health change whose routers carried no route: nothing to report but a debug line.
+pub(crate) fn log_nothing_moved(routers: &BTreeSet<Ipv4Addr>) {
+    tracing::debug!(routers = %join_ips(routers), "health change: no route was on these routers");
+}
+
+/// A failover's one line, once it is over; `took`: from the health report to the last
+/// write acknowledged.
+pub(crate) fn log_failover(summary: &FailoverSummary, took: Duration) {
+    tracing::info!(
+        routers = %join_ips(&summary.routers), routes_moved = summary.routes_moved, writes = summary.writes,
+        throttled = summary.throttled, revisions = summary.revisions, withdrawn = summary.withdrawn,
+        ms = took.as_millis() as u64,
+        "failover: {} route(s) moved off {} in {} ms (health report to last write acknowledged)",
+        summary.routes_moved, join_ips(&summary.routers), took.as_millis()
+    );
+}
+
+/// The routes a reconcile moved off drained routers (`moves`: how many, by router), one line.
+pub(crate) fn log_drain_moves(moves: &BTreeMap<Ipv4Addr, u64>) {
+    let moved: u64 = moves.values().sum();
+    let routers: BTreeSet<Ipv4Addr> = moves.keys().copied().collect();
+    tracing::info!(
+        routers = %join_ips(&routers), routes_moved = moved,
+        "drain: {moved} route(s) moved off drained router(s) {}", join_ips(&routers)
+    );
+}
+
+/// The notices that appeared since the last plan (warnings) and those that cleared.
+pub(crate) fn log_notices(last: &BTreeSet<Notice>, now: &BTreeSet<Notice>) {
+    for n in now.difference(last) {
+        tracing::warn!("{n}");
     }
-
-    /// Logs the routes this reconcile moved off drained routers, one line.
-    pub(crate) fn finish_drain_moves(&mut self) {
-        if self.drain_moves.is_empty() {
-            return;
-        }
-        let moved: u64 = self.drain_moves.values().sum();
-        let routers: BTreeSet<Ipv4Addr> = self.drain_moves.keys().copied().collect();
-        tracing::info!(
-            routers = %join_ips(&routers), routes_moved = moved,
-            "drain: {moved} route(s) moved off drained router(s) {}", join_ips(&routers)
-        );
-        self.drain_moves.clear();
-    }
-
-    /// Logs notices when they appear and when they clear, not on every reconcile.
-    pub(crate) fn report_notices(&mut self, plan: &Plan) {
-        for n in plan.notices.difference(&self.notices) {
-            tracing::warn!("{n}");
-        }
-        for n in self.notices.difference(&plan.notices) {
-            tracing::info!("resolved: {n}");
-        }
-        self.notices = plan.notices.clone();
-        self.lock_status().notices = plan.notices.iter().cloned().collect();
+    for n in last.difference(now) {
+        tracing::info!("resolved: {n}");
     }
 }
 
+/// Routers for a log line: `10.0.0.1,10.0.0.2`.
 pub(crate) fn join_ips(set: &BTreeSet<Ipv4Addr>) -> String {
     set.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(",")
 }

@@ -24,7 +24,8 @@ use rustls::pki_types::ServerName;
 use rustls::CertificateError;
 
 use crate::options::{
-    first_certificate, EtcdConn, EtcdSecurity, Password, CACERT, CERT, KEY, PASSWORD_ENV, PASSWORD_FILE, USER,
+    first_certificate, not_after, EtcdConn, EtcdSecurity, Password, CACERT, CERT, KEY, PASSWORD_ENV, PASSWORD_FILE,
+    USER,
 };
 
 /// What a call was doing, for a permission error: the operation, the key, and the
@@ -216,8 +217,7 @@ impl EtcdSecurity {
             return format!("{how}: it demands a client certificate (--client-cert-auth): pass --{CERT} and --{KEY}");
         };
         let path = cert.display();
-        let expired =
-            first_certificate(cert).and_then(|c| crate::der::not_after(&c)).filter(|t| *t < SystemTime::now());
+        let expired = first_certificate(cert).and_then(|c| not_after(&c)).filter(|t| *t < SystemTime::now());
         match expired {
             Some(at) => format!("{how}: the client certificate --{CERT} {path} expired at {}: renew it", date(at)),
             None if alert == Some("CertificateExpired") => {

@@ -7,7 +7,6 @@
 
 #![deny(unsafe_code)]
 
-mod der;
 mod describe;
 mod endpoint;
 mod options;

@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use etcd_client::{Certificate, ConnectOptions, Identity, TlsOptions};
 use rustls_pki_types::pem::PemObject;
@@ -447,6 +448,13 @@ pub(crate) fn first_certificate(path: &Path) -> Option<CertificateDer<'static>> 
     CertificateDer::pem_slice_iter(&pem).next()?.ok()
 }
 
+/// The end of a DER certificate's validity (`notAfter`), to tell whose certificate expired.
+pub(crate) fn not_after(cert: &[u8]) -> Option<SystemTime> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert).ok()?;
+    let secs = u64::try_from(cert.validity().not_after.timestamp()).ok()?;
+    Some(UNIX_EPOCH + Duration::from_secs(secs))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -551,10 +559,9 @@ mod tests {
         assert!(sec.check().unwrap().is_empty());
         // Its validity is read (to tell whose certificate expired): notAfter=Nov 28 17:48:24 2036 GMT.
         let cert = first_certificate(&dir.path().join("junk.pem")).unwrap();
-        assert_eq!(
-            crate::der::not_after(&cert),
-            Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(2_111_507_304))
-        );
+        assert_eq!(not_after(&cert), Some(UNIX_EPOCH + Duration::from_secs(2_111_507_304)));
+        assert_eq!(not_after(&cert[..cert.len() - 1]), None, "a truncated certificate");
+        assert_eq!(not_after(&[0x30, 0x00]), None);
     }
 
     #[test]

@@ -134,7 +134,9 @@ pub struct ClientCommand {
 /// A status answer: code and body.
 #[derive(Debug)]
 struct Answer {
+    /// The HTTP status: 2xx is success, the rest an error to explain.
     status: u16,
+    /// The JSON body: the drains, or the daemon's `{"error": ...}`.
     body: String,
 }
 
@@ -199,7 +201,7 @@ fn execute(cmd: &ClientCommand) -> Result<(String, Option<String>), String> {
             };
             (line, None)
         }
-        Action::List { json: true } => (format!("{}\n", crate::status::indented(&doc)), None),
+        Action::List { json: true } => (format!("{}\n", vpcrouter_status::document::indented(&doc)), None),
         Action::List { json: false } => (table(&doc), None),
     })
 }
@@ -250,7 +252,7 @@ fn request(target: &Target, method: &str, path: &str, body: Option<String>) -> R
     let token = match &target.token_file {
         None => None,
         Some(f) => {
-            let t = crate::http::auth::read_token_text("--http-token-file", f)?;
+            let t = vpcrouter_server::auth::read_token_text("--http-token-file", f)?;
             let t = t.trim().to_string();
             if t.is_empty() {
                 return Err(format!("--http-token-file {}: the file is empty", f.display()));
@@ -281,7 +283,7 @@ fn tls_connector(target: &Target) -> Result<tokio_rustls::TlsConnector, String> 
     let mut roots = rustls::RootCertStore::empty();
     match &target.tls_ca {
         Some(ca) => {
-            for c in crate::http::tls::certificates("--tls-ca", ca)? {
+            for c in vpcrouter_server::tls::certificates("--tls-ca", ca)? {
                 roots.add(c).map_err(|e| format!("--tls-ca {}: {e}", ca.display()))?;
             }
         }
@@ -299,8 +301,8 @@ fn tls_connector(target: &Target) -> Result<tokio_rustls::TlsConnector, String> 
     let mut config = match &target.client_cert {
         None => builder.with_no_client_auth(),
         Some((cert_file, key_file)) => {
-            let certs = crate::http::tls::certificates("--tls-cert", cert_file)?;
-            let key = crate::http::tls::private_key("--tls-key", key_file)?;
+            let certs = vpcrouter_server::tls::certificates("--tls-cert", cert_file)?;
+            let key = vpcrouter_server::tls::private_key("--tls-key", key_file)?;
             builder
                 .with_client_auth_cert(certs, key)
                 .map_err(|e| format!("--tls-cert {} with --tls-key {}: {e}", cert_file.display(), key_file.display()))?

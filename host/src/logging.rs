@@ -1,4 +1,4 @@
-//! Log setup, and the bridge that carries plugin log lines into the host's log.
+//! Log setup: the format, the file (reopened on SIGHUP) and the filter.
 
 use std::fs::{File, OpenOptions};
 use std::io::{IsTerminal, Write};
@@ -9,9 +9,8 @@ use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
-use vpcrouter_plugin_api::{HostLogger, LogLevel, Logger};
 
-use crate::sync::lock;
+use vpcrouter_plugin_api::sync::lock;
 
 /// How log lines are written (`--log-format`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,6 +19,29 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line, for log shippers.
     Json,
+}
+
+/// The logging options.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// `--verbose`: debug logging.
+    pub verbose: bool,
+    /// `-l/--logfile`: a path, or `-` for stdout.
+    pub logfile: String,
+    /// `--log-format`: text or json.
+    pub format: LogFormat,
+}
+
+impl LogConfig {
+    /// True when the log goes to stdout (where an error line would show twice).
+    pub fn to_stdout(&self) -> bool {
+        self.logfile == "-"
+    }
+
+    /// Sets up logging as configured (see [`init`]).
+    pub fn init(&self) -> anyhow::Result<LogHandle> {
+        init(self.verbose, &self.logfile, self.format)
+    }
 }
 
 /// The log file, shared by every log line; reopened on SIGHUP (logrotate).
@@ -38,6 +60,7 @@ impl Write for SharedFile {
 /// Handle on the log output, to reopen the file after rotation.
 #[derive(Clone)]
 pub struct LogHandle {
+    /// The log file's path and the file every line goes to; `None` for stdout.
     file: Option<(PathBuf, Arc<Mutex<File>>)>,
 }
 
@@ -81,39 +104,4 @@ pub fn init(verbose: bool, logfile: &str, format: LogFormat) -> anyhow::Result<L
     };
     tracing_subscriber::registry().with(filter).with(layer).try_init()?;
     Ok(handle)
-}
-
-/// A plugin's view of the host log: every line carries the plugin's name.
-#[derive(Clone)]
-pub struct PluginLog {
-    plugin: Arc<str>,
-}
-
-impl PluginLog {
-    /// A logger for the plugin `name`, to hand over in its context.
-    pub fn logger(name: &str) -> Logger {
-        Logger::new(PluginLog { plugin: name.into() })
-    }
-}
-
-impl HostLogger for PluginLog {
-    fn log(&self, level: LogLevel, message: abi_stable::std_types::RStr<'_>) {
-        let plugin = &*self.plugin;
-        let message = message.as_str();
-        match level {
-            LogLevel::Debug => tracing::debug!(plugin, "{message}"),
-            LogLevel::Info => tracing::info!(plugin, "{message}"),
-            LogLevel::Warn => tracing::warn!(plugin, "{message}"),
-            LogLevel::Error => tracing::error!(plugin, "{message}"),
-        }
-    }
-
-    fn enabled(&self, level: LogLevel) -> bool {
-        match level {
-            LogLevel::Debug => tracing::enabled!(tracing::Level::DEBUG),
-            LogLevel::Info => tracing::enabled!(tracing::Level::INFO),
-            LogLevel::Warn => tracing::enabled!(tracing::Level::WARN),
-            LogLevel::Error => tracing::enabled!(tracing::Level::ERROR),
-        }
-    }
 }

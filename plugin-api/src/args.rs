@@ -1,7 +1,25 @@
 //! Command-line arguments that plugins declare and the host parses for them.
 
+use std::ops::RangeInclusive;
+use std::time::Duration;
+
 use abi_stable::std_types::{ROption, RString, RVec, Tuple2};
 use abi_stable::StableAbi;
+
+/// Parses the value `text` of option `--flag` as a number of seconds within `range`; the one
+/// parser of every interval and timeout option, in plugins and in the host.
+///
+/// Accepts decimals (`0.5`, ` 2 `). The errors name the option and say what to give:
+/// `--flag: 'two' is not a valid number`, or
+/// `--flag must be between 0.1 and 3600 seconds (got 0)` (also for NaN and infinity).
+pub fn parse_seconds(flag: &str, text: &str, range: RangeInclusive<f64>) -> Result<Duration, String> {
+    let secs: f64 = text.trim().parse().map_err(|_| format!("--{flag}: '{text}' is not a valid number"))?;
+    // NaN is in no range; infinity and negative numbers are no `Duration`.
+    Some(secs)
+        .filter(|s| range.contains(s))
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .ok_or_else(|| format!("--{flag} must be between {} and {} seconds (got {text})", range.start(), range.end()))
+}
 
 /// One command-line option a plugin adds to `vpcrouter` (shown by `--help`).
 #[repr(C)]
@@ -75,6 +93,57 @@ impl PluginArgs {
         PluginArgs { values: pairs.into_iter().map(|(k, v)| Tuple2(k.into(), v.into())).collect() }
     }
 
+    /// The values of the options `specs` declares in a raw command line (`argv`, program
+    /// name first), with defaults applied; the arguments are split as the host's parser
+    /// splits them (`--name value`, `--name=value`, `-n value`, `-nvalue`, `--` ends the
+    /// options).
+    ///
+    /// Best effort, for a look before the host's full parse (which plugins an option names):
+    /// options `specs` does not declare are skipped, so a short option cluster stops at the
+    /// first letter it does not declare, and the value of an undeclared option that looks
+    /// like a declared option is read as one.
+    pub fn from_argv(specs: &[ArgSpec], argv: &[String]) -> Self {
+        let raw = clap_lex::RawArgs::new(argv.iter().map(String::as_str));
+        let mut cursor = raw.cursor();
+        let _program = raw.next_os(&mut cursor);
+        let mut found: Vec<(&ArgSpec, String)> = Vec::new();
+        let text = |v: &std::ffi::OsStr| v.to_string_lossy().into_owned();
+        while let Some(arg) = raw.next(&mut cursor) {
+            if arg.is_escape() {
+                break;
+            }
+            if let Some((Ok(long), attached)) = arg.to_long() {
+                let Some(spec) = specs.iter().find(|s| s.long.as_str() == long) else { continue };
+                let value = match (spec.flag, attached) {
+                    (true, _) => Some("true".to_string()),
+                    (false, Some(v)) => Some(text(v)),
+                    (false, None) => raw.next_os(&mut cursor).map(text),
+                };
+                found.extend(value.map(|v| (spec, v)));
+            } else if let Some(mut shorts) = arg.to_short() {
+                while let Some(Ok(c)) = shorts.next_flag() {
+                    let short =
+                        |s: &&ArgSpec| s.short.as_ref().into_option().is_some_and(|x| x.as_str() == c.to_string());
+                    let Some(spec) = specs.iter().find(short) else { break };
+                    if spec.flag {
+                        found.push((spec, "true".to_string()));
+                        continue;
+                    }
+                    // `-nvalue` and `-n=value` as clap reads them, else the next argument.
+                    let attached = shorts.next_value_os().map(text).filter(|v| !v.is_empty());
+                    let attached = attached.map(|v| v.strip_prefix('=').map(String::from).unwrap_or(v));
+                    let value = attached.or_else(|| raw.next_os(&mut cursor).map(text));
+                    found.extend(value.map(|v| (spec, v)));
+                    break;
+                }
+            }
+        }
+        let defaults = specs.iter().filter(|s| !found.iter().any(|(f, _)| f.long == s.long));
+        let defaults: Vec<(&ArgSpec, String)> =
+            defaults.filter_map(|s| s.default.as_ref().into_option().map(|d| (s, d.to_string()))).collect();
+        PluginArgs::from_pairs(defaults.iter().chain(&found).map(|(s, v)| (s.long.as_str(), v.as_str())))
+    }
+
     /// The raw value of `--name`, if given or defaulted.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.values.iter().rev().find(|t| t.0.as_str() == name).map(|t| t.1.as_str())
@@ -105,23 +174,12 @@ impl PluginArgs {
         matches!(self.get(name), Some("true"))
     }
 
-    /// `--name` in seconds: `default` when absent; the error names the option and range.
-    pub fn seconds(
-        &self,
-        name: &str,
-        default: f64,
-        range: std::ops::RangeInclusive<f64>,
-    ) -> Result<std::time::Duration, String> {
-        let secs = self.parse::<f64>(name)?.unwrap_or(default);
-        if !secs.is_finite() || !range.contains(&secs) {
-            return Err(format!(
-                "--{name} must be between {} and {} seconds (got {})",
-                range.start(),
-                range.end(),
-                self.get(name).unwrap_or_default()
-            ));
+    /// `--name` in seconds, by [`parse_seconds`]: `default` when absent.
+    pub fn seconds(&self, name: &str, default: f64, range: RangeInclusive<f64>) -> Result<Duration, String> {
+        match self.get(name) {
+            Some(raw) => parse_seconds(name, raw, range),
+            None => parse_seconds(name, &default.to_string(), range),
         }
-        Ok(std::time::Duration::from_secs_f64(secs))
     }
 
     /// `--name` as a TCP/UDP port, 1..=65535, if given.
@@ -150,19 +208,65 @@ mod tests {
     #[test]
     fn helpers_parse_with_the_errors_users_see() {
         let args = |v: &str| PluginArgs::from_pairs([("x", v)]);
-        assert_eq!(PluginArgs::default().seconds("x", 2.0, 0.1..=3600.0), Ok(std::time::Duration::from_secs(2)));
-        assert_eq!(args("0.1").seconds("x", 2.0, 0.1..=3600.0), Ok(std::time::Duration::from_millis(100)));
+        assert_eq!(PluginArgs::default().seconds("x", 2.0, 0.1..=3600.0), Ok(Duration::from_secs(2)));
+        assert_eq!(args("0.1").seconds("x", 2.0, 0.1..=3600.0), Ok(Duration::from_millis(100)));
         for bad in ["0", "0.05", "3601", "-1", "NaN", "inf"] {
             let e = args(bad).seconds("x", 2.0, 0.1..=3600.0).unwrap_err();
             assert!(e.contains("--x must be between 0.1 and 3600 seconds"), "{bad}: {e}");
         }
-        assert!(args("two").seconds("x", 2.0, 0.1..=3600.0).unwrap_err().contains("'two' is not a valid number"));
+        assert_eq!(args("two").seconds("x", 2.0, 0.1..=3600.0).unwrap_err(), "--x: 'two' is not a valid number");
+        assert_eq!(
+            parse_seconds("window", " 0 ", 0.0..=300.0),
+            Ok(Duration::ZERO),
+            "trimmed, and the range may start at 0"
+        );
+        assert_eq!(parse_seconds("window", "1.5", 0.0..=300.0), Ok(Duration::from_millis(1500)));
+        assert_eq!(
+            parse_seconds("window", "301", 0.0..=300.0).unwrap_err(),
+            "--window must be between 0 and 300 seconds (got 301)"
+        );
+        assert_eq!(
+            parse_seconds("window", "-0.5", 0.0..=300.0).unwrap_err(),
+            "--window must be between 0 and 300 seconds (got -0.5)"
+        );
         assert_eq!(args("22").port("x"), Ok(Some(22)));
         assert_eq!(PluginArgs::default().port("x"), Ok(None));
         for bad in ["0", "65536", "ssh", "-1"] {
             assert!(args(bad).port("x").unwrap_err().contains("between 1 and 65535"), "{bad}");
         }
         assert_eq!(args(" a: b::c ").list("x", ':'), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn declared_options_are_read_from_a_raw_command_line() {
+        let specs = [
+            ArgSpec::value("plugins", "A:B", "").short('p'),
+            ArgSpec::value("size", "N", "").default("5"),
+            ArgSpec::flag("fast", "").short('F'),
+        ];
+        let read = |line: &str| {
+            let argv: Vec<String> = line.split_whitespace().map(String::from).collect();
+            let args = PluginArgs::from_argv(&specs, &argv);
+            let pairs: Vec<String> = args.values.iter().map(|t| format!("{}={}", t.0, t.1)).collect();
+            pairs.join(" ")
+        };
+        assert_eq!(read("vr -H multi --plugins a:b -r eu"), "size=5 plugins=a:b");
+        assert_eq!(
+            read("vr --plugins=a --size 7 --plugins b"),
+            "plugins=a size=7 plugins=b",
+            "in order; the last one counts"
+        );
+        assert_eq!(
+            PluginArgs::from_argv(&specs, &["vr".into(), "--plugins=a".into(), "-pb".into()]).get("plugins"),
+            Some("b")
+        );
+        assert_eq!(read("vr -p=a:b"), "size=5 plugins=a:b");
+        assert_eq!(read("vr -Fp x --unknown --fast"), "size=5 fast=true plugins=x fast=true");
+        assert_eq!(read("vr -vp x"), "size=5", "a cluster stops at a letter it does not declare");
+        assert_eq!(read("vr -- --plugins a"), "size=5", "-- ends the options");
+        assert_eq!(read("vr --plugins"), "size=5", "no value");
+        assert_eq!(read("--plugins a"), "size=5", "the first argument is the program");
+        assert_eq!(read(""), "size=5");
         assert!(PluginArgs::default().list("x", ':').is_empty());
     }
 }

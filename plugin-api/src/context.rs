@@ -91,7 +91,25 @@ pub struct HttpRequest {
 }
 
 impl HttpRequest {
-    /// The first header with this (lower-case) name.
+    /// A request without query, headers or body (for tests; the host builds the real ones).
+    pub fn new(method: &str, path: &str) -> Self {
+        HttpRequest { method: method.into(), path: path.into(), ..HttpRequest::default() }
+    }
+    /// Adds a header (its name lower-cased, as the host passes them).
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push(Tuple2(name.to_ascii_lowercase().into(), value.into()));
+        self
+    }
+    /// Sets the body.
+    pub fn with_body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into().into();
+        self
+    }
+    /// The body as UTF-8 text; the error says where the first bad byte is.
+    pub fn text(&self) -> Result<&str, std::str::Utf8Error> {
+        std::str::from_utf8(&self.body)
+    }
+    /// The first header with this name (names are compared without case).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|t| t.0.eq_ignore_ascii_case(name)).map(|t| t.1.as_str())
     }
@@ -131,6 +149,16 @@ pub trait HttpHandler: Send + Sync {
 
 /// An owned HTTP handler object.
 pub type HttpHandlerBox = HttpHandler_TO<'static, RBox<()>>;
+
+/// A closure is a handler: `ctx.register_endpoint("GET", "/x", |_req| HttpResponse::text(200, "ok"))`.
+impl<F> HttpHandler for F
+where
+    F: Fn(HttpRequest) -> HttpResponse + Send + Sync,
+{
+    fn handle(&self, request: HttpRequest) -> HttpResponse {
+        self(request)
+    }
+}
 
 /// The host's status server, where plugins may add endpoints.
 #[sabi_trait]

@@ -1,6 +1,6 @@
-//! Publishing a plugin: its description, and [`export_plugin!`] to write the root module.
+//! Publishing a plugin: its description, and [`crate::export_plugin!`] to write the root module.
 //!
-//! Every call from the host into plugin code goes through [`guard`], so a panic in a
+//! Every call from the host into plugin code goes through a guard, so a panic in a
 //! plugin becomes an `Err("... panicked: ...")` instead of unwinding across `extern "C"`
 //! (which would abort the host).
 
@@ -35,15 +35,16 @@ pub trait PluginDescription {
     fn validate_config(_args: &PluginArgs) -> Result<(), String> {
         Ok(())
     }
-    /// Other health plugins this one starts through [`PluginContext::loader`], judged
-    /// from the raw command line; the host adds their options too.
-    fn required_plugins(_argv: &[String]) -> Result<Vec<String>, String> {
+    /// Other health plugins this one starts through [`PluginContext::start_health`], for
+    /// these values of its own options (the host loads them and adds their options to its
+    /// command line before the full parse).
+    fn required_plugins(_args: &PluginArgs) -> Result<Vec<String>, String> {
         Ok(Vec::new())
     }
 }
 
 /// Runs `f`, turning a panic into an error that names `what`.
-pub fn guard<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> RResult<T, RString> {
+pub(crate) fn guard<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> RResult<T, RString> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(v)) => RResult::ROk(v),
         Ok(Err(e)) => RResult::RErr(e.into()),
@@ -59,17 +60,18 @@ pub fn guard<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> RResult<T,
 }
 
 /// Like [`guard`] for calls that cannot report an error: a panic yields `fallback`.
-pub fn guard_or<T>(what: &str, fallback: T, f: impl FnOnce() -> T) -> T {
+pub(crate) fn guard_or<T>(what: &str, fallback: T, f: impl FnOnce() -> T) -> T {
     guard(what, || Ok(f())).into_result().unwrap_or(fallback)
 }
 
 /// The values of the options plugin `T` declares, in declaration order (for its status).
-pub fn declared_params<T: PluginDescription>(args: &PluginArgs) -> RVec<Tuple2<RString, RString>> {
+pub(crate) fn declared_params<T: PluginDescription>(args: &PluginArgs) -> RVec<Tuple2<RString, RString>> {
     T::arguments().iter().filter_map(|a| args.get(&a.long).map(|v| Tuple2(a.long.clone(), v.into()))).collect()
 }
 
 /// The starting half of a plugin kind: turns options, context and queues into a running
 /// object. Implemented by the SDK for every watcher and health plugin.
+#[doc(hidden)]
 pub trait Start: PluginDescription {
     /// Watcher or health.
     const KIND: PluginKind;
@@ -79,6 +81,7 @@ pub trait Start: PluginDescription {
 
 /// Plugin `T` exported as kind `K` (a marker type of the watcher or health SDK), with
 /// `T`'s description.
+#[doc(hidden)]
 pub struct Exported<T, K>(std::marker::PhantomData<(T, K)>);
 
 impl<T: PluginDescription, K> PluginDescription for Exported<T, K> {
@@ -94,12 +97,13 @@ impl<T: PluginDescription, K> PluginDescription for Exported<T, K> {
     fn validate_config(args: &PluginArgs) -> Result<(), String> {
         T::validate_config(args)
     }
-    fn required_plugins(argv: &[String]) -> Result<Vec<String>, String> {
-        T::required_plugins(argv)
+    fn required_plugins(args: &PluginArgs) -> Result<Vec<String>, String> {
+        T::required_plugins(args)
     }
 }
 
-/// The root module functions of plugin `T`.
+/// The root module functions of plugin `T` (used by [`export_plugin!`]).
+#[doc(hidden)]
 pub struct Module<T>(std::marker::PhantomData<T>);
 
 impl<T: Start> Module<T> {
@@ -115,10 +119,18 @@ impl<T: Start> Module<T> {
     extern "C" fn arguments() -> RVec<ArgSpec> {
         guard_or("arguments", Vec::new(), T::arguments).into()
     }
+    /// For hosts that pass the raw command line: the plugin's own options are read from it
+    /// by [`PluginArgs::from_argv`].
     extern "C" fn required_plugins(argv: RSlice<'_, RString>) -> RResult<RVec<RString>, RString> {
         let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
         guard(&format!("plugin '{}' required_plugins", T::NAME), || {
-            T::required_plugins(&argv).map(|v| v.into_iter().map(RString::from).collect())
+            let args = PluginArgs::from_argv(&T::arguments(), &argv);
+            T::required_plugins(&args).map(|v| v.into_iter().map(RString::from).collect())
+        })
+    }
+    extern "C" fn required_plugins_for(args: &PluginArgs) -> RResult<RVec<RString>, RString> {
+        guard(&format!("plugin '{}' required_plugins", T::NAME), || {
+            T::required_plugins(args).map(|v| v.into_iter().map(RString::from).collect())
         })
     }
     extern "C" fn validate_dependencies() -> RResult<(), RString> {
@@ -140,12 +152,14 @@ impl<T: Start> Module<T> {
             validate_dependencies: Self::validate_dependencies,
             validate_config: Self::validate_config,
             start: Self::start,
+            required_plugins_for: Self::required_plugins_for,
         }
         .leak_into_prefix()
     }
 }
 
 /// Something that yields the root module (implemented by [`export_plugin!`]).
+#[doc(hidden)]
 pub trait ModuleSource {
     /// Builds the root module.
     fn module() -> PluginModRef;
@@ -155,7 +169,8 @@ extern "C" fn erased_module<S: ModuleSource>() -> RootModuleResult {
     abi_stable::library::__call_root_module_loader(S::module)
 }
 
-/// The library header a plugin exports under [`ROOT_MODULE_SYMBOL`].
+/// The library header a plugin exports (used by [`export_plugin!`]).
+#[doc(hidden)]
 pub const fn lib_header<S: ModuleSource>() -> LibHeader {
     // SAFETY: `erased_module::<S>` returns the prefix reference of a `PluginModRef`
     // (through `__call_root_module_loader`), which is exactly the module type the header
@@ -165,9 +180,6 @@ pub const fn lib_header<S: ModuleSource>() -> LibHeader {
         LibHeader::from_constructor::<PluginModRef>(erased_module::<S>, CheckTypeLayout::Yes)
     }
 }
-
-/// The symbol `abi_stable` looks up in a library (checked by a test against abi_stable).
-pub const ROOT_MODULE_SYMBOL: &str = "_1as_0lib_1header_0root_bmodule_bloader";
 
 /// Exports a plugin from a `cdylib` crate: `export_plugin!(watcher: MyWatcher);` for a
 /// [`crate::watcher::WatcherPlugin`], `export_plugin!(health: MyMonitor);` for a
@@ -200,9 +212,63 @@ macro_rules! export_plugin {
 mod tests {
     use super::*;
 
+    /// The symbol [`export_plugin!`] exports its header under.
+    const ROOT_MODULE_SYMBOL: &str = "_1as_0lib_1header_0root_bmodule_bloader";
+
     #[test]
     fn root_module_symbol_matches_abi_stable() {
         assert_eq!(ROOT_MODULE_SYMBOL, abi_stable::library::ROOT_MODULE_LOADER_NAME);
+    }
+
+    /// Starts the plugins `--subs a:b` names (it never starts itself).
+    struct Combines;
+    impl PluginDescription for Combines {
+        const NAME: &'static str = "combines";
+        const DESCRIPTION: &'static str = "test";
+        const VERSION: &'static str = "0.0.1";
+        fn arguments() -> Vec<ArgSpec> {
+            vec![ArgSpec::value("subs", "A:B", "sub-plugins")]
+        }
+        fn required_plugins(args: &PluginArgs) -> Result<Vec<String>, String> {
+            match args.list("subs", ':') {
+                subs if subs.iter().any(|s| s == "combines") => Err("--subs names combines itself".into()),
+                subs => Ok(subs),
+            }
+        }
+    }
+    impl crate::health::HealthPlugin for Combines {
+        type Prober = Combines;
+        fn start(
+            _args: &PluginArgs,
+            _run: &crate::health::HealthRun,
+        ) -> Result<(crate::health::Schedule, Combines), String> {
+            Err("not in this test".into())
+        }
+    }
+    impl crate::health::Prober for Combines {
+        fn probe(
+            &mut self,
+            _round: crate::health::Round,
+            _hosts: &[crate::Ipv4],
+            _answers: &mut crate::health::Answers,
+        ) {
+        }
+    }
+
+    #[test]
+    fn required_plugins_come_from_the_parsed_options_or_from_an_old_hosts_command_line() {
+        let module = Module::<crate::health::AsHealth<Combines>>::module();
+        let names = |r: RResult<RVec<RString>, RString>| -> Result<Vec<String>, String> {
+            r.into_result().map(|v| v.iter().map(|s| s.to_string()).collect()).map_err(String::from)
+        };
+        let for_args = module.required_plugins_for().expect("this release has it");
+        assert_eq!(names(for_args(&PluginArgs::from_pairs([("subs", "a:b")]))), Ok(vec!["a".into(), "b".into()]));
+        assert_eq!(names(for_args(&PluginArgs::default())), Ok(vec![]));
+        let argv = |line: &str| -> Vec<RString> { line.split_whitespace().map(RString::from).collect() };
+        let from_argv = |line: &str| names((module.required_plugins())(argv(line).as_slice().into()));
+        assert_eq!(from_argv("vpcrouter -H combines --subs=c -r x"), Ok(vec!["c".into()]));
+        assert_eq!(from_argv("vpcrouter -H combines"), Ok(vec![]));
+        assert_eq!(from_argv("vpcrouter --subs a:combines"), Err("--subs names combines itself".into()));
     }
 
     #[test]

@@ -46,7 +46,7 @@
 //! ```
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use abi_stable::sabi_trait::TD_Opaque;
@@ -58,6 +58,7 @@ use crate::context::Logger;
 use crate::export::{declared_params, guard, guard_or, Exported, PluginDescription, Start};
 use crate::net::Ipv4;
 use crate::plugin::{HealthBox, HealthMonitor, PluginContext, PluginInstance, PluginIo, PluginKind};
+use crate::sync::lock;
 use crate::types::{HealthReport, HealthStats, HostList, PluginStats, PluginStatus};
 use crate::worker::{StopToken, Workers};
 use crate::{RReceiver, RSender};
@@ -341,8 +342,9 @@ struct Host {
 /// Probe rounds, verdicts and the hold-down for one set of hosts (the SDK's bookkeeping).
 ///
 /// A round's probes that are not answered by its deadline fail; a definite refusal fails
-/// at once. [`Tracker::failed`] lists hosts that are down or whose last failure is less
-/// than the hold-down old; they are still probed meanwhile.
+/// at once. [`Tracker::report`] lists hosts that are down or whose last failure is less
+/// than the hold-down old; they are still probed meanwhile. Public so that a prober's tests
+/// can drive it round by round, as the SDK's runner does.
 #[derive(Debug)]
 pub struct Tracker {
     timeout: Duration,
@@ -532,10 +534,6 @@ struct Runner<P> {
     shared: Arc<Mutex<Shared>>,
 }
 
-fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
-    shared.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl<P: Prober> Runner<P> {
     fn set_hosts(&mut self, list: HostList, answers: &mut Answers) -> bool {
         self.hosts = list.hosts.into_vec();
@@ -719,8 +717,8 @@ impl<T: HealthPlugin> HealthMonitor for Running<T> {
 }
 
 /// Starts health monitor `T` on these queues (the SDK's half of [`crate::export_plugin!`];
-/// tests use it too).
-pub fn start<T: HealthPlugin>(
+/// the testkit's too).
+pub(crate) fn start<T: HealthPlugin>(
     args: &PluginArgs,
     ctx: PluginContext,
     hosts: RReceiver<HostList>,
@@ -762,9 +760,11 @@ pub fn start<T: HealthPlugin>(
 }
 
 /// The kind marker of health plugins for [`crate::export_plugin!`].
+#[doc(hidden)]
 pub struct HealthKind;
 
-/// `T` exported as a health plugin.
+/// `T` exported as a health plugin (used by [`crate::export_plugin!`]).
+#[doc(hidden)]
 pub type AsHealth<T> = Exported<T, HealthKind>;
 
 impl<T: HealthPlugin> Start for Exported<T, HealthKind> {

@@ -22,6 +22,7 @@
 //! and plugin loader). PLUGINS.md has the rules for evolving it.
 
 #![allow(non_local_definitions)] // emitted by abi_stable's #[sabi_trait] expansion
+#![warn(missing_docs)]
 
 pub mod args;
 pub mod context;
@@ -32,6 +33,7 @@ pub mod load;
 pub mod net;
 pub mod plugin;
 pub mod spec;
+pub mod sync;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 pub mod time;

@@ -3,13 +3,16 @@
 //! Plugin authors do not implement these: [`crate::watcher::WatcherPlugin`] or
 //! [`crate::health::HealthPlugin`] and [`crate::export_plugin!`] write them.
 
+use std::time::Duration;
+
 use abi_stable::library::RootModule;
 use abi_stable::sabi_trait;
+use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::{RArc, RBox, RResult, RSlice, RStr, RString, RVec};
 use abi_stable::{declare_root_module_statics, package_version_strings, StableAbi};
 
 use crate::args::{ArgSpec, PluginArgs};
-use crate::context::{HttpRegistryBox, Logger};
+use crate::context::{HttpHandler, HttpHandlerBox, HttpRegistryBox, Logger};
 use crate::types::{HealthReport, HostList, PluginStatus, RouteSpec};
 use crate::{RReceiver, RSender};
 
@@ -71,6 +74,13 @@ pub trait Watcher: Send + Sync {
 /// An owned running watcher.
 pub type WatcherBox = Watcher_TO<'static, RBox<()>>;
 
+impl WatcherBox {
+    /// [`Watcher::stop`] with a `Duration` (whole milliseconds) and a plain `Result`.
+    pub fn stop_within(&self, within: Duration) -> Result<(), String> {
+        self.stop(millis(within)).into_result().map_err(String::from)
+    }
+}
+
 /// A running health monitor, returned by [`PluginMod::start`] or
 /// [`PluginLoader::start_health`]. It reads FULL host lists and sends FULL verdicts, and
 /// keeps its report queue until [`HealthMonitor::stop`].
@@ -92,6 +102,18 @@ pub trait HealthMonitor: Send + Sync {
 
 /// An owned running health monitor.
 pub type HealthBox = HealthMonitor_TO<'static, RBox<()>>;
+
+impl HealthBox {
+    /// [`HealthMonitor::stop`] with a `Duration` (whole milliseconds) and a plain `Result`.
+    pub fn stop_within(&self, within: Duration) -> Result<(), String> {
+        self.stop(millis(within)).into_result().map_err(String::from)
+    }
+}
+
+/// `d` in whole milliseconds, at most `u64::MAX`.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
 
 /// The running object [`PluginMod::start`] returns.
 #[repr(C, u8)]
@@ -156,8 +178,9 @@ pub struct PluginContext {
 /// The root module every plugin library exports (use [`crate::export_plugin!`]).
 ///
 /// The host calls, in order: `metadata`, `arguments` (to build its command line),
-/// `required_plugins`, `validate_dependencies`, `validate_config`, then `start`, and at
-/// shutdown the running object's `stop`. Fields added in later patch releases come after
+/// `required_plugins_for` (or `required_plugins` when the plugin lacks it),
+/// `validate_dependencies`, `validate_config`, then `start`, and at shutdown the running
+/// object's `stop`. Fields added in later patch releases come after
 /// `start` and are read as `Option`s: `None` from a plugin built before them. Plugins and
 /// hosts of different patch releases of one minor load each other when opened with
 /// [`crate::load::open`] (PLUGINS.md, "Evolving the ABI").
@@ -171,7 +194,8 @@ pub struct PluginMod {
     /// Options the plugin adds to the host's command line.
     pub arguments: extern "C" fn() -> RVec<ArgSpec>,
     /// Other health plugins this one starts, judged from the raw command line (so the host
-    /// can add their options too); empty for most plugins.
+    /// can add their options too); empty for most plugins. Superseded by
+    /// `required_plugins_for`, kept for hosts built before it.
     pub required_plugins: extern "C" fn(argv: RSlice<'_, RString>) -> RResult<RVec<RString>, RString>,
     /// Checks the environment (capabilities, files, ...) before anything starts.
     pub validate_dependencies: extern "C" fn() -> RResult<(), RString>,
@@ -180,6 +204,38 @@ pub struct PluginMod {
     /// Starts the plugin with validated options and its queues; returns it running.
     #[sabi(last_prefix_field)]
     pub start: extern "C" fn(args: &PluginArgs, ctx: PluginContext, io: PluginIo) -> RResult<PluginInstance, RString>,
+    /// Other health plugins this one starts, for the values of its own options as the host
+    /// read them (the host then loads them and adds their options too); empty for most
+    /// plugins. `None` from plugins built before it: ask `required_plugins`.
+    pub required_plugins_for: extern "C" fn(args: &PluginArgs) -> RResult<RVec<RString>, RString>,
+}
+
+impl PluginContext {
+    /// Adds an endpoint to the host's status server: `method` requests (e.g. `POST`) for
+    /// exactly `path` go to `handler`, an [`HttpHandler`] or a closure
+    /// `Fn(HttpRequest) -> HttpResponse`. The error says why not (the path is the host's or
+    /// another plugin's).
+    pub fn register_endpoint(
+        &self,
+        method: &str,
+        path: &str,
+        handler: impl HttpHandler + 'static,
+    ) -> Result<(), String> {
+        let handler = HttpHandlerBox::from_value(handler, TD_Opaque);
+        self.http.register(method.into(), path.into(), handler).into_result().map_err(String::from)
+    }
+
+    /// Starts health plugin `name` through the host with the options the host parsed for it
+    /// (it must be one [`crate::export::PluginDescription::required_plugins`] named): it reads
+    /// host lists on `hosts` and sends reports on `reports`. The error says why not.
+    pub fn start_health(
+        &self,
+        name: &str,
+        hosts: RReceiver<HostList>,
+        reports: RSender<HealthReport>,
+    ) -> Result<HealthBox, String> {
+        self.loader.start_health(name.into(), hosts, reports).into_result().map_err(String::from)
+    }
 }
 
 impl RootModule for PluginModRef {

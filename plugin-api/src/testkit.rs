@@ -4,6 +4,8 @@
 //! captured in a [`LogCapture`], its HTTP registry refuses every endpoint and its loader
 //! starts nothing. [`start_health`] and [`start_watcher`] start a plugin through the same
 //! SDK path the host uses and hand back its queues, so a test sees what the host would.
+//! A [`TestHost`] does the same with endpoints a test can call ([`Endpoints`]) and health
+//! plugins the context's loader starts by name ([`HealthPlugins`], for combining plugins).
 //! [`recv_within`] and [`nothing_within`] read queues with a deadline so a broken plugin
 //! fails a test instead of hanging it.
 //!
@@ -12,6 +14,7 @@
 //! vpcrouter-plugin-api = { version = "0.2", features = ["testkit"] }
 //! ```
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -19,10 +22,14 @@ use abi_stable::sabi_trait::TD_Opaque;
 use abi_stable::std_types::{RArc, RResult, RStr, RString};
 
 use crate::channel::unbounded;
-use crate::context::{HostLogger, HttpHandlerBox, HttpRegistry, HttpRegistry_TO, LogLevel, Logger};
+use crate::context::{
+    HostLogger, HttpHandlerBox, HttpRegistry, HttpRegistryBox, HttpRegistry_TO, HttpRequest, HttpResponse, LogLevel,
+    Logger,
+};
 use crate::health::HealthPlugin;
 use crate::net::Ipv4;
-use crate::plugin::{HealthBox, PluginContext, PluginLoader, PluginLoader_TO, WatcherBox};
+use crate::plugin::{HealthBox, PluginContext, PluginLoader, PluginLoaderBox, PluginLoader_TO, WatcherBox};
+use crate::sync::lock;
 use crate::types::{HealthReport, HealthStats, HostList, PluginStats, RouteSpec};
 use crate::watcher::WatcherPlugin;
 use crate::{PluginArgs, RReceiver, RSender};
@@ -36,7 +43,7 @@ pub struct LogCapture {
 impl LogCapture {
     fn locked(&self) -> MutexGuard<'_, Vec<(LogLevel, String)>> {
         // A panicking test thread must not hide the lines from the others.
-        self.lines.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.lines)
     }
     /// Every line so far, oldest first.
     pub fn lines(&self) -> Vec<(LogLevel, String)> {
@@ -159,7 +166,7 @@ impl HealthHarness {
     }
     /// Stops the monitor within 2 s.
     pub fn stop(&self) -> Result<(), String> {
-        self.monitor.stop(2000).into_result().map_err(|e| e.to_string())
+        self.monitor.stop_within(Duration::from_secs(2))
     }
     /// The monitor's status, split for assertions: typed counters, details as JSON, and the
     /// declared options as `(name, value)` pairs.
@@ -178,9 +185,15 @@ pub fn texts(ips: &[Ipv4]) -> Vec<String> {
 
 /// Starts health plugin `T` with options `args` (checked by its `validate_config` first).
 pub fn start_health<T: HealthPlugin>(args: &[(&str, &str)]) -> Result<HealthHarness, String> {
+    started_health::<T>(args, context(T::NAME))
+}
+
+fn started_health<T: HealthPlugin>(
+    args: &[(&str, &str)],
+    (ctx, logs): (PluginContext, LogCapture),
+) -> Result<HealthHarness, String> {
     let args = PluginArgs::from_pairs(args.iter().copied());
     T::validate_config(&args)?;
-    let (ctx, logs) = context(T::NAME);
     let (hosts, host_rx) = unbounded();
     let (report_tx, reports) = unbounded();
     let monitor = crate::health::start::<T>(&args, ctx, host_rx, report_tx)?;
@@ -204,16 +217,239 @@ impl WatcherHarness {
     }
     /// Stops the watcher within 2 s.
     pub fn stop(&self) -> Result<(), String> {
-        self.watcher.stop(2000).into_result().map_err(|e| e.to_string())
+        self.watcher.stop_within(Duration::from_secs(2))
     }
 }
 
 /// Starts watcher `T` with options `args` (checked by its `validate_config` first).
 pub fn start_watcher<T: WatcherPlugin>(args: &[(&str, &str)]) -> Result<WatcherHarness, String> {
+    started_watcher::<T>(args, context(T::NAME), true)
+}
+
+/// Starts watcher `T` with options `args` without `validate_config`, to test that its
+/// `start` refuses bad options too.
+pub fn start_watcher_unchecked<T: WatcherPlugin>(args: &[(&str, &str)]) -> Result<WatcherHarness, String> {
+    started_watcher::<T>(args, context(T::NAME), false)
+}
+
+fn started_watcher<T: WatcherPlugin>(
+    args: &[(&str, &str)],
+    (ctx, logs): (PluginContext, LogCapture),
+    validate: bool,
+) -> Result<WatcherHarness, String> {
     let args = PluginArgs::from_pairs(args.iter().copied());
-    T::validate_config(&args)?;
-    let (ctx, logs) = context(T::NAME);
+    if validate {
+        T::validate_config(&args)?;
+    }
     let (tx, specs) = unbounded();
     let watcher = crate::watcher::start::<T>(&args, ctx, tx)?;
     Ok(WatcherHarness { watcher, specs, logs })
+}
+
+/// A host for tests with the services a plugin may use: HTTP endpoints the test can call,
+/// and health plugins its loader starts by name. Clones share both.
+#[derive(Clone, Default)]
+pub struct TestHost {
+    /// What plugins register on the status server.
+    pub endpoints: Endpoints,
+    /// What `ctx.start_health(name, ..)` starts.
+    pub plugins: HealthPlugins,
+}
+
+impl TestHost {
+    /// A host whose loader starts `plugins`.
+    pub fn with_plugins(plugins: HealthPlugins) -> TestHost {
+        TestHost { plugins, ..TestHost::default() }
+    }
+
+    /// A context for plugin `name` with this host's services, and the capture of its log.
+    pub fn context(&self, name: &str) -> (PluginContext, LogCapture) {
+        let capture = LogCapture::default();
+        let log = Logger::new(CaptureLogger(capture.clone()));
+        let http: HttpRegistryBox = HttpRegistry_TO::from_ptr(RArc::new(self.endpoints.clone()), TD_Opaque);
+        let loader = TestLoader { plugins: self.plugins.clone(), log: log.clone(), http: http.clone() };
+        (PluginContext { plugin_name: name.into(), log, http, loader: loader.boxed() }, capture)
+    }
+
+    /// Starts watcher `T` here with options `args` (checked by its `validate_config` first).
+    pub fn start_watcher<T: WatcherPlugin>(&self, args: &[(&str, &str)]) -> Result<WatcherHarness, String> {
+        started_watcher::<T>(args, self.context(T::NAME), true)
+    }
+
+    /// Starts health plugin `T` here with options `args` (checked by its `validate_config`
+    /// first).
+    pub fn start_health<T: HealthPlugin>(&self, args: &[(&str, &str)]) -> Result<HealthHarness, String> {
+        started_health::<T>(args, self.context(T::NAME))
+    }
+}
+
+/// The HTTP endpoints plugins registered on a [`TestHost`], called as the host's status
+/// server calls them. A method and path registered twice is refused.
+#[derive(Clone, Default)]
+pub struct Endpoints {
+    /// Handlers by (method, path); shared with the contexts of the host.
+    handlers: Arc<Mutex<Handlers>>,
+}
+
+/// Endpoint handlers by (method, path).
+type Handlers = BTreeMap<(String, String), Arc<HttpHandlerBox>>;
+
+impl Endpoints {
+    /// The (method, path) pairs registered, sorted.
+    pub fn registered(&self) -> Vec<(String, String)> {
+        lock(&self.handlers).keys().cloned().collect()
+    }
+
+    /// The answer of the endpoint registered for `request`'s method and path, or `None`.
+    pub fn call(&self, request: HttpRequest) -> Option<HttpResponse> {
+        let key = (request.method.to_string(), request.path.to_string());
+        let handler = lock(&self.handlers).get(&key).cloned()?;
+        Some(handler.handle(request))
+    }
+}
+
+impl HttpRegistry for Endpoints {
+    fn register(&self, method: RStr<'_>, path: RStr<'_>, handler: HttpHandlerBox) -> RResult<(), RString> {
+        let mut handlers = lock(&self.handlers);
+        let key = (method.to_string(), path.to_string());
+        if handlers.contains_key(&key) {
+            return RResult::RErr(format!("{method} {path} is already served").into());
+        }
+        handlers.insert(key, Arc::new(handler));
+        RResult::ROk(())
+    }
+}
+
+/// Starts a health plugin on a context and queues.
+type StartHealth =
+    dyn Fn(PluginContext, RReceiver<HostList>, RSender<HealthReport>) -> Result<HealthBox, String> + Send + Sync;
+
+/// The health plugins a [`TestHost`]'s loader starts by name, each with its options.
+#[derive(Clone, Default)]
+pub struct HealthPlugins {
+    /// How to start each, by name.
+    plugins: BTreeMap<String, Arc<StartHealth>>,
+}
+
+impl HealthPlugins {
+    /// Adds health plugin `T` under `name`, started with options `args` (checked by its
+    /// `validate_config` first, as the host does).
+    pub fn with<T: HealthPlugin>(mut self, name: &str, args: &[(&str, &str)]) -> HealthPlugins {
+        let args = PluginArgs::from_pairs(args.iter().copied());
+        let start = move |ctx, hosts, reports| {
+            T::validate_config(&args)?;
+            crate::health::start::<T>(&args, ctx, hosts, reports)
+        };
+        self.plugins.insert(name.to_string(), Arc::new(start));
+        self
+    }
+}
+
+/// The loader of a [`TestHost`]'s contexts: sub-plugins share the log and endpoints.
+#[derive(Clone)]
+struct TestLoader {
+    plugins: HealthPlugins,
+    log: Logger,
+    http: HttpRegistryBox,
+}
+
+impl TestLoader {
+    fn boxed(&self) -> PluginLoaderBox {
+        PluginLoader_TO::from_ptr(RArc::new(self.clone()), TD_Opaque)
+    }
+}
+
+impl PluginLoader for TestLoader {
+    fn start_health(
+        &self,
+        name: RStr<'_>,
+        hosts: RReceiver<HostList>,
+        reports: RSender<HealthReport>,
+    ) -> RResult<HealthBox, RString> {
+        let Some(start) = self.plugins.plugins.get(name.as_str()) else {
+            return RResult::RErr(
+                format!("no health plugin '{name}' in this test host (add it to HealthPlugins)").into(),
+            );
+        };
+        let ctx = PluginContext {
+            plugin_name: name.into(),
+            log: self.log.clone(),
+            http: self.http.clone(),
+            loader: self.boxed(),
+        };
+        start(ctx, hosts, reports).map_err(RString::from).into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::prelude::*;
+
+    /// Serves `GET /hello` with a closure and starts `sub` through the host.
+    struct Hello;
+    impl PluginDescription for Hello {
+        const NAME: &'static str = "hello";
+        const DESCRIPTION: &'static str = "test";
+        const VERSION: &'static str = "0.0.1";
+    }
+    impl WatcherPlugin for Hello {
+        fn start(_args: &PluginArgs, run: &WatcherRun) -> Result<Self, String> {
+            let name = run.context().plugin_name.to_string();
+            let hello = move |request: HttpRequest| HttpResponse::text(200, format!("{name} {}", request.query));
+            run.context().register_endpoint("GET", "/hello", hello)?;
+            let (_hosts, host_rx) = unbounded();
+            let (report_tx, _reports) = unbounded();
+            let sub = run.context().start_health("sub", host_rx, report_tx)?;
+            sub.stop_within(Duration::from_secs(1))?;
+            Ok(Hello)
+        }
+    }
+
+    /// Every host is healthy.
+    struct Healthy;
+    impl PluginDescription for Healthy {
+        const NAME: &'static str = "healthy";
+        const DESCRIPTION: &'static str = "test";
+        const VERSION: &'static str = "0.0.1";
+        fn validate_config(args: &PluginArgs) -> Result<(), String> {
+            args.require("must").map(drop)
+        }
+    }
+    impl HealthPlugin for Healthy {
+        type Prober = Each<Up>;
+        fn start(_args: &PluginArgs, _run: &HealthRun) -> Result<(Schedule, Each<Up>), String> {
+            Ok((Schedule::every(Duration::from_secs(1)), Each::new(Up, 1)?))
+        }
+    }
+    struct Up;
+    impl CheckHost for Up {
+        fn check(&self, _host: Ipv4, _timeout: Duration) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_test_host_serves_endpoints_and_starts_sub_plugins() {
+        let host = TestHost::with_plugins(HealthPlugins::default().with::<Healthy>("sub", &[("must", "x")]));
+        let h = host.start_watcher::<Hello>(&[]).unwrap();
+        let mut request = HttpRequest::new("GET", "/hello");
+        request.query = "a=1".into();
+        let answer = host.endpoints.call(request).expect("served");
+        assert_eq!((answer.status, answer.body.as_slice()), (200, b"hello a=1".as_slice()));
+        assert!(host.endpoints.call(HttpRequest::new("POST", "/hello")).is_none());
+        let again = host.start_watcher::<Hello>(&[]).err().unwrap();
+        assert_eq!(again, "GET /hello is already served");
+        h.stop().unwrap();
+
+        let no_sub = TestHost::default().start_watcher::<Hello>(&[]).err().unwrap();
+        assert!(no_sub.starts_with("no health plugin 'sub' in this test host"), "{no_sub}");
+        let bad_sub = TestHost::with_plugins(HealthPlugins::default().with::<Healthy>("sub", &[]));
+        assert_eq!(bad_sub.start_watcher::<Hello>(&[]).err().unwrap(), "--must is required");
+        assert_eq!(
+            start_watcher::<Hello>(&[]).err().unwrap(),
+            "no HTTP server in tests (path /hello)",
+            "the plain context refuses endpoints"
+        );
+    }
 }

@@ -46,6 +46,7 @@ use crate::args::PluginArgs;
 use crate::context::Logger;
 use crate::export::{declared_params, guard, guard_or, Exported, PluginDescription, Start};
 use crate::plugin::{PluginContext, PluginInstance, PluginIo, PluginKind, Watcher, WatcherBox};
+use crate::sync::lock;
 use crate::types::{PluginStats, PluginStatus, RouteSpec, WatcherStats};
 use crate::worker::{StopToken, Workers};
 use crate::RSender;
@@ -159,7 +160,7 @@ impl SpecSink {
     }
 
     fn state(&self) -> MutexGuard<'_, SinkState> {
-        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.inner.state)
     }
 
     /// Sends `spec` unless it equals the last one sent; false when the queue is closed
@@ -268,8 +269,8 @@ impl<T: WatcherPlugin> Watcher for Running<T> {
     }
 }
 
-/// Starts watcher `T` (the SDK's half of [`crate::export_plugin!`]; tests use it too).
-pub fn start<T: WatcherPlugin>(
+/// Starts watcher `T` (the SDK's half of [`crate::export_plugin!`]; the testkit's too).
+pub(crate) fn start<T: WatcherPlugin>(
     args: &PluginArgs,
     ctx: PluginContext,
     specs: RSender<RouteSpec>,
@@ -289,9 +290,11 @@ pub fn start<T: WatcherPlugin>(
 }
 
 /// The kind marker of watcher plugins for [`crate::export_plugin!`].
+#[doc(hidden)]
 pub struct WatcherKind;
 
-/// `T` exported as a watcher plugin.
+/// `T` exported as a watcher plugin (used by [`crate::export_plugin!`]).
+#[doc(hidden)]
 pub type AsWatcher<T> = Exported<T, WatcherKind>;
 
 impl<T: WatcherPlugin> Start for Exported<T, WatcherKind> {

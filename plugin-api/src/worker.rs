@@ -2,22 +2,25 @@
 //!
 //! The SDK runs a plugin's threads for it: a watcher spawns through
 //! [`crate::watcher::WatcherRun::spawn`], a health monitor's rounds run on the SDK's own
-//! thread. [`Workers`] is the set the SDK stops with one deadline; [`Worker`] is one thread.
+//! thread. Each thread gets a [`StopToken`]:
 //!
 //! ```no_run
-//! # use vpcrouter_plugin_api::worker::Worker;
 //! # use std::time::Duration;
-//! let worker = Worker::spawn("MyPlugin", |stop| {
+//! # use vpcrouter_plugin_api::prelude::*;
+//! # fn demo(run: &WatcherRun) -> Result<(), String> {
+//! run.spawn("MyPlugin", |stop| {
 //!     // `wait` sleeps up to the interval and returns true when asked to stop.
 //!     while !stop.wait(Duration::from_secs(2)) { /* one round of work */ }
-//! }).expect("thread");
-//! worker.stop(Duration::from_secs(2)).expect("stopped in time");
+//! })
+//! # }
 //! ```
 
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+use crate::sync::lock;
 
 /// The worker's side of the stop signal.
 #[derive(Clone, Debug)]
@@ -43,15 +46,18 @@ impl StopToken {
 
 /// A running background thread of a plugin.
 #[derive(Debug)]
-pub struct Worker {
+pub(crate) struct Worker {
+    /// The thread's name, for the errors of `stop`.
     name: String,
+    /// Dropped to signal the stop (the token's receiver then disconnects).
     stop: Option<Sender<()>>,
+    /// Joined by `stop`; `None` once joined.
     handle: Option<JoinHandle<()>>,
 }
 
 impl Worker {
     /// Starts `body` on a thread named `name`; the error says why no thread could start.
-    pub fn spawn(name: &str, body: impl FnOnce(StopToken) + Send + 'static) -> Result<Worker, String> {
+    pub(crate) fn spawn(name: &str, body: impl FnOnce(StopToken) + Send + 'static) -> Result<Worker, String> {
         let (tx, rx) = crossbeam_channel::bounded::<()>(0);
         let handle = std::thread::Builder::new()
             .name(name.to_string())
@@ -61,7 +67,8 @@ impl Worker {
     }
 
     /// Signals the thread and waits for it at most `within`. Calling it twice is harmless.
-    pub fn stop(mut self, within: Duration) -> Result<(), String> {
+    #[cfg(test)]
+    fn stop(mut self, within: Duration) -> Result<(), String> {
         self.stop_in_place(within)
     }
 
@@ -91,26 +98,23 @@ impl Drop for Worker {
 
 /// A set of workers stopped together, within one deadline.
 #[derive(Debug, Default)]
-pub struct Workers {
+pub(crate) struct Workers {
+    /// The threads started and not yet stopped.
     workers: std::sync::Mutex<Vec<Worker>>,
 }
 
 impl Workers {
     /// Starts `body` on a thread named `name` that belongs to this set.
-    pub fn spawn(&self, name: &str, body: impl FnOnce(StopToken) + Send + 'static) -> Result<(), String> {
+    pub(crate) fn spawn(&self, name: &str, body: impl FnOnce(StopToken) + Send + 'static) -> Result<(), String> {
         let worker = Worker::spawn(name, body)?;
-        self.locked().push(worker);
+        lock(&self.workers).push(worker);
         Ok(())
-    }
-
-    fn locked(&self) -> std::sync::MutexGuard<'_, Vec<Worker>> {
-        self.workers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Signals every worker, then waits for all of them until `within` has passed; the
     /// error names those that did not stop or panicked. Calling it twice is harmless.
-    pub fn stop(&self, within: Duration) -> Result<(), String> {
-        let mut workers = std::mem::take(&mut *self.locked());
+    pub(crate) fn stop(&self, within: Duration) -> Result<(), String> {
+        let mut workers = std::mem::take(&mut *lock(&self.workers));
         workers.iter_mut().for_each(|w| drop(w.stop.take()));
         let deadline = Instant::now() + within;
         let errors: Vec<String> = workers.iter_mut().filter_map(|w| w.stop_by(deadline, within).err()).collect();

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use aws_sdk_ec2::Client;
@@ -223,8 +223,7 @@ impl Bed {
         model: Model,
         settle: Duration,
     ) -> anyhow::Result<Daemon> {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut d = Daemon::start_via(&self.moto, &proxy.endpoint, &args)?;
+        let mut d = Daemon::builder(&self.moto).endpoint(&proxy.endpoint).args(args).start()?;
         wait_first_reconcile(&mut d, Duration::from_secs(120))?;
         std::thread::sleep(settle);
         proxy.set_model(Some(model))?;
@@ -334,25 +333,11 @@ pub fn write_failed(health: &Path, failed: &[Ipv4Addr]) -> anyhow::Result<()> {
     write_atomic(health, &serde_json::json!({ "failed": ips }).to_string())
 }
 
-/// Days since 1970-01-01 of a civil date (proleptic Gregorian).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
-    era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468
-}
-
-/// The time stamp that starts a log line (`2026-11-23T14:26:09.675378Z ...`).
+/// The time stamp that starts a log line (`2026-11-23T14:26:09.675378Z ...`, RFC 3339).
 pub fn log_time(line: &str) -> Option<SystemTime> {
-    let (date, time) = line.split_whitespace().next()?.strip_suffix('Z')?.split_once('T')?;
-    let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
-    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
-    let mut t = time.split(':');
-    let (h, mi) = (t.next()?.parse::<f64>().ok()?, t.next()?.parse::<f64>().ok()?);
-    let s = t.next()?.parse::<f64>().ok()?;
-    let secs = days_from_civil(y, m, day) as f64 * 86_400.0 + h * 3600.0 + mi * 60.0 + s;
-    Some(UNIX_EPOCH + Duration::from_secs_f64(secs))
+    let stamp = line.split_whitespace().next()?;
+    let t = time::OffsetDateTime::parse(stamp, &time::format_description::well_known::Rfc3339).ok()?;
+    Some(t.into())
 }
 
 /// When the engine first heard that `ip` failed, after `since` (from the daemon's log).
@@ -366,4 +351,17 @@ pub fn reported_failed(log: &str, ip: &str, since: SystemTime) -> Option<SystemT
         })
         .filter_map(log_time)
         .find(|t| *t >= since)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn log_lines_are_dated_by_their_rfc3339_stamp() {
+        let t = super::log_time("2026-11-23T14:26:09.675378Z  INFO health changed failed=10.0.0.1");
+        assert_eq!(t, Some(UNIX_EPOCH + Duration::from_micros(1_795_443_969_675_378)));
+        assert_eq!(super::log_time("2000-02-29T00:00:00Z x"), Some(UNIX_EPOCH + Duration::from_secs(951_782_400)));
+        assert_eq!(super::log_time("not a stamp"), None);
+    }
 }

@@ -3,9 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::daemon::Daemon;
-use crate::moto::Moto;
-use crate::{http_client, wait_for, wait_for_every, Env};
+use crate::daemon::{Daemon, DaemonBuilder};
+use crate::{http_client, wait_for, wait_for_every};
 
 /// One instance of a cluster.
 pub struct Instance {
@@ -16,29 +15,12 @@ pub struct Instance {
 }
 
 impl Instance {
-    /// Starts an instance of the cluster on `etcd` (comma-separated URLs) with id `id`;
-    /// `args` are the watcher/health options (and any other).
-    pub fn start(env: &Env, etcd: &str, id: &str, ttl_secs: u64, args: &[&str]) -> anyhow::Result<Instance> {
+    /// Starts `daemon` as instance `id` of the cluster on `etcd` (comma-separated URLs),
+    /// with a lease of `ttl_secs`: the cluster options follow the builder's own.
+    pub fn start(daemon: DaemonBuilder<'_>, etcd: &str, id: &str, ttl_secs: u64) -> anyhow::Result<Instance> {
         let ttl = ttl_secs.to_string();
-        let mut all = vec!["--cluster-etcd", etcd, "--instance-id", id, "--cluster-lease-ttl", ttl.as_str()];
-        all.extend_from_slice(args);
-        Ok(Instance { id: id.to_string(), daemon: env.daemon(&all)? })
-    }
-
-    /// Like [`Instance::start`] with EC2 at `endpoint` (e.g. a fault proxy in front of
-    /// `moto`); `args` must name the region and VPC (`-r`, `-v`) themselves.
-    pub fn start_via(
-        moto: &Moto,
-        endpoint: &str,
-        etcd: &str,
-        id: &str,
-        ttl_secs: u64,
-        args: &[&str],
-    ) -> anyhow::Result<Instance> {
-        let ttl = ttl_secs.to_string();
-        let mut all = vec!["--cluster-etcd", etcd, "--instance-id", id, "--cluster-lease-ttl", ttl.as_str()];
-        all.extend_from_slice(args);
-        Ok(Instance { id: id.to_string(), daemon: Daemon::start_via(moto, endpoint, &all)? })
+        let daemon = daemon.args(["--cluster-etcd", etcd, "--instance-id", id, "--cluster-lease-ttl", ttl.as_str()]);
+        Ok(Instance { id: id.to_string(), daemon: daemon.start()? })
     }
 
     /// The `/status` document, if the instance answers.

@@ -37,7 +37,10 @@ fn shared_state_dir() -> &'static Path {
     DIR.get_or_init(|| tempfile::Builder::new().prefix("vpcrouter-state-").tempdir().expect("state dir")).path()
 }
 
-/// A `Command` for vpcrouter with moto's environment and the build dir as plugin dir.
+/// A `Command` for vpcrouter with moto's environment and the build dir as plugin dir, for
+/// runs the test drives itself (to completion, or with its own pipes); daemons that keep
+/// running are started with [`Daemon::builder`].
+///
 /// Without `-p` in `args` the status server gets a free port, so that concurrent tests
 /// (and a vpcrouter running on this machine) do not collide on the default port. The
 /// state dir is a temporary one (`VPCROUTER_STATE_DIR`) unless `args` name `--state-dir`.
@@ -65,50 +68,78 @@ pub fn run_once(args: &[&str]) -> (i32, String, String) {
     )
 }
 
-impl Daemon {
-    /// Starts vpcrouter against `moto` with `args` (add `-r`/`-v` yourself).
-    pub fn start(moto: &Moto, args: &[&str]) -> anyhow::Result<Daemon> {
-        Daemon::start_via(moto, &moto.endpoint, args)
+/// How to start a vpcrouter: its arguments, where its EC2 is and its environment. Made by
+/// [`Daemon::builder`], or [`Env::daemon`](crate::Env::daemon) for a test's world.
+///
+/// The process gets moto's environment, the build dir as plugin dir, a state dir of its
+/// own, a log file, and a free status port unless the arguments name `-p`/`--port`.
+#[must_use = "a builder starts nothing until `start`"]
+pub struct DaemonBuilder<'a> {
+    /// The emulator whose credentials and region the process gets (and EC2 by default).
+    moto: &'a Moto,
+    /// `AWS_ENDPOINT_URL`: moto's, or a proxy's in front of it.
+    endpoint: String,
+    /// The command line, in order.
+    args: Vec<String>,
+    /// Variables set after moto's (they win).
+    envs: Vec<(String, String)>,
+    /// Variables taken out of the environment last (e.g. moto's keys, to test a profile).
+    removed: Vec<String>,
+}
+
+impl DaemonBuilder<'_> {
+    /// Sends EC2 calls to `url` instead of moto (e.g. a fault proxy in front of it).
+    pub fn endpoint(mut self, url: &str) -> Self {
+        self.endpoint = url.to_string();
+        self
     }
 
-    /// Like [`Daemon::start`], with the EC2 endpoint set to `endpoint` (e.g. a fault proxy
-    /// in front of `moto`).
-    pub fn start_via(moto: &Moto, endpoint: &str, args: &[&str]) -> anyhow::Result<Daemon> {
-        Daemon::start_via_env(moto, endpoint, args, &[])
+    /// Appends arguments (`&str`s or `String`s, in an array, a slice or a `Vec`).
+    pub fn args<S: AsRef<str>>(mut self, args: impl IntoIterator<Item = S>) -> Self {
+        self.args.extend(args.into_iter().map(|a| a.as_ref().to_string()));
+        self
     }
 
-    /// Like [`Daemon::start_via`], with further environment variables for the process.
-    pub fn start_via_env(moto: &Moto, endpoint: &str, args: &[&str], envs: &[(&str, &str)]) -> anyhow::Result<Daemon> {
-        Daemon::start_custom(moto, endpoint, args, envs, &[])
+    /// Sets an environment variable of the process.
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.envs.push((name.to_string(), value.to_string()));
+        self
     }
 
-    /// Like [`Daemon::start_via_env`], with the variables named in `remove` taken out of
-    /// the process's environment.
-    pub fn start_custom(
-        moto: &Moto,
-        endpoint: &str,
-        args: &[&str],
-        envs: &[(&str, &str)],
-        remove: &[&str],
-    ) -> anyhow::Result<Daemon> {
+    /// Takes `name` out of the process's environment, whoever set it.
+    pub fn without_env(mut self, name: &str) -> Self {
+        self.removed.push(name.to_string());
+        self
+    }
+
+    /// Starts the process; it runs until stopped or dropped. Waits for nothing.
+    pub fn start(self) -> anyhow::Result<Daemon> {
         let dir = tempfile::tempdir()?;
         let log_path = dir.path().join("vpcrouter.log");
         let log = std::fs::File::create(&log_path)?;
-        let port = port_arg(args).unwrap_or_else(free_port);
+        let mut args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let port = port_arg(&args).unwrap_or_else(free_port);
         let port_text = port.to_string();
-        let mut all = args.to_vec();
-        if port_arg(args).is_none() {
-            all.extend(["-p", port_text.as_str()]);
+        if port_arg(&args).is_none() {
+            args.extend(["-p", port_text.as_str()]);
         }
-        let mut cmd = command(Some(moto), &all);
+        let mut cmd = command(Some(self.moto), &args);
         cmd.env("VPCROUTER_STATE_DIR", dir.path().join("state"))
-            .env("AWS_ENDPOINT_URL", endpoint)
-            .envs(envs.iter().copied());
-        for name in remove {
+            .env("AWS_ENDPOINT_URL", &self.endpoint)
+            .envs(self.envs.iter().map(|(k, v)| (k, v)));
+        for name in &self.removed {
             cmd.env_remove(name);
         }
         let child = cmd.stdout(log.try_clone()?).stderr(log).spawn()?;
         Ok(Daemon { child: Some(child), log_path, port, _dir: dir })
+    }
+}
+
+impl Daemon {
+    /// A builder for vpcrouter against `moto`, with no arguments yet (add `-r`/`-v`, or use
+    /// [`Env::daemon`](crate::Env::daemon)).
+    pub fn builder(moto: &Moto) -> DaemonBuilder<'_> {
+        DaemonBuilder { moto, endpoint: moto.endpoint.clone(), args: Vec::new(), envs: Vec::new(), removed: Vec::new() }
     }
 
     /// The process id, while it runs.

@@ -110,31 +110,10 @@ impl Env {
         path
     }
 
-    /// Starts vpcrouter with `-r`, `-v` set for this world, plus `args`.
-    pub fn daemon(&self, args: &[&str]) -> anyhow::Result<daemon::Daemon> {
-        let mut all = vec!["-r", world::REGION, "-v", self.world.vpc_id.as_str()];
-        all.extend_from_slice(args);
-        daemon::Daemon::start(&self.moto, &all)
-    }
-
-    /// [`Env::daemon`] with further environment variables for the process.
-    pub fn daemon_env(&self, args: &[&str], envs: &[(&str, &str)]) -> anyhow::Result<daemon::Daemon> {
-        let mut all = vec!["-r", world::REGION, "-v", self.world.vpc_id.as_str()];
-        all.extend_from_slice(args);
-        daemon::Daemon::start_via_env(&self.moto, &self.moto.endpoint, &all, envs)
-    }
-
-    /// [`Env::daemon_env`] without the variables named in `remove` (e.g. moto's dummy keys,
-    /// to have the credentials come from a profile).
-    pub fn daemon_env_without(
-        &self,
-        args: &[&str],
-        envs: &[(&str, &str)],
-        remove: &[&str],
-    ) -> anyhow::Result<daemon::Daemon> {
-        let mut all = vec!["-r", world::REGION, "-v", self.world.vpc_id.as_str()];
-        all.extend_from_slice(args);
-        daemon::Daemon::start_custom(&self.moto, &self.moto.endpoint, &all, envs, remove)
+    /// A [`daemon::DaemonBuilder`] for vpcrouter on this world: `-r` and `-v` are set, the
+    /// rest is the caller's (`env.daemon().args([...]).start()`).
+    pub fn daemon(&self) -> daemon::DaemonBuilder<'_> {
+        daemon::Daemon::builder(&self.moto).args(["-r", world::REGION, "-v", self.world.vpc_id.as_str()])
     }
 
     /// Waits until `cidr` points at one router in every table of `tables` and returns it.

@@ -1,7 +1,8 @@
-//! A route spec with a repeated key (ambiguous) or a key not written in canonical form is
-//! refused as a whole with one line naming the key, from the spec file and from the command
-//! line, and the routes of the last good spec stay. (The same from `POST /route_spec` and
-//! from etcd is checked with the other bad specs in `http.rs` and `etcd_watcher.rs`.)
+//! A route spec with a repeated or non-canonical key is refused whole, in one line naming the key; the routes stay.
+//!
+//! From the spec file and from the command line. (The same from `POST /route_spec` and from
+//! etcd is checked with the other bad specs in
+//! `posted_specs_are_routed_and_the_state_is_served.rs` and `routes_follow_the_spec_in_etcd.rs`.)
 
 use std::time::Duration;
 
@@ -31,7 +32,7 @@ fn a_repeated_or_non_canonical_key_in_the_spec_file_is_refused_and_the_routes_st
     // spec is followed, then the repeated key refused.
     let spec = env.write("spec.json", r#"{"10.83.0.0/016": ["127.0.1.10"]}"#);
     let spec_arg = spec.to_str().unwrap_or_default();
-    let d = env.daemon(&["-m", "configfile", "-f", spec_arg, "-H", "always"])?;
+    let d = env.daemon().args(["-m", "configfile", "-f", spec_arg, "-H", "always"]).start()?;
     d.wait_log(
         "Config ignored: '10.83.0.0/016' is not a valid route CIDR: the prefix length has a leading zero; write it as 10.83.0.0/16",
         T,

@@ -15,12 +15,13 @@
 #![deny(unsafe_code)]
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use vpcrouter_filewatch::{FileWatch, Wake, RECHECK};
 use vpcrouter_plugin_api::file::{check_file, read_text, FileError};
 use vpcrouter_plugin_api::prelude::*;
+use vpcrouter_plugin_api::sync::lock;
 use vpcrouter_plugin_api::time::rfc3339;
 
 /// `--file_max_size` when not given.
@@ -91,11 +92,6 @@ fn open_error(file: &str, e: &FileError) -> String {
         FileError::Io { source, .. } => format!("Cannot open config file '{file}': {source}"),
         other => format!("Cannot use config file: {other}"),
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panicked holder leaves plain data behind; keep using it.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Reads and validates the spec file, of at most `limit` bytes; the error says what is wrong

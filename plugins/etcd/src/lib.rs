@@ -31,8 +31,9 @@ mod track;
 use std::sync::{Arc, Mutex};
 
 use vpcrouter_plugin_api::prelude::*;
+use vpcrouter_plugin_api::sync::lock;
 
-use session::{lock, Session, Status};
+use session::{Session, Status};
 use vpcrouter_etcd_conn::{EtcdConn, EtcdSecurity};
 
 /// The key read when `--etcd_key` is not given.

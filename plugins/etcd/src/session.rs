@@ -7,13 +7,14 @@
 //! at whatever it awaits.
 
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use etcd_client::{Client, EventType, WatchOptions};
 use rand::{Rng, SeedableRng};
 use vpcrouter_etcd_conn::{Access, Call, EtcdConn};
 use vpcrouter_plugin_api::prelude::{Logger, SpecSink};
+use vpcrouter_plugin_api::sync::lock;
 
 use crate::track::{backoff, Tracker, Verdict, BACKOFF_MAX};
 
@@ -46,11 +47,6 @@ pub struct Status {
     pub outages: u64,
     /// The last problem: an invalid value or a connection error.
     pub last_error: Option<String>,
-}
-
-/// Locks the status; a panicked holder leaves plain data behind, keep using it.
-pub fn lock(status: &Mutex<Status>) -> MutexGuard<'_, Status> {
-    status.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Why one connection ended.

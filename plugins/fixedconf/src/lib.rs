@@ -120,9 +120,8 @@ mod tests {
     #[test]
     fn start_refuses_bad_options_too() {
         assert!(start_watcher::<Fixedconf>(&[("fixed_cidr", "10.0.0.0/8")]).is_err());
-        let (ctx, _) = vpcrouter_plugin_api::testkit::context("fixedconf");
-        let (tx, _rx) = vpcrouter_plugin_api::channel::unbounded();
-        let started = vpcrouter_plugin_api::watcher::start::<Fixedconf>(&args("10.1.0.1/16", "10.0.0.1"), ctx, tx);
+        let pairs = [("fixed_cidr", "10.1.0.1/16"), ("fixed_hosts", "10.0.0.1")];
+        let started = vpcrouter_plugin_api::testkit::start_watcher_unchecked::<Fixedconf>(&pairs);
         assert!(started.err().unwrap().contains("'10.1.0.1/16' is not a valid route CIDR"));
         let err = Fixedconf::validate_config(&args("10.1.0.0/016", "10.0.0.1")).unwrap_err();
         assert!(err.ends_with("the prefix length has a leading zero; write it as 10.1.0.0/16"), "{err}");

@@ -3,10 +3,11 @@
 //! `vpcrouter -H multi --multi_plugins icmpecho:tcp --tcp_check_port 22`
 //!
 //! * `--multi_plugins` (required) names health plugins separated by `:`. Each is started
-//!   by name through the host ([`vpcrouter_plugin_api::PluginContext::loader`]), so
-//!   third-party health plugins can be combined too, and their own options are accepted on
-//!   the command line ([`PluginDescription::required_plugins`] tells the host which to
-//!   load). `multi` itself, empty names and duplicates are refused.
+//!   by name through the host ([`vpcrouter_plugin_api::PluginContext::start_health`]), with
+//!   the options the host parsed for it, so third-party health plugins can be combined too.
+//!   The host reads `--multi_plugins` and asks [`PluginDescription::required_plugins`]
+//!   which plugins it names, then loads them and accepts their options on its command line.
+//!   `multi` itself, empty names and duplicates are refused.
 //! * Every host list goes to every sub-plugin. A host is failed when ANY sub-plugin
 //!   currently reports it failed, else questionable when any reports it questionable.
 //!   A failed host stays failed for 20 × the largest sub-plugin interval after the last
@@ -47,23 +48,6 @@ pub fn parse_names(raw: &str) -> Result<Vec<String>, String> {
         names.push(name.to_string());
     }
     Ok(names)
-}
-
-/// The value of `--multi_plugins` in a raw command line (`--multi_plugins a:b` or `=a:b`).
-fn names_in_argv(argv: &[String]) -> Option<&str> {
-    let mut it = argv.iter();
-    while let Some(arg) = it.next() {
-        if arg == "--" {
-            return None;
-        }
-        if arg == "--multi_plugins" {
-            return it.next().map(String::as_str);
-        }
-        if let Some(v) = arg.strip_prefix("--multi_plugins=") {
-            return Some(v);
-        }
-    }
-    None
 }
 
 fn joined(ips: &[Ipv4]) -> String {
@@ -189,7 +173,7 @@ impl Drop for MultiProber {
         let deadline = Instant::now() + STOP_WITHIN;
         for sub in &self.subs {
             let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
-            if let Err(e) = sub.monitor.stop(left.as_millis() as u64).into_result() {
+            if let Err(e) = sub.monitor.stop_within(left) {
                 self.log.warn(format!("Multi-plugin health monitor: sub-plugin '{}': {e}", sub.name));
             }
         }
@@ -222,8 +206,8 @@ impl PluginDescription for Multi {
         parse_names(raw).map(drop)
     }
 
-    fn required_plugins(argv: &[String]) -> Result<Vec<String>, String> {
-        names_in_argv(argv).map_or(Ok(Vec::new()), parse_names)
+    fn required_plugins(args: &PluginArgs) -> Result<Vec<String>, String> {
+        args.get(NAME_ARG).map_or(Ok(Vec::new()), parse_names)
     }
 }
 
@@ -236,14 +220,12 @@ impl HealthPlugin for Multi {
         log.info(format!("Multi-plugin health monitor: Loading plugins {}", args.require(NAME_ARG)?));
         // Dropped on an error, which stops the sub-plugins started so far.
         let mut prober = MultiProber { subs: Vec::new(), hosts: Vec::new(), log: log.clone() };
-        for name in args.list(NAME_ARG, ':') {
+        for name in parse_names(args.require(NAME_ARG)?)? {
             let (hosts, host_rx) = channel::unbounded();
             let (report_tx, reports) = crossbeam_channel::unbounded();
             let monitor = run
                 .context()
-                .loader
-                .start_health(name.as_str().into(), host_rx, report_tx.into())
-                .into_result()
+                .start_health(&name, host_rx, report_tx.into())
                 .map_err(|e| format!("multi: health plugin '{name}' cannot be used: {e}"))?;
             prober.subs.push(Sub { name, monitor, hosts, reports, last: HealthReport::default() });
         }
@@ -262,31 +244,24 @@ mod tests {
     use std::sync::Mutex;
 
     use crossbeam_channel::Sender;
-    use vpcrouter_plugin_api::testkit::{context, ips, nothing_within, recv_within, LogCapture};
-    use vpcrouter_plugin_api::{
-        PluginContext, PluginLoader, PluginLoader_TO, RReceiver, RResult, RStr, RString, RecvTimeoutError, TD_Opaque,
-    };
+    use vpcrouter_plugin_api::testkit::{ips, nothing_within, recv_within, HealthHarness, HealthPlugins, TestHost};
+    use vpcrouter_plugin_api::RecvTimeoutError;
 
     use super::*;
 
-    fn argv(s: &str) -> Vec<String> {
-        s.split_whitespace().map(String::from).collect()
+    fn required(names: &str) -> Result<Vec<String>, String> {
+        Multi::required_plugins(&PluginArgs::from_pairs([(NAME_ARG, names)]))
     }
 
     #[test]
     fn plugin_lists_are_checked() {
-        assert_eq!(
-            Multi::required_plugins(&argv("vpcrouter -H multi --multi_plugins icmpecho:tcp")),
-            Ok(vec!["icmpecho".into(), "tcp".into()])
-        );
-        assert_eq!(Multi::required_plugins(&argv("vpcrouter --multi_plugins=file -H multi")), Ok(vec!["file".into()]));
-        assert_eq!(Multi::required_plugins(&argv("vpcrouter -H multi")), Ok(vec![]));
-        assert_eq!(Multi::required_plugins(&argv("vpcrouter -H multi -- --multi_plugins a")), Ok(vec![]));
-        let err = |s: &str| Multi::required_plugins(&argv(s)).unwrap_err();
-        assert!(err("x --multi_plugins icmpecho:multi").contains("cannot include 'multi' itself"));
-        assert!(err("x --multi_plugins tcp::icmpecho").contains("empty plugin name"));
-        assert!(err("x --multi_plugins=").contains("empty plugin name"));
-        assert!(err("x --multi_plugins tcp:tcp").contains("names 'tcp' twice"));
+        assert_eq!(required("icmpecho:tcp"), Ok(vec!["icmpecho".into(), "tcp".into()]));
+        assert_eq!(required(" file "), Ok(vec!["file".into()]));
+        assert_eq!(Multi::required_plugins(&PluginArgs::default()), Ok(vec![]), "the host reports the missing option");
+        assert!(required("icmpecho:multi").unwrap_err().contains("cannot include 'multi' itself"));
+        assert!(required("tcp::icmpecho").unwrap_err().contains("empty plugin name"));
+        assert!(required("").unwrap_err().contains("empty plugin name"));
+        assert!(required("tcp:tcp").unwrap_err().contains("names 'tcp' twice"));
         let check = |v: &str| Multi::validate_config(&PluginArgs::from_pairs([(NAME_ARG, v)]));
         assert!(check("icmpecho:tcp").is_ok());
         assert!(check("multi").is_err());
@@ -372,62 +347,38 @@ mod tests {
         }
     }
 
-    /// Starts `Scripted` sub-plugins in process: `name` → (key, interval).
-    #[derive(Clone)]
-    struct TestLoader(BTreeMap<String, (String, String)>, PluginContext);
-
-    impl PluginLoader for TestLoader {
-        fn start_health(
-            &self,
-            name: RStr<'_>,
-            hosts: RReceiver<HostList>,
-            reports: RSender<HealthReport>,
-        ) -> RResult<HealthBox, RString> {
-            let Some((key, interval)) = self.0.get(name.as_str()) else {
-                return RResult::RErr(format!("no health plugin '{name}'").into());
-            };
-            let args = PluginArgs::from_pairs([("key", key.as_str()), ("interval", interval.as_str())]);
-            let ctx = PluginContext { plugin_name: name.as_str().into(), ..self.1.clone() };
-            vpcrouter_plugin_api::health::start::<Scripted>(&args, ctx, hosts, reports).map_err(RString::from).into()
-        }
+    /// `multi` running with its scripted sub-plugins.
+    struct Started {
+        /// `multi`, as the host sees it.
+        m: HealthHarness,
+        /// One per sub-plugin, in the order given.
+        scripts: Vec<Script>,
+        /// A message each time a sub-plugin's prober is dropped.
+        stopped: Receiver<()>,
     }
 
-    struct Started {
-        monitor: HealthBox,
-        hosts: RSender<HostList>,
-        reports: RReceiver<HealthReport>,
-        logs: LogCapture,
-        scripts: Vec<Script>,
-        stopped: Receiver<()>,
+    impl std::ops::Deref for Started {
+        type Target = HealthHarness;
+        fn deref(&self) -> &HealthHarness {
+            &self.m
+        }
     }
 
     /// Starts `multi --multi_plugins <names>` with scripted sub-plugins `subs` (name, interval).
     fn start(test: &str, names: &str, subs: &[(&str, &str)]) -> Result<Started, (String, Receiver<()>)> {
         let (stopped_tx, stopped) = crossbeam_channel::unbounded();
-        let mut table = BTreeMap::new();
+        let mut plugins = HealthPlugins::default();
         let mut scripts = Vec::new();
         for (name, interval) in subs {
             let key = format!("{test}/{name}");
             let (feed, feed_rx) = crossbeam_channel::unbounded();
             let (seen_tx, seen) = crossbeam_channel::unbounded();
             HOOKS.lock().unwrap().insert(key.clone(), (feed_rx, seen_tx, stopped_tx.clone()));
-            table.insert(name.to_string(), (key, interval.to_string()));
+            plugins = plugins.with::<Scripted>(name, &[("key", &key), ("interval", interval)]);
             scripts.push(Script { feed, seen });
         }
-        let (ctx, logs) = context("multi");
-        let loader = TestLoader(table, ctx.clone());
-        let ctx = PluginContext {
-            loader: PluginLoader_TO::from_ptr(
-                vpcrouter_plugin_api::abi_stable::std_types::RArc::new(loader),
-                TD_Opaque,
-            ),
-            ..ctx
-        };
-        let (hosts, host_rx) = channel::unbounded();
-        let (report_tx, reports) = channel::unbounded();
-        let args = PluginArgs::from_pairs([(NAME_ARG, names)]);
-        match vpcrouter_plugin_api::health::start::<Multi>(&args, ctx, host_rx, report_tx) {
-            Ok(monitor) => Ok(Started { monitor, hosts, reports, logs, scripts, stopped }),
+        match TestHost::with_plugins(plugins).start_health::<Multi>(&[(NAME_ARG, names)]) {
+            Ok(m) => Ok(Started { m, scripts, stopped }),
             Err(e) => Err((e, stopped)),
         }
     }
@@ -480,7 +431,7 @@ mod tests {
         assert_eq!(details["sub_plugins"]["b"]["stats"]["failed"], serde_json::json!(["10.0.0.2"]));
 
         let t = Instant::now();
-        m.monitor.stop(2000).into_result().unwrap();
+        m.stop().unwrap();
         assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
         assert_eq!(m.stopped.try_iter().count(), 2, "both sub-plugins stopped");
         assert!(m.logs.contains(LogLevel::Info, "multi health monitor plugin: Stopped"));
@@ -500,7 +451,7 @@ mod tests {
         assert!(m.logs.contains(LogLevel::Error, "Multi-plugin health monitor: sub-plugin 'a' stopped reporting"));
         assert_eq!(m.stopped.recv_timeout(WAIT).map(drop), Ok(()));
         assert_eq!(m.stopped.recv_timeout(WAIT).map(drop), Ok(()), "the other sub-plugin is stopped too");
-        m.monitor.stop(2000).into_result().unwrap();
+        m.stop().unwrap();
     }
 
     #[test]

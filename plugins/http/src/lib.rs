@@ -13,7 +13,7 @@
 #![deny(unsafe_code)]
 
 use vpcrouter_plugin_api::prelude::*;
-use vpcrouter_plugin_api::{HttpHandler, HttpHandlerBox, HttpRequest, HttpResponse, TD_Opaque};
+use vpcrouter_plugin_api::{HttpHandler, HttpRequest, HttpResponse};
 
 /// The path both endpoints serve.
 pub const PATH: &str = "/route_spec";
@@ -62,8 +62,7 @@ impl Post {
             let got = request.header("content-type").unwrap_or("none");
             return Err((400, format!("Content-Type must be application/json (got {got}); send the spec with -H 'Content-Type: application/json'")));
         }
-        let text =
-            std::str::from_utf8(&request.body).map_err(|e| (400, format!("the route spec is not UTF-8 text: {e}")))?;
+        let text = request.text().map_err(|e| (400, format!("the route spec is not UTF-8 text: {e}")))?;
         let spec = spec::parse_json(text).map_err(|e| (400, e.to_string()))?;
         if spec.is_empty() {
             return Err((400, "the route spec has no CIDR; vpcrouter never removes all routes by an empty spec, so it was not accepted".into()));
@@ -97,18 +96,11 @@ impl HttpHandler for Post {
 
 impl WatcherPlugin for Http {
     fn start(_args: &PluginArgs, run: &WatcherRun) -> Result<Self, String> {
+        let ctx = run.context();
+        let refused = |method: &str, e: String| format!("cannot serve {method} {PATH}: {e}");
+        ctx.register_endpoint("GET", PATH, Get(run.sink())).map_err(|e| refused("GET", e))?;
         let post = Post { sink: run.sink(), log: run.log().clone() };
-        let handlers: [(&str, HttpHandlerBox); 2] = [
-            ("GET", HttpHandlerBox::from_value(Get(run.sink()), TD_Opaque)),
-            ("POST", HttpHandlerBox::from_value(post, TD_Opaque)),
-        ];
-        for (method, handler) in handlers {
-            run.context()
-                .http
-                .register(method.into(), PATH.into(), handler)
-                .into_result()
-                .map_err(|e| format!("cannot serve {method} {PATH}: {e}"))?;
-        }
+        ctx.register_endpoint("POST", PATH, post).map_err(|e| refused("POST", e))?;
         run.log().info(format!("Http watcher plugin: Starting to watch for route spec on {PATH}"));
         Ok(Http)
     }
@@ -122,81 +114,45 @@ export_plugin!(watcher: Http);
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-    use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
-    use vpcrouter_plugin_api::abi_stable::std_types::{RArc, RResult, RStr, RString, Tuple2};
-    use vpcrouter_plugin_api::channel::unbounded;
-    use vpcrouter_plugin_api::testkit::{context, nothing_within, recv_within, LogCapture};
-    use vpcrouter_plugin_api::{HttpRegistry, HttpRegistryBox, PluginStats, RReceiver, WatcherBox, WatcherStats};
+    use vpcrouter_plugin_api::testkit::{nothing_within, recv_within, TestHost, WatcherHarness};
+    use vpcrouter_plugin_api::{PluginStats, WatcherStats};
 
     use super::*;
 
-    type Handlers = BTreeMap<(String, String), Arc<HttpHandlerBox>>;
-
-    /// A registry that keeps the handlers so tests can call them.
-    #[derive(Clone, Default)]
-    struct Registry(Arc<Mutex<Handlers>>);
-
-    impl HttpRegistry for Registry {
-        fn register(&self, method: RStr<'_>, path: RStr<'_>, handler: HttpHandlerBox) -> RResult<(), RString> {
-            let key = (method.to_string(), path.to_string());
-            let mut map = self.0.lock().unwrap();
-            if map.contains_key(&key) {
-                return RResult::RErr("taken".into());
-            }
-            map.insert(key, Arc::new(handler));
-            RResult::ROk(())
-        }
+    /// The watcher, started as the host does, and the host's endpoints.
+    struct Running {
+        /// The running watcher and its spec queue.
+        h: WatcherHarness,
+        /// Where the watcher registered its endpoints.
+        host: TestHost,
     }
 
-    impl Registry {
+    impl Running {
+        fn stats(&self) -> WatcherStats {
+            match self.h.watcher.status().stats {
+                PluginStats::Watcher(s) => s,
+                other => panic!("{other:?}"),
+            }
+        }
+
+        /// Calls `method PATH` as the status server does; the status and the JSON answer.
         fn call(&self, method: &str, content_type: Option<&str>, body: &str) -> (u16, serde_json::Value) {
-            let handler =
-                self.0.lock().unwrap().get(&(method.to_string(), PATH.to_string())).cloned().expect("registered");
-            let headers =
-                content_type.map(|ct| Tuple2(RString::from("content-type"), RString::from(ct))).into_iter().collect();
-            let request = HttpRequest {
-                method: method.into(),
-                path: PATH.into(),
-                headers,
-                body: body.as_bytes().to_vec().into(),
-                ..Default::default()
+            let request = HttpRequest::new(method, PATH).with_body(body);
+            let request = match content_type {
+                Some(ct) => request.with_header("Content-Type", ct),
+                None => request,
             };
-            let response = handler.handle(request);
+            let response = self.host.endpoints.call(request).expect("registered");
             assert_eq!(response.content_type, "application/json");
             (response.status, serde_json::from_slice(&response.body).expect("JSON body"))
         }
     }
 
-    struct Running {
-        watcher: WatcherBox,
-        registry: Registry,
-        rx: RReceiver<RouteSpec>,
-        logs: LogCapture,
-    }
-
-    impl Running {
-        fn stats(&self) -> WatcherStats {
-            match self.watcher.status().stats {
-                PluginStats::Watcher(s) => s,
-                other => panic!("{other:?}"),
-            }
-        }
-    }
-
-    /// Started as the host does, with a registry that keeps the handlers.
-    fn start_with(registry: Registry) -> Result<Running, String> {
-        let (mut ctx, logs) = context("http");
-        ctx.http = HttpRegistryBox::from_ptr(RArc::new(registry.clone()), TD_Opaque);
-        let (tx, rx) = unbounded();
-        let watcher = vpcrouter_plugin_api::watcher::start::<Http>(&PluginArgs::default(), ctx, tx)?;
-        Ok(Running { watcher, registry, rx, logs })
-    }
-
     fn start() -> Running {
-        start_with(Registry::default()).unwrap()
+        let host = TestHost::default();
+        Running { h: host.start_watcher::<Http>(&[]).unwrap(), host }
     }
 
     const JSON: Option<&str> = Some("application/json");
@@ -204,37 +160,37 @@ mod tests {
     #[test]
     fn valid_post_is_sent_and_served_back() {
         let r = start();
-        let (status, _) = r.registry.call("GET", None, "");
+        let (status, _) = r.call("GET", None, "");
         assert_eq!(status, 404);
-        let (status, body) = r.registry.call(
+        let (status, body) = r.call(
             "POST",
             Some("application/json; charset=utf-8"),
             r#"{"10.55.0.0/16": ["10.0.0.2", "10.0.0.1", "10.0.0.2"]}"#,
         );
         assert_eq!((status, body["status"].as_str(), body["cidrs"].as_u64()), (200, Some("ok"), Some(1)));
-        let sent = recv_within(&r.rx, Duration::from_secs(1)).expect("a spec");
+        let sent = recv_within(&r.h.specs, Duration::from_secs(1)).expect("a spec");
         // Repeats go, the written order stays (the first router is the preferred one).
         assert_eq!(sent.to_json(), r#"{"10.55.0.0/16":["10.0.0.2","10.0.0.1"]}"#);
-        let (status, body) = r.registry.call("GET", None, "");
+        let (status, body) = r.call("GET", None, "");
         assert_eq!(status, 200);
         assert_eq!(body, serde_json::json!({"10.55.0.0/16": ["10.0.0.2", "10.0.0.1"]}));
-        assert!(r.logs.contains(LogLevel::Info, "New route spec posted: 1 CIDR(s)"));
+        assert!(r.h.logs.contains(LogLevel::Info, "New route spec posted: 1 CIDR(s)"));
         // The same spec again is accepted, but not sent twice.
-        assert_eq!(r.registry.call("POST", JSON, r#"{"10.55.0.0/16": ["10.0.0.2", "10.0.0.1"]}"#).0, 200);
-        assert!(nothing_within(&r.rx, Duration::from_millis(50)));
+        assert_eq!(r.call("POST", JSON, r#"{"10.55.0.0/16": ["10.0.0.2", "10.0.0.1"]}"#).0, 200);
+        assert!(nothing_within(&r.h.specs, Duration::from_millis(50)));
         assert_eq!(r.stats().specs_sent, 1);
         // The same routers in another order are another spec (another preferred router).
-        assert_eq!(r.registry.call("POST", JSON, r#"{"10.55.0.0/16": ["10.0.0.1", "10.0.0.2"]}"#).0, 200);
-        let sent = recv_within(&r.rx, Duration::from_secs(1)).expect("the reordered spec");
+        assert_eq!(r.call("POST", JSON, r#"{"10.55.0.0/16": ["10.0.0.1", "10.0.0.2"]}"#).0, 200);
+        let sent = recv_within(&r.h.specs, Duration::from_secs(1)).expect("the reordered spec");
         assert_eq!(sent.to_json(), r#"{"10.55.0.0/16":["10.0.0.1","10.0.0.2"]}"#);
-        assert_eq!(r.watcher.status().details, r#"{"path":"/route_spec"}"#);
+        assert_eq!(r.h.watcher.status().details, r#"{"path":"/route_spec"}"#);
     }
 
     #[test]
     fn invalid_posts_are_400_naming_the_problem_and_keep_the_last_spec() {
         let r = start();
-        assert_eq!(r.registry.call("POST", JSON, r#"{"10.1.0.0/16": ["10.0.0.1"]}"#).0, 200);
-        assert!(recv_within(&r.rx, Duration::from_secs(1)).is_some());
+        assert_eq!(r.call("POST", JSON, r#"{"10.1.0.0/16": ["10.0.0.1"]}"#).0, 200);
+        assert!(recv_within(&r.h.specs, Duration::from_secs(1)).is_some());
         let cases: [(Option<&str>, &str, &str); 8] = [
             (JSON, r#"{"10.1.0.1/16": ["10.0.0.1"]}"#, "'10.1.0.1/16'"),
             (JSON, r#"{"10.1.0.0/16": ["10.0.0.1"], "10.1.0.0/16": []}"#, "'10.1.0.0/16' appears more than once"),
@@ -246,15 +202,15 @@ mod tests {
             (Some("text/plain"), r#"{"10.1.0.0/16": ["10.0.0.1"]}"#, "Content-Type must be application/json"),
         ];
         for (ct, body, needle) in cases {
-            let (status, answer) = r.registry.call("POST", ct, body);
+            let (status, answer) = r.call("POST", ct, body);
             assert_eq!(status, 400, "{body}");
             let message = answer["error"].as_str().unwrap_or_default();
             assert!(message.contains(needle), "{body}: {message}");
         }
-        assert_eq!(r.registry.call("POST", None, "{}").0, 400);
-        assert!(nothing_within(&r.rx, Duration::from_millis(50)));
-        assert_eq!(r.registry.call("GET", None, "").1, serde_json::json!({"10.1.0.0/16": ["10.0.0.1"]}));
-        assert!(r.logs.contains(LogLevel::Error, "Config ignored: '10.1.0.1/16'"));
+        assert_eq!(r.call("POST", None, "{}").0, 400);
+        assert!(nothing_within(&r.h.specs, Duration::from_millis(50)));
+        assert_eq!(r.call("GET", None, "").1, serde_json::json!({"10.1.0.0/16": ["10.0.0.1"]}));
+        assert!(r.h.logs.contains(LogLevel::Error, "Config ignored: '10.1.0.1/16'"));
         let stats = r.stats();
         assert_eq!((stats.specs_sent, stats.errors), (1, 9));
         assert!(stats.last_error.contains("Content-Type must be application/json (got none)"), "{stats:?}");
@@ -263,18 +219,19 @@ mod tests {
     #[test]
     fn stop_releases_the_queue_and_later_posts_are_refused() {
         let r = start();
-        r.watcher.stop(2000).unwrap();
-        assert!(r.rx.recv_timeout(Duration::from_secs(1)).is_err(), "queue closed on stop");
-        let (status, body) = r.registry.call("POST", JSON, r#"{"10.1.0.0/16": []}"#);
+        r.h.watcher.stop(2000).unwrap();
+        assert!(r.h.specs.recv_timeout(Duration::from_secs(1)).is_err(), "queue closed on stop");
+        let (status, body) = r.call("POST", JSON, r#"{"10.1.0.0/16": []}"#);
         assert_eq!((status, body["error"].as_str()), (503, Some("the http watcher is not running")));
     }
 
     #[test]
     fn a_path_already_taken_fails_the_start() {
-        let registry = Registry::default();
-        let _first = start_with(registry.clone()).unwrap();
-        let err = start_with(registry).err().unwrap();
-        assert_eq!(err, "cannot serve GET /route_spec: taken");
+        let first = start();
+        let registered = [("GET".to_string(), PATH.to_string()), ("POST".to_string(), PATH.to_string())];
+        assert_eq!(first.host.endpoints.registered(), registered);
+        let err = first.host.start_watcher::<Http>(&[]).err().unwrap();
+        assert_eq!(err, "cannot serve GET /route_spec: GET /route_spec is already served");
     }
 
     #[test]

@@ -56,7 +56,7 @@ fn tcp_args<'a>(spec: &'a std::path::Path, port: &'a str) -> [&'a str; 10] {
 fn start(env: &Env, etcd: &str, id: &str, ttl: u64, port: u16) -> anyhow::Result<Instance> {
     let spec = env.path("spec.json");
     let p = port.to_string();
-    Instance::start(env, etcd, id, ttl, &tcp_args(&spec, &p))
+    Instance::start(env.daemon().args(tcp_args(&spec, &p)), etcd, id, ttl)
 }
 
 fn takeover(trials: usize, ttl: u64) -> anyhow::Result<Vec<Duration>> {
@@ -104,7 +104,7 @@ fn failover(trials: usize, cluster_size: usize) -> anyhow::Result<Vec<Duration>>
     let mut insts = Vec::new();
     let mut single = None;
     if cluster_size == 0 {
-        single = Some(env.daemon(&tcp_args(&spec, &p))?);
+        single = Some(env.daemon().args(tcp_args(&spec, &p)).start()?);
     } else {
         for id in ["a", "b", "c"].iter().take(cluster_size) {
             insts.push(start(&env, &etcd.endpoints(), id, 5, port)?);

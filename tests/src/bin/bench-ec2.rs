@@ -108,16 +108,11 @@ fn small_world(t: &mut Table) -> anyhow::Result<()> {
     let health = env.write("health.json", r#"{"failed": []}"#);
     let port = free_port();
     let port_text = port.to_string();
-    let args = [
-        &["-r", world::REGION, "-v", &env.world.vpc_id][..],
-        &file_driven(&spec, &health),
-        &["--route_recheck_interval", "5", "-p", &port_text],
-    ]
-    .concat();
+    let args = [&file_driven(&spec, &health)[..], &["--route_recheck_interval", "5", "-p", &port_text]].concat();
     let (rt1, rt2) = (env.world.tables[0].clone(), env.world.tables[1].clone());
     let started = unix_now();
     let t0 = Instant::now();
-    let d = Daemon::start_via(&env.moto, &proxy.endpoint, &args)?;
+    let d = env.daemon().endpoint(&proxy.endpoint).args(args).start()?;
     let first = wait_for(Duration::from_secs(30), "the first route", || {
         let r = env.world.routes(&rt1).ok()?;
         r.contains_key("10.55.0.0/16").then(|| t0.elapsed())
@@ -170,21 +165,9 @@ fn idle(t: &mut Table, secs: u64) -> anyhow::Result<()> {
         env.write("spec.json", r#"{"10.55.0.0/16": ["127.0.1.10", "127.0.2.10"], "10.66.0.0/24": ["127.0.1.11"]}"#);
     let port = free_port();
     let port_text = port.to_string();
-    let args = [
-        "-r",
-        world::REGION,
-        "-v",
-        &env.world.vpc_id,
-        "-m",
-        "configfile",
-        "-f",
-        spec.to_str().unwrap_or_default(),
-        "-H",
-        "always",
-        "-p",
-        &port_text,
-    ];
-    let d = Daemon::start_via(&env.moto, &proxy.endpoint, &args)?;
+    let spec = spec.to_str().unwrap_or_default();
+    let args = ["-m", "configfile", "-f", spec, "-H", "always", "-p", &port_text];
+    let d = env.daemon().endpoint(&proxy.endpoint).args(args).start()?;
     let pid = d.pid().context("no pid")?;
     env.wait_routed(&[&env.world.tables[0]], "10.55.0.0/16", Duration::from_secs(30))?;
     std::thread::sleep(Duration::from_secs(2));
@@ -289,7 +272,7 @@ fn scale(t: &mut Table, cidrs: usize, tables: usize, instances: usize) -> anyhow
         ],
     ]
     .concat();
-    let d = Daemon::start_via(&moto, &proxy.endpoint, &args)?;
+    let d = Daemon::builder(&moto).endpoint(&proxy.endpoint).args(&args).start()?;
     let routes = (cidrs * tables) as u64;
     let first =
         next_reconcile(port, 0.0, Duration::from_secs(1800)).map_err(|e| anyhow::anyhow!("{e}\n{}", d.log()))?;

@@ -270,10 +270,9 @@ fn phase() -> f64 {
 /// Starts vpcrouter and runs the trials.
 fn run_trials(w: &World, opts: &Opts, model: &Model) -> anyhow::Result<Vec<Trial>> {
     let proxy = FaultProxy::start_model(&w.bed.moto.endpoint, *model)?;
-    let owned = w.daemon_args(model, opts.interval);
-    let args: Vec<&str> = owned.iter().map(String::as_str).collect();
+    let args = w.daemon_args(model, opts.interval);
     let since = Instant::now();
-    let d = Daemon::start_via(&w.bed.moto, &proxy.endpoint, &args)?;
+    let d = Daemon::builder(&w.bed.moto).endpoint(&proxy.endpoint).args(args).start()?;
     wait_for(Duration::from_secs(120), "the first reconcile", || {
         status(d.port)?["last_reconcile"].is_object().then_some(())
     })

@@ -214,15 +214,14 @@ enum Fleet {
 
 impl Fleet {
     fn start(w: &World, proxy: &FaultProxy, opts: &Opts, cluster: bool) -> anyhow::Result<Fleet> {
-        let owned = w.daemon_args(opts);
-        let args: Vec<&str> = owned.iter().map(String::as_str).collect();
+        let daemon = || Daemon::builder(&w.bed.moto).endpoint(&proxy.endpoint).args(w.daemon_args(opts));
         if !cluster {
-            return Ok(Fleet::Single(Daemon::start_via(&w.bed.moto, &proxy.endpoint, &args)?));
+            return Ok(Fleet::Single(daemon().start()?));
         }
         let etcd = Etcd::start()?;
         let insts = ["a", "b", "c"]
             .iter()
-            .map(|id| Instance::start_via(&w.bed.moto, &proxy.endpoint, &etcd.endpoints(), id, 5, &args))
+            .map(|id| Instance::start(daemon(), &etcd.endpoints(), id, 5))
             .collect::<anyhow::Result<_>>()?;
         Ok(Fleet::Cluster { insts, _etcd: etcd })
     }
@@ -661,8 +660,7 @@ mod nat {
             let mut args =
                 daemon_args(&self.w.vpc_id, &self.spec, &self.health, opts.client_limits.then_some(&opts.model));
             args.extend(["--route-table-tag", "vpcrouter:managed=true", "--zone-affinity"].map(String::from));
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            let d = Daemon::start_via(&self.moto, &proxy.endpoint, &args)?;
+            let d = Daemon::builder(&self.moto).endpoint(&proxy.endpoint).args(args).start()?;
             wait_for(Duration::from_secs(120), "the first reconcile", || {
                 status(d.port)?["last_reconcile"].is_object().then_some(())
             })

@@ -211,8 +211,7 @@ fn run_config(b: &Bench, c: &Config, trials: usize, rng: &mut Rng) -> anyhow::Re
     let spec_path = b.env.write("spec.json", &spec);
     let mut args: Vec<String> = vec!["-m".into(), "configfile".into(), "-f".into(), spec_path.to_string_lossy().into()];
     args.extend(c.args(port));
-    let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut d = b.env.daemon(&arg_refs)?;
+    let mut d = b.env.daemon().args(args).start()?;
     wait_for(Duration::from_secs(30), "the route to be created", || b.routed())
         .map_err(|e| anyhow::anyhow!("{e}\n{}", d.log()))?;
     std::thread::sleep(Duration::from_secs_f64(2.0 * c.interval + 0.5));

@@ -71,7 +71,7 @@ const MOTO_PROBES: usize = 100;
 /// A CIDR outside the spec, for moto's time per write in an empty VPC.
 const PROBE: &str = "10.250.0.0/16";
 /// Entries one CreateManagedPrefixList or ModifyManagedPrefixList call may carry (EC2's
-/// limit, `ENTRIES_PER_CALL` in host/src/vpc/ec2.rs).
+/// limit, `ENTRIES_PER_CALL` in ec2/src/write.rs).
 const ENTRIES_PER_CALL: usize = 100;
 /// The host's limit on a prefix list's entries (EC2's).
 const MAX_LIST_ENTRIES: usize = ListMode::EC2_MAX_ENTRIES as usize;
@@ -410,9 +410,7 @@ impl World {
     }
 
     fn start(&self, proxy: &FaultProxy, model: &Model) -> anyhow::Result<Daemon> {
-        let owned = self.daemon_args(model);
-        let args: Vec<&str> = owned.iter().map(String::as_str).collect();
-        Daemon::start_via(&self.moto, &proxy.endpoint, &args)
+        Daemon::builder(&self.moto).endpoint(&proxy.endpoint).args(self.daemon_args(model)).start()
     }
 }
 

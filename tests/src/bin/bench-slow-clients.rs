@@ -120,7 +120,7 @@ fn main() -> anyhow::Result<()> {
             Some(addr) => round(addr, n, &a)?,
             None => {
                 let env = Env::new()?;
-                let d = env.daemon(&["-m", "http", "-H", "always"])?;
+                let d = env.daemon().args(["-m", "http", "-H", "always"]).start()?;
                 vpcrouter_tests::wait_for(Duration::from_secs(30), "the status server", || {
                     http_client::get(d.port, "/status", None).ok().filter(|r| r.status == 200)
                 })

@@ -36,10 +36,13 @@ fn main() -> anyhow::Result<()> {
     println!("== route spec {}:\n{SPEC}", spec.display());
     let spec_arg = spec.to_string_lossy().into_owned();
     let check = check_port.to_string();
-    let d = env.daemon(&[
-        "-m", "configfile", "-f", &spec_arg, "-H", "tcp", "--tcp_check_port", &check, "--tcp_check_interval", "0.5",
-        "--route_recheck_interval", "10", "-p", port,
-    ])?;
+    let d = env
+        .daemon()
+        .args([
+            "-m", "configfile", "-f", &spec_arg, "-H", "tcp", "--tcp_check_port", &check, "--tcp_check_interval",
+            "0.5", "--route_recheck_interval", "10", "-p", port,
+        ])
+        .start()?;
     println!(
         "== running: vpcrouter -r {} -v {} -m configfile -f {} -H tcp --tcp_check_port {check} --tcp_check_interval 0.5",
         vpcrouter_tests::world::REGION,
