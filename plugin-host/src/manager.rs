@@ -62,10 +62,15 @@ pub struct Queues {
 }
 
 impl PluginSet {
+    /// Every plugin of the set: the watcher, the health plugin, then the ones it starts.
+    pub fn all(&self) -> impl Iterator<Item = &LoadedPlugin> {
+        [&self.watcher, &self.health].into_iter().chain(self.subs.values())
+    }
+
     /// Asks every plugin whether it can run here (tools, privileges): one line naming the
     /// first that cannot.
     pub fn check_dependencies(&self) -> anyhow::Result<()> {
-        for p in [&self.watcher, &self.health].into_iter().chain(self.subs.values()) {
+        for p in self.all() {
             if let Err(e) = (p.lib.module.validate_dependencies())().into_result() {
                 bail!("{} cannot run here: {e}", p.describe());
             }

@@ -176,7 +176,7 @@ impl Libraries {
             health: with_args(health),
             subs: self.subs.into_iter().map(|(n, lib)| (n, with_args(lib))).collect(),
         };
-        for p in [&set.watcher, &set.health].into_iter().chain(set.subs.values()) {
+        for p in set.all() {
             load::validate_config(&p.lib, &p.args)?;
         }
         check_required_loaded(&set, argv)?;
@@ -269,9 +269,8 @@ fn check_etcd_options_used(m: &ArgMatches, plugins: &PluginSet) -> Result<(), Cl
     let Some(given) = vpcrouter_etcd_conn::OPTIONS.iter().find(|o| m.get_one::<String>(o.long).is_some()) else {
         return Ok(());
     };
-    let mut all = [&plugins.watcher, &plugins.health].into_iter().chain(plugins.subs.values());
     let used = m.get_one::<String>("cluster_etcd").is_some()
-        || all.any(|p| p.lib.args.iter().any(|a| vpcrouter_etcd_conn::is_shared(a.long.as_str())));
+        || plugins.all().any(|p| p.lib.args.iter().any(|a| vpcrouter_etcd_conn::is_shared(a.long.as_str())));
     if used {
         return Ok(());
     }
