@@ -105,7 +105,7 @@ bench: venv deps
 	$(CARGO_TARGET_DIR)/release/bench-planner
 	VPCROUTER_BUILD_DIR=$(BENCH_BUILD_DIR) $(CARGO_TARGET_DIR)/release/bench-ec2
 	VPCROUTER_BUILD_DIR=$(BENCH_BUILD_DIR) $(CARGO_TARGET_DIR)/release/bench-cluster
-	VPCROUTER_BUILD_DIR=$(BENCH_BUILD_DIR) $(CARGO_TARGET_DIR)/release/bench-failover-ec2
+	VPCROUTER_BUILD_DIR=$(BENCH_BUILD_DIR) $(CARGO_TARGET_DIR)/release/bench-failover-ec2 --hook
 	VPCROUTER_BUILD_DIR=$(BENCH_BUILD_DIR) $(CARGO_TARGET_DIR)/release/bench-failover-e2e
 	VPCROUTER_BUILD_DIR=$(BENCH_BUILD_DIR) $(CARGO_TARGET_DIR)/release/bench-prefix-lists
 	VPCROUTER_BUILD_DIR=$(BENCH_BUILD_DIR) $(CARGO_TARGET_DIR)/release/bench-slow-clients

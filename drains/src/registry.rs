@@ -52,7 +52,12 @@ struct Inner {
     current: Mutex<DrainSet>,
     /// Tells the engine the drained routers after each change.
     on_change: Box<dyn Fn(BTreeSet<Ipv4Addr>) + Send + Sync>,
+    /// Tells the notifiers each change with the drains' reasons (set once, at start).
+    on_diff: OnceLock<DiffFn>,
 }
+
+/// A callback given the drains before and after a change.
+type DiffFn = Box<dyn Fn(&DrainSet, &DrainSet) + Send + Sync>;
 
 /// The drains in force and the way to change them; cheap to clone.
 #[derive(Clone)]
@@ -92,7 +97,15 @@ impl Drains {
     }
 
     fn with(store: Store, current: DrainSet, on_change: impl Fn(BTreeSet<Ipv4Addr>) + Send + Sync + 'static) -> Drains {
-        Drains { inner: Arc::new(Inner { store, current: Mutex::new(current), on_change: Box::new(on_change) }) }
+        let inner =
+            Inner { store, current: Mutex::new(current), on_change: Box::new(on_change), on_diff: OnceLock::new() };
+        Drains { inner: Arc::new(inner) }
+    }
+
+    /// Calls `f` with the drains before and after each change from now on (the notifiers'
+    /// `drained` and `undrained` events); only the first call takes effect.
+    pub fn on_diff(&self, f: impl Fn(&DrainSet, &DrainSet) + Send + Sync + 'static) {
+        let _ = self.inner.on_diff.set(Box::new(f));
     }
 
     /// Cluster mode: the session that stores the drains.
@@ -193,19 +206,30 @@ impl Inner {
     fn update(&self, change: impl FnOnce(&mut DrainSet)) {
         let (before, after) = {
             let mut set = lock(&self.current);
-            let before: BTreeSet<Ipv4Addr> = set.keys().copied().collect();
+            let before = set.clone();
             change(&mut set);
-            (before, set.keys().copied().collect::<BTreeSet<_>>())
+            (before, set.clone())
         };
+        self.changed(&before, &after);
+    }
+
+    /// Tells the engine (when the drained routers changed) and the notifiers (when any drain
+    /// changed).
+    fn changed(&self, before: &DrainSet, after: &DrainSet) {
+        if before.keys().ne(after.keys()) {
+            (self.on_change)(after.keys().copied().collect());
+        }
         if before != after {
-            (self.on_change)(after);
+            if let Some(f) = self.on_diff.get() {
+                f(before, after);
+            }
         }
     }
 
     /// File mode: sets (or with `None` removes) the drain of `ip`, writing the file first.
     fn change_file(&self, ip: Ipv4Addr, drain: Option<Drain>) -> Result<(), DrainError> {
         let Store::File(dir) = &self.store else { return Ok(()) };
-        let after = {
+        let (before, after) = {
             let mut set = lock(&self.current);
             let mut next = set.clone();
             match drain {
@@ -213,11 +237,13 @@ impl Inner {
                 None => next.remove(&ip),
             };
             save(dir, &next)?;
-            let after: BTreeSet<Ipv4Addr> = next.keys().copied().collect();
-            *set = next;
-            after
+            (std::mem::replace(&mut *set, next.clone()), next)
         };
-        (self.on_change)(after);
+        // The engine hears of every stored change, as before (a new reason included).
+        (self.on_change)(after.keys().copied().collect());
+        if let Some(f) = self.on_diff.get() {
+            f(&before, &after);
+        }
         Ok(())
     }
 }
@@ -247,6 +273,36 @@ mod tests {
         let seen: Seen = Arc::default();
         let s = seen.clone();
         (seen, move |set| lock(&s).push(set))
+    }
+
+    /// The drains before and after a change, as `ip reason` lines.
+    type Diff = (Vec<String>, Vec<String>);
+
+    #[test]
+    fn every_change_is_told_with_the_drains_before_and_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let drains = Drains::open(dir.path(), |_| {}).unwrap();
+        let diffs: Arc<Mutex<Vec<Diff>>> = Arc::default();
+        let d = diffs.clone();
+        let reasons = |set: &DrainSet| set.values().map(|d| format!("{} {}", d.ip, d.reason)).collect::<Vec<_>>();
+        drains.on_diff(move |before, after| lock(&d).push((reasons(before), reasons(after))));
+        let rt = runtime();
+        rt.block_on(drains.drain(ip("10.0.0.1"), "patching")).unwrap();
+        rt.block_on(drains.drain(ip("10.0.0.1"), "")).unwrap(); // no change: not told
+        rt.block_on(drains.undrain(ip("10.0.0.1"))).unwrap();
+        let cluster = Drains::in_cluster(|_| {});
+        let c = diffs.clone();
+        cluster.on_diff(move |before, after| lock(&c).push((reasons(before), reasons(after))));
+        cluster.set_from_cluster([(ip("10.0.0.3"), Drain::now(ip("10.0.0.3"), "from etcd"))].into());
+        let none: Vec<String> = Vec::new();
+        assert_eq!(
+            *lock(&diffs),
+            vec![
+                (none.clone(), vec!["10.0.0.1 patching".to_string()]),
+                (vec!["10.0.0.1 patching".to_string()], none.clone()),
+                (none, vec!["10.0.0.3 from etcd".to_string()]),
+            ]
+        );
     }
 
     #[test]

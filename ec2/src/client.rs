@@ -82,8 +82,9 @@ pub struct Ec2 {
 }
 
 /// The SDK configuration loader: standard chain, `region`, no retries (the executor's),
-/// timeouts.
-fn loader(region: &str) -> aws_config::ConfigLoader {
+/// timeouts. Clients of other services ([`crate::sns`]) start from it too, and set their
+/// own retries and timeouts on their client's configuration.
+pub(crate) fn loader(region: &str) -> aws_config::ConfigLoader {
     aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new(region.to_owned()))
         .retry_config(RetryConfig::disabled())
@@ -94,6 +95,21 @@ fn loader(region: &str) -> aws_config::ConfigLoader {
                 .operation_timeout(Duration::from_secs(30))
                 .build(),
         )
+}
+
+/// The configuration every AWS client of vpcrouter is built from: `loader`'s (the standard
+/// chain: environment with `AWS_ENDPOINT_URL`, profile, instance role), with the calls made
+/// as `role` when given (`--role-arn`: the chain's credentials then only sign STS's
+/// AssumeRole, see [`crate::role`]).
+pub(crate) async fn sdk_config(loader: aws_config::ConfigLoader, role: Option<&RoleConfig>) -> aws_config::SdkConfig {
+    let conf = loader.load().await;
+    match role {
+        Some(role) => {
+            let assumed = role.provider(&conf).await;
+            conf.into_builder().credentials_provider(assumed).build()
+        }
+        None => conf,
+    }
 }
 
 impl Ec2 {
@@ -120,11 +136,7 @@ impl Ec2 {
         role: Option<&RoleConfig>,
         observer: Arc<dyn Observer>,
     ) -> Ec2 {
-        let mut conf = loader.load().await;
-        if let Some(role) = role {
-            let assumed = role.provider(&conf).await;
-            conf = conf.into_builder().credentials_provider(assumed).build();
-        }
+        let conf = sdk_config(loader, role).await;
         Ec2 {
             client: aws_sdk_ec2::Client::new(&conf),
             region: region.to_owned(),

@@ -195,7 +195,7 @@ impl Ec2Error {
 /// among the error's sources (the SDK resolves the identity before sending, and reports its
 /// error as a dispatch failure). A provider that timed out does not count: that is a
 /// transport problem, not a missing setting.
-fn credentials_missing(err: &(dyn std::error::Error + 'static)) -> bool {
+pub(crate) fn credentials_missing(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut next = Some(err);
     while let Some(e) = next {
         if let Some(c) = e.downcast_ref::<CredentialsError>() {
@@ -271,7 +271,7 @@ fn credentials_error_text(err: &(dyn std::error::Error + 'static)) -> String {
 
 /// `text` on one line: lines trimmed and joined by `; ` (by a space after a colon), as the
 /// SDK lists the providers of its chain one a line.
-fn one_line(text: &str) -> String {
+pub(crate) fn one_line(text: &str) -> String {
     let mut out = String::new();
     for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
         if !out.is_empty() {

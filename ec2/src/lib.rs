@@ -17,7 +17,9 @@
 //!   on calls in flight;
 //! * [`executor`]: runs calls within those limits, with retries; [`executor::Ec2Vpc`] is the
 //!   engine's VPC port;
-//! * [`role`]: `--role-arn`: calls made as an assumed IAM role.
+//! * [`role`]: `--role-arn`: calls made as an assumed IAM role;
+//! * [`sns`]: the built-in `sns` notifier's AWS side: [`TopicArn`] and [`SnsPublisher`],
+//!   whose client is configured like the EC2 client (credentials, endpoint, role).
 //!
 //! Each call's duration goes to the engine's [`Observer`](vpcrouter_engine::Observer); the
 //! adapter knows nothing of the metrics that record it.
@@ -32,6 +34,7 @@ pub mod limits;
 pub mod operations;
 mod read;
 pub mod role;
+pub mod sns;
 mod translate;
 mod write;
 
@@ -39,3 +42,4 @@ pub use client::Ec2;
 pub use config::{Connected, Ec2Config};
 pub use error::Ec2Error;
 pub use executor::{Ec2Vpc, Executor};
+pub use sns::{SnsPublisher, TopicArn};

@@ -19,6 +19,39 @@ use aws_credential_types::provider::SharedCredentialsProvider;
 /// The partitions whose IAM role ARNs `--role-arn` takes.
 const PARTITIONS: &[&str] = &["aws", "aws-cn", "aws-us-gov"];
 
+/// The fields of an ARN, `arn:<partition>:<service>:<region>:<account>:<resource>`, with its
+/// partition known and its account 12 digits; the service, region and resource are for the
+/// caller to check.
+pub(crate) struct Arn<'a> {
+    /// E.g. `iam`, `sns`.
+    pub(crate) service: &'a str,
+    /// Empty for global services (IAM).
+    pub(crate) region: &'a str,
+    /// The 12-digit account id.
+    pub(crate) account: &'a str,
+    /// What follows the account: `role/NAME`, a topic name, ...
+    pub(crate) resource: &'a str,
+}
+
+impl<'a> Arn<'a> {
+    /// Splits `raw`; the error says which field is wrong.
+    pub(crate) fn split(raw: &'a str) -> Result<Arn<'a>, String> {
+        let mut parts = raw.splitn(6, ':');
+        let (Some("arn"), Some(partition), Some(service), Some(region), Some(account), Some(resource)) =
+            (parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err("it does not have the six fields of an ARN".into());
+        };
+        if !PARTITIONS.contains(&partition) {
+            return Err(format!("unknown partition '{partition}'"));
+        }
+        if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("the account id '{account}' is not 12 digits"));
+        }
+        Ok(Arn { service, region, account, resource })
+    }
+}
+
 /// An IAM role ARN: `arn:<partition>:iam::<12-digit account>:role/[<path>/]<name>`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RoleArn {
@@ -35,20 +68,9 @@ impl RoleArn {
     pub fn parse(raw: &str) -> Result<RoleArn, String> {
         let hint = "give arn:aws:iam::<12-digit account id>:role/<name> (partition aws, aws-cn or aws-us-gov)";
         let bad = |why: &str| format!("'{raw}' is not an IAM role ARN: {why}; {hint}");
-        let mut parts = raw.splitn(6, ':');
-        let (Some("arn"), Some(partition), Some(service), Some(region), Some(account), Some(resource)) =
-            (parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(bad("it does not have the six fields of an ARN"));
-        };
-        if !PARTITIONS.contains(&partition) {
-            return Err(bad(&format!("unknown partition '{partition}'")));
-        }
+        let Arn { service, region, account, resource } = Arn::split(raw).map_err(|why| bad(&why))?;
         if service != "iam" || !region.is_empty() {
             return Err(bad("the service must be iam, with an empty region field"));
-        }
-        if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(bad(&format!("the account id '{account}' is not 12 digits")));
         }
         let Some(path_and_name) = resource.strip_prefix("role/") else {
             return Err(bad("the resource must start with role/"));

@@ -20,6 +20,7 @@ use vpcrouter_planner::model::{Cidr, Notice, RouteAction, TableSelection, VpcSta
 use vpcrouter_planner::plan::{FailbackPolicy, ListMode};
 use vpcrouter_plugin_api::{HealthReport, HostList, Ipv4, RouteSpec};
 
+use crate::announce::{Announcement, Announcer};
 use crate::event::{Event, StopSignal};
 use crate::ledger::Ledger;
 use crate::ports::{Leadership, Observer, Vpc};
@@ -85,6 +86,8 @@ pub struct Ports {
     pub leadership: Option<Arc<dyn Leadership>>,
     /// Durations for the metrics' histograms.
     pub observer: Arc<dyn Observer>,
+    /// Routes moved, failovers, health and leadership changes, for the notifiers.
+    pub announcer: Arc<dyn Announcer>,
     /// Gives the health plugin the hosts to watch; false when it no longer reads them.
     pub watch: Box<dyn Fn(HostList) -> bool + Send + Sync>,
 }
@@ -135,6 +138,8 @@ pub struct Engine {
     pub(crate) leadership: Option<Arc<dyn Leadership>>,
     /// Told how long reconciles and failovers take, for the metrics' histograms.
     pub(crate) observer: Arc<dyn Observer>,
+    /// Tells the notifiers what happened (never blocks).
+    pub(crate) announcer: Arc<dyn Announcer>,
     /// Sends the health plugin the hosts of the spec.
     watch: Box<dyn Fn(HostList) -> bool + Send + Sync>,
     /// The events, also taken while a plan is written.
@@ -157,6 +162,9 @@ pub struct Engine {
     pub(crate) drain_moves: BTreeMap<Ipv4Addr, u64>,
     /// Whether this instance may write (always true without a cluster).
     pub(crate) leading: bool,
+    /// Cluster mode: the role last announced (`Some(true)`: leader), so that the notifiers
+    /// hear each change of role once; `None` until the first.
+    announced_role: Option<bool>,
     /// Cluster mode: this instance's own health view, once its health plugin reported.
     local: Option<Report>,
     /// Cluster mode: the other instances' views, by instance id.
@@ -209,6 +217,7 @@ impl Engine {
         Engine {
             vpc: ports.vpc,
             observer: ports.observer,
+            announcer: ports.announcer,
             watch: ports.watch,
             events,
             exit: None,
@@ -220,6 +229,7 @@ impl Engine {
             drained: BTreeSet::new(),
             drain_moves: BTreeMap::new(),
             leading: ports.leadership.is_none(),
+            announced_role: None,
             leadership: ports.leadership,
             local: None,
             peers: BTreeMap::new(),
@@ -380,6 +390,7 @@ impl Engine {
     /// Cluster mode: this instance became leader, or is not (any more).
     fn on_role(&mut self, leader: bool, leader_id: Option<String>) -> Taken {
         let was = std::mem::replace(&mut self.leading, leader);
+        self.announce_role(leader);
         if leader != was {
             // Another leader may have written meanwhile: neither the known state nor the
             // writes this instance remembers are facts any more.
@@ -397,6 +408,13 @@ impl Engine {
             }
         }
         Taken::Nothing
+    }
+
+    /// Cluster mode: announces `Leader` or `Follower` unless that role was the last announced.
+    pub(crate) fn announce_role(&mut self, leader: bool) {
+        if self.announced_role.replace(leader) != Some(leader) {
+            self.announcer.announce(if leader { Announcement::Leader } else { Announcement::Follower });
+        }
     }
 
     /// Applies a new spec; true when it differs from the one in force.
@@ -484,10 +502,26 @@ impl Engine {
             st.failed = view.failed.clone();
             st.questionable = view.questionable.clone();
         }
+        let was: BTreeSet<Ipv4Addr> = self.failed.union(&self.questionable).copied().collect();
         self.failed = view.failed;
         self.questionable = view.questionable;
+        self.announce_health(&was);
         self.track_healthy();
         self.spec.is_some()
+    }
+
+    /// Announces the routers that entered the failed ∪ questionable set in force since it was
+    /// `was` (down), then those that left it and are still watched (up: a router that left
+    /// the spec's host list did not recover), each in address order.
+    fn announce_health(&self, was: &BTreeSet<Ipv4Addr>) {
+        let now_bad: BTreeSet<Ipv4Addr> = self.failed.union(&self.questionable).copied().collect();
+        let watched = |h: &Ipv4Addr| self.hosts_sent.iter().any(|l| l.hosts.iter().any(|w| w.addr() == *h));
+        for h in now_bad.difference(was) {
+            self.announcer.announce(Announcement::RouterDown(*h));
+        }
+        for h in was.difference(&now_bad).filter(|h| watched(h)) {
+            self.announcer.announce(Announcement::RouterUp(*h));
+        }
     }
 
     /// Keeps `healthy_since` in step with the hosts watched and the health in force: a

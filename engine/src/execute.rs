@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use tokio::task::{Id, JoinSet};
 use vpcrouter_planner::model::{Applied, Dest, Plan, ReplaceReason, RouteAction, VpcState};
 
+use crate::announce::route_changed;
 use crate::engine::{now, Engine, Taken};
 use crate::ports::{Permit, WriteOutcome, Written};
 use crate::report::log_action;
@@ -355,6 +356,7 @@ impl Engine {
             Some(Err(e)) => {
                 tracing::warn!("cluster: leadership not confirmed, no further EC2 writes: {e}");
                 self.leading = false;
+                self.announce_role(false);
                 self.known = None;
                 self.ledger.clear();
                 self.lock_status().last_result = format!("stopped writing: leadership not confirmed: {e}");
@@ -433,6 +435,9 @@ impl Engine {
         let empty = VpcState::default();
         let known = self.known.as_ref().unwrap_or(&empty);
         log_action(if a.is_route() { "route changed" } else { "prefix list changed" }, a, known);
+        if let Some(announcement) = route_changed(a) {
+            self.announcer.announce(announcement);
+        }
         self.applied.push(a.clone());
         if let Some(known) = &mut self.known {
             known.apply(a, applied);

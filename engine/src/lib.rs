@@ -7,6 +7,8 @@
 //!   read of its route tables, one write at a time within a write budget), the cluster's
 //!   leadership, the metrics observer. The clock is tokio's (`tokio::time`), which tests
 //!   pause and advance;
+//! * [`announce`]: what the engine tells notifiers (routes moved, failovers, health and
+//!   leadership changes, failed reconciles), through a port that never blocks;
 //! * [`budget`]: the VPC port's call budget (`--ec2-*` buckets) and call counters, as the
 //!   status shows them;
 //! * [`event`]: what the engine reacts to, and the stop signal;
@@ -25,6 +27,7 @@
 //! against fakes with paused time.
 #![forbid(unsafe_code)]
 
+pub mod announce;
 pub mod budget;
 pub mod engine;
 pub mod event;
@@ -36,6 +39,7 @@ mod reconcile;
 mod report;
 pub mod status;
 
+pub use announce::{Announcement, Announcer};
 pub use budget::{BucketConfig, CallCount, Ec2View, LimitsConfig};
 pub use engine::{Engine, EngineConfig, EngineError, Ports};
 pub use event::{Event, StopSignal};

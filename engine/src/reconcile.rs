@@ -10,6 +10,7 @@ use vpcrouter_planner::model::{Cidr, Dest, FailbackState, FailbackView, Plan, Ro
 use vpcrouter_planner::plan::{plan, Failback, PlanInput};
 use vpcrouter_plugin_api::{time, RouteSpec};
 
+use crate::announce::Announcement;
 use crate::engine::{now, Engine, FAILBACK_WAKE_MIN};
 use crate::execute::{failover_actions, Executed, Scope};
 use crate::report::{self, describe_table, log_action};
@@ -185,6 +186,11 @@ impl Engine {
         let took = run.last_ack.unwrap_or_else(now).saturating_duration_since(run.at);
         summary.seconds = took.as_secs_f64();
         self.observer.failover_seconds(summary.seconds);
+        self.announcer.announce(Announcement::Failover {
+            routers: summary.routers.iter().copied().collect(),
+            routes_moved: summary.routes_moved,
+            seconds: summary.seconds,
+        });
         report::log_failover(&summary, took);
         let mut st = self.lock_status();
         st.failovers += 1;
@@ -364,6 +370,7 @@ impl Engine {
         self.retry = Some((now() + delay, attempt));
         let took = now().saturating_duration_since(started);
         self.observer.reconcile_seconds(took.as_secs_f64());
+        self.announcer.announce(Announcement::ReconcileError(message.clone()));
         let mut st = self.lock_status();
         st.errors += 1;
         st.last_reconcile = Some((SystemTime::now(), took));

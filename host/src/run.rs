@@ -18,7 +18,7 @@ use vpcrouter_ec2::{Connected, Ec2Error, Ec2Vpc};
 use vpcrouter_engine::{Engine, EngineConfig, Event, Leadership, Ports, StopSignal};
 use vpcrouter_planner::model::{TableSelection, VpcState};
 use vpcrouter_planner::plan::ListMode;
-use vpcrouter_plugin_api::HostList;
+use vpcrouter_plugin_api::{HostList, NotifierBox};
 use vpcrouter_plugin_host::manager::Reloader;
 use vpcrouter_plugin_host::{Endpoints, LoadedPlugin, Loader, Queues, Running, STOP_TIMEOUT};
 use vpcrouter_server::{InfoFn, PluginSource, Security, Server, ServerContext};
@@ -26,6 +26,7 @@ use vpcrouter_status::{Metrics, ServerInfo};
 
 use crate::cli::{self, ClusterOptions, Invocation, Options};
 use crate::logging::LogHandle;
+use crate::notifiers;
 
 /// Runs the program; returns the exit status.
 pub fn main(argv: Vec<String>) -> i32 {
@@ -83,6 +84,16 @@ pub fn run(o: Options) -> anyhow::Result<()> {
     let (queues, hosts) = plugin_queues(&o, &events);
     let cluster = o.cluster.as_ref().map(|c| join_cluster(c, &vpc.vpc_id, &events, &drains)).transpose()?;
     let leave_cluster = LeaveCluster(cluster.clone());
+    let started = notifiers::start(
+        &o.plugins,
+        &endpoints,
+        o.notify.sns_topic.as_ref(),
+        &vpc,
+        o.ec2.role.as_ref(),
+        o.cluster.is_some(),
+    )?;
+    let notifiers = StopNotifiers(started.hub);
+    notifiers::tell_drains(&drains, &notifiers.0);
     let plugins = o.plugins.start(&endpoints, queues)?;
     // The plugins registered their endpoints: refuse unauthenticated writes off loopback.
     o.server.check_exposure(listener.local_addr(), &endpoints, &security).map_err(anyhow::Error::msg)?;
@@ -92,6 +103,7 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         vpc: Arc::new(Ec2Vpc::new(vpc.executor.clone(), vpc.vpc_id.clone())),
         leadership: cluster.clone().map(|c| Arc::new(c) as Arc<dyn Leadership>),
         observer: metrics.clone(),
+        announcer: Arc::new(notifiers.0.clone()),
         watch: Box::new(move |list: HostList| hosts.send(list).is_ok()),
     };
     let engine = Engine::new(engine_config(&o, &vpc.vpc_id, health_interval), ports, events_rx);
@@ -101,24 +113,27 @@ pub fn run(o: Options) -> anyhow::Result<()> {
         info: server_info(&o, &vpc),
         status: engine.status(),
         endpoints,
-        plugins: plugin_sources(&o, &plugins),
+        plugins: plugin_sources(&o, &plugins, &started.plugins),
         ec2: Arc::new(move || executor.view()),
         metrics,
         cluster,
         security,
         drains,
         drain_refusal,
+        notifiers: notifiers.0.clone(),
     })?;
     log_start(&o, &vpc, &tables);
     let result = rt.block_on(engine.run());
-    stop(leave_cluster, plugins, server);
+    stop(leave_cluster, notifiers, plugins, server);
     result.map_err(Into::into)
 }
 
 /// The order of the way out: the cluster first (another instance takes over at once), then
-/// the plugins, then the server.
-fn stop(leave_cluster: LeaveCluster, plugins: Running, server: Server) {
+/// the notifiers (what they could not deliver in time is logged as dropped), the plugins,
+/// then the server.
+fn stop(leave_cluster: LeaveCluster, notifiers: StopNotifiers, plugins: Running, server: Server) {
     drop(leave_cluster);
+    drop(notifiers);
     drop(plugins);
     server.stop();
     tracing::info!("*** Stopping vpcrouter ***");
@@ -272,6 +287,16 @@ impl Drop for LeaveCluster {
     }
 }
 
+/// Stops the notifiers within [`STOP_TIMEOUT`] when dropped: at shutdown, and when start-up
+/// fails after they started.
+struct StopNotifiers(vpcrouter_notify::Notifiers);
+
+impl Drop for StopNotifiers {
+    fn drop(&mut self) {
+        self.0.stop(STOP_TIMEOUT);
+    }
+}
+
 /// Joins the cluster: its events go to the engine, its drains to `drains`, which then keep
 /// their changes in etcd.
 fn join_cluster(
@@ -313,14 +338,19 @@ fn join_cluster(
     Ok(handle)
 }
 
-/// The running plugins as the status server shows them: watcher first, then health.
-fn plugin_sources(o: &Options, running: &Running) -> Vec<PluginSource> {
+/// The running plugins as the status server shows them: watcher first, then health, then
+/// the notifier plugins.
+fn plugin_sources(o: &Options, running: &Running, notifiers: &[(String, Arc<NotifierBox>)]) -> Vec<PluginSource> {
     let mut sources = Vec::new();
     if let Some(w) = running.watcher() {
         sources.push(plugin_source(&o.plugins.watcher, "watcher", Arc::new(move || w.status())));
     }
     if let Some(h) = running.health() {
         sources.push(plugin_source(&o.plugins.health, "health", Arc::new(move || h.status())));
+    }
+    for (p, (_, n)) in o.plugins.notifiers.iter().zip(notifiers) {
+        let n = n.clone();
+        sources.push(plugin_source(p, "notifier", Arc::new(move || n.status())));
     }
     sources
 }
@@ -348,6 +378,7 @@ fn server_info(o: &Options, vpc: &Connected) -> ServerInfo {
         "role_arn": role.map(|r| r.arn.as_str()),
         "role_session_name": role.map(|r| r.session_name.as_str()),
         "role_external_id_set": role.map(|r| r.external_id.is_some()),
+        "notify": notify_names(o),
     });
     ServerInfo {
         version_line: format!(
@@ -377,8 +408,22 @@ fn log_start(o: &Options, vpc: &Connected, tables: &Tables) {
         ec2_write_burst = limits.write.burst, ec2_write_rate = limits.write.rate,
         ec2_max_in_flight = limits.max_in_flight,
         role = o.ec2.role.as_ref().map_or("(none)", |r| r.arn.as_str()),
+        notify = %notify_names(o),
         "*** Starting vpcrouter ***"
     );
+}
+
+/// The notifiers, for the start line: `exec,sns`, or `(none)`.
+fn notify_names(o: &Options) -> String {
+    let mut names: Vec<&str> = o.plugins.notifiers.iter().map(|p| p.lib.meta.name.as_str()).collect();
+    if o.notify.sns_topic.is_some() {
+        names.push("sns");
+    }
+    if names.is_empty() {
+        "(none)".into()
+    } else {
+        names.join(",")
+    }
 }
 
 /// SIGTERM/SIGINT stop the engine (abandoning an EC2 call in flight); SIGHUP reopens the log

@@ -70,10 +70,10 @@ pub(crate) fn declared_params<T: PluginDescription>(args: &PluginArgs) -> RVec<T
 }
 
 /// The starting half of a plugin kind: turns options, context and queues into a running
-/// object. Implemented by the SDK for every watcher and health plugin.
+/// object. Implemented by the SDK for every watcher, health and notifier plugin.
 #[doc(hidden)]
 pub trait Start: PluginDescription {
-    /// Watcher or health.
+    /// Watcher, health or notifier.
     const KIND: PluginKind;
     /// Starts the plugin.
     fn start_instance(args: &PluginArgs, ctx: PluginContext, io: PluginIo) -> Result<PluginInstance, String>;
@@ -183,7 +183,8 @@ pub const fn lib_header<S: ModuleSource>() -> LibHeader {
 
 /// Exports a plugin from a `cdylib` crate: `export_plugin!(watcher: MyWatcher);` for a
 /// [`crate::watcher::WatcherPlugin`], `export_plugin!(health: MyMonitor);` for a
-/// [`crate::health::HealthPlugin`].
+/// [`crate::health::HealthPlugin`], `export_plugin!(notifier: MyNotifier);` for a
+/// [`crate::notifier::NotifierPlugin`].
 #[macro_export]
 macro_rules! export_plugin {
     (watcher: $ty:ty) => {
@@ -191,6 +192,9 @@ macro_rules! export_plugin {
     };
     (health: $ty:ty) => {
         $crate::export_plugin!(@emit $crate::health::AsHealth<$ty>);
+    };
+    (notifier: $ty:ty) => {
+        $crate::export_plugin!(@emit $crate::notifier::AsNotifier<$ty>);
     };
     (@emit $ty:ty) => {
         #[doc(hidden)]

@@ -772,7 +772,7 @@ impl<T: HealthPlugin> Start for Exported<T, HealthKind> {
     fn start_instance(args: &PluginArgs, ctx: PluginContext, io: PluginIo) -> Result<PluginInstance, String> {
         match io {
             PluginIo::Health { hosts, reports } => start::<T>(args, ctx, hosts, reports).map(PluginInstance::Health),
-            PluginIo::Watcher { .. } => Err(format!("'{}' is a health plugin, started as a watcher", T::NAME)),
+            _ => Err(format!("'{}' is a health plugin, started as another kind", T::NAME)),
         }
     }
 }

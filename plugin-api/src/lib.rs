@@ -2,7 +2,7 @@
 //!
 //! A plugin is a `cdylib` crate that depends on this crate alone. It is found by file name
 //! (`libvpcrouter_<name>.so` for watchers, `libvpcrouter_health_<name>.so` for health
-//! monitors), loaded at run time, and checked by [`abi_stable`]: a plugin built against an
+//! monitors, `libvpcrouter_notify_<name>.so` for notifiers), loaded at run time, and checked by [`abi_stable`]: a plugin built against an
 //! incompatible version of this crate is refused at load time with both versions named.
 //!
 //! Writing one is writing its job:
@@ -10,14 +10,18 @@
 //!   [`watcher::SpecSink`]; the SDK sends it when it changed and keeps the last good one;
 //! * a health monitor is a probe ([`health::HealthPlugin`] with a [`health::Prober`], or a
 //!   per-host [`health::CheckHost`]); the SDK runs the rounds, timeouts, hold-down, reports
-//!   and statistics.
+//!   and statistics;
+//! * a notifier delivers one event ([`notifier::NotifierPlugin`]): run a command, POST it,
+//!   publish it; the host queues the events and calls it for one at a time.
 //!
-//! Then `export_plugin!(watcher: MyType)` or `export_plugin!(health: MyType)`.
+//! Then `export_plugin!(watcher: MyType)`, `export_plugin!(health: MyType)` or
+//! `export_plugin!(notifier: MyType)`.
 //! `use vpcrouter_plugin_api::prelude::*;` brings in what a plugin needs.
 //!
 //! What crosses the boundary: the root module [`PluginMod`], whose `start` returns the
-//! running plugin ([`WatcherBox`] or [`HealthBox`]); typed values ([`Ipv4`], [`Cidr`],
-//! [`RouteSpec`], [`HostList`], [`HealthReport`], [`PluginStatus`]); full snapshots on
+//! running plugin ([`WatcherBox`], [`HealthBox`] or [`NotifierBox`]); typed values ([`Ipv4`], [`Cidr`],
+//! [`RouteSpec`], [`HostList`], [`HealthReport`], [`PluginStatus`]), events as JSON
+//! objects ([`NotifyEvent`]); full snapshots on
 //! crossbeam channels; and a [`PluginContext`] (the host's logger, HTTP endpoint registry
 //! and plugin loader). PLUGINS.md has the rules for evolving it.
 
@@ -31,6 +35,7 @@ pub mod file;
 pub mod health;
 pub mod load;
 pub mod net;
+pub mod notifier;
 pub mod plugin;
 pub mod spec;
 pub mod sync;
@@ -58,16 +63,21 @@ pub use context::{
 };
 pub use net::{Cidr, Family, Ipv4};
 pub use plugin::{
-    HealthBox, HealthMonitor, HealthMonitor_TO, PluginContext, PluginInstance, PluginIo, PluginKind, PluginLoader,
-    PluginLoaderBox, PluginLoader_TO, PluginMetadata, PluginMod, PluginModRef, Watcher, WatcherBox, Watcher_TO,
+    HealthBox, HealthMonitor, HealthMonitor_TO, Notifier, NotifierBox, Notifier_TO, PluginContext, PluginInstance,
+    PluginIo, PluginKind, PluginLoader, PluginLoaderBox, PluginLoader_TO, PluginMetadata, PluginMod, PluginModRef,
+    Watcher, WatcherBox, Watcher_TO,
 };
 pub use spec::SpecError;
-pub use types::{HealthReport, HealthStats, HostList, PluginStats, PluginStatus, RouteEntry, RouteSpec, WatcherStats};
+pub use types::{
+    HealthReport, HealthStats, HostList, NotifierStats, NotifyEvent, PluginStats, PluginStatus, RouteEntry, RouteSpec,
+    WatcherStats,
+};
 
 /// What a plugin's source needs: `use vpcrouter_plugin_api::prelude::*;`.
 pub mod prelude {
     pub use crate::export::PluginDescription;
     pub use crate::health::{Answers, CheckHost, Each, HealthPlugin, HealthRun, Prober, Round, Schedule};
+    pub use crate::notifier::{Event, NotifierPlugin, NotifyRun};
     pub use crate::watcher::{SpecSink, WatcherPlugin, WatcherRun};
     pub use crate::worker::StopToken;
     pub use crate::{export_plugin, serde_json, spec};

@@ -1,7 +1,8 @@
 //! The root module and the running plugin objects that cross the FFI boundary.
 //!
-//! Plugin authors do not implement these: [`crate::watcher::WatcherPlugin`] or
-//! [`crate::health::HealthPlugin`] and [`crate::export_plugin!`] write them.
+//! Plugin authors do not implement these: [`crate::watcher::WatcherPlugin`],
+//! [`crate::health::HealthPlugin`] or [`crate::notifier::NotifierPlugin`] and
+//! [`crate::export_plugin!`] write them.
 
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use abi_stable::{declare_root_module_statics, package_version_strings, StableAbi
 
 use crate::args::{ArgSpec, PluginArgs};
 use crate::context::{HttpHandler, HttpHandlerBox, HttpRegistryBox, Logger};
-use crate::types::{HealthReport, HostList, PluginStatus, RouteSpec};
+use crate::types::{HealthReport, HostList, NotifyEvent, PluginStatus, RouteSpec};
 use crate::{RReceiver, RSender};
 
 /// Which queue a plugin serves.
@@ -24,14 +25,27 @@ pub enum PluginKind {
     Watcher,
     /// Judges router health (`-H NAME`, file `libvpcrouter_health_NAME.so`).
     Health,
+    /// Tells the world what happened (`--notify NAME`, file `libvpcrouter_notify_NAME.so`).
+    Notifier,
 }
 
 impl PluginKind {
-    /// `watcher` or `health`.
+    /// `watcher`, `health` or `notifier`.
     pub fn as_str(self) -> &'static str {
         match self {
             PluginKind::Watcher => "watcher",
             PluginKind::Health => "health",
+            PluginKind::Notifier => "notifier",
+        }
+    }
+
+    /// What the file name of a plugin of this kind starts with after `libvpcrouter_`:
+    /// nothing for watchers, `health_` and `notify_` for the others.
+    pub fn file_prefix(self) -> &'static str {
+        match self {
+            PluginKind::Watcher => "",
+            PluginKind::Health => "health_",
+            PluginKind::Notifier => "notify_",
         }
     }
 }
@@ -42,7 +56,7 @@ impl PluginKind {
 pub struct PluginMetadata {
     /// Name as used on the command line: `[a-z0-9_]+`.
     pub name: RString,
-    /// Watcher or health monitor.
+    /// Watcher, health monitor or notifier.
     pub kind: PluginKind,
     /// One line for `--list-plugins`.
     pub description: RString,
@@ -110,6 +124,40 @@ impl HealthBox {
     }
 }
 
+/// A running notifier, returned by [`PluginMod::start`]. The host calls [`Notifier::notify`]
+/// for one event at a time, in order, from a thread of its own, and never waits for it
+/// elsewhere: a slow delivery only delays the notifier's own later events.
+///
+/// Every method takes `&self` and may be called from any thread, concurrently: `stop` comes
+/// from another thread while a delivery may be under way, and makes it give up.
+#[sabi_trait]
+pub trait Notifier: Send + Sync {
+    /// Version, options, counters and plugin-specific details for the status server.
+    fn status(&self) -> PluginStatus;
+
+    /// Delivers one event; returns once it is delivered or given up (the error says why).
+    fn notify(&self, event: &NotifyEvent) -> RResult<(), RString>;
+
+    /// Stops all work (a delivery under way gives up) within `within_ms` milliseconds.
+    #[sabi(last_prefix_field)]
+    fn stop(&self, within_ms: u64) -> RResult<(), RString>;
+}
+
+/// An owned running notifier.
+pub type NotifierBox = Notifier_TO<'static, RBox<()>>;
+
+impl NotifierBox {
+    /// [`Notifier::stop`] with a `Duration` (whole milliseconds) and a plain `Result`.
+    pub fn stop_within(&self, within: Duration) -> Result<(), String> {
+        self.stop(millis(within)).into_result().map_err(String::from)
+    }
+
+    /// [`Notifier::notify`] with a plain `Result`.
+    pub fn deliver(&self, event: &NotifyEvent) -> Result<(), String> {
+        self.notify(event).into_result().map_err(String::from)
+    }
+}
+
 /// `d` in whole milliseconds, at most `u64::MAX`.
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
@@ -123,6 +171,8 @@ pub enum PluginInstance {
     Watcher(WatcherBox),
     /// A health monitor.
     Health(HealthBox),
+    /// A notifier.
+    Notifier(NotifierBox),
 }
 
 /// The queues a plugin is started with.
@@ -141,6 +191,8 @@ pub enum PluginIo {
         /// Where verdicts go.
         reports: RSender<HealthReport>,
     },
+    /// A notifier has no queue: the host calls [`Notifier::notify`] for each event.
+    Notifier,
 }
 
 /// Starts further health plugins through the host (used by combining plugins such as `multi`).

@@ -2,8 +2,10 @@
 //!
 //! [`context`] builds the [`PluginContext`] a host would lend a plugin: its log lines are
 //! captured in a [`LogCapture`], its HTTP registry refuses every endpoint and its loader
-//! starts nothing. [`start_health`] and [`start_watcher`] start a plugin through the same
-//! SDK path the host uses and hand back its queues, so a test sees what the host would.
+//! starts nothing. [`start_health`], [`start_watcher`] and [`start_notifier`] start a plugin
+//! through the same SDK path the host uses and hand back its queues (a notifier: a harness
+//! that delivers events as the host does), so a test sees what the host would;
+//! [`sample_event`] gives the example event of each kind.
 //! A [`TestHost`] does the same with endpoints a test can call ([`Endpoints`]) and health
 //! plugins the context's loader starts by name ([`HealthPlugins`], for combining plugins).
 //! [`recv_within`] and [`nothing_within`] read queues with a deadline so a broken plugin
@@ -11,7 +13,7 @@
 //!
 //! ```toml
 //! [dev-dependencies]
-//! vpcrouter-plugin-api = { version = "0.2", features = ["testkit"] }
+//! vpcrouter-plugin-api = { version = "0.3", features = ["testkit"] }
 //! ```
 
 use std::collections::BTreeMap;
@@ -28,9 +30,12 @@ use crate::context::{
 };
 use crate::health::HealthPlugin;
 use crate::net::Ipv4;
-use crate::plugin::{HealthBox, PluginContext, PluginLoader, PluginLoaderBox, PluginLoader_TO, WatcherBox};
+use crate::notifier::{Event, NotifierPlugin};
+use crate::plugin::{
+    HealthBox, NotifierBox, PluginContext, PluginLoader, PluginLoaderBox, PluginLoader_TO, WatcherBox,
+};
 use crate::sync::lock;
-use crate::types::{HealthReport, HealthStats, HostList, PluginStats, RouteSpec};
+use crate::types::{HealthReport, HealthStats, HostList, NotifierStats, NotifyEvent, PluginStats, RouteSpec};
 use crate::watcher::WatcherPlugin;
 use crate::{PluginArgs, RReceiver, RSender};
 
@@ -244,6 +249,61 @@ fn started_watcher<T: WatcherPlugin>(
     let (tx, specs) = unbounded();
     let watcher = crate::watcher::start::<T>(&args, ctx, tx)?;
     Ok(WatcherHarness { watcher, specs, logs })
+}
+
+/// A notifier started as the host would.
+pub struct NotifierHarness {
+    /// The running notifier (status, notify, stop).
+    pub notifier: NotifierBox,
+    /// Its log lines.
+    pub logs: LogCapture,
+}
+
+impl NotifierHarness {
+    /// Delivers `event` as the host would; returns what the notifier returned.
+    pub fn notify(&self, event: &Event) -> Result<(), String> {
+        self.notifier.deliver(&NotifyEvent { event: event.name().into(), json: event.json().into() })
+    }
+    /// Stops the notifier within 2 s.
+    pub fn stop(&self) -> Result<(), String> {
+        self.notifier.stop_within(Duration::from_secs(2))
+    }
+    /// The notifier's counters.
+    pub fn stats(&self) -> NotifierStats {
+        match self.notifier.status().stats {
+            PluginStats::Notifier(stats) => stats,
+            other => panic!("not notifier stats: {other:?}"),
+        }
+    }
+}
+
+/// Starts notifier `T` with options `args` (checked by its `validate_config` first).
+pub fn start_notifier<T: NotifierPlugin>(args: &[(&str, &str)]) -> Result<NotifierHarness, String> {
+    let args = PluginArgs::from_pairs(args.iter().copied());
+    T::validate_config(&args)?;
+    let (ctx, logs) = context(T::NAME);
+    let notifier = crate::notifier::start::<T>(&args, ctx)?;
+    Ok(NotifierHarness { notifier, logs })
+}
+
+/// The example event of kind `name` that PLUGINS.md shows ("Events"), as the host would send
+/// it: `route_changed`, `failover`, `router_down`, `router_up`, `leader`, `follower`,
+/// `drained`, `undrained`, `reconcile_error`. Panics on another name.
+pub fn sample_event(name: &str) -> Event {
+    let fields = match name {
+        "route_changed" => {
+            r#""cidr":"10.55.0.0/16","route_table":"rtb-0a1b2c3d","router":"10.0.2.10","old_router":"10.0.1.10","reason":"router failed""#
+        }
+        "failover" => r#""routers":["10.0.1.10"],"routes_moved":4,"seconds":0.41"#,
+        "router_down" | "router_up" => r#""router":"10.0.1.10""#,
+        "leader" | "follower" => "",
+        "drained" | "undrained" => r#""router":"10.0.1.10","reason":"kernel upgrade""#,
+        "reconcile_error" => r#""message":"cannot read VPC vpc-0a1b2c3d: RequestLimitExceeded""#,
+        other => panic!("no sample event '{other}'"),
+    };
+    let sep = if fields.is_empty() { "" } else { "," };
+    let json = format!(r#"{{"event":"{name}","time":"2026-12-07T10:15:30.120Z","vpc":"vpc-0a1b2c3d"{sep}{fields}}}"#);
+    Event::from_json(&json).unwrap_or_else(|e| panic!("sample event {name}: {e}"))
 }
 
 /// A host for tests with the services a plugin may use: HTTP endpoints the test can call,

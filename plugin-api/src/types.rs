@@ -114,6 +114,18 @@ pub struct WatcherStats {
     pub last_error: RString,
 }
 
+/// A notifier's counters, as the plugin sees them (the host counts events it dropped).
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, Default, PartialEq, Eq)]
+pub struct NotifierStats {
+    /// Events delivered.
+    pub delivered: u64,
+    /// Events given up (the error was returned to the host).
+    pub failed: u64,
+    /// The last error, empty when none.
+    pub last_error: RString,
+}
+
 /// A plugin's counters, by kind.
 #[repr(C, u8)]
 #[derive(StableAbi, Clone, Debug, PartialEq, Eq)]
@@ -122,6 +134,21 @@ pub enum PluginStats {
     Watcher(WatcherStats),
     /// A health monitor's counters.
     Health(HealthStats),
+    /// A notifier's counters.
+    Notifier(NotifierStats),
+}
+
+/// One event for a notifier, as it crosses the boundary: its name and its JSON object
+/// (PLUGINS.md, "Events", has the schema). The JSON is the contract, so new events and
+/// fields are additions to the schema, not to the ABI. The SDK hands the plugin an
+/// [`crate::notifier::Event`] parsed from it.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq, Eq)]
+pub struct NotifyEvent {
+    /// `route_changed`, `failover`, ...: the JSON's `"event"`.
+    pub event: RString,
+    /// The event as one JSON object, exactly as webhooks and queues receive it.
+    pub json: RString,
 }
 
 /// What a running plugin shows on the status server, assembled by the SDK.

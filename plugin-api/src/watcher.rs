@@ -302,7 +302,7 @@ impl<T: WatcherPlugin> Start for Exported<T, WatcherKind> {
     fn start_instance(args: &PluginArgs, ctx: PluginContext, io: PluginIo) -> Result<PluginInstance, String> {
         match io {
             PluginIo::Watcher { specs } => start::<T>(args, ctx, specs).map(PluginInstance::Watcher),
-            PluginIo::Health { .. } => Err(format!("'{}' is a watcher plugin, started as a health monitor", T::NAME)),
+            _ => Err(format!("'{}' is a watcher plugin, started as another kind", T::NAME)),
         }
     }
 }

@@ -27,6 +27,11 @@ use crate::sync::lock;
 pub struct StopToken(Receiver<()>);
 
 impl StopToken {
+    /// A token that fires when the sender of `rx` is dropped.
+    pub(crate) fn new(rx: Receiver<()>) -> StopToken {
+        StopToken(rx)
+    }
+
     /// Sleeps up to `timeout`; true as soon as a stop was requested.
     pub fn wait(&self, timeout: Duration) -> bool {
         !matches!(self.0.recv_timeout(timeout), Err(RecvTimeoutError::Timeout))

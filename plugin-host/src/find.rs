@@ -1,6 +1,7 @@
 //! Where plugin libraries are: the search path, and the file name of each plugin.
 //!
-//! `-m NAME` loads `libvpcrouter_NAME.so`, `-H NAME` loads `libvpcrouter_health_NAME.so`.
+//! `-m NAME` loads `libvpcrouter_NAME.so`, `-H NAME` loads `libvpcrouter_health_NAME.so`,
+//! `--notify NAME` loads `libvpcrouter_notify_NAME.so`.
 //! Directories are searched in order: every `--plugin-dir`, then `$VPCROUTER_PLUGIN_DIR`
 //! (colon-separated), then `../lib/vpcrouter` next to the binary, then `/usr/lib/vpcrouter`.
 
@@ -40,19 +41,19 @@ impl SearchPath {
 
 /// The library file name of a plugin.
 pub fn file_name(kind: PluginKind, name: &str) -> String {
-    match kind {
-        PluginKind::Watcher => format!("libvpcrouter_{name}.so"),
-        PluginKind::Health => format!("libvpcrouter_health_{name}.so"),
-    }
+    format!("libvpcrouter_{}{name}.so", kind.file_prefix())
 }
+
+/// Every plugin kind, in the order `--list-plugins` shows them.
+pub const KINDS: [PluginKind; 3] = [PluginKind::Watcher, PluginKind::Health, PluginKind::Notifier];
 
 /// The plugin name and kind a library file name stands for.
 fn parse_file_name(file: &str) -> Option<(PluginKind, String)> {
     let stem = file.strip_prefix("libvpcrouter_")?.strip_suffix(".so")?;
-    let (kind, name) = match stem.strip_prefix("health_") {
-        Some(name) => (PluginKind::Health, name),
-        None => (PluginKind::Watcher, stem),
-    };
+    let (kind, name) = [PluginKind::Health, PluginKind::Notifier]
+        .into_iter()
+        .find_map(|k| stem.strip_prefix(k.file_prefix()).map(|name| (k, name)))
+        .unwrap_or((PluginKind::Watcher, stem));
     valid_name(name).then(|| (kind, name.to_string()))
 }
 
@@ -75,9 +76,7 @@ pub fn available(search: &SearchPath) -> Vec<(PluginKind, String, PathBuf)> {
     }
     found
         .into_iter()
-        .map(|((k, name), path)| {
-            (if k == PluginKind::Watcher as u8 { PluginKind::Watcher } else { PluginKind::Health }, name, path)
-        })
+        .filter_map(|((k, name), path)| KINDS.into_iter().find(|kind| *kind as u8 == k).map(|kind| (kind, name, path)))
         .collect()
 }
 
@@ -91,6 +90,8 @@ mod tests {
         assert_eq!(file_name(PluginKind::Health, "tcp"), "libvpcrouter_health_tcp.so");
         assert_eq!(parse_file_name("libvpcrouter_health_tcp.so"), Some((PluginKind::Health, "tcp".into())));
         assert_eq!(parse_file_name("libvpcrouter_http.so"), Some((PluginKind::Watcher, "http".into())));
+        assert_eq!(file_name(PluginKind::Notifier, "exec"), "libvpcrouter_notify_exec.so");
+        assert_eq!(parse_file_name("libvpcrouter_notify_exec.so"), Some((PluginKind::Notifier, "exec".into())));
         assert_eq!(parse_file_name("libvpcrouter_Bad.so"), None);
         assert_eq!(parse_file_name("libother.so"), None);
     }

@@ -18,7 +18,7 @@ pub use crate::check::MAX_PLUGIN_BYTES;
 use crate::check::{check_elf, check_permissions, file_error};
 pub use crate::error::{LoadError, PluginError};
 use crate::find::valid_name;
-pub use crate::find::{available, file_name, SearchPath};
+pub use crate::find::{available, file_name, SearchPath, KINDS};
 
 /// A loaded, checked plugin library.
 #[derive(Clone)]
@@ -137,28 +137,26 @@ fn first_line(s: &str) -> String {
     s.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string()
 }
 
-/// The text of `--list-plugins`.
-pub fn list_text(loader: &Loader, search: &SearchPath) -> String {
+/// The text of `--list-plugins`; `builtin_notifiers` are the host's own notifiers (name and
+/// description), listed with the notifier plugins.
+pub fn list_text(loader: &Loader, search: &SearchPath, builtin_notifiers: &[(&str, &str)]) -> String {
     let mut out = String::new();
-    for kind in [PluginKind::Watcher, PluginKind::Health] {
+    for kind in KINDS {
         out.push_str(match kind {
             PluginKind::Watcher => "Watcher plugins (-m NAME):\n",
             PluginKind::Health => "Health plugins (-H NAME):\n",
+            PluginKind::Notifier => "Notifier plugins (--notify NAME):\n",
         });
         let mut any = false;
+        if kind == PluginKind::Notifier {
+            for (name, description) in builtin_notifiers {
+                any = true;
+                out.push_str(&format!("  {name:<12} {:<8} {description} [built in]\n", "-"));
+            }
+        }
         for (_, name, path) in available(search).into_iter().filter(|(k, _, _)| *k == kind) {
             any = true;
-            match loader.load(search, kind, &name) {
-                Ok(lib) => out.push_str(&format!(
-                    "  {:<12} {:<8} {} [plugin-api {}, {}]\n",
-                    name,
-                    lib.meta.version,
-                    lib.meta.description,
-                    lib.meta.api_version,
-                    lib.path.display()
-                )),
-                Err(e) => out.push_str(&format!("  {:<12} UNUSABLE {} ({e})\n", name, path.display())),
-            }
+            out.push_str(&list_line(loader, search, kind, &name, &path));
         }
         if !any {
             out.push_str("  (none found)\n");
@@ -166,6 +164,21 @@ pub fn list_text(loader: &Loader, search: &SearchPath) -> String {
     }
     out.push_str(&format!("Searched: {}\n", search.describe()));
     out
+}
+
+/// One plugin's line of `--list-plugins`.
+fn list_line(loader: &Loader, search: &SearchPath, kind: PluginKind, name: &str, path: &Path) -> String {
+    match loader.load(search, kind, name) {
+        Ok(lib) => format!(
+            "  {:<12} {:<8} {} [plugin-api {}, {}]\n",
+            name,
+            lib.meta.version,
+            lib.meta.description,
+            lib.meta.api_version,
+            lib.path.display()
+        ),
+        Err(e) => format!("  {:<12} UNUSABLE {} ({e})\n", name, path.display()),
+    }
 }
 
 /// Loads health plugin `name` and, recursively, the health plugins it requires for this

@@ -9,7 +9,7 @@ use std::time::Duration;
 use abi_stable::std_types::{RArc, RResult, RStr, RString};
 use anyhow::bail;
 use vpcrouter_plugin_api::{
-    HealthBox, HealthReport, HostList, PluginArgs, PluginContext, PluginInstance, PluginIo, PluginLoader,
+    HealthBox, HealthReport, HostList, NotifierBox, PluginArgs, PluginContext, PluginInstance, PluginIo, PluginLoader,
     PluginLoaderBox, RReceiver, RSender, RouteSpec, WatcherBox,
 };
 
@@ -49,6 +49,8 @@ pub struct PluginSet {
     pub health: LoadedPlugin,
     /// Further health plugins the health plugin starts (e.g. for `multi`), by name.
     pub subs: BTreeMap<String, LoadedPlugin>,
+    /// The notifier plugins (`--notify`), in the order given.
+    pub notifiers: Vec<LoadedPlugin>,
 }
 
 /// The queues between the running plugins and the engine.
@@ -62,9 +64,37 @@ pub struct Queues {
 }
 
 impl PluginSet {
-    /// Every plugin of the set: the watcher, the health plugin, then the ones it starts.
+    /// Every plugin of the set: the watcher, the health plugin, the ones it starts, then the
+    /// notifiers.
     pub fn all(&self) -> impl Iterator<Item = &LoadedPlugin> {
-        [&self.watcher, &self.health].into_iter().chain(self.subs.values())
+        [&self.watcher, &self.health].into_iter().chain(self.subs.values()).chain(&self.notifiers)
+    }
+
+    /// Starts the notifier plugins, with their endpoints in `endpoints`: each with its name,
+    /// in the order given. A plugin of the wrong kind, or one that fails to start, stops the
+    /// start (the ones started are stopped again).
+    pub fn start_notifiers(&self, endpoints: &Endpoints) -> anyhow::Result<Vec<(String, NotifierBox)>> {
+        let host = SubPlugins { subs: Arc::new(self.subs.clone()), endpoints: endpoints.clone() };
+        let mut started: Vec<(String, NotifierBox)> = Vec::new();
+        for p in &self.notifiers {
+            let instance = host.start(p, PluginIo::Notifier).and_then(|i| match i {
+                PluginInstance::Notifier(n) => Ok(n),
+                other => {
+                    stop_instance(other);
+                    bail!("'{}' ({}) is not a notifier plugin", p.lib.meta.name, p.lib.path.display())
+                }
+            });
+            match instance {
+                Ok(n) => started.push((p.lib.meta.name.to_string(), n)),
+                Err(e) => {
+                    for (_, n) in started {
+                        let _ = n.stop_within(STOP_TIMEOUT);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(started)
     }
 
     /// Asks every plugin whether it can run here (tools, privileges): one line naming the
@@ -87,16 +117,16 @@ impl PluginSet {
         let io = PluginIo::Health { hosts: queues.hosts, reports: queues.reports };
         let health = match host.start(&self.health, io)? {
             PluginInstance::Health(h) => Arc::new(h),
-            PluginInstance::Watcher(w) => {
-                let _ = w.stop(STOP_TIMEOUT.as_millis() as u64);
+            other => {
+                stop_instance(other);
                 bail!("'{}' ({}) is not a health plugin", self.health.lib.meta.name, self.health.lib.path.display());
             }
         };
         running.health = Some((health, self.health.lib.meta.name.to_string()));
         let watcher = match host.start(&self.watcher, PluginIo::Watcher { specs: queues.specs })? {
             PluginInstance::Watcher(w) => Arc::new(w),
-            PluginInstance::Health(h) => {
-                let _ = h.stop(STOP_TIMEOUT.as_millis() as u64);
+            other => {
+                stop_instance(other);
                 bail!("'{}' ({}) is not a watcher plugin", self.watcher.lib.meta.name, self.watcher.lib.path.display());
             }
         };
@@ -205,12 +235,32 @@ impl PluginLoader for SubPlugins {
         };
         match self.start(p, PluginIo::Health { hosts, reports }) {
             Ok(PluginInstance::Health(h)) => RResult::ROk(h),
-            Ok(PluginInstance::Watcher(w)) => {
-                let _ = w.stop(STOP_TIMEOUT.as_millis() as u64);
-                RResult::RErr(format!("'{name}' is a watcher plugin, not a health plugin").into())
+            Ok(other) => {
+                let kind = instance_kind(&other);
+                stop_instance(other);
+                RResult::RErr(format!("'{name}' is a {kind} plugin, not a health plugin").into())
             }
             Err(e) => RResult::RErr(format!("{e:#}").into()),
         }
+    }
+}
+
+/// Stops a plugin started as the wrong kind, within [`STOP_TIMEOUT`].
+fn stop_instance(instance: PluginInstance) {
+    let within = STOP_TIMEOUT.as_millis() as u64;
+    let _ = match instance {
+        PluginInstance::Watcher(w) => w.stop(within),
+        PluginInstance::Health(h) => h.stop(within),
+        PluginInstance::Notifier(n) => n.stop(within),
+    };
+}
+
+/// `watcher`, `health` or `notifier`.
+fn instance_kind(instance: &PluginInstance) -> &'static str {
+    match instance {
+        PluginInstance::Watcher(_) => "watcher",
+        PluginInstance::Health(_) => "health",
+        PluginInstance::Notifier(_) => "notifier",
     }
 }
 

@@ -1,6 +1,6 @@
 //! What the server reads ([`ServerContext`]): the engine's state, the plugins, the EC2
-//! adapter's counters, the cluster, the drains; and the [`Snapshot`] of them a document is
-//! rendered from.
+//! adapter's counters, the cluster, the drains, the notifiers; and the [`Snapshot`] of them
+//! a document is rendered from.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::json;
 use vpcrouter_engine::status::Status;
 use vpcrouter_plugin_api::sync::lock;
+use vpcrouter_plugin_api::PluginStats;
 use vpcrouter_plugin_host::Endpoints;
 use vpcrouter_status::document::{self as status, PluginView, ServerInfo, Snapshot};
 use vpcrouter_status::metrics::Metrics;
@@ -57,6 +58,9 @@ pub struct ServerContext {
     pub drains: vpcrouter_drains::Drains,
     /// `Some(why)`: drain requests are refused (an unauthenticated server off loopback).
     pub drain_refusal: Option<String>,
+    /// The notifiers (`--notify`), whose counters `/status` and `/metrics` show (none:
+    /// `Notifiers::new(vpc_id)` with nothing added).
+    pub notifiers: vpcrouter_notify::Notifiers,
 }
 
 impl ServerContext {
@@ -72,6 +76,7 @@ impl ServerContext {
             ec2: (self.ec2)(),
             cluster: self.cluster.as_ref().map(|c| c.status()),
             drains: self.drains.list(),
+            notifiers: self.notifiers.status(),
             now: SystemTime::now(),
         }
     }
@@ -87,8 +92,8 @@ impl PluginSource {
         {
             Ok(Ok(st)) => {
                 let health = match &st.stats {
-                    vpcrouter_plugin_api::PluginStats::Health(h) => Some(h.clone()),
-                    vpcrouter_plugin_api::PluginStats::Watcher(_) => None,
+                    PluginStats::Health(h) => Some(h.clone()),
+                    PluginStats::Watcher(_) | PluginStats::Notifier(_) => None,
                 };
                 (status::plugin_info(&st), health)
             }

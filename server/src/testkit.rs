@@ -51,7 +51,26 @@ pub(crate) fn start_full(
     drain_refusal: Option<String>,
 ) -> (Server, Endpoints) {
     let endpoints = echo_endpoints();
-    let ctx = ServerContext {
+    let ctx = context(security, endpoints.clone(), drains, drain_refusal);
+    (bind("127.0.0.1", 0).unwrap().serve_with_slots(ctx, slots).unwrap(), endpoints)
+}
+
+/// A server whose context has `notifiers`.
+pub(crate) fn start_notifying(notifiers: vpcrouter_notify::Notifiers) -> Server {
+    let dir = std::env::temp_dir().join(format!("vpcrouter-http-test-{}", std::process::id()));
+    let drains = vpcrouter_drains::Drains::open(&dir, |_| {}).unwrap();
+    let ctx = ServerContext { notifiers, ..context(Security::default(), echo_endpoints(), drains, None) };
+    bind("127.0.0.1", 0).unwrap().serve_with_slots(ctx, MAX_CONNECTIONS).unwrap()
+}
+
+/// The context of a test server: the `echo` plugin, no notifier.
+fn context(
+    security: Security,
+    endpoints: Endpoints,
+    drains: vpcrouter_drains::Drains,
+    drain_refusal: Option<String>,
+) -> ServerContext {
+    ServerContext {
         info: ServerInfo {
             version_line: "v".into(),
             start_time: SystemTime::now(),
@@ -59,7 +78,7 @@ pub(crate) fn start_full(
             ignore_routes: vec![],
         },
         status: Arc::default(),
-        endpoints: endpoints.clone(),
+        endpoints,
         plugins: vec![PluginSource {
             name: "echo".into(),
             kind: "watcher",
@@ -78,8 +97,8 @@ pub(crate) fn start_full(
         security,
         drains,
         drain_refusal,
-    };
-    (bind("127.0.0.1", 0).unwrap().serve_with_slots(ctx, slots).unwrap(), endpoints)
+        notifiers: vpcrouter_notify::Notifiers::new("vpc-test"),
+    }
 }
 
 /// One request on its own connection; returns (status, head, body).

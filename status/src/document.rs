@@ -16,6 +16,7 @@ use vpcrouter_cluster::ClusterStatus;
 use vpcrouter_drains::Drain;
 pub use vpcrouter_engine::budget::Ec2View;
 use vpcrouter_engine::status::{FailbackEntry, Status, TableRoute};
+use vpcrouter_notify::NotifierStatus;
 use vpcrouter_planner::model::{Family, Notice, TableSelection};
 
 /// Fixed facts about this run, set at start.
@@ -61,6 +62,8 @@ pub struct Snapshot {
     pub cluster: Option<ClusterStatus>,
     /// The drains in force.
     pub drains: Vec<Drain>,
+    /// Each notifier's counters (`--notify`), for `/status` and `/metrics`.
+    pub notifiers: Vec<NotifierStatus>,
     /// When the snapshot was taken.
     pub now: SystemTime,
 }
@@ -309,6 +312,20 @@ pub fn status_document(info: &ServerInfo, snap: &Snapshot) -> Value {
         })),
         "ec2": ec2_json(&snap.ec2),
         "cluster": snap.cluster.as_ref().map(|c| cluster_json(c, st)),
+        "notifiers": snap.notifiers.iter().map(notifier_json).collect::<Vec<_>>(),
+    })
+}
+
+/// One notifier in `/status`: its counters and its last error.
+fn notifier_json(n: &NotifierStatus) -> Value {
+    json!({
+        "name": n.name,
+        "delivered": n.delivered,
+        "failed": n.failed,
+        "dropped": n.dropped,
+        "queued": n.queued,
+        "last_error": n.last_error,
+        "last_error_time": n.last_error_time.map(iso_time),
     })
 }
 
@@ -435,6 +452,10 @@ pub fn plugin_info(status: &PluginStatus) -> Value {
             "specs_sent": w.specs_sent, "errors": w.errors,
             "last_error": if w.last_error.is_empty() { Value::Null } else { Value::from(w.last_error.as_str()) },
         }),
+        PluginStats::Notifier(n) => json!({
+            "delivered": n.delivered, "failed": n.failed,
+            "last_error": if n.last_error.is_empty() { Value::Null } else { Value::from(n.last_error.as_str()) },
+        }),
     };
     doc.insert("version".into(), Value::from(status.version.as_str()));
     doc.insert("params".into(), Value::Object(params));
@@ -522,6 +543,7 @@ pub(crate) mod tests {
             },
             cluster: None,
             drains: Vec::new(),
+            notifiers: Vec::new(),
             now: UNIX_EPOCH + Duration::from_secs(1_795_000_100),
         }
     }
@@ -660,6 +682,35 @@ pub(crate) mod tests {
         assert_eq!(doc["prefix_lists"], json!([]));
         assert_eq!(doc["region"], "us-east-1");
         assert_eq!(doc["drains"], json!([]));
+        assert_eq!(doc["notifiers"], json!([]));
+    }
+
+    #[test]
+    fn status_shows_each_notifiers_counters_and_last_error() {
+        let mut snap = snapshot();
+        let failed_at = UNIX_EPOCH + Duration::from_millis(1_795_000_050_250);
+        snap.notifiers = vec![
+            vpcrouter_notify::NotifierStatus {
+                name: "webhook".into(),
+                delivered: 5,
+                failed: 2,
+                dropped: 1,
+                queued: 3,
+                last_error: Some("HTTP 503 from https://hooks.example".into()),
+                last_error_time: Some(failed_at),
+            },
+            vpcrouter_notify::NotifierStatus { name: "sns".into(), delivered: 7, ..Default::default() },
+        ];
+        let doc = status_document(&info(), &snap);
+        assert_eq!(
+            doc["notifiers"],
+            json!([
+                {"name": "webhook", "delivered": 5, "failed": 2, "dropped": 1, "queued": 3,
+                 "last_error": "HTTP 503 from https://hooks.example", "last_error_time": "2026-11-18T11:07:30.250Z"},
+                {"name": "sns", "delivered": 7, "failed": 0, "dropped": 0, "queued": 0,
+                 "last_error": null, "last_error_time": null},
+            ])
+        );
     }
 
     #[test]
@@ -795,5 +846,14 @@ pub(crate) mod tests {
             plugin_info(&watcher),
             json!({"version": "1.2.0", "params": {}, "stats": {"specs_sent": 0, "errors": 0, "last_error": null}})
         );
+        let notifier = PluginStatus {
+            stats: PluginStats::Notifier(vpcrouter_plugin_api::NotifierStats {
+                delivered: 3,
+                failed: 1,
+                last_error: "HTTP 500".into(),
+            }),
+            ..watcher
+        };
+        assert_eq!(plugin_info(&notifier)["stats"], json!({"delivered": 3, "failed": 1, "last_error": "HTTP 500"}));
     }
 }

@@ -11,8 +11,9 @@
 //!
 //! Adding a family derived from the state: put what it needs in the [`Snapshot`] (or the
 //! engine's [`vpcrouter_engine::status::Status`]), then add one call in the `Scrape` method
-//! of its group (`routes`, `ec2`, `failovers`, `health`, `routers`, `cluster`, ...; the order
-//! of the calls in `Scrape::families` is the order on `/metrics`):
+//! of its group (`routes`, `ec2`, `failovers`, `health`, `routers`, `cluster`,
+//! `notifications`, ...; the order of the calls in `Scrape::families` is the order on
+//! `/metrics`):
 //! `f.counter(name, help, value)` / `f.gauge(...)` for one sample, `f.counters(name, help,
 //! samples)` / `f.gauges(...)` with `([("label", value), ...], number)` pairs, or `f.info`.
 //! Counter names are written with their `_total` suffix (the library adds it on output,
@@ -167,6 +168,7 @@ impl Scrape {
         self.routers(f)?;
         self.reconcile_timing(f)?;
         self.cluster(f)?;
+        self.notifications(f)?;
         self.process(f)
     }
 
@@ -366,6 +368,20 @@ impl Scrape {
             "vpcrouter_etcd_requests_total",
             "Requests sent to etcd (calls and lease keep-alives).",
             c.etcd_requests,
+        )
+    }
+
+    /// The notifiers (`--notify`): each one's events by outcome, all three even at 0; left
+    /// out without notifiers.
+    fn notifications(&self, f: &mut Families<'_>) -> fmt::Result {
+        let samples = self.snap.notifiers.iter().flat_map(|n| {
+            [("delivered", n.delivered), ("failed", n.failed), ("dropped", n.dropped)]
+                .map(|(outcome, count)| ([("notifier", n.name.as_str()), ("outcome", outcome)], count))
+        });
+        f.counters(
+            "vpcrouter_notifications_total",
+            "Notification events (--notify) by notifier and outcome: delivered, failed (the notifier gave up on it), dropped (its queue was full, or it was still queued at shutdown).",
+            samples,
         )
     }
 

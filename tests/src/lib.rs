@@ -21,6 +21,7 @@ pub mod natworld;
 pub mod netns;
 pub mod relay;
 pub mod slowclients;
+pub mod sns;
 pub mod thirdparty;
 pub mod tls_client;
 pub mod world;

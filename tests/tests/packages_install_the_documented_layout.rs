@@ -157,7 +157,10 @@ fn systemd_unit_verifies_and_is_hardened() -> anyhow::Result<()> {
 fn plugins_md_shows_the_example_plugins_as_they_are() -> anyhow::Result<()> {
     let root = vpcrouter_tests::repo_root();
     let doc = std::fs::read_to_string(root.join("PLUGINS.md"))?;
-    for file in ["health-cmd/Cargo.toml", "health-cmd/src/lib.rs", "watcher-dir/Cargo.toml", "watcher-dir/src/lib.rs"] {
+    for file in [
+        "health-cmd/Cargo.toml", "health-cmd/src/lib.rs", "watcher-dir/Cargo.toml", "watcher-dir/src/lib.rs",
+        "notify-jsonl/Cargo.toml", "notify-jsonl/src/lib.rs",
+    ] {
         let source = std::fs::read_to_string(root.join("examples").join(file))?;
         let lang = if file.ends_with(".toml") { "toml" } else { "rust" };
         assert!(

@@ -24,7 +24,7 @@ use vpcrouter_tests::thirdparty::{
 use vpcrouter_tests::{repo_root, world};
 
 /// The release after this one (`PLUGIN_API_VERSION`), as the test makes it: the next patch.
-const NEXT_RELEASE: &str = "0.2.2";
+const NEXT_RELEASE: &str = "0.3.1";
 
 /// The commit whose plugin-api is the 0.1.0 release.
 const API_0_1_COMMIT: &str = "8edda1e";
@@ -95,7 +95,7 @@ fn a_plugin_built_against_plugin_api_0_1_is_refused_with_both_versions() -> anyh
     assert_eq!(err.trim_end().lines().count(), 1, "one error line:\n{err}");
     assert!(err.contains("libvpcrouter_oldapi.so") && err.contains("incompatible plugin-api"), "{err}");
     assert!(err.contains(&format!("(host = {PLUGIN_API_VERSION}, plugin = 0.1.0)")), "{err}");
-    assert_eq!(PLUGIN_API_VERSION, "0.2.1", "this release; the fixture proves 0.1 -> 0.2 is refused");
+    assert_eq!(PLUGIN_API_VERSION, "0.3.0", "this release; the fixture proves 0.1 -> 0.3 is refused");
     Ok(())
 }
 

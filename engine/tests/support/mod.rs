@@ -7,6 +7,7 @@
 //!   faults, and EC2's refusals of writes planned from a stale state. Every write is
 //!   logged with when it started and when it was answered.
 //! * [`FakeLeadership`]: a lease that can be lost.
+//! * [`RecordingAnnouncer`]: keeps every announcement the engine makes.
 //! * [`Harness`]: the engine running on a task, fed through its event channel.
 
 #![allow(dead_code)]
@@ -22,8 +23,8 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use vpcrouter_engine::ports::BoxFuture;
 use vpcrouter_engine::{
-    Engine, EngineConfig, EngineError, Event, Leadership, Permit, Ports, Quorum, Report, Status, StopSignal, Vpc,
-    VpcError, WriteOutcome, Written,
+    Announcement, Announcer, Engine, EngineConfig, EngineError, Event, Leadership, Permit, Ports, Quorum, Report,
+    Status, StopSignal, Vpc, VpcError, WriteOutcome, Written,
 };
 use vpcrouter_planner::model::{
     Applied, Cidr, Dest, Eni, Instance, Route, RouteAction, RouteTable, RouterTarget, TableSelection, VpcState,
@@ -460,6 +461,15 @@ impl Leadership for FakeLeadership {
     }
 }
 
+/// An announcer that keeps every announcement, in order.
+pub struct RecordingAnnouncer(pub Arc<Mutex<Vec<Announcement>>>);
+
+impl Announcer for RecordingAnnouncer {
+    fn announce(&self, a: Announcement) {
+        lock(&self.0).push(a);
+    }
+}
+
 /// The engine running against fakes.
 pub struct Harness {
     /// The VPC.
@@ -472,6 +482,8 @@ pub struct Harness {
     pub stop: Arc<StopSignal>,
     /// Host lists given to the health plugin.
     pub hosts: Arc<Mutex<Vec<HostList>>>,
+    /// What the engine announced, in order.
+    pub announced: Arc<Mutex<Vec<Announcement>>>,
     /// The engine's task.
     pub task: JoinHandle<Result<(), EngineError>>,
 }
@@ -482,10 +494,12 @@ impl Harness {
         let (tx, rx) = unbounded_channel();
         let hosts = Arc::new(Mutex::new(Vec::new()));
         let seen = hosts.clone();
+        let announced = Arc::new(Mutex::new(Vec::new()));
         let ports = Ports {
             vpc: Arc::new(vpc.clone()),
             leadership: leadership.map(|l| l as Arc<dyn Leadership>),
             observer: Arc::new(()),
+            announcer: Arc::new(RecordingAnnouncer(announced.clone())),
             watch: Box::new(move |h| {
                 lock(&seen).push(h);
                 true
@@ -494,7 +508,7 @@ impl Harness {
         let engine = Engine::new(cfg, ports, rx).with_seed(7);
         let (status, stop) = (engine.status(), engine.stop_handle());
         let task = tokio::spawn(engine.run());
-        Harness { vpc: vpc.clone(), tx, status, stop, hosts, task }
+        Harness { vpc: vpc.clone(), tx, status, stop, hosts, announced, task }
     }
 
     /// A world of `tables` tables whose `n` CIDRs are all routed on A, the engine started
@@ -532,6 +546,11 @@ impl Harness {
     /// Sends the drained routers.
     pub fn drained(&self, routers: &[&str]) {
         self.tx.send(Event::Drains(routers.iter().map(|r| ip(r)).collect())).expect("engine running");
+    }
+
+    /// A copy of what the engine announced so far.
+    pub fn announced(&self) -> Vec<Announcement> {
+        lock(&self.announced).clone()
     }
 
     /// A copy of the status.

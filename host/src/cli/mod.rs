@@ -10,12 +10,14 @@
 //! * [`server`]: the status server ([`ServerConfig`]);
 //! * [`cluster`]: cluster mode and `--state-dir` ([`ClusterOptions`]);
 //! * [`logging`]: the log ([`LogConfig`]);
+//! * [`notify`]: `--notify` and the built-in `sns` notifier ([`NotifyConfig`]);
 //! * [`client`]: the `drain`, `undrain` and `drains` subcommands.
 
 pub mod client;
 pub mod cluster;
 pub mod ec2;
 pub mod logging;
+pub mod notify;
 pub mod plugins;
 pub mod routes;
 pub mod server;
@@ -32,6 +34,7 @@ use vpcrouter_plugin_host::PluginSet;
 use vpcrouter_server::ServerConfig;
 
 pub use self::cluster::{ClusterOptions, DEFAULT_STATE_DIR};
+pub use self::notify::NotifyConfig;
 pub use self::plugins::DEFAULT_HEALTH;
 pub use self::routes::RoutingConfig;
 use crate::logging::LogConfig;
@@ -41,8 +44,11 @@ use crate::logging::LogConfig;
 pub struct Options {
     /// The log.
     pub log: LogConfig,
-    /// The watcher, the health plugin and the health plugins it starts, with their options.
+    /// The watcher, the health plugin and the health plugins it starts, and the notifier
+    /// plugins, with their options.
     pub plugins: PluginSet,
+    /// The built-in notifiers (`--notify sns`).
+    pub notify: NotifyConfig,
     /// The EC2 side: region, VPC, role, limits.
     pub ec2: Ec2Config,
     /// What to route and how.
@@ -108,7 +114,7 @@ pub fn parse(argv: &[String], loader: &Loader) -> Result<Invocation, CliError> {
     let scan = plugins::prescan(argv);
     let search = SearchPath::new(&scan.plugin_dirs, scan.allow_insecure);
     if scan.list && !scan.help {
-        return Ok(Invocation::Print(vpcrouter_plugin_host::load::list_text(loader, &search)));
+        return Ok(Invocation::Print(vpcrouter_plugin_host::load::list_text(loader, &search, &notify::BUILTIN)));
     }
     let libs = plugins::load(loader, &search, argv, &scan)?;
     let mut cmd = base_command();
@@ -126,6 +132,7 @@ pub fn parse(argv: &[String], loader: &Loader) -> Result<Invocation, CliError> {
     let options = Options {
         log: logging::config(&m),
         plugins: libs.configure(&m, argv)?,
+        notify: notify::config(&m)?,
         ec2: ec2::config(&m)?,
         routing: routes::config(&m)?,
         server: server::config(&m)?,
@@ -184,13 +191,14 @@ fn base_command() -> Command {
     let cmd = Command::new("vpcrouter")
         .version(crate::VERSION)
         .about("VPC router: Manage routes in VPC route table")
-        .after_help("Plugin options are listed when the plugin is named: vpcrouter -m configfile --help, vpcrouter -H tcp --help.\nvpcrouter --list-plugins shows the plugins found.\nMaintenance mode: vpcrouter drain IP, vpcrouter undrain IP, vpcrouter drains (see vpcrouter drain --help).");
+        .after_help("Plugin options are listed when the plugin is named: vpcrouter -m configfile --help, vpcrouter -H tcp --help, vpcrouter --notify exec --help.\nvpcrouter --list-plugins shows the plugins found.\nMaintenance mode: vpcrouter drain IP, vpcrouter undrain IP, vpcrouter drains (see vpcrouter drain --help).");
     let cmd = plugins::args(cmd);
     let cmd = logging::args(cmd);
     let cmd = ec2::args(cmd);
     let cmd = routes::args(cmd);
     let cmd = server::args(cmd);
     let cmd = cluster::args(cmd);
+    let cmd = notify::args(cmd);
     cluster::add_etcd_args(cmd)
 }
 

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
 use vpcrouter_plugin_api::{ArgSpec, PluginArgs, PluginKind};
-use vpcrouter_plugin_host::load::{self, Loader, PluginLibrary, SearchPath};
+use vpcrouter_plugin_host::load::{self, LoadError, Loader, PluginLibrary, SearchPath};
 use vpcrouter_plugin_host::{LoadedPlugin, PluginSet};
 
 use super::CliError;
@@ -26,6 +26,8 @@ pub(super) struct PreScan {
     pub(super) mode: Option<String>,
     /// `-H`: the health plugin's name.
     pub(super) health: Option<String>,
+    /// `--notify`: the notifiers' names, in order.
+    pub(super) notify: Vec<String>,
     /// `--plugin-dir`, in order.
     pub(super) plugin_dirs: Vec<PathBuf>,
     /// `--allow-insecure-plugins`.
@@ -37,7 +39,7 @@ pub(super) struct PreScan {
 }
 
 /// Finds the options needed before plugins are loaded. Understands `-m X`, `-mX`,
-/// `--mode X` and `--mode=X` (and likewise for `-H`/`--health`, `--plugin-dir`).
+/// `--mode X` and `--mode=X` (and likewise for `-H`/`--health`, `--notify`, `--plugin-dir`).
 pub(super) fn prescan(argv: &[String]) -> PreScan {
     let mut scan = PreScan::default();
     let mut i = 1;
@@ -60,6 +62,8 @@ pub(super) fn prescan(argv: &[String]) -> PreScan {
             scan.mode = Some(v);
         } else if let Some(v) = take("-H", "--health") {
             scan.health = Some(v);
+        } else if let Some(v) = take("", "--notify") {
+            scan.notify.push(v);
         } else if let Some(v) = take("", "--plugin-dir") {
             scan.plugin_dirs.push(PathBuf::from(v));
         } else {
@@ -121,6 +125,8 @@ pub(super) struct Libraries {
     pub(super) health: Option<PluginLibrary>,
     /// The health plugins it requires, by name.
     pub(super) subs: BTreeMap<String, PluginLibrary>,
+    /// The notifier plugins `--notify` names (not the built-in ones), in order.
+    pub(super) notifiers: Vec<PluginLibrary>,
     /// Why a library could not be loaded, for the help.
     pub(super) notes: Vec<String>,
 }
@@ -154,13 +160,39 @@ pub(super) fn load(
         }
         Err(e) => return Err(e.into()),
     };
-    Ok(Libraries { watcher, health, subs, notes })
+    let notifiers = load_notifiers(loader, search, scan, &mut notes)?;
+    Ok(Libraries { watcher, health, subs, notifiers, notes })
+}
+
+/// Loads the notifier plugins `--notify` names; the built-in ones are the host's. With
+/// `--help`, one that fails to load is a note.
+fn load_notifiers(
+    loader: &Loader,
+    search: &SearchPath,
+    scan: &PreScan,
+    notes: &mut Vec<String>,
+) -> Result<Vec<PluginLibrary>, CliError> {
+    let mut libs = Vec::new();
+    for name in scan.notify.iter().filter(|n| !super::notify::is_builtin(n)) {
+        match loader.load(search, PluginKind::Notifier, name) {
+            Ok(lib) => libs.push(lib),
+            Err(e) if scan.help => notes.push(e.to_string()),
+            Err(e @ LoadError::NotFound { .. }) => {
+                let builtin: Vec<&str> = super::notify::BUILTIN.iter().map(|(n, _)| *n).collect();
+                let mut err = CliError::from(e);
+                err.message.push_str(&format!(" (built in: {})", builtin.join(", ")));
+                return Err(err);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(libs)
 }
 
 impl Libraries {
     /// Every library loaded.
     pub(super) fn all(&self) -> impl Iterator<Item = &PluginLibrary> {
-        self.watcher.iter().chain(self.health.iter()).chain(self.subs.values())
+        self.watcher.iter().chain(self.health.iter()).chain(self.subs.values()).chain(&self.notifiers)
     }
 
     /// The plugins with their option values from `m`, checked by the plugins themselves.
@@ -175,6 +207,7 @@ impl Libraries {
             watcher: with_args(watcher),
             health: with_args(health),
             subs: self.subs.into_iter().map(|(n, lib)| (n, with_args(lib))).collect(),
+            notifiers: self.notifiers.into_iter().map(with_args).collect(),
         };
         for p in set.all() {
             load::validate_config(&p.lib, &p.args)?;

@@ -68,7 +68,7 @@ fn status_json(status: &PluginStatus) -> serde_json::Value {
             "checks": s.checks, "failures": s.failures, "reports_sent": s.reports_sent, "hosts": s.hosts,
             "failed": s.failed.iter().map(|ip| ip.to_string()).collect::<Vec<_>>(),
         }),
-        PluginStats::Watcher(_) => serde_json::json!({}),
+        _ => serde_json::json!({}),
     };
     obj.insert("version".into(), status.version.as_str().into());
     obj.insert("params".into(), params.into());

@@ -8,7 +8,7 @@ use crate::auth::TokenFile;
 use crate::listener::MAX_CONNECTIONS;
 use crate::protocol::BODY_LIMIT;
 use crate::security::Security;
-use crate::testkit::{call, ip4, start, start_full};
+use crate::testkit::{call, ip4, start, start_full, start_notifying};
 
 #[test]
 fn routes_to_plugins_and_enforces_limits() {
@@ -113,4 +113,55 @@ fn drain_endpoints_need_the_token_check_the_ip_and_are_idempotent() {
         call(&server, b"POST /drain/10.0.0.1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
     assert_eq!((status, body.contains("needs a token")), (403, true), "{body}");
     server.stop();
+}
+
+/// A notifier that refuses every event.
+struct Refuses;
+impl vpcrouter_notify::Sink for Refuses {
+    fn deliver(&self, _: &vpcrouter_notify::Rendered) -> Result<(), String> {
+        Err("HTTP 503".into())
+    }
+}
+
+#[test]
+fn status_and_metrics_show_each_notifiers_counters() {
+    let get = |server: &crate::Server, path: &str| {
+        let raw = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let (status, _, body) = call(server, raw.as_bytes());
+        assert_eq!(status, 200, "{path}: {body}");
+        body
+    };
+    let (plain, _) = start();
+    let doc: serde_json::Value = serde_json::from_str(&get(&plain, "/status")).unwrap();
+    assert_eq!(doc["notifiers"], json!([]));
+    assert!(!get(&plain, "/metrics").contains("vpcrouter_notifications_total"));
+    plain.stop();
+
+    let notifiers = vpcrouter_notify::Notifiers::new("vpc-test");
+    notifiers.add("hook", std::sync::Arc::new(Refuses), vpcrouter_notify::DEFAULT_QUEUE).unwrap();
+    notifiers.send(vpcrouter_engine::Announcement::Leader.into());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while notifiers.status()[0].failed == 0 {
+        assert!(std::time::Instant::now() < deadline, "the event was not handled");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let server = start_notifying(notifiers.clone());
+    let doc: serde_json::Value = serde_json::from_str(&get(&server, "/status")).unwrap();
+    let hook = &doc["notifiers"][0];
+    assert_eq!(
+        (&hook["name"], &hook["delivered"], &hook["failed"], &hook["dropped"], &hook["queued"], &hook["last_error"]),
+        (&json!("hook"), &json!(0), &json!(1), &json!(0), &json!(0), &json!("HTTP 503")),
+        "{doc}"
+    );
+    assert!(hook["last_error_time"].as_str().is_some_and(|t| t.ends_with('Z')), "{doc}");
+    let text = get(&server, "/metrics");
+    for line in [
+        "vpcrouter_notifications_total{notifier=\"hook\",outcome=\"delivered\"} 0",
+        "vpcrouter_notifications_total{notifier=\"hook\",outcome=\"failed\"} 1",
+        "vpcrouter_notifications_total{notifier=\"hook\",outcome=\"dropped\"} 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
+    }
+    server.stop();
+    notifiers.stop(std::time::Duration::from_secs(1));
 }

@@ -232,3 +232,35 @@ fn openmetrics_on_request_with_families_named_without_suffixes() {
     snap.cluster = Some(cluster_status());
     assert_eq!(series(&om), series(&render(snap, &Metrics::default())));
 }
+
+#[test]
+fn each_notifier_has_its_three_outcomes_even_at_zero() {
+    let mut snap = snapshot();
+    let text = render(snap.clone(), &Metrics::default());
+    assert!(!text.contains("vpcrouter_notifications_total"), "left out without notifiers:\n{text}");
+    snap.notifiers = vec![
+        vpcrouter_notify::NotifierStatus {
+            name: "webhook".into(),
+            delivered: 5,
+            failed: 2,
+            dropped: 1,
+            ..Default::default()
+        },
+        vpcrouter_notify::NotifierStatus { name: "sns".into(), ..Default::default() },
+    ];
+    let text = render(snap, &Metrics::default());
+    assert_valid_text(&text);
+    assert!(text.contains("# TYPE vpcrouter_notifications_total counter\n"), "{text}");
+    assert!(text.contains("# HELP vpcrouter_notifications_total Notification events"), "{text}");
+    for (notifier, outcome, value) in [
+        ("webhook", "delivered", 5.0),
+        ("webhook", "failed", 2.0),
+        ("webhook", "dropped", 1.0),
+        ("sns", "delivered", 0.0),
+        ("sns", "failed", 0.0),
+        ("sns", "dropped", 0.0),
+    ] {
+        let series = format!("vpcrouter_notifications_total{{notifier=\"{notifier}\",outcome=\"{outcome}\"}}");
+        assert_eq!(sample(&text, &series), Some(value), "{series}:\n{text}");
+    }
+}

@@ -3,8 +3,13 @@
 //! until moto shows every route on the other router.
 //!
 //! `bench-failover-ec2 [--trials N] [--only 4x10,20x10,nat,nat-small,nat-second,second,lagging] [--write-rate R] [--write-burst W]
-//! [--read-latency-ms MS] [--write-latency-ms MS] [--no-cluster] [--no-client-limits]`
+//! [--read-latency-ms MS] [--write-latency-ms MS] [--no-cluster] [--no-client-limits] [--hook]`
 //! (run by `make bench` after bench-cluster).
+//!
+//! `--hook` adds a mode to each `CxT` case: the single instance with an exec notifier whose
+//! command hangs (`sleep 30`, killed after 60 s), so every event of the failover queues
+//! behind it; the failover must take as long as without it (notifiers never hold up the
+//! engine).
 //!
 //! The `nat` case is an HA NAT deployment (`vpcrouter_tests::natworld`, the README's recipe):
 //! 3 zones, one NAT each in the public subnet, 20 private tables per zone tagged
@@ -101,7 +106,13 @@ struct Opts {
     model: Model,
     cluster: bool,
     client_limits: bool,
+    /// `--hook`: also run each `CxT` case with a hanging exec hook.
+    hook: bool,
 }
+
+/// The notifier of the `--hook` mode: an exec hook that hangs for the whole run.
+const HANGING_HOOK: [&str; 6] =
+    ["--notify", "exec", "--notify-exec-command", "sleep 30", "--notify-exec-timeout", "60"];
 
 /// `CxT` (e.g. `4x10`).
 fn parse_case(text: &str) -> anyhow::Result<(usize, usize)> {
@@ -146,6 +157,7 @@ fn parse_opts() -> anyhow::Result<Opts> {
         model,
         cluster: !flag("--no-cluster"),
         client_limits: !flag("--no-client-limits"),
+        hook: flag("--hook"),
     })
 }
 
@@ -205,6 +217,17 @@ impl World {
     }
 }
 
+/// How the vpcrouter processes of a case run.
+#[derive(Clone, Copy)]
+enum Mode {
+    /// One instance.
+    Single,
+    /// One instance whose exec notifier hangs (`--hook`).
+    HangingHook,
+    /// Three instances on etcd.
+    Cluster,
+}
+
 /// The vpcrouter processes of one mode.
 enum Fleet {
     Single(Daemon),
@@ -213,10 +236,12 @@ enum Fleet {
 }
 
 impl Fleet {
-    fn start(w: &World, proxy: &FaultProxy, opts: &Opts, cluster: bool) -> anyhow::Result<Fleet> {
+    fn start(w: &World, proxy: &FaultProxy, opts: &Opts, mode: Mode) -> anyhow::Result<Fleet> {
         let daemon = || Daemon::builder(&w.bed.moto).endpoint(&proxy.endpoint).args(w.daemon_args(opts));
-        if !cluster {
-            return Ok(Fleet::Single(daemon().start()?));
+        match mode {
+            Mode::Single => return Ok(Fleet::Single(daemon().start()?)),
+            Mode::HangingHook => return Ok(Fleet::Single(daemon().args(HANGING_HOOK).start()?)),
+            Mode::Cluster => {}
         }
         let etcd = Etcd::start()?;
         let insts = ["a", "b", "c"]
@@ -348,11 +373,11 @@ fn trial(
 }
 
 /// Runs `trials` failovers in one mode; the routes start on one router.
-fn run_mode(w: &World, proxy: &FaultProxy, opts: &Opts, cluster: bool, trials: usize) -> anyhow::Result<Vec<Trial>> {
+fn run_mode(w: &World, proxy: &FaultProxy, opts: &Opts, mode: Mode, trials: usize) -> anyhow::Result<Vec<Trial>> {
     proxy.set_model(Some(opts.model))?; // full buckets
     proxy.reset_counts();
     let since = Instant::now();
-    let mut fleet = Fleet::start(w, proxy, opts, cluster)?;
+    let mut fleet = Fleet::start(w, proxy, opts, mode)?;
     fleet.wait_ready()?;
     let start_writes = proxy.tally_since(since).writes;
     if start_writes > 0 {
@@ -376,6 +401,11 @@ fn run_mode(w: &World, proxy: &FaultProxy, opts: &Opts, cluster: bool, trials: u
         out.push(t);
         w.fail(&[])?;
         fleet.wait_all_healthy()?;
+    }
+    if let Fleet::Single(d) = &mut fleet {
+        let t = Instant::now();
+        let status = d.stop(Duration::from_secs(30))?;
+        eprintln!("  SIGTERM: exited ({status}) in {} ms", t.elapsed().as_millis());
     }
     Ok(out)
 }
@@ -421,14 +451,17 @@ fn run_case(c: usize, t: usize, opts: &Opts, notes: &mut Vec<Note>) -> anyhow::R
     let build = started.elapsed();
     let proxy = FaultProxy::start(&w.bed.moto.endpoint)?;
     let trials = opts.trials.unwrap_or_else(|| default_trials(w.n));
-    let mut modes = vec![("single instance", false)];
+    let mut modes = vec![("single instance", Mode::Single)];
+    if opts.hook {
+        modes.push(("single, hanging exec hook", Mode::HangingHook));
+    }
     if opts.cluster {
-        modes.push(("cluster of 3", true));
+        modes.push(("cluster of 3", Mode::Cluster));
     }
     let (mut polls, mut poll_time) = (0, Duration::ZERO);
-    for (label, cluster) in modes {
+    for (label, mode) in modes {
         eprintln!("{c}×{t}, {label}: {trials} trials (world built in {:.1} s)", build.as_secs_f64());
-        let results = run_mode(&w, &proxy, opts, cluster, trials).with_context(|| format!("{c}×{t}, {label}"))?;
+        let results = run_mode(&w, &proxy, opts, mode, trials).with_context(|| format!("{c}×{t}, {label}"))?;
         row(&format!("{c}×{t}"), w.n, label, &opts.model, w.moto_write, &results);
         polls += results.iter().map(|r| r.polls).sum::<u32>();
         poll_time += results.iter().map(|r| r.poll_time).sum::<Duration>();

@@ -51,7 +51,7 @@ fn status(p: &HealthHarness) -> ((u64, u64), serde_json::Value) {
     let s = p.monitor.status();
     let checks = match s.stats {
         PluginStats::Health(h) => (h.checks, h.failures),
-        PluginStats::Watcher(_) => (0, 0),
+        _ => (0, 0),
     };
     (checks, serde_json::from_str(&s.details).unwrap_or_default())
 }

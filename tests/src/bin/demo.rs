@@ -5,7 +5,8 @@
 //! file, runs vpcrouter in configfile mode with the `tcp` health plugin, and prints the route
 //! tables before and after. Then a live failover: the listener of the router that carries
 //! 10.55.0.0/16 is stopped, and the demo prints the tables again with the measured
-//! failover time. Afterwards it keeps running: edit the spec file and watch the tables
+//! failover time, and what an exec hook (`--notify exec`) wrote for each event of the
+//! failover. Afterwards it keeps running: edit the spec file and watch the tables
 //! follow, query the status server with curl, until Ctrl-C. `--once` ends after the
 //! failover; `--port N` moves the status server from its default 33289.
 
@@ -13,6 +14,17 @@ use std::time::{Duration, Instant};
 
 use vpcrouter_tests::listener::Listener;
 use vpcrouter_tests::{daemon::Daemon, free_port, wait_for, Env};
+
+/// The demo's exec hook: one line per event (the failover's is its JSON), appended to the
+/// file named by its first argument.
+const HOOK: &str = r#"#!/bin/sh
+# vpcrouter runs this for each event: the event's JSON on stdin, its fields in VPCROUTER_*.
+case "$VPCROUTER_EVENT" in
+    failover) printf 'failover %s\n' "$(cat)" ;;
+    route_changed) echo "route_changed $VPCROUTER_CIDR in $VPCROUTER_ROUTE_TABLE: ${VPCROUTER_OLD_ROUTER:-(none)} -> ${VPCROUTER_ROUTER:-(deleted)}" ;;
+    *) echo "$VPCROUTER_EVENT $VPCROUTER_ROUTER" ;;
+esac >> "$(dirname "$0")/hook.log"
+"#;
 
 const SPEC: &str = r#"{
     "10.55.0.0/16": ["127.0.1.10", "127.0.2.10"],
@@ -35,19 +47,24 @@ fn main() -> anyhow::Result<()> {
     println!("== VPC {} — route tables BEFORE vpcrouter:\n{}", env.world.vpc_id, env.world.dump());
     println!("== route spec {}:\n{SPEC}", spec.display());
     let spec_arg = spec.to_string_lossy().into_owned();
+    let hook = env.write("hook.sh", HOOK);
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let hook_arg = hook.to_string_lossy().into_owned();
     let check = check_port.to_string();
     let d = env
         .daemon()
         .args([
             "-m", "configfile", "-f", &spec_arg, "-H", "tcp", "--tcp_check_port", &check, "--tcp_check_interval",
-            "0.5", "--route_recheck_interval", "10", "-p", port,
+            "0.5", "--route_recheck_interval", "10", "-p", port, "--notify", "exec", "--notify-exec-command",
+            &hook_arg,
         ])
         .start()?;
     println!(
-        "== running: vpcrouter -r {} -v {} -m configfile -f {} -H tcp --tcp_check_port {check} --tcp_check_interval 0.5",
+        "== running: vpcrouter -r {} -v {} -m configfile -f {} -H tcp --tcp_check_port {check} --tcp_check_interval 0.5 --notify exec --notify-exec-command {}",
         vpcrouter_tests::world::REGION,
         env.world.vpc_id,
-        spec.display()
+        spec.display(),
+        hook.display()
     );
     let mut seen = 0;
     let tables: Vec<&str> = env.world.tables[..2].iter().map(String::as_str).collect();
@@ -58,6 +75,8 @@ fn main() -> anyhow::Result<()> {
 
     let other = if first == "127.0.1.10" { "127.0.2.10" } else { "127.0.1.10" };
     println!("== live failover: router {first} stops answering on port {check} ...");
+    let hook_log = env.path("hook.log");
+    let hooked_before = std::fs::read_to_string(&hook_log).unwrap_or_default().len();
     let started = Instant::now();
     drop(routers.remove(&first));
     let want = vec![Some(other.to_string()); tables.len()];
@@ -71,6 +90,7 @@ fn main() -> anyhow::Result<()> {
     );
     println!("== route tables after the failover:\n{}", env.world.dump());
     print_changes(&d, &mut seen);
+    print_hook_output(&hook_log, hooked_before, &hook);
     if once {
         return Ok(());
     }
@@ -87,6 +107,23 @@ fn main() -> anyhow::Result<()> {
         println!("== route tables changed:\n{now}");
         print_changes(&d, &mut seen);
         last = now;
+    }
+}
+
+/// Prints what the exec hook wrote from byte `from` on, once its failover line is there.
+fn print_hook_output(log: &std::path::Path, from: usize, hook: &std::path::Path) {
+    let text = wait_for(Duration::from_secs(10), "the hook's failover line", || {
+        let text = std::fs::read_to_string(log).ok()?;
+        text.get(from..).is_some_and(|t| t.contains("failover ")).then_some(text)
+    });
+    match text {
+        Ok(text) => {
+            println!("== the exec hook ({}) at the failover wrote:", hook.display());
+            for line in text.get(from..).unwrap_or_default().lines() {
+                println!("   hook: {line}");
+            }
+        }
+        Err(e) => println!("== the exec hook wrote nothing for the failover: {e}"),
     }
 }
 
