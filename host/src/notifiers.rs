@@ -16,8 +16,8 @@ use vpcrouter_plugin_host::{Endpoints, PluginSet};
 pub struct Started {
     /// Every notifier, behind its queue.
     pub hub: Notifiers,
-    /// The notifier plugins, by name, for their status.
-    pub plugins: Vec<(String, Arc<NotifierBox>)>,
+    /// The notifier plugins, in the order of the `PluginSet`'s, for their status.
+    pub plugins: Vec<Arc<NotifierBox>>,
 }
 
 /// Starts the notifiers: the plugins `--notify` names (in order), then `sns` when given.
@@ -35,7 +35,7 @@ pub fn start(
     let mut started = Vec::new();
     for (name, notifier) in plugins.start_notifiers(endpoints)? {
         let notifier = Arc::new(notifier);
-        started.push((name.clone(), notifier.clone()));
+        started.push(notifier.clone());
         hub.add(&name, Arc::new(PluginSink(notifier)), DEFAULT_QUEUE).map_err(anyhow::Error::msg)?;
     }
     if let Some(topic) = sns {

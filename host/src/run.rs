@@ -340,7 +340,7 @@ fn join_cluster(
 
 /// The running plugins as the status server shows them: watcher first, then health, then
 /// the notifier plugins.
-fn plugin_sources(o: &Options, running: &Running, notifiers: &[(String, Arc<NotifierBox>)]) -> Vec<PluginSource> {
+fn plugin_sources(o: &Options, running: &Running, notifiers: &[Arc<NotifierBox>]) -> Vec<PluginSource> {
     let mut sources = Vec::new();
     if let Some(w) = running.watcher() {
         sources.push(plugin_source(&o.plugins.watcher, "watcher", Arc::new(move || w.status())));
@@ -348,7 +348,7 @@ fn plugin_sources(o: &Options, running: &Running, notifiers: &[(String, Arc<Noti
     if let Some(h) = running.health() {
         sources.push(plugin_source(&o.plugins.health, "health", Arc::new(move || h.status())));
     }
-    for (p, (_, n)) in o.plugins.notifiers.iter().zip(notifiers) {
+    for (p, n) in o.plugins.notifiers.iter().zip(notifiers) {
         let n = n.clone();
         sources.push(plugin_source(p, "notifier", Arc::new(move || n.status())));
     }

@@ -41,18 +41,6 @@ pub(super) fn args(cmd: Command) -> Command {
     )
 }
 
-/// The notifier names given, in order; a name given twice is a usage error.
-pub(super) fn names(m: &ArgMatches) -> Result<Vec<String>, CliError> {
-    let mut names: Vec<String> = Vec::new();
-    for name in m.get_many::<String>("notify").into_iter().flatten() {
-        if names.contains(name) {
-            return Err(CliError::usage(format!("error: --notify {name} is given twice; name each notifier once")));
-        }
-        names.push(name.clone());
-    }
-    Ok(names)
-}
-
 /// True for a notifier built into the host.
 pub(super) fn is_builtin(name: &str) -> bool {
     BUILTIN.iter().any(|(n, _)| *n == name)
@@ -60,7 +48,8 @@ pub(super) fn is_builtin(name: &str) -> bool {
 
 /// The built-in notifiers' options, checked against the names given.
 pub(super) fn config(m: &ArgMatches) -> Result<NotifyConfig, CliError> {
-    let sns_named = names(m)?.iter().any(|n| n == "sns");
+    // A name given twice was refused when the notifier plugins were loaded.
+    let sns_named = m.get_many::<String>("notify").into_iter().flatten().any(|n| n == "sns");
     let topic = m.get_one::<String>("notify_sns_topic_arn");
     let sns_topic = match (sns_named, topic) {
         (true, None) => {

@@ -138,6 +138,10 @@ pub(super) fn load(
     argv: &[String],
     scan: &PreScan,
 ) -> Result<Libraries, CliError> {
+    // Before anything is loaded: a notifier loaded twice would clash with its own options.
+    if let Some((_, name)) = scan.notify.iter().enumerate().find(|(i, n)| scan.notify[..*i].contains(n)) {
+        return Err(CliError::usage(format!("error: --notify {name} is given twice; name each notifier once")));
+    }
     let health_name = scan.health.clone().unwrap_or_else(|| DEFAULT_HEALTH.to_string());
     let mut notes = Vec::new();
     let watcher = match &scan.mode {

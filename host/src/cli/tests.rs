@@ -22,6 +22,20 @@ fn prescan_understands_all_spellings() {
     assert_eq!(s.plugin_dirs, vec![PathBuf::from("/a"), PathBuf::from("/b")]);
     let s = prescan(&argv("--mode http -H always --list-plugins -- -m x"));
     assert_eq!((s.mode.as_deref(), s.health.as_deref(), s.list), (Some("http"), Some("always"), true));
+    let s = prescan(&argv("-m http --notify exec --notify=sns --notify-exec-command x"));
+    assert_eq!(s.notify, ["exec", "sns"]);
+}
+
+#[test]
+fn a_notifier_named_twice_is_one_usage_error_before_anything_loads() {
+    let empty = tempfile::tempdir().unwrap();
+    let search = SearchPath::new(&[empty.path().to_path_buf()], false);
+    for line in ["-m http --notify exec --notify webhook --notify exec", "-m http --notify sns --notify=sns"] {
+        let scan = prescan(&argv(line));
+        let err = super::plugins::load(&Loader::default(), &search, &argv(line), &scan).err().unwrap();
+        assert_eq!(err.status, 2, "{line}");
+        assert!(err.message.contains("is given twice") && !err.message.contains('\n'), "{line}: {}", err.message);
+    }
 }
 
 #[test]
