@@ -27,7 +27,8 @@ all: build
 
 # Tools from Debian when missing: a C compiler (aws-lc), python3-venv (moto),
 # systemd-analyze and dpkg-deb (packaging tests), protoc (etcd client), etcd (cluster tests),
-# prometheus (promtool and the server of the metrics tests).
+# prometheus (promtool and the server of the metrics tests), Chromium, Node.js and playwright-core
+# (npm ci in tests/browser: the status page's browser test).
 deps:
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust (rustup or Debian's cargo >= 1.85)"; exit 1; }
 	@if ! command -v cc >/dev/null || ! python3 -c 'import venv, ensurepip' 2>/dev/null \
@@ -48,6 +49,20 @@ deps:
 	@if ! command -v nft >/dev/null; then \
 	  echo "installing nftables with apt-get (health tests silence routers inside their own network namespaces)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nftables >/dev/null; \
+	fi
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  echo "installing chromium with apt-get (the status page's test drives it headless through Playwright)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	fi
+	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
+	  echo "installing nodejs and npm with apt-get (Playwright, for the status page's test)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; \
+	fi
+	@node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)' || { \
+	  echo "Node.js $$(node --version) is too old for Playwright (the status page's test): install Node.js 20 or later (Debian 13's nodejs, or NodeSource's)"; exit 1; }
+	@if [ ! -d tests/browser/node_modules/playwright-core ]; then \
+	  echo "installing playwright-core into tests/browser/node_modules (npm ci, from tests/browser/package-lock.json)"; \
+	  npm ci --prefix tests/browser --no-audit --no-fund >/dev/null; \
 	fi
 
 # moto (the EC2 emulator) in a virtualenv, with fixes where it differs from real EC2

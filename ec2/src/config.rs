@@ -1,5 +1,5 @@
 //! The EC2 side's options (`-r`, `-v`, `--role-*`, `--ec2-*`, `--prefix-lists`) and the
-//! connected executor they build.
+//! connected executor they build (or, for `vpcrouter plan`, the read-only [`VpcReader`]).
 
 use std::sync::Arc;
 
@@ -10,6 +10,7 @@ use crate::error::Ec2Error;
 use crate::executor::Executor;
 use crate::imds::detect_region_and_vpc;
 use crate::limits::LimitsConfig;
+use crate::reader::VpcReader;
 use crate::role::RoleConfig;
 
 /// The EC2 side's options.
@@ -44,6 +45,28 @@ impl Ec2Config {
     /// with (`None`: the VPC id). Each call's duration goes to `observer`. Nothing is called
     /// on EC2 yet.
     pub async fn connect(&self, list_owner: Option<&str>, observer: Arc<dyn Observer>) -> Result<Connected, Ec2Error> {
+        let (region, vpc_id, ec2) = self.client(list_owner, observer).await?;
+        Ok(Connected { region, vpc_id, executor: Executor::new(ec2, self.limits) })
+    }
+
+    /// [`Ec2Config::connect`] for reading only (`vpcrouter plan`): the same client and
+    /// reads, within the same limits, but no [`Executor`] is built, and the [`VpcReader`]
+    /// returned can do nothing but read (see [`crate::reader`]).
+    pub async fn connect_reader(
+        &self,
+        list_owner: Option<&str>,
+        observer: Arc<dyn Observer>,
+    ) -> Result<VpcReader, Ec2Error> {
+        let (region, vpc_id, ec2) = self.client(list_owner, observer).await?;
+        Ok(VpcReader::new(ec2, region, vpc_id, self.limits))
+    }
+
+    /// The region, the VPC and the client for them (see [`Ec2Config::connect`]).
+    async fn client(
+        &self,
+        list_owner: Option<&str>,
+        observer: Arc<dyn Observer>,
+    ) -> Result<(String, String, Ec2), Ec2Error> {
         let (region, vpc_id) = self.region_and_vpc().await?;
         if let Some(role) = &self.role {
             tracing::info!(
@@ -55,7 +78,7 @@ impl Ec2Config {
             .await
             .owning_lists_of(list_owner.unwrap_or(&vpc_id))
             .routing_through_lists(self.prefix_lists);
-        Ok(Connected { region, vpc_id, executor: Executor::new(ec2, self.limits) })
+        Ok((region, vpc_id, ec2))
     }
 
     /// Region and VPC from the options; what is missing comes from the instance metadata.

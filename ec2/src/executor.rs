@@ -52,6 +52,37 @@ pub struct Executor {
     rng: Arc<Mutex<StdRng>>,
 }
 
+/// Reads the VPC through `ec2` within `limits`, retrying throttled answers (the read
+/// bucket slows down) and other transient errors (with a backoff jittered by `jitter`):
+/// the executor's reads and the read-only [`VpcReader`](crate::reader::VpcReader)'s.
+pub(crate) async fn read_with_retries(
+    ec2: &Ec2,
+    limits: &Limits,
+    vpc_id: &str,
+    mut jitter: impl FnMut() -> f64,
+) -> Result<VpcState, Ec2Error> {
+    let (mut failures, mut throttles) = (0, 0);
+    loop {
+        match ec2.read_state(vpc_id, limits).await {
+            Ok(state) => {
+                limits.read.succeeded();
+                return Ok(state);
+            }
+            Err(e) if e.is_throttle() && throttles < THROTTLE_RETRIES => {
+                throttles += 1;
+                limits.read.throttled();
+            }
+            Err(e) if e.is_transient() && failures + 1 < ATTEMPTS => {
+                failures += 1;
+                let delay = backoff(FIRST_RETRY, MAX_RETRY, failures, jitter());
+                tracing::debug!(retry_in_ms = delay.as_millis() as u64, "reading the VPC again: {e}");
+                tokio::time::sleep(delay).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 impl Executor {
     /// An executor for `ec2` with full buckets.
     pub fn new(ec2: Ec2, cfg: LimitsConfig) -> Executor {
@@ -96,26 +127,7 @@ impl Executor {
 
     /// Reads the VPC, retrying throttled answers and transient errors.
     pub async fn read_state(&self, vpc_id: &str) -> Result<VpcState, Ec2Error> {
-        let (mut failures, mut throttles) = (0, 0);
-        loop {
-            match self.ec2.read_state(vpc_id, &self.limits).await {
-                Ok(state) => {
-                    self.limits.read.succeeded();
-                    return Ok(state);
-                }
-                Err(e) if e.is_throttle() && throttles < THROTTLE_RETRIES => {
-                    throttles += 1;
-                    self.limits.read.throttled();
-                }
-                Err(e) if e.is_transient() && failures + 1 < ATTEMPTS => {
-                    failures += 1;
-                    let delay = backoff(FIRST_RETRY, MAX_RETRY, failures, self.jitter());
-                    tracing::debug!(retry_in_ms = delay.as_millis() as u64, "reading the VPC again: {e}");
-                    tokio::time::sleep(delay).await;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        read_with_retries(&self.ec2, &self.limits, vpc_id, || self.jitter()).await
     }
 
     /// Waits for an in-flight slot and a write token: the right to start one write.

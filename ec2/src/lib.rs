@@ -13,6 +13,8 @@
 //! * [`operations`]: the EC2 operations called (counters, metrics, IAM policies);
 //! * [`imds`]: region and VPC detection through the instance metadata service;
 //! * [`config`]: the EC2 side's options, and the connected executor they build;
+//! * [`reader`]: [`VpcReader`], read-only access to a VPC (`vpcrouter plan`): no executor,
+//!   no client handed out, so its holder cannot write;
 //! * [`limits`]: client-side token buckets modelled on EC2's own (reads, writes) and the cap
 //!   on calls in flight;
 //! * [`executor`]: runs calls within those limits, with retries; [`executor::Ec2Vpc`] is the
@@ -33,6 +35,7 @@ pub mod imds;
 pub mod limits;
 pub mod operations;
 mod read;
+pub mod reader;
 pub mod role;
 pub mod sns;
 mod translate;
@@ -42,4 +45,5 @@ pub use client::Ec2;
 pub use config::{Connected, Ec2Config};
 pub use error::Ec2Error;
 pub use executor::{Ec2Vpc, Executor};
+pub use reader::VpcReader;
 pub use sns::{SnsPublisher, TopicArn};

@@ -183,8 +183,10 @@ impl Engine {
             report::log_nothing_moved(&summary.routers);
             return;
         }
-        let took = run.last_ack.unwrap_or_else(now).saturating_duration_since(run.at);
+        let last_ack = run.last_ack.unwrap_or_else(now);
+        let took = last_ack.saturating_duration_since(run.at);
         summary.seconds = took.as_secs_f64();
+        summary.ended = SystemTime::now().checked_sub(now().saturating_duration_since(last_ack));
         self.observer.failover_seconds(summary.seconds);
         self.announcer.announce(Announcement::Failover {
             routers: summary.routers.iter().copied().collect(),
@@ -194,7 +196,7 @@ impl Engine {
         report::log_failover(&summary, took);
         let mut st = self.lock_status();
         st.failovers += 1;
-        st.last_failover = Some(summary);
+        st.remember_failover(summary);
     }
 
     /// Logs the routes this reconcile moved off drained routers, one line.

@@ -46,6 +46,9 @@ pub struct Status {
     pub failovers: u64,
     /// The last failover, as logged.
     pub last_failover: Option<FailoverSummary>,
+    /// The last [`RECENT_FAILOVERS`] failovers, oldest first (the last is `last_failover`):
+    /// the timeline of the status page and of `vpcrouter status`.
+    pub recent_failovers: Vec<FailoverSummary>,
     /// `--failback`, `--failback-after`.
     pub failback_policy: FailbackPolicy,
     /// `--failback preferred`: per CIDR, its preferred router and where failback stands
@@ -111,4 +114,37 @@ pub struct FailoverSummary {
     pub withdrawn: u64,
     /// From the health report to the last write acknowledged.
     pub seconds: f64,
+    /// When the last write was acknowledged (wall clock): when the failover ended.
+    pub ended: Option<SystemTime>,
+}
+
+/// Failovers kept in [`Status::recent_failovers`].
+pub const RECENT_FAILOVERS: usize = 10;
+
+impl Status {
+    /// Records a finished failover as the last one and in the recent ones (at most
+    /// [`RECENT_FAILOVERS`], the oldest dropped first).
+    pub fn remember_failover(&mut self, summary: FailoverSummary) {
+        if self.recent_failovers.len() >= RECENT_FAILOVERS {
+            self.recent_failovers.remove(0);
+        }
+        self.recent_failovers.push(summary.clone());
+        self.last_failover = Some(summary);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recent_failovers_keep_the_last_ten_oldest_first() {
+        let mut st = Status::default();
+        for moved in 1..=RECENT_FAILOVERS as u64 + 3 {
+            st.remember_failover(FailoverSummary { routes_moved: moved, ..Default::default() });
+        }
+        let moved: Vec<u64> = st.recent_failovers.iter().map(|f| f.routes_moved).collect();
+        assert_eq!(moved, (4..=13).collect::<Vec<u64>>());
+        assert_eq!(st.last_failover.map(|f| f.routes_moved), Some(13));
+    }
 }

@@ -62,6 +62,9 @@ async fn a_failover_announces_each_route_moved_then_the_failover_and_the_router_
     let expected = Announcement::Failover { routers: vec![ip(A)], routes_moved: 6, seconds: summary.seconds };
     assert_eq!(failovers, vec![&expected]);
     assert!(summary.seconds > 0.0, "the figure is the failover's duration: {}", summary.seconds);
+    let ended = summary.ended.expect("when the failover ended");
+    assert!(ended <= std::time::SystemTime::now(), "the failover ended in the past");
+    assert_eq!(h.status().recent_failovers, vec![summary.clone()], "the timeline holds the failover");
     assert_eq!(announced.last(), Some(&expected), "the failover is announced once its routes moved");
     assert_eq!(announced.len(), 8, "nothing else: {announced:?}");
 }

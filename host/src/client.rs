@@ -1,12 +1,14 @@
-//! The client subcommands `vpcrouter drain IP`, `vpcrouter undrain IP` and `vpcrouter
-//! drains`: one request to the running daemon's status server (`--url`, or `-a`/`-p`), with
-//! the bearer token of `--http-token-file` and, for HTTPS, the CA of `--tls-ca` (default:
-//! the system's roots). They print one line (or the table of drains) and exit 0, or print a
-//! one-line error and exit 1.
+//! The client subcommands `vpcrouter drain IP`, `vpcrouter undrain IP`, `vpcrouter drains`
+//! and `vpcrouter status`: one request to the running daemon's status server (`--url`, or
+//! `-a`/`-p`), with the bearer token of `--http-token-file` and, for HTTPS, the CA of
+//! `--tls-ca` (default: the system's roots). They print one line (or the table of drains,
+//! or the status view of [`vpcrouter_status::console`]) and exit 0, or print a one-line
+//! error and exit 1. `status --watch` repeats its request until interrupted.
 //!
 //! The HTTP client is hyper's HTTP/1.1 client on a current-thread runtime, over tokio's TCP
 //! and tokio-rustls: the crates the status server is built on.
 
+use std::io::{IsTerminal, Write};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,6 +19,7 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
 use serde_json::Value;
+use vpcrouter_status::console::{status_text, Paint};
 
 /// The longest a request may take, connection and TLS included.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
@@ -120,6 +123,13 @@ pub enum Action {
         /// Print the daemon's JSON instead of a table.
         json: bool,
     },
+    /// `vpcrouter status [--json] [--watch [SECONDS]]`.
+    Status {
+        /// Print the daemon's JSON (`/status`) instead of the text view.
+        json: bool,
+        /// Redraw at this interval until interrupted.
+        watch: Option<Duration>,
+    },
 }
 
 /// A client subcommand, parsed.
@@ -142,6 +152,9 @@ struct Answer {
 
 /// Runs the subcommand; returns the exit status (0: done; 1: the one-line error printed).
 pub fn run(cmd: ClientCommand) -> i32 {
+    if let Action::Status { watch: Some(every), .. } = cmd.action {
+        watch(&cmd, every);
+    }
     match execute(&cmd) {
         Ok((out, warning)) => {
             print!("{out}");
@@ -166,6 +179,7 @@ fn execute(cmd: &ClientCommand) -> Result<(String, Option<String>), String> {
         }
         Action::Undrain { ip } => ("DELETE", format!("/drain/{ip}"), None),
         Action::List { .. } => ("GET", "/drain".to_string(), None),
+        Action::Status { .. } => ("GET", "/status".to_string(), None),
     };
     let answer = request(&cmd.target, method, &path, body)?;
     let doc: Value = serde_json::from_str(&answer.body).map_err(|_| {
@@ -203,7 +217,42 @@ fn execute(cmd: &ClientCommand) -> Result<(String, Option<String>), String> {
         }
         Action::List { json: true } => (format!("{}\n", vpcrouter_status::document::indented(&doc)), None),
         Action::List { json: false } => (table(&doc), None),
+        Action::Status { json: true, .. } => (format!("{}\n", vpcrouter_status::document::indented(&doc)), None),
+        Action::Status { json: false, .. } => (status_text(&doc, paint()), None),
     })
+}
+
+/// Colour when stdout is a terminal and `NO_COLOR` is unset or empty (no-color.org).
+fn paint() -> Paint {
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    if std::io::stdout().is_terminal() && !no_color {
+        Paint::Ansi
+    } else {
+        Paint::Plain
+    }
+}
+
+/// `status --watch`: the view redrawn every `every` until interrupted (a terminal's screen
+/// is cleared first; elsewhere each view follows the last). A failed request shows its
+/// one-line error in the view's place, and the next try comes at the next interval.
+fn watch(cmd: &ClientCommand, every: Duration) -> ! {
+    let terminal = std::io::stdout().is_terminal();
+    loop {
+        let view = match execute(cmd) {
+            Ok((text, _)) => text,
+            Err(e) => format!("error: {e}\n"),
+        };
+        let title = format!("every {:.1} s: vpcrouter status (Ctrl-C to stop)\n\n", every.as_secs_f64());
+        let clear = if terminal { "\x1b[H\x1b[2J" } else { "" };
+        let mut out = std::io::stdout().lock();
+        let _ = write!(out, "{clear}{title}{view}");
+        if !terminal {
+            let _ = writeln!(out);
+        }
+        let _ = out.flush();
+        drop(out);
+        std::thread::sleep(every);
+    }
 }
 
 fn scope_text(scope: &str) -> &'static str {

@@ -5,6 +5,7 @@
 //! * [`cli`]: parses the command line, including options declared by the loaded plugins;
 //! * [`run`]: start-up and shut-down: builds the parts from the options and runs the engine;
 //! * [`client`]: the `drain`, `undrain` and `drains` subcommands (a request to the daemon);
+//! * [`plan`]: the `plan` subcommand (what a daemon would change with a spec; reads only);
 //! * [`logging`]: log setup;
 //! * [`notifiers`]: the notifiers of a run (`--notify`: plugins and the built-in `sns`).
 #![forbid(unsafe_code)]
@@ -13,6 +14,7 @@ pub mod cli;
 pub mod client;
 pub mod logging;
 pub mod notifiers;
+pub mod plan;
 pub mod run;
 
 /// This program's version.

@@ -37,6 +37,7 @@ pub fn main(argv: Vec<String>) -> i32 {
             0
         }
         Ok(Invocation::Client(cmd)) => crate::client::run(cmd),
+        Ok(Invocation::Plan(options)) => crate::plan::run(*options),
         Err(e) => {
             if e.status == 0 {
                 print!("{}", e.message);

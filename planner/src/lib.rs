@@ -3,7 +3,9 @@
 //! * [`model`]: a snapshot of what vpcrouter needs to know about a VPC, and the route
 //!   changes it can make;
 //! * [`plan`]: the pure planner, VPC state + route spec + health → route actions;
-//! * [`view`]: what the status server shows of a plan (each managed route's state).
+//! * [`view`]: what the status server shows of a plan (each managed route's state);
+//! * [`preview`]: what a plan would change, as `vpcrouter plan` shows it before a spec
+//!   goes live (the changes by destination and table, the notices, their text).
 //!
 //! The host (`vpcrouter`) reads the VPC into a [`model::VpcState`], plans with
 //! [`plan::plan`] and executes the [`model::RouteAction`]s. Tests are in `tests/`, through
@@ -13,5 +15,6 @@
 mod fast;
 pub mod model;
 pub mod plan;
+pub mod preview;
 mod route_index;
 pub mod view;

@@ -14,8 +14,12 @@ use vpcrouter_plugin_api::{HttpHandlerBox, HttpRegistry, HttpRegistryBox, HttpRe
 
 use vpcrouter_plugin_api::sync::{read, write};
 
-/// Paths the host serves itself; plugins cannot take them (nor any under `/drain/`).
+/// Paths the host serves itself; plugins cannot take them (nor any under
+/// [`RESERVED_PREFIXES`]).
 pub const RESERVED_PATHS: &[&str] = &["/", "/ips", "/plugins", "/route_info", "/vpc", "/status", "/metrics", "/drain"];
+
+/// Path prefixes the host serves itself: `/drain/IP`, and `/_ui/` (the status page's files).
+pub const RESERVED_PREFIXES: &[&str] = &["/drain/", "/_ui/"];
 
 /// `(method, path)` → `(plugin, handler)`.
 type Routes = BTreeMap<(String, String), (String, Arc<HttpHandlerBox>)>;
@@ -66,7 +70,8 @@ struct PluginRegistry {
 impl HttpRegistry for PluginRegistry {
     fn register(&self, method: RStr<'_>, path: RStr<'_>, handler: HttpHandlerBox) -> RResult<(), RString> {
         let (method, path) = (method.as_str().to_ascii_uppercase(), path.as_str().to_string());
-        if !path.starts_with('/') || RESERVED_PATHS.contains(&path.as_str()) || path.starts_with("/drain/") {
+        let reserved = RESERVED_PATHS.contains(&path.as_str()) || RESERVED_PREFIXES.iter().any(|p| path.starts_with(p));
+        if !path.starts_with('/') || reserved {
             return RResult::RErr(
                 format!("plugin '{}' cannot register {method} {path}: the path is reserved or invalid", self.plugin)
                     .into(),
@@ -101,6 +106,10 @@ mod tests {
         assert!(reg.register("get".into(), "/route_spec".into(), h()).is_ok());
         assert!(reg.register("GET".into(), "/route_spec".into(), h()).is_err());
         assert!(reg.register("GET".into(), "/status".into(), h()).is_err());
+        for reserved in ["/drain/10.0.0.1", "/_ui/page.js", "/_ui/x"] {
+            assert!(reg.register("GET".into(), reserved.into(), h()).is_err(), "{reserved}");
+        }
+        assert!(reg.register("GET".into(), "/_uix".into(), h()).is_ok(), "only the prefix is the host's");
         let req = HttpRequest { method: "GET".into(), path: "/route_spec".into(), ..Default::default() };
         assert_eq!(e.dispatch(req).map(|r| r.body.into_vec()), Some(b"/route_spec".to_vec()));
         assert!(e.has_path("/route_spec"));

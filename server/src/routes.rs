@@ -1,8 +1,10 @@
 //! The routes (`router`) and the handlers of the host's own paths: vpc-router's state
-//! documents, `/status` and `/metrics`; the drain requests are in `drain`, the plugins'
-//! endpoints (everything else) in `plugin`. Every error answer is JSON (`error`).
+//! documents, `/status` and `/metrics`; the live page a browser gets at `/` (with its style
+//! sheet and script) is in `page`, the drain requests in `drain`, the plugins' endpoints
+//! (everything else) in `plugin`. Every error answer is JSON (`error`).
 
 mod drain;
+mod page;
 mod plugin;
 #[cfg(test)]
 mod tests;
@@ -27,6 +29,8 @@ pub(crate) fn router(ctx: Arc<ServerContext>) -> Router {
         app = app.route(path, get(state_document));
     }
     app.route("/status", get(status_document))
+        .route(vpcrouter_status::page::STYLE_PATH, get(page::style))
+        .route(vpcrouter_status::page::SCRIPT_PATH, get(page::script))
         .route("/metrics", get(metrics))
         .route("/drain", get(drain::list_drains))
         .route("/drain/{ip}", post(drain::drain).delete(drain::undrain))
@@ -54,7 +58,8 @@ fn json_response(status: StatusCode, value: &serde_json::Value) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], status::indented(value)).into_response()
 }
 
-/// `/`, `/ips`, `/plugins`, `/route_info`, `/vpc`, negotiated on `Accept`.
+/// `/`, `/ips`, `/plugins`, `/route_info`, `/vpc`, negotiated on `Accept`; a browser asking
+/// for `/` as HTML gets the live page instead of vpc-router's HTML view.
 async fn state_document(State(ctx): State<Arc<ServerContext>>, uri: Uri, headers: HeaderMap) -> Response {
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let Some(format) = status::negotiate(accept) else {
@@ -65,6 +70,9 @@ async fn state_document(State(ctx): State<Arc<ServerContext>>, uri: Uri, headers
         )
             .into_response();
     };
+    if format == status::Format::Html && uri.path() == "/" {
+        return page::live_page(&ctx).await;
+    }
     let snap = ctx.snapshot(uri.path() == "/plugins").await;
     match status::state_document(uri.path(), &ctx.info, &snap) {
         Some(doc) => {

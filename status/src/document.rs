@@ -15,7 +15,7 @@ use vpcrouter_plugin_api::{HealthStats, PluginStats, PluginStatus};
 use vpcrouter_cluster::ClusterStatus;
 use vpcrouter_drains::Drain;
 pub use vpcrouter_engine::budget::Ec2View;
-use vpcrouter_engine::status::{FailbackEntry, Status, TableRoute};
+use vpcrouter_engine::status::{FailbackEntry, FailoverSummary, Status, TableRoute};
 use vpcrouter_notify::NotifierStatus;
 use vpcrouter_planner::model::{Family, Notice, TableSelection};
 
@@ -301,18 +301,26 @@ pub fn status_document(info: &ServerInfo, snap: &Snapshot) -> Value {
             "ec2_throttled": snap.ec2.throttled(),
         },
         "failback": failback_json(st),
-        "last_failover": st.last_failover.as_ref().map(|f| json!({
-            "routers": ips(&f.routers),
-            "routes_moved": f.routes_moved,
-            "writes": f.writes,
-            "throttled": f.throttled,
-            "revisions": f.revisions,
-            "withdrawn": f.withdrawn,
-            "seconds": f.seconds,
-        })),
+        "last_failover": st.last_failover.as_ref().map(failover_json),
+        "recent_failovers": st.recent_failovers.iter().rev().map(failover_json).collect::<Vec<_>>(),
         "ec2": ec2_json(&snap.ec2),
         "cluster": snap.cluster.as_ref().map(|c| cluster_json(c, st)),
         "notifiers": snap.notifiers.iter().map(notifier_json).collect::<Vec<_>>(),
+    })
+}
+
+/// One failover in `/status` (`last_failover`, `recent_failovers`): when it ended, the
+/// routers, and what it took.
+fn failover_json(f: &FailoverSummary) -> Value {
+    json!({
+        "time": f.ended.map(iso_time),
+        "routers": ips(&f.routers),
+        "routes_moved": f.routes_moved,
+        "writes": f.writes,
+        "throttled": f.throttled,
+        "revisions": f.revisions,
+        "withdrawn": f.withdrawn,
+        "seconds": f.seconds,
     })
 }
 
@@ -679,10 +687,33 @@ pub(crate) mod tests {
         assert_eq!(doc["ec2"]["read_bucket"]["rate"], 10.0);
         assert_eq!(doc["ec2"]["calls"]["DescribeVpcs"], json!({"calls": 4, "errors": 1, "throttled": 1}));
         assert_eq!(doc["last_failover"], Value::Null);
+        assert_eq!(doc["recent_failovers"], json!([]));
         assert_eq!(doc["prefix_lists"], json!([]));
         assert_eq!(doc["region"], "us-east-1");
         assert_eq!(doc["drains"], json!([]));
         assert_eq!(doc["notifiers"], json!([]));
+    }
+
+    #[test]
+    fn failovers_show_when_they_ended_newest_first() {
+        let mut snap = snapshot();
+        for (i, router) in ["10.0.0.1", "10.0.0.2"].iter().enumerate() {
+            snap.status.remember_failover(vpcrouter_engine::status::FailoverSummary {
+                routers: [ip(router)].into(),
+                routes_moved: 2 + i as u64,
+                seconds: 0.5,
+                ended: Some(UNIX_EPOCH + Duration::from_millis(1_795_000_000_000 + 60_000 * i as u64)),
+                ..Default::default()
+            });
+        }
+        let doc = status_document(&info(), &snap);
+        assert_eq!(doc["last_failover"]["time"], "2026-11-18T11:07:40.000Z");
+        assert_eq!(doc["last_failover"]["routers"], json!(["10.0.0.2"]));
+        let recent = doc["recent_failovers"].as_array().expect("a list");
+        assert_eq!(recent.len(), 2);
+        assert_eq!(recent[0], doc["last_failover"]);
+        assert_eq!(recent[1]["routers"], json!(["10.0.0.1"]));
+        assert_eq!(recent[1]["time"], "2026-11-18T11:06:40.000Z");
     }
 
     #[test]

@@ -7,13 +7,18 @@
 //!   HTML;
 //! * [`metrics`]: `/metrics`, encoded from the same snapshot with the Prometheus client
 //!   library, plus the histograms the engine and the EC2 adapter report to (the
-//!   engine's [`Observer`](vpcrouter_engine::Observer)) and the process metrics.
+//!   engine's [`Observer`](vpcrouter_engine::Observer)) and the process metrics;
+//! * [`console`]: `vpcrouter status`, the `/status` document as text for a terminal;
+//! * [`page`]: the live page at `/` for browsers (the route matrix, the routers, the last
+//!   failovers), with its style sheet and script.
 //!
 //! [`Status`]: vpcrouter_engine::Status
 #![forbid(unsafe_code)]
 
+pub mod console;
 pub mod document;
 pub mod metrics;
+pub mod page;
 
 pub use document::{Ec2View, PluginView, ServerInfo, Snapshot};
 pub use metrics::Metrics;

@@ -299,13 +299,13 @@ fn state_documents_follow_accept_negotiation() -> anyhow::Result<()> {
     let plugins = get(d.port, "/plugins", Some("application/json"))?.json()?;
     assert!(plugins["http"].is_object() && plugins["always"].is_object(), "{plugins}");
 
+    // A browser gets vpc-router's HTML view of the documents, and the live status page at `/`.
+    let r = get(d.port, "/ips", Some("text/html,application/xhtml+xml"))?;
+    assert!(r.header("content-type").is_some_and(|c| c.starts_with("text/html")));
+    assert!(r.body.contains("<title>VPC-router state</title>") && r.body.contains("working_set"), "{}", r.body);
     let r = get(d.port, "/", Some("text/html,application/xhtml+xml"))?;
     assert!(r.header("content-type").is_some_and(|c| c.starts_with("text/html")));
-    assert!(
-        r.body.contains("<title>VPC-router state</title>") && r.body.contains("<a href=/ips>/ips</a>"),
-        "{}",
-        r.body
-    );
+    assert!(r.body.starts_with("<!DOCTYPE html>") && r.body.contains("10.55.0.0/16"), "{}", r.body);
     let r = get(d.port, "/vpc", Some("image/png"))?;
     assert_eq!(r.status, 406, "{}", r.body);
     assert!(r.body.contains("Cannot render data in acceptable content type"));

@@ -282,6 +282,8 @@ fn demo_shows_routes_before_and_after() {
     assert!(after.lines().any(|l| l.contains("10.66.17.0/24") && l.contains("-> 127.0.1.11")), "{text}");
     let failover = text.lines().find(|l| l.starts_with("== failover: 10.55.0.0/16 moved")).unwrap_or_default();
     assert!(failover.ends_with(" ms"), "{text}");
+    let status = text.split("== vpcrouter status -p").nth(1).unwrap_or("");
+    assert!(status.contains("LAST FAILOVER") && status.contains("routes moved in"), "{text}");
 }
 
 fn file_hash(path: &std::path::Path) -> anyhow::Result<u64> {

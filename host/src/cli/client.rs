@@ -1,16 +1,20 @@
-//! The client subcommands: `vpcrouter drain|undrain|drains ...`, one request to a running
-//! daemon.
+//! The client subcommands: `vpcrouter drain|undrain|drains|status ...`, requests to a
+//! running daemon.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Arg, ArgAction, Command};
 
 use super::{check_address, CliError, Invocation};
 use crate::client::{Action, ClientCommand, Target};
 
-/// The client subcommands: `vpcrouter drain|undrain|drains ...` (only as the first word,
-/// so that the daemon's command line is parsed exactly as before).
-pub const CLIENT_SUBCOMMANDS: [&str; 3] = ["drain", "undrain", "drains"];
+/// The client subcommands: `vpcrouter drain|undrain|drains|status ...` (only as the first
+/// word, so that the daemon's command line is parsed exactly as before).
+pub const CLIENT_SUBCOMMANDS: [&str; 4] = ["drain", "undrain", "drains", "status"];
+
+/// `status --watch` without a value: seconds between redraws.
+const WATCH_DEFAULT: &str = "2";
 
 /// The options every client subcommand takes: how to reach the daemon.
 fn client_target_args(cmd: Command) -> Command {
@@ -70,9 +74,9 @@ fn client_target_args(cmd: Command) -> Command {
     )
 }
 
-/// `drain`, `undrain` and `drains`, as clap commands (for parsing, help, the man page and
-/// the completions).
-pub(super) fn client_commands() -> [Command; 3] {
+/// `drain`, `undrain`, `drains` and `status`, as clap commands (for parsing, help, the man
+/// page and the completions).
+pub(super) fn client_commands() -> [Command; 4] {
     let ip = || Arg::new("ip").value_name("IP").required(true).help("the router, by its IP in the route spec");
     [
         client_target_args(Command::new("drain")
@@ -85,7 +89,21 @@ pub(super) fn client_commands() -> [Command; 3] {
         client_target_args(Command::new("drains")
             .about("List the drained routers: IP, since, scope (this vpcrouter or the cluster), CIDRs, reason")
             .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("print the daemon's JSON (GET /drain)"))),
+        client_target_args(Command::new("status")
+            .about("Show a running daemon's routes at a glance: per CIDR the router of its managed tables (naming those that differ), the routers' health, drains and routes carried, the role in cluster mode, the last failover (colour only on a terminal, never with NO_COLOR)")
+            .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).conflicts_with("watch").help("print the daemon's JSON (GET /status)"))
+            .arg(Arg::new("watch").long("watch").short('w').value_name("SECONDS").num_args(0..=1)
+                .default_missing_value(WATCH_DEFAULT).value_parser(parse_watch)
+                .help("redraw every SECONDS (default 2) until Ctrl-C"))),
     ]
+}
+
+/// `--watch SECONDS`: from 0.2 to 3600.
+fn parse_watch(s: &str) -> Result<Duration, String> {
+    match s.parse::<f64>() {
+        Ok(secs) if (0.2..=3600.0).contains(&secs) => Ok(Duration::from_secs_f64(secs)),
+        _ => Err(format!("'{s}' is not a number of seconds from 0.2 to 3600 (e.g. --watch 2)")),
+    }
 }
 
 /// Parses a client subcommand (`argv[1]` is one of [`CLIENT_SUBCOMMANDS`]).
@@ -128,6 +146,7 @@ pub(super) fn parse_client(argv: &[String]) -> Result<Invocation, CliError> {
             Action::Drain { ip: ip()?, reason }
         }
         "undrain" => Action::Undrain { ip: ip()? },
+        "status" => Action::Status { json: sub.get_flag("json"), watch: sub.get_one::<Duration>("watch").copied() },
         _ => Action::List { json: sub.get_flag("json") },
     };
     Ok(Invocation::Client(ClientCommand { target, action }))

@@ -38,9 +38,7 @@ pub(super) fn args(cmd: Command) -> Command {
         .arg(Arg::new("cluster_etcd").long("cluster-etcd").value_name("URL[,URL...]").env("VPCROUTER_CLUSTER_ETCD")
             .help_heading("Cluster mode (several instances, one leader)")
             .help("etcd client URLs: run as one of several vpcrouters; only the elected leader writes to EC2"))
-        .arg(Arg::new("cluster_name").long("cluster-name").value_name("NAME")
-            .help_heading("Cluster mode (several instances, one leader)")
-            .help("instances with the same name form one cluster; vpcrouter's prefix lists are tagged with it [default: the VPC id]"))
+        .arg(cluster_name_arg().help_heading("Cluster mode (several instances, one leader)"))
         .arg(Arg::new("instance_id").long("instance-id").value_name("ID").requires("cluster_etcd")
             .help_heading("Cluster mode (several instances, one leader)")
             .help("this instance's id, unique in the cluster [default: the hostname]"))
@@ -52,6 +50,13 @@ pub(super) fn args(cmd: Command) -> Command {
             .default_value("majority").value_parser(["majority", "any", "all"])
             .help_heading("Cluster mode (several instances, one leader)")
             .help("how many instances' health reports must call a host failed: majority, any (a single view, as without a cluster) or all"))
+}
+
+/// `--cluster-name` (the daemon's and `plan`'s).
+pub(super) fn cluster_name_arg() -> Arg {
+    Arg::new("cluster_name").long("cluster-name").value_name("NAME").help(
+        "instances with the same name form one cluster; vpcrouter's prefix lists are tagged with it [default: the VPC id]",
+    )
 }
 
 /// `--state-dir`.

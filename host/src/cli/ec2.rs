@@ -93,7 +93,11 @@ pub(super) fn role_options(m: &ArgMatches) -> Result<Option<RoleConfig>, CliErro
     let arn = RoleArn::parse(raw).map_err(|e| usage("role-arn", e))?;
     let session_name = match m.get_one::<String>("role_session_name") {
         Some(name) => role::check_session_name(name).map_err(|e| usage("role-session-name", e))?,
-        None => role::default_session_name(m.get_one::<String>("instance_id").cloned().or_else(hostname).as_deref()),
+        // `plan` has no --instance-id.
+        None => {
+            let instance_id = m.try_get_one::<String>("instance_id").ok().flatten().cloned();
+            role::default_session_name(instance_id.or_else(hostname).as_deref())
+        }
     };
     let external_id = m
         .get_one::<String>("role_external_id")

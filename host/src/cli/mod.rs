@@ -11,13 +11,15 @@
 //! * [`cluster`]: cluster mode and `--state-dir` ([`ClusterOptions`]);
 //! * [`logging`]: the log ([`LogConfig`]);
 //! * [`notify`]: `--notify` and the built-in `sns` notifier ([`NotifyConfig`]);
-//! * [`client`]: the `drain`, `undrain` and `drains` subcommands.
+//! * [`plan`]: the `plan` subcommand (a spec previewed against the VPC);
+//! * [`client`]: the `drain`, `undrain`, `drains` and `status` subcommands.
 
 pub mod client;
 pub mod cluster;
 pub mod ec2;
 pub mod logging;
 pub mod notify;
+pub mod plan;
 pub mod plugins;
 pub mod routes;
 pub mod server;
@@ -70,8 +72,10 @@ pub enum Invocation {
     Run(Box<Options>),
     /// Print this text to stdout and exit 0 (help, version, plugin list).
     Print(String),
-    /// A client subcommand (`drain`, `undrain`, `drains`): one request to a running daemon.
+    /// A client subcommand (`drain`, `undrain`, `drains`, `status`): requests to a running daemon.
     Client(crate::client::ClientCommand),
+    /// `plan`: what a daemon would change in the VPC with a spec, written nowhere.
+    Plan(Box<crate::plan::PlanOptions>),
 }
 
 /// A command-line error: the message and the exit status.
@@ -106,6 +110,9 @@ impl From<PluginError> for CliError {
 pub fn parse(argv: &[String], loader: &Loader) -> Result<Invocation, CliError> {
     if argv.get(1).is_some_and(|a| client::CLIENT_SUBCOMMANDS.contains(&a.as_str())) {
         return client::parse_client(argv);
+    }
+    if argv.get(1).is_some_and(|a| a == plan::PLAN_SUBCOMMAND) {
+        return plan::parse_plan(argv);
     }
     if let Some(i) = argv.iter().position(|a| a == "--generate") {
         let what = argv.get(i + 1).map(String::as_str).unwrap_or("");
@@ -157,8 +164,11 @@ fn clap_error(e: clap::Error) -> CliError {
 /// `vpcrouter --generate man|bash|zsh|fish`.
 pub fn generate(what: &str) -> Result<String, CliError> {
     use clap_complete::{generate as complete, Shell};
-    let mut cmd =
-        base_command().arg(generate_arg()).subcommands(client::client_commands()).args_conflicts_with_subcommands(true);
+    let mut cmd = base_command()
+        .arg(generate_arg())
+        .subcommands(client::client_commands())
+        .subcommand(plan::command())
+        .args_conflicts_with_subcommands(true);
     let mut out: Vec<u8> = Vec::new();
     let shell = match what {
         "man" => {
@@ -191,7 +201,7 @@ fn base_command() -> Command {
     let cmd = Command::new("vpcrouter")
         .version(crate::VERSION)
         .about("VPC router: Manage routes in VPC route table")
-        .after_help("Plugin options are listed when the plugin is named: vpcrouter -m configfile --help, vpcrouter -H tcp --help, vpcrouter --notify exec --help.\nvpcrouter --list-plugins shows the plugins found.\nMaintenance mode: vpcrouter drain IP, vpcrouter undrain IP, vpcrouter drains (see vpcrouter drain --help).");
+        .after_help("Plugin options are listed when the plugin is named: vpcrouter -m configfile --help, vpcrouter -H tcp --help, vpcrouter --notify exec --help.\nvpcrouter --list-plugins shows the plugins found.\nAt a glance: vpcrouter status [--watch] (a running daemon's routes, routers and last failover).\nBefore a spec goes live: vpcrouter plan -f SPEC (what a daemon would change; writes nothing).\nMaintenance mode: vpcrouter drain IP, vpcrouter undrain IP, vpcrouter drains (see vpcrouter drain --help).");
     let cmd = plugins::args(cmd);
     let cmd = logging::args(cmd);
     let cmd = ec2::args(cmd);

@@ -44,25 +44,14 @@ pub struct RoutingConfig {
 
 /// Adds the routing options.
 pub(super) fn args(cmd: Command) -> Command {
-    cmd
-        .arg(Arg::new("ignore_routes").long("ignore_routes").value_name("CIDRS")
-            .help("Comma separated list of CIDRs or IPs for routes which vpcrouter should ignore"))
+    let cmd = cmd
+        .arg(ignore_routes_arg())
         .arg(Arg::new("route_recheck_interval").long("route_recheck_interval").value_name("SECONDS")
             .default_value("30").value_parser(clap::value_parser!(u64))
             .help("time between regular checks of VPC route tables; 0 disables them (vpc-router 1.8 checked every second)"))
         .arg(Arg::new("dry_run").long("dry-run").action(ArgAction::SetTrue)
-            .help("log the route changes that would be made, change nothing"))
-        .arg(Arg::new("route_tables").long("route-tables").value_name("RTB[,RTB...]")
-            .value_parser(parse_table_ids).conflicts_with("route_table_tag").help_heading(TABLES_HEADING)
-            .help("manage exactly these route tables (e.g. the private subnets' tables of a NAT deployment, or a gateway route table) instead of those serving the routers' subnets"))
-        .arg(Arg::new("route_table_tag").long("route-table-tag").value_name("KEY=VALUE").action(ArgAction::Append)
-            .value_parser(parse_table_tag).help_heading(TABLES_HEADING)
-            .help("manage every route table of the VPC carrying this tag (repeatable: all must match), re-evaluated at every read; e.g. vpcrouter:managed=true"))
-        .arg(Arg::new("zone_affinity").long("zone-affinity").action(ArgAction::SetTrue).help_heading(TABLES_HEADING)
-            .help("a table whose subnets are in one availability zone uses a healthy router of its own zone (the first in the spec's order), so traffic stays in its zone; other tables share one router per CIDR"))
-        .arg(Arg::new("route_table_quota").long("route-table-quota").value_name("ROUTES").default_value("500")
-            .value_parser(clap::value_parser!(u32).range(1..=100_000))
-            .help("routes a route table may hold (a prefix-list route counts its list's max entries); vpcrouter warns before a table would exceed it"))
+            .help("log the route changes that would be made, change nothing"));
+    table_args(cmd)
         .arg(Arg::new("failback").long("failback").value_name("POLICY").default_value("never")
             .value_parser(["never", "preferred"])
             .help("never: a route stays where a failover put it, as in vpc-router; preferred: it moves back to its CIDR's first router (in the spec's order) once that one has been healthy for --failback-after seconds"))
@@ -75,20 +64,55 @@ pub(super) fn args(cmd: Command) -> Command {
             .help("how long a route change EC2 acknowledged is trusted over a read that does not show it yet (EC2's reads are eventually consistent): no second write for it because of such a read; after the window the read is believed (0: always)"))
 }
 
+/// `--ignore_routes` (the daemon's and `plan`'s).
+pub(super) fn ignore_routes_arg() -> Arg {
+    Arg::new("ignore_routes")
+        .long("ignore_routes")
+        .value_name("CIDRS")
+        .help("Comma separated list of CIDRs or IPs for routes which vpcrouter should ignore")
+}
+
+/// The route tables managed, and what each may hold: `--route-tables`, `--route-table-tag`,
+/// `--zone-affinity`, `--route-table-quota` (the daemon's and `plan`'s).
+pub(super) fn table_args(cmd: Command) -> Command {
+    cmd
+        .arg(Arg::new("route_tables").long("route-tables").value_name("RTB[,RTB...]")
+            .value_parser(parse_table_ids).conflicts_with("route_table_tag").help_heading(TABLES_HEADING)
+            .help("manage exactly these route tables (e.g. the private subnets' tables of a NAT deployment, or a gateway route table) instead of those serving the routers' subnets"))
+        .arg(Arg::new("route_table_tag").long("route-table-tag").value_name("KEY=VALUE").action(ArgAction::Append)
+            .value_parser(parse_table_tag).help_heading(TABLES_HEADING)
+            .help("manage every route table of the VPC carrying this tag (repeatable: all must match), re-evaluated at every read; e.g. vpcrouter:managed=true"))
+        .arg(Arg::new("zone_affinity").long("zone-affinity").action(ArgAction::SetTrue).help_heading(TABLES_HEADING)
+            .help("a table whose subnets are in one availability zone uses a healthy router of its own zone (the first in the spec's order), so traffic stays in its zone; other tables share one router per CIDR"))
+        .arg(Arg::new("route_table_quota").long("route-table-quota").value_name("ROUTES").default_value("500")
+            .value_parser(clap::value_parser!(u32).range(1..=100_000))
+            .help("routes a route table may hold (a prefix-list route counts its list's max entries); vpcrouter warns before a table would exceed it"))
+}
+
 /// The routing options, checked.
 pub(super) fn config(m: &ArgMatches) -> Result<RoutingConfig, CliError> {
     Ok(RoutingConfig {
         ignore_routes_raw: m.get_one::<String>("ignore_routes").cloned(),
-        ignore_routes: parse_ignore_routes(m.get_one::<String>("ignore_routes").map(String::as_str))
-            .map_err(|e| CliError::usage(format!("error: --ignore_routes: {e}")))?,
+        ignore_routes: ignore_routes(m)?,
         recheck_interval: check_recheck(m.get_one::<u64>("route_recheck_interval").copied().unwrap_or(30))?,
         dry_run: m.get_flag("dry_run"),
         tables: table_selection(m),
         zone_affinity: m.get_flag("zone_affinity"),
-        quota: m.get_one::<u32>("route_table_quota").copied().unwrap_or(500),
+        quota: quota(m),
         failback: failback_policy(m)?,
         consistency_window: m.get_one::<Duration>("consistency_window").copied().unwrap_or(DEFAULT_CONSISTENCY_WINDOW),
     })
+}
+
+/// `--ignore_routes`, checked.
+pub(super) fn ignore_routes(m: &ArgMatches) -> Result<Vec<Cidr>, CliError> {
+    parse_ignore_routes(m.get_one::<String>("ignore_routes").map(String::as_str))
+        .map_err(|e| CliError::usage(format!("error: --ignore_routes: {e}")))
+}
+
+/// `--route-table-quota`.
+pub(super) fn quota(m: &ArgMatches) -> u32 {
+    m.get_one::<u32>("route_table_quota").copied().unwrap_or(500)
 }
 
 /// `--route-tables`: comma-separated route table ids (`rtb-` and hex digits).

@@ -129,9 +129,34 @@ fn drain_subcommands_parse_only_as_the_first_word() {
 }
 
 #[test]
+fn status_parses_json_and_watch_with_its_default_and_bounds() {
+    use crate::client::Action;
+    use std::time::Duration;
+    let loader = Loader::default();
+    let parsed = |s: &str| match parse(&argv(s), &loader) {
+        Ok(Invocation::Client(c)) => Ok(c),
+        Ok(_) => panic!("{s}: not a client subcommand"),
+        Err(e) => Err(e),
+    };
+    assert_eq!(parsed("status").unwrap().action, Action::Status { json: false, watch: None });
+    assert_eq!(parsed("status --json -p 9000").unwrap().action, Action::Status { json: true, watch: None });
+    let watch = |line: &str| match parsed(line).map(|c| c.action) {
+        Ok(Action::Status { watch, .. }) => Ok(watch),
+        Ok(other) => panic!("{other:?}"),
+        Err(e) => Err(e.message),
+    };
+    assert_eq!(watch("status --watch"), Ok(Some(Duration::from_secs(2))));
+    assert_eq!(watch("status --watch 0.5"), Ok(Some(Duration::from_millis(500))));
+    assert_eq!(watch("status -w 10 -a 10.0.0.1"), Ok(Some(Duration::from_secs(10))));
+    let e = watch("status --watch 0").unwrap_err();
+    assert!(e.contains("'0' is not a number of seconds from 0.2 to 3600"), "{e}");
+    assert!(parsed("status --watch --json").is_err(), "JSON is printed once");
+}
+
+#[test]
 fn the_man_page_covers_the_drain_subcommands_and_the_state_dir() {
     let man = generate("man").unwrap();
-    for word in ["drain", "undrain", "drains", "state\\-dir"] {
+    for word in ["drain", "undrain", "drains", "watch", "state\\-dir"] {
         assert!(man.contains(word), "{word}: {man}");
     }
     assert!(generate("bash").unwrap().contains("undrain"));

@@ -5,15 +5,16 @@
 //! file, runs vpcrouter in configfile mode with the `tcp` health plugin, and prints the route
 //! tables before and after. Then a live failover: the listener of the router that carries
 //! 10.55.0.0/16 is stopped, and the demo prints the tables again with the measured
-//! failover time, and what an exec hook (`--notify exec`) wrote for each event of the
-//! failover. Afterwards it keeps running: edit the spec file and watch the tables
+//! failover time, what an exec hook (`--notify exec`) wrote for each event of the
+//! failover, and `vpcrouter status`. Afterwards it keeps running: edit the spec file and watch the tables
 //! follow, query the status server with curl, until Ctrl-C. `--once` ends after the
 //! failover; `--port N` moves the status server from its default 33289.
 
 use std::time::{Duration, Instant};
 
+use vpcrouter_tests::daemon::{binary, Daemon};
 use vpcrouter_tests::listener::Listener;
-use vpcrouter_tests::{daemon::Daemon, free_port, wait_for, Env};
+use vpcrouter_tests::{free_port, wait_for, Env};
 
 /// The demo's exec hook: one line per event (the failover's is its JSON), appended to the
 /// file named by its first argument.
@@ -91,11 +92,14 @@ fn main() -> anyhow::Result<()> {
     println!("== route tables after the failover:\n{}", env.world.dump());
     print_changes(&d, &mut seen);
     print_hook_output(&hook_log, hooked_before, &hook);
+    print_status(port);
     if once {
         return Ok(());
     }
     println!("== vpcrouter keeps running. Edit {} and watch the tables follow; Ctrl-C ends the demo.", spec.display());
     println!("   vpcrouter's log: {}", d.log_file().display());
+    println!("   at a glance: {} status -p {port} --watch", binary().display());
+    println!("   in a browser: http://localhost:{port}/ (the live status page)");
     println!("   its status server: curl localhost:{port}/status   curl localhost:{port}/metrics   curl localhost:{port}/route_info");
     let mut last = env.world.dump();
     loop {
@@ -107,6 +111,20 @@ fn main() -> anyhow::Result<()> {
         println!("== route tables changed:\n{now}");
         print_changes(&d, &mut seen);
         last = now;
+    }
+}
+
+/// Prints `vpcrouter status` once it shows the failover (within 5 s).
+fn print_status(port: &str) {
+    let status = || {
+        let out = std::process::Command::new(binary()).args(["status", "-p", port]).output().ok()?;
+        Some(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    match wait_for(Duration::from_secs(5), "the failover in vpcrouter status", || {
+        status().filter(|text| text.contains("routes moved in"))
+    }) {
+        Ok(text) => println!("== vpcrouter status -p {port}:\n{text}"),
+        Err(e) => println!("== vpcrouter status did not show the failover: {e}"),
     }
 }
 
