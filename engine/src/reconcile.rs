@@ -6,14 +6,14 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant, SystemTime};
 
 use rand::Rng;
-use vpcrouter_planner::model::{Cidr, Dest, FailbackState, FailbackView, Plan, RouteAction, VpcState};
+use vpcrouter_planner::model::{Cidr, Dest, FailbackState, FailbackView, ManagedTable, Plan, RouteAction, VpcState};
 use vpcrouter_planner::plan::{plan, Failback, PlanInput};
 use vpcrouter_plugin_api::{time, RouteSpec};
 
 use crate::announce::Announcement;
 use crate::engine::{now, Engine, FAILBACK_WAKE_MIN};
 use crate::execute::{failover_actions, Executed, Scope};
-use crate::report::{self, describe_table, log_action};
+use crate::report::{self, log_action};
 use crate::status::{list_views, table_routes, FailbackEntry};
 
 /// Read → plan → write passes of one reconcile when the VPC shows the state was stale.
@@ -318,7 +318,7 @@ impl Engine {
     fn report_tables(&self, plan: &Plan) {
         let shown = std::mem::replace(&mut self.lock_status().managed, plan.managed.clone());
         if shown.iter().map(|t| &t.id).ne(plan.managed.iter().map(|t| &t.id)) {
-            let described: Vec<String> = plan.managed.iter().map(describe_table).collect();
+            let described: Vec<String> = plan.managed.iter().map(ManagedTable::describe).collect();
             tracing::info!(
                 rule = %self.cfg.tables, zone_affinity = self.cfg.zone_affinity, tables = plan.managed.len(),
                 "managed route tables: {}", if described.is_empty() { "none".to_string() } else { described.join(", ") }

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use vpcrouter_planner::model::{Cidr, DeleteReason, Dest, ManagedTable, Notice, RouteAction, VpcState};
+use vpcrouter_planner::model::{Cidr, DeleteReason, Dest, Notice, RouteAction, VpcState};
 
 use crate::status::FailoverSummary;
 
@@ -93,25 +93,6 @@ pub(crate) fn log_action(what: &str, action: &RouteAction, state: &VpcState) {
         RouteAction::DeleteList { id, name } => tracing::info!(
             list = %id, name = %name, reason = %DeleteReason::ListRetired, "{what}: deleted"
         ),
-    }
-}
-
-/// A managed table for the log: `rtb-1 (zone us-east-1a)`, `rtb-2 (gateway igw-1)`.
-pub(crate) fn describe_table(t: &ManagedTable) -> String {
-    let mut notes: Vec<String> = Vec::new();
-    if t.main {
-        notes.push("main".into());
-    }
-    if let Some(zone) = &t.zone {
-        notes.push(format!("zone {zone}"));
-    }
-    if let Some(gateway) = &t.gateway {
-        notes.push(format!("gateway {gateway}"));
-    }
-    if notes.is_empty() {
-        t.id.clone()
-    } else {
-        format!("{} ({})", t.id, notes.join(", "))
     }
 }
 

@@ -822,6 +822,28 @@ pub struct ManagedTable {
     pub gateway: Option<String>,
 }
 
+impl ManagedTable {
+    /// The table for people (logs, `vpcrouter plan`): `rtb-1 (zone us-east-1a)`,
+    /// `rtb-2 (main, gateway igw-1)`.
+    pub fn describe(&self) -> String {
+        let mut notes: Vec<String> = Vec::new();
+        if self.main {
+            notes.push("main".into());
+        }
+        if let Some(zone) = &self.zone {
+            notes.push(format!("zone {zone}"));
+        }
+        if let Some(gateway) = &self.gateway {
+            notes.push(format!("gateway {gateway}"));
+        }
+        if notes.is_empty() {
+            self.id.clone()
+        } else {
+            format!("{} ({})", self.id, notes.join(", "))
+        }
+    }
+}
+
 /// `--failback preferred`: one CIDR's preferred router and where failback stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FailbackView {

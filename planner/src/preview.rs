@@ -324,7 +324,7 @@ impl Preview {
 
     fn header(&self, out: &mut String, region: &str) {
         out.push_str(&format!("Plan for VPC {} in {region}: what a vpcrouter daemon would change now\n", self.vpc_id));
-        let mut tables: Vec<String> = self.managed.iter().map(describe_table).collect();
+        let mut tables: Vec<String> = self.managed.iter().map(ManagedTable::describe).collect();
         if tables.is_empty() {
             tables.push("none".into());
         }
@@ -387,25 +387,6 @@ fn routers_text(c: &Change) -> String {
     let after = c.after.map_or_else(|| "(none)".to_string(), |ip| ip.to_string());
     let mark = if c.may_differ { " *" } else { "" };
     format!("{} -> {after}{mark}", c.before.as_deref().unwrap_or("(none)"))
-}
-
-/// A managed table for people: `rtb-1 (zone us-east-1a)`, `rtb-2 (main, gateway igw-1)`.
-pub fn describe_table(t: &ManagedTable) -> String {
-    let mut notes: Vec<String> = Vec::new();
-    if t.main {
-        notes.push("main".into());
-    }
-    if let Some(zone) = &t.zone {
-        notes.push(format!("zone {zone}"));
-    }
-    if let Some(gateway) = &t.gateway {
-        notes.push(format!("gateway {gateway}"));
-    }
-    if notes.is_empty() {
-        t.id.clone()
-    } else {
-        format!("{} ({})", t.id, notes.join(", "))
-    }
 }
 
 fn cidrs(list: &[Cidr]) -> String {
