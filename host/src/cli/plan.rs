@@ -29,7 +29,12 @@ pub(super) fn command() -> Command {
             .help("plan as if these routers had failed"))
         .arg(Arg::new("json").long("json").action(ArgAction::SetTrue)
             .help("print the plan as JSON: vpc_id, region, route_tables, changes (cidr, route_table, action, router_before, router_after, reason, may_differ), prefix_list_changes, notices, changes_count"));
-    let cmd = ec2::args(cmd).arg(routes::ignore_routes_arg());
+    // The write bucket's options are accepted, so that a daemon's options can be reused as
+    // they are, but hidden: a plan makes no write.
+    let cmd = ec2::args(cmd)
+        .mut_arg("ec2_write_burst", |a| a.hide(true))
+        .mut_arg("ec2_write_rate", |a| a.hide(true))
+        .arg(routes::ignore_routes_arg());
     routes::table_args(cmd).arg(cluster::cluster_name_arg())
 }
 
@@ -129,6 +134,10 @@ mod tests {
         let help = plan_options("plan --help").expect_err("help");
         assert_eq!(help.status, 0);
         assert!(help.message.contains("Usage: vpcrouter plan") && help.message.contains("2 changes would be made"));
+        assert!(!help.message.contains("--ec2-write") && help.message.contains("--ec2-read-rate"), "{}", help.message);
+        let o = plan_options("plan -f s.json --ec2-write-rate 2 --ec2-read-rate 7")
+            .unwrap_or_else(|e| panic!("{}", e.message));
+        assert_eq!(o.ec2.limits.read.rate, 7.0, "a daemon's options are taken as they are");
     }
 
     #[test]

@@ -1,6 +1,8 @@
 // vpcrouter's status page (status/src/page.rs): keeps <main id="main"> current without a
 // reload. Every 1.5 s it fetches the page's own URL as HTML (the same renderer made the first
-// render), and swaps the content of <main> when it changed, keeping the scroll positions.
+// render), and swaps the content of <main> when it changed, keeping the scroll positions. A
+// page that takes long to fetch and apply (a spec of thousands of CIDRs) is polled less often:
+// at least four times the time the last update took, so the browser stays mostly idle.
 // On errors it retries later and later (up to 30 s) and says so; it pauses while the tab is
 // hidden. Nothing inline, nothing from elsewhere: it runs under the page's CSP.
 (function () {
@@ -70,6 +72,7 @@
       return;
     }
     busy = true;
+    var started = Date.now();
     var ctrl = window.AbortController ? new AbortController() : null;
     var giveUp = setTimeout(function () {
       if (ctrl) {
@@ -88,7 +91,7 @@
       return r.text();
     }).then(function (html) {
       apply(html);
-      delay = PERIOD;
+      delay = Math.min(Math.max(PERIOD, 4 * (Date.now() - started)), MAX_DELAY);
       say('live · updated ' + clock(new Date()), false);
     }).catch(function () {
       delay = Math.min(delay * 2, MAX_DELAY);
