@@ -160,6 +160,9 @@ fn the_page_shows_the_routes_and_follows_a_failover_without_a_reload() -> anyhow
         .expect("result", Duration::from_secs(60))
         .map_err(|e| anyhow::anyhow!("{e}\n{}\n--- log ---\n{}", env.world.dump(), d.log()))?;
     assert_eq!(env.world.targets(&[&rt1, &rt2], CIDR)?, vec![Some(second.to_string()); 2]);
+    let after_ms = seen["updatedAfterMs"].as_u64().unwrap_or(u64::MAX);
+    println!("the page showed the failover {after_ms} ms after the health file changed");
+    assert!(after_ms < 10_000, "the page took {after_ms} ms to show the failover: {seen}");
     assert_eq!(seen["noReload"], true, "the page was reloaded: {seen}");
     assert_eq!((&seen["loads"], &seen["navigations"]), (&json!(1), &json!(1)), "{seen}");
     let failed = seen["routers"].as_array().and_then(|l| l.iter().find(|r| r["ip"] == first.as_str()));
