@@ -59,14 +59,7 @@ impl Announcer for () {
 /// The announcement of an acknowledged route write, with the reason its log line gives;
 /// `None` for a prefix list's change (not a route).
 pub(crate) fn route_changed(a: &RouteAction) -> Option<Announcement> {
-    let (router, old_router, reason) = match a {
-        RouteAction::Create { target, .. } => (Some(target.ip), None, "route missing".to_string()),
-        RouteAction::Replace { target, old_router, reason, .. } => (Some(target.ip), *old_router, reason.to_string()),
-        RouteAction::Delete { old_router, reason, .. } => (None, *old_router, reason.to_string()),
-        RouteAction::CreateList { .. } | RouteAction::ModifyList { .. } | RouteAction::DeleteList { .. } => {
-            return None
-        }
-    };
+    let (old_router, reason) = a.old_router_and_reason()?;
     let (cidr, route_table) = (a.dest().to_string(), a.rtb().to_string());
-    Some(Announcement::RouteChanged { cidr, route_table, router, old_router, reason })
+    Some(Announcement::RouteChanged { cidr, route_table, router: a.new_router(), old_router, reason })
 }

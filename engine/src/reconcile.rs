@@ -2,13 +2,12 @@
 //! moved as planned from the known state, no read); then read → plan → execute passes until
 //! the VPC matches the plan.
 
-use std::net::Ipv4Addr;
 use std::time::{Duration, Instant, SystemTime};
 
 use rand::Rng;
-use vpcrouter_planner::model::{Cidr, Dest, FailbackState, FailbackView, ManagedTable, Plan, RouteAction, VpcState};
-use vpcrouter_planner::plan::{plan, Failback, PlanInput};
-use vpcrouter_plugin_api::{time, RouteSpec};
+use vpcrouter_planner::model::{Dest, FailbackState, FailbackView, ManagedTable, Plan, RouteAction, VpcState};
+use vpcrouter_planner::plan::{plan, spec_entries, Failback, PlanInput, MAX_STAGES};
+use vpcrouter_plugin_api::time;
 
 use crate::announce::Announcement;
 use crate::engine::{now, Engine, FAILBACK_WAKE_MIN};
@@ -18,21 +17,11 @@ use crate::status::{list_views, table_routes, FailbackEntry};
 
 /// Read → plan → write passes of one reconcile when the VPC shows the state was stale.
 const MAX_PASSES: u32 = 3;
-/// Plans of one reconcile made from the state as written, when a plan's changes unlock
-/// further ones (a route to a list just created; a route deleted once another carries its
-/// CIDRs).
-const MAX_STAGES: u32 = 8;
 /// Logged when the VPC refuses a route change because the state it was planned from is stale.
 const STALE: &str = "EC2 showed the route tables changed behind vpcrouter's back: reading them again";
 /// Dry run: actions logged between two looks at the stop signal (a large spec plans
 /// hundreds of thousands; SIGTERM must not wait for all their log lines).
 const LOGGED_PER_STOP_CHECK: usize = 1000;
-
-/// The spec as the planner wants it: typed values, checked by `on_spec`; each CIDR's
-/// routers in the spec's order (the first is the preferred one of `--failback preferred`).
-pub(crate) fn spec_entries(spec: &RouteSpec) -> Vec<(Cidr, Vec<Ipv4Addr>)> {
-    spec.routes.iter().map(|r| (r.cidr, r.hosts.iter().map(|h| h.addr()).collect())).collect()
-}
 
 impl Engine {
     /// Reconciles: the fast path after a health change, then read, plan and execute (or

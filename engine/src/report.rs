@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use vpcrouter_planner::model::{Cidr, DeleteReason, Dest, Notice, RouteAction, VpcState};
+use vpcrouter_planner::model::{Cidr, DeleteReason, Dest, Notice, RouteAction, VpcState, ROUTE_MISSING};
 
 use crate::status::FailoverSummary;
 
@@ -72,7 +72,7 @@ fn carried(dest: &Dest, state: &VpcState) -> String {
 pub(crate) fn log_action(what: &str, action: &RouteAction, state: &VpcState) {
     match action {
         RouteAction::Create { rtb, dest: cidr, target } => tracing::info!(
-            %cidr, rtb, router = %target.ip, old_router = "(none)", reason = "route missing",
+            %cidr, rtb, router = %target.ip, old_router = "(none)", reason = ROUTE_MISSING,
             instance = %target.instance_id, eni = %target.eni_id, "{what}: added{}", carried(cidr, state)
         ),
         RouteAction::Replace { rtb, dest: cidr, target, old_router, reason } => tracing::info!(

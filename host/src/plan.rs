@@ -15,7 +15,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 use vpcrouter_ec2::{Ec2Config, Ec2Error, VpcReader};
 use vpcrouter_planner::model::{Cidr, Dest, TableSelection, VpcState};
-use vpcrouter_planner::plan::{ListMode, PlanInput};
+use vpcrouter_planner::plan::{spec_entries, ListMode, PlanInput};
 use vpcrouter_planner::preview::{preview, Preview};
 use vpcrouter_plugin_api::{file, spec, RouteSpec};
 
@@ -115,8 +115,7 @@ fn read_error(reader: &VpcReader, e: Ec2Error) -> String {
 /// Plans as the engine's reconcile does (`plan_from`), with the health the options give:
 /// `--failed` failed, none questionable or drained, no failback, nothing written before.
 fn preview_of(o: &PlanOptions, spec: &RouteSpec, state: &VpcState, vpc_id: &str) -> Preview {
-    let entries: Vec<(Cidr, Vec<Ipv4Addr>)> =
-        spec.routes.iter().map(|r| (r.cidr, r.hosts.iter().map(|h| h.addr()).collect())).collect();
+    let entries = spec_entries(spec);
     let lists = o.ec2.prefix_lists.then(|| ListMode::new(o.cluster_name.as_deref().unwrap_or(vpc_id)));
     let none = BTreeSet::new();
     let input = PlanInput {

@@ -456,6 +456,9 @@ pub enum RouteAction {
     },
 }
 
+/// The reason of a route create, as logs, events and `vpcrouter plan` give it.
+pub const ROUTE_MISSING: &str = "route missing";
+
 impl RouteAction {
     /// The route table the action changes; a list action changes the list (its name).
     pub fn rtb(&self) -> &str {
@@ -500,6 +503,18 @@ impl RouteAction {
         match self {
             RouteAction::Create { target, .. } | RouteAction::Replace { target, .. } => Some(target.ip),
             _ => None,
+        }
+    }
+
+    /// A route change's previous router (`None` for a create, or when unknown) and its
+    /// reason in the words of the log's `reason` field ([`ROUTE_MISSING`] for a create);
+    /// `None` for a prefix-list action.
+    pub fn old_router_and_reason(&self) -> Option<(Option<Ipv4Addr>, String)> {
+        match self {
+            RouteAction::Create { .. } => Some((None, ROUTE_MISSING.to_string())),
+            RouteAction::Replace { old_router, reason, .. } => Some((*old_router, reason.to_string())),
+            RouteAction::Delete { old_router, reason, .. } => Some((*old_router, reason.to_string())),
+            RouteAction::CreateList { .. } | RouteAction::ModifyList { .. } | RouteAction::DeleteList { .. } => None,
         }
     }
 }

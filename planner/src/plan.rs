@@ -162,6 +162,18 @@ pub struct PlanInput<'a> {
     pub zone_affinity: bool,
 }
 
+/// Plans of one reconcile at most, each made from the state the previous one's changes
+/// leave, when a plan's changes unlock further ones ([`Plan::staged`]: a route to a list
+/// just created; a route deleted once another carries its CIDRs). The engine and
+/// [`crate::preview`] stop there.
+pub const MAX_STAGES: usize = 8;
+
+/// A route spec as [`PlanInput::spec`] takes it: each CIDR with its routers in the spec's
+/// order (the first is the preferred one of `--failback preferred`).
+pub fn spec_entries(spec: &vpcrouter_plugin_api::RouteSpec) -> Vec<(Cidr, Vec<Ipv4Addr>)> {
+    spec.routes.iter().map(|r| (r.cidr, r.hosts.iter().map(|h| h.addr()).collect())).collect()
+}
+
 /// Decides the actions, in execution order (see [`RouteAction::priority`]). Pure: no I/O,
 /// randomness only from `rng`.
 pub fn plan<R: rand::Rng + ?Sized>(input: &PlanInput<'_>, rng: &mut R) -> Plan {

@@ -15,12 +15,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use crate::model::{Applied, Cidr, Dest, ManagedTable, Notice, RouteAction, VpcState};
-use crate::plan::{plan, PlanInput};
+use crate::plan::{plan, PlanInput, MAX_STAGES};
 
 /// Columns the text fits in.
 pub const WIDTH: usize = 100;
-/// Plans of one preview at most, as in one reconcile of the engine.
-const MAX_STAGES: usize = 8;
 
 /// The kind of a route change: the EC2 call it stands for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -196,11 +194,11 @@ pub fn preview(input: &PlanInput<'_>) -> Preview {
 
 /// The route change of `action` (`None` for a prefix-list action).
 fn route_change(action: &RouteAction, state: &VpcState) -> Option<Change> {
-    let (kind, old, reason) = match action {
-        RouteAction::Create { .. } => (ChangeKind::Create, None, "route missing".to_string()),
-        RouteAction::Replace { old_router, reason, .. } => (ChangeKind::Replace, *old_router, reason.to_string()),
-        RouteAction::Delete { old_router, reason, .. } => (ChangeKind::Delete, *old_router, reason.to_string()),
-        _ => return None,
+    let (old, reason) = action.old_router_and_reason()?;
+    let kind = match action {
+        RouteAction::Create { .. } => ChangeKind::Create,
+        RouteAction::Replace { .. } => ChangeKind::Replace,
+        _ => ChangeKind::Delete,
     };
     let (table, dest) = (action.rtb().to_owned(), action.dest());
     let before = match (kind, old) {
@@ -403,7 +401,8 @@ fn or_none(list: &[Cidr]) -> String {
 
 /// `text` after `first` on the first line and `indent` on the next ones, broken at spaces
 /// and commas so that lines fit [`WIDTH`] (a longer word stays whole); ends with a newline.
-fn wrap(text: &str, first: &str, indent: &str) -> String {
+/// Also the notices of `vpcrouter status`.
+pub fn wrap(text: &str, first: &str, indent: &str) -> String {
     wrap_pieces(words(text), first, indent)
 }
 

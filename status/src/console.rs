@@ -10,9 +10,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
+use vpcrouter_planner::preview::wrap;
 
-/// The widest line [`status_text`] prints.
-pub const WIDTH: usize = 100;
+/// The widest line [`status_text`] prints: as wide as `vpcrouter plan`'s text.
+pub const WIDTH: usize = vpcrouter_planner::preview::WIDTH;
 
 /// Whether to colour the text (a terminal without `NO_COLOR`) or not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -315,23 +316,11 @@ fn notices(doc: &Value, paint: Paint, out: &mut String) {
     }
     heading(out, paint, &format!("NOTICES ({})", list.len()));
     for n in list {
-        wrap(out, &format!("- {}", one_line(n)));
-    }
-}
-
-/// `text` on as many lines as it needs within [`WIDTH`], the later ones indented by two.
-fn wrap(out: &mut String, text: &str) {
-    let mut line = String::new();
-    for word in text.split(' ') {
-        if !line.trim().is_empty() && line.chars().count() + 1 + word.chars().count() > WIDTH {
-            push_line(out, &line);
-            line = "  ".to_string();
-        } else if !line.is_empty() && line != "  " {
-            line.push(' ');
+        // Wrapped as `vpcrouter plan` wraps its notes; a word longer than a line is cut.
+        for line in wrap(&one_line(n), "- ", "  ").lines() {
+            push_line(out, &cut(line, WIDTH));
         }
-        line.push_str(word);
     }
-    push_line(out, &cut(&line, WIDTH));
 }
 
 const RED: &str = "31";

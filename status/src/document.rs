@@ -200,8 +200,21 @@ pub fn render(value: &Value, format: Format) -> (&'static str, String) {
     }
 }
 
-fn escape_html(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+/// `s` safe in HTML text and in attribute values, quoted or not (the HTML view's links and
+/// the live page, [`crate::page`]).
+pub(crate) fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// vpc-router's HTML view: the indented JSON with `_href` values as links.

@@ -22,7 +22,7 @@ use std::net::Ipv4Addr;
 use vpcrouter_drains::Drain;
 use vpcrouter_engine::status::Status;
 
-use crate::document::{iso_time, ServerInfo, Snapshot};
+use crate::document::{escape_html as esc, iso_time, ServerInfo, Snapshot};
 
 /// The page's style sheet.
 pub const STYLE: &str = include_str!("page/page.css");
@@ -39,22 +39,6 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
 
 /// The state documents the footer links to.
 const LINKS: [&str; 6] = ["status", "metrics", "route_info", "ips", "vpc", "plugins"];
-
-/// `s` safe in HTML text and in quoted attribute values.
-pub(crate) fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 /// How a router stands, as the page marks it.
 pub(crate) struct Health<'a> {
