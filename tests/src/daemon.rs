@@ -68,6 +68,17 @@ pub fn run_once(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// Runs a subcommand that talks to a running daemon (`drain`, `drains`, `status`, ...) as an
+/// operator types it, without a terminal and without `NO_COLOR`: (status, stdout, stderr).
+pub fn run_client(args: &[&str]) -> anyhow::Result<(i32, String, String)> {
+    let out = Command::new(binary()).args(args).env_remove("NO_COLOR").stdin(Stdio::null()).output()?;
+    Ok((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
 /// How to start a vpcrouter: its arguments, where its EC2 is and its environment. Made by
 /// [`Daemon::builder`], or [`Env::daemon`](crate::Env::daemon) for a test's world.
 ///

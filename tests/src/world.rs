@@ -25,6 +25,16 @@ use crate::moto::Moto;
 /// The region the tests use.
 pub const REGION: &str = "us-east-1";
 
+/// Of the routers of s1 and s2 (`127.0.1.10`, `127.0.2.10`: a spec on both makes rt1 and rt2
+/// managed), the one that is not `router`.
+pub fn other_router(router: &str) -> &'static str {
+    if router == "127.0.1.10" {
+        "127.0.2.10"
+    } else {
+        "127.0.1.10"
+    }
+}
+
 /// A customer-managed prefix list as [`World::prefix_lists`] reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PrefixListInfo {

@@ -7,26 +7,18 @@
 //! what is failed. The route spec is 10.55.0.0/16 on 127.0.1.10 (rt1's subnet) or
 //! 127.0.2.10 (rt2's), so both tables are managed.
 
-use std::process::Command;
 use std::time::Duration;
 
 use vpcrouter_tests::cluster::{wait_new_leader, wait_one_leader, Instance};
-use vpcrouter_tests::daemon::{binary, Daemon};
+use vpcrouter_tests::daemon::{run_client, Daemon};
 use vpcrouter_tests::etcd::Etcd;
+use vpcrouter_tests::world::other_router;
 use vpcrouter_tests::{file_driven, free_port, http_client, wait_for, Env};
 
 const T: Duration = Duration::from_secs(20);
 const CIDR: &str = "10.55.0.0/16";
 const SPEC: &str = r#"{"10.55.0.0/16": ["127.0.1.10", "127.0.2.10"]}"#;
 const TOKEN: &str = "s3cret-drain-token";
-
-fn other(r: &str) -> &'static str {
-    if r == "127.0.1.10" {
-        "127.0.2.10"
-    } else {
-        "127.0.1.10"
-    }
-}
 
 fn set_failed(env: &Env, file: &str, hosts: &[&str]) {
     let list: Vec<String> = hosts.iter().map(|h| format!("\"{h}\"")).collect();
@@ -38,16 +30,6 @@ fn routed_to(env: &Env, tables: &[&str], router: &str, log: impl Fn() -> String)
         (env.world.targets(tables, CIDR).ok()? == vec![Some(router.to_string()); tables.len()]).then_some(())
     })
     .map_err(|e| anyhow::anyhow!("{e}\n{}\n--- log ---\n{}", env.world.dump(), log()))
-}
-
-/// Runs `vpcrouter SUBCOMMAND ...`: (exit status, stdout, stderr).
-fn vpcrouter(args: &[&str]) -> anyhow::Result<(i32, String, String)> {
-    let out = Command::new(binary()).args(args).output()?;
-    Ok((
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    ))
 }
 
 /// `METHOD /drain...` with the token (if any); (status, JSON body).
@@ -81,17 +63,17 @@ fn a_drain_moves_every_route_nothing_goes_back_and_an_undrain_moves_nothing() ->
     args.extend(["--http-token-file", token_arg]);
     let d = env.daemon().args(&args).start()?;
     let first = env.wait_routed(&tables, CIDR, T)?;
-    let second = other(&first);
+    let second = other_router(&first);
     let port = d.port.to_string();
     let client = |sub: &[&str]| -> anyhow::Result<(i32, String, String)> {
         let mut all = sub.to_vec();
         all.extend(["-p", port.as_str(), "--http-token-file", token_arg]);
-        vpcrouter(&all)
+        run_client(&all)
     };
 
     // Protected like POST /route_spec: 401 without the token, from the endpoint and the subcommand.
     assert_eq!(drain_request(d.port, "POST", &format!("/drain/{first}"), None, "").0, 401);
-    let (code, out, err) = vpcrouter(&["drain", &first, "-p", &port])?;
+    let (code, out, err) = run_client(&["drain", &first, "-p", &port])?;
     assert_eq!(code, 1, "{out}{err}");
     assert!(
         err.starts_with("error: POST /drain/") && err.contains("HTTP 401") && err.trim().lines().count() == 1,
@@ -163,7 +145,7 @@ fn a_drain_moves_every_route_nothing_goes_back_and_an_undrain_moves_nothing() ->
     routed_to(&env, &tables, &first, || d.log())?;
 
     // A daemon that is not there: one line, exit 1.
-    let (code, _, err) = vpcrouter(&["drains", "-p", &free_port().to_string()])?;
+    let (code, _, err) = run_client(&["drains", "-p", &free_port().to_string()])?;
     assert_eq!(code, 1);
     assert!(
         err.starts_with("error: cannot reach vpcrouter at http://127.0.0.1:") && err.trim().lines().count() == 1,
@@ -184,7 +166,7 @@ fn drains_survive_a_restart_through_the_state_file() -> anyhow::Result<()> {
     args.extend(["--state-dir", state.to_str().unwrap_or_default()]);
     let mut d = env.daemon().args(&args).start()?;
     let first = env.wait_routed(&tables, CIDR, T)?;
-    let second = other(&first);
+    let second = other_router(&first);
     let (status, doc) = drain_request(d.port, "POST", &format!("/drain/{first}"), None, r#"{"reason": "reboot"}"#);
     assert_eq!(status, 200, "{doc}");
     assert_eq!(doc["warning"], serde_json::Value::Null, "a candidate: no warning: {doc}");
@@ -262,7 +244,7 @@ fn in_cluster_mode_drains_live_in_etcd_and_every_leader_honours_them() -> anyhow
     };
     let mut all: Vec<Option<Instance>> = vec![Some(start("a")?), Some(start("b")?)];
     let first = env.wait_routed(&tables, CIDR, T)?;
-    let second = other(&first);
+    let second = other_router(&first);
     let view: Vec<&Instance> = all.iter().flatten().collect();
     let leader = wait_one_leader(&view, T)?;
     let follower = 1 - leader;
@@ -271,7 +253,7 @@ fn in_cluster_mode_drains_live_in_etcd_and_every_leader_honours_them() -> anyhow
     // Drained through the follower's status server: stored in etcd, the leader moves the route.
     let port = view[follower].daemon.port.to_string();
     let (code, out, err) =
-        vpcrouter(&["drain", &first, "--reason", "patch", "--url", &format!("http://127.0.0.1:{port}")])?;
+        run_client(&["drain", &first, "--reason", "patch", "--url", &format!("http://127.0.0.1:{port}")])?;
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("in the whole cluster (etcd)"), "{out}");
     let record = etcd.get(&format!("/vpcrouter/{}/drains/{first}", env.world.vpc_id))?;

@@ -11,30 +11,13 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use vpcrouter_tests::daemon::binary;
+use vpcrouter_tests::daemon::{binary, run_client};
+use vpcrouter_tests::world::other_router;
 use vpcrouter_tests::{file_driven, free_port, wait_for, Env};
 
 const T: Duration = Duration::from_secs(20);
 const CIDR: &str = "10.55.0.0/16";
 const SPEC: &str = r#"{"10.55.0.0/16": ["127.0.1.10", "127.0.2.10"]}"#;
-
-/// Runs `vpcrouter ARGS` without a terminal: (exit status, stdout, stderr).
-fn vpcrouter(args: &[&str]) -> anyhow::Result<(i32, String, String)> {
-    let out = Command::new(binary()).args(args).env_remove("NO_COLOR").output()?;
-    Ok((
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    ))
-}
-
-fn other(r: &str) -> &'static str {
-    if r == "127.0.1.10" {
-        "127.0.2.10"
-    } else {
-        "127.0.1.10"
-    }
-}
 
 /// The line of `text` that starts with `start`.
 fn line<'a>(text: &'a str, start: &str) -> &'a str {
@@ -52,7 +35,7 @@ fn status_shows_the_cidr_its_router_the_tables_and_a_failed_router() -> anyhow::
     let first = env.wait_routed(&tables, CIDR, T)?;
     let port = d.port.to_string();
 
-    let (code, out, err) = vpcrouter(&["status", "-p", &port])?;
+    let (code, out, err) = run_client(&["status", "-p", &port])?;
     assert_eq!(code, 0, "{out}{err}");
     assert!(!out.contains('\x1b'), "no colour without a terminal: {out:?}");
     assert!(out.lines().all(|l| l.chars().count() <= 100), "fits 100 columns:\n{out}");
@@ -69,12 +52,12 @@ fn status_shows_the_cidr_its_router_the_tables_and_a_failed_router() -> anyhow::
 
     // The router in use fails: the routes move, and status says so.
     env.write("health.json", &format!(r#"{{"failed": ["{first}"]}}"#));
-    let second = other(&first);
+    let second = other_router(&first);
     wait_for(T, "the failover in status", || {
-        let (_, out, _) = vpcrouter(&["status", "-p", &port]).ok()?;
+        let (_, out, _) = run_client(&["status", "-p", &port]).ok()?;
         out.lines().any(|l| l.starts_with(CIDR) && l.contains(second) && l.contains("2 of 2")).then_some(())
     })?;
-    let (_, out, _) = vpcrouter(&["status", "-p", &port])?;
+    let (_, out, _) = run_client(&["status", "-p", &port])?;
     println!("vpcrouter status after the failover:\n{out}");
     let failed = line(&out, &format!("{first} "));
     assert!(failed.contains("failed") && failed.split_whitespace().any(|w| w == "0"), "{failed}\n{out}");
@@ -82,7 +65,7 @@ fn status_shows_the_cidr_its_router_the_tables_and_a_failed_router() -> anyhow::
     assert!(failover.contains(&format!("router {first}: 2 routes moved in")), "{failover}\n{out}");
 
     // --json: the daemon's document.
-    let (code, out, err) = vpcrouter(&["status", "--json", "-p", &port])?;
+    let (code, out, err) = run_client(&["status", "--json", "-p", &port])?;
     assert_eq!(code, 0, "{err}");
     let doc: serde_json::Value = serde_json::from_str(&out)?;
     assert_eq!(doc["failed_hosts"], serde_json::json!([first]));
@@ -132,14 +115,14 @@ fn watch_redraws_until_stopped() -> anyhow::Result<()> {
 #[test]
 fn no_daemon_is_one_line_and_exit_1() -> anyhow::Result<()> {
     let port = free_port().to_string();
-    let (code, out, err) = vpcrouter(&["status", "-p", &port])?;
+    let (code, out, err) = run_client(&["status", "-p", &port])?;
     assert_eq!((code, out.as_str()), (1, ""), "{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     assert!(
         err.starts_with("error: cannot reach vpcrouter at http://127.0.0.1:") && err.contains("is it running?"),
         "{err}"
     );
-    let (code, _, err) = vpcrouter(&["status", "--watch", "0", "-p", &port])?;
+    let (code, _, err) = run_client(&["status", "--watch", "0", "-p", &port])?;
     assert!(code == 2 && err.contains("from 0.2 to 3600"), "a usage error: {err}");
     Ok(())
 }

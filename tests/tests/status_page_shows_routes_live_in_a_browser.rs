@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use serde_json::{json, Value};
+use vpcrouter_tests::world::other_router;
 use vpcrouter_tests::{file_driven, http_client, repo_root, Env};
 
 const T: Duration = Duration::from_secs(20);
@@ -22,14 +23,6 @@ const CIDR: &str = "10.55.0.0/16";
 const OTHER_CIDR: &str = "10.66.17.0/24";
 const SPEC: &str = r#"{"10.55.0.0/16": ["127.0.1.10", "127.0.2.10"], "10.66.17.0/24": ["127.0.1.10", "127.0.2.10"]}"#;
 const CHROMIUM: &str = "/usr/bin/chromium";
-
-fn other(r: &str) -> &'static str {
-    if r == "127.0.1.10" {
-        "127.0.2.10"
-    } else {
-        "127.0.1.10"
-    }
-}
 
 /// Where the screenshot goes: `$CARGO_TARGET_DIR/vpcrouter-page/`, else the temp directory.
 fn screenshot_path() -> anyhow::Result<PathBuf> {
@@ -121,7 +114,7 @@ fn the_page_shows_the_routes_and_follows_a_failover_without_a_reload() -> anyhow
     let health = env.write("health.json", r#"{"failed": []}"#);
     let d = env.daemon().args(file_driven(&spec, &health)).start()?;
     let first = env.wait_routed(&[&rt1, &rt2], CIDR, T)?;
-    let second = other(&first);
+    let second = other_router(&first);
 
     // Without JavaScript: the first answer is the whole page, under a strict CSP.
     let plain = http_client::get(d.port, "/", Some("text/html"))?;

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use vpcrouter_tests::certs::{Ca, Pem, Usage};
-use vpcrouter_tests::daemon::{binary, command, Daemon};
+use vpcrouter_tests::daemon::{command, run_client, Daemon};
 use vpcrouter_tests::http_client::{self, get, request, Response};
 use vpcrouter_tests::slowclients::SlowClients;
 use vpcrouter_tests::{free_port, tls_client, wait_for, world, Env};
@@ -408,8 +408,8 @@ fn client_certificates_from_the_ca_are_required_with_tls_client_ca() -> anyhow::
     let client = |extra: &[&str]| -> anyhow::Result<(i32, String)> {
         let mut args = vec!["drains", "--url", url.as_str(), "--tls-ca", ca_file];
         args.extend_from_slice(extra);
-        let out = std::process::Command::new(binary()).args(&args).output()?;
-        Ok((out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned()))
+        let (status, _, stderr) = run_client(&args)?;
+        Ok((status, stderr))
     };
     let (status, stderr) = client(&[])?;
     assert_eq!((status, stderr.lines().count()), (1, 1), "without a certificate: one line, exit 1: {stderr}");
